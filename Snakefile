@@ -1,0 +1,23 @@
+# Limiting dynamics of SGD: dataset prep -> convergence -> limiting run per
+# hyperparameter cell -> NetCDF trajectories -> diffusion analysis -> figures.
+# Config: config/config.yaml (documented in config/README.md).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/export.smk"
+include: "workflow/rules/analysis.smk"
+include: "workflow/rules/plots.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_outputs(),

@@ -1,0 +1,103 @@
+"""Cost of the per-step recording, measured against the same loop without it.
+
+Run by hand (never from the tests):
+
+    python bench/recording_overhead.py                 # default: ResNet-8 @ 8px and ResNet-18 @ 32px
+    python bench/recording_overhead.py --device cuda   # on a GPU
+
+Both loops run in the same process on the same model and batches, interleaved
+in alternating blocks (A B A B ...) so that drift of a noisy machine hits both
+equally; the ratio of median block times is reported. The recorded loop is
+exactly what ``training.limiting_run`` does per step: flat parameters and
+momentum buffers, ``StepRecorder.record`` (squared distance from start per
+tensor, squared parameter norm per tensor, ||v||^2, the loss) into a
+preallocated device tensor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from limiting_dynamics.models import build_model, count_parameters
+from limiting_dynamics.recording import FlatParameters, StepRecorder
+
+CASES = {
+    "resnet8@8px": ({"arch": "resnet", "blocks": [1, 1, 1], "width": 16, "stem": "cifar"}, 8, 1),
+    "resnet18@32px": ({"arch": "resnet18", "blocks": [2, 2, 2, 2], "width": 64, "stem": "imagenet"}, 32, 3),
+}
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(case: str, batch_size: int, device: torch.device, blocks: int, steps_per_block: int) -> dict:
+    cfg, size, channels = CASES[case]
+    torch.manual_seed(0)
+    model = build_model(cfg, 10, channels).to(device).train()
+    flat = FlatParameters(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, foreach=True)
+    flat_v = flat.install_momentum_buffers(opt)
+    x = torch.randn(512, channels, size, size, device=device)
+    y = torch.randint(0, 10, (512,), device=device)
+    g = torch.Generator().manual_seed(0)
+    rec = StepRecorder(flat, flat_v, steps=blocks * steps_per_block + 1)
+
+    def block(record: bool) -> float:
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(steps_per_block):
+            idx = torch.randint(512, (batch_size,), generator=g).to(device)
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=False)
+            loss.backward()
+            opt.step()
+            if record:
+                rec.record(loss)
+        sync(device)
+        return (time.perf_counter() - t) / steps_per_block
+
+    block(False), block(True)  # warm-up
+    rec.count = 0
+    plain, recorded = [], []
+    for _ in range(blocks):
+        plain.append(block(False))
+        recorded.append(block(True))
+    p, r = statistics.median(plain), statistics.median(recorded)
+    return {"case": case, "batch_size": batch_size, "n_params": count_parameters(model),
+            "step_ms_plain": 1e3 * p, "step_ms_recorded": 1e3 * r, "overhead": r / p - 1}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cases", nargs="+", default=list(CASES))
+    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[32, 64])
+    ap.add_argument("--blocks", type=int, default=10)
+    ap.add_argument("--steps-per-block", type=int, default=20)
+    ap.add_argument("--out", default="bench/recording_overhead.json")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    rows = [measure(c, b, device, a.blocks, a.steps_per_block) for c in a.cases for b in a.batch_sizes]
+    print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else platform.processor() or 'cpu'}), "
+          f"{a.threads} threads, torch {torch.__version__}")
+    print(f"{'case':16s} {'S':>4s} {'params':>10s} {'plain ms':>9s} {'recorded ms':>12s} {'overhead':>9s}")
+    for r in rows:
+        print(f"{r['case']:16s} {r['batch_size']:4d} {r['n_params']:10d} {r['step_ms_plain']:9.2f} "
+              f"{r['step_ms_recorded']:12.2f} {100 * r['overhead']:8.2f}%")
+    with open(a.out, "w") as fh:
+        json.dump({"device": str(device), "threads": a.threads, "torch": torch.__version__, "rows": rows}, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()

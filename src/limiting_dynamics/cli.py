@@ -1,0 +1,281 @@
+"""Command-line entry points, one per workflow stage: ``limiting-dynamics STAGE ...``.
+
+Every stage reads its settings as one JSON object (``--params``), writes its
+outputs atomically, and turns expected failures into a one-line message on
+stderr and exit status 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_path, write_json
+
+EXIT_ERROR = 2
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, int(n)))
+
+
+def cmd_prepare_data(a) -> None:
+    from . import data
+
+    p = json.loads(a.params)
+    prepared = data.prepare(p)
+    data.save_prepared(prepared, a.out)
+    _log(f"{prepared.name}: {len(prepared.y_train)} train / {len(prepared.y_test)} test images "
+         f"of shape {prepared.image_shape}, {prepared.num_classes} classes -> {a.out}")
+
+
+def _history_dataset(history: dict, attrs: dict, first_epoch: int):
+    import xarray as xr
+
+    from .trajectory import now_iso, provenance_attrs
+
+    n = len(history["train_loss"])
+    ds = xr.Dataset({k: ("epoch", np.asarray(v, float)) for k, v in history.items()},
+                    coords={"epoch": np.arange(first_epoch, first_epoch + n)})
+    units = {"lr": "1", "train_loss": "nat", "test_loss": "nat", "train_accuracy": "1", "test_accuracy": "1"}
+    for k in history:
+        long_name = "learning rate at the start of the epoch" if k == "lr" else k.replace("_", " ") + " (eval mode)"
+        ds[k].attrs.update(units=units[k], long_name=long_name)
+    ds["epoch"].attrs.update(units="1", long_name="training epoch")
+    ds.attrs.update(Conventions="CF-1.10", title="Reaching convergence: pretraining history",
+                    history=f"{now_iso()} created by limiting-dynamics converge", **provenance_attrs(), **attrs)
+    return ds
+
+
+def cmd_converge(a) -> None:
+    from . import checkpoints, data, models, training, trajectory
+
+    _threads(a.threads)
+    p = json.loads(a.params)
+    device = training.resolve_device(p["device"])
+    d = data.load_prepared(a.data, device)
+    model = models.build_model(p["model"], d.num_classes, d.in_channels)
+    src = p["converge"].get("checkpoint")
+    if src:
+        ckpt = checkpoints.load_checkpoint(src)
+        checkpoints.load_weights(model, ckpt["model"], src)
+        model.to(device)
+        m = training.evaluate_all(model, d)
+        history = {"lr": [float("nan")], **{k: [v] for k, v in m.items()}}
+        _log(f"loaded converged weights from {src}: " + " ".join(f"{k} {v:.4f}" for k, v in m.items()))
+    else:
+        history = training.pretrain(model, d, p["converge"], device, log=_log)
+    n_params = models.count_parameters(model)
+    checkpoints.save_checkpoint({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                                 "model_config": p["model"], "num_classes": d.num_classes,
+                                 "in_channels": d.in_channels, "dataset": d.name,
+                                 "n_params": n_params}, a.out_checkpoint)
+    attrs = {"dataset": d.name, "model": json.dumps(p["model"]), "n_params": n_params,
+             "source": src or "trained from scratch", "device": str(device)}
+    trajectory.write_netcdf(_history_dataset(history, attrs, first_epoch=0 if src else 1), a.out_history)
+    _log(f"theta_0 checkpoint ({n_params} parameters) -> {a.out_checkpoint}")
+
+
+def cmd_run_cell(a) -> None:
+    from . import checkpoints, data, models, training
+
+    _threads(a.threads)
+    p = json.loads(a.params)
+    hp = training.Hyperparameters(**p["hyperparameters"])
+    device = training.resolve_device(p["device"])
+    d = data.load_prepared(a.data, device)
+    ckpt = checkpoints.load_checkpoint(a.checkpoint)
+    model = models.build_model(p["model"], d.num_classes, d.in_channels)
+    checkpoints.load_weights(model, ckpt["model"], a.checkpoint)
+    diverged = Path(a.diverged_record)
+    diverged.unlink(missing_ok=True)
+    try:
+        record = training.limiting_run(model, d, hp, steps=p["steps"], burn_in=p["burn_in_steps"],
+                                       eval_every=p["eval_every"], sampling=p["sampling"], device=device,
+                                       cell=p["cell"], log=_log)
+    except training.DivergenceError as exc:
+        write_json({"cell": p["cell"], "error": str(exc), "hyperparameters": hp.as_dict()}, diverged)
+        raise
+    record["tensor_name"] = np.asarray(record["tensor_name"], dtype=str)
+    with atomic_path(a.out) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **{k: np.asarray(v) for k, v in record.items()}, device=np.str_(str(device)))
+    _log(f"cell {p['cell']}: {p['steps']} steps recorded -> {a.out}")
+
+
+def cmd_export_trajectory(a) -> None:
+    from . import trajectory
+
+    p = json.loads(a.params)
+    with np.load(a.raw, allow_pickle=False) as f:
+        record = {k: f[k] for k in f.files}
+    for k in ("sq_param_norm_start", "sq_velocity_start", "burn_in_steps", "n_params"):
+        record[k] = record[k].item()
+    record["tensor_name"] = [str(s) for s in record["tensor_name"]]
+    attrs = {**p["hyperparameters"], "cell": p["cell"], "dataset": p["dataset"],
+             "model": json.dumps(p["model"]), "sampling": p["sampling"], "device": str(record["device"])}
+    ds = trajectory.build_dataset(record, attrs)
+    trajectory.validate_trajectory(ds, a.out)
+    trajectory.write_netcdf(ds, a.out, trajectory.encoding_for(ds))
+    _log(f"trajectory of {p['cell']} ({ds.sizes['step']} steps) -> {a.out}")
+
+
+def cmd_combine(a) -> None:
+    from . import trajectory
+
+    ds = trajectory.combine(a.inputs, a.cells)
+    trajectory.write_netcdf(ds, a.out, trajectory.encoding_for(ds))
+    _log(f"{len(a.cells)} cells -> {a.out}")
+
+
+def cmd_analyze_cell(a) -> None:
+    from . import diffusion, trajectory
+
+    p = json.loads(a.params)
+    ds = trajectory.open_trajectory(a.trajectory)
+    row = diffusion.analyze_trajectory(ds, p)
+    row["cell"] = ds.attrs["cell"]
+    write_json(row, a.out)
+    _log(f"{row['cell']}: c = {row['c']:.3f} [{row['c_low']:.3f}, {row['c_high']:.3f}], "
+         f"stationary sq_step = {row['sq_step_mean']:.4g} ± {row['sq_step_stderr']:.2g}")
+
+
+def cmd_summarize(a) -> None:
+    import pandas as pd
+    import xarray as xr
+
+    from .trajectory import now_iso, provenance_attrs, write_netcdf
+
+    rows = [json.loads(Path(f).read_text()) for f in a.inputs]
+    df = pd.DataFrame(rows)
+    lead = ["cell", "lr", "batch_size", "momentum", "weight_decay", "seed", "burn_in_steps", "steps",
+            "c", "c_low", "c_high", "c_radial", "c_radial_low", "c_radial_high",
+            "c_angular", "c_angular_low", "c_angular_high", "sq_step_mean", "sq_step_stderr",
+            "theory_scale", "noise_trace_estimate"]
+    df = df[lead + [c for c in df.columns if c not in lead]].set_index("cell")
+    with atomic_path(a.out_csv) as tmp:
+        df.to_csv(tmp, float_format="%.6g")
+    ds = xr.Dataset.from_dataframe(df)
+    for col in ("lr", "batch_size", "momentum", "weight_decay", "seed"):
+        ds = ds.set_coords(col)
+    ds.attrs.update(Conventions="CF-1.10", title="Limiting dynamics of SGD: diffusion summary per cell",
+                    history=f"{now_iso()} created by limiting-dynamics summarize", **provenance_attrs())
+    write_netcdf(ds, a.out_nc)
+    _log(f"summary of {len(df)} cells -> {a.out_csv}, {a.out_nc}")
+
+
+def cmd_plot(a) -> None:
+    import pandas as pd
+    import xarray as xr
+
+    from . import plots
+
+    p = json.loads(a.params)
+    plots.setup(p["context"])
+    dpi = int(p["dpi"])
+    if a.figure == "convergence":
+        plots.convergence(xr.load_dataset(a.inputs[0]), a.out, dpi)
+        return
+    traj = xr.load_dataset(a.inputs[0])
+    summary = pd.read_csv(a.inputs[1], index_col="cell") if len(a.inputs) > 1 else None
+    if a.figure == "msd":
+        plots.msd(traj, summary, a.out, dpi)
+    elif a.figure == "local-displacement":
+        plots.local_displacement(traj, summary, a.out, int(p["smoothing"]), dpi)
+    elif a.figure == "scaling":
+        plots.hyperparameter_scaling(summary, p["default"], a.out, dpi)
+    elif a.figure == "metrics":
+        plots.metrics(traj, a.out, dpi)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="limiting-dynamics", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("prepare-data", help="prepare a data set into a compact .npz file")
+    s.add_argument("--params", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_prepare_data)
+
+    s = sub.add_parser("converge", help="train to convergence (or load weights) -> theta_0 checkpoint")
+    s.add_argument("--data", required=True)
+    s.add_argument("--params", required=True)
+    s.add_argument("--out-checkpoint", required=True)
+    s.add_argument("--out-history", required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_converge)
+
+    s = sub.add_parser("run-cell", help="limiting run of one hyperparameter cell")
+    s.add_argument("--data", required=True)
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--params", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--diverged-record", required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_run_cell)
+
+    s = sub.add_parser("export-trajectory", help="raw record -> NetCDF trajectory")
+    s.add_argument("--raw", required=True)
+    s.add_argument("--params", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_export_trajectory)
+
+    s = sub.add_parser("combine", help="all cell trajectories -> one NetCDF over cells")
+    s.add_argument("--inputs", nargs="+", required=True)
+    s.add_argument("--cells", nargs="+", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_combine)
+
+    s = sub.add_parser("analyze-cell", help="diffusion exponent and stationary level of one cell")
+    s.add_argument("--trajectory", required=True)
+    s.add_argument("--params", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_analyze_cell)
+
+    s = sub.add_parser("summarize", help="per-cell analyses -> summary CSV and NetCDF")
+    s.add_argument("--inputs", nargs="+", required=True)
+    s.add_argument("--out-csv", required=True)
+    s.add_argument("--out-nc", required=True)
+    s.set_defaults(func=cmd_summarize)
+
+    s = sub.add_parser("plot", help="draw one figure")
+    s.add_argument("figure", choices=["convergence", "msd", "local-displacement", "scaling", "metrics"])
+    s.add_argument("--inputs", nargs="+", required=True)
+    s.add_argument("--params", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_plot)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .checkpoints import CheckpointError
+    from .config import ConfigError
+    from .data import DataError
+    from .models import ModelError
+    from .training import DivergenceError
+    from .trajectory import TrajectoryFormatError
+
+    args = build_parser().parse_args(argv)
+    expected = (ConfigError, DataError, ModelError, CheckpointError, DivergenceError,
+                TrajectoryFormatError, OSError)
+    try:
+        args.func(args)
+    except expected as exc:
+        print(f"limiting-dynamics {args.command}: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Config checking and the expansion of hyperparameter cells.
+
+The workflow's config is checked twice before any job runs: against the JSON
+schema (types, ranges, unknown keys) and against facts the schema cannot
+express (batch size against the training-set size, local paths that must
+exist, ordered windows). Every failure is a :class:`ConfigError` whose one-line
+message names the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import yaml
+
+from .training import Hyperparameters
+
+HYPERPARAMETERS = ("lr", "batch_size", "momentum", "weight_decay", "seed")
+
+
+class ConfigError(ValueError):
+    """A config value that is not allowed; the message says which and why."""
+
+
+def _key(path) -> str:
+    parts = [str(p) for p in path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def _describe(error) -> str:
+    """A short human sentence for one jsonschema error."""
+    v, s = error.validator, error.validator_value
+    allowed = {
+        "minimum": f"must be >= {s}",
+        "maximum": f"must be <= {s}",
+        "exclusiveMinimum": f"must be > {s}",
+        "exclusiveMaximum": f"must be < {s}",
+        "type": f"must be of type {s}",
+        "enum": f"must be one of {s}",
+        "minItems": f"must have at least {s} item(s)",
+        "maxItems": f"must have at most {s} item(s)",
+        "uniqueItems": "must not repeat a value",
+        "minProperties": f"must have at least {s} entr(y/ies)",
+    }
+    if v == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        known = sorted(error.schema.get("properties", {}))
+        return f"unknown key(s) {extra} (a typo?); allowed keys: {known}"
+    if v == "required":
+        return f"missing required key: {error.message.split(' is a required')[0]}"
+    return f"value {error.instance!r} is not allowed: {allowed.get(v, error.message)}"
+
+
+def schema_errors(config: dict, schema_path: str | Path) -> list[str]:
+    """All schema violations of ``config``, one line each, most specific first."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (-len(e.path), list(map(str, e.path))))
+    return [f"config key '{_key(e.path)}': {_describe(e)}" for e in errors]
+
+
+def expand_cells(cells_cfg: dict) -> list[Hyperparameters]:
+    """The default cell, one-at-a-time sweeps around it, and the grid, without repeats.
+
+    Order: default, then sweeps in the order of :data:`HYPERPARAMETERS`, then
+    the grid. A cell reached twice (e.g. a sweep value equal to the default) is
+    kept once.
+    """
+    default = {k: cells_cfg["default"][k] for k in HYPERPARAMETERS}
+    combos = [dict(default)]
+    for key in HYPERPARAMETERS:
+        for value in cells_cfg.get("sweeps", {}).get(key, []):
+            combos.append({**default, key: value})
+    grid = cells_cfg.get("grid", {}) or {}
+    if grid:
+        keys = [k for k in HYPERPARAMETERS if k in grid]
+        for values in itertools.product(*(grid[k] for k in keys)):
+            combos.append({**default, **dict(zip(keys, values))})
+    seen, cells = set(), []
+    for c in combos:
+        hp = Hyperparameters(lr=float(c["lr"]), batch_size=int(c["batch_size"]),
+                             momentum=float(c["momentum"]), weight_decay=float(c["weight_decay"]),
+                             seed=int(c["seed"]))
+        if hp not in seen:
+            seen.add(hp)
+            cells.append(hp)
+    return cells
+
+
+def cell_id(hp: Hyperparameters) -> str:
+    """A readable, filesystem-safe name that determines the cell uniquely."""
+    return (f"lr{hp.lr:.6g}_bs{hp.batch_size}_mom{hp.momentum:.6g}"
+            f"_wd{hp.weight_decay:.6g}_seed{hp.seed}")
+
+
+def cells_by_id(config: dict) -> dict[str, Hyperparameters]:
+    return {cell_id(hp): hp for hp in expand_cells(config["cells"])}
+
+
+def burn_in_steps(hp: Hyperparameters, burn_cfg: dict) -> int:
+    """Burn-in length: ``relaxation_times`` x ``(1-beta)/(lr wd)``, clipped to [min, max].
+
+    Without weight decay the relaxation time is infinite and ``max_steps`` is used.
+    """
+    lo, hi = int(burn_cfg["min_steps"]), int(burn_cfg["max_steps"])
+    t = hp.relaxation_steps
+    if not math.isfinite(t):
+        return hi
+    return int(min(max(math.ceil(burn_cfg["relaxation_times"] * t), lo), hi))
+
+
+def semantic_errors(config: dict) -> list[str]:
+    """Checks the schema cannot express; assumes the schema passed."""
+    from .data import expected_train_size
+
+    errors = []
+    n_train = expected_train_size(config["data"])
+    if n_train is not None:
+        for name, bs in (("converge.batch_size", config["converge"]["batch_size"]),):
+            if bs > n_train:
+                errors.append(f"config key '{name}': value {bs} is not allowed: "
+                              f"must be <= the {n_train} training examples")
+        for hp in expand_cells(config["cells"]):
+            if hp.batch_size > n_train:
+                errors.append(f"config key 'cells' (batch_size): value {hp.batch_size} is not allowed: "
+                              f"must be <= the {n_train} training examples of {config['data']['name']}")
+                break
+    ckpt = config["converge"].get("checkpoint")
+    if ckpt and not Path(ckpt).is_file():
+        errors.append(f"config key 'converge.checkpoint': value {ckpt!r} is not allowed: "
+                      "no such file (give the local path of a converged checkpoint, or null to train)")
+    for key in ("fit_window", "stationary_window"):
+        lo, hi = config["analysis"][key]
+        if not lo < hi:
+            errors.append(f"config key 'analysis.{key}': value {[lo, hi]} is not allowed: "
+                          "must be [start, end] with start < end (fractions of the run)")
+    burn = config["limiting"]["burn_in"]
+    if burn["min_steps"] > burn["max_steps"]:
+        errors.append(f"config key 'limiting.burn_in.min_steps': value {burn['min_steps']} is not allowed: "
+                      f"must be <= limiting.burn_in.max_steps ({burn['max_steps']})")
+    for key, values in (config["cells"].get("sweeps") or {}).items():
+        if len(set(values)) != len(values):
+            errors.append(f"config key 'cells.sweeps.{key}': value {values} is not allowed: repeats a value")
+    for key, values in (config["cells"].get("grid") or {}).items():
+        if len(set(values)) != len(values):
+            errors.append(f"config key 'cells.grid.{key}': value {values} is not allowed: repeats a value")
+    return errors
+
+
+def check_config(config: dict, schema_path: str | Path) -> None:
+    """Raise :class:`ConfigError` with the first problem found, if any."""
+    errors = schema_errors(config, schema_path)
+    if not errors:
+        errors = semantic_errors(config)
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(errors[0] + more)

@@ -1,0 +1,189 @@
+"""Data sets behind one interface.
+
+Every data set is prepared once into a compact ``.npz`` file of uint8 images
+(``N, C, H, W``) and int64 labels, split into train and test, plus the channel
+statistics used for normalisation. Training then loads the whole file into
+memory (on the GPU when there is one) with :func:`load_prepared`.
+
+New data sets register a *preparer* in :data:`PREPARERS`: a function taking the
+``data`` section of the config and returning a :class:`PreparedData`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .atomic import atomic_path
+
+FORMAT_VERSION = 1
+
+
+class DataError(ValueError):
+    """A data set that cannot be prepared or loaded; the message says why."""
+
+
+@dataclass
+class PreparedData:
+    """Images as uint8 ``(N, C, H, W)`` arrays and labels as int64 arrays."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    def channel_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean and std of the training images on the [0, 1] scale."""
+        x = self.x_train.astype(np.float64) / 255.0
+        mean = x.mean(axis=(0, 2, 3))
+        std = x.std(axis=(0, 2, 3))
+        return mean, np.maximum(std, 1e-6)
+
+
+@dataclass
+class TensorData:
+    """A prepared data set as normalised float tensors on one device."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.x_train.shape[1])
+
+
+def _resize_uint8(images: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """Resize ``(N, H, W)`` float images in [0, 1] to ``(N, channels, size, size)`` uint8."""
+    x = torch.from_numpy(images.astype(np.float32))[:, None]
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    x = x.clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
+    return x.expand(-1, channels, -1, -1).contiguous().numpy()
+
+
+def split_indices(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified train/test split: the same class balance in both parts."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        rng.shuffle(idx)
+        n_test = int(round(test_fraction * idx.size))
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def n_train_digits(test_fraction: float) -> int:
+    """Training-set size of the digits split (1,797 images, stratified rounding)."""
+    from sklearn.datasets import load_digits
+
+    counts = np.bincount(load_digits().target)
+    return int(sum(c - round(test_fraction * c) for c in counts))
+
+
+def prepare_digits(cfg: dict) -> PreparedData:
+    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes); no download."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = digits.images / 16.0  # pixel values are 0..16
+    labels = digits.target.astype(np.int64)
+    x = _resize_uint8(images, int(cfg["image_size"]), int(cfg["channels"]))
+    train, test = split_indices(labels, float(cfg["test_fraction"]), int(cfg["split_seed"]))
+    return PreparedData("digits", x[train], labels[train], x[test], labels[test], 10)
+
+
+PREPARERS: dict[str, Callable[[dict], PreparedData]] = {"digits": prepare_digits}
+
+
+def prepare(cfg: dict) -> PreparedData:
+    """Prepare the data set named by ``cfg['name']``."""
+    name = cfg["name"]
+    if name not in PREPARERS:
+        raise DataError(f"unknown data set {name!r}; available: {sorted(PREPARERS)}")
+    return PREPARERS[name](cfg)
+
+
+def save_prepared(data: PreparedData, path: str | Path) -> None:
+    """Write a prepared data set to ``path`` (``.npz``), atomically."""
+    mean, std = data.channel_stats()
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                format_version=np.int64(FORMAT_VERSION),
+                name=np.str_(data.name),
+                num_classes=np.int64(data.num_classes),
+                x_train=data.x_train,
+                y_train=data.y_train,
+                x_test=data.x_test,
+                y_test=data.y_test,
+                mean=mean,
+                std=std,
+            )
+
+
+def load_prepared(path: str | Path, device: torch.device | str = "cpu") -> TensorData:
+    """Load a prepared file into memory as normalised float32 tensors on ``device``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"prepared data file {path} does not exist; run the prepare_data rule first")
+    try:
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as exc:  # zipfile/pickle errors all mean the same to a user
+        raise DataError(f"prepared data file {path} is unreadable ({exc})") from exc
+    if int(arrays.get("format_version", -1)) != FORMAT_VERSION:
+        raise DataError(f"prepared data file {path} has format version "
+                        f"{arrays.get('format_version')}, expected {FORMAT_VERSION}; rerun prepare_data")
+    mean = torch.tensor(arrays["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(arrays["std"], dtype=torch.float32).view(1, -1, 1, 1)
+
+    def images(x: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(x).to(device=device, dtype=torch.float32).div_(255.0)
+        return (t - mean.to(device)) / std.to(device)
+
+    def labels(y: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(y).to(device=device, dtype=torch.int64)
+
+    return TensorData(
+        name=str(arrays["name"]),
+        x_train=images(arrays["x_train"]),
+        y_train=labels(arrays["y_train"]),
+        x_test=images(arrays["x_test"]),
+        y_test=labels(arrays["y_test"]),
+        num_classes=int(arrays["num_classes"]),
+    )
+
+
+def expected_train_size(cfg: dict) -> int | None:
+    """Training-set size implied by the data config, when known without preparing."""
+    if cfg["name"] == "digits":
+        return n_train_digits(float(cfg["test_fraction"]))
+    return None
+
+
+__all__ = [
+    "DataError", "PreparedData", "TensorData", "prepare", "save_prepared",
+    "load_prepared", "expected_train_size", "split_indices", "PREPARERS",
+]

@@ -1,0 +1,161 @@
+"""Anomalous-diffusion analysis of one trajectory.
+
+* :func:`fit_exponent`: the exponent ``c`` of ``D(t) ~ t^c`` by least squares
+  on log-log over a window, on points spaced evenly in ``log t`` (so every
+  decade weighs the same), with a bootstrap over the additive parts of ``D``
+  (one per parameter tensor) for a confidence interval. (A moving-block
+  bootstrap of the fit residuals was tried first: on averaged random walks its
+  nominal 95% interval covered the true exponent only about half of the time,
+  because the error of one trajectory is a smooth drift, not residual noise.)
+* :func:`stationary_level`: the mean of a stationary series over a window with
+  a batch-means standard error (valid for correlated series when each batch is
+  much longer than the correlation time).
+* :func:`theory_scale`: the local-displacement scaling ``lr^2 / (S (1 - beta^2))``
+  of PAPER.md section 5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class ExponentFit:
+    c: float
+    log_prefactor: float
+    c_low: float
+    c_high: float
+    t_start: int
+    t_end: int
+    n_points: int
+
+    def predict(self, t: np.ndarray) -> np.ndarray:
+        return np.exp(self.log_prefactor) * np.asarray(t, dtype=float) ** self.c
+
+
+def log_spaced_indices(n_steps: int, window: tuple[float, float], n_points: int) -> np.ndarray:
+    """Distinct 0-based indices into steps 1..n_steps, log-spaced over the window.
+
+    The window is in fractions of the run; its start is at least step 1.
+    """
+    t0 = max(1.0, window[0] * n_steps)
+    t1 = max(t0, window[1] * n_steps)
+    t = np.unique(np.round(np.geomspace(t0, t1, n_points)).astype(np.int64))
+    return np.clip(t, 1, n_steps) - 1
+
+
+def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    xm, ym = x.mean(), y.mean()
+    slope = float(((x - xm) * (y - ym)).sum() / ((x - xm) ** 2).sum())
+    return slope, float(ym - slope * xm)
+
+
+def fit_exponent(steps: np.ndarray, parts: np.ndarray, window=(0.05, 1.0), n_points: int = 64,
+                 n_boot: int = 1000, level: float = 0.95,
+                 rng: np.random.Generator | None = None) -> ExponentFit:
+    """Fit ``D ~ A steps^c`` where ``D = parts.sum(axis=1)``, with a cluster-bootstrap interval.
+
+    ``parts`` is ``(n_steps, n_parts)``: additive contributions to the curve,
+    here one per parameter tensor. The interval resamples the parts with
+    replacement (multinomial weights) and refits, so it reflects how much the
+    exponent depends on which components move; for independent parts it is the
+    standard bootstrap of a sum (coverage checked on random walks in the tests).
+    A 1-D curve has no parts to resample and gets a NaN interval. A curve that
+    is not positive in the window makes the fit undefined: NaN, never a guess.
+    """
+    rng = rng or np.random.default_rng(0)
+    parts = np.asarray(parts, float)
+    if parts.ndim == 1:
+        parts = parts[:, None]
+    idx = log_spaced_indices(len(steps), window, n_points)
+    t, p = np.asarray(steps, float)[idx], parts[idx]
+    d = p.sum(axis=1)
+    nan = ExponentFit(np.nan, np.nan, np.nan, np.nan, int(t[0]), int(t[-1]), len(t))
+    if len(t) < 3 or not np.all(np.isfinite(d)) or np.any(d <= 0):
+        return nan
+    x = np.log(t)
+    c, a = _ols(x, np.log(d))
+    lo = hi = np.nan
+    n_parts = p.shape[1]
+    if n_parts > 1 and n_boot > 0:
+        weights = rng.multinomial(n_parts, np.full(n_parts, 1.0 / n_parts), size=n_boot)
+        d_boot = weights @ p.T
+        d_boot = d_boot[np.all(d_boot > 0, axis=1)]
+        y = np.log(d_boot)
+        xc = x - x.mean()
+        slopes = (y - y.mean(axis=1, keepdims=True)) @ xc / (xc**2).sum()
+        alpha = (1 - level) / 2
+        lo, hi = (float(q) for q in np.quantile(slopes, [alpha, 1 - alpha]))
+    return ExponentFit(c, a, lo, hi, int(t[0]), int(t[-1]), len(t))
+
+
+@dataclass
+class StationaryLevel:
+    mean: float
+    stderr: float
+    t_start: int
+    t_end: int
+
+
+def stationary_level(values: np.ndarray, window=(0.5, 1.0), n_batches: int = 20) -> StationaryLevel:
+    """Mean of ``values[window]`` with a batch-means standard error."""
+    values = np.asarray(values, float)
+    n = len(values)
+    i0, i1 = int(np.floor(window[0] * n)), int(np.ceil(window[1] * n))
+    seg = values[i0:i1]
+    n_batches = max(2, min(n_batches, len(seg)))
+    usable = len(seg) // n_batches * n_batches
+    means = seg[:usable].reshape(n_batches, -1).mean(axis=1)
+    return StationaryLevel(float(seg.mean()), float(means.std(ddof=1) / np.sqrt(n_batches)), i0 + 1, i1)
+
+
+def theory_scale(lr: float, batch_size: int, momentum: float) -> float:
+    """``lr^2 / (S (1 - beta^2))``: the local displacement per unit gradient-noise trace."""
+    return lr**2 / (batch_size * (1.0 - momentum**2))
+
+
+def tensor_parts(ds) -> dict[str, np.ndarray]:
+    """Per-tensor ``(step, tensor)`` contributions to the total, radial and angular distance."""
+    d2 = ds["sq_dist_from_start_by_tensor"].transpose("step", "tensor").values
+    r = np.sqrt(np.maximum(ds["sq_param_norm_by_tensor"].transpose("step", "tensor").values, 0))
+    r0 = np.sqrt(np.maximum(ds["sq_param_norm_start_by_tensor"].values, 0))
+    radial = (r - r0[None, :]) ** 2
+    return {"sq_dist_from_start": d2, "sq_dist_radial": radial, "sq_dist_angular": d2 - radial}
+
+_SHORT = {"sq_dist_from_start": "c", "sq_dist_radial": "c_radial", "sq_dist_angular": "c_angular"}
+
+
+def analyze_trajectory(ds, cfg: dict) -> dict:
+    """One summary row for a trajectory Dataset; ``cfg`` is the ``analysis`` section.
+
+    Keys: the hyperparameters, ``c``/``c_low``/``c_high`` for the total
+    distance and the same for its radial and angular parts, the stationary
+    ``sq_step`` level and its standard error, ``theory_scale`` and the ratio
+    ``sq_step / theory_scale`` (an estimate of the gradient-noise trace), and
+    start/end eval metrics.
+    """
+    rng = np.random.default_rng(int(cfg["seed"]))
+    steps = ds["step"].values
+    row = {k: ds.attrs[k] for k in ("lr", "batch_size", "momentum", "weight_decay", "seed")}
+    row["burn_in_steps"] = int(ds.attrs["burn_in_steps"])
+    row["steps"] = int(steps[-1])
+    for var, parts in tensor_parts(ds).items():
+        fit = fit_exponent(steps, parts, tuple(cfg["fit_window"]), int(cfg["fit_points"]),
+                           int(cfg["bootstrap_samples"]), rng=rng)
+        name = _SHORT[var]
+        row.update({name: fit.c, f"{name}_low": fit.c_low, f"{name}_high": fit.c_high,
+                    f"{name}_log_prefactor": fit.log_prefactor})
+        if var == "sq_dist_from_start":
+            row.update(fit_t_start=fit.t_start, fit_t_end=fit.t_end)
+    lvl = stationary_level(ds["sq_step"].values, tuple(cfg["stationary_window"]), int(cfg["stationary_batches"]))
+    row.update(sq_step_mean=lvl.mean, sq_step_stderr=lvl.stderr)
+    row["theory_scale"] = theory_scale(row["lr"], row["batch_size"], row["momentum"])
+    row["noise_trace_estimate"] = lvl.mean / row["theory_scale"]
+    row["radial_fraction_end"] = float(ds["sq_dist_radial"].values[-1] / ds["sq_dist_from_start"].values[-1])
+    for split in ("train", "test"):
+        for m in ("loss", "accuracy"):
+            v = ds[f"eval_{split}_{m}"].values
+            row[f"{split}_{m}_start"], row[f"{split}_{m}_end"] = float(v[0]), float(v[-1])
+    return row

@@ -1,0 +1,96 @@
+"""The ResNet family used by the experiments.
+
+``arch: resnet18`` (or any torchvision ResNet name) is torchvision's own model,
+the paper's. ``arch: resnet`` is a smaller member of the same family built from
+torchvision's :class:`~torchvision.models.resnet.BasicBlock`: a configurable
+number of stages and blocks per stage, base width, and either the CIFAR-style
+3x3 stem (for small images) or the ImageNet 7x7/stride-2 stem with max-pool.
+``blocks: [1, 1, 1], width: 16, stem: cifar`` is the classic ResNet-8.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models import resnet as tv_resnet
+
+TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50")
+
+
+class ModelError(ValueError):
+    """A model config that cannot be built; the message says why."""
+
+
+class SmallResNet(nn.Module):
+    """A ResNet of BasicBlocks with configurable depth, width and stem."""
+
+    def __init__(self, blocks=(1, 1, 1), width=16, num_classes=10, in_channels=3, stem="cifar"):
+        super().__init__()
+        if stem == "cifar":
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            )
+        elif stem == "imagenet":
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(3, stride=2, padding=1),
+            )
+        else:
+            raise ModelError(f"unknown stem {stem!r}; use 'cifar' or 'imagenet'")
+        stages = []
+        inplanes = width
+        for i, n_blocks in enumerate(blocks):
+            planes = width * 2**i
+            stride = 1 if i == 0 else 2
+            layers = []
+            for j in range(n_blocks):
+                s = stride if j == 0 else 1
+                downsample = None
+                if s != 1 or inplanes != planes:
+                    downsample = nn.Sequential(
+                        nn.Conv2d(inplanes, planes, 1, stride=s, bias=False), nn.BatchNorm2d(planes)
+                    )
+                layers.append(tv_resnet.BasicBlock(inplanes, planes, stride=s, downsample=downsample))
+                inplanes = planes
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(inplanes, num_classes)
+        for m in self.modules():  # torchvision's ResNet initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stages(self.stem(x))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def build_model(cfg: dict, num_classes: int, in_channels: int) -> nn.Module:
+    """Build the model described by the ``model`` config section, untrained."""
+    arch = cfg["arch"]
+    if arch in TORCHVISION_RESNETS:
+        model = getattr(tv_resnet, arch)(weights=None, num_classes=num_classes)
+        if in_channels != 3:
+            model.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+            nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+        return model
+    if arch == "resnet":
+        return SmallResNet(
+            blocks=tuple(cfg["blocks"]),
+            width=int(cfg["width"]),
+            num_classes=num_classes,
+            in_channels=in_channels,
+            stem=cfg["stem"],
+        )
+    raise ModelError(f"unknown model arch {arch!r}; use 'resnet' or one of {TORCHVISION_RESNETS}")
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

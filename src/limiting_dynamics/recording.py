@@ -1,0 +1,103 @@
+"""Cheap per-step recording of the quantities the theory talks about.
+
+Three ideas keep the cost of recording every step small:
+
+* the parameters are made views into one flat buffer (:class:`FlatParameters`),
+  and so are the momentum buffers, so every norm is one pass over memory;
+* with PyTorch SGD, ``theta_t - theta_{t-1} = -lr * v_t`` exactly, so the step
+  length needs no extra pass: ``||theta_t - theta_{t-1}||^2 = lr^2 ||v_t||^2``;
+* results go into a preallocated tensor on the training device and are copied
+  to the host only at the end (no per-step synchronisation on a GPU).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class FlatParameters:
+    """Rebind a model's parameters as views into one contiguous buffer.
+
+    The model keeps its ``nn.Parameter`` objects (an optimizer built before or
+    after sees the same tensors); only their storage moves. ``names`` and
+    ``sizes`` describe the segments, in ``model.named_parameters()`` order.
+    """
+
+    def __init__(self, model: nn.Module):
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("model has no trainable parameters")
+        dtype, device = params[0][1].dtype, params[0][1].device
+        self.names = [n for n, _ in params]
+        self.sizes = [p.numel() for _, p in params]
+        self.shapes = [p.shape for _, p in params]
+        self.params = [p for _, p in params]
+        self.flat = torch.empty(sum(self.sizes), dtype=dtype, device=device)
+        for view, (_, p) in zip(self.views(self.flat), params):
+            view.copy_(p.detach())
+            p.data = view
+        self.numel = self.flat.numel()
+
+    def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """Views of ``flat`` shaped like each parameter."""
+        out, offset = [], 0
+        for size, shape in zip(self.sizes, self.shapes):
+            out.append(flat[offset : offset + size].view(shape))
+            offset += size
+        return out
+
+    def install_momentum_buffers(self, optimizer: torch.optim.SGD) -> torch.Tensor:
+        """Give every parameter a momentum buffer that is a view into one flat tensor.
+
+        Existing buffers are copied in; missing ones start at zero, which is
+        bit-identical to PyTorch's first step (``0 * beta + g == g``).
+        """
+        flat_v = torch.zeros_like(self.flat)
+        for view, p in zip(self.views(flat_v), self.params):
+            state = optimizer.state[p]
+            old = state.get("momentum_buffer")
+            if old is not None:
+                view.copy_(old)
+            state["momentum_buffer"] = view
+        return flat_v
+
+
+class StepRecorder:
+    """Per-step norms into a preallocated device tensor.
+
+    Columns of :attr:`scalars`: ``train_loss``, ``sq_dist_from_start``,
+    ``sq_velocity``, ``sq_param_norm``. :attr:`by_tensor` holds the squared
+    distance from the start and the squared norm of every parameter tensor
+    (for the radial/angular split). ``sq_step`` is derived as ``lr^2 sq_velocity``.
+    """
+
+    COLUMNS = ("train_loss", "sq_dist_from_start", "sq_velocity", "sq_param_norm")
+
+    def __init__(self, flat: FlatParameters, flat_v: torch.Tensor, steps: int):
+        self.flat = flat
+        self.flat_v = flat_v
+        self.theta0 = flat.flat.detach().clone()
+        self.diff = torch.empty_like(self.theta0)
+        self.diff_views = flat.views(self.diff)
+        self.param_views = flat.views(flat.flat)
+        dev = self.theta0.device
+        self.scalars = torch.full((steps, len(self.COLUMNS)), float("nan"), device=dev)
+        self.by_tensor = torch.full((steps, 2, len(flat.sizes)), float("nan"), device=dev)
+        self.count = 0
+
+    @torch.no_grad()
+    def record(self, loss: torch.Tensor) -> None:
+        k = self.count
+        torch.sub(self.flat.flat, self.theta0, out=self.diff)
+        dist = torch.stack(torch._foreach_norm(self.diff_views))
+        norm = torch.stack(torch._foreach_norm(self.param_views))
+        bt = self.by_tensor[k]
+        torch.mul(dist, dist, out=bt[0])
+        torch.mul(norm, norm, out=bt[1])
+        row = self.scalars[k]
+        row[0] = loss.detach()
+        row[1] = bt[0].sum()
+        row[2] = torch.dot(self.flat_v, self.flat_v)
+        row[3] = bt[1].sum()
+        self.count = k + 1

@@ -1,0 +1,241 @@
+"""Reaching convergence, and the limiting run of one hyperparameter cell.
+
+Conventions are PyTorch's SGD: ``v <- beta v + g + wd theta``,
+``theta <- theta - lr v`` (no dampening, no Nesterov). All randomness of a run
+comes from explicit generators seeded from the config.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import TensorData
+from .recording import FlatParameters, StepRecorder
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss or parameters."""
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """One cell of the experiment: constant SGD hyperparameters and a seed."""
+
+    lr: float
+    batch_size: int
+    momentum: float
+    weight_decay: float
+    seed: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def relaxation_steps(self) -> float:
+        """``(1 - beta) / (lr wd)``: steps for weight decay to relax scale-invariant weights."""
+        if self.weight_decay == 0:
+            return math.inf
+        return (1.0 - self.momentum) / (self.lr * self.weight_decay)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was asked for but no CUDA GPU is visible; use device: auto or cpu")
+    return torch.device(name)
+
+
+class BatchSampler:
+    """Minibatch indices from an explicit generator.
+
+    ``reshuffle``: a fresh permutation every epoch, cut into ``floor(N/S)``
+    batches (what a shuffling DataLoader with ``drop_last`` does).
+    ``replacement``: every example of every batch drawn independently and
+    uniformly with replacement, so successive minibatch gradients are i.i.d.
+    with covariance ``C/S``.
+    """
+
+    def __init__(self, n: int, batch_size: int, scheme: str, seed: int, device: torch.device):
+        if batch_size > n:
+            raise ValueError(f"batch size {batch_size} exceeds the {n} training examples")
+        if scheme not in ("reshuffle", "replacement"):
+            raise ValueError(f"unknown sampling scheme {scheme!r}; use 'reshuffle' or 'replacement'")
+        self.n, self.batch_size, self.scheme, self.device = n, batch_size, scheme, device
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.per_epoch = n // batch_size
+        self._perm: torch.Tensor | None = None
+        self._pos = 0
+
+    def next(self) -> torch.Tensor:
+        if self.scheme == "replacement":
+            idx = torch.randint(self.n, (self.batch_size,), generator=self.generator)
+        else:
+            if self._perm is None or self._pos >= self.per_epoch:
+                self._perm = torch.randperm(self.n, generator=self.generator)
+                self._pos = 0
+            s = self._pos * self.batch_size
+            idx = self._perm[s : s + self.batch_size]
+            self._pos += 1
+        return idx.to(self.device, non_blocking=True)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy in eval mode; the model's mode is restored."""
+    was_training = model.training
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for s in range(0, x.shape[0], batch_size):
+        out = model(x[s : s + batch_size])
+        total_loss += F.cross_entropy(out, y[s : s + batch_size], reduction="sum").item()
+        correct += (out.argmax(1) == y[s : s + batch_size]).sum().item()
+    model.train(was_training)
+    n = x.shape[0]
+    return total_loss / n, correct / n
+
+
+def evaluate_all(model: nn.Module, data: TensorData) -> dict[str, float]:
+    train_loss, train_acc = evaluate(model, data.x_train, data.y_train)
+    test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
+    return {"train_loss": train_loss, "train_accuracy": train_acc,
+            "test_loss": test_loss, "test_accuracy": test_acc}
+
+
+def pretrain(model: nn.Module, data: TensorData, cfg: dict, device: torch.device,
+             log: Callable[[str], None] = print) -> dict[str, list[float]]:
+    """Train from scratch with SGD + momentum and a cosine schedule.
+
+    ``cfg`` is the ``converge`` config section (``epochs``, ``lr``,
+    ``batch_size``, ``momentum``, ``weight_decay``, ``seed``, ``sampling``).
+    Returns per-epoch train/test loss and accuracy and the learning rate.
+    """
+    torch.manual_seed(int(cfg["seed"]))
+    model.to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
+                          weight_decay=cfg["weight_decay"])
+    sampler = BatchSampler(data.n_train, int(cfg["batch_size"]), cfg["sampling"], int(cfg["seed"]), device)
+    epochs = int(cfg["epochs"])
+    total = epochs * sampler.per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * k / total)))
+    history: dict[str, list[float]] = {k: [] for k in
+                                       ("lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy")}
+    for epoch in range(epochs):
+        history["lr"].append(opt.param_groups[0]["lr"])
+        for _ in range(sampler.per_epoch):
+            idx = sampler.next()
+            loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        metrics = evaluate_all(model, data)
+        if not math.isfinite(metrics["train_loss"]):
+            raise DivergenceError(f"pretraining diverged in epoch {epoch + 1}: train loss {metrics['train_loss']}")
+        for k, v in metrics.items():
+            history[k].append(v)
+        log(f"epoch {epoch + 1}/{epochs} lr {history['lr'][-1]:.4g} " +
+            " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return history
+
+
+def _check_finite(rec: StepRecorder, start: int, cell: str, offset: int = 0) -> None:
+    """Raise :class:`DivergenceError` naming the first non-finite recorded step."""
+    block = rec.scalars[start : rec.count]
+    ok = torch.isfinite(block).all(dim=1)
+    if not bool(ok.all()):
+        bad = int(torch.nonzero(~ok)[0, 0]) + start
+        values = dict(zip(rec.COLUMNS, rec.scalars[bad].tolist()))
+        raise DivergenceError(
+            f"cell {cell} diverged at step {bad + 1 + offset}: "
+            + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+        )
+
+
+def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, steps: int,
+                 burn_in: int, eval_every: int, sampling: str, device: torch.device,
+                 cell: str = "cell", check_every: int = 500,
+                 log: Callable[[str], None] = print) -> dict:
+    """Continue SGD at constant ``hp`` from the model's weights, recording every step.
+
+    ``burn_in`` steps run first at the same hyperparameters and are not
+    recorded; theta_0 is the state after them. Step ``k`` (1-based) of the
+    record holds the minibatch loss of update ``k`` (evaluated at
+    theta_{k-1}) and the norms after it. Train/test metrics in eval mode are
+    taken at step 0, every ``eval_every`` steps and at the last step.
+
+    Returns a dict of numpy arrays and metadata (see :mod:`.trajectory`).
+    """
+    torch.manual_seed(hp.seed)
+    model.to(device).train()
+    flat = FlatParameters(model)
+    opt = torch.optim.SGD(model.parameters(), lr=hp.lr, momentum=hp.momentum,
+                          weight_decay=hp.weight_decay, foreach=True)
+    flat_v = flat.install_momentum_buffers(opt)
+    sampler = BatchSampler(data.n_train, hp.batch_size, sampling, hp.seed, device)
+    x, y = data.x_train, data.y_train
+
+    def sgd_step() -> torch.Tensor:
+        idx = sampler.next()
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=False)
+        loss.backward()
+        opt.step()
+        return loss
+
+    burn_losses = torch.empty(burn_in, device=device)
+    for k in range(burn_in):
+        burn_losses[k] = sgd_step().detach()
+        if (k + 1) % check_every == 0 or k + 1 == burn_in:
+            bad = ~torch.isfinite(burn_losses[: k + 1])
+            if bool(bad.any()) or not bool(torch.isfinite(flat.flat).all()):
+                first = int(torch.nonzero(bad)[0, 0]) + 1 if bool(bad.any()) else k + 1
+                raise DivergenceError(f"cell {cell} diverged during burn-in at burn-in step {first}")
+    if burn_in:
+        log(f"burn-in: {burn_in} steps, last-500 mean loss {burn_losses[-500:].mean().item():.4g}")
+
+    rec = StepRecorder(flat, flat_v, steps)
+    sq_velocity_start = float(torch.dot(flat_v, flat_v))
+    eval_steps, evals = [0], [evaluate_all(model, data)]
+    checked = 0
+    for k in range(1, steps + 1):
+        rec.record(sgd_step())
+        if k % check_every == 0 or k == steps:
+            _check_finite(rec, checked, cell)
+            checked = rec.count
+        if k % eval_every == 0 or k == steps:
+            eval_steps.append(k)
+            evals.append(evaluate_all(model, data))
+            log(f"step {k}/{steps} " + " ".join(f"{n} {v:.4f}" for n, v in evals[-1].items()))
+
+    scalars = rec.scalars.cpu().double().numpy()
+    by_tensor = rec.by_tensor.cpu().double().numpy()
+    theta0_sq = rec.theta0.view(-1)
+    start_norms = torch.stack(torch._foreach_norm(flat.views(rec.theta0))).double().cpu().numpy() ** 2
+    return {
+        "step": np.arange(1, steps + 1),
+        "train_loss": scalars[:, 0],
+        "sq_dist_from_start": scalars[:, 1],
+        "sq_velocity": scalars[:, 2],
+        "sq_step": hp.lr**2 * scalars[:, 2],
+        "sq_param_norm": scalars[:, 3],
+        "sq_dist_from_start_by_tensor": by_tensor[:, 0, :],
+        "sq_param_norm_by_tensor": by_tensor[:, 1, :],
+        "sq_param_norm_start_by_tensor": start_norms,
+        "tensor_name": list(flat.names),
+        "tensor_size": np.asarray(flat.sizes),
+        "eval_step": np.asarray(eval_steps),
+        **{f"eval_{k}": np.asarray([e[k] for e in evals]) for k in evals[0]},
+        "sq_param_norm_start": float(torch.dot(theta0_sq, theta0_sq)),
+        "sq_velocity_start": sq_velocity_start,
+        "burn_in_steps": burn_in,
+        "n_params": flat.numel,
+    }

@@ -1,0 +1,199 @@
+"""Trajectories as NetCDF files (format documented in docs/netcdf-format.md).
+
+One file per cell with dimension ``step`` for the per-step record,
+``eval_step`` for the eval-mode train/test metrics and ``tensor`` for the
+per-parameter-tensor split; hyperparameters and provenance as global
+attributes; CF-style ``units`` and ``long_name`` on every variable. Files are
+written to a temporary name, validated, then renamed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+
+from . import __version__
+from .atomic import atomic_path
+
+FORMAT_NAME = "limiting-dynamics-trajectory"
+FORMAT_VERSION = 1
+HYPERPARAMETER_ATTRS = ("lr", "batch_size", "momentum", "weight_decay", "seed")
+STEP_VARIABLES = ("train_loss", "sq_dist_from_start", "sq_step", "sq_velocity", "sq_param_norm")
+
+# name -> (units, long_name)
+VARIABLE_META = {
+    "step": ("1", "number of SGD updates since theta_0"),
+    "eval_step": ("1", "number of SGD updates since theta_0 at evaluation"),
+    "tensor": ("1", "parameter tensor name (model.named_parameters order)"),
+    "train_loss": ("nat", "minibatch cross-entropy of the update (train mode, at theta_{k-1})"),
+    "sq_dist_from_start": ("1", "squared distance from start ||theta_k - theta_0||^2"),
+    "sq_step": ("1", "squared step length ||theta_k - theta_{k-1}||^2 = lr^2 ||v_k||^2"),
+    "sq_velocity": ("1", "squared norm of the momentum buffer ||v_k||^2"),
+    "sq_param_norm": ("1", "squared parameter norm ||theta_k||^2"),
+    "sq_dist_radial": ("1", "radial part of the squared distance: sum over tensors of (||w_k|| - ||w_0||)^2"),
+    "sq_dist_angular": ("1", "non-radial part of the squared distance: sq_dist_from_start - sq_dist_radial"),
+    "sq_dist_from_start_by_tensor": ("1", "squared distance from start per parameter tensor"),
+    "sq_param_norm_by_tensor": ("1", "squared norm per parameter tensor"),
+    "sq_param_norm_start_by_tensor": ("1", "squared norm per parameter tensor at theta_0"),
+    "tensor_size": ("1", "number of scalars in the parameter tensor"),
+    "eval_train_loss": ("nat", "mean cross-entropy on the full training set (eval mode)"),
+    "eval_train_accuracy": ("1", "accuracy on the full training set (eval mode)"),
+    "eval_test_loss": ("nat", "mean cross-entropy on the test set (eval mode)"),
+    "eval_test_accuracy": ("1", "accuracy on the test set (eval mode)"),
+}
+
+
+class TrajectoryFormatError(ValueError):
+    """A trajectory file that does not follow this format version."""
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def provenance_attrs() -> dict:
+    return {
+        "limiting_dynamics_version": __version__,
+        "torch_version": torch.__version__,
+        "xarray_version": xr.__version__,
+        "python_version": platform.python_version(),
+    }
+
+
+def radial_split(d2_by_tensor: np.ndarray, p2_by_tensor: np.ndarray, p2_start: np.ndarray) -> np.ndarray:
+    """Radial part of the squared distance: ``sum_l (||w_l(t)|| - ||w_l(0)||)^2``.
+
+    Per tensor, ``||w - w0||^2 = (r - r0)^2 + 2 r r0 (1 - cos)``; the first
+    term is the change of norm (what weight decay and scale invariance drive),
+    the second the rotation.
+    """
+    r = np.sqrt(np.maximum(p2_by_tensor, 0.0))
+    r0 = np.sqrt(np.maximum(p2_start, 0.0))
+    return ((r - r0[None, :]) ** 2).sum(axis=1)
+
+
+def build_dataset(record: dict, attrs: dict) -> xr.Dataset:
+    """The per-cell Dataset from the dict :func:`training.limiting_run` returns."""
+    radial = radial_split(record["sq_dist_from_start_by_tensor"], record["sq_param_norm_by_tensor"],
+                          record["sq_param_norm_start_by_tensor"])
+    step_vars = {k: ("step", np.asarray(record[k], dtype=np.float64)) for k in STEP_VARIABLES}
+    ds = xr.Dataset(
+        {
+            **step_vars,
+            "sq_dist_radial": ("step", radial),
+            "sq_dist_angular": ("step", record["sq_dist_from_start"] - radial),
+            "sq_dist_from_start_by_tensor": (("step", "tensor"), record["sq_dist_from_start_by_tensor"]),
+            "sq_param_norm_by_tensor": (("step", "tensor"), record["sq_param_norm_by_tensor"]),
+            "sq_param_norm_start_by_tensor": ("tensor", record["sq_param_norm_start_by_tensor"]),
+            "tensor_size": ("tensor", np.asarray(record["tensor_size"], dtype=np.int64)),
+            **{k: ("eval_step", np.asarray(record[k], dtype=np.float64))
+               for k in ("eval_train_loss", "eval_train_accuracy", "eval_test_loss", "eval_test_accuracy")},
+        },
+        coords={
+            "step": np.asarray(record["step"], dtype=np.int64),
+            "eval_step": np.asarray(record["eval_step"], dtype=np.int64),
+            "tensor": np.asarray(record["tensor_name"], dtype=object),
+        },
+    )
+    for name, (units, long_name) in VARIABLE_META.items():
+        if name in ds.variables:
+            ds[name].attrs.update(units=units, long_name=long_name)
+    ds.attrs.update(
+        Conventions="CF-1.10",
+        title="Limiting dynamics of SGD: per-step trajectory of one hyperparameter cell",
+        format_name=FORMAT_NAME,
+        format_version=FORMAT_VERSION,
+        history=f"{now_iso()} created by limiting-dynamics {__version__} (export-trajectory)",
+        sq_param_norm_start=float(record["sq_param_norm_start"]),
+        sq_velocity_start=float(record["sq_velocity_start"]),
+        burn_in_steps=int(record["burn_in_steps"]),
+        n_params=int(record["n_params"]),
+        **provenance_attrs(),
+        **attrs,
+    )
+    return ds
+
+
+def encoding_for(ds: xr.Dataset, chunk_steps: int = 4096) -> dict:
+    """zlib level 4 with byte shuffle on every float/int variable; step chunks of 4096.
+
+    Per-step series compress ~2x with shuffle; chunking along ``step`` keeps
+    reading a window of a long run cheap.
+    """
+    enc = {}
+    for name, var in ds.data_vars.items():
+        if var.dtype.kind not in "fiu":
+            continue
+        chunks = tuple(min(chunk_steps, n) if d == "step" else n for d, n in zip(var.dims, var.shape))
+        enc[name] = {"zlib": True, "complevel": 4, "shuffle": True, "chunksizes": chunks}
+    return enc
+
+
+def validate_trajectory(ds: xr.Dataset, source: str = "trajectory") -> None:
+    """Raise :class:`TrajectoryFormatError` unless ``ds`` is a complete trajectory."""
+    if ds.attrs.get("format_name") != FORMAT_NAME:
+        raise TrajectoryFormatError(f"{source}: not a {FORMAT_NAME} file")
+    if int(ds.attrs.get("format_version", -1)) != FORMAT_VERSION:
+        raise TrajectoryFormatError(f"{source}: format version {ds.attrs.get('format_version')} "
+                                    f"is not the supported version {FORMAT_VERSION}; re-export it")
+    missing = [v for v in STEP_VARIABLES if v not in ds]
+    if missing:
+        raise TrajectoryFormatError(f"{source}: missing variables {missing}")
+    steps = ds["step"].values
+    if steps.size == 0 or steps[0] != 1 or np.any(np.diff(steps) != 1):
+        raise TrajectoryFormatError(f"{source}: steps must run 1, 2, ..., N without gaps")
+    for v in STEP_VARIABLES:
+        if not np.all(np.isfinite(ds[v].values)):
+            raise TrajectoryFormatError(f"{source}: variable {v} has non-finite values")
+    for a in HYPERPARAMETER_ATTRS:
+        if a not in ds.attrs:
+            raise TrajectoryFormatError(f"{source}: missing attribute {a}")
+
+
+def write_netcdf(ds: xr.Dataset, path: str | Path, encoding: dict | None = None) -> None:
+    """Write ``ds`` to ``path`` through a temporary file (complete or absent)."""
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding or {})
+
+
+def open_trajectory(path: str | Path) -> xr.Dataset:
+    """Load and validate one trajectory file."""
+    try:
+        ds = xr.load_dataset(path, engine="netcdf4")
+    except (OSError, ValueError) as exc:
+        raise TrajectoryFormatError(f"{path}: cannot be read as NetCDF ({exc})") from exc
+    validate_trajectory(ds, str(path))
+    return ds
+
+
+def combine(paths: list[str | Path], cells: list[str]) -> xr.Dataset:
+    """Stack per-cell trajectories along ``cell``, hyperparameters as coordinates.
+
+    Cells with fewer steps are padded with NaN (outer join on ``step``); the
+    per-tensor variables are left out (they stay in the per-cell files).
+    """
+    parts = []
+    for path, cell in zip(paths, cells):
+        ds = open_trajectory(path)
+        keep = [v for v in ds.data_vars if "tensor" not in ds[v].dims]
+        part = ds[keep].expand_dims(cell=[cell])
+        for a in HYPERPARAMETER_ATTRS + ("burn_in_steps",):
+            part = part.assign_coords({a: ("cell", [ds.attrs[a]])})
+        parts.append(part)
+    out = xr.concat(parts, dim="cell", join="outer", combine_attrs="drop_conflicts")
+    for a in HYPERPARAMETER_ATTRS:
+        out[a].attrs.update(long_name={"lr": "learning rate", "batch_size": "batch size S",
+                                       "momentum": "momentum beta", "weight_decay": "weight decay",
+                                       "seed": "cell seed"}[a], units="1")
+        out.attrs.pop(a, None)
+    out.attrs.pop("burn_in_steps", None)
+    out.attrs.update(
+        title="Limiting dynamics of SGD: trajectories of all cells",
+        history=f"{now_iso()} combined by limiting-dynamics {__version__} from {len(paths)} cell files",
+    )
+    return out

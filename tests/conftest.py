@@ -1,0 +1,85 @@
+"""Shared fixtures: tiny configs and a copy of the workflow in a temporary directory."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+TINY = {
+    "compute": {"device": "cpu", "threads": 1},
+    "data": {"name": "digits", "image_size": 8, "channels": 1, "test_fraction": 0.2, "split_seed": 0},
+    "model": {"arch": "resnet", "blocks": [1], "width": 8, "stem": "cifar"},
+    "converge": {"checkpoint": None, "epochs": 2, "lr": 0.1, "batch_size": 128, "momentum": 0.9,
+                 "weight_decay": 5.0e-4, "sampling": "reshuffle", "seed": 0},
+    "limiting": {"steps": 60, "eval_every": 30, "sampling": "reshuffle",
+                 "burn_in": {"relaxation_times": 0.1, "min_steps": 5, "max_steps": 20}},
+    "cells": {"default": {"lr": 0.05, "batch_size": 32, "momentum": 0.9, "weight_decay": 5.0e-3, "seed": 0},
+              "sweeps": {"lr": [0.02], "batch_size": [], "momentum": [], "weight_decay": [], "seed": []},
+              "grid": {}},
+    "analysis": {"fit_window": [0.1, 1.0], "fit_points": 16, "bootstrap_samples": 200,
+                 "stationary_window": [0.5, 1.0], "stationary_batches": 5, "seed": 0},
+    "plots": {"dpi": 60, "smoothing": 5, "context": "paper", "format": "png"},
+}
+
+
+@pytest.fixture
+def tiny_config() -> dict:
+    return copy.deepcopy(TINY)
+
+
+def _snakemake_exe() -> str:
+    exe = Path(sys.executable).with_name("snakemake")
+    return str(exe) if exe.exists() else "snakemake"
+
+
+class Workflow:
+    """A copy of the workflow in a temporary directory, run with the real Snakemake."""
+
+    def __init__(self, root: Path, config: dict):
+        self.root = root
+        shutil.copy(REPO / "Snakefile", root / "Snakefile")
+        shutil.copytree(REPO / "workflow", root / "workflow")
+        (root / "config").mkdir()
+        self.write_config(config)
+
+    def write_config(self, config: dict) -> None:
+        (self.root / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        proc = subprocess.run([_snakemake_exe(), "--cores", "2", *args], cwd=self.root, env=env,
+                              capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def planned_jobs(self, *args: str) -> dict[str, int]:
+        """Rule -> job count of a dry run (empty when nothing would run)."""
+        out = self.run("-n", "--quiet", "rules", *args).stdout
+        jobs = {}
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
+                jobs[parts[0]] = int(parts[1])
+        return jobs
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+
+@pytest.fixture
+def workflow_factory(tmp_path):
+    def make(config: dict) -> Workflow:
+        return Workflow(tmp_path, config)
+
+    return make

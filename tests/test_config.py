@@ -1,0 +1,104 @@
+import copy
+
+import pytest
+
+from conftest import SCHEMA, TINY
+from limiting_dynamics.config import (
+    ConfigError,
+    burn_in_steps,
+    cell_id,
+    check_config,
+    expand_cells,
+)
+from limiting_dynamics.training import Hyperparameters
+
+
+def test_tiny_config_is_valid():
+    check_config(copy.deepcopy(TINY), SCHEMA)
+
+
+def test_repository_default_config_is_valid():
+    import yaml
+
+    from conftest import REPO
+
+    check_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()), SCHEMA)
+
+
+def test_sweeps_and_grid_expand_without_repeats():
+    cells = {
+        "default": {"lr": 0.1, "batch_size": 64, "momentum": 0.9, "weight_decay": 0.0, "seed": 0},
+        "sweeps": {"lr": [0.1, 0.2], "momentum": [0.8]},
+        "grid": {"lr": [0.1, 0.3], "seed": [0, 1]},
+    }
+    got = expand_cells(cells)
+    assert got[0] == Hyperparameters(0.1, 64, 0.9, 0.0, 0)
+    assert len(got) == len(set(got)) == 1 + 1 + 1 + 3  # default, lr=0.2, mom=0.8, grid minus default
+    assert Hyperparameters(0.3, 64, 0.9, 0.0, 1) in got
+
+
+def test_cell_id_is_readable_and_unique():
+    a = cell_id(Hyperparameters(1e-4, 256, 0.9, 1e-4, 0))
+    assert a == "lr0.0001_bs256_mom0.9_wd0.0001_seed0"
+    assert a != cell_id(Hyperparameters(1e-4, 256, 0.9, 1e-4, 1))
+
+
+def test_burn_in_follows_relaxation_time_and_clips():
+    cfg = {"relaxation_times": 2.0, "min_steps": 10, "max_steps": 1000}
+    assert burn_in_steps(Hyperparameters(0.05, 64, 0.9, 5e-3, 0), cfg) == 800
+    assert burn_in_steps(Hyperparameters(0.5, 64, 0.9, 0.5, 0), cfg) == 10
+    assert burn_in_steps(Hyperparameters(0.05, 64, 0.9, 0.0, 0), cfg) == 1000
+
+
+def _set(cfg, dotted, value):
+    keys = dotted.split(".")
+    node = cfg
+    for k in keys[:-1]:
+        node = node[k]
+    if value is _DELETE:
+        del node[keys[-1]]
+    else:
+        node[keys[-1]] = value
+    return cfg
+
+
+_DELETE = object()
+
+BAD = [
+    ("cells.default.momentum", 1.0, "'cells.default.momentum': value 1.0 is not allowed: must be < 1"),
+    ("cells.default.momentum", -0.1, "'cells.default.momentum': value -0.1 is not allowed: must be >= 0"),
+    ("cells.default.lr", 0.0, "'cells.default.lr': value 0.0 is not allowed: must be > 0"),
+    ("cells.default.lr", -1e-3, "'cells.default.lr': value -0.001 is not allowed: must be > 0"),
+    ("cells.default.lr", "fast", "'cells.default.lr': value 'fast' is not allowed: must be of type number"),
+    ("cells.default.batch_size", 0, "'cells.default.batch_size': value 0 is not allowed: must be >= 1"),
+    ("cells.default.batch_size", 64.5, "'cells.default.batch_size': value 64.5 is not allowed: must be of type integer"),
+    ("cells.default.batch_size", 5000, "'cells' (batch_size): value 5000 is not allowed: must be <= the 1438 training examples"),
+    ("converge.batch_size", 5000, "'converge.batch_size': value 5000 is not allowed: must be <= the 1438"),
+    ("cells.default.weight_decay", -1e-4, "'cells.default.weight_decay': value -0.0001 is not allowed: must be >= 0"),
+    ("cells.sweeps.lr", [0.1, 0.1], "'cells.sweeps.lr': value [0.1, 0.1] is not allowed: must not repeat a value"),
+    ("cells.sweeps.momentum", [0.5, 1.5], "'cells.sweeps.momentum.1': value 1.5 is not allowed: must be < 1"),
+    ("cells.grid", {"lr": []}, "'cells.grid.lr': value [] is not allowed: must have at least 1 item(s)"),
+    ("cells.default.lrr", 0.1, "'cells.default': unknown key(s) ['lrr'] (a typo?)"),
+    ("data.name", "mnist", "'data.name': value 'mnist' is not allowed: must be one of ['digits']"),
+    ("data.test_fraction", 1.0, "'data.test_fraction': value 1.0 is not allowed: must be < 1"),
+    ("model.arch", "vgg", "'model.arch': value 'vgg' is not allowed: must be one of"),
+    ("compute.device", "tpu", "'compute.device': value 'tpu' is not allowed: must be one of ['auto', 'cpu', 'cuda']"),
+    ("limiting.steps", 5, "'limiting.steps': value 5 is not allowed: must be >= 10"),
+    ("limiting.sampling", "random", "'limiting.sampling': value 'random' is not allowed: must be one of"),
+    ("converge.checkpoint", "/no/such/weights.pt", "'converge.checkpoint': value '/no/such/weights.pt' is not allowed: no such file"),
+    ("analysis.fit_window", [0.9, 0.1], "'analysis.fit_window': value [0.9, 0.1] is not allowed: must be [start, end]"),
+    ("analysis.fit_window", [0.1, 1.5], "'analysis.fit_window.1': value 1.5 is not allowed: must be <= 1"),
+    ("limiting.burn_in.min_steps", 10_000, "'limiting.burn_in.min_steps': value 10000 is not allowed: must be <= limiting.burn_in.max_steps"),
+    ("plots.dpi", 10, "'plots.dpi': value 10 is not allowed: must be >= 50"),
+    ("analysis", _DELETE, "'<top level>': missing required key: 'analysis'"),
+]
+
+
+@pytest.mark.parametrize("key,value,message", BAD, ids=[f"{k}={v!r}" for k, v, _ in BAD])
+def test_bad_config_names_key_value_and_rule(key, value, message):
+    cfg = _set(copy.deepcopy(TINY), key, value)
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg, SCHEMA)
+    text = str(err.value)
+    assert "\n" not in text
+    assert message in text

@@ -1,0 +1,13 @@
+"""The README's two commands are the ones CI and users run."""
+
+from conftest import REPO
+
+TEST_COMMAND = 'pip install -e ".[test]" && pytest'
+RUN_COMMAND = 'pip install -e ".[test]" && snakemake --cores all'
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (REPO / "README.md").read_text()
+    ci = (REPO / ".ci" / "run").read_text()
+    assert TEST_COMMAND in readme and RUN_COMMAND in readme
+    assert ci.strip().splitlines()[-1] == TEST_COMMAND

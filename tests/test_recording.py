@@ -1,0 +1,87 @@
+import torch
+import torch.nn.functional as F
+
+from limiting_dynamics.models import build_model
+from limiting_dynamics.recording import FlatParameters, StepRecorder
+
+SMALL = {"arch": "resnet", "blocks": [1], "width": 4, "stem": "cifar"}
+
+
+def _batch(seed=0, n=16):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def _train(model, opt, steps, recorder=None):
+    thetas = []
+    for k in range(steps):
+        x, y = _batch(k)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if recorder is not None:
+            recorder.record(loss)
+        thetas.append(torch.cat([p.detach().reshape(-1).clone() for p in model.parameters()]))
+    return thetas
+
+
+def test_flat_parameters_keep_outputs_and_share_storage():
+    torch.manual_seed(0)
+    model = build_model(SMALL, 10, 1)
+    x, _ = _batch()
+    before = model(x)
+    flat = FlatParameters(model)
+    assert torch.equal(model(x), before)
+    flat.flat.zero_()
+    assert all(float(p.detach().abs().sum()) == 0 for p in model.parameters())
+
+
+def test_flat_momentum_buffers_are_bit_identical_to_plain_sgd():
+    torch.manual_seed(0)
+    a = build_model(SMALL, 10, 1)
+    b = build_model(SMALL, 10, 1)
+    b.load_state_dict(a.state_dict())
+    opt_a = torch.optim.SGD(a.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+    flat = FlatParameters(b)
+    opt_b = torch.optim.SGD(b.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3, foreach=True)
+    flat.install_momentum_buffers(opt_b)
+    ta, tb = _train(a, opt_a, 5), _train(b, opt_b, 5)
+    for x, y in zip(ta, tb):
+        assert torch.equal(x, y)
+
+
+def test_recorder_matches_naive_norms():
+    torch.manual_seed(1)
+    model = build_model(SMALL, 10, 1)
+    flat = FlatParameters(model)
+    lr = 0.05
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-3)
+    flat_v = flat.install_momentum_buffers(opt)
+    _train(model, opt, 3)  # non-zero velocity at theta_0
+    theta0 = flat.flat.clone()
+    rec = StepRecorder(flat, flat_v, steps=6)
+    prev = theta0.clone()
+    for k in range(6):
+        x, y = _batch(100 + k)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rec.record(loss)
+        theta = flat.flat
+        row = rec.scalars[k]
+        assert torch.isclose(row[0], loss.detach())
+        assert torch.isclose(row[1], ((theta - theta0) ** 2).sum(), rtol=1e-5)
+        v2 = sum(float((opt.state[p]["momentum_buffer"] ** 2).sum()) for p in model.parameters())
+        assert abs(float(row[2]) - v2) < 1e-5 * v2
+        assert torch.isclose(row[3], (theta**2).sum(), rtol=1e-5)
+        # the step identity the recorder relies on: theta_k - theta_{k-1} = -lr v_k
+        assert torch.allclose(theta - prev, -lr * flat_v, atol=1e-7)
+        step2 = float(((theta - prev) ** 2).sum())
+        assert abs(step2 - lr**2 * float(row[2])) < 1e-4 * step2
+        per_tensor = torch.stack([((p.detach() - t0) ** 2).sum() for p, t0 in
+                                  zip(model.parameters(), flat.views(theta0))])
+        assert torch.allclose(rec.by_tensor[k, 0], per_tensor, rtol=1e-4, atol=1e-12)
+        prev = theta.clone()
+    assert rec.count == 6

@@ -1,0 +1,170 @@
+"""Integration tests: the real Snakemake workflow on a tiny config."""
+
+from __future__ import annotations
+
+import collections
+import copy
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from conftest import REPO, TINY, Workflow
+
+pytestmark = pytest.mark.integration
+
+PLOT_RULES = {"plot_convergence", "plot_msd", "plot_local_displacement", "plot_scaling", "plot_metrics"}
+DEFAULT = "lr0.05_bs32_mom0.9_wd0.005_seed0"
+SWEPT = "lr0.02_bs32_mom0.9_wd0.005_seed0"
+
+
+def executed(proc) -> collections.Counter:
+    """Rules that finished in a real run, with job counts (from Snakemake's log)."""
+    text = proc.stdout + proc.stderr
+    return collections.Counter(re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", text)) - \
+        collections.Counter({"all": 10**6})
+
+
+@pytest.fixture(scope="module")
+def wf(tmp_path_factory):
+    w = Workflow(tmp_path_factory.mktemp("wf"), copy.deepcopy(TINY))
+    w.first = w.run()
+    return w
+
+
+def test_full_run_produces_every_output(wf):
+    ran = executed(wf.first)
+    assert ran["limiting_run"] == 2 and ran["export_trajectory"] == 2 and ran["converge"] == 1
+    ds = xr.load_dataset(wf.path(f"results/trajectories/{DEFAULT}.nc"))
+    for v in ("train_loss", "sq_dist_from_start", "sq_step", "sq_velocity", "sq_param_norm"):
+        assert ds[v].sizes["step"] == TINY["limiting"]["steps"]
+    assert ds.attrs["lr"] == 0.05 and ds.attrs["dataset"] == "digits"
+    comb = xr.load_dataset(wf.path("results/trajectories/all_cells.nc"))
+    assert set(comb["cell"].values) == {DEFAULT, SWEPT}
+    assert sorted(comb["lr"].values.tolist()) == [0.02, 0.05]
+    summary = pd.read_csv(wf.path("results/analysis/summary.csv"), index_col="cell")
+    assert set(summary.index) == {DEFAULT, SWEPT}
+    assert np.all(np.isfinite(summary["c"])) and np.all(summary["c_low"] <= summary["c_high"])
+    assert xr.load_dataset(wf.path("results/analysis/summary.nc")).sizes["cell"] == 2
+    for name in ("convergence", "msd", "local_displacement", "scaling", "metrics"):
+        png = wf.path(f"results/figures/{name}.png")
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert not list(wf.root.rglob("*.tmp")), "temporary files left behind"
+
+
+def test_second_run_does_nothing(wf):
+    assert wf.planned_jobs() == {}
+    assert "Nothing to be done" in wf.run().stdout + wf.run().stderr
+
+
+def test_plot_setting_change_reruns_only_plotting(wf):
+    cfg = copy.deepcopy(TINY)
+    cfg["plots"]["dpi"] = 70
+    wf.write_config(cfg)
+    ran = executed(wf.run())
+    assert set(ran) == PLOT_RULES
+
+
+def test_changing_one_cell_reruns_that_cells_chain_only(wf):
+    cfg = copy.deepcopy(TINY)
+    cfg["plots"]["dpi"] = 70
+    cfg["cells"]["sweeps"]["lr"] = [0.03]
+    wf.write_config(cfg)
+    ran = executed(wf.run())
+    assert ran["limiting_run"] == 1 and ran["export_trajectory"] == 1 and ran["analyze_cell"] == 1
+    assert "converge" not in ran and "prepare_data" not in ran
+    assert wf.path("results/runs/lr0.03_bs32_mom0.9_wd0.005_seed0/record.npz").exists()
+    assert set(xr.load_dataset(wf.path("results/trajectories/all_cells.nc"))["cell"].values) == {
+        DEFAULT, "lr0.03_bs32_mom0.9_wd0.005_seed0"}
+    wf.cfg = cfg
+
+
+def test_forcerun_of_one_stage_reruns_it_and_its_dependents(wf):
+    ran = executed(wf.run("--forcerun", "analyze_cell"))
+    assert ran["analyze_cell"] == 2 and ran["summarize"] == 1
+    assert set(ran) == {"analyze_cell", "summarize", "plot_msd", "plot_local_displacement", "plot_scaling"}
+
+
+def test_one_target_file_reruns_exactly_that_stage(wf):
+    target = f"results/trajectories/{DEFAULT}.nc"
+    ran = executed(wf.run("--force", target))
+    assert ran == collections.Counter({"export_trajectory": 1})
+    planned = wf.planned_jobs()
+    assert planned.get("analyze_cell") == 1 and planned.get("combine_trajectories") == 1
+    assert "limiting_run" not in planned and "export_trajectory" not in planned
+
+
+def test_bad_config_stops_before_any_job(tmp_path):
+    cfg = copy.deepcopy(TINY)
+    cfg["cells"]["default"]["momentum"] = 1.0
+    w = Workflow(tmp_path, cfg)
+    proc = w.run(check=False)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert ("Config error: config key 'cells.default.momentum': value 1.0 is not allowed: must be < 1"
+            in text)
+    assert "Traceback" not in text
+    assert not (tmp_path / "results").exists()
+
+
+def test_diverging_cell_stops_with_a_clear_error_and_no_complete_output(tmp_path):
+    cfg = copy.deepcopy(TINY)
+    cfg["cells"]["sweeps"]["lr"] = [5000.0]
+    cfg["cells"]["default"]["weight_decay"] = 0.0
+    cfg["limiting"]["burn_in"] = {"relaxation_times": 0.0, "min_steps": 0, "max_steps": 0}
+    w = Workflow(tmp_path, cfg)
+    proc = w.run("--keep-going", check=False)
+    assert proc.returncode != 0
+    bad = "lr5000_bs32_mom0.9_wd0_seed0"
+    log = (tmp_path / f"results/logs/limiting_run/{bad}.log").read_text()
+    assert re.search(rf"error: cell {bad} diverged at step \d+", log)
+    assert "Traceback" not in log
+    assert (tmp_path / f"results/runs/{bad}/diverged.json").exists()
+    assert not (tmp_path / f"results/runs/{bad}/record.npz").exists()
+    assert not (tmp_path / f"results/trajectories/{bad}.nc").exists()
+    assert not (tmp_path / "results/analysis/summary.csv").exists()
+    # the healthy cell still finished (--keep-going)
+    assert (tmp_path / "results/trajectories/lr0.05_bs32_mom0.9_wd0_seed0.nc").exists()
+
+
+def test_torchvision_resnet18_runs_through_the_pipeline(tmp_path):
+    cfg = copy.deepcopy(TINY)
+    cfg["model"] = {"arch": "resnet18", "blocks": [2, 2, 2, 2], "width": 64, "stem": "imagenet"}
+    cfg["data"].update(image_size=16, channels=3)
+    cfg["converge"]["epochs"] = 1
+    cfg["limiting"].update(steps=12, eval_every=6)
+    cfg["limiting"]["burn_in"] = {"relaxation_times": 0.0, "min_steps": 2, "max_steps": 2}
+    cfg["cells"]["sweeps"]["lr"] = []
+    cfg["analysis"].update(fit_points=8, stationary_batches=4)
+    w = Workflow(tmp_path, cfg)
+    w.run()
+    ds = xr.load_dataset(tmp_path / f"results/trajectories/{DEFAULT}.nc")
+    assert ds.attrs["n_params"] == pytest.approx(11.18e6, rel=0.01)
+    assert ds.sizes["step"] == 12 and ds.sizes["tensor"] == 62
+
+
+def test_lint_and_format_are_clean():
+    exe = Path(sys.executable).parent
+    lint = subprocess.run([str(exe / "snakemake"), "--lint"], cwd=REPO, capture_output=True, text=True)
+    assert lint.returncode == 0 and "Lints for" not in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+    fmt = subprocess.run([str(exe / "snakefmt"), "--check", "Snakefile", "workflow"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def test_cli_failure_is_one_line_without_traceback(tmp_path):
+    exe = shutil.which("limiting-dynamics", path=str(Path(sys.executable).parent)) or "limiting-dynamics"
+    proc = subprocess.run([exe, "run-cell", "--data", str(tmp_path / "none.npz"), "--checkpoint", "x.pt",
+                           "--params", '{"hyperparameters": {"lr": 0.1, "batch_size": 8, "momentum": 0.9,'
+                           ' "weight_decay": 0, "seed": 0}, "device": "cpu"}',
+                           "--out", str(tmp_path / "o.npz"), "--diverged-record", str(tmp_path / "d.json")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,45 @@
+rule analyze_cell:
+    input:
+        "results/trajectories/{cell}.nc",
+    output:
+        "results/analysis/cells/{cell}.json",
+    log:
+        "results/logs/analyze_cell/{cell}.log",
+    benchmark:
+        "results/benchmarks/analyze_cell/{cell}.tsv"
+    conda:
+        "../envs/limiting-dynamics.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        analysis=analysis_params(),
+    shell:
+        "limiting-dynamics analyze-cell --trajectory {input} --params {params.analysis:q}"
+        " --out {output} > {log} 2>&1"
+
+
+rule summarize:
+    input:
+        cell_files("results/analysis/cells/{cell}.json"),
+    output:
+        csv=report(
+            "results/analysis/summary.csv",
+            caption="../report/summary.rst",
+            category="Summary",
+        ),
+        nc="results/analysis/summary.nc",
+    log:
+        "results/logs/summarize.log",
+    benchmark:
+        "results/benchmarks/summarize.tsv"
+    conda:
+        "../envs/limiting-dynamics.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "limiting-dynamics summarize --inputs {input} --out-csv {output.csv}"
+        " --out-nc {output.nc} > {log} 2>&1"

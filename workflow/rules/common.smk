@@ -1,0 +1,111 @@
+# Helpers shared by all rules: config checking, cells, per-rule parameters.
+import json
+import sys
+
+from snakemake.utils import validate
+
+from limiting_dynamics.config import (
+    ConfigError,
+    burn_in_steps,
+    cell_id,
+    cells_by_id,
+    check_config,
+)
+
+SCHEMA = "workflow/schemas/config.schema.yaml"
+try:
+    check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+except ConfigError as exc:
+    sys.exit(f"Config error: {exc}")
+validate(config, schema="../schemas/config.schema.yaml")
+
+CELLS = cells_by_id(config)
+DATASET = config["data"]["name"]
+DEFAULT_CELL = cell_id(next(iter(CELLS.values())))
+
+
+wildcard_constraints:
+    cell="lr[^/]+",
+    dataset="[a-z0-9_]+",
+
+
+def as_json(obj):
+    """Parameters travel to the CLI as one JSON string (compared by Snakemake on reruns)."""
+    return json.dumps(obj, sort_keys=True)
+
+
+def gpus():
+    """Declare a GPU only when running on GPUs is asked for."""
+    return 1 if config["compute"]["device"] == "cuda" else 0
+
+
+def data_params():
+    return as_json(config["data"])
+
+
+def converge_params():
+    return as_json(
+        {
+            "device": config["compute"]["device"],
+            "model": config["model"],
+            "converge": config["converge"],
+        }
+    )
+
+
+def cell_params(wildcards):
+    hp = CELLS[wildcards.cell]
+    lim = config["limiting"]
+    return as_json(
+        {
+            "cell": wildcards.cell,
+            "hyperparameters": hp.as_dict(),
+            "device": config["compute"]["device"],
+            "model": config["model"],
+            "steps": lim["steps"],
+            "eval_every": lim["eval_every"],
+            "sampling": lim["sampling"],
+            "burn_in_steps": burn_in_steps(hp, lim["burn_in"]),
+        }
+    )
+
+
+def export_params(wildcards):
+    return as_json(
+        {
+            "cell": wildcards.cell,
+            "hyperparameters": CELLS[wildcards.cell].as_dict(),
+            "dataset": DATASET,
+            "model": config["model"],
+            "sampling": config["limiting"]["sampling"],
+        }
+    )
+
+
+def analysis_params():
+    return as_json(config["analysis"])
+
+
+def plot_params():
+    return as_json({**config["plots"], "default": CELLS[DEFAULT_CELL].as_dict()})
+
+
+def cell_files(pattern):
+    return expand(pattern, cell=list(CELLS))
+
+
+def figure(name):
+    return f"results/figures/{name}.{config['plots']['format']}"
+
+
+def all_outputs():
+    return [
+        "results/trajectories/all_cells.nc",
+        "results/analysis/summary.csv",
+        "results/analysis/summary.nc",
+        figure("convergence"),
+        figure("msd"),
+        figure("local_displacement"),
+        figure("scaling"),
+        figure("metrics"),
+    ]
