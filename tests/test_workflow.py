@@ -58,6 +58,12 @@ def test_full_run_produces_every_output(wf):
     assert not list(wf.root.rglob("*.tmp")), "temporary files left behind"
 
 
+def test_report_bundles_the_figures(wf):
+    wf.run("--report", "report.html")
+    html = wf.path("report.html").read_text(errors="replace")
+    assert len(html) > 10_000 and "msd.png" in html and "summary.csv" in html
+
+
 def test_second_run_does_nothing(wf):
     assert wf.planned_jobs() == {}
     assert "Nothing to be done" in wf.run().stdout + wf.run().stderr

@@ -103,6 +103,7 @@ def cmd_run_cell(a) -> None:
     try:
         record = training.limiting_run(model, d, hp, steps=p["steps"], burn_in=p["burn_in_steps"],
                                        eval_every=p["eval_every"], sampling=p["sampling"], device=device,
+                                       augment_shift=p["augment_shift"],
                                        cell=p["cell"], log=_log)
     except training.DivergenceError as exc:
         write_json({"cell": p["cell"], "error": str(exc), "hyperparameters": hp.as_dict()}, diverged)
@@ -124,7 +125,8 @@ def cmd_export_trajectory(a) -> None:
         record[k] = record[k].item()
     record["tensor_name"] = [str(s) for s in record["tensor_name"]]
     attrs = {**p["hyperparameters"], "cell": p["cell"], "dataset": p["dataset"],
-             "model": json.dumps(p["model"]), "sampling": p["sampling"], "device": str(record["device"])}
+             "model": json.dumps(p["model"]), "sampling": p["sampling"],
+             "augment_shift": p["augment_shift"], "device": str(record["device"])}
     ds = trajectory.build_dataset(record, attrs)
     trajectory.validate_trajectory(ds, a.out)
     trajectory.write_netcdf(ds, a.out, trajectory.encoding_for(ds))

@@ -61,6 +61,7 @@ class TensorData:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    background: torch.Tensor  # (1, C, 1, 1): a black pixel after normalisation
 
     @property
     def n_train(self) -> int:
@@ -173,7 +174,30 @@ def load_prepared(path: str | Path, device: torch.device | str = "cpu") -> Tenso
         x_test=images(arrays["x_test"]),
         y_test=labels(arrays["y_test"]),
         num_classes=int(arrays["num_classes"]),
+        background=(-mean / std).to(device),
     )
+
+
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator,
+                 fill: torch.Tensor) -> torch.Tensor:
+    """Translate every image by its own random offset in ``[-max_shift, max_shift]^2``.
+
+    Pixels shifted in are ``fill`` (per channel); offsets come from
+    ``generator`` (CPU), so a seeded run is reproducible. ``max_shift = 0``
+    returns ``x`` unchanged.
+    """
+    if max_shift == 0:
+        return x
+    n, c, h, w = x.shape
+    s = max_shift
+    padded = fill.expand(n, c, h + 2 * s, w + 2 * s).clone()
+    padded[:, :, s : s + h, s : s + w] = x
+    off = torch.randint(0, 2 * s + 1, (2, n), generator=generator).to(x.device)
+    rows = off[0][:, None] + torch.arange(h, device=x.device)[None, :]
+    cols = off[1][:, None] + torch.arange(w, device=x.device)[None, :]
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()
 
 
 def expected_train_size(cfg: dict) -> int | None:

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -69,7 +70,8 @@ def msd(traj: xr.Dataset, summary: pd.DataFrame, path, dpi: int = 150) -> None:
                ylabel="$\\|\\theta_t-\\theta_0\\|^2$", title=_label(row))
         ax.title.set_fontsize(8)
         ax.legend(fontsize=7, loc="upper left", frameon=False)
-    fig.suptitle("Squared distance from $\\theta_0$ (dashed: fitted power law $t^c$, 95% block-bootstrap CI)")
+    fig.suptitle("Squared distance from $\\theta_0$ (dashed: fitted power law $t^c$; "
+                 "[95% interval, bootstrap over parameter tensors])")
     fig.tight_layout()
     save(fig, path, dpi)
 
@@ -141,9 +143,11 @@ def hyperparameter_scaling(summary: pd.DataFrame, default: dict, path, dpi: int 
         theory = sub["theory_scale"].values * anchor["noise_trace_estimate"]
         ax.plot(x, theory, "k--", lw=1, label="$\\eta^2 \\mathrm{tr}C / (S(1-\\beta^2))$, tr C from default cell")
         ax.set(yscale="log", xlabel=HP_LABELS.get(hp, hp), ylabel="stationary $\\|\\theta_{t+1}-\\theta_t\\|^2$")
-        if hp in ("lr", "batch_size", "theory_scale"):
-            ax.set_xscale("log")
-            axes[0, j].set_xscale("log")
+        for a in (axes[0, j], ax):
+            if hp in ("lr", "batch_size", "theory_scale"):
+                a.set_xscale("log")
+            a.set_xticks(x, [f"{v:g}" for v in x])
+            a.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(fontsize=7, frameon=False)
     fig.suptitle("Exponent and local displacement across hyperparameters")
     fig.tight_layout()

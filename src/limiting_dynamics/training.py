@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import TensorData
+from .data import TensorData, random_shift
 from .recording import FlatParameters, StepRecorder
 
 
@@ -115,7 +115,8 @@ def pretrain(model: nn.Module, data: TensorData, cfg: dict, device: torch.device
     """Train from scratch with SGD + momentum and a cosine schedule.
 
     ``cfg`` is the ``converge`` config section (``epochs``, ``lr``,
-    ``batch_size``, ``momentum``, ``weight_decay``, ``seed``, ``sampling``).
+    ``batch_size``, ``momentum``, ``weight_decay``, ``seed``, ``sampling``,
+    ``augment_shift``).
     Returns per-epoch train/test loss and accuracy and the learning rate.
     """
     torch.manual_seed(int(cfg["seed"]))
@@ -123,6 +124,7 @@ def pretrain(model: nn.Module, data: TensorData, cfg: dict, device: torch.device
     opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
                           weight_decay=cfg["weight_decay"])
     sampler = BatchSampler(data.n_train, int(cfg["batch_size"]), cfg["sampling"], int(cfg["seed"]), device)
+    shift, aug_gen = int(cfg["augment_shift"]), torch.Generator().manual_seed(int(cfg["seed"]) + 1)
     epochs = int(cfg["epochs"])
     total = epochs * sampler.per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * k / total)))
@@ -132,7 +134,8 @@ def pretrain(model: nn.Module, data: TensorData, cfg: dict, device: torch.device
         history["lr"].append(opt.param_groups[0]["lr"])
         for _ in range(sampler.per_epoch):
             idx = sampler.next()
-            loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+            xb = random_shift(data.x_train[idx], shift, aug_gen, data.background)
+            loss = F.cross_entropy(model(xb), data.y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -162,10 +165,12 @@ def _check_finite(rec: StepRecorder, start: int, cell: str, offset: int = 0) -> 
 
 def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, steps: int,
                  burn_in: int, eval_every: int, sampling: str, device: torch.device,
-                 cell: str = "cell", check_every: int = 500,
+                 augment_shift: int = 0, cell: str = "cell", check_every: int = 500,
                  log: Callable[[str], None] = print) -> dict:
     """Continue SGD at constant ``hp`` from the model's weights, recording every step.
 
+    ``augment_shift`` > 0 translates every training image by a random offset
+    of up to that many pixels (a fresh one each time it is drawn).
     ``burn_in`` steps run first at the same hyperparameters and are not
     recorded; theta_0 is the state after them. Step ``k`` (1-based) of the
     record holds the minibatch loss of update ``k`` (evaluated at
@@ -181,11 +186,13 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
                           weight_decay=hp.weight_decay, foreach=True)
     flat_v = flat.install_momentum_buffers(opt)
     sampler = BatchSampler(data.n_train, hp.batch_size, sampling, hp.seed, device)
+    aug_gen = torch.Generator().manual_seed(hp.seed + 1)
     x, y = data.x_train, data.y_train
 
     def sgd_step() -> torch.Tensor:
         idx = sampler.next()
-        loss = F.cross_entropy(model(x[idx]), y[idx])
+        xb = random_shift(x[idx], augment_shift, aug_gen, data.background)
+        loss = F.cross_entropy(model(xb), y[idx])
         opt.zero_grad(set_to_none=False)
         loss.backward()
         opt.step()

@@ -65,6 +65,7 @@ def cell_params(wildcards):
             "steps": lim["steps"],
             "eval_every": lim["eval_every"],
             "sampling": lim["sampling"],
+            "augment_shift": lim["augment_shift"],
             "burn_in_steps": burn_in_steps(hp, lim["burn_in"]),
         }
     )
@@ -78,6 +79,7 @@ def export_params(wildcards):
             "dataset": DATASET,
             "model": config["model"],
             "sampling": config["limiting"]["sampling"],
+            "augment_shift": config["limiting"]["augment_shift"],
         }
     )
 
