@@ -16,12 +16,12 @@ REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 TINY = {
-    "compute": {"device": "cpu", "threads": 1},
+    "compute": {"device": "cpu", "threads": 1, "compile_recording": "auto"},
     "data": {"name": "digits", "image_size": 8, "channels": 1, "test_fraction": 0.2, "split_seed": 0},
     "model": {"arch": "resnet", "blocks": [1], "width": 8, "stem": "cifar"},
     "converge": {"checkpoint": None, "epochs": 2, "lr": 0.1, "batch_size": 128, "momentum": 0.9,
                  "weight_decay": 5.0e-4, "sampling": "reshuffle", "augment_shift": 1, "seed": 0},
-    "limiting": {"steps": 60, "eval_every": 30, "sampling": "reshuffle", "augment_shift": 1,
+    "limiting": {"steps": 60, "eval_every": 30, "tensor_every": 5, "sampling": "reshuffle", "augment_shift": 1,
                  "burn_in": {"relaxation_times": 0.1, "min_steps": 5, "max_steps": 20}},
     "cells": {"default": {"lr": 0.05, "batch_size": 32, "momentum": 0.9, "weight_decay": 5.0e-3, "seed": 0},
               "sweeps": {"lr": [0.02], "batch_size": [], "momentum": [], "weight_decay": [], "seed": []},

@@ -70,9 +70,12 @@ def test_zero_curve_gives_nan_not_a_number_guess():
 
 
 def test_log_spaced_indices_are_distinct_ordered_and_in_window():
-    idx = log_spaced_indices(1000, (0.1, 1.0), 64)
+    idx = log_spaced_indices(np.arange(1, 1001), (0.1, 1.0), 64)
     assert np.all(np.diff(idx) > 0)
     assert idx[0] == 99 and idx[-1] == 999
+    sparse = np.array([1, 2, 3, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100])
+    idx = log_spaced_indices(sparse, (0.1, 1.0), 5)
+    assert sparse[idx[0]] == 10 and sparse[idx[-1]] == 100 and np.all(np.diff(idx) > 0)
 
 
 def test_stationary_level_of_ar1_series():

@@ -2,7 +2,9 @@ import torch
 import torch.nn.functional as F
 
 from limiting_dynamics.models import build_model
-from limiting_dynamics.recording import FlatParameters, StepRecorder
+import pytest
+
+from limiting_dynamics.recording import FlatParameters, StepRecorder, tensor_record_steps
 
 SMALL = {"arch": "resnet", "blocks": [1], "width": 4, "stem": "cifar"}
 
@@ -85,3 +87,34 @@ def test_recorder_matches_naive_norms():
         assert torch.allclose(rec.by_tensor[k, 0], per_tensor, rtol=1e-4, atol=1e-12)
         prev = theta.clone()
     assert rec.count == 6
+
+
+def test_tensor_record_steps():
+    assert tensor_record_steps(35, 10) == list(range(1, 11)) + [20, 30, 35]
+    assert tensor_record_steps(5, 1) == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("mode", ["never", "always"])
+def test_plain_and_fused_norms_agree_and_sparse_tensor_rows_line_up(mode):
+    torch.manual_seed(2)
+    model = build_model(SMALL, 10, 1)
+    flat = FlatParameters(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    flat_v = flat.install_momentum_buffers(opt)
+    rec = StepRecorder(flat, flat_v, steps=7, tensor_every=3, compile=mode, log=lambda s: None)
+    theta0 = flat.flat.clone()
+    for k in range(7):
+        x, y = _batch(200 + k)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rec.record(loss)
+        d2 = float(((flat.flat - theta0) ** 2).sum())
+        assert abs(float(rec.scalars[k, 1]) - d2) <= 1e-4 * d2
+        assert abs(float(rec.scalars[k, 2]) - float((flat_v**2).sum())) <= 1e-4 * float((flat_v**2).sum())
+    assert rec.tensor_steps == [1, 2, 3, 6, 7]
+    # per-tensor rows sum to the per-step total at the matching steps
+    for row, step in enumerate(rec.tensor_steps):
+        assert torch.isclose(rec.by_tensor[row, 0].sum(), rec.scalars[step - 1, 1], rtol=1e-4)
+        assert torch.isclose(rec.by_tensor[row, 1].sum(), rec.scalars[step - 1, 3], rtol=1e-5)

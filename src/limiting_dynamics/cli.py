@@ -83,6 +83,13 @@ def cmd_converge(a) -> None:
                                  "n_params": n_params}, a.out_checkpoint)
     attrs = {"dataset": d.name, "model": json.dumps(p["model"]), "n_params": n_params,
              "source": src or "trained from scratch", "device": str(device)}
+    losses = history["train_loss"]
+    if len(losses) >= 10:  # plateau check: change of train loss over the last 10% of epochs
+        k = max(1, len(losses) // 10)
+        change = abs(losses[-1] - losses[-1 - k]) / max(losses[-1], 1e-12)
+        attrs["train_loss_relative_change_last_10pct_epochs"] = change
+        _log(f"train loss changed by {100 * change:.1f}% over the last {k} epochs"
+             + ("" if change < 0.2 else " -- not a plateau; consider more epochs"))
     trajectory.write_netcdf(_history_dataset(history, attrs, first_epoch=0 if src else 1), a.out_history)
     _log(f"theta_0 checkpoint ({n_params} parameters) -> {a.out_checkpoint}")
 
@@ -103,7 +110,8 @@ def cmd_run_cell(a) -> None:
     try:
         record = training.limiting_run(model, d, hp, steps=p["steps"], burn_in=p["burn_in_steps"],
                                        eval_every=p["eval_every"], sampling=p["sampling"], device=device,
-                                       augment_shift=p["augment_shift"],
+                                       augment_shift=p["augment_shift"], tensor_every=p["tensor_every"],
+                                       compile=p["compile_recording"],
                                        cell=p["cell"], log=_log)
     except training.DivergenceError as exc:
         write_json({"cell": p["cell"], "error": str(exc), "hyperparameters": hp.as_dict()}, diverged)

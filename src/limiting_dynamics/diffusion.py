@@ -35,15 +35,19 @@ class ExponentFit:
         return np.exp(self.log_prefactor) * np.asarray(t, dtype=float) ** self.c
 
 
-def log_spaced_indices(n_steps: int, window: tuple[float, float], n_points: int) -> np.ndarray:
-    """Distinct 0-based indices into steps 1..n_steps, log-spaced over the window.
+def log_spaced_indices(steps: np.ndarray, window: tuple[float, float], n_points: int) -> np.ndarray:
+    """Distinct indices into the increasing array ``steps``, log-spaced over the window.
 
-    The window is in fractions of the run; its start is at least step 1.
+    The window is in fractions of the last step; each target time is matched
+    to the first recorded step at or after it.
     """
-    t0 = max(1.0, window[0] * n_steps)
-    t1 = max(t0, window[1] * n_steps)
-    t = np.unique(np.round(np.geomspace(t0, t1, n_points)).astype(np.int64))
-    return np.clip(t, 1, n_steps) - 1
+    steps = np.asarray(steps, float)
+    last = steps[-1]
+    t0 = max(steps[0], window[0] * last)
+    t1 = max(t0, window[1] * last)
+    targets = np.geomspace(t0, t1, n_points)
+    idx = np.searchsorted(steps, targets - 1e-9)
+    return np.unique(np.clip(idx, 0, len(steps) - 1))
 
 
 def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -69,7 +73,7 @@ def fit_exponent(steps: np.ndarray, parts: np.ndarray, window=(0.05, 1.0), n_poi
     parts = np.asarray(parts, float)
     if parts.ndim == 1:
         parts = parts[:, None]
-    idx = log_spaced_indices(len(steps), window, n_points)
+    idx = log_spaced_indices(steps, window, n_points)
     t, p = np.asarray(steps, float)[idx], parts[idx]
     d = p.sum(axis=1)
     nan = ExponentFit(np.nan, np.nan, np.nan, np.nan, int(t[0]), int(t[-1]), len(t))
@@ -117,9 +121,9 @@ def theory_scale(lr: float, batch_size: int, momentum: float) -> float:
 
 
 def tensor_parts(ds) -> dict[str, np.ndarray]:
-    """Per-tensor ``(step, tensor)`` contributions to the total, radial and angular distance."""
-    d2 = ds["sq_dist_from_start_by_tensor"].transpose("step", "tensor").values
-    r = np.sqrt(np.maximum(ds["sq_param_norm_by_tensor"].transpose("step", "tensor").values, 0))
+    """Per-tensor ``(tensor_step, tensor)`` contributions to the total, radial and angular distance."""
+    d2 = ds["sq_dist_from_start_by_tensor"].transpose("tensor_step", "tensor").values
+    r = np.sqrt(np.maximum(ds["sq_param_norm_by_tensor"].transpose("tensor_step", "tensor").values, 0))
     r0 = np.sqrt(np.maximum(ds["sq_param_norm_start_by_tensor"].values, 0))
     radial = (r - r0[None, :]) ** 2
     return {"sq_dist_from_start": d2, "sq_dist_radial": radial, "sq_dist_angular": d2 - radial}
@@ -138,11 +142,12 @@ def analyze_trajectory(ds, cfg: dict) -> dict:
     """
     rng = np.random.default_rng(int(cfg["seed"]))
     steps = ds["step"].values
+    tensor_steps = ds["tensor_step"].values
     row = {k: ds.attrs[k] for k in ("lr", "batch_size", "momentum", "weight_decay", "seed")}
     row["burn_in_steps"] = int(ds.attrs["burn_in_steps"])
     row["steps"] = int(steps[-1])
     for var, parts in tensor_parts(ds).items():
-        fit = fit_exponent(steps, parts, tuple(cfg["fit_window"]), int(cfg["fit_points"]),
+        fit = fit_exponent(tensor_steps, parts, tuple(cfg["fit_window"]), int(cfg["fit_points"]),
                            int(cfg["bootstrap_samples"]), rng=rng)
         name = _SHORT[var]
         row.update({name: fit.c, f"{name}_low": fit.c_low, f"{name}_high": fit.c_high,

@@ -54,12 +54,12 @@ def msd(traj: xr.Dataset, summary: pd.DataFrame, path, dpi: int = 150) -> None:
     palette = sns.color_palette()
     for ax, cell in zip(axes, cells):
         row = summary.loc[cell]
-        ds = traj.sel(cell=cell).dropna("step", subset=["sq_dist_from_start"])
-        t = ds["step"].values
+        ds = traj.sel(cell=cell)
         for var, name, color, key in (("sq_dist_from_start", "total", palette[0], "c"),
                                       ("sq_dist_radial", "radial", palette[1], "c_radial"),
                                       ("sq_dist_angular", "angular", palette[2], "c_angular")):
-            y = ds[var].values
+            series = ds[var].dropna(ds[var].dims[0])
+            t, y = series[series.dims[0]].values, series.values
             ok = y > 0
             ax.plot(t[ok], y[ok], color=color, lw=1.2, label=f"{name}: c={row[key]:.2f} "
                     f"[{row[key + '_low']:.2f}, {row[key + '_high']:.2f}]")

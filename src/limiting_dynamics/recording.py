@@ -7,7 +7,11 @@ Three ideas keep the cost of recording every step small:
 * with PyTorch SGD, ``theta_t - theta_{t-1} = -lr * v_t`` exactly, so the step
   length needs no extra pass: ``||theta_t - theta_{t-1}||^2 = lr^2 ||v_t||^2``;
 * results go into a preallocated tensor on the training device and are copied
-  to the host only at the end (no per-step synchronisation on a GPU).
+  to the host only at the end (no per-step synchronisation on a GPU);
+* per-tensor norms, needed for the radial/angular split and the bootstrap,
+  are taken at a sparser set of steps (``tensor_every``);
+* for large models the three per-step norms are fused into one pass over
+  memory with ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -63,18 +67,46 @@ class FlatParameters:
         return flat_v
 
 
+def _step_norms(theta: torch.Tensor, theta0: torch.Tensor, v: torch.Tensor, diff: torch.Tensor) -> torch.Tensor:
+    """``[||theta - theta0||^2, ||v||^2, ||theta||^2]`` with plain kernels (diff is scratch)."""
+    torch.sub(theta, theta0, out=diff)
+    return torch.stack([torch.dot(diff, diff), torch.dot(v, v), torch.dot(theta, theta)])
+
+
+def _fused_norms(theta: torch.Tensor, theta0: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    d = theta - theta0
+    return torch.stack([(d * d).sum(), (v * v).sum(), (theta * theta).sum()])
+
+
+COMPILE_THRESHOLD = 1_000_000
+
+
+def tensor_record_steps(steps: int, every: int) -> list[int]:
+    """Steps (1-based) at which per-tensor norms are recorded: 1..every, then every ``every``-th, and the last."""
+    return [k for k in range(1, steps + 1) if k <= every or k % every == 0 or k == steps]
+
+
 class StepRecorder:
     """Per-step norms into a preallocated device tensor.
 
-    Columns of :attr:`scalars`: ``train_loss``, ``sq_dist_from_start``,
-    ``sq_velocity``, ``sq_param_norm``. :attr:`by_tensor` holds the squared
+    Columns of :attr:`scalars` (every step): ``train_loss``,
+    ``sq_dist_from_start``, ``sq_velocity``, ``sq_param_norm``; ``sq_step`` is
+    derived as ``lr^2 sq_velocity``. :attr:`by_tensor` holds the squared
     distance from the start and the squared norm of every parameter tensor
-    (for the radial/angular split). ``sq_step`` is derived as ``lr^2 sq_velocity``.
+    (for the radial/angular split and the bootstrap over tensors) at the steps
+    :attr:`tensor_steps` (see :func:`tensor_record_steps`).
+
+    The three per-step norms cost one pass over ``theta``, ``theta0`` and ``v``
+    when fused. ``compile``: ``"auto"`` fuses them with ``torch.compile`` for
+    models of at least 1M parameters (where memory traffic dominates; for small
+    models launch overhead dominates and plain kernels are faster), ``"always"``,
+    or ``"never"``. A compile failure falls back to plain kernels with a warning.
     """
 
     COLUMNS = ("train_loss", "sq_dist_from_start", "sq_velocity", "sq_param_norm")
 
-    def __init__(self, flat: FlatParameters, flat_v: torch.Tensor, steps: int):
+    def __init__(self, flat: FlatParameters, flat_v: torch.Tensor, steps: int, tensor_every: int = 10,
+                 compile: str = "auto", log=print):
         self.flat = flat
         self.flat_v = flat_v
         self.theta0 = flat.flat.detach().clone()
@@ -82,22 +114,38 @@ class StepRecorder:
         self.diff_views = flat.views(self.diff)
         self.param_views = flat.views(flat.flat)
         dev = self.theta0.device
+        self.steps, self.tensor_every = steps, max(1, int(tensor_every))
+        self.tensor_steps = tensor_record_steps(steps, self.tensor_every)
         self.scalars = torch.full((steps, len(self.COLUMNS)), float("nan"), device=dev)
-        self.by_tensor = torch.full((steps, 2, len(flat.sizes)), float("nan"), device=dev)
+        self.by_tensor = torch.full((len(self.tensor_steps), 2, len(flat.sizes)), float("nan"), device=dev)
         self.count = 0
+        self._tensor_count = 0
+        self._log = log
+        use = compile == "always" or (compile == "auto" and flat.numel >= COMPILE_THRESHOLD)
+        self._fused = torch.compile(_fused_norms, dynamic=False) if use else None
+
+    def _norms(self) -> torch.Tensor:
+        if self._fused is not None:
+            try:
+                return self._fused(self.flat.flat, self.theta0, self.flat_v)
+            except Exception as exc:  # no compiler on this machine, unsupported backend, ...
+                self._log(f"warning: fused recording unavailable ({type(exc).__name__}); using plain kernels")
+                self._fused = None
+        return _step_norms(self.flat.flat, self.theta0, self.flat_v, self.diff)
 
     @torch.no_grad()
     def record(self, loss: torch.Tensor) -> None:
         k = self.count
-        torch.sub(self.flat.flat, self.theta0, out=self.diff)
-        dist = torch.stack(torch._foreach_norm(self.diff_views))
-        norm = torch.stack(torch._foreach_norm(self.param_views))
-        bt = self.by_tensor[k]
-        torch.mul(dist, dist, out=bt[0])
-        torch.mul(norm, norm, out=bt[1])
         row = self.scalars[k]
         row[0] = loss.detach()
-        row[1] = bt[0].sum()
-        row[2] = torch.dot(self.flat_v, self.flat_v)
-        row[3] = bt[1].sum()
-        self.count = k + 1
+        row[1:] = self._norms()
+        step = k + 1
+        if step <= self.tensor_every or step % self.tensor_every == 0 or step == self.steps:
+            torch.sub(self.flat.flat, self.theta0, out=self.diff)
+            dist = torch.stack(torch._foreach_norm(self.diff_views))
+            norm = torch.stack(torch._foreach_norm(self.param_views))
+            bt = self.by_tensor[self._tensor_count]
+            torch.mul(dist, dist, out=bt[0])
+            torch.mul(norm, norm, out=bt[1])
+            self._tensor_count += 1
+        self.count = step

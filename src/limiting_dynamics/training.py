@@ -165,7 +165,8 @@ def _check_finite(rec: StepRecorder, start: int, cell: str, offset: int = 0) -> 
 
 def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, steps: int,
                  burn_in: int, eval_every: int, sampling: str, device: torch.device,
-                 augment_shift: int = 0, cell: str = "cell", check_every: int = 500,
+                 augment_shift: int = 0, tensor_every: int = 10, compile: str = "auto",
+                 cell: str = "cell", check_every: int = 500,
                  log: Callable[[str], None] = print) -> dict:
     """Continue SGD at constant ``hp`` from the model's weights, recording every step.
 
@@ -174,7 +175,9 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
     ``burn_in`` steps run first at the same hyperparameters and are not
     recorded; theta_0 is the state after them. Step ``k`` (1-based) of the
     record holds the minibatch loss of update ``k`` (evaluated at
-    theta_{k-1}) and the norms after it. Train/test metrics in eval mode are
+    theta_{k-1}) and the norms after it; per-tensor norms are kept at the
+    steps ``tensor_step`` (see :class:`.recording.StepRecorder`, which also
+    explains ``compile``). Train/test metrics in eval mode are
     taken at step 0, every ``eval_every`` steps and at the last step.
 
     Returns a dict of numpy arrays and metadata (see :mod:`.trajectory`).
@@ -209,7 +212,7 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
     if burn_in:
         log(f"burn-in: {burn_in} steps, last-500 mean loss {burn_losses[-500:].mean().item():.4g}")
 
-    rec = StepRecorder(flat, flat_v, steps)
+    rec = StepRecorder(flat, flat_v, steps, tensor_every=tensor_every, compile=compile, log=log)
     sq_velocity_start = float(torch.dot(flat_v, flat_v))
     eval_steps, evals = [0], [evaluate_all(model, data)]
     checked = 0
@@ -225,7 +228,6 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
 
     scalars = rec.scalars.cpu().double().numpy()
     by_tensor = rec.by_tensor.cpu().double().numpy()
-    theta0_sq = rec.theta0.view(-1)
     start_norms = torch.stack(torch._foreach_norm(flat.views(rec.theta0))).double().cpu().numpy() ** 2
     return {
         "step": np.arange(1, steps + 1),
@@ -234,6 +236,7 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
         "sq_velocity": scalars[:, 2],
         "sq_step": hp.lr**2 * scalars[:, 2],
         "sq_param_norm": scalars[:, 3],
+        "tensor_step": np.asarray(rec.tensor_steps),
         "sq_dist_from_start_by_tensor": by_tensor[:, 0, :],
         "sq_param_norm_by_tensor": by_tensor[:, 1, :],
         "sq_param_norm_start_by_tensor": start_norms,
@@ -241,7 +244,7 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
         "tensor_size": np.asarray(flat.sizes),
         "eval_step": np.asarray(eval_steps),
         **{f"eval_{k}": np.asarray([e[k] for e in evals]) for k in evals[0]},
-        "sq_param_norm_start": float(torch.dot(theta0_sq, theta0_sq)),
+        "sq_param_norm_start": float(start_norms.sum()),
         "sq_velocity_start": sq_velocity_start,
         "burn_in_steps": burn_in,
         "n_params": flat.numel,

@@ -21,7 +21,7 @@ from . import __version__
 from .atomic import atomic_path
 
 FORMAT_NAME = "limiting-dynamics-trajectory"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 HYPERPARAMETER_ATTRS = ("lr", "batch_size", "momentum", "weight_decay", "seed")
 STEP_VARIABLES = ("train_loss", "sq_dist_from_start", "sq_step", "sq_velocity", "sq_param_norm")
 
@@ -29,6 +29,7 @@ STEP_VARIABLES = ("train_loss", "sq_dist_from_start", "sq_step", "sq_velocity", 
 VARIABLE_META = {
     "step": ("1", "number of SGD updates since theta_0"),
     "eval_step": ("1", "number of SGD updates since theta_0 at evaluation"),
+    "tensor_step": ("1", "number of SGD updates since theta_0 at which per-tensor norms were recorded"),
     "tensor": ("1", "parameter tensor name (model.named_parameters order)"),
     "train_loss": ("nat", "minibatch cross-entropy of the update (train mode, at theta_{k-1})"),
     "sq_dist_from_start": ("1", "squared distance from start ||theta_k - theta_0||^2"),
@@ -82,13 +83,14 @@ def build_dataset(record: dict, attrs: dict) -> xr.Dataset:
     radial = radial_split(record["sq_dist_from_start_by_tensor"], record["sq_param_norm_by_tensor"],
                           record["sq_param_norm_start_by_tensor"])
     step_vars = {k: ("step", np.asarray(record[k], dtype=np.float64)) for k in STEP_VARIABLES}
+    d2_total = record["sq_dist_from_start_by_tensor"].sum(axis=1)
     ds = xr.Dataset(
         {
             **step_vars,
-            "sq_dist_radial": ("step", radial),
-            "sq_dist_angular": ("step", record["sq_dist_from_start"] - radial),
-            "sq_dist_from_start_by_tensor": (("step", "tensor"), record["sq_dist_from_start_by_tensor"]),
-            "sq_param_norm_by_tensor": (("step", "tensor"), record["sq_param_norm_by_tensor"]),
+            "sq_dist_radial": ("tensor_step", radial),
+            "sq_dist_angular": ("tensor_step", d2_total - radial),
+            "sq_dist_from_start_by_tensor": (("tensor_step", "tensor"), record["sq_dist_from_start_by_tensor"]),
+            "sq_param_norm_by_tensor": (("tensor_step", "tensor"), record["sq_param_norm_by_tensor"]),
             "sq_param_norm_start_by_tensor": ("tensor", record["sq_param_norm_start_by_tensor"]),
             "tensor_size": ("tensor", np.asarray(record["tensor_size"], dtype=np.int64)),
             **{k: ("eval_step", np.asarray(record[k], dtype=np.float64))
@@ -96,6 +98,7 @@ def build_dataset(record: dict, attrs: dict) -> xr.Dataset:
         },
         coords={
             "step": np.asarray(record["step"], dtype=np.int64),
+            "tensor_step": np.asarray(record["tensor_step"], dtype=np.int64),
             "eval_step": np.asarray(record["eval_step"], dtype=np.int64),
             "tensor": np.asarray(record["tensor_name"], dtype=object),
         },
@@ -129,7 +132,8 @@ def encoding_for(ds: xr.Dataset, chunk_steps: int = 4096) -> dict:
     for name, var in ds.data_vars.items():
         if var.dtype.kind not in "fiu":
             continue
-        chunks = tuple(min(chunk_steps, n) if d == "step" else n for d, n in zip(var.dims, var.shape))
+        chunks = tuple(min(chunk_steps, n) if d in ("step", "tensor_step") else n
+                       for d, n in zip(var.dims, var.shape))
         enc[name] = {"zlib": True, "complevel": 4, "shuffle": True, "chunksizes": chunks}
     return enc
 

@@ -64,6 +64,8 @@ def cell_params(wildcards):
             "model": config["model"],
             "steps": lim["steps"],
             "eval_every": lim["eval_every"],
+            "tensor_every": lim["tensor_every"],
+            "compile_recording": config["compute"]["compile_recording"],
             "sampling": lim["sampling"],
             "augment_shift": lim["augment_shift"],
             "burn_in_steps": burn_in_steps(hp, lim["burn_in"]),
