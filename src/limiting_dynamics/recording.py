@@ -124,6 +124,11 @@ class StepRecorder:
         use = compile == "always" or (compile == "auto" and flat.numel >= COMPILE_THRESHOLD)
         self._fused = torch.compile(_fused_norms, dynamic=False) if use else None
 
+    def reset(self) -> None:
+        """Start recording again from the first row (benchmarks reuse one recorder)."""
+        self.count = 0
+        self._tensor_count = 0
+
     def _norms(self) -> torch.Tensor:
         if self._fused is not None:
             try:
