@@ -1,9 +1,8 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
 from limiting_dynamics.models import build_model
-import pytest
-
 from limiting_dynamics.recording import FlatParameters, StepRecorder, tensor_record_steps
 
 SMALL = {"arch": "resnet", "blocks": [1], "width": 4, "stem": "cifar"}
@@ -39,14 +38,15 @@ def test_flat_parameters_keep_outputs_and_share_storage():
     assert all(float(p.detach().abs().sum()) == 0 for p in model.parameters())
 
 
-def test_flat_momentum_buffers_are_bit_identical_to_plain_sgd():
+@pytest.mark.parametrize("impl", [{"fused": True}, {"foreach": True}, {"foreach": False}])
+def test_flat_momentum_buffers_are_bit_identical_to_plain_sgd(impl):
     torch.manual_seed(0)
     a = build_model(SMALL, 10, 1)
     b = build_model(SMALL, 10, 1)
     b.load_state_dict(a.state_dict())
-    opt_a = torch.optim.SGD(a.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+    opt_a = torch.optim.SGD(a.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3, **impl)
     flat = FlatParameters(b)
-    opt_b = torch.optim.SGD(b.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3, foreach=True)
+    opt_b = torch.optim.SGD(b.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3, **impl)
     flat.install_momentum_buffers(opt_b)
     ta, tb = _train(a, opt_a, 5), _train(b, opt_b, 5)
     for x, y in zip(ta, tb):

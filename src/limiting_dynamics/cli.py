@@ -119,7 +119,8 @@ def cmd_run_cell(a) -> None:
     record["tensor_name"] = np.asarray(record["tensor_name"], dtype=str)
     with atomic_path(a.out) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, **{k: np.asarray(v) for k, v in record.items()}, device=np.str_(str(device)))
+            np.savez(fh, **{k: np.asarray(v) for k, v in record.items() if k != "optimizer"},
+                     device=np.str_(str(device)), optimizer=np.str_(record["optimizer"]))
     _log(f"cell {p['cell']}: {p['steps']} steps recorded -> {a.out}")
 
 
@@ -134,7 +135,8 @@ def cmd_export_trajectory(a) -> None:
     record["tensor_name"] = [str(s) for s in record["tensor_name"]]
     attrs = {**p["hyperparameters"], "cell": p["cell"], "dataset": p["dataset"],
              "model": json.dumps(p["model"]), "sampling": p["sampling"],
-             "augment_shift": p["augment_shift"], "device": str(record["device"])}
+             "augment_shift": p["augment_shift"], "device": str(record["device"]),
+             "optimizer": str(record["optimizer"])}
     ds = trajectory.build_dataset(record, attrs)
     trajectory.validate_trajectory(ds, a.out)
     trajectory.write_netcdf(ds, a.out, trajectory.encoding_for(ds))

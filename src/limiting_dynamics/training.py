@@ -110,6 +110,29 @@ def evaluate_all(model: nn.Module, data: TensorData) -> dict[str, float]:
             "test_loss": test_loss, "test_accuracy": test_acc}
 
 
+def sgd(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
+    """PyTorch SGD with its fused implementation where the device supports it.
+
+    The fused kernel does the whole update in one pass over parameters,
+    gradients and momentum buffers. Measured on ResNet-18 (11.2M parameters,
+    2 CPU cores) its ``step()`` took 4.5 ms against 19 ms for ``foreach=True``,
+    whose temporaries dominate. The update rule is PyTorch's either way; the two
+    implementations round differently in the last bit of the momentum buffer,
+    so runs are reproducible within one implementation only (the one used is
+    recorded in the trajectory's ``optimizer`` attribute).
+    """
+    params = list(model.parameters())
+    try:
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=True)
+    except RuntimeError:  # a device without a fused SGD kernel
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True)
+
+
+def optimizer_name(opt: torch.optim.SGD) -> str:
+    group = opt.param_groups[0]
+    return "torch.optim.SGD(" + ("fused" if group.get("fused") else "foreach") + ")"
+
+
 def pretrain(model: nn.Module, data: TensorData, cfg: dict, device: torch.device,
              log: Callable[[str], None] = print) -> dict[str, list[float]]:
     """Train from scratch with SGD + momentum and a cosine schedule.
@@ -121,8 +144,7 @@ def pretrain(model: nn.Module, data: TensorData, cfg: dict, device: torch.device
     """
     torch.manual_seed(int(cfg["seed"]))
     model.to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
-                          weight_decay=cfg["weight_decay"])
+    opt = sgd(model, cfg["lr"], cfg["momentum"], cfg["weight_decay"])
     sampler = BatchSampler(data.n_train, int(cfg["batch_size"]), cfg["sampling"], int(cfg["seed"]), device)
     shift, aug_gen = int(cfg["augment_shift"]), torch.Generator().manual_seed(int(cfg["seed"]) + 1)
     epochs = int(cfg["epochs"])
@@ -185,8 +207,7 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
     torch.manual_seed(hp.seed)
     model.to(device).train()
     flat = FlatParameters(model)
-    opt = torch.optim.SGD(model.parameters(), lr=hp.lr, momentum=hp.momentum,
-                          weight_decay=hp.weight_decay, foreach=True)
+    opt = sgd(model, hp.lr, hp.momentum, hp.weight_decay)
     flat_v = flat.install_momentum_buffers(opt)
     sampler = BatchSampler(data.n_train, hp.batch_size, sampling, hp.seed, device)
     aug_gen = torch.Generator().manual_seed(hp.seed + 1)
@@ -248,4 +269,5 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
         "sq_velocity_start": sq_velocity_start,
         "burn_in_steps": burn_in,
         "n_params": flat.numel,
+        "optimizer": optimizer_name(opt),
     }
