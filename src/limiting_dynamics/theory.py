@@ -1,0 +1,524 @@
+"""SGD with momentum on a quadratic loss: exact discrete-time moments and the
+paper's continuous-time (underdamped Langevin) model.
+
+Conventions (PyTorch SGD, see PAPER.md section 2): with ``a = lam + wd`` and
+``x = u^T (theta - theta_fp)`` the coordinate of a Hessian eigen-mode relative
+to the fixed point ``theta_fp = (H + wd I)^{-1} H theta*``,
+
+    v_{k+1} = beta v_k + a x_k + xi_k
+    x_{k+1} = x_k - lr v_{k+1}
+
+i.e. ``z_{k+1} = A z_k + B xi_k`` for ``z = (x, v)`` with
+``A = [[1 - lr a, -lr beta], [a, beta]]`` and ``B = [-lr, 1]^T``. ``xi_k`` is
+the minibatch noise along the mode: variance ``noise_var / S`` for batches
+drawn with replacement (``noise_var = u^T C u``, ``C`` the per-sample gradient
+covariance normalised by 1/N). All times are SGD steps.
+
+``model="discrete"`` solves this recursion exactly (matrix powers, discrete
+Lyapunov equations). ``model="continuous"`` is the paper's approximation
+``m x'' + (1 - beta) x' = -a x + noise`` with mass ``m = lr (1 + beta) / 2``,
+noise intensity ``lr noise_var / S`` and ``t = lr k``; its velocity ``x'`` is
+reported as the momentum buffer ``v = -x'``.
+
+Sampling: ``"replacement"`` gives independent noise every step.
+``"reshuffle"`` (a fresh permutation every epoch, ``M = floor(N / S)`` disjoint
+batches per epoch, what a DataLoader does) makes the noise of two batches of
+the same epoch anti-correlated: per step ``Var = (noise_var / S)(N - S)/(N - 1)``
+and ``Cov = -noise_var / (N - 1)`` between distinct batches of one epoch. The
+theory treats this exactly under one approximation: the per-sample gradients
+are taken at the fixed point (state-independent noise). Runs start at the
+beginning of an epoch; stationary quantities are averaged over the phase
+within the epoch, as a time average over a long run is.
+
+Undefined cases raise :class:`TheoryError`: a mode outside the stability region
+(``0 < lr a < 2 (1 + beta)`` for the discrete recursion, ``a > 0`` for the
+continuous model) has no stationary distribution; ``msd_from_start`` also
+accepts marginal modes (``a = 0``), whose variance grows without bound.
+
+Per-mode functions take arrays over modes and are vectorised over them; the
+``dense_*`` functions take full ``H`` and ``C`` (they need not commute) in small
+dimension.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+import xarray as xr
+
+MODELS = ("discrete", "continuous")
+SAMPLINGS = ("replacement", "reshuffle")
+
+
+class TheoryError(ValueError):
+    """A question the theory has no finite answer to (unstable mode, bad arguments)."""
+
+
+# ----------------------------------------------------------------------------
+# small batched linear algebra
+# ----------------------------------------------------------------------------
+
+def _T(a: np.ndarray) -> np.ndarray:
+    return np.swapaxes(a, -1, -2)
+
+
+def _sandwich(p: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """``p s p^T`` over leading batch dimensions."""
+    return p @ s @ _T(p)
+
+
+def _kron(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    n, m = a.shape[-1], b.shape[-1]
+    out = np.einsum("...ij,...kl->...ikjl", a, b)
+    return out.reshape(*out.shape[:-4], n * m, n * m)
+
+
+def discrete_lyapunov(a: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``X = a X a^T + q``; batched over leading dimensions for small ``n``."""
+    n = a.shape[-1]
+    if a.ndim == 2 and n > 4:
+        return scipy.linalg.solve_discrete_lyapunov(a, q)
+    lhs = np.eye(n * n) - _kron(a, a)
+    x = np.linalg.solve(lhs, q.reshape(*q.shape[:-2], n * n, 1))
+    return x.reshape(q.shape)
+
+
+def continuous_lyapunov(g: np.ndarray, n_: np.ndarray) -> np.ndarray:
+    """``g X + X g^T + n_ = 0``; batched over leading dimensions for small size."""
+    n = g.shape[-1]
+    if g.ndim == 2 and n > 4:
+        return scipy.linalg.solve_continuous_lyapunov(g, -n_)
+    eye = np.broadcast_to(np.eye(n), g.shape)
+    lhs = _kron(g, eye) + _kron(eye, g)
+    x = np.linalg.solve(lhs, -n_.reshape(*n_.shape[:-2], n * n, 1))
+    return x.reshape(n_.shape)
+
+
+def _as_steps(steps, name: str) -> np.ndarray:
+    k = np.asarray(steps)
+    if k.ndim != 1 or k.size == 0:
+        raise TheoryError(f"{name} must be a non-empty 1-D array of step counts")
+    if not np.issubdtype(k.dtype, np.integer):
+        if not np.all(np.isfinite(k)) or np.any(k != np.round(k)):
+            raise TheoryError(f"{name} must be whole numbers of SGD steps")
+        k = k.astype(np.int64)
+    if np.any(k < 0):
+        raise TheoryError(f"{name} must be >= 0")
+    return k
+
+
+# ----------------------------------------------------------------------------
+# the linear systems
+# ----------------------------------------------------------------------------
+
+@dataclass
+class _Discrete:
+    """``z_{k+1} = A z_k + B xi_k``; Cov(xi_j, xi_l) = Q if j == l, K if j != l in one epoch."""
+
+    A: np.ndarray  # (..., n, n)
+    B: np.ndarray  # (..., n, d)
+    Q: np.ndarray  # (..., d, d)
+    K: np.ndarray | None  # (..., d, d) or None (independent steps)
+    epoch: int | None  # steps per epoch when K is given
+    n_pos: int  # the first n_pos state coordinates are positions
+
+    def power(self, k: int) -> np.ndarray:
+        return np.linalg.matrix_power(self.A, int(k))
+
+    def _noise(self, q: np.ndarray) -> np.ndarray:
+        return _sandwich(self.B, q)
+
+    def check_stable(self, allow_marginal: bool = False) -> None:
+        rho = np.abs(np.linalg.eigvals(self.A)).max(axis=-1)
+        bad = rho > 1 + 1e-12 if allow_marginal else rho >= 1 - 1e-12
+        if np.any(bad):
+            raise TheoryError(
+                f"{int(np.sum(bad))} mode(s) are outside the stability region of SGD with momentum "
+                f"(need 0 < lr*(lam + wd) < 2*(1 + beta)); spectral radius up to {float(rho.max()):.6g}: "
+                "no stationary distribution")
+
+    def _partial_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """``P[i] = A^i`` and ``Sg[i] = sum_{j<i} A^j B`` for i = 0..epoch."""
+        m = self.epoch
+        eye = np.broadcast_to(np.eye(self.A.shape[-1]), self.A.shape)
+        p = [eye]
+        s = [np.zeros(self.B.shape)]
+        for _ in range(m):
+            s.append(p[-1] @ self.B + s[-1])
+            p.append(self.A @ p[-1])
+        return np.stack(p), np.stack(s)
+
+    def _reshuffle_parts(self):
+        self.check_stable()
+        if not hasattr(self, "_cache"):
+            p, s = self._partial_sums()
+            m = self.epoch
+            w = discrete_lyapunov(self.A, self._noise(self.Q - self.K))
+            r0 = discrete_lyapunov(p[m], _sandwich(s[m], self.K))
+            self._cache = (p, s, w, r0)
+        return self._cache
+
+    def stationary(self) -> np.ndarray:
+        """Stationary covariance (phase-averaged for reshuffling)."""
+        if self.K is None:
+            self.check_stable()
+            return discrete_lyapunov(self.A, self._noise(self.Q))
+        p, s, w, r0 = self._reshuffle_parts()
+        phases = [_sandwich(p[i], r0) + _sandwich(s[i], self.K) for i in range(self.epoch)]
+        return w + np.mean(phases, axis=0)
+
+    def cov_from_rest(self, k: int) -> np.ndarray:
+        """Covariance after ``k`` steps from a deterministic start (at an epoch's beginning)."""
+        if self.K is None:
+            self.check_stable(allow_marginal=True)
+            return _doubling_sum(self.A, self._noise(self.Q), int(k))
+        p, s, w, r0 = self._reshuffle_parts()
+        e, ph = divmod(int(k), self.epoch)
+        ak = self.power(k)
+        aem = self.power(e * self.epoch)
+        return (w - _sandwich(ak, w) + _sandwich(p[ph], r0 - _sandwich(aem, r0))
+                + _sandwich(s[ph], self.K))
+
+    def lag_cov(self, tau: int) -> np.ndarray:
+        """Stationary ``E[z_{k+tau} z_k^T]`` (phase-averaged for reshuffling)."""
+        at = self.power(tau)
+        if self.K is None:
+            return at @ self.stationary()
+        p, s, w, r0 = self._reshuffle_parts()
+        m = self.epoch
+        total = at @ w
+        acc = np.zeros_like(w)
+        for ph in range(m):
+            r = min(int(tau), m - ph)
+            forward = at @ s[ph] + self.power(int(tau) - r) @ s[r]
+            acc = acc + at @ _sandwich(p[ph], r0) + forward @ self.K @ _T(s[ph])
+        return total + acc / m
+
+
+def _doubling_sum(a: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    """``sum_{j<k} a^j q a^jT`` by binary doubling (valid for any ``a``)."""
+    result = np.zeros_like(q)
+    pw_res = np.broadcast_to(np.eye(a.shape[-1]), a.shape).copy()  # a^(steps done)
+    block_p, block_s = a.copy(), q.copy()  # a^(2^i), sum of 2^i terms
+    while k:
+        if k & 1:
+            result = result + _sandwich(pw_res, block_s)
+            pw_res = pw_res @ block_p
+        k >>= 1
+        if k:
+            block_s = block_s + _sandwich(block_p, block_s)
+            block_p = block_p @ block_p
+    return result
+
+
+@dataclass
+class _Continuous:
+    """``dz = G z dt + noise`` with diffusion ``N`` (per unit time); ``dt = lr`` per SGD step."""
+
+    G: np.ndarray
+    N: np.ndarray
+    dt: float
+    n_pos: int
+
+    def power(self, k: int) -> np.ndarray:
+        return scipy.linalg.expm(self.G * (self.dt * k))
+
+    def check_stable(self, allow_marginal: bool = False) -> None:
+        re = np.real(np.linalg.eigvals(self.G)).max(axis=-1)
+        bad = re > 1e-12 if allow_marginal else re >= -1e-12
+        if np.any(bad):
+            raise TheoryError(f"{int(np.sum(bad))} mode(s) have lam + wd <= 0 in the continuous model: "
+                              "no stationary distribution")
+
+    def stationary(self) -> np.ndarray:
+        self.check_stable()
+        return continuous_lyapunov(self.G, self.N)
+
+    def cov_from_rest(self, k: int) -> np.ndarray:
+        """``int_0^t e^{Gs} N e^{G^T s} ds`` at ``t = k dt``: one step by Van Loan's
+        matrix exponential, then the exact sum over steps by doubling (stable for long
+        times, valid for marginal modes)."""
+        self.check_stable(allow_marginal=True)
+        n = self.G.shape[-1]
+        blk = np.zeros(self.G.shape[:-2] + (2 * n, 2 * n))
+        blk[..., :n, :n] = -self.G
+        blk[..., :n, n:] = self.N
+        blk[..., n:, n:] = _T(self.G)
+        e = scipy.linalg.expm(blk * self.dt)
+        one_step = _T(e[..., n:, n:]) @ e[..., :n, n:]
+        return _doubling_sum(_T(e[..., n:, n:]), one_step, int(k))
+
+    def lag_cov(self, tau: int) -> np.ndarray:
+        return self.power(tau) @ self.stationary()
+
+
+# ----------------------------------------------------------------------------
+# building the systems from hyperparameters
+# ----------------------------------------------------------------------------
+
+def _check_hyper(lr, batch_size, momentum, weight_decay, model, sampling, n_samples):
+    if model not in MODELS:
+        raise TheoryError(f"model must be one of {MODELS}, got {model!r}")
+    if sampling not in SAMPLINGS:
+        raise TheoryError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+    if not (np.isfinite(lr) and lr > 0):
+        raise TheoryError(f"lr must be > 0, got {lr}")
+    if not (0 <= momentum < 1):
+        raise TheoryError(f"momentum must be in [0, 1), got {momentum}")
+    if not (np.isfinite(weight_decay) and weight_decay >= 0):
+        raise TheoryError(f"weight_decay must be >= 0, got {weight_decay}")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise TheoryError(f"batch_size must be a positive integer, got {batch_size}")
+    if sampling == "reshuffle":
+        if model == "continuous":
+            raise TheoryError("sampling='reshuffle' has no continuous-time model; use model='discrete'")
+        if n_samples is None or int(n_samples) < 2 * int(batch_size):
+            raise TheoryError("sampling='reshuffle' needs n_samples (training-set size) >= 2 * batch_size, "
+                              f"got n_samples={n_samples}, batch_size={batch_size}")
+
+
+def _noise_scales(batch_size, sampling, n_samples):
+    """(factor for Var of one step, factor for Cov of two steps in one epoch), times the per-sample variance."""
+    s = int(batch_size)
+    if sampling == "replacement":
+        return 1.0 / s, None, None
+    n = int(n_samples)
+    return (n - s) / (s * (n - 1)), -1.0 / (n - 1), n // s
+
+
+def _mode_system(eigvals, noise_var, lr, batch_size, momentum, weight_decay, model, sampling, n_samples):
+    _check_hyper(lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
+    lam = np.atleast_1d(np.asarray(eigvals, dtype=float))
+    var = np.broadcast_to(np.asarray(noise_var, dtype=float), lam.shape)
+    if lam.ndim != 1:
+        raise TheoryError("eigvals must be a 1-D array over modes")
+    if not (np.all(np.isfinite(lam)) and np.all(np.isfinite(var))):
+        raise TheoryError("eigvals and noise_var must be finite")
+    if np.any(var < 0):
+        raise TheoryError("noise_var must be >= 0")
+    a = lam + weight_decay
+    beta = momentum
+    if model == "continuous":
+        gamma, omega2 = (1 - beta) / (lr * (1 + beta)), 2 * a / (lr * (1 + beta))
+        mass = lr * (1 + beta) / 2
+        g = np.zeros(lam.shape + (2, 2))
+        g[:, 0, 1] = -1.0
+        g[:, 1, 0] = omega2
+        g[:, 1, 1] = -2 * gamma
+        n_ = np.zeros_like(g)
+        n_[:, 1, 1] = lr * var / batch_size / mass**2
+        return _Continuous(g, n_, lr, 1)
+    A = np.zeros(lam.shape + (2, 2))
+    A[:, 0, 0] = 1 - lr * a
+    A[:, 0, 1] = -lr * beta
+    A[:, 1, 0] = a
+    A[:, 1, 1] = beta
+    B = np.broadcast_to(np.array([[-lr], [1.0]]), lam.shape + (2, 1)).copy()
+    f_var, f_cov, epoch = _noise_scales(batch_size, sampling, n_samples)
+    Q = (f_var * var)[:, None, None]
+    K = None if f_cov is None else (f_cov * var)[:, None, None]
+    return _Discrete(A, B, Q, K, epoch, 1)
+
+
+def _dense_system(hessian, noise_cov, lr, batch_size, momentum, weight_decay, model, sampling, n_samples):
+    _check_hyper(lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
+    h = np.asarray(hessian, dtype=float)
+    c = np.asarray(noise_cov, dtype=float)
+    if h.ndim != 2 or h.shape[0] != h.shape[1] or c.shape != h.shape:
+        raise TheoryError(f"hessian and noise_cov must be square matrices of one shape, got {h.shape} and {c.shape}")
+    d = h.shape[0]
+    eye = np.eye(d)
+    ha = 0.5 * (h + h.T) + weight_decay * eye
+    beta = momentum
+    if model == "continuous":
+        gamma, mass = (1 - beta) / (lr * (1 + beta)), lr * (1 + beta) / 2
+        g = np.block([[np.zeros((d, d)), -eye], [2 * ha / (lr * (1 + beta)), -2 * gamma * eye]])
+        n_ = np.zeros((2 * d, 2 * d))
+        n_[d:, d:] = lr * c / batch_size / mass**2
+        return _Continuous(g, n_, lr, d)
+    A = np.block([[eye - lr * ha, -lr * beta * eye], [ha, beta * eye]])
+    B = np.vstack([-lr * eye, eye])
+    f_var, f_cov, epoch = _noise_scales(batch_size, sampling, n_samples)
+    return _Discrete(A, B, f_var * c, None if f_cov is None else f_cov * c, epoch, d)
+
+
+# ----------------------------------------------------------------------------
+# public API: per mode
+# ----------------------------------------------------------------------------
+
+def langevin_parameters(eigvals, lr: float, momentum: float, weight_decay: float = 0.0) -> xr.Dataset:
+    """The continuous model per mode: ``gamma`` (half the damping rate), ``omega``
+    (natural frequency), both per unit of ``t = lr k``, the damped frequency, and
+    the regime (``underdamped`` when ``omega > gamma``)."""
+    _check_hyper(lr, 1, momentum, weight_decay, "continuous", "replacement", None)
+    a = np.asarray(eigvals, dtype=float) + weight_decay
+    gamma = (1 - momentum) / (lr * (1 + momentum))
+    omega = np.sqrt(np.maximum(2 * a / (lr * (1 + momentum)), 0.0))
+    damped = np.sqrt(np.maximum(omega**2 - gamma**2, 0.0))
+    regime = np.where(omega > gamma, "underdamped", np.where(omega == gamma, "critical", "overdamped"))
+    return xr.Dataset(
+        {"gamma": ("mode", np.full(a.shape, gamma)), "omega": ("mode", omega),
+         "damped_frequency": ("mode", damped), "regime": ("mode", regime.astype(str))},
+        attrs={"time_unit": "t = lr * steps"})
+
+
+def oscillation_frequency(eigvals, lr: float, momentum: float, weight_decay: float = 0.0,
+                          model: str = "discrete") -> np.ndarray:
+    """Oscillation frequency of each mode's mean motion in cycles per SGD step (0: no oscillation).
+
+    Discrete: the argument of the eigenvalues of ``A`` over ``2 pi``; continuous:
+    ``sqrt(omega^2 - gamma^2) lr / (2 pi)``.
+    """
+    if model == "continuous":
+        return langevin_parameters(eigvals, lr, momentum, weight_decay)["damped_frequency"].values * lr / (2 * np.pi)
+    lam = np.asarray(eigvals, dtype=float)
+    sysm = _mode_system(lam, np.zeros_like(lam), lr, 1, momentum, weight_decay, "discrete", "replacement", None)
+    mu = np.linalg.eigvals(sysm.A)
+    return np.abs(np.angle(mu)).max(axis=-1) / (2 * np.pi)
+
+
+def stationary_moments(eigvals, noise_var, lr: float, batch_size: int, momentum: float,
+                       weight_decay: float = 0.0, model: str = "discrete", sampling: str = "replacement",
+                       n_samples: int | None = None) -> xr.Dataset:
+    """Per-mode stationary ``position_var``, ``velocity_var`` (momentum buffer)
+    and ``position_velocity_cov``, as an xarray Dataset over ``mode``.
+
+    Raises :class:`TheoryError` for modes without a stationary distribution.
+    """
+    sysm = _mode_system(eigvals, noise_var, lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
+    cov = sysm.stationary()
+    return xr.Dataset(
+        {"position_var": ("mode", cov[:, 0, 0]), "velocity_var": ("mode", cov[:, 1, 1]),
+         "position_velocity_cov": ("mode", cov[:, 0, 1])},
+        coords={"eigval": ("mode", np.asarray(eigvals, dtype=float))},
+        attrs={"model": model, "sampling": sampling, "lr": lr, "batch_size": int(batch_size),
+               "momentum": momentum, "weight_decay": weight_decay})
+
+
+def mean_trajectory(eigvals, x0, v0, steps, lr: float, momentum: float, weight_decay: float = 0.0,
+                    model: str = "discrete") -> xr.Dataset:
+    """Mean position and momentum buffer of each mode at each of ``steps``, from ``(x0, v0)``."""
+    k = _as_steps(steps, "steps")
+    lam = np.atleast_1d(np.asarray(eigvals, dtype=float))
+    sysm = _mode_system(lam, np.zeros_like(lam), lr, 1, momentum, weight_decay, model, "replacement", None)
+    z0 = np.stack(np.broadcast_arrays(np.asarray(x0, float), np.asarray(v0, float), lam)[:2], axis=-1)[..., None]
+    z = np.stack([(sysm.power(kk) @ z0)[..., 0] for kk in k])
+    return xr.Dataset({"position": (("step", "mode"), z[..., 0]), "velocity": (("step", "mode"), z[..., 1])},
+                      coords={"step": k, "eigval": ("mode", lam)})
+
+
+def covariance_at(eigvals, noise_var, steps, lr: float, batch_size: int, momentum: float,
+                  weight_decay: float = 0.0, model: str = "discrete", sampling: str = "replacement",
+                  n_samples: int | None = None) -> xr.Dataset:
+    """Per-mode covariance of ``(x, v)`` after each of ``steps`` steps from a deterministic start."""
+    k = _as_steps(steps, "steps")
+    sysm = _mode_system(eigvals, noise_var, lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
+    cov = np.stack([sysm.cov_from_rest(kk) for kk in k])
+    return xr.Dataset({"position_var": (("step", "mode"), cov[..., 0, 0]),
+                       "velocity_var": (("step", "mode"), cov[..., 1, 1]),
+                       "position_velocity_cov": (("step", "mode"), cov[..., 0, 1])},
+                      coords={"step": k})
+
+
+def _msd(sysm, z0: np.ndarray, k: np.ndarray) -> np.ndarray:
+    n = sysm.n_pos
+    out = []
+    for kk in k:
+        mean = (sysm.power(kk) @ z0)[..., 0]
+        cov = sysm.cov_from_rest(kk)
+        d2 = (mean[..., :n] - z0[..., :n, 0]) ** 2
+        var = np.diagonal(cov, axis1=-2, axis2=-1)[..., :n]
+        out.append(np.sum(d2 + var))
+    return np.asarray(out)
+
+
+def msd_from_start(eigvals, noise_var, x0, v0, steps, lr: float, batch_size: int, momentum: float,
+                   weight_decay: float = 0.0, model: str = "discrete", sampling: str = "replacement",
+                   n_samples: int | None = None) -> np.ndarray:
+    """``E||theta_k - theta_0||^2`` summed over modes for each k in ``steps``.
+
+    ``x0``, ``v0``: the start's per-mode position relative to the fixed point
+    ``(H + wd I)^{-1} H theta*`` and momentum buffer.
+    """
+    k = _as_steps(steps, "steps")
+    lam = np.atleast_1d(np.asarray(eigvals, dtype=float))
+    sysm = _mode_system(lam, noise_var, lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
+    x0, v0 = np.broadcast_arrays(np.asarray(x0, float), np.asarray(v0, float), lam)[:2]
+    z0 = np.stack([x0, v0], axis=-1)[..., None]
+    return _msd(sysm, z0, k)
+
+
+def lag_msd(eigvals, noise_var, lags, lr: float, batch_size: int, momentum: float,
+            weight_decay: float = 0.0, model: str = "discrete", sampling: str = "replacement",
+            n_samples: int | None = None) -> np.ndarray:
+    """Stationary ``E||theta_{k+tau} - theta_k||^2`` summed over modes for each tau in ``lags``."""
+    tau = _as_steps(lags, "lags")
+    sysm = _mode_system(eigvals, noise_var, lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
+    return _lag_msd(sysm, tau)
+
+
+def _lag_msd(sysm, tau: np.ndarray) -> np.ndarray:
+    n = sysm.n_pos
+    var = np.diagonal(sysm.stationary(), axis1=-2, axis2=-1)[..., :n].sum()
+    return np.asarray([2 * var - 2 * np.diagonal(sysm.lag_cov(t), axis1=-2, axis2=-1)[..., :n].sum()
+                       for t in tau])
+
+
+# ----------------------------------------------------------------------------
+# public API: dense (non-commuting H and C, small dimension)
+# ----------------------------------------------------------------------------
+
+def fixed_point(hessian, theta_star, weight_decay: float) -> np.ndarray:
+    """``(H + wd I)^{-1} H theta*``: where SGD with weight decay settles on average."""
+    h = np.asarray(hessian, dtype=float)
+    return np.linalg.solve(h + weight_decay * np.eye(h.shape[0]), h @ np.asarray(theta_star, dtype=float))
+
+
+def dense_stationary_covariance(hessian, noise_cov, lr: float, batch_size: int, momentum: float,
+                                weight_decay: float = 0.0, model: str = "discrete",
+                                sampling: str = "replacement", n_samples: int | None = None) -> np.ndarray:
+    """Stationary covariance of ``(theta - theta_fp, v)``, shape ``(2d, 2d)``."""
+    return _dense_system(hessian, noise_cov, lr, batch_size, momentum, weight_decay, model, sampling,
+                         n_samples).stationary()
+
+
+def dense_covariance_at(hessian, noise_cov, steps, lr: float, batch_size: int, momentum: float,
+                        weight_decay: float = 0.0, model: str = "discrete", sampling: str = "replacement",
+                        n_samples: int | None = None) -> np.ndarray:
+    """Covariance of ``(theta, v)`` after each of ``steps`` from a deterministic start, ``(len(steps), 2d, 2d)``."""
+    k = _as_steps(steps, "steps")
+    sysm = _dense_system(hessian, noise_cov, lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
+    return np.stack([sysm.cov_from_rest(kk) for kk in k])
+
+
+def dense_mean(hessian, x0, v0, steps, lr: float, momentum: float, weight_decay: float = 0.0,
+               model: str = "discrete") -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``theta - theta_fp`` and ``v`` at each of ``steps``: arrays ``(len(steps), d)``."""
+    k = _as_steps(steps, "steps")
+    h = np.asarray(hessian, dtype=float)
+    sysm = _dense_system(h, np.zeros_like(h), lr, 1, momentum, weight_decay, model, "replacement", None)
+    z0 = np.concatenate([np.asarray(x0, float), np.asarray(v0, float)])
+    z = np.stack([sysm.power(kk) @ z0 for kk in k])
+    d = h.shape[0]
+    return z[:, :d], z[:, d:]
+
+
+def dense_msd_from_start(hessian, noise_cov, x0, v0, steps, lr: float, batch_size: int, momentum: float,
+                         weight_decay: float = 0.0, model: str = "discrete", sampling: str = "replacement",
+                         n_samples: int | None = None) -> np.ndarray:
+    """``E||theta_k - theta_0||^2`` with full ``H`` and ``C``; ``x0 = theta_0 - theta_fp``."""
+    k = _as_steps(steps, "steps")
+    sysm = _dense_system(hessian, noise_cov, lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
+    z0 = np.concatenate([np.asarray(x0, float), np.asarray(v0, float)])[:, None]
+    return _msd(sysm, z0, k)
+
+
+def dense_lag_msd(hessian, noise_cov, lags, lr: float, batch_size: int, momentum: float,
+                  weight_decay: float = 0.0, model: str = "discrete", sampling: str = "replacement",
+                  n_samples: int | None = None) -> np.ndarray:
+    """Stationary lag-MSD with full ``H`` and ``C``."""
+    tau = _as_steps(lags, "lags")
+    return _lag_msd(_dense_system(hessian, noise_cov, lr, batch_size, momentum, weight_decay, model, sampling,
+                                  n_samples), tau)

@@ -1,0 +1,294 @@
+"""The theory engine against brute-force recursion, Monte-Carlo simulation and torch.optim.SGD.
+
+Monte-Carlo comparisons use z-scores with a fixed seed; the tolerances are
+statistical (|z| < 4.5 over a handful of comparisons) and fail for any real
+error in a formula (those show up as z of tens to thousands).
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from limiting_dynamics import theory as T
+
+LAM = np.array([0.02, 0.3, 2.0, 9.0])
+VAR = np.array([0.5, 1.0, 2.0, 3.0])
+LR, S, BETA, WD = 0.05, 8, 0.9, 1e-3
+
+
+def simulate_modes(lam, var, steps, lr, batch_size, beta, wd, x0, v0, chains, rng, sampling="replacement",
+                   population=None, record=None):
+    """Chains of the per-mode recursion; noise Gaussian (replacement) or from a finite population
+    of per-sample noise values (reshuffle, shape (N, modes), mean zero). Returns x at ``record`` steps."""
+    a = lam + wd
+    x = np.broadcast_to(np.asarray(x0, float), (chains, lam.size)).copy()
+    v = np.broadcast_to(np.asarray(v0, float), (chains, lam.size)).copy()
+    record = set(record or [])
+    out = {0: x.copy()} if 0 in record else {}
+    if sampling == "reshuffle":
+        n = population.shape[0]
+        per_epoch = n // batch_size
+    for k in range(steps):
+        if sampling == "replacement":
+            xi = rng.standard_normal((chains, lam.size)) * np.sqrt(var / batch_size)
+        else:
+            pos = k % per_epoch
+            if pos == 0:
+                perm = np.argsort(rng.random((chains, n)), axis=1)
+            idx = perm[:, pos * batch_size:(pos + 1) * batch_size]
+            xi = population[idx].mean(axis=1)
+        v = beta * v + a * x + xi
+        x = x - lr * v
+        if k + 1 in record:
+            out[k + 1] = x.copy()
+    return out, v
+
+
+def z_score(estimate, stderr, theory):
+    return (estimate - theory) / stderr
+
+
+# ---------------------------------------------------------------------------
+# closed forms
+# ---------------------------------------------------------------------------
+
+def test_discrete_stationary_matches_brute_force_recursion():
+    m = T.stationary_moments(LAM, VAR, LR, S, BETA, WD)
+    a = LAM + WD
+    for i in range(LAM.size):
+        A = np.array([[1 - LR * a[i], -LR * BETA], [a[i], BETA]])
+        b = np.array([[-LR], [1.0]])
+        cov = np.zeros((2, 2))
+        for _ in range(40000):
+            cov = A @ cov @ A.T + b @ b.T * VAR[i] / S
+        np.testing.assert_allclose([m.position_var[i], m.velocity_var[i], m.position_velocity_cov[i]],
+                                   [cov[0, 0], cov[1, 1], cov[0, 1]], rtol=1e-8)
+
+
+def test_covariance_at_k_matches_brute_force_and_tends_to_stationary():
+    steps = [0, 1, 7, 64, 513]
+    c = T.covariance_at(LAM, VAR, steps, LR, S, BETA, WD)
+    a = LAM + WD
+    A = np.zeros((LAM.size, 2, 2))
+    A[:, 0, 0], A[:, 0, 1], A[:, 1, 0], A[:, 1, 1] = 1 - LR * a, -LR * BETA, a, BETA
+    b = np.array([-LR, 1.0])
+    q = np.einsum("i,j->ij", b, b)[None] * (VAR / S)[:, None, None]
+    cov = np.zeros((LAM.size, 2, 2))
+    for k in range(max(steps) + 1):
+        if k in steps:
+            j = steps.index(k)
+            np.testing.assert_allclose(c.position_var[j], cov[:, 0, 0], rtol=1e-9, atol=1e-15)
+            np.testing.assert_allclose(c.velocity_var[j], cov[:, 1, 1], rtol=1e-9, atol=1e-15)
+        cov = A @ cov @ np.swapaxes(A, 1, 2) + q
+    far = T.covariance_at(LAM, VAR, [200000], LR, S, BETA, WD)
+    np.testing.assert_allclose(far.position_var[0], T.stationary_moments(LAM, VAR, LR, S, BETA, WD).position_var,
+                               rtol=1e-9)
+
+
+def test_continuous_model_has_the_papers_stationary_moments():
+    m = T.stationary_moments(LAM, VAR, LR, S, BETA, WD, model="continuous")
+    a = LAM + WD
+    np.testing.assert_allclose(m.position_var, LR * VAR / (2 * S * (1 - BETA) * a), rtol=1e-10)
+    np.testing.assert_allclose(m.velocity_var, VAR / (S * (1 - BETA**2)), rtol=1e-10)
+    np.testing.assert_allclose(m.position_velocity_cov, 0.0, atol=1e-12)
+    p = T.langevin_parameters(LAM, LR, BETA, WD)
+    np.testing.assert_allclose(p.gamma, (1 - BETA) / (LR * (1 + BETA)))
+    np.testing.assert_allclose(p.omega**2, 2 * a / (LR * (1 + BETA)))
+    assert list(p.regime.values) == ["underdamped" if o > g else "overdamped"
+                                     for o, g in zip(p.omega.values, p.gamma.values)]
+
+
+def test_discrete_and_continuous_agree_only_when_lr_lam_is_small():
+    lam = np.array([1e-4, 1e-3, 1e-2, 1e-1, 1.0]) / LR  # lr * lam from 1e-4 to 1
+    d = T.stationary_moments(lam, 1.0, LR, S, BETA)
+    c = T.stationary_moments(lam, 1.0, LR, S, BETA, model="continuous")
+    err = np.abs(d.position_var / c.position_var - 1).values
+    assert err[0] < 1e-3 and err[1] < 1e-2
+    assert np.all(np.diff(err) > 0) and err[-1] > 0.1
+    lag_d = T.lag_msd(lam[:2], 1.0, [10, 100, 1000], LR, S, BETA)
+    lag_c = T.lag_msd(lam[:2], 1.0, [10, 100, 1000], LR, S, BETA, model="continuous")
+    np.testing.assert_allclose(lag_d, lag_c, rtol=0.02)
+
+
+def test_dense_path_equals_per_mode_path_for_commuting_h_and_c():
+    rng = np.random.default_rng(3)
+    u, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+    h, c = u @ np.diag(LAM) @ u.T, u @ np.diag(VAR) @ u.T
+    x0m, v0m = np.array([1.0, -0.5, 0.2, 0.1]), np.array([0.0, 0.3, 0.0, -0.2])
+    for model, sampling in [("discrete", "replacement"), ("continuous", "replacement"), ("discrete", "reshuffle")]:
+        kw = dict(model=model, sampling=sampling, n_samples=40 if sampling == "reshuffle" else None)
+        dense = T.dense_stationary_covariance(h, c, LR, S, BETA, WD, **kw)
+        modes = T.stationary_moments(LAM, VAR, LR, S, BETA, WD, **kw)
+        np.testing.assert_allclose(np.diag(u.T @ dense[:4, :4] @ u), modes.position_var, rtol=1e-7)
+        np.testing.assert_allclose(np.diag(u.T @ dense[4:, 4:] @ u), modes.velocity_var, rtol=1e-7)
+        np.testing.assert_allclose(
+            T.dense_msd_from_start(h, c, u @ x0m, u @ v0m, [3, 50, 700], LR, S, BETA, WD, **kw),
+            T.msd_from_start(LAM, VAR, x0m, v0m, [3, 50, 700], LR, S, BETA, WD, **kw), rtol=1e-7)
+        np.testing.assert_allclose(T.dense_lag_msd(h, c, [1, 9, 90], LR, S, BETA, WD, **kw),
+                                   T.lag_msd(LAM, VAR, [1, 9, 90], LR, S, BETA, WD, **kw), rtol=1e-7)
+
+
+def test_oscillation_frequency_is_the_mean_motions_frequency():
+    lam = np.array([2.0, 9.0])
+    f = T.oscillation_frequency(lam, LR, BETA, WD)
+    m = T.mean_trajectory(lam, 1.0, 0.0, np.arange(4000), LR, BETA, WD)
+    for i in range(lam.size):
+        crossings = np.count_nonzero(np.diff(np.sign(m.position.values[:, i])) != 0)
+        assert crossings == pytest.approx(2 * f[i] * 4000, abs=2)
+    fc = T.oscillation_frequency(lam, LR, BETA, WD, model="continuous")
+    assert np.all(np.abs(fc / f - 1) < 0.2)
+
+
+# ---------------------------------------------------------------------------
+# the update convention: torch.optim.SGD
+# ---------------------------------------------------------------------------
+
+def test_linear_recursion_is_torch_sgd_on_a_quadratic():
+    rng = np.random.default_rng(0)
+    d = 3
+    m = rng.standard_normal((d, d))
+    h = m @ m.T + 0.1 * np.eye(d)
+    theta_star = rng.standard_normal(d)
+    theta0 = rng.standard_normal(d)
+    noise = rng.standard_normal((50, d)) * 0.3
+    lr, beta, wd = 0.05, 0.9, 0.01
+
+    p = torch.nn.Parameter(torch.tensor(theta0))
+    opt = torch.optim.SGD([p], lr=lr, momentum=beta, weight_decay=wd)
+    torch_theta = []
+    for k in range(50):
+        p.grad = torch.tensor(h @ (p.detach().numpy() - theta_star) + noise[k])
+        opt.step()
+        torch_theta.append(p.detach().numpy().copy())
+
+    fp = T.fixed_point(h, theta_star, wd)
+    sysm = T._dense_system(h, np.eye(d), lr, 1, beta, wd, "discrete", "replacement", None)
+    z = np.concatenate([theta0 - fp, np.zeros(d)])
+    for k in range(50):
+        z = sysm.A @ z + sysm.B @ noise[k]
+        np.testing.assert_allclose(z[:d] + fp, torch_theta[k], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(opt.state[p]["momentum_buffer"].numpy(), z[d:], rtol=1e-12, atol=1e-12)
+
+    # and the mean motion without noise is dense_mean
+    p = torch.nn.Parameter(torch.tensor(theta0))
+    opt = torch.optim.SGD([p], lr=lr, momentum=beta, weight_decay=wd)
+    for k in range(30):
+        p.grad = torch.tensor(h @ (p.detach().numpy() - theta_star))
+        opt.step()
+    x, _ = T.dense_mean(h, theta0 - fp, np.zeros(d), [30], lr, beta, wd)
+    np.testing.assert_allclose(x[0] + fp, p.detach().numpy(), rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# Monte Carlo
+# ---------------------------------------------------------------------------
+
+def test_msd_and_variance_match_monte_carlo_with_replacement():
+    rng = np.random.default_rng(11)
+    chains, steps = 20000, [10, 100, 600]
+    x0, v0 = np.array([1.0, 0.5, -0.3, 0.2]), np.array([0.0, 0.0, 0.5, 0.0])
+    xs, _ = simulate_modes(LAM, VAR, max(steps), LR, S, BETA, WD, x0, v0, chains, rng, record=steps)
+    theory = T.msd_from_start(LAM, VAR, x0, v0, steps, LR, S, BETA, WD)
+    cov = T.covariance_at(LAM, VAR, steps, LR, S, BETA, WD)
+    mean = T.mean_trajectory(LAM, x0, v0, steps, LR, BETA, WD)
+    for j, k in enumerate(steps):
+        d2 = ((xs[k] - x0) ** 2).sum(axis=1)
+        assert abs(z_score(d2.mean(), d2.std(ddof=1) / np.sqrt(chains), theory[j])) < 4.5
+        var = xs[k].var(axis=0, ddof=1)
+        z = z_score(var, cov.position_var.values[j] * np.sqrt(2 / (chains - 1)), cov.position_var.values[j])
+        assert np.all(np.abs(z) < 4.5), z
+        zm = (xs[k].mean(axis=0) - mean.position.values[j]) / np.sqrt(cov.position_var.values[j] / chains)
+        assert np.all(np.abs(zm) < 4.5), zm
+
+
+def test_lag_msd_matches_monte_carlo_at_stationarity():
+    rng = np.random.default_rng(5)
+    lam, var = np.array([0.3, 2.0]), np.array([1.0, 2.0])
+    chains, burn, lags = 4000, 2000, [1, 5, 40]
+    xs, _ = simulate_modes(lam, var, burn + max(lags), LR, S, BETA, WD, 0.0, 0.0, chains, rng,
+                           record=[burn] + [burn + t for t in lags])
+    theory = T.lag_msd(lam, var, lags, LR, S, BETA, WD)
+    for j, t in enumerate(lags):
+        d2 = ((xs[burn + t] - xs[burn]) ** 2).sum(axis=1)
+        assert abs(z_score(d2.mean(), d2.std(ddof=1) / np.sqrt(chains), theory[j])) < 4.5
+
+
+@pytest.fixture(scope="module")
+def population():
+    """A finite population of per-sample noise values (N = 40, two modes), centred."""
+    rng = np.random.default_rng(2)
+    e = rng.standard_normal((40, 2)) * np.array([1.0, 1.5])
+    return e - e.mean(axis=0)
+
+
+def test_reshuffled_batches_match_monte_carlo(population):
+    rng = np.random.default_rng(9)
+    lam = np.array([0.05, 2.0])  # the first mode relaxes over ~40 steps, slower than an epoch of 10
+    var = (population**2).mean(axis=0)
+    n, bs, chains = population.shape[0], 4, 20000
+    steps = [3, 10, 37, 400]
+    x0 = np.array([0.5, -0.2])
+    xs, _ = simulate_modes(lam, var, max(steps), LR, bs, BETA, WD, x0, 0.0, chains, rng, sampling="reshuffle",
+                           population=population, record=steps)
+    kw = dict(sampling="reshuffle", n_samples=n)
+    theory = T.msd_from_start(lam, var, x0, 0.0, steps, LR, bs, BETA, WD, **kw)
+    cov = T.covariance_at(lam, var, steps, LR, bs, BETA, WD, **kw)
+    for j, k in enumerate(steps):
+        d2 = ((xs[k] - x0) ** 2).sum(axis=1)
+        assert abs(z_score(d2.mean(), d2.std(ddof=1) / np.sqrt(chains), theory[j])) < 4.5
+        v = xs[k].var(axis=0, ddof=1)
+        z = z_score(v, cov.position_var.values[j] * np.sqrt(2 / (chains - 1)), cov.position_var.values[j])
+        assert np.all(np.abs(z) < 4.5), (k, z)
+
+
+def test_reshuffled_lag_msd_and_phase_averaged_variance_match_monte_carlo(population):
+    rng = np.random.default_rng(4)
+    lam = np.array([0.05, 2.0])
+    var = (population**2).mean(axis=0)
+    n, bs, chains, burn = population.shape[0], 4, 3000, 1000  # burn-in: whole epochs
+    per_epoch = n // bs
+    lags = [1, 7, 25]
+    record = [burn + p for p in range(per_epoch)] + [burn + p + t for p in range(per_epoch) for t in lags]
+    xs, _ = simulate_modes(lam, var, burn + per_epoch + max(lags), LR, bs, BETA, WD, 0.0, 0.0, chains, rng,
+                           sampling="reshuffle", population=population, record=record)
+    kw = dict(sampling="reshuffle", n_samples=n)
+    st = T.stationary_moments(lam, var, LR, bs, BETA, WD, **kw)
+    per_chain = np.mean([xs[burn + p] ** 2 for p in range(per_epoch)], axis=0)  # phase average per chain
+    z = z_score(per_chain.mean(axis=0), per_chain.std(axis=0, ddof=1) / np.sqrt(chains), st.position_var.values)
+    assert np.all(np.abs(z) < 4.5), z
+    theory = T.lag_msd(lam, var, lags, LR, bs, BETA, WD, **kw)
+    for j, t in enumerate(lags):
+        d2 = np.mean([((xs[burn + p + t] - xs[burn + p]) ** 2).sum(axis=1) for p in range(per_epoch)], axis=0)
+        assert abs(z_score(d2.mean(), d2.std(ddof=1) / np.sqrt(chains), theory[j])) < 4.5
+    # Reshuffling matters for the slow mode far beyond the finite-population factor.
+    iid = T.stationary_moments(lam, var * (n - bs) / (n - 1), LR, bs, BETA, WD)
+    assert iid.position_var.values[0] / st.position_var.values[0] > 3
+
+
+# ---------------------------------------------------------------------------
+# undefined cases
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: T.stationary_moments([1.0, 200.0], 1.0, 0.05, 8, 0.9), "stability region"),
+    (lambda: T.lag_msd([-0.5], 1.0, [1], 0.05, 8, 0.9), "stability region"),
+    (lambda: T.stationary_moments([0.0], 1.0, 0.05, 8, 0.9, model="continuous"), "no stationary"),
+    (lambda: T.stationary_moments([1.0], 1.0, 0.05, 8, 0.9, model="continuous", sampling="reshuffle",
+                                  n_samples=100), "no continuous-time model"),
+    (lambda: T.stationary_moments([1.0], 1.0, 0.05, 8, 0.9, sampling="reshuffle"), "n_samples"),
+    (lambda: T.stationary_moments([1.0], -1.0, 0.05, 8, 0.9), "noise_var"),
+    (lambda: T.stationary_moments([1.0], 1.0, 0.05, 8, 1.0), "momentum"),
+    (lambda: T.stationary_moments([1.0], 1.0, 0.0, 8, 0.9), "lr"),
+    (lambda: T.stationary_moments([1.0], 1.0, 0.05, 8, 0.9, model="exact"), "model"),
+    (lambda: T.msd_from_start([1.0], 1.0, 0.0, 0.0, [1.5], 0.05, 8, 0.9), "whole numbers"),
+    (lambda: T.msd_from_start([np.nan], 1.0, 0.0, 0.0, [1], 0.05, 8, 0.9), "finite"),
+])
+def test_undefined_cases_raise_clear_errors(call, message):
+    with pytest.raises(T.TheoryError, match=message):
+        call()
+
+
+def test_marginal_mode_diffuses_without_bound_in_msd_from_start():
+    # lam + wd = 0: no restoring force; the position is a random walk, E x^2 grows linearly
+    msd = T.msd_from_start([0.0], 1.0, 0.0, 0.0, [1000, 2000, 4000], 0.05, 8, 0.9)
+    np.testing.assert_allclose(np.diff(msd) / np.diff([1000, 2000, 4000]), 0.05**2 / 8 / 0.1**2, rtol=0.02)
