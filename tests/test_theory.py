@@ -292,3 +292,40 @@ def test_marginal_mode_diffuses_without_bound_in_msd_from_start():
     # lam + wd = 0: no restoring force; the position is a random walk, E x^2 grows linearly
     msd = T.msd_from_start([0.0], 1.0, 0.0, 0.0, [1000, 2000, 4000], 0.05, 8, 0.9)
     np.testing.assert_allclose(np.diff(msd) / np.diff([1000, 2000, 4000]), 0.05**2 / 8 / 0.1**2, rtol=0.02)
+
+
+@pytest.mark.parametrize("model, sampling", [("discrete", "replacement"), ("discrete", "reshuffle"),
+                                             ("continuous", "replacement")])
+def test_dense_path_and_lag_from_start_agree_with_the_closed_forms(model, sampling):
+    rng = np.random.default_rng(1)
+    m = rng.standard_normal((3, 3))
+    h = m @ m.T
+    c = np.cov(rng.standard_normal((3, 50)))  # does not commute with h
+    x0, v0 = np.array([0.4, -0.2, 0.1]), np.zeros(3)
+    kw = dict(model=model, sampling=sampling, n_samples=40 if sampling == "reshuffle" else None)
+    w, u = np.linalg.eigh(h)
+    path = T.dense_path(h, c, x0, v0, 120, LR, 4, BETA, WD, project=u, **kw)
+    np.testing.assert_allclose(path.msd_from_start.sel(step=[5, 37, 120]),
+                               T.dense_msd_from_start(h, c, x0, v0, [5, 37, 120], LR, 4, BETA, WD, **kw),
+                               rtol=1e-9)
+    cov = T.dense_covariance_at(h, c, [37], LR, 4, BETA, WD, **kw)[0]
+    np.testing.assert_allclose(path.position_var.sel(step=37), np.diag(u.T @ cov[:3, :3] @ u), rtol=1e-9)
+    # at late anchors the lag-MSD from rest is the stationary one (averaged over the epoch's phase)
+    far = np.mean([T.dense_lag_msd_from_start(h, c, x0, v0, 20000 + p, [1, 13], LR, 4, BETA, WD, **kw)
+                   for p in range(10)], axis=0)
+    np.testing.assert_allclose(far, T.dense_lag_msd(h, c, [1, 13], LR, 4, BETA, WD, **kw), rtol=1e-3)
+
+
+def test_lag_msd_from_start_matches_monte_carlo_with_reshuffling(population):
+    rng = np.random.default_rng(8)
+    lam = np.array([0.05, 2.0])
+    var = (population**2).mean(axis=0)
+    n, bs, chains, anchor = population.shape[0], 4, 20000, 23
+    lags = [1, 6, 30]
+    xs, _ = simulate_modes(lam, var, anchor + max(lags), LR, bs, BETA, WD, 0.3, 0.0, chains, rng,
+                           sampling="reshuffle", population=population, record=[anchor] + [anchor + t for t in lags])
+    theory = T.dense_lag_msd_from_start(np.diag(lam), np.diag(var), [0.3, 0.3], [0, 0], anchor, lags, LR, bs,
+                                        BETA, WD, sampling="reshuffle", n_samples=n)
+    for j, t in enumerate(lags):
+        d2 = ((xs[anchor + t] - xs[anchor]) ** 2).sum(axis=1)
+        assert abs(z_score(d2.mean(), d2.std(ddof=1) / np.sqrt(chains), theory[j])) < 4.5

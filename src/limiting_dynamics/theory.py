@@ -181,6 +181,20 @@ class _Discrete:
         return (w - _sandwich(ak, w) + _sandwich(p[ph], r0 - _sandwich(aem, r0))
                 + _sandwich(s[ph], self.K))
 
+    def lag_cov_from_rest(self, k: int, tau: int) -> np.ndarray:
+        """``Cov(z_{k+tau}, z_k)`` for a run started at rest (at an epoch's beginning)."""
+        cross = self.power(tau) @ self.cov_from_rest(k)
+        if self.K is None:
+            return cross
+        p, s, _, _ = self._reshuffle_parts()
+        ph = int(k) % self.epoch
+        r = min(int(tau), self.epoch - ph)
+        return cross + self.power(int(tau) - r) @ s[r] @ self.K @ _T(s[ph])
+
+    def one_step(self) -> tuple[np.ndarray, np.ndarray]:
+        """Propagator and noise covariance of one step (independent part)."""
+        return self.A, self._noise(self.Q)
+
     def lag_cov(self, tau: int) -> np.ndarray:
         """Stationary ``E[z_{k+tau} z_k^T]`` (phase-averaged for reshuffling)."""
         at = self.power(tau)
@@ -252,6 +266,12 @@ class _Continuous:
 
     def lag_cov(self, tau: int) -> np.ndarray:
         return self.power(tau) @ self.stationary()
+
+    def lag_cov_from_rest(self, k: int, tau: int) -> np.ndarray:
+        return self.power(tau) @ self.cov_from_rest(k)
+
+    def one_step(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.power(1), self.cov_from_rest(1)
 
 
 # ----------------------------------------------------------------------------
@@ -522,3 +542,87 @@ def dense_lag_msd(hessian, noise_cov, lags, lr: float, batch_size: int, momentum
     tau = _as_steps(lags, "lags")
     return _lag_msd(_dense_system(hessian, noise_cov, lr, batch_size, momentum, weight_decay, model, sampling,
                                   n_samples), tau)
+
+
+# ----------------------------------------------------------------------------
+# whole paths (every step) and lag-MSD of a run started at rest
+# ----------------------------------------------------------------------------
+
+def _path(sysm, z0: np.ndarray, n_steps: int, project: np.ndarray | None) -> xr.Dataset:
+    """Mean and covariance at every step 0..n_steps by the exact one-step recursion.
+
+    For reshuffling the recursion carries ``Cov(z_k, xi_k) = S_p K`` (the
+    current epoch's earlier batches). Returns summed and projected moments.
+    """
+    n = sysm.n_pos
+    a, w1 = sysm.one_step()
+    k_mat = getattr(sysm, "K", None)
+    z = z0.astype(float).copy()
+    cov = np.zeros(a.shape)
+    sp = None if k_mat is None else np.zeros(sysm.B.shape)
+    u = None if project is None else np.asarray(project, dtype=float)
+    rows = {key: [] for key in ("msd_from_start", "sq_velocity", "position_mean", "position_var",
+                                "velocity_mean", "velocity_var")}
+    for k in range(n_steps + 1):
+        x, v = z[:n], z[n:]
+        cxx, cvv = cov[:n, :n], cov[n:, n:]
+        rows["msd_from_start"].append(np.sum((x - z0[:n]) ** 2) + np.trace(cxx))
+        rows["sq_velocity"].append(np.sum(v**2) + np.trace(cvv))
+        if u is not None:
+            rows["position_mean"].append(u.T @ x)
+            rows["velocity_mean"].append(u.T @ v)
+            rows["position_var"].append(np.einsum("ij,ik,kj->j", u, cxx, u))
+            rows["velocity_var"].append(np.einsum("ij,ik,kj->j", u, cvv, u))
+        new = a @ cov @ a.T + w1
+        if k_mat is not None:
+            if k % sysm.epoch == 0:
+                sp = np.zeros(sysm.B.shape)
+            cross = a @ sp @ k_mat @ sysm.B.T
+            new = new + cross + cross.T
+            sp = a @ sp + sysm.B
+        cov = new
+        z = a @ z
+    data = {"msd_from_start": ("step", np.asarray(rows["msd_from_start"])),
+            "sq_velocity": ("step", np.asarray(rows["sq_velocity"]))}
+    if u is not None:
+        for key in ("position_mean", "position_var", "velocity_mean", "velocity_var"):
+            data[key] = (("step", "mode"), np.asarray(rows[key]))
+    return xr.Dataset(data, coords={"step": np.arange(n_steps + 1)})
+
+
+def dense_path(hessian, noise_cov, x0, v0, n_steps: int, lr: float, batch_size: int, momentum: float,
+               weight_decay: float = 0.0, model: str = "discrete", sampling: str = "replacement",
+               n_samples: int | None = None, project=None) -> xr.Dataset:
+    """Exact moments at every step 0..n_steps from ``(x0, v0)`` with full ``H`` and ``C``.
+
+    Returns ``msd_from_start`` (``E||theta_k - theta_0||^2``), ``sq_velocity``
+    (``E||v_k||^2``) and, for the columns of ``project`` (e.g. top eigenvectors),
+    the mean and variance of the projected position ``theta - theta_fp`` and velocity.
+    """
+    sysm = _dense_system(hessian, noise_cov, lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
+    if model == "discrete":
+        sysm.check_stable(allow_marginal=True)
+    z0 = np.concatenate([np.asarray(x0, float), np.asarray(v0, float)])
+    return _path(sysm, z0, int(n_steps), project)
+
+
+def dense_lag_msd_from_start(hessian, noise_cov, x0, v0, anchor: int, lags, lr: float, batch_size: int,
+                             momentum: float, weight_decay: float = 0.0, model: str = "discrete",
+                             sampling: str = "replacement", n_samples: int | None = None) -> np.ndarray:
+    """``E||theta_{k+tau} - theta_k||^2`` at ``k = anchor`` for a run started at ``(x0, v0)``:
+    exact before stationarity is reached (tends to :func:`dense_lag_msd` for large ``anchor``)."""
+    tau = _as_steps(lags, "lags")
+    sysm = _dense_system(hessian, noise_cov, lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
+    z0 = np.concatenate([np.asarray(x0, float), np.asarray(v0, float)])
+    n = sysm.n_pos
+    k = int(anchor)
+    mk = sysm.power(k) @ z0
+    ck = sysm.cov_from_rest(k)
+    out = []
+    for t in tau:
+        mt = sysm.power(k + int(t)) @ z0
+        ct = sysm.cov_from_rest(k + int(t))
+        cross = sysm.lag_cov_from_rest(k, int(t))
+        diff = ct + ck - cross - cross.T
+        out.append(np.sum((mt[:n] - mk[:n]) ** 2) + np.trace(diff[:n, :n]))
+    return np.asarray(out)
