@@ -29,6 +29,10 @@ TINY = {
     "analysis": {"fit_window": [0.1, 1.0], "fit_points": 16, "bootstrap_samples": 200,
                  "stationary_window": [0.5, 1.0], "stationary_batches": 5, "seed": 0},
     "plots": {"dpi": 60, "smoothing": 5, "context": "paper", "format": "png"},
+    "linear_regression": {"enabled": True, "lr": 2.0e-4, "batch_size": 32, "weight_decay": 0.01,
+                          "momenta": [0.9, 0.99], "samplings": ["replacement", "reshuffle"], "steps": 40,
+                          "chains": 16, "kept_chains": 4, "top_modes": 3, "displacement": 0.1,
+                          "lag_anchor": 0.5, "lags": [1, 5], "seed": 0},
 }
 
 

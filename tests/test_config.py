@@ -91,6 +91,12 @@ BAD = [
     ("limiting.burn_in.min_steps", 10_000, "'limiting.burn_in.min_steps': value 10000 is not allowed: must be <= limiting.burn_in.max_steps"),
     ("plots.dpi", 10, "'plots.dpi': value 10 is not allowed: must be >= 50"),
     ("analysis", _DELETE, "'<top level>': missing required key: 'analysis'"),
+    ("linear_regression.samplings", ["shuffle"], "'linear_regression.samplings.0': value 'shuffle' is not allowed: must be one of"),
+    ("linear_regression.momenta", [], "'linear_regression.momenta': value [] is not allowed: must have at least 1 item(s)"),
+    ("linear_regression.weight_decay", 0.0, "'linear_regression.weight_decay': value 0.0 is not allowed: must be > 0"),
+    ("linear_regression.lags", [1, 100], "'linear_regression.lags': value [1, 100] is not allowed: lag_anchor * steps + max(lags) = 120 must be <= steps (40)"),
+    ("linear_regression.kept_chains", 99, "'linear_regression.kept_chains': value 99 is not allowed: must be <= chains (16)"),
+    ("linear_regression.lag_anchor", 1.0, "'linear_regression.lag_anchor': value 1.0 is not allowed: must be < 1"),
 ]
 
 

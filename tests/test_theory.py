@@ -329,3 +329,22 @@ def test_lag_msd_from_start_matches_monte_carlo_with_reshuffling(population):
     for j, t in enumerate(lags):
         d2 = ((xs[anchor + t] - xs[anchor]) ** 2).sum(axis=1)
         assert abs(z_score(d2.mean(), d2.std(ddof=1) / np.sqrt(chains), theory[j])) < 4.5
+
+
+def test_continuous_models_error_is_lr_a_over_two_one_plus_beta():
+    # measured closed form: continuous / exact - 1 = -lr (lam + wd) / (2 (1 + beta)), for both variances
+    lam = np.array([1e-3, 0.1, 1.0, 10.0, 30.0])
+    for beta in (0.0, 0.5, 0.9, 0.99):
+        d = T.stationary_moments(lam, 1.0, LR, S, beta, WD)
+        c = T.stationary_moments(lam, 1.0, LR, S, beta, WD, model="continuous")
+        expected = -LR * (lam + WD) / (2 * (1 + beta))
+        np.testing.assert_allclose(c.position_var / d.position_var - 1, expected, rtol=1e-8, atol=1e-14)
+        np.testing.assert_allclose(c.velocity_var / d.velocity_var - 1, expected, rtol=1e-8, atol=1e-14)
+
+
+def test_fluctuation_spectrum_peak_is_below_the_damped_frequency():
+    lam = np.array([0.5, 2.0, 9.0])
+    peak = T.fluctuation_spectrum_peak(lam, LR, 0.99, WD)
+    damped = T.oscillation_frequency(lam, LR, 0.99, WD)
+    assert np.all(peak <= damped * 1.001) and np.all(peak > 0.8 * damped)
+    assert T.fluctuation_spectrum_peak([0.01], LR, 0.5, WD)[0] == 0.0  # overdamped

@@ -19,7 +19,10 @@ from conftest import REPO, TINY, Workflow
 
 pytestmark = pytest.mark.integration
 
-PLOT_RULES = {"plot_convergence", "plot_msd", "plot_local_displacement", "plot_scaling", "plot_metrics"}
+PLOT_RULES = {"plot_convergence", "plot_msd", "plot_local_displacement", "plot_scaling", "plot_metrics",
+              "plot_linreg", "plot_theory"}
+LINREG_FIGURES = ("linreg_phase_space", "linreg_frequency", "linreg_theory", "linreg_sampling",
+                  "theory_ou_currents", "theory_power_law")
 DEFAULT = "lr0.05_bs32_mom0.9_wd0.005_seed0"
 SWEPT = "lr0.02_bs32_mom0.9_wd0.005_seed0"
 
@@ -52,7 +55,13 @@ def test_full_run_produces_every_output(wf):
     assert set(summary.index) == {DEFAULT, SWEPT}
     assert np.all(np.isfinite(summary["c"])) and np.all(summary["c_low"] <= summary["c_high"])
     assert xr.load_dataset(wf.path("results/analysis/summary.nc")).sizes["cell"] == 2
-    for name in ("convergence", "msd", "local_displacement", "scaling", "metrics"):
+    assert ran["linreg_cell"] == 4 and ran["plot_linreg"] == 4 and ran["plot_theory"] == 2
+    lin = xr.load_dataset(wf.path("results/linear_regression/mom0.99_reshuffle.nc"))
+    assert lin.sizes["step"] == 41 and lin.attrs["sampling"] == "reshuffle" and lin.attrs["momentum"] == 0.99
+    assert set(lin.start.values) == {"theta_star", "displaced"} and lin.sizes["mode"] == 3
+    table = pd.read_csv(wf.path("results/linear_regression/comparison.csv"))
+    assert len(table) > 0 and np.isfinite(table["z_discrete"]).all()
+    for name in ("convergence", "msd", "local_displacement", "scaling", "metrics") + LINREG_FIGURES:
         png = wf.path(f"results/figures/{name}.png")
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert not list(wf.root.rglob("*.tmp")), "temporary files left behind"
@@ -62,6 +71,7 @@ def test_report_bundles_the_figures(wf):
     wf.run("--report", "report.html")
     html = wf.path("report.html").read_text(errors="replace")
     assert len(html) > 10_000 and "msd.png" in html and "summary.csv" in html
+    assert "linreg_phase_space.png" in html and "theory_power_law.png" in html
 
 
 def test_second_run_does_nothing(wf):
@@ -75,6 +85,7 @@ def test_plot_setting_change_reruns_only_plotting(wf):
     wf.write_config(cfg)
     ran = executed(wf.run())
     assert set(ran) == PLOT_RULES
+    assert ran["plot_linreg"] == 4 and ran["plot_theory"] == 2
 
 
 def test_changing_one_cell_reruns_that_cells_chain_only(wf):
@@ -124,8 +135,10 @@ def test_diverging_cell_stops_with_a_clear_error_and_no_complete_output(tmp_path
     cfg["cells"]["sweeps"]["lr"] = [1.0e4]
     cfg["cells"]["default"]["weight_decay"] = 0.0
     cfg["limiting"]["burn_in"] = {"relaxation_times": 0.0, "min_steps": 0, "max_steps": 0}
+    cfg["linear_regression"]["enabled"] = False
     w = Workflow(tmp_path, cfg)
     proc = w.run("--keep-going", check=False)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
     assert proc.returncode != 0
     bad = "lr10000_bs32_mom0.9_wd0_seed0"
     log = (tmp_path / f"results/logs/limiting_run/{bad}.log").read_text()
@@ -147,6 +160,7 @@ def test_torchvision_resnet18_runs_through_the_pipeline(tmp_path):
     cfg["limiting"].update(steps=12, eval_every=6)
     cfg["limiting"]["burn_in"] = {"relaxation_times": 0.0, "min_steps": 2, "max_steps": 2}
     cfg["cells"]["sweeps"]["lr"] = []
+    cfg["linear_regression"]["enabled"] = False
     cfg["analysis"].update(fit_points=8, stationary_batches=4)
     w = Workflow(tmp_path, cfg)
     w.run()

@@ -187,6 +187,54 @@ def cmd_summarize(a) -> None:
     _log(f"summary of {len(df)} cells -> {a.out_csv}, {a.out_nc}")
 
 
+def cmd_linreg_cell(a) -> None:
+    from . import linear_regression as lr
+    from .trajectory import now_iso, provenance_attrs, write_netcdf
+
+    p = json.loads(a.params)
+    problem = lr.digits_problem()
+    cell = lr.Cell(lr=p["lr"], batch_size=p["batch_size"], momentum=p["momentum"],
+                   weight_decay=p["weight_decay"], sampling=p["sampling"])
+    _log(f"linear regression {cell.name}: N={problem.n}, d={problem.d}, lam_max={problem.eigvals[0]:.4g}, "
+         f"{p['chains']} chains x {p['steps']} steps")
+    try:
+        ds = lr.run_cell(problem, cell, steps=p["steps"], chains=p["chains"], kept=p["kept_chains"],
+                         top_modes=p["top_modes"], displacement=p["displacement"],
+                         lag_anchor=int(p["lag_anchor"] * p["steps"]), lags=p["lags"], seed=p["seed"])
+    except (ValueError, FloatingPointError) as exc:
+        raise lr.LinearRegressionError(str(exc)) from exc
+    ds.attrs.update(Conventions="CF-1.10", title="SGD with momentum on least squares (digits): "
+                    "simulation vs exact and continuous theory",
+                    history=f"{now_iso()} created by limiting-dynamics linreg-cell", **provenance_attrs())
+    write_netcdf(ds, a.out, {v: {"zlib": True, "complevel": 4} for v in ds.data_vars})
+    _log(f"{cell.name}: state-dependent noise left out = "
+         f"{100 * ds.attrs['state_dependent_noise_fraction']:.2f}% of tr C -> {a.out}")
+
+
+def cmd_linreg_summary(a) -> None:
+    import pandas as pd
+    import xarray as xr
+
+    from . import linear_regression as lr
+
+    rows, momenta = [], set()
+    for f in a.inputs:
+        with xr.open_dataset(f) as ds:
+            ds = ds.load()
+        steps = int(ds.sizes["step"]) - 1
+        rows += lr.comparison_table(ds, sorted({max(1, steps // 30), steps // 2, steps}))
+        momenta.add(float(ds.attrs["momentum"]))
+    df = pd.DataFrame(rows)
+    with atomic_path(a.out_csv) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
+    dc = pd.DataFrame(lr.discrete_vs_continuous(sorted(momenta)))
+    with atomic_path(a.out_continuous) as tmp:
+        dc.to_csv(tmp, index=False, float_format="%.6g")
+    z = df["z_discrete"].abs()
+    _log(f"{len(df)} comparisons: median |z| {z.median():.2f}, max |z| {z.max():.2f} "
+         f"({(z > 3).sum()} above 3) -> {a.out_csv}")
+
+
 def cmd_plot(a) -> None:
     import pandas as pd
     import xarray as xr
@@ -198,6 +246,18 @@ def cmd_plot(a) -> None:
     dpi = int(p["dpi"])
     if a.figure == "convergence":
         plots.convergence(xr.load_dataset(a.inputs[0]), a.out, dpi)
+        return
+    if a.figure.startswith("linreg-"):
+        from . import theory_plots
+
+        cells = [xr.load_dataset(f) for f in a.inputs if f.endswith(".nc")]
+        tables = [pd.read_csv(f) for f in a.inputs if f.endswith(".csv")]
+        theory_plots.FIGURES[a.figure](cells, tables, a.out, dpi)
+        return
+    if a.figure in ("ou-currents", "power-law"):
+        from . import theory_plots
+
+        theory_plots.FIGURES[a.figure](a.out, dpi)
         return
     traj = xr.load_dataset(a.inputs[0])
     summary = pd.read_csv(a.inputs[1], index_col="cell") if len(a.inputs) > 1 else None
@@ -261,8 +321,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-nc", required=True)
     s.set_defaults(func=cmd_summarize)
 
+    s = sub.add_parser("linreg-cell", help="linear regression on digits: SGD chains vs theory for one cell")
+    s.add_argument("--params", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_linreg_cell)
+
+    s = sub.add_parser("linreg-summary", help="linear-regression cells -> comparison tables")
+    s.add_argument("--inputs", nargs="+", required=True)
+    s.add_argument("--out-csv", required=True)
+    s.add_argument("--out-continuous", required=True)
+    s.set_defaults(func=cmd_linreg_summary)
+
     s = sub.add_parser("plot", help="draw one figure")
-    s.add_argument("figure", choices=["convergence", "msd", "local-displacement", "scaling", "metrics"])
+    s.add_argument("figure", choices=["convergence", "msd", "local-displacement", "scaling", "metrics",
+                                      "linreg-phase-space", "linreg-frequency", "linreg-theory",
+                                      "linreg-sampling", "ou-currents", "power-law"])
     s.add_argument("--inputs", nargs="+", required=True)
     s.add_argument("--params", required=True)
     s.add_argument("--out", required=True)
@@ -275,12 +348,14 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .data import DataError
     from .models import ModelError
+    from .linear_regression import LinearRegressionError
+    from .theory import TheoryError
     from .training import DivergenceError
     from .trajectory import TrajectoryFormatError
 
     args = build_parser().parse_args(argv)
     expected = (ConfigError, DataError, ModelError, CheckpointError, DivergenceError,
-                TrajectoryFormatError, OSError)
+                TrajectoryFormatError, TheoryError, LinearRegressionError, OSError)
     try:
         args.func(args)
     except expected as exc:

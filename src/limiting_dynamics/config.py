@@ -148,6 +148,14 @@ def semantic_errors(config: dict) -> list[str]:
     for key, values in (config["cells"].get("grid") or {}).items():
         if len(set(values)) != len(values):
             errors.append(f"config key 'cells.grid.{key}': value {values} is not allowed: repeats a value")
+    lin = config["linear_regression"]
+    anchor = int(lin["lag_anchor"] * lin["steps"])
+    if anchor + max(lin["lags"]) > lin["steps"]:
+        errors.append(f"config key 'linear_regression.lags': value {lin['lags']} is not allowed: "
+                      f"lag_anchor * steps + max(lags) = {anchor + max(lin['lags'])} must be <= steps ({lin['steps']})")
+    if lin["kept_chains"] > lin["chains"]:
+        errors.append(f"config key 'linear_regression.kept_chains': value {lin['kept_chains']} is not allowed: "
+                      f"must be <= chains ({lin['chains']})")
     return errors
 
 

@@ -399,6 +399,26 @@ def oscillation_frequency(eigvals, lr: float, momentum: float, weight_decay: flo
     return np.abs(np.angle(mu)).max(axis=-1) / (2 * np.pi)
 
 
+def fluctuation_spectrum_peak(eigvals, lr: float, momentum: float, weight_decay: float = 0.0,
+                              n_freq: int = 20000) -> np.ndarray:
+    """Frequency (cycles per step) where the stationary power spectrum of each
+    mode's position peaks under white noise (discrete model):
+    ``|[(e^{2 pi i f} I - A)^{-1} B]_x|^2`` on a grid of ``n_freq`` log-spaced
+    frequencies up to 1/2. It lies below the mean motion's damped frequency and
+    is 0 (the grid's lowest point) for overdamped and near-critical modes.
+    """
+    lam = np.atleast_1d(np.asarray(eigvals, dtype=float))
+    sysm = _mode_system(lam, np.zeros_like(lam), lr, 1, momentum, weight_decay, "discrete", "replacement", None)
+    freq = np.concatenate([[0.0], np.logspace(-7, np.log10(0.5), n_freq)])
+    zf = np.exp(2j * np.pi * freq)
+    a = sysm.A[:, None]  # (modes, 1, 2, 2)
+    # (z I - A)^{-1} B for 2x2: adjugate / determinant
+    det = (zf - a[..., 0, 0]) * (zf - a[..., 1, 1]) - a[..., 0, 1] * a[..., 1, 0]
+    b0, b1 = sysm.B[:, None, 0, 0], sysm.B[:, None, 1, 0]
+    x = ((zf - a[..., 1, 1]) * b0 + a[..., 0, 1] * b1) / det
+    return freq[np.argmax(np.abs(x) ** 2, axis=-1)]
+
+
 def stationary_moments(eigvals, noise_var, lr: float, batch_size: int, momentum: float,
                        weight_decay: float = 0.0, model: str = "discrete", sampling: str = "replacement",
                        n_samples: int | None = None) -> xr.Dataset:
@@ -571,8 +591,8 @@ def _path(sysm, z0: np.ndarray, n_steps: int, project: np.ndarray | None) -> xr.
         if u is not None:
             rows["position_mean"].append(u.T @ x)
             rows["velocity_mean"].append(u.T @ v)
-            rows["position_var"].append(np.einsum("ij,ik,kj->j", u, cxx, u))
-            rows["velocity_var"].append(np.einsum("ij,ik,kj->j", u, cvv, u))
+            rows["position_var"].append(((cxx @ u) * u).sum(axis=0))
+            rows["velocity_var"].append(((cvv @ u) * u).sum(axis=0))
         new = a @ cov @ a.T + w1
         if k_mat is not None:
             if k % sysm.epoch == 0:

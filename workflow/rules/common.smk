@@ -27,6 +27,9 @@ DEFAULT_CELL = cell_id(next(iter(CELLS.values())))
 wildcard_constraints:
     cell="lr[^/]+",
     dataset="[a-z0-9_]+",
+    linreg="mom[0-9.e-]+_(replacement|reshuffle)",
+    linreg_figure="phase_space|frequency|theory|sampling",
+    theory_figure="ou_currents|power_law",
 
 
 def as_json(obj):
@@ -102,8 +105,49 @@ def figure(name):
     return f"results/figures/{name}.{config['plots']['format']}"
 
 
-def all_outputs():
+LINREG = config["linear_regression"]
+LINREG_CELLS = {
+    f"mom{m:g}_{s}": {"momentum": m, "sampling": s}
+    for m in LINREG["momenta"]
+    for s in LINREG["samplings"]
+}
+
+
+def linreg_params(wildcards):
+    settings = {
+        k: v for k, v in LINREG.items() if k not in ("enabled", "momenta", "samplings")
+    }
+    return as_json({**settings, **LINREG_CELLS[wildcards.linreg]})
+
+
+def linreg_files():
+    return expand("results/linear_regression/{linreg}.nc", linreg=list(LINREG_CELLS))
+
+
+def linreg_figure_name(wildcards):
+    name = wildcards.linreg_figure.replace("_", "-")
+    return f"linreg-{name}"
+
+
+def theory_figure_name(wildcards):
+    return wildcards.theory_figure.replace("_", "-")
+
+
+def linreg_outputs():
+    if not LINREG["enabled"]:
+        return []
     return [
+        "results/linear_regression/comparison.csv",
+        *(
+            figure(f"linreg_{f}")
+            for f in ("phase_space", "frequency", "theory", "sampling")
+        ),
+        *(figure(f"theory_{f}") for f in ("ou_currents", "power_law")),
+    ]
+
+
+def all_outputs():
+    return linreg_outputs() + [
         "results/trajectories/all_cells.nc",
         "results/analysis/summary.csv",
         "results/analysis/summary.nc",
