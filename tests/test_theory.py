@@ -348,3 +348,16 @@ def test_fluctuation_spectrum_peak_is_below_the_damped_frequency():
     damped = T.oscillation_frequency(lam, LR, 0.99, WD)
     assert np.all(peak <= damped * 1.001) and np.all(peak > 0.8 * damped)
     assert T.fluctuation_spectrum_peak([0.01], LR, 0.5, WD)[0] == 0.0  # overdamped
+
+
+def test_lag_covariance_is_consistent_with_lag_msd_and_decays():
+    lags = [0, 1, 10, 200, 5000]
+    for model in ("discrete", "continuous"):
+        cov = T.lag_covariance(LAM, VAR, lags, LR, S, BETA, WD, model=model)
+        st = T.stationary_moments(LAM, VAR, LR, S, BETA, WD, model=model)
+        np.testing.assert_allclose(cov.position.sel(lag=0), st.position_var, rtol=1e-10)
+        np.testing.assert_allclose(cov.position_autocorrelation.sel(lag=0), 1.0, rtol=1e-10)
+        msd = T.lag_msd(LAM, VAR, lags, LR, S, BETA, WD, model=model)
+        np.testing.assert_allclose(msd, 2 * (st.position_var.sum() - cov.position.sum("mode")), rtol=1e-8,
+                                   atol=1e-14)
+        assert np.all(np.abs(cov.position_autocorrelation.sel(lag=5000)) < 1e-3)

@@ -499,6 +499,24 @@ def lag_msd(eigvals, noise_var, lags, lr: float, batch_size: int, momentum: floa
     return _lag_msd(sysm, tau)
 
 
+def lag_covariance(eigvals, noise_var, lags, lr: float, batch_size: int, momentum: float,
+                   weight_decay: float = 0.0, model: str = "discrete", sampling: str = "replacement",
+                   n_samples: int | None = None) -> xr.Dataset:
+    """Stationary cross-covariances ``E[x_{k+tau} x_k]``, ``E[v_{k+tau} v_k]``,
+    ``E[x_{k+tau} v_k]`` per mode and lag (phase-averaged for reshuffling), and the
+    position autocorrelation ``rho(tau) = E[x_{k+tau} x_k] / Var x``."""
+    tau = _as_steps(lags, "lags")
+    sysm = _mode_system(eigvals, noise_var, lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
+    cov = np.stack([sysm.lag_cov(t) for t in tau])
+    var = sysm.stationary()[:, 0, 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = cov[..., 0, 0] / var
+    return xr.Dataset({"position": (("lag", "mode"), cov[..., 0, 0]), "velocity": (("lag", "mode"), cov[..., 1, 1]),
+                       "position_velocity": (("lag", "mode"), cov[..., 0, 1]),
+                       "position_autocorrelation": (("lag", "mode"), rho)},
+                      coords={"lag": tau})
+
+
 def _lag_msd(sysm, tau: np.ndarray) -> np.ndarray:
     n = sysm.n_pos
     var = np.diagonal(sysm.stationary(), axis1=-2, axis2=-1)[..., :n].sum()

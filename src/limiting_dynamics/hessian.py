@@ -1,0 +1,254 @@
+"""The Hessian of the training loss at theta_0: Hessian-vector products,
+Lanczos with full reorthogonalisation for the top eigenpairs, stochastic Lanczos
+quadrature (SLQ) for the spectral density, Hutchinson for the trace, and the
+block power iteration the paper's code used (kept as a baseline).
+
+Everything works on flat float vectors over the trainable parameters (in
+``model.named_parameters()`` order). :class:`HessianOperator` works on its own
+copy of the model: the caller's parameters, buffers (BatchNorm running
+statistics) and train/eval flag are never touched. The BatchNorm mode, the data
+(a fixed list of batches), the device and the precision are explicit, and every
+random vector comes from an explicit seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import scipy.linalg
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BN_MODES = ("eval", "train")
+
+
+class HessianError(ValueError):
+    """Settings the Hessian estimators cannot work with."""
+
+
+class HessianOperator:
+    """``v -> H v`` for the mean loss over fixed batches.
+
+    ``bn_mode="eval"``: BatchNorm uses its running statistics (the loss is a
+    plain function of the parameters). ``"train"``: BatchNorm normalises with the
+    statistics of each batch, as during training (the running statistics of the
+    private copy are frozen so that repeated products are identical).
+    """
+
+    def __init__(self, model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                 bn_mode: str = "eval", device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 loss: Callable = F.cross_entropy):
+        if bn_mode not in BN_MODES:
+            raise HessianError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
+        if not batches:
+            raise HessianError("no data: give at least one batch")
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.model = copy.deepcopy(model).to(device=self.device, dtype=dtype)
+        self.model.train(bn_mode == "train")
+        for m in self.model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = 0.0  # train mode: use batch statistics, never update the running ones
+        self.bn_mode = bn_mode
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.numel = sum(p.numel() for p in self.params)
+        self.batches = [(x.to(self.device, dtype if x.is_floating_point() else x.dtype), y.to(self.device))
+                        for x, y in batches]
+        self.n_samples = sum(int(x.shape[0]) for x, _ in self.batches)
+        self.loss = loss
+        self.n_products = 0
+
+    def _split(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        out, offset = [], 0
+        for p in self.params:
+            out.append(flat[offset: offset + p.numel()].view_as(p))
+            offset += p.numel()
+        return out
+
+    def flat_params(self) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in self.params])
+
+    def gradient(self) -> torch.Tensor:
+        """Gradient of the mean loss over the batches (flat)."""
+        total = torch.zeros(self.numel, device=self.device, dtype=self.dtype)
+        for x, y in self.batches:
+            loss = self.loss(self.model(x), y) * (x.shape[0] / self.n_samples)
+            grads = torch.autograd.grad(loss, self.params)
+            total += torch.cat([g.reshape(-1) for g in grads])
+        return total
+
+    def loss_value(self) -> float:
+        with torch.no_grad():
+            return float(sum(self.loss(self.model(x), y) * (x.shape[0] / self.n_samples) for x, y in self.batches))
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """``H v`` by double backward, batch by batch (memory: one batch's graph)."""
+        v = v.to(self.device, self.dtype)
+        vs = self._split(v)
+        total = torch.zeros(self.numel, device=self.device, dtype=self.dtype)
+        for x, y in self.batches:
+            loss = self.loss(self.model(x), y) * (x.shape[0] / self.n_samples)
+            grads = torch.autograd.grad(loss, self.params, create_graph=True)
+            dot = sum((g * u).sum() for g, u in zip(grads, vs))
+            hv = torch.autograd.grad(dot, self.params)
+            total += torch.cat([h.reshape(-1) for h in hv])
+        self.n_products += 1
+        return total
+
+
+def _random_unit(n: int, generator: torch.Generator, dtype, device, rademacher: bool = False) -> torch.Tensor:
+    if rademacher:
+        v = torch.randint(0, 2, (n,), generator=generator).to(dtype) * 2 - 1
+    else:
+        v = torch.randn(n, generator=generator, dtype=torch.float64).to(dtype)
+    v = v.to(device)
+    return v / v.norm()
+
+
+@dataclass
+class LanczosResult:
+    eigenvalues: np.ndarray  # descending
+    eigenvectors: torch.Tensor | None  # (n, k) Ritz vectors, columns in the same order
+    residuals: np.ndarray  # ||H y - theta y|| estimates, |beta_m s_m|
+    n_products: int
+    converged: bool
+
+
+def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, k: int, tol: float = 1e-3,
+            max_iter: int = 200, seed: int = 0, device: torch.device | str = "cpu",
+            dtype: torch.dtype = torch.float32, which: str = "LA", vectors: bool = True,
+            start: torch.Tensor | None = None) -> LanczosResult:
+    """Top-``k`` eigenpairs of a symmetric operator by Lanczos with full
+    reorthogonalisation (two passes of classical Gram-Schmidt per step).
+
+    Stops when each of the ``k`` wanted Ritz values has residual
+    ``|beta_m s_{m,i}| <= tol * |theta_i|``. ``which``: ``"LA"`` largest
+    algebraic, ``"LM"`` largest magnitude. The basis is kept in ``dtype`` on
+    ``device`` (``n * iterations`` numbers).
+    """
+    if k < 1 or k > n:
+        raise HessianError(f"k must be in [1, {n}], got {k}")
+    max_iter = min(max_iter, n)
+    gen = torch.Generator().manual_seed(seed)
+    q = start.to(device, dtype) / start.norm() if start is not None else _random_unit(n, gen, dtype, device)
+    basis = [q]
+    alphas, betas = [], []
+    converged = False
+    theta = s = None
+    for m in range(1, max_iter + 1):
+        w = matvec(basis[-1]).to(device, dtype)
+        alpha = float(torch.dot(w, basis[-1]))
+        alphas.append(alpha)
+        Q = torch.stack(basis, dim=1)
+        for _ in range(2):  # full reorthogonalisation
+            w = w - Q @ (Q.T @ w)
+        beta = float(w.norm())
+        theta, s = scipy.linalg.eigh_tridiagonal(np.asarray(alphas), np.asarray(betas)) if m > 1 else \
+            (np.asarray(alphas), np.ones((1, 1)))
+        order = np.argsort(-theta if which == "LA" else -np.abs(theta))
+        if m >= k:
+            top = order[:k]
+            res = np.abs(beta * s[-1, top])
+            if np.all(res <= tol * np.maximum(np.abs(theta[top]), 1e-30)):
+                converged = True
+                break
+        if beta < 1e-10 * max(1.0, abs(alpha)) or m == max_iter:
+            converged = m >= k and beta < 1e-10 * max(1.0, abs(alpha))
+            break
+        betas.append(beta)
+        basis.append(w / beta)
+    top = order[:k]
+    res = np.abs(beta * s[-1, top]) if len(alphas) >= 1 else np.full(k, np.nan)
+    vecs = None
+    if vectors:
+        Q = torch.stack(basis[: len(alphas)], dim=1)
+        vecs = Q @ torch.as_tensor(s[:, top], dtype=dtype, device=Q.device)
+    return LanczosResult(theta[top], vecs, res, len(alphas), converged)
+
+
+def block_power_iteration(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, k: int, tol: float = 1e-3,
+                          max_iter: int = 200, seed: int = 0, device="cpu", dtype=torch.float32) -> LanczosResult:
+    """Subspace iteration with QR (the paper's code): ``V <- qr(H V)`` until the
+    Rayleigh-Ritz values change by less than ``tol`` (relative). Counts products."""
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.randn(n, k, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    v, _ = torch.linalg.qr(v)
+    prev = None
+    products = 0
+    for _ in range(max_iter):
+        hv = torch.stack([matvec(v[:, j]) for j in range(k)], dim=1).to(device, dtype)
+        products += k
+        small = (v.T @ hv).double().cpu().numpy()
+        vals = np.sort(np.linalg.eigvalsh(0.5 * (small + small.T)))[::-1]
+        v, _ = torch.linalg.qr(hv)
+        if prev is not None and np.all(np.abs(vals - prev) <= tol * np.abs(vals)):
+            return LanczosResult(vals, v, np.full(k, np.nan), products, True)
+        prev = vals
+    return LanczosResult(prev, v, np.full(k, np.nan), products, False)
+
+
+@dataclass
+class SpectralDensity:
+    nodes: np.ndarray  # (n_vectors, iterations) Ritz values
+    weights: np.ndarray  # (n_vectors, iterations) squared first components
+
+    def density(self, grid: np.ndarray, width: float) -> np.ndarray:
+        """Gaussian-smoothed density on ``grid`` (integrates to 1 over the real line)."""
+        g = np.asarray(grid)[:, None, None]
+        kern = np.exp(-0.5 * ((g - self.nodes[None]) / width) ** 2) / (width * math.sqrt(2 * math.pi))
+        return (kern * self.weights[None]).sum(axis=-1).mean(axis=-1)
+
+    def moment(self, j: int) -> float:
+        """Estimate of ``tr(H^j) / n``."""
+        return float((self.weights * self.nodes**j).sum(axis=-1).mean())
+
+
+def slq(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, n_vectors: int = 4, iterations: int = 40,
+        seed: int = 0, device="cpu", dtype=torch.float32) -> SpectralDensity:
+    """Stochastic Lanczos quadrature: ``iterations`` Lanczos steps (full
+    reorthogonalisation) from each of ``n_vectors`` Rademacher start vectors."""
+    gen = torch.Generator().manual_seed(seed)
+    nodes, weights = [], []
+    for _ in range(n_vectors):
+        start = _random_unit(n, gen, dtype, device, rademacher=True)
+        alphas, betas = _lanczos_coefficients(matvec, start, iterations, device, dtype)
+        theta, s = scipy.linalg.eigh_tridiagonal(alphas, betas) if len(alphas) > 1 else (alphas, np.ones((1, 1)))
+        pad = iterations - len(theta)
+        nodes.append(np.pad(theta, (0, pad)))
+        weights.append(np.pad(s[0] ** 2, (0, pad)))
+    return SpectralDensity(np.asarray(nodes), np.asarray(weights))
+
+
+def _lanczos_coefficients(matvec, q, iterations, device, dtype):
+    basis, alphas, betas = [q], [], []
+    for m in range(iterations):
+        w = matvec(basis[-1]).to(device, dtype)
+        alphas.append(float(torch.dot(w, basis[-1])))
+        Q = torch.stack(basis, dim=1)
+        for _ in range(2):
+            w = w - Q @ (Q.T @ w)
+        beta = float(w.norm())
+        if m == iterations - 1 or beta < 1e-10:
+            break
+        betas.append(beta)
+        basis.append(w / beta)
+    return np.asarray(alphas), np.asarray(betas[: len(alphas) - 1])
+
+
+def hutchinson_trace(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, n_samples: int = 32, seed: int = 0,
+                     device="cpu", dtype=torch.float32) -> tuple[float, float]:
+    """``tr H`` from Rademacher probes: mean and its standard error."""
+    if n_samples < 2:
+        raise HessianError("Hutchinson needs at least 2 probe vectors for an error estimate")
+    gen = torch.Generator().manual_seed(seed)
+    vals = []
+    for _ in range(n_samples):
+        z = (torch.randint(0, 2, (n,), generator=gen) * 2 - 1).to(device=device, dtype=dtype)
+        vals.append(float(torch.dot(z, matvec(z).to(device, dtype))))
+    vals = np.asarray(vals)
+    return float(vals.mean()), float(vals.std(ddof=1) / math.sqrt(n_samples))

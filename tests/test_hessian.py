@@ -1,0 +1,141 @@
+"""Hessian estimators on a known matrix and on a small network against the exact
+Hessian from torch.autograd.functional.hessian."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from limiting_dynamics import hessian as Hs
+
+
+def known_operator(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    eig = np.concatenate([np.array([50.0, 30.0, 20.0, 12.0, 9.0, 7.0, 5.5, 4.5, 3.7, 3.1]),
+                          rng.uniform(-0.5, 2.0, n - 10)])
+    mat = torch.tensor(q @ np.diag(eig) @ q.T)
+    return (lambda v: mat @ v), np.sort(eig)[::-1], mat
+
+
+def test_lanczos_finds_the_top_eigenpairs_of_a_known_matrix():
+    mv, eig, mat = known_operator()
+    res = Hs.lanczos(mv, 200, 10, tol=1e-8, max_iter=200, dtype=torch.float64)
+    assert res.converged
+    np.testing.assert_allclose(res.eigenvalues, eig[:10], rtol=1e-8)
+    for i in range(10):
+        v = res.eigenvectors[:, i]
+        assert torch.allclose(mat @ v, res.eigenvalues[i] * v, atol=1e-6 * eig[0])
+    assert res.n_products < 120
+
+
+def test_lanczos_needs_far_fewer_products_than_block_power_iteration():
+    mv, eig, _ = known_operator()
+    lz = Hs.lanczos(mv, 200, 10, tol=1e-3, dtype=torch.float64)
+    bp = Hs.block_power_iteration(mv, 200, 10, tol=1e-3, max_iter=500, dtype=torch.float64)
+    np.testing.assert_allclose(lz.eigenvalues, eig[:10], rtol=1e-3)
+    assert lz.n_products * 3 < bp.n_products
+
+
+class Small(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        self.fc = nn.Linear(3 * 4 * 4, 4)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.conv(x))).flatten(1))
+
+
+@pytest.fixture(scope="module")
+def small_setup():
+    torch.manual_seed(0)
+    model = Small().double()
+    with torch.no_grad():  # non-trivial running statistics
+        model.bn.running_mean.uniform_(-0.2, 0.2)
+        model.bn.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(24, 1, 4, 4, dtype=torch.float64)
+    y = torch.randint(0, 4, (24,))
+    batches = [(x[:12], y[:12]), (x[12:], y[12:])]
+    return model, x, y, batches
+
+
+def exact_hessian(model, x, y, bn_mode):
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    sizes = [p.numel() for _, p in model.named_parameters()]
+    flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    m = Small().double()
+    m.load_state_dict(model.state_dict())
+    m.train(bn_mode == "train")
+    buffers = {n: b.clone() for n, b in m.named_buffers()}
+
+    def loss(flat):
+        params, off = {}, 0
+        for n, s, k in zip(names, shapes, sizes):
+            params[n] = flat[off:off + k].view(s)
+            off += k
+        out = torch.cat([functional_call(m, ({**params, **buffers}), (xb,)) for xb in (x[:12], x[12:])])
+        return F.cross_entropy(out, y)
+
+    return torch.autograd.functional.hessian(loss, flat0)
+
+
+@pytest.mark.parametrize("bn_mode", ["eval", "train"])
+def test_hvp_and_lanczos_match_the_exact_hessian_of_a_small_network(small_setup, bn_mode):
+    model, x, y, batches = small_setup
+    h = exact_hessian(model, x, y, bn_mode)
+    op = Hs.HessianOperator(model, batches, bn_mode=bn_mode, dtype=torch.float64)
+    assert op.numel == h.shape[0]
+    v = torch.randn(op.numel, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(op.matvec(v), h @ v, rtol=1e-9, atol=1e-10)
+    eig = np.sort(np.linalg.eigvalsh(h.numpy()))[::-1]
+    res = Hs.lanczos(op.matvec, op.numel, 5, tol=1e-9, dtype=torch.float64)
+    np.testing.assert_allclose(res.eigenvalues, eig[:5], rtol=1e-6)
+
+
+def test_the_callers_model_is_never_mutated(small_setup):
+    model, x, y, batches = small_setup
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    op = Hs.HessianOperator(model, batches, bn_mode="train", dtype=torch.float64)
+    for _ in range(3):
+        op.matvec(torch.ones(op.numel, dtype=torch.float64))
+    op.gradient()
+    assert model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    # and the private copy's running statistics stay frozen, so products repeat exactly
+    a = op.matvec(torch.ones(op.numel, dtype=torch.float64))
+    b = op.matvec(torch.ones(op.numel, dtype=torch.float64))
+    assert torch.equal(a, b)
+
+
+def test_hutchinson_and_slq_estimate_trace_and_moments(small_setup):
+    model, x, y, batches = small_setup
+    h = exact_hessian(model, x, y, "eval").numpy()
+    op = Hs.HessianOperator(model, batches, bn_mode="eval", dtype=torch.float64)
+    n = op.numel
+    mean, err = Hs.hutchinson_trace(op.matvec, n, n_samples=64, seed=3, dtype=torch.float64)
+    assert abs(mean - np.trace(h)) < 4 * err
+    dens = Hs.slq(op.matvec, n, n_vectors=16, iterations=30, seed=4, dtype=torch.float64)
+    assert dens.moment(0) == pytest.approx(1.0)
+    assert dens.moment(1) == pytest.approx(np.trace(h) / n, rel=0.15)
+    assert dens.moment(2) == pytest.approx(np.trace(h @ h) / n, rel=0.25)
+    grid = np.linspace(-5, 5, 4001)
+    assert np.trapezoid(dens.density(grid, 0.05), grid) == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, b: Hs.HessianOperator(m, b, bn_mode="frozen"), "bn_mode"),
+    (lambda m, b: Hs.HessianOperator(m, [], bn_mode="eval"), "no data"),
+    (lambda m, b: Hs.lanczos(lambda v: v, 10, 11), "k must be"),
+    (lambda m, b: Hs.hutchinson_trace(lambda v: v, 10, n_samples=1), "at least 2"),
+])
+def test_bad_settings_raise_clear_errors(small_setup, call, message):
+    model, _, _, batches = small_setup
+    with pytest.raises(Hs.HessianError, match=message):
+        call(model, batches)
