@@ -65,6 +65,9 @@ def cmd_converge(a) -> None:
     p = json.loads(a.params)
     device = training.resolve_device(p["device"])
     d = data.load_prepared(a.data, device)
+    import torch
+
+    torch.manual_seed(int(p["converge"]["seed"]))  # the initialisation is part of the run's seed
     model = models.build_model(p["model"], d.num_classes, d.in_channels)
     src = p["converge"].get("checkpoint")
     if src:
