@@ -132,7 +132,7 @@ def test_bad_config_stops_before_any_job(tmp_path):
 
 def test_diverging_cell_stops_with_a_clear_error_and_no_complete_output(tmp_path):
     cfg = copy.deepcopy(TINY)
-    cfg["cells"]["sweeps"]["lr"] = [1.0e4]
+    cfg["cells"]["sweeps"]["lr"] = [1.0e30]
     cfg["cells"]["default"]["weight_decay"] = 0.0
     cfg["limiting"]["burn_in"] = {"relaxation_times": 0.0, "min_steps": 0, "max_steps": 0}
     cfg["linear_regression"]["enabled"] = False
@@ -140,9 +140,9 @@ def test_diverging_cell_stops_with_a_clear_error_and_no_complete_output(tmp_path
     proc = w.run("--keep-going", check=False)
     assert proc.returncode != 0, proc.stdout + proc.stderr
     assert proc.returncode != 0
-    bad = "lr10000_bs32_mom0.9_wd0_seed0"
+    bad = "lr1e+30_bs32_mom0.9_wd0_seed0"
     log = (tmp_path / f"results/logs/limiting_run/{bad}.log").read_text()
-    assert re.search(rf"error: cell {bad} diverged at step \d+", log)
+    assert re.search(rf"error: cell {re.escape(bad)} diverged at step \d+", log)
     assert "Traceback" not in log
     assert (tmp_path / f"results/runs/{bad}/diverged.json").exists()
     assert not (tmp_path / f"results/runs/{bad}/record.npz").exists()
