@@ -16,6 +16,7 @@ include: "workflow/rules/export.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/plots.smk"
 include: "workflow/rules/linear_regression.smk"
+include: "workflow/rules/hessian.smk"
 
 
 rule all:

@@ -96,6 +96,8 @@ BAD = [
     ("linear_regression.weight_decay", 0.0, "'linear_regression.weight_decay': value 0.0 is not allowed: must be > 0"),
     ("linear_regression.lags", [1, 100], "'linear_regression.lags': value [1, 100] is not allowed: lag_anchor * steps + max(lags) = 120 must be <= steps (40)"),
     ("linear_regression.kept_chains", 99, "'linear_regression.kept_chains': value 99 is not allowed: must be <= chains (16)"),
+    ("hessian.bn_mode", "frozen", "'hessian.bn_mode': value 'frozen' is not allowed: must be one of ['eval', 'train']"),
+    ("hessian.n_samples", 5000, "'hessian.n_samples': value 5000 is not allowed: must be <= the 1438 training examples"),
     ("linear_regression.lag_anchor", 1.0, "'linear_regression.lag_anchor': value 1.0 is not allowed: must be < 1"),
 ]
 

@@ -20,7 +20,7 @@ from conftest import REPO, TINY, Workflow
 pytestmark = pytest.mark.integration
 
 PLOT_RULES = {"plot_convergence", "plot_msd", "plot_local_displacement", "plot_scaling", "plot_metrics",
-              "plot_linreg", "plot_theory"}
+              "plot_linreg", "plot_theory", "plot_hessian"}
 LINREG_FIGURES = ("linreg_phase_space", "linreg_frequency", "linreg_theory", "linreg_sampling",
                   "theory_ou_currents", "theory_power_law")
 DEFAULT = "lr0.05_bs32_mom0.9_wd0.005_seed0"
@@ -61,7 +61,11 @@ def test_full_run_produces_every_output(wf):
     assert set(lin.start.values) == {"theta_star", "displaced"} and lin.sizes["mode"] == 3
     table = pd.read_csv(wf.path("results/linear_regression/comparison.csv"))
     assert len(table) > 0 and np.isfinite(table["z_discrete"]).all()
-    for name in ("convergence", "msd", "local_displacement", "scaling", "metrics") + LINREG_FIGURES:
+    hess = xr.load_dataset(wf.path("results/hessian/theta0.nc"))
+    assert hess.hessian_eigenvalues.dims == ("mode",) and hess.sizes["mode"] == 3
+    assert np.all(np.diff(hess.hessian_eigenvalues.values) <= 0)
+    assert hess.hessian_eigenvectors.shape[1] == hess.attrs["n_params"] and hess.attrs["bn_mode"] == "eval"
+    for name in ("convergence", "msd", "local_displacement", "scaling", "metrics", "hessian_spectrum") + LINREG_FIGURES:
         png = wf.path(f"results/figures/{name}.png")
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert not list(wf.root.rglob("*.tmp")), "temporary files left behind"
@@ -136,6 +140,7 @@ def test_diverging_cell_stops_with_a_clear_error_and_no_complete_output(tmp_path
     cfg["cells"]["default"]["weight_decay"] = 0.0
     cfg["limiting"]["burn_in"] = {"relaxation_times": 0.0, "min_steps": 0, "max_steps": 0}
     cfg["linear_regression"]["enabled"] = False
+    cfg["hessian"]["enabled"] = False
     w = Workflow(tmp_path, cfg)
     proc = w.run("--keep-going", check=False)
     assert proc.returncode != 0, proc.stdout + proc.stderr
@@ -161,6 +166,7 @@ def test_torchvision_resnet18_runs_through_the_pipeline(tmp_path):
     cfg["limiting"]["burn_in"] = {"relaxation_times": 0.0, "min_steps": 2, "max_steps": 2}
     cfg["cells"]["sweeps"]["lr"] = []
     cfg["linear_regression"]["enabled"] = False
+    cfg["hessian"].update(n_samples=16, batch_size=16, top_k=2, max_iter=4, slq_iterations=3)
     cfg["analysis"].update(fit_points=8, stationary_batches=4)
     w = Workflow(tmp_path, cfg)
     w.run()

@@ -238,6 +238,30 @@ def cmd_linreg_summary(a) -> None:
          f"({(z > 3).sum()} above 3) -> {a.out_csv}")
 
 
+def cmd_hessian(a) -> None:
+    from . import checkpoints, data, hessian, models, training
+    from .trajectory import now_iso, provenance_attrs, write_netcdf
+
+    _threads(a.threads)
+    p = json.loads(a.params)
+    cfg = p["hessian"]
+    device = training.resolve_device(p["device"])
+    d = data.load_prepared(a.data, device)
+    ckpt = checkpoints.load_checkpoint(a.checkpoint)
+    model = models.build_model(p["model"], d.num_classes, d.in_channels)
+    checkpoints.load_weights(model, ckpt["model"], a.checkpoint)
+    batches = hessian.fixed_batches(d.x_train, d.y_train, int(cfg["n_samples"]), int(cfg["batch_size"]),
+                                    int(cfg["seed"]))
+    start = time.perf_counter()
+    ds = hessian.analyze(model, batches, cfg, device, log=_log)
+    ds.attrs.update(Conventions="CF-1.10", title="Hessian of the training loss at theta_0",
+                    history=f"{now_iso()} created by limiting-dynamics hessian", dataset=d.name,
+                    model=json.dumps(p["model"]), seconds=time.perf_counter() - start, **provenance_attrs())
+    enc = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars if ds[v].dtype != object}
+    write_netcdf(ds, a.out, enc)
+    _log(f"Hessian at theta_0: {ds.attrs['total_hvps']} HVPs in {ds.attrs['seconds']:.1f} s -> {a.out}")
+
+
 def cmd_plot(a) -> None:
     import pandas as pd
     import xarray as xr
@@ -256,6 +280,9 @@ def cmd_plot(a) -> None:
         cells = [xr.load_dataset(f) for f in a.inputs if f.endswith(".nc")]
         tables = [pd.read_csv(f) for f in a.inputs if f.endswith(".csv")]
         theory_plots.FIGURES[a.figure](cells, tables, a.out, dpi)
+        return
+    if a.figure == "hessian-spectrum":
+        plots.hessian_spectrum(xr.load_dataset(a.inputs[0]), a.out, dpi)
         return
     if a.figure in ("ou-currents", "power-law"):
         from . import theory_plots
@@ -324,6 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-nc", required=True)
     s.set_defaults(func=cmd_summarize)
 
+    s = sub.add_parser("hessian", help="top eigenpairs, spectral density and trace of the Hessian at theta_0")
+    s.add_argument("--data", required=True)
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--params", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_hessian)
+
     s = sub.add_parser("linreg-cell", help="linear regression on digits: SGD chains vs theory for one cell")
     s.add_argument("--params", required=True)
     s.add_argument("--out", required=True)
@@ -338,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("plot", help="draw one figure")
     s.add_argument("figure", choices=["convergence", "msd", "local-displacement", "scaling", "metrics",
                                       "linreg-phase-space", "linreg-frequency", "linreg-theory",
-                                      "linreg-sampling", "ou-currents", "power-law"])
+                                      "linreg-sampling", "ou-currents", "power-law", "hessian-spectrum"])
     s.add_argument("--inputs", nargs="+", required=True)
     s.add_argument("--params", required=True)
     s.add_argument("--out", required=True)
@@ -351,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .data import DataError
     from .models import ModelError
+    from .hessian import HessianError
     from .linear_regression import LinearRegressionError
     from .theory import TheoryError
     from .training import DivergenceError
@@ -358,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     expected = (ConfigError, DataError, ModelError, CheckpointError, DivergenceError,
-                TrajectoryFormatError, TheoryError, LinearRegressionError, OSError)
+                TrajectoryFormatError, TheoryError, LinearRegressionError, HessianError, OSError)
     try:
         args.func(args)
     except expected as exc:

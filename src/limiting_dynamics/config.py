@@ -148,6 +148,10 @@ def semantic_errors(config: dict) -> list[str]:
     for key, values in (config["cells"].get("grid") or {}).items():
         if len(set(values)) != len(values):
             errors.append(f"config key 'cells.grid.{key}': value {values} is not allowed: repeats a value")
+    hess = config["hessian"]
+    if n_train is not None and hess["n_samples"] > n_train:
+        errors.append(f"config key 'hessian.n_samples': value {hess['n_samples']} is not allowed: "
+                      f"must be <= the {n_train} training examples")
     lin = config["linear_regression"]
     anchor = int(lin["lag_anchor"] * lin["steps"])
     if anchor + max(lin["lags"]) > lin["steps"]:

@@ -252,3 +252,81 @@ def hutchinson_trace(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, n_s
         vals.append(float(torch.dot(z, matvec(z).to(device, dtype))))
     vals = np.asarray(vals)
     return float(vals.mean()), float(vals.std(ddof=1) / math.sqrt(n_samples))
+
+
+def fixed_batches(x: torch.Tensor, y: torch.Tensor, n_samples: int, batch_size: int,
+                  seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A seeded subset of ``n_samples`` training examples cut into fixed batches."""
+    if n_samples > x.shape[0]:
+        raise HessianError(f"hessian.n_samples = {n_samples} exceeds the {x.shape[0]} training examples")
+    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n_samples]
+    idx = idx.to(x.device)
+    return [(x[idx[s:s + batch_size]], y[idx[s:s + batch_size]]) for s in range(0, n_samples, batch_size)]
+
+
+def analyze(model: nn.Module, batches, cfg: dict, device: torch.device, log=print):
+    """Top eigenpairs (Lanczos), spectral density (SLQ) and trace (Hutchinson) of
+    the training-loss Hessian at the model's parameters, as an xarray Dataset.
+
+    ``cfg``: ``bn_mode``, ``precision`` (float32/float64), ``top_k``, ``tol``,
+    ``max_iter``, ``slq_vectors``, ``slq_iterations``, ``hutchinson_samples``,
+    ``seed``.
+    """
+    import xarray as xr
+
+    dtype = {"float32": torch.float32, "float64": torch.float64}[cfg["precision"]]
+    op = HessianOperator(model, batches, bn_mode=cfg["bn_mode"], device=device, dtype=dtype)
+    n = op.numel
+    seed = int(cfg["seed"])
+    grad = op.gradient()
+    top = lanczos(op.matvec, n, int(cfg["top_k"]), tol=float(cfg["tol"]), max_iter=int(cfg["max_iter"]),
+                  seed=seed, device=device, dtype=dtype)
+    log(f"Lanczos: top {cfg['top_k']} eigenvalues in {top.n_products} Hessian-vector products "
+        f"(converged: {top.converged}): " + " ".join(f"{v:.4g}" for v in top.eigenvalues))
+    n_lanczos = op.n_products
+    dens = slq(op.matvec, n, n_vectors=int(cfg["slq_vectors"]), iterations=int(cfg["slq_iterations"]),
+               seed=seed + 1, device=device, dtype=dtype)
+    trace, trace_err = hutchinson_trace(op.matvec, n, n_samples=int(cfg["hutchinson_samples"]), seed=seed + 2,
+                                        device=device, dtype=dtype)
+    log(f"trace {trace:.4g} +- {trace_err:.2g} (Hutchinson), {dens.moment(1) * n:.4g} (SLQ)")
+    names = [name for name, p in op.model.named_parameters() if p.requires_grad]
+    sizes = [p.numel() for p in op.params]
+    vecs = top.eigenvectors.detach().to("cpu", torch.float32).numpy().T  # (mode, parameter)
+    lo, hi = float(dens.nodes.min()), float(dens.nodes.max())
+    pad = 0.05 * (hi - lo + 1e-12)
+    grid = np.linspace(lo - pad, hi + pad, 512)
+    width = max((hi - lo) / 200, 1e-12)
+    ds = xr.Dataset(
+        {
+            "hessian_eigenvalues": ("mode", top.eigenvalues),
+            "hessian_eigenvalue_residual": ("mode", top.residuals),
+            "hessian_eigenvectors": (("mode", "parameter"), vecs),
+            "slq_nodes": (("probe", "node"), dens.nodes),
+            "slq_weights": (("probe", "node"), dens.weights),
+            "spectral_density": ("eigenvalue", dens.density(grid, width)),
+            "tensor_size": ("tensor", np.asarray(sizes)),
+        },
+        coords={"mode": np.arange(1, len(top.eigenvalues) + 1), "eigenvalue": grid,
+                "tensor": np.asarray(names, dtype=object)},
+        attrs={
+            "hessian_trace_hutchinson": trace, "hessian_trace_hutchinson_stderr": trace_err,
+            "hessian_trace_slq": dens.moment(1) * n, "n_params": n, "n_samples": op.n_samples,
+            "n_batches": len(batches), "bn_mode": cfg["bn_mode"], "precision": cfg["precision"],
+            "seed": seed, "lanczos_hvps": n_lanczos, "lanczos_converged": int(top.converged),
+            "lanczos_tol": float(cfg["tol"]), "total_hvps": op.n_products,
+            "loss_at_theta0": op.loss_value(), "grad_norm_at_theta0": float(grad.norm()),
+            "density_smoothing_width": width, "device": str(device),
+        },
+    )
+    meta = {
+        "hessian_eigenvalues": ("1", "top eigenvalues of the training-loss Hessian at theta_0 (descending)"),
+        "hessian_eigenvalue_residual": ("1", "Lanczos residual estimate |beta_m s_m| of each eigenpair"),
+        "hessian_eigenvectors": ("1", "unit eigenvectors over the flattened trainable parameters"),
+        "slq_nodes": ("1", "stochastic Lanczos quadrature nodes (Ritz values) per probe vector"),
+        "slq_weights": ("1", "stochastic Lanczos quadrature weights per probe vector"),
+        "spectral_density": ("1", "Gaussian-smoothed spectral density of the Hessian (integrates to 1)"),
+        "tensor_size": ("1", "scalars per parameter tensor (order of the flattened parameters)"),
+    }
+    for k, (units, long_name) in meta.items():
+        ds[k].attrs.update(units=units, long_name=long_name)
+    return ds

@@ -192,3 +192,25 @@ def convergence(history: xr.Dataset, path, dpi: int = 150) -> None:
     fig.suptitle("Reaching convergence (theta_0 of every cell; eval-mode metrics)")
     fig.tight_layout()
     save(fig, path, dpi)
+
+
+def hessian_spectrum(ds: xr.Dataset, path, dpi: int = 150) -> None:
+    """Top eigenvalues (Lanczos) and the smoothed spectral density (SLQ) of the Hessian at theta_0."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ax = axes[0]
+    lam = ds.hessian_eigenvalues.values
+    ax.plot(ds.mode, lam, "o-", ms=4)
+    ax.set(yscale="log" if np.all(lam > 0) else "linear", xlabel="rank i", ylabel="eigenvalue $\\lambda_i$",
+           title=f"top {lam.size} eigenvalues (Lanczos, {ds.attrs['lanczos_hvps']} HVPs)")
+    ax = axes[1]
+    dens = np.maximum(ds.spectral_density.values, 1e-12)
+    ax.plot(ds.eigenvalue, dens)
+    for v in lam:
+        ax.axvline(v, color="0.7", lw=0.6, zorder=0)
+    ax.set(yscale="log", ylim=(max(dens.max() * 1e-7, 1e-12), dens.max() * 2), xlabel="eigenvalue $\\lambda$",
+           ylabel="density", title=f"spectral density (SLQ, {ds.sizes['probe']} probes); "
+           f"tr H = {ds.attrs['hessian_trace_hutchinson']:.3g} ± {ds.attrs['hessian_trace_hutchinson_stderr']:.2g}")
+    fig.suptitle(f"Hessian of the training loss at $\\theta_0$ ({ds.attrs['n_samples']} training examples, "
+                 f"BatchNorm in {ds.attrs['bn_mode']} mode, {ds.attrs['precision']})", fontsize=10)
+    fig.tight_layout()
+    save(fig, path, dpi)

@@ -105,6 +105,22 @@ def figure(name):
     return f"results/figures/{name}.{config['plots']['format']}"
 
 
+def hessian_params():
+    return as_json(
+        {
+            "device": config["compute"]["device"],
+            "model": config["model"],
+            "hessian": config["hessian"],
+        }
+    )
+
+
+def hessian_outputs():
+    if not config["hessian"]["enabled"]:
+        return []
+    return ["results/hessian/theta0.nc", figure("hessian_spectrum")]
+
+
 LINREG = config["linear_regression"]
 LINREG_CELLS = {
     f"mom{m:g}_{s}": {"momentum": m, "sampling": s}
@@ -147,13 +163,17 @@ def linreg_outputs():
 
 
 def all_outputs():
-    return linreg_outputs() + [
-        "results/trajectories/all_cells.nc",
-        "results/analysis/summary.csv",
-        "results/analysis/summary.nc",
-        figure("convergence"),
-        figure("msd"),
-        figure("local_displacement"),
-        figure("scaling"),
-        figure("metrics"),
-    ]
+    return (
+        hessian_outputs()
+        + linreg_outputs()
+        + [
+            "results/trajectories/all_cells.nc",
+            "results/analysis/summary.csv",
+            "results/analysis/summary.nc",
+            figure("convergence"),
+            figure("msd"),
+            figure("local_displacement"),
+            figure("scaling"),
+            figure("metrics"),
+        ]
+    )

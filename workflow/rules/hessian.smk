@@ -1,0 +1,51 @@
+# The Hessian of the training loss at theta_0: top eigenpairs, spectral density, trace.
+
+
+rule hessian:
+    input:
+        data=f"results/data/{DATASET}.npz",
+        checkpoint="results/converge/theta0.pt",
+    output:
+        "results/hessian/theta0.nc",
+    log:
+        "results/logs/hessian.log",
+    benchmark:
+        "results/benchmarks/hessian.tsv"
+    conda:
+        "../envs/limiting-dynamics.yaml"
+    threads: config["compute"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=gpus(),
+    params:
+        run=hessian_params(),
+    shell:
+        "limiting-dynamics hessian --data {input.data} --checkpoint {input.checkpoint}"
+        " --params {params.run:q} --out {output} --threads {threads} > {log} 2>&1"
+
+
+rule plot_hessian:
+    input:
+        "results/hessian/theta0.nc",
+    output:
+        report(
+            figure("hessian_spectrum"),
+            caption="../report/hessian_spectrum.rst",
+            category="Hessian",
+        ),
+    log:
+        "results/logs/plots/hessian_spectrum.log",
+    benchmark:
+        "results/benchmarks/plots/hessian_spectrum.tsv"
+    conda:
+        "../envs/limiting-dynamics.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        plots=plot_params(),
+    shell:
+        "limiting-dynamics plot hessian-spectrum --inputs {input} --params {params.plots:q}"
+        " --out {output} > {log} 2>&1"
