@@ -17,6 +17,7 @@ include: "workflow/rules/analysis.smk"
 include: "workflow/rules/plots.smk"
 include: "workflow/rules/linear_regression.smk"
 include: "workflow/rules/hessian.smk"
+include: "workflow/rules/noise.smk"
 
 
 rule all:

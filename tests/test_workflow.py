@@ -61,6 +61,13 @@ def test_full_run_produces_every_output(wf):
     assert set(lin.start.values) == {"theta_star", "displaced"} and lin.sizes["mode"] == 3
     table = pd.read_csv(wf.path("results/linear_regression/comparison.csv"))
     assert len(table) > 0 and np.isfinite(table["z_discrete"]).all()
+    pred = pd.read_csv(wf.path("results/analysis/predictions.csv"), index_col="cell")
+    assert set(pred.index) == {DEFAULT, SWEPT}
+    for col in ("lr", "batch_size", "momentum", "weight_decay", "sq_step_measured", "sq_step_predicted"):
+        assert col in pred.columns and np.all(np.isfinite(pred[col]))
+    assert np.all(pred["sq_step_predicted"] > 0)
+    noise_nc = xr.load_dataset(wf.path("results/noise/bs32.nc"))
+    assert noise_nc.attrs["bn_mode"] == "train" and noise_nc.sizes["mode"] == 3
     hess = xr.load_dataset(wf.path("results/hessian/theta0.nc"))
     assert hess.hessian_eigenvalues.dims == ("mode",) and hess.sizes["mode"] == 3
     assert np.all(np.diff(hess.hessian_eigenvalues.values) <= 0)
@@ -109,7 +116,7 @@ def test_changing_one_cell_reruns_that_cells_chain_only(wf):
 def test_forcerun_of_one_stage_reruns_it_and_its_dependents(wf):
     ran = executed(wf.run("--forcerun", "analyze_cell"))
     assert ran["analyze_cell"] == 2 and ran["summarize"] == 1
-    assert set(ran) == {"analyze_cell", "summarize", "plot_msd", "plot_local_displacement", "plot_scaling"}
+    assert set(ran) == {"analyze_cell", "summarize", "plot_msd", "plot_local_displacement", "plot_scaling", "predict"}
 
 
 def test_one_target_file_reruns_exactly_that_stage(wf):
@@ -141,6 +148,7 @@ def test_diverging_cell_stops_with_a_clear_error_and_no_complete_output(tmp_path
     cfg["limiting"]["burn_in"] = {"relaxation_times": 0.0, "min_steps": 0, "max_steps": 0}
     cfg["linear_regression"]["enabled"] = False
     cfg["hessian"]["enabled"] = False
+    cfg["noise"]["enabled"] = False
     w = Workflow(tmp_path, cfg)
     proc = w.run("--keep-going", check=False)
     assert proc.returncode != 0, proc.stdout + proc.stderr
@@ -167,6 +175,7 @@ def test_torchvision_resnet18_runs_through_the_pipeline(tmp_path):
     cfg["cells"]["sweeps"]["lr"] = []
     cfg["linear_regression"]["enabled"] = False
     cfg["hessian"].update(n_samples=16, batch_size=16, top_k=2, max_iter=4, slq_iterations=3)
+    cfg["noise"].update(n_batches=4, per_sample=False)
     cfg["analysis"].update(fit_points=8, stationary_batches=4)
     w = Workflow(tmp_path, cfg)
     w.run()

@@ -262,6 +262,94 @@ def cmd_hessian(a) -> None:
     _log(f"Hessian at theta_0: {ds.attrs['total_hvps']} HVPs in {ds.attrs['seconds']:.1f} s -> {a.out}")
 
 
+def cmd_gradient_noise(a) -> None:
+    import torch
+    import xarray as xr
+
+    from . import checkpoints, data, models, noise, training
+    from .trajectory import now_iso, provenance_attrs, write_netcdf
+
+    _threads(a.threads)
+    p = json.loads(a.params)
+    cfg = p["noise"]
+    device = training.resolve_device(p["device"])
+    d = data.load_prepared(a.data, device)
+    ckpt = checkpoints.load_checkpoint(a.checkpoint)
+    model = models.build_model(p["model"], d.num_classes, d.in_channels)
+    checkpoints.load_weights(model, ckpt["model"], a.checkpoint)
+    model.to(device)
+    dirs, eig = None, None
+    if a.hessian:
+        h = xr.load_dataset(a.hessian)
+        dirs = torch.tensor(h.hessian_eigenvectors.values, dtype=torch.float32, device=device)
+        eig = h.hessian_eigenvalues.values
+    bs = int(p["batch_size"])
+    shift = int(p["augment_shift"])
+    aug_gen = torch.Generator().manual_seed(int(cfg["seed"]) + 1)
+
+    def augment(xb):  # the limiting runs' augmentation: the noise SGD actually sees
+        return data.random_shift(xb, shift, aug_gen, d.background)
+
+    mb = noise.minibatch_noise(model, d.x_train, d.y_train, bs, int(cfg["n_batches"]), directions=dirs,
+                               bn_mode=cfg["bn_mode"], seed=int(cfg["seed"]), sampling=p["sampling"],
+                               transform=augment if shift > 0 else None)
+    attrs = {"batch_size": bs, "augment_shift": shift, "trace_cov": mb["trace_cov"], "trace_cov_stderr": mb["trace_cov_stderr"],
+             "mean_grad_sq_norm": mb["mean_grad_sq_norm"], "n_batches": int(cfg["n_batches"]),
+             "bn_mode": cfg["bn_mode"], "sampling": p["sampling"], "seed": int(cfg["seed"])}
+    data_vars = {}
+    if dirs is not None:
+        data_vars["minibatch_var_along_eigenvector"] = ("mode", mb["projection_var"])
+        data_vars["minibatch_var_along_eigenvector_stderr"] = ("mode", mb["projection_var_stderr"])
+    if cfg["per_sample"]:
+        ps = noise.per_sample_noise(model, d.x_train, d.y_train, directions=dirs, chunk=int(cfg["chunk"]))
+        attrs["per_sample_trace_c_eval_mode"] = ps["trace_c"]
+        if dirs is not None:
+            data_vars["per_sample_var_along_eigenvector"] = ("mode", ps["projection_var"])
+    coords = {"mode": np.arange(1, len(eig) + 1), "hessian_eigenvalue": ("mode", eig)} if dirs is not None else {}
+    ds = xr.Dataset(data_vars, coords=coords)
+    ds.attrs.update(Conventions="CF-1.10", title=f"Gradient noise at theta_0, batch size {bs}",
+                    history=f"{now_iso()} created by limiting-dynamics gradient-noise", **attrs, **provenance_attrs())
+    write_netcdf(ds, a.out)
+    _log(f"S={bs}: tr Cov(g_S) = {mb['trace_cov']:.4g} +- {mb['trace_cov_stderr']:.2g} "
+         f"(S x = {bs * mb['trace_cov']:.4g}) -> {a.out}")
+
+
+def cmd_predict(a) -> None:
+    import pandas as pd
+    import xarray as xr
+
+    from . import models, noise, trajectory
+
+    rows = []
+    by_bs = {}
+    for f in a.noise:
+        with xr.open_dataset(f) as ds:
+            by_bs[int(ds.attrs["batch_size"])] = dict(ds.attrs)
+    for traj, ana in zip(a.trajectories, a.analyses):
+        ds = trajectory.open_trajectory(traj)
+        measured = json.loads(Path(ana).read_text())
+        si = set(noise.scale_invariant_tensors(models.build_model(json.loads(ds.attrs["model"]), 10, 1)))
+        names = [str(n) for n in ds["tensor"].values]
+        sq_si = float(sum(v for n, v in zip(names, ds["sq_param_norm_start_by_tensor"].values) if n in si))
+        bs = int(ds.attrs["batch_size"])
+        if bs not in by_bs:
+            raise OSError(f"no gradient-noise file for batch size {bs}")
+        nz = by_bs[bs]
+        row = {"cell": ds.attrs["cell"], **{k: ds.attrs[k] for k in ("lr", "batch_size", "momentum",
+                                                                      "weight_decay", "seed")},
+               "sq_step_measured": measured["sq_step_mean"], "sq_step_measured_stderr": measured["sq_step_stderr"],
+               "trace_cov_minibatch": nz["trace_cov"], "trace_cov_minibatch_stderr": nz["trace_cov_stderr"],
+               "sq_param_norm_scale_invariant": sq_si}
+        row.update(noise.predicted_sq_step(row["lr"], row["momentum"], row["weight_decay"], nz["trace_cov"], sq_si))
+        row["measured_over_predicted"] = row["sq_step_measured"] / row["sq_step_predicted"]
+        rows.append(row)
+    df = pd.DataFrame(rows).set_index("cell")
+    with atomic_path(a.out_csv) as tmp:
+        df.to_csv(tmp, float_format="%.6g")
+    _log("measured / predicted sq_step: " + ", ".join(f"{c} {r:.2f}" for c, r in
+                                                       df["measured_over_predicted"].items()))
+
+
 def cmd_plot(a) -> None:
     import pandas as pd
     import xarray as xr
@@ -359,6 +447,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_hessian)
 
+    s = sub.add_parser("gradient-noise", help="minibatch (and per-sample) gradient noise at theta_0 for one S")
+    s.add_argument("--data", required=True)
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--hessian", default=None)
+    s.add_argument("--params", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_gradient_noise)
+
+    s = sub.add_parser("predict", help="parameter-free prediction of the stationary local displacement per cell")
+    s.add_argument("--trajectories", nargs="+", required=True)
+    s.add_argument("--analyses", nargs="+", required=True)
+    s.add_argument("--noise", nargs="+", required=True)
+    s.add_argument("--out-csv", required=True)
+    s.set_defaults(func=cmd_predict)
+
     s = sub.add_parser("linreg-cell", help="linear regression on digits: SGD chains vs theory for one cell")
     s.add_argument("--params", required=True)
     s.add_argument("--out", required=True)
@@ -387,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DataError
     from .models import ModelError
     from .hessian import HessianError
+    from .noise import NoiseError
     from .linear_regression import LinearRegressionError
     from .theory import TheoryError
     from .training import DivergenceError
@@ -394,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     expected = (ConfigError, DataError, ModelError, CheckpointError, DivergenceError,
-                TrajectoryFormatError, TheoryError, LinearRegressionError, HessianError, OSError)
+                TrajectoryFormatError, TheoryError, LinearRegressionError, HessianError, NoiseError, OSError)
     try:
         args.func(args)
     except expected as exc:

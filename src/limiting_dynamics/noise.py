@@ -42,13 +42,14 @@ def _flat_grad(model: nn.Module, params: list[torch.Tensor], x: torch.Tensor, y:
 
 def minibatch_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, n_batches: int,
                     directions: torch.Tensor | None = None, bn_mode: str = "train", seed: int = 0,
-                    sampling: str = "replacement") -> dict:
+                    sampling: str = "replacement", transform=None) -> dict:
     """Statistics of ``n_batches`` independent minibatch gradients of size ``batch_size``.
 
     ``directions``: ``(k, n_params)`` unit vectors. Returns ``trace_cov`` (unbiased
     estimate of ``tr Cov(g_S)``) with ``trace_cov_stderr``, ``mean_grad_sq_norm``,
     ``projection_var`` (k,) with ``projection_var_stderr`` and the per-batch
-    ``projections`` (n_batches, k).
+    ``projections`` (n_batches, k). ``transform``: applied to each batch's inputs
+    (the training augmentation, so that the noise is the one SGD sees).
     """
     if n_batches < 4:
         raise NoiseError("need at least 4 minibatches for a covariance and its error")
@@ -78,7 +79,8 @@ def minibatch_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_si
                 perm, pos = torch.randperm(n, generator=gen), 0
             idx, pos = perm[pos:pos + batch_size], pos + batch_size
         idx = idx.to(x.device)
-        g = _flat_grad(m, params, x[idx], y[idx]).double()
+        xb = x[idx] if transform is None else transform(x[idx])
+        g = _flat_grad(m, params, xb, y[idx]).double()
         if mean is None:
             mean = torch.zeros_like(g)
         delta = g - mean
@@ -120,16 +122,20 @@ def per_sample_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, directi
 
     per_sample = vmap(grad(loss_one), in_dims=(None, 0, 0))
     n = x.shape[0]
+    n_params = sum(v.numel() for v in params.values())
+    chunk = max(1, min(int(chunk), int(2e8 // n_params)))  # at most ~0.8 GB of float32 gradients at once
     total = None
     sq_total = 0.0
     proj = []
     for s in range(0, n, chunk):
         g = per_sample(params, x[s:s + chunk], y[s:s + chunk])
-        flat = torch.cat([v.reshape(v.shape[0], -1) for v in g.values()], dim=1).double()
-        total = flat.sum(0) if total is None else total + flat.sum(0)
-        sq_total += float((flat * flat).sum())
+        flat = torch.cat([v.reshape(v.shape[0], -1) for v in g.values()], dim=1)
+        del g
+        part = flat.sum(0, dtype=torch.float64)
+        total = part if total is None else total + part
+        sq_total += float(torch.linalg.vector_norm(flat, dim=1, dtype=torch.float64).pow(2).sum())
         if directions is not None:
-            proj.append((flat @ directions.to(flat.device, torch.float64).T).cpu().numpy())
+            proj.append((flat @ directions.to(flat.device, flat.dtype).T).double().cpu().numpy())
     mean = total / n
     out = {"trace_c": sq_total / n - float(mean.dot(mean)), "mean_grad_sq_norm": float(mean.dot(mean)),
            "n_samples": n}
@@ -137,3 +143,26 @@ def per_sample_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, directi
         p = np.concatenate(proj)
         out["projection_var"] = p.var(axis=0)
     return out
+
+
+def scale_invariant_tensors(model: nn.Module) -> list[str]:
+    """Names of the weights whose scale the loss ignores: convolution/linear
+    weights whose module is followed directly by a BatchNorm (in registration
+    order, which is the forward order in torchvision's ResNets)."""
+    mods = list(model.named_modules())
+    out = []
+    for (name, m), (_, nxt) in zip(mods, mods[1:]):
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and isinstance(nxt, nn.modules.batchnorm._BatchNorm):
+            out.append(f"{name}.weight" if name else "weight")
+    return out
+
+
+def predicted_sq_step(lr: float, momentum: float, weight_decay: float, trace_cov: float,
+                      sq_norm_scale_invariant: float) -> dict:
+    """Parameter-free prediction of the stationary ``||theta_{t+1} - theta_t||^2``:
+    the noise term ``lr^2 tr Cov(g_S) / (1 - beta^2)`` plus the deterministic
+    shrink of the scale-invariant weights ``lr^2 wd^2 ||theta_SI||^2 / (1 - beta)^2``."""
+    noise_term = lr**2 * trace_cov / (1 - momentum**2)
+    wd_term = lr**2 * weight_decay**2 * sq_norm_scale_invariant / (1 - momentum) ** 2
+    return {"sq_step_predicted_noise": noise_term, "sq_step_predicted_weight_decay": wd_term,
+            "sq_step_predicted": noise_term + wd_term}

@@ -30,6 +30,7 @@ wildcard_constraints:
     linreg="mom[0-9.e-]+_(replacement|reshuffle)",
     linreg_figure="phase_space|frequency|theory|sampling",
     theory_figure="ou_currents|power_law",
+    bs="[0-9]+",
 
 
 def as_json(obj):
@@ -115,6 +116,47 @@ def hessian_params():
     )
 
 
+def batch_sizes():
+    return sorted({hp.batch_size for hp in CELLS.values()})
+
+
+def noise_files():
+    return expand("results/noise/bs{bs}.nc", bs=batch_sizes())
+
+
+def noise_inputs(wildcards):
+    inputs = {
+        "data": f"results/data/{DATASET}.npz",
+        "checkpoint": "results/converge/theta0.pt",
+    }
+    if config["hessian"]["enabled"]:
+        inputs["hessian"] = "results/hessian/theta0.nc"
+    return inputs
+
+
+def noise_hessian_arg(wildcards, input):
+    return f"--hessian {input.hessian}" if config["hessian"]["enabled"] else ""
+
+
+def noise_params(wildcards):
+    return as_json(
+        {
+            "device": config["compute"]["device"],
+            "model": config["model"],
+            "noise": config["noise"],
+            "batch_size": int(wildcards.bs),
+            "sampling": config["limiting"]["sampling"],
+            "augment_shift": config["limiting"]["augment_shift"],
+        }
+    )
+
+
+def noise_outputs():
+    if not config["noise"]["enabled"]:
+        return []
+    return ["results/analysis/predictions.csv"]
+
+
 def hessian_outputs():
     if not config["hessian"]["enabled"]:
         return []
@@ -164,7 +206,8 @@ def linreg_outputs():
 
 def all_outputs():
     return (
-        hessian_outputs()
+        noise_outputs()
+        + hessian_outputs()
         + linreg_outputs()
         + [
             "results/trajectories/all_cells.nc",
