@@ -30,6 +30,18 @@ def _threads(n: int) -> None:
     torch.set_num_threads(max(1, int(n)))
 
 
+def _theta0(a, p: dict):
+    """Device, prepared data (``--data``) and the model with the theta_0 weights (``--checkpoint``)."""
+    from . import checkpoints, data, models, training
+
+    device = training.resolve_device(p["device"])
+    d = data.load_prepared(a.data, device)
+    ckpt = checkpoints.load_checkpoint(a.checkpoint)
+    model = models.build_model(p["model"], d.num_classes, d.in_channels)
+    checkpoints.load_weights(model, ckpt["model"], a.checkpoint)
+    return device, d, model
+
+
 def cmd_prepare_data(a) -> None:
     from . import data
 
@@ -98,16 +110,12 @@ def cmd_converge(a) -> None:
 
 
 def cmd_run_cell(a) -> None:
-    from . import checkpoints, data, models, training
+    from . import training
 
     _threads(a.threads)
     p = json.loads(a.params)
     hp = training.Hyperparameters(**p["hyperparameters"])
-    device = training.resolve_device(p["device"])
-    d = data.load_prepared(a.data, device)
-    ckpt = checkpoints.load_checkpoint(a.checkpoint)
-    model = models.build_model(p["model"], d.num_classes, d.in_channels)
-    checkpoints.load_weights(model, ckpt["model"], a.checkpoint)
+    device, d, model = _theta0(a, p)
     diverged = Path(a.diverged_record)
     diverged.unlink(missing_ok=True)
     try:
@@ -239,17 +247,13 @@ def cmd_linreg_summary(a) -> None:
 
 
 def cmd_hessian(a) -> None:
-    from . import checkpoints, data, hessian, models, training
+    from . import hessian
     from .trajectory import now_iso, provenance_attrs, write_netcdf
 
     _threads(a.threads)
     p = json.loads(a.params)
     cfg = p["hessian"]
-    device = training.resolve_device(p["device"])
-    d = data.load_prepared(a.data, device)
-    ckpt = checkpoints.load_checkpoint(a.checkpoint)
-    model = models.build_model(p["model"], d.num_classes, d.in_channels)
-    checkpoints.load_weights(model, ckpt["model"], a.checkpoint)
+    device, d, model = _theta0(a, p)
     batches = hessian.fixed_batches(d.x_train, d.y_train, int(cfg["n_samples"]), int(cfg["batch_size"]),
                                     int(cfg["seed"]))
     start = time.perf_counter()
@@ -266,17 +270,13 @@ def cmd_gradient_noise(a) -> None:
     import torch
     import xarray as xr
 
-    from . import checkpoints, data, models, noise, training
+    from . import data, noise
     from .trajectory import now_iso, provenance_attrs, write_netcdf
 
     _threads(a.threads)
     p = json.loads(a.params)
     cfg = p["noise"]
-    device = training.resolve_device(p["device"])
-    d = data.load_prepared(a.data, device)
-    ckpt = checkpoints.load_checkpoint(a.checkpoint)
-    model = models.build_model(p["model"], d.num_classes, d.in_channels)
-    checkpoints.load_weights(model, ckpt["model"], a.checkpoint)
+    device, d, model = _theta0(a, p)
     model.to(device)
     dirs, eig = None, None
     if a.hessian:
