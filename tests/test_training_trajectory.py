@@ -118,7 +118,7 @@ def test_invalid_trajectories_are_rejected(record, tmp_path):
         trajectory.validate_trajectory(ds.drop_sel(step=[10]))
     old = ds.copy()
     old.attrs["format_version"] = 1
-    with pytest.raises(trajectory.TrajectoryFormatError, match="format version 1 is not the supported version 2"):
+    with pytest.raises(trajectory.TrajectoryFormatError, match="format version 1 is not the supported version 3"):
         trajectory.validate_trajectory(old)
     (tmp_path / "junk.nc").write_text("junk")
     with pytest.raises(trajectory.TrajectoryFormatError, match="cannot be read"):
@@ -164,3 +164,70 @@ def test_converge_stage_is_bit_reproducible(tmp_path):
         states.append(load_checkpoint(tmp_path / f"t{i}.pt")["model"])
     for k in states[0]:
         assert torch.equal(states[0][k], states[1][k]), k
+
+
+def test_burn_in_checkpoint_then_run_is_bit_identical_to_one_process(digits, tmp_path):
+    """burn-in -> checkpoint on disk -> limiting run == burn-in and run in one go, for both samplings."""
+    from limiting_dynamics.checkpoints import load_checkpoint, save_checkpoint
+    from limiting_dynamics.training import burn_in
+
+    for sampling in ("reshuffle", "replacement"):
+        hp = Hyperparameters(0.05, 32, 0.9, 5e-3, 3)
+        whole = _run(digits, hp, steps=30, burn_in=47, sampling=sampling, augment_shift=1)
+        torch.manual_seed(0)
+        state = burn_in(build_model(MODEL, 10, 1), digits, hp, steps=47, sampling=sampling,
+                        device=torch.device("cpu"), augment_shift=1, log=lambda s: None)
+        save_checkpoint(state, tmp_path / "theta0.pt")
+        split = _run(digits, hp, steps=30, burn_in=0, sampling=sampling, augment_shift=1,
+                     start=load_checkpoint(tmp_path / "theta0.pt"))
+        assert split["burn_in_steps"] == 47
+        for key in ("train_loss", "sq_dist_from_start", "sq_velocity", "sq_param_norm", "eval_test_loss"):
+            np.testing.assert_array_equal(split[key], whole[key], err_msg=f"{sampling}: {key}")
+
+
+def test_burn_in_state_refuses_other_hyperparameters(digits):
+    from limiting_dynamics.checkpoints import CheckpointError
+    from limiting_dynamics.training import burn_in
+
+    hp = Hyperparameters(0.05, 32, 0.9, 5e-3, 0)
+    state = burn_in(build_model(MODEL, 10, 1), digits, hp, steps=3, sampling="reshuffle",
+                    device=torch.device("cpu"), log=lambda s: None)
+    with pytest.raises(CheckpointError, match="hyperparameters"):
+        _run(digits, Hyperparameters(0.04, 32, 0.9, 5e-3, 0), steps=3, burn_in=0, start=state)
+    with pytest.raises(CheckpointError, match="not a burn-in checkpoint"):
+        _run(digits, hp, steps=3, burn_in=0, start={"model": state["model"]})
+
+
+def test_phase_space_projections_and_sketch_match_the_parameters(digits):
+    """mode_position/velocity are exact projections; the sketch preserves squared distances on average."""
+    hp = Hyperparameters(0.05, 32, 0.9, 5e-3, 0)
+    n = sum(p.numel() for p in build_model(MODEL, 10, 1).parameters())
+    g = torch.Generator().manual_seed(1)
+    u = torch.linalg.qr(torch.randn(n, 3, generator=g, dtype=torch.float64))[0].T.float()
+    plain = _run(digits, hp, steps=40)
+    rec = _run(digits, hp, steps=40, directions=u, sketch_dim=64, sketch_seed=5)
+    # phase-space recording does not change the run
+    np.testing.assert_array_equal(rec["train_loss"], plain["train_loss"])
+    assert rec["mode_position"].shape == (40, 3) and rec["mode_velocity"].shape == (40, 3)
+    # projections of orthonormal directions cannot exceed the full norms
+    assert np.all((rec["mode_position"] ** 2).sum(1) <= rec["sq_dist_from_start"] * (1 + 1e-4))
+    assert np.all((rec["mode_velocity"] ** 2).sum(1) <= rec["sq_velocity"] * (1 + 1e-4))
+    # the sketch is unbiased: its squared norm tracks ||theta_k - theta_0||^2 within sketch noise (~sqrt(2/64))
+    ratio = (rec["sketch"] ** 2).sum(1) / rec["sq_dist_from_start"]
+    assert 0.6 < np.median(ratio) < 1.6, np.median(ratio)
+
+
+def test_block_sign_sketch_is_linear_and_unbiased():
+    from limiting_dynamics.recording import BlockSignSketch
+
+    x = torch.randn(1001, dtype=torch.float64)
+    y = torch.randn(1001, dtype=torch.float64)
+    s = BlockSignSketch(1001, 10, seed=0, device="cpu", dtype=torch.float64)
+    assert s.block == 101
+    np.testing.assert_allclose(s(x + 2 * y).numpy(), (s(x) + 2 * s(y)).numpy(), atol=1e-12)
+    # over many sign draws E||Sx||^2 = ||x||^2
+    est = np.mean([float((BlockSignSketch(1001, 10, seed=k, device="cpu", dtype=torch.float64)(x) ** 2).sum())
+                   for k in range(400)])
+    assert abs(est / float(x @ x) - 1) < 0.05
+    with pytest.raises(ValueError, match="sketch dimension"):
+        BlockSignSketch(10, 11, 0, "cpu")

@@ -109,24 +109,63 @@ def cmd_converge(a) -> None:
     _log(f"theta_0 checkpoint ({n_params} parameters) -> {a.out_checkpoint}")
 
 
-def cmd_run_cell(a) -> None:
+def _diverged(a, p: dict, hp, run):
+    """Run ``run()``; on divergence leave ``--diverged-record`` (a JSON note) and re-raise."""
     from . import training
+
+    diverged = Path(a.diverged_record)
+    diverged.unlink(missing_ok=True)
+    try:
+        return run()
+    except training.DivergenceError as exc:
+        write_json({"cell": p["cell"], "error": str(exc), "hyperparameters": hp.as_dict()}, diverged)
+        raise
+
+
+def cmd_burn_in(a) -> None:
+    from . import checkpoints, training
 
     _threads(a.threads)
     p = json.loads(a.params)
     hp = training.Hyperparameters(**p["hyperparameters"])
     device, d, model = _theta0(a, p)
-    diverged = Path(a.diverged_record)
-    diverged.unlink(missing_ok=True)
-    try:
-        record = training.limiting_run(model, d, hp, steps=p["steps"], burn_in=p["burn_in_steps"],
-                                       eval_every=p["eval_every"], sampling=p["sampling"], device=device,
-                                       augment_shift=p["augment_shift"], tensor_every=p["tensor_every"],
-                                       compile=p["compile_recording"],
-                                       cell=p["cell"], log=_log)
-    except training.DivergenceError as exc:
-        write_json({"cell": p["cell"], "error": str(exc), "hyperparameters": hp.as_dict()}, diverged)
-        raise
+    state = _diverged(a, p, hp, lambda: training.burn_in(
+        model, d, hp, steps=p["burn_in_steps"], sampling=p["sampling"], device=device,
+        augment_shift=p["augment_shift"], cell=p["cell"], log=_log))
+    checkpoints.save_checkpoint({**state, "model_config": p["model"], "cell": p["cell"]}, a.out)
+    _log(f"cell {p['cell']}: theta_0 after {p['burn_in_steps']} burn-in steps -> {a.out}")
+
+
+def cmd_run_cell(a) -> None:
+    from . import checkpoints, training
+    from .config import ConfigError
+
+    _threads(a.threads)
+    p = json.loads(a.params)
+    hp = training.Hyperparameters(**p["hyperparameters"])
+    device, d, model = _theta0(a, p)
+    start = checkpoints.load_checkpoint(a.checkpoint)
+    phase = p.get("phase_space", {})
+    directions, eig = None, None
+    if a.hessian and int(phase.get("modes", 0)) > 0:
+        import torch
+        import xarray as xr
+
+        with xr.open_dataset(a.hessian) as h:
+            k = int(phase["modes"])
+            directions = torch.tensor(h.hessian_eigenvectors.values[:k], dtype=torch.float32)
+            eig = h.hessian_eigenvalues.values[:k]
+    sketch_dim = int(phase.get("sketch_dim", 0))
+    n_params = sum(q.numel() for q in model.parameters())
+    if sketch_dim > n_params:
+        raise ConfigError(f"limiting.phase_space.sketch_dim {sketch_dim} exceeds the model's {n_params} parameters")
+    record = _diverged(a, p, hp, lambda: training.limiting_run(
+        model, d, hp, steps=p["steps"], start=start, eval_every=p["eval_every"], sampling=p["sampling"],
+        device=device, augment_shift=p["augment_shift"], tensor_every=p["tensor_every"],
+        compile=p["compile_recording"], directions=directions, sketch_dim=sketch_dim,
+        sketch_seed=int(phase.get("sketch_seed", 0)), cell=p["cell"], log=_log))
+    if eig is not None:
+        record["hessian_eigenvalue"] = eig
     record["tensor_name"] = np.asarray(record["tensor_name"], dtype=str)
     with atomic_path(a.out) as tmp:
         with open(tmp, "wb") as fh:
@@ -141,8 +180,10 @@ def cmd_export_trajectory(a) -> None:
     p = json.loads(a.params)
     with np.load(a.raw, allow_pickle=False) as f:
         record = {k: f[k] for k in f.files}
-    for k in ("sq_param_norm_start", "sq_velocity_start", "burn_in_steps", "n_params"):
-        record[k] = record[k].item()
+    for k in ("sq_param_norm_start", "sq_velocity_start", "burn_in_steps", "n_params", "sketch_seed",
+              "sketch_block"):
+        if k in record:
+            record[k] = record[k].item()
     record["tensor_name"] = [str(s) for s in record["tensor_name"]]
     attrs = {**p["hyperparameters"], "cell": p["cell"], "dataset": p["dataset"],
              "model": json.dumps(p["model"]), "sampling": p["sampling"],
@@ -258,8 +299,8 @@ def cmd_hessian(a) -> None:
                                     int(cfg["seed"]))
     start = time.perf_counter()
     ds = hessian.analyze(model, batches, cfg, device, log=_log)
-    ds.attrs.update(Conventions="CF-1.10", title="Hessian of the training loss at theta_0",
-                    history=f"{now_iso()} created by limiting-dynamics hessian", dataset=d.name,
+    ds.attrs.update(Conventions="CF-1.10", title=f"Hessian of the training loss at theta_0 of cell {p.get('cell', '')}",
+                    history=f"{now_iso()} created by limiting-dynamics hessian", dataset=d.name, cell=p.get("cell", ""),
                     model=json.dumps(p["model"]), seconds=time.perf_counter() - start, **provenance_attrs())
     enc = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars if ds[v].dtype != object}
     write_netcdf(ds, a.out, enc)
@@ -293,7 +334,7 @@ def cmd_gradient_noise(a) -> None:
     mb = noise.minibatch_noise(model, d.x_train, d.y_train, bs, int(cfg["n_batches"]), directions=dirs,
                                bn_mode=cfg["bn_mode"], seed=int(cfg["seed"]), sampling=p["sampling"],
                                transform=augment if shift > 0 else None)
-    attrs = {"batch_size": bs, "augment_shift": shift, "trace_cov": mb["trace_cov"], "trace_cov_stderr": mb["trace_cov_stderr"],
+    attrs = {"cell": p.get("cell", ""), "batch_size": bs, "augment_shift": shift, "trace_cov": mb["trace_cov"], "trace_cov_stderr": mb["trace_cov_stderr"],
              "mean_grad_sq_norm": mb["mean_grad_sq_norm"], "n_batches": int(cfg["n_batches"]),
              "bn_mode": cfg["bn_mode"], "sampling": p["sampling"], "seed": int(cfg["seed"])}
     data_vars = {}
@@ -307,7 +348,7 @@ def cmd_gradient_noise(a) -> None:
             data_vars["per_sample_var_along_eigenvector"] = ("mode", ps["projection_var"])
     coords = {"mode": np.arange(1, len(eig) + 1), "hessian_eigenvalue": ("mode", eig)} if dirs is not None else {}
     ds = xr.Dataset(data_vars, coords=coords)
-    ds.attrs.update(Conventions="CF-1.10", title=f"Gradient noise at theta_0, batch size {bs}",
+    ds.attrs.update(Conventions="CF-1.10", title=f"Gradient noise at theta_0 of cell {p.get('cell', '')}, batch size {bs}",
                     history=f"{now_iso()} created by limiting-dynamics gradient-noise", **attrs, **provenance_attrs())
     write_netcdf(ds, a.out)
     _log(f"S={bs}: tr Cov(g_S) = {mb['trace_cov']:.4g} +- {mb['trace_cov_stderr']:.2g} "
@@ -321,20 +362,19 @@ def cmd_predict(a) -> None:
     from . import models, noise, trajectory
 
     rows = []
-    by_bs = {}
+    by_cell = {}
     for f in a.noise:
         with xr.open_dataset(f) as ds:
-            by_bs[int(ds.attrs["batch_size"])] = dict(ds.attrs)
+            by_cell[str(ds.attrs["cell"])] = dict(ds.attrs)
     for traj, ana in zip(a.trajectories, a.analyses):
         ds = trajectory.open_trajectory(traj)
         measured = json.loads(Path(ana).read_text())
         si = set(noise.scale_invariant_tensors(models.build_model(json.loads(ds.attrs["model"]), 10, 1)))
         names = [str(n) for n in ds["tensor"].values]
         sq_si = float(sum(v for n, v in zip(names, ds["sq_param_norm_start_by_tensor"].values) if n in si))
-        bs = int(ds.attrs["batch_size"])
-        if bs not in by_bs:
-            raise OSError(f"no gradient-noise file for batch size {bs}")
-        nz = by_bs[bs]
+        if ds.attrs["cell"] not in by_cell:
+            raise OSError(f"no gradient-noise file for cell {ds.attrs['cell']}")
+        nz = by_cell[ds.attrs["cell"]]
         row = {"cell": ds.attrs["cell"], **{k: ds.attrs[k] for k in ("lr", "batch_size", "momentum",
                                                                       "weight_decay", "seed")},
                "sq_step_measured": measured["sq_step_mean"], "sq_step_measured_stderr": measured["sq_step_stderr"],
@@ -370,7 +410,7 @@ def cmd_plot(a) -> None:
         theory_plots.FIGURES[a.figure](cells, tables, a.out, dpi)
         return
     if a.figure == "hessian-spectrum":
-        plots.hessian_spectrum(xr.load_dataset(a.inputs[0]), a.out, dpi)
+        plots.hessian_spectrum([xr.load_dataset(f) for f in a.inputs], a.out, dpi)
         return
     if a.figure in ("ou-currents", "power-law"):
         from . import theory_plots
@@ -406,9 +446,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_converge)
 
-    s = sub.add_parser("run-cell", help="limiting run of one hyperparameter cell")
+    s = sub.add_parser("burn-in", help="unrecorded steps at a cell's hyperparameters -> the cell's theta_0 state")
     s.add_argument("--data", required=True)
     s.add_argument("--checkpoint", required=True)
+    s.add_argument("--params", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--diverged-record", required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_burn_in)
+
+    s = sub.add_parser("run-cell", help="limiting run of one hyperparameter cell from its burn-in state")
+    s.add_argument("--data", required=True)
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--hessian", default=None, help="Hessian file whose eigenvectors the phase space is projected on")
     s.add_argument("--params", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--diverged-record", required=True)

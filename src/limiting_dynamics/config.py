@@ -152,6 +152,10 @@ def semantic_errors(config: dict) -> list[str]:
     if n_train is not None and hess["n_samples"] > n_train:
         errors.append(f"config key 'hessian.n_samples': value {hess['n_samples']} is not allowed: "
                       f"must be <= the {n_train} training examples")
+    phase = config["limiting"]["phase_space"]
+    if hess["enabled"] and phase["modes"] > hess["top_k"]:
+        errors.append(f"config key 'limiting.phase_space.modes': value {phase['modes']} is not allowed: "
+                      f"must be <= hessian.top_k ({hess['top_k']}), the eigenvectors computed")
     lin = config["linear_regression"]
     anchor = int(lin["lag_anchor"] * lin["steps"])
     if anchor + max(lin["lags"]) > lin["steps"]:

@@ -194,23 +194,26 @@ def convergence(history: xr.Dataset, path, dpi: int = 150) -> None:
     save(fig, path, dpi)
 
 
-def hessian_spectrum(ds: xr.Dataset, path, dpi: int = 150) -> None:
-    """Top eigenvalues (Lanczos) and the smoothed spectral density (SLQ) of the Hessian at theta_0."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    ax = axes[0]
-    lam = ds.hessian_eigenvalues.values
-    ax.plot(ds.mode, lam, "o-", ms=4)
-    ax.set(yscale="log" if np.all(lam > 0) else "linear", xlabel="rank i", ylabel="eigenvalue $\\lambda_i$",
-           title=f"top {lam.size} eigenvalues (Lanczos, {ds.attrs['lanczos_hvps']} HVPs)")
-    ax = axes[1]
-    dens = np.maximum(ds.spectral_density.values, 1e-12)
-    ax.plot(ds.eigenvalue, dens)
-    for v in lam:
-        ax.axvline(v, color="0.7", lw=0.6, zorder=0)
-    ax.set(yscale="log", ylim=(max(dens.max() * 1e-7, 1e-12), dens.max() * 2), xlabel="eigenvalue $\\lambda$",
-           ylabel="density", title=f"spectral density (SLQ, {ds.sizes['probe']} probes); "
-           f"tr H = {ds.attrs['hessian_trace_hutchinson']:.3g} ± {ds.attrs['hessian_trace_hutchinson_stderr']:.2g}")
-    fig.suptitle(f"Hessian of the training loss at $\\theta_0$ ({ds.attrs['n_samples']} training examples, "
-                 f"BatchNorm in {ds.attrs['bn_mode']} mode, {ds.attrs['precision']})", fontsize=10)
+def hessian_spectrum(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
+    """Top eigenvalues (Lanczos) and the smoothed spectral density (SLQ) of the
+    Hessian at each cell's theta_0, one colour per cell."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    colors = sns.color_palette("viridis", len(cells))
+    positive = all(np.all(ds.hessian_eigenvalues.values > 0) for ds in cells)
+    for ds, color in zip(cells, colors):
+        lam = ds.hessian_eigenvalues.values
+        label = f"{ds.attrs.get('cell', '')}: tr H = {ds.attrs['hessian_trace_hutchinson']:.3g}"
+        axes[0].plot(ds.mode, lam, "o-", ms=3, color=color, label=label)
+        dens = np.maximum(ds.spectral_density.values, 1e-12)
+        axes[1].plot(ds.eigenvalue, dens, color=color, lw=1)
+    ref = cells[0]
+    axes[0].set(yscale="log" if positive else "linear", xlabel="rank i", ylabel="eigenvalue $\\lambda_i$",
+                title=f"top {ref.sizes['mode']} eigenvalues (Lanczos, {ref.attrs['lanczos_hvps']} HVPs for the first)")
+    axes[0].legend(fontsize=6)
+    top = max(float(ds.spectral_density.max()) for ds in cells)
+    axes[1].set(yscale="log", ylim=(top * 1e-7, top * 2), xlabel="eigenvalue $\\lambda$", ylabel="density",
+                title=f"spectral density (SLQ, {ref.sizes['probe']} probes x {ref.sizes['node']} steps)")
+    fig.suptitle(f"Hessian of the training loss at each cell's $\\theta_0$ ({ref.attrs['n_samples']} training "
+                 f"examples, BatchNorm in {ref.attrs['bn_mode']} mode, {ref.attrs['precision']})", fontsize=10)
     fig.tight_layout()
     save(fig, path, dpi)

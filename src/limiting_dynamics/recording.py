@@ -11,7 +11,10 @@ Three ideas keep the cost of recording every step small:
 * per-tensor norms, needed for the radial/angular split and the bootstrap,
   are taken at a sparser set of steps (``tensor_every``);
 * for large models the three per-step norms are fused into one pass over
-  memory with ``torch.compile``.
+  memory with ``torch.compile``;
+* phase space is recorded as projections on a few directions (Hessian
+  eigenvectors: ``k`` dot products) and a :class:`BlockSignSketch` of
+  ``theta - theta_0`` (one multiply and one reduction), never as full vectors.
 """
 
 from __future__ import annotations
@@ -81,6 +84,33 @@ def _fused_norms(theta: torch.Tensor, theta0: torch.Tensor, v: torch.Tensor) -> 
 COMPILE_THRESHOLD = 1_000_000
 
 
+class BlockSignSketch:
+    """A fixed random linear map ``R^P -> R^m`` that preserves squared norms in
+    expectation: coordinate ``i`` gets a random sign ``s_i`` and the signed
+    vector is summed over ``m`` contiguous blocks of ``ceil(P/m)`` coordinates.
+    Over the draw of the signs ``E ||S x||^2 = ||x||^2`` for every ``x``, so
+    ``||S(theta_{t+tau} - theta_t)||^2`` estimates the lag-MSD at every lag from
+    ``m`` numbers per step. The estimate of one ``||x||^2`` has relative variance
+    ``2 sum_j ||x_j||^4 / ||x||^4`` (``x_j``: the blocks of ``x``; about ``2/m``
+    when they carry similar norm); time averages over many ``x`` reduce it.
+    Cost: one multiply and one reduction over ``P`` per call.
+    """
+
+    def __init__(self, numel: int, dim: int, seed: int, device, dtype=torch.float32):
+        if dim < 1 or dim > numel:
+            raise ValueError(f"sketch dimension {dim} must be between 1 and the {numel} parameters")
+        gen = torch.Generator().manual_seed(int(seed))
+        self.numel, self.dim = numel, dim
+        self.block = -(-numel // dim)
+        signs = torch.randint(0, 2, (numel,), generator=gen).to(dtype) * 2 - 1
+        self.signs = signs.to(device)
+        self.scratch = torch.zeros(dim * self.block, dtype=dtype, device=device)
+
+    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        torch.mul(self.signs, x, out=self.scratch[: self.numel])
+        return torch.sum(self.scratch.view(self.dim, self.block), dim=1, out=out)
+
+
 def tensor_record_steps(steps: int, every: int) -> list[int]:
     """Steps (1-based) at which per-tensor norms are recorded: 1..every, then every ``every``-th, and the last."""
     return [k for k in range(1, steps + 1) if k <= every or k % every == 0 or k == steps]
@@ -101,12 +131,19 @@ class StepRecorder:
     models of at least 1M parameters (where memory traffic dominates; for small
     models launch overhead dominates and plain kernels are faster), ``"always"``,
     or ``"never"``. A compile failure falls back to plain kernels with a warning.
+
+    Phase space (optional): ``directions`` (``k x P``, e.g. Hessian eigenvectors
+    at theta_0) give :attr:`mode_position` ``= U (theta_k - theta_0)`` and
+    :attr:`mode_velocity` ``= U v_k`` every step; ``sketch_dim`` > 0 records a
+    :class:`BlockSignSketch` of ``theta_k - theta_0`` every step. Either uses the
+    plain-kernel path, which materialises ``theta_k - theta_0`` anyway.
     """
 
     COLUMNS = ("train_loss", "sq_dist_from_start", "sq_velocity", "sq_param_norm")
 
     def __init__(self, flat: FlatParameters, flat_v: torch.Tensor, steps: int, tensor_every: int = 10,
-                 compile: str = "auto", log=print):
+                 compile: str = "auto", log=print, directions: torch.Tensor | None = None,
+                 sketch_dim: int = 0, sketch_seed: int = 0):
         self.flat = flat
         self.flat_v = flat_v
         self.theta0 = flat.flat.detach().clone()
@@ -121,7 +158,17 @@ class StepRecorder:
         self.count = 0
         self._tensor_count = 0
         self._log = log
-        use = compile == "always" or (compile == "auto" and flat.numel >= COMPILE_THRESHOLD)
+        self.directions = directions
+        if directions is not None and (directions.ndim != 2 or directions.shape[1] != flat.numel):
+            raise ValueError(f"directions must be k x {flat.numel}, got {tuple(directions.shape)}")
+        k = 0 if directions is None else directions.shape[0]
+        self.mode_position = torch.full((steps, k), float("nan"), device=dev)
+        self.mode_velocity = torch.full((steps, k), float("nan"), device=dev)
+        self.sketch = BlockSignSketch(flat.numel, sketch_dim, sketch_seed, dev, self.theta0.dtype) if sketch_dim else None
+        self.sketch_values = torch.full((steps, sketch_dim), float("nan"), device=dev)
+        self.sketch_seed = sketch_seed
+        phase = directions is not None or self.sketch is not None
+        use = not phase and (compile == "always" or (compile == "auto" and flat.numel >= COMPILE_THRESHOLD))
         self._fused = torch.compile(_fused_norms, dynamic=False) if use else None
 
     def reset(self) -> None:
@@ -144,6 +191,11 @@ class StepRecorder:
         row = self.scalars[k]
         row[0] = loss.detach()
         row[1:] = self._norms()
+        if self.directions is not None:  # self.diff holds theta - theta0 (plain path)
+            torch.mv(self.directions, self.diff, out=self.mode_position[k])
+            torch.mv(self.directions, self.flat_v, out=self.mode_velocity[k])
+        if self.sketch is not None:
+            self.sketch(self.diff, out=self.sketch_values[k])
         step = k + 1
         if step <= self.tensor_every or step % self.tensor_every == 0 or step == self.steps:
             torch.sub(self.flat.flat, self.theta0, out=self.diff)
@@ -154,3 +206,15 @@ class StepRecorder:
             torch.mul(norm, norm, out=bt[1])
             self._tensor_count += 1
         self.count = step
+
+    def phase_space(self) -> dict:
+        """The phase-space record as numpy arrays (empty dict when none was asked for)."""
+        out = {}
+        if self.directions is not None:
+            out["mode_position"] = self.mode_position[: self.count].cpu().double().numpy()
+            out["mode_velocity"] = self.mode_velocity[: self.count].cpu().double().numpy()
+        if self.sketch is not None:
+            out["sketch"] = self.sketch_values[: self.count].cpu().double().numpy()
+            out["sketch_seed"] = int(self.sketch_seed)
+            out["sketch_block"] = int(self.sketch.block)
+        return out

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import TensorData, random_shift
+from .checkpoints import CheckpointError, load_weights
 from .recording import FlatParameters, StepRecorder
 
 
@@ -86,6 +87,18 @@ class BatchSampler:
             idx = self._perm[s : s + self.batch_size]
             self._pos += 1
         return idx.to(self.device, non_blocking=True)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "permutation": self._perm, "position": self._pos,
+                "scheme": self.scheme, "batch_size": self.batch_size, "n": self.n}
+
+    def load_state_dict(self, state: dict) -> None:
+        if (state["scheme"], int(state["batch_size"]), int(state["n"])) != (self.scheme, self.batch_size, self.n):
+            raise CheckpointError(f"sampler state is for {state['scheme']} batches of {state['batch_size']} "
+                                  f"from {state['n']} examples, not {self.scheme} {self.batch_size} of {self.n}")
+        self.generator.set_state(state["generator"])
+        self._perm = state["permutation"]
+        self._pos = int(state["position"])
 
 
 @torch.no_grad()
@@ -185,60 +198,138 @@ def _check_finite(rec: StepRecorder, start: int, cell: str, offset: int = 0) -> 
         )
 
 
-def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, steps: int,
-                 burn_in: int, eval_every: int, sampling: str, device: torch.device,
-                 augment_shift: int = 0, tensor_every: int = 10, compile: str = "auto",
-                 cell: str = "cell", check_every: int = 500,
-                 log: Callable[[str], None] = print) -> dict:
-    """Continue SGD at constant ``hp`` from the model's weights, recording every step.
+class _Run:
+    """The SGD state of one cell: model, optimizer with flat momentum buffers,
+    batch sampler and augmentation generator. :meth:`state` / :meth:`load`
+    round-trip everything the next step depends on, so a run split at any step
+    continues bit-identically."""
 
-    ``augment_shift`` > 0 translates every training image by a random offset
-    of up to that many pixels (a fresh one each time it is drawn).
-    ``burn_in`` steps run first at the same hyperparameters and are not
-    recorded; theta_0 is the state after them. Step ``k`` (1-based) of the
+    def __init__(self, model: nn.Module, data: TensorData, hp: Hyperparameters, sampling: str,
+                 device: torch.device, augment_shift: int):
+        torch.manual_seed(hp.seed)
+        self.model, self.data, self.hp, self.device = model.to(device).train(), data, hp, device
+        self.sampling, self.augment_shift = sampling, int(augment_shift)
+        self.flat = FlatParameters(model)
+        self.opt = sgd(model, hp.lr, hp.momentum, hp.weight_decay)
+        self.flat_v = self.flat.install_momentum_buffers(self.opt)
+        self.sampler = BatchSampler(data.n_train, hp.batch_size, sampling, hp.seed, device)
+        self.aug_gen = torch.Generator().manual_seed(hp.seed + 1)
+        self.step_count = 0
+
+    def step(self) -> torch.Tensor:
+        idx = self.sampler.next()
+        xb = random_shift(self.data.x_train[idx], self.augment_shift, self.aug_gen, self.data.background)
+        loss = F.cross_entropy(self.model(xb), self.data.y_train[idx])
+        self.opt.zero_grad(set_to_none=False)
+        loss.backward()
+        self.opt.step()
+        self.step_count += 1
+        return loss
+
+    def state(self) -> dict:
+        """A checkpoint dict (tensors on the CPU; loadable with ``weights_only=True``)."""
+        return {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+                "momentum_buffer": self.flat_v.detach().cpu().clone(),
+                "sampler": self.sampler.state_dict(),
+                "augment_rng": self.aug_gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "step": self.step_count,
+                "hyperparameters": self.hp.as_dict(),
+                "sampling": self.sampling, "augment_shift": self.augment_shift,
+                "optimizer": optimizer_name(self.opt)}
+
+    def load(self, state: dict, source: str = "checkpoint") -> None:
+        """Continue from :meth:`state` of a run with the same hyperparameters."""
+        for key in ("momentum_buffer", "sampler", "augment_rng", "torch_rng", "hyperparameters"):
+            if key not in state:
+                raise CheckpointError(f"{source} is not a burn-in checkpoint (no {key!r})")
+        if state["hyperparameters"] != self.hp.as_dict() or state.get("sampling") != self.sampling \
+                or int(state.get("augment_shift", -1)) != self.augment_shift:
+            raise CheckpointError(
+                f"{source} was written with hyperparameters {state['hyperparameters']}, sampling "
+                f"{state.get('sampling')!r}, augment_shift {state.get('augment_shift')}; this run has "
+                f"{self.hp.as_dict()}, {self.sampling!r}, {self.augment_shift}")
+        if state.get("optimizer") != optimizer_name(self.opt):
+            raise CheckpointError(f"{source} was written by {state.get('optimizer')}, this run uses "
+                                  f"{optimizer_name(self.opt)}; they round differently (not bit-identical)")
+        load_weights(self.model, state["model"], source)
+        mom = state["momentum_buffer"]
+        if mom.shape != self.flat_v.shape:
+            raise CheckpointError(f"momentum buffer in {source} has {mom.numel()} entries, model {self.flat_v.numel()}")
+        with torch.no_grad():
+            self.flat_v.copy_(mom)
+        self.sampler.load_state_dict(state["sampler"])
+        self.aug_gen.set_state(state["augment_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step_count = int(state["step"])
+
+    def burn(self, steps: int, cell: str, check_every: int) -> None:
+        losses = torch.empty(steps, device=self.device)
+        for k in range(steps):
+            losses[k] = self.step().detach()
+            if (k + 1) % check_every == 0 or k + 1 == steps:
+                bad = ~torch.isfinite(losses[: k + 1])
+                if bool(bad.any()) or not bool(torch.isfinite(self.flat.flat).all()):
+                    first = int(torch.nonzero(bad)[0, 0]) + 1 if bool(bad.any()) else k + 1
+                    raise DivergenceError(f"cell {cell} diverged during burn-in at burn-in step {first}")
+        self.burn_loss = float(losses[-500:].mean()) if steps else float("nan")
+
+
+def burn_in(model: nn.Module, data: TensorData, hp: Hyperparameters, *, steps: int, sampling: str,
+            device: torch.device, augment_shift: int = 0, cell: str = "cell", check_every: int = 500,
+            log: Callable[[str], None] = print) -> dict:
+    """Run ``steps`` unrecorded SGD steps at the cell's hyperparameters from the
+    model's weights and return the full state after them (the cell's theta_0):
+    a checkpoint dict that :func:`limiting_run` continues from bit-identically
+    (``start=``). The caller's model is moved to ``device`` and trained in place."""
+    run = _Run(model, data, hp, sampling, device, augment_shift)
+    run.burn(steps, cell, check_every)
+    log(f"burn-in: {steps} steps, last-500 mean loss {run.burn_loss:.4g}")
+    return {**run.state(), "burn_in_steps": int(steps), "burn_in_loss": run.burn_loss}
+
+
+def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, steps: int,
+                 eval_every: int, sampling: str, device: torch.device, burn_in: int = 0,
+                 start: dict | None = None, augment_shift: int = 0, tensor_every: int = 10,
+                 compile: str = "auto", directions: torch.Tensor | None = None, sketch_dim: int = 0,
+                 sketch_seed: int = 0, cell: str = "cell", check_every: int = 500,
+                 log: Callable[[str], None] = print) -> dict:
+    """Continue SGD at constant ``hp``, recording every step.
+
+    The run starts from ``start`` (a :func:`burn_in` state: weights, momentum
+    buffer, sampler and generators) or, without it, from the model's weights
+    with a zero momentum buffer after ``burn_in`` unrecorded steps; either way
+    theta_0 is the state where recording starts. ``augment_shift`` > 0
+    translates every training image by a random offset of up to that many
+    pixels (a fresh one each time it is drawn). Step ``k`` (1-based) of the
     record holds the minibatch loss of update ``k`` (evaluated at
     theta_{k-1}) and the norms after it; per-tensor norms are kept at the
     steps ``tensor_step`` (see :class:`.recording.StepRecorder`, which also
-    explains ``compile``). Train/test metrics in eval mode are
-    taken at step 0, every ``eval_every`` steps and at the last step.
+    explains ``compile``, ``directions`` and the sketch). Train/test metrics
+    in eval mode are taken at step 0, every ``eval_every`` steps and at the
+    last step.
 
     Returns a dict of numpy arrays and metadata (see :mod:`.trajectory`).
     """
-    torch.manual_seed(hp.seed)
-    model.to(device).train()
-    flat = FlatParameters(model)
-    opt = sgd(model, hp.lr, hp.momentum, hp.weight_decay)
-    flat_v = flat.install_momentum_buffers(opt)
-    sampler = BatchSampler(data.n_train, hp.batch_size, sampling, hp.seed, device)
-    aug_gen = torch.Generator().manual_seed(hp.seed + 1)
-    x, y = data.x_train, data.y_train
-
-    def sgd_step() -> torch.Tensor:
-        idx = sampler.next()
-        xb = random_shift(x[idx], augment_shift, aug_gen, data.background)
-        loss = F.cross_entropy(model(xb), y[idx])
-        opt.zero_grad(set_to_none=False)
-        loss.backward()
-        opt.step()
-        return loss
-
-    burn_losses = torch.empty(burn_in, device=device)
-    for k in range(burn_in):
-        burn_losses[k] = sgd_step().detach()
-        if (k + 1) % check_every == 0 or k + 1 == burn_in:
-            bad = ~torch.isfinite(burn_losses[: k + 1])
-            if bool(bad.any()) or not bool(torch.isfinite(flat.flat).all()):
-                first = int(torch.nonzero(bad)[0, 0]) + 1 if bool(bad.any()) else k + 1
-                raise DivergenceError(f"cell {cell} diverged during burn-in at burn-in step {first}")
-    if burn_in:
-        log(f"burn-in: {burn_in} steps, last-500 mean loss {burn_losses[-500:].mean().item():.4g}")
-
-    rec = StepRecorder(flat, flat_v, steps, tensor_every=tensor_every, compile=compile, log=log)
+    run = _Run(model, data, hp, sampling, device, augment_shift)
+    if start is not None:
+        if burn_in:
+            raise ValueError("give either start (a burn-in state) or burn_in steps, not both")
+        run.load(start, source=f"burn-in state of cell {cell}")
+        burn_in = int(start.get("burn_in_steps", start["step"]))
+    elif burn_in:
+        run.burn(burn_in, cell, check_every)
+        log(f"burn-in: {burn_in} steps, last-500 mean loss {run.burn_loss:.4g}")
+    flat, flat_v = run.flat, run.flat_v
+    if directions is not None:
+        directions = directions.to(device=flat.flat.device, dtype=flat.flat.dtype)
+    rec = StepRecorder(flat, flat_v, steps, tensor_every=tensor_every, compile=compile, log=log,
+                       directions=directions, sketch_dim=sketch_dim, sketch_seed=sketch_seed)
     sq_velocity_start = float(torch.dot(flat_v, flat_v))
     eval_steps, evals = [0], [evaluate_all(model, data)]
     checked = 0
     for k in range(1, steps + 1):
-        rec.record(sgd_step())
+        rec.record(run.step())
         if k % check_every == 0 or k == steps:
             _check_finite(rec, checked, cell)
             checked = rec.count
@@ -250,7 +341,7 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
     scalars = rec.scalars.cpu().double().numpy()
     by_tensor = rec.by_tensor.cpu().double().numpy()
     start_norms = torch.stack(torch._foreach_norm(flat.views(rec.theta0))).double().cpu().numpy() ** 2
-    return {
+    out = {
         "step": np.arange(1, steps + 1),
         "train_loss": scalars[:, 0],
         "sq_dist_from_start": scalars[:, 1],
@@ -269,5 +360,7 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
         "sq_velocity_start": sq_velocity_start,
         "burn_in_steps": burn_in,
         "n_params": flat.numel,
-        "optimizer": optimizer_name(opt),
+        "optimizer": optimizer_name(run.opt),
     }
+    out.update(rec.phase_space())
+    return out

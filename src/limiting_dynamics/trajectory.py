@@ -21,7 +21,7 @@ from . import __version__
 from .atomic import atomic_path
 
 FORMAT_NAME = "limiting-dynamics-trajectory"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 HYPERPARAMETER_ATTRS = ("lr", "batch_size", "momentum", "weight_decay", "seed")
 STEP_VARIABLES = ("train_loss", "sq_dist_from_start", "sq_step", "sq_velocity", "sq_param_norm")
 
@@ -46,6 +46,11 @@ VARIABLE_META = {
     "eval_train_accuracy": ("1", "accuracy on the full training set (eval mode)"),
     "eval_test_loss": ("nat", "mean cross-entropy on the test set (eval mode)"),
     "eval_test_accuracy": ("1", "accuracy on the test set (eval mode)"),
+    "mode": ("1", "Hessian eigen-mode at theta_0 (1 = largest eigenvalue)"),
+    "hessian_eigenvalue": ("1", "Hessian eigenvalue of the mode at theta_0"),
+    "mode_position": ("1", "projection u_i^T (theta_k - theta_0) on the Hessian eigenvector u_i at theta_0"),
+    "mode_velocity": ("1", "projection u_i^T v_k of the momentum buffer on the Hessian eigenvector u_i"),
+    "sketch": ("1", "block-sign random sketch S (theta_k - theta_0); E||S x||^2 = ||x||^2 over the signs"),
 }
 
 
@@ -103,6 +108,16 @@ def build_dataset(record: dict, attrs: dict) -> xr.Dataset:
             "tensor": np.asarray(record["tensor_name"], dtype=object),
         },
     )
+    if "mode_position" in record:
+        ds = ds.assign_coords(mode=np.arange(1, record["mode_position"].shape[1] + 1))
+        # float32: the precision they were computed in (halves the file)
+        ds["mode_position"] = (("step", "mode"), np.asarray(record["mode_position"], np.float32))
+        ds["mode_velocity"] = (("step", "mode"), np.asarray(record["mode_velocity"], np.float32))
+        if "hessian_eigenvalue" in record:
+            ds = ds.assign_coords(hessian_eigenvalue=("mode", np.asarray(record["hessian_eigenvalue"], float)))
+    if "sketch" in record:
+        ds["sketch"] = (("step", "sketch_dim"), np.asarray(record["sketch"], np.float32))
+        ds["sketch"].attrs.update(sketch_seed=int(record["sketch_seed"]), sketch_block=int(record["sketch_block"]))
     for name, (units, long_name) in VARIABLE_META.items():
         if name in ds.variables:
             ds[name].attrs.update(units=units, long_name=long_name)
@@ -179,13 +194,15 @@ def combine(paths: list[str | Path], cells: list[str]) -> xr.Dataset:
     """Stack per-cell trajectories along ``cell``, hyperparameters as coordinates.
 
     Cells with fewer steps are padded with NaN (outer join on ``step``); the
-    per-tensor variables are left out (they stay in the per-cell files).
+    per-tensor and phase-space variables are left out (they stay in the
+    per-cell files: each cell has its own Hessian eigenvectors).
     """
     parts = []
     for path, cell in zip(paths, cells):
         ds = open_trajectory(path)
-        keep = [v for v in ds.data_vars if "tensor" not in ds[v].dims]
-        part = ds[keep].expand_dims(cell=[cell])
+        keep = [v for v in ds.data_vars if not {"tensor", "mode", "sketch_dim"} & set(ds[v].dims)]
+        part = ds[keep].drop_vars([c for c in ("mode", "hessian_eigenvalue") if c in ds[keep].coords])
+        part = part.expand_dims(cell=[cell])
         for a in HYPERPARAMETER_ATTRS + ("burn_in_steps",):
             part = part.assign_coords({a: ("cell", [ds.attrs[a]])})
         parts.append(part)

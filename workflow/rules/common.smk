@@ -30,7 +30,6 @@ wildcard_constraints:
     linreg="mom[0-9.e-]+_(replacement|reshuffle)",
     linreg_figure="phase_space|frequency|theory|sampling",
     theory_figure="ou_currents|power_law",
-    bs="[0-9]+",
 
 
 def as_json(obj):
@@ -73,8 +72,30 @@ def cell_params(wildcards):
             "sampling": lim["sampling"],
             "augment_shift": lim["augment_shift"],
             "burn_in_steps": burn_in_steps(hp, lim["burn_in"]),
+            "phase_space": lim["phase_space"],
         }
     )
+
+
+def records_modes():
+    """Limiting runs project on Hessian eigenvectors (and so wait for the Hessian)."""
+    return (
+        config["hessian"]["enabled"] and config["limiting"]["phase_space"]["modes"] > 0
+    )
+
+
+def run_inputs(wildcards):
+    inputs = {
+        "data": f"results/data/{DATASET}.npz",
+        "checkpoint": f"results/runs/{wildcards.cell}/theta0.pt",
+    }
+    if records_modes():
+        inputs["hessian"] = f"results/hessian/{wildcards.cell}.nc"
+    return inputs
+
+
+def hessian_arg(wildcards, input):
+    return f"--hessian {input.hessian}" if "hessian" in input.keys() else ""
 
 
 def export_params(wildcards):
@@ -106,9 +127,10 @@ def figure(name):
     return f"results/figures/{name}.{config['plots']['format']}"
 
 
-def hessian_params():
+def hessian_params(wildcards):
     return as_json(
         {
+            "cell": wildcards.cell,
             "device": config["compute"]["device"],
             "model": config["model"],
             "hessian": config["hessian"],
@@ -116,26 +138,18 @@ def hessian_params():
     )
 
 
-def batch_sizes():
-    return sorted({hp.batch_size for hp in CELLS.values()})
-
-
 def noise_files():
-    return expand("results/noise/bs{bs}.nc", bs=batch_sizes())
+    return cell_files("results/noise/{cell}.nc")
 
 
 def noise_inputs(wildcards):
     inputs = {
         "data": f"results/data/{DATASET}.npz",
-        "checkpoint": "results/converge/theta0.pt",
+        "checkpoint": f"results/runs/{wildcards.cell}/theta0.pt",
     }
     if config["hessian"]["enabled"]:
-        inputs["hessian"] = "results/hessian/theta0.nc"
+        inputs["hessian"] = f"results/hessian/{wildcards.cell}.nc"
     return inputs
-
-
-def noise_hessian_arg(wildcards, input):
-    return f"--hessian {input.hessian}" if config["hessian"]["enabled"] else ""
 
 
 def noise_params(wildcards):
@@ -144,7 +158,8 @@ def noise_params(wildcards):
             "device": config["compute"]["device"],
             "model": config["model"],
             "noise": config["noise"],
-            "batch_size": int(wildcards.bs),
+            "cell": wildcards.cell,
+            "batch_size": CELLS[wildcards.cell].batch_size,
             "sampling": config["limiting"]["sampling"],
             "augment_shift": config["limiting"]["augment_shift"],
         }
@@ -160,7 +175,7 @@ def noise_outputs():
 def hessian_outputs():
     if not config["hessian"]["enabled"]:
         return []
-    return ["results/hessian/theta0.nc", figure("hessian_spectrum")]
+    return cell_files("results/hessian/{cell}.nc") + [figure("hessian_spectrum")]
 
 
 LINREG = config["linear_regression"]

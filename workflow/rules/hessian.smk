@@ -1,16 +1,17 @@
-# The Hessian of the training loss at theta_0: top eigenpairs, spectral density, trace.
+# The Hessian of the training loss at each cell's theta_0 (after its burn-in):
+# top eigenpairs, spectral density, trace.
 
 
 rule hessian:
     input:
         data=f"results/data/{DATASET}.npz",
-        checkpoint="results/converge/theta0.pt",
+        checkpoint="results/runs/{cell}/theta0.pt",
     output:
-        "results/hessian/theta0.nc",
+        "results/hessian/{cell}.nc",
     log:
-        "results/logs/hessian.log",
+        "results/logs/hessian/{cell}.log",
     benchmark:
-        "results/benchmarks/hessian.tsv"
+        "results/benchmarks/hessian/{cell}.tsv"
     conda:
         "../envs/limiting-dynamics.yaml"
     threads: config["compute"]["threads"]
@@ -19,7 +20,7 @@ rule hessian:
         runtime=120,
         gpu=gpus(),
     params:
-        run=hessian_params(),
+        run=hessian_params,
     shell:
         "limiting-dynamics hessian --data {input.data} --checkpoint {input.checkpoint}"
         " --params {params.run:q} --out {output} --threads {threads} > {log} 2>&1"
@@ -27,7 +28,7 @@ rule hessian:
 
 rule plot_hessian:
     input:
-        "results/hessian/theta0.nc",
+        cell_files("results/hessian/{cell}.nc"),
     output:
         report(
             figure("hessian_spectrum"),

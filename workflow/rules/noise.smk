@@ -1,16 +1,16 @@
-# Gradient noise at theta_0 per batch size, and the parameter-free prediction of the
-# stationary local displacement of every cell.
+# Gradient noise at each cell's theta_0 (its batch size, sampling and augmentation),
+# and the parameter-free prediction of the stationary local displacement of every cell.
 
 
 rule gradient_noise:
     input:
         unpack(noise_inputs),
     output:
-        "results/noise/bs{bs}.nc",
+        "results/noise/{cell}.nc",
     log:
-        "results/logs/noise/bs{bs}.log",
+        "results/logs/noise/{cell}.log",
     benchmark:
-        "results/benchmarks/noise/bs{bs}.tsv"
+        "results/benchmarks/noise/{cell}.tsv"
     conda:
         "../envs/limiting-dynamics.yaml"
     threads: config["compute"]["threads"]
@@ -20,7 +20,7 @@ rule gradient_noise:
         gpu=gpus(),
     params:
         run=noise_params,
-        hessian=noise_hessian_arg,
+        hessian=hessian_arg,
     shell:
         "limiting-dynamics gradient-noise --data {input.data} --checkpoint {input.checkpoint}"
         " {params.hessian} --params {params.run:q} --out {output} --threads {threads} > {log} 2>&1"
