@@ -1,5 +1,7 @@
 # Limiting dynamics of SGD: dataset prep -> convergence -> limiting run per
-# hyperparameter cell -> NetCDF trajectories -> diffusion analysis -> figures.
+# hyperparameter cell (burn-in -> Hessian and gradient noise at its theta_0 ->
+# recorded run) -> NetCDF trajectories -> diffusion analysis -> theory vs
+# experiment -> figures.
 # Config: config/config.yaml (documented in config/README.md).
 from snakemake.utils import min_version
 
@@ -18,6 +20,7 @@ include: "workflow/rules/plots.smk"
 include: "workflow/rules/linear_regression.smk"
 include: "workflow/rules/hessian.smk"
 include: "workflow/rules/noise.smk"
+include: "workflow/rules/comparison.smk"
 
 
 rule all:

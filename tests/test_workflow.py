@@ -20,7 +20,8 @@ from conftest import REPO, TINY, Workflow
 pytestmark = pytest.mark.integration
 
 PLOT_RULES = {"plot_convergence", "plot_msd", "plot_local_displacement", "plot_scaling", "plot_metrics",
-              "plot_linreg", "plot_theory", "plot_hessian"}
+              "plot_linreg", "plot_theory", "plot_hessian", "plot_comparison"}
+COMPARISON_FIGURES = ("theory_modes", "phase_space", "theory_msd", "noise_curvature", "loss_landscape")
 LINREG_FIGURES = ("linreg_phase_space", "linreg_frequency", "linreg_theory", "linreg_sampling",
                   "theory_ou_currents", "theory_power_law")
 DEFAULT = "lr0.05_bs32_mom0.9_wd0.005_seed0"
@@ -66,13 +67,33 @@ def test_full_run_produces_every_output(wf):
     for col in ("lr", "batch_size", "momentum", "weight_decay", "sq_step_measured", "sq_step_predicted"):
         assert col in pred.columns and np.all(np.isfinite(pred[col]))
     assert np.all(pred["sq_step_predicted"] > 0)
-    noise_nc = xr.load_dataset(wf.path("results/noise/bs32.nc"))
-    assert noise_nc.attrs["bn_mode"] == "train" and noise_nc.sizes["mode"] == 3
-    hess = xr.load_dataset(wf.path("results/hessian/theta0.nc"))
+    for col in ("noise_curvature_slope", "c_sq_dist_measured", "c_lag_msd_sketch", "c_lag_msd_predicted"):
+        assert np.all(np.isfinite(pred[col])), col
+    noise_nc = xr.load_dataset(wf.path(f"results/noise/{DEFAULT}.nc"))
+    assert noise_nc.attrs["bn_mode"] == "train" and noise_nc.sizes["mode"] == 3 and noise_nc.attrs["cell"] == DEFAULT
+    # the Hessian is taken at each cell's own theta_0 (after its burn-in), so cells differ
+    hess = xr.load_dataset(wf.path(f"results/hessian/{DEFAULT}.nc"))
+    other = xr.load_dataset(wf.path(f"results/hessian/{SWEPT}.nc"))
     assert hess.hessian_eigenvalues.dims == ("mode",) and hess.sizes["mode"] == 3
     assert np.all(np.diff(hess.hessian_eigenvalues.values) <= 0)
     assert hess.hessian_eigenvectors.shape[1] == hess.attrs["n_params"] and hess.attrs["bn_mode"] == "eval"
-    for name in ("convergence", "msd", "local_displacement", "scaling", "metrics", "hessian_spectrum") + LINREG_FIGURES:
+    assert not np.allclose(hess.hessian_eigenvalues, other.hessian_eigenvalues)
+    # phase space: projections on that cell's eigenvectors and the sketch, every step
+    assert ds.mode_position.dims == ("step", "mode") and ds.sizes["mode"] == 3
+    np.testing.assert_allclose(ds.hessian_eigenvalue, hess.hessian_eigenvalues)
+    assert ds.sketch.shape == (TINY["limiting"]["steps"], TINY["limiting"]["phase_space"]["sketch_dim"])
+    assert np.all((ds.mode_position ** 2).sum("mode") <= ds.sq_dist_from_start * (1 + 1e-4))
+    modes = pd.read_csv(wf.path("results/analysis/modes.csv"))
+    assert len(modes) == 2 * 3 and np.all(modes["position_var_predicted"] > 0)
+    assert np.all(np.isfinite(modes["position_var_measured_over_predicted"]))
+    cmp = xr.load_dataset(wf.path(f"results/analysis/theory/{DEFAULT}.nc"))
+    assert np.all(cmp.lag_msd_predicted >= cmp.lag_msd_predicted_top) and np.all(cmp.lag_msd_sketch > 0)
+    land = xr.load_dataset(wf.path("results/landscape/landscape.nc"))
+    assert land.train_loss.shape == (5, 5) and np.all(np.isfinite(land.test_loss))
+    # the grid is centred on theta_0: the centre is the loss at theta_0 (eval mode)
+    assert land.train_loss.values[2, 2] <= land.train_loss.values.max()
+    for name in ("convergence", "msd", "local_displacement", "scaling", "metrics", "hessian_spectrum") + \
+            LINREG_FIGURES + COMPARISON_FIGURES:
         png = wf.path(f"results/figures/{name}.png")
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert not list(wf.root.rglob("*.tmp")), "temporary files left behind"
@@ -83,6 +104,7 @@ def test_report_bundles_the_figures(wf):
     html = wf.path("report.html").read_text(errors="replace")
     assert len(html) > 10_000 and "msd.png" in html and "summary.csv" in html
     assert "linreg_phase_space.png" in html and "theory_power_law.png" in html
+    assert "phase_space.png" in html and "loss_landscape.png" in html and "modes.csv" in html
 
 
 def test_second_run_does_nothing(wf):
@@ -96,7 +118,7 @@ def test_plot_setting_change_reruns_only_plotting(wf):
     wf.write_config(cfg)
     ran = executed(wf.run())
     assert set(ran) == PLOT_RULES
-    assert ran["plot_linreg"] == 4 and ran["plot_theory"] == 2
+    assert ran["plot_linreg"] == 4 and ran["plot_theory"] == 2 and ran["plot_comparison"] == 5
 
 
 def test_changing_one_cell_reruns_that_cells_chain_only(wf):
@@ -106,6 +128,7 @@ def test_changing_one_cell_reruns_that_cells_chain_only(wf):
     wf.write_config(cfg)
     ran = executed(wf.run())
     assert ran["limiting_run"] == 1 and ran["export_trajectory"] == 1 and ran["analyze_cell"] == 1
+    assert ran["burn_in"] == 1 and ran["hessian"] == 1 and ran["gradient_noise"] == 1 and ran["compare_cell"] == 1
     assert "converge" not in ran and "prepare_data" not in ran
     assert wf.path("results/runs/lr0.03_bs32_mom0.9_wd0.005_seed0/record.npz").exists()
     assert set(xr.load_dataset(wf.path("results/trajectories/all_cells.nc"))["cell"].values) == {

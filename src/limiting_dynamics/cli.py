@@ -334,7 +334,7 @@ def cmd_gradient_noise(a) -> None:
     mb = noise.minibatch_noise(model, d.x_train, d.y_train, bs, int(cfg["n_batches"]), directions=dirs,
                                bn_mode=cfg["bn_mode"], seed=int(cfg["seed"]), sampling=p["sampling"],
                                transform=augment if shift > 0 else None)
-    attrs = {"cell": p.get("cell", ""), "batch_size": bs, "augment_shift": shift, "trace_cov": mb["trace_cov"], "trace_cov_stderr": mb["trace_cov_stderr"],
+    attrs = {"cell": p.get("cell", ""), "n_train": int(d.n_train), "batch_size": bs, "augment_shift": shift, "trace_cov": mb["trace_cov"], "trace_cov_stderr": mb["trace_cov_stderr"],
              "mean_grad_sq_norm": mb["mean_grad_sq_norm"], "n_batches": int(cfg["n_batches"]),
              "bn_mode": cfg["bn_mode"], "sampling": p["sampling"], "seed": int(cfg["seed"])}
     data_vars = {}
@@ -353,6 +353,80 @@ def cmd_gradient_noise(a) -> None:
     write_netcdf(ds, a.out)
     _log(f"S={bs}: tr Cov(g_S) = {mb['trace_cov']:.4g} +- {mb['trace_cov_stderr']:.2g} "
          f"(S x = {bs * mb['trace_cov']:.4g}) -> {a.out}")
+
+
+def cmd_compare_cell(a) -> None:
+    import xarray as xr
+
+    from . import comparison, trajectory
+    from .trajectory import now_iso, provenance_attrs, write_netcdf
+
+    p = json.loads(a.params)
+    traj = trajectory.open_trajectory(a.trajectory)
+    ds = comparison.compare_cell(traj, xr.load_dataset(a.hessian), xr.load_dataset(a.noise),
+                                 stationary_window=tuple(p["stationary_window"]), fit_window=tuple(p["fit_window"]))
+    ds.attrs.update(Conventions="CF-1.10", title=f"Theory vs experiment for cell {ds.attrs['cell']}",
+                    history=f"{now_iso()} created by limiting-dynamics compare-cell", **provenance_attrs())
+    write_netcdf(ds, a.out)
+    msg = f"{ds.attrs['cell']}: c measured {ds.attrs['c_sq_dist_measured']:.3f}, " \
+          f"theory {ds.attrs['c_lag_msd_predicted']:.3f}"
+    if "position_var_measured" in ds:
+        ratio = ds.position_var_measured / ds.position_var_predicted
+        msg += f"; position variance measured/predicted per mode: " + " ".join(f"{r:.2g}" for r in ratio.values)
+    _log(msg + f" -> {a.out}")
+
+
+def cmd_landscape(a) -> None:
+    import torch
+    import xarray as xr
+
+    from . import hessian, landscape, trajectory
+    from .trajectory import now_iso, provenance_attrs, write_netcdf
+
+    _threads(a.threads)
+    p = json.loads(a.params)
+    cfg = p["landscape"]
+    device, d, model = _theta0(a, p)
+    i, j = (int(m) for m in cfg["modes"])
+    h = xr.load_dataset(a.hessian)
+    traj = trajectory.open_trajectory(a.trajectory)
+    if "mode_position" not in traj or traj.sizes["mode"] < max(i, j):
+        raise OSError(f"{a.trajectory} has no projections on Hessian modes {i} and {j} "
+                      "(limiting.phase_space.modes must be >= the landscape modes)")
+    ta, tb = traj.mode_position.values[:, i - 1], traj.mode_position.values[:, j - 1]
+    n = int(cfg["grid"])
+    alphas = np.linspace(-1, 1, n) * landscape.grid_extent(ta, float(cfg["extent_factor"]))
+    betas = np.linspace(-1, 1, n) * landscape.grid_extent(tb, float(cfg["extent_factor"]))
+    vecs = torch.tensor(h.hessian_eigenvectors.values[[i - 1, j - 1]])
+    (xs, ys), = hessian.fixed_batches(d.x_train, d.y_train, int(cfg["n_samples"]), int(cfg["n_samples"]),
+                                      int(cfg["seed"]))
+    start = time.perf_counter()
+    loss = landscape.loss_plane(model, vecs[0], vecs[1], alphas, betas,
+                                {"train": (xs, ys), "test": (d.x_test, d.y_test)}, device)
+    ds = xr.Dataset({"train_loss": (("alpha", "beta"), loss["train"]), "test_loss": (("alpha", "beta"), loss["test"]),
+                     "trajectory_a": ("step", ta), "trajectory_b": ("step", tb)},
+                    coords={"alpha": alphas, "beta": betas, "step": traj.step.values})
+    meta = {"alpha": ("1", f"coordinate along Hessian eigenvector u_{i} from theta_0"),
+            "beta": ("1", f"coordinate along Hessian eigenvector u_{j} from theta_0"),
+            "train_loss": ("nat", "mean cross-entropy on the training subset at theta_0 + alpha u_a + beta u_b"),
+            "test_loss": ("nat", "mean cross-entropy on the test set at theta_0 + alpha u_a + beta u_b"),
+            "trajectory_a": ("1", f"u_{i}^T (theta_k - theta_0) of the limiting run"),
+            "trajectory_b": ("1", f"u_{j}^T (theta_k - theta_0) of the limiting run")}
+    for k, (units, long_name) in meta.items():
+        ds[k].attrs.update(units=units, long_name=long_name)
+    ds.attrs.update(Conventions="CF-1.10", title=f"Loss landscape around theta_0 of cell {p['cell']}",
+                    history=f"{now_iso()} created by limiting-dynamics landscape", cell=p["cell"],
+                    mode_a=i, mode_b=j, eigenvalue_a=float(h.hessian_eigenvalues[i - 1]),
+                    eigenvalue_b=float(h.hessian_eigenvalues[j - 1]), n_train=len(ys), n_test=len(d.y_test),
+                    bn_mode="eval", extent_factor=float(cfg["extent_factor"]), seed=int(cfg["seed"]),
+                    seconds=time.perf_counter() - start, **provenance_attrs())
+    write_netcdf(ds, a.out, {v: {"zlib": True, "complevel": 4} for v in ds.data_vars})
+    _log(f"loss landscape {n}x{n} in the (u{i}, u{j}) plane in {ds.attrs['seconds']:.1f} s: train loss "
+         f"{loss['train'].min():.4g}..{loss['train'].max():.4g} -> {a.out}")
+
+
+COMPARISON_COLUMNS = ("noise_curvature_slope", "c_sq_dist_measured", "c_lag_msd_sketch", "c_lag_msd_predicted",
+                      "bulk_noise_fraction", "sketch_over_exact_sq_dist")
 
 
 def cmd_predict(a) -> None:
@@ -384,8 +458,26 @@ def cmd_predict(a) -> None:
         row["measured_over_predicted"] = row["sq_step_measured"] / row["sq_step_predicted"]
         rows.append(row)
     df = pd.DataFrame(rows).set_index("cell")
+    mode_rows = []
+    for f in a.comparisons or []:
+        with xr.open_dataset(f) as cmp:
+            cell = str(cmp.attrs["cell"])
+            for key in COMPARISON_COLUMNS:
+                if key in cmp.attrs:
+                    df.loc[cell, key] = float(cmp.attrs[key])
+            if "mode" in cmp.dims:
+                per_mode = cmp[[v for v in cmp.data_vars if cmp[v].dims == ("mode",)]].to_dataframe()
+                mode_rows.append(per_mode.reset_index().assign(cell=cell))
     with atomic_path(a.out_csv) as tmp:
         df.to_csv(tmp, float_format="%.6g")
+    if a.out_modes:
+        modes = pd.concat(mode_rows) if mode_rows else pd.DataFrame(columns=["cell", "mode"])
+        modes = modes[["cell", "mode"] + [c for c in modes.columns if c not in ("cell", "mode")]]
+        for q in ("position_var", "velocity_var", "spectral_peak"):
+            if f"{q}_measured" in modes:
+                modes[f"{q}_measured_over_predicted"] = modes[f"{q}_measured"] / modes[f"{q}_predicted"]
+        with atomic_path(a.out_modes) as tmp:
+            modes.to_csv(tmp, index=False, float_format="%.6g")
     _log("measured / predicted sq_step: " + ", ".join(f"{c} {r:.2f}" for c, r in
                                                        df["measured_over_predicted"].items()))
 
@@ -394,7 +486,7 @@ def cmd_plot(a) -> None:
     import pandas as pd
     import xarray as xr
 
-    from . import plots
+    from . import comparison_plots, plots
 
     p = json.loads(a.params)
     plots.setup(p["context"])
@@ -411,6 +503,20 @@ def cmd_plot(a) -> None:
         return
     if a.figure == "hessian-spectrum":
         plots.hessian_spectrum([xr.load_dataset(f) for f in a.inputs], a.out, dpi)
+        return
+    if a.figure in comparison_plots.FIGURES:
+        nc = [xr.load_dataset(f) for f in a.inputs if f.endswith(".nc")]
+        csv = [pd.read_csv(f, index_col="cell") for f in a.inputs if f.endswith(".csv")]
+        if a.figure == "theory-modes":
+            comparison_plots.theory_modes(nc, csv[0], a.out, dpi)
+        elif a.figure == "phase-space":
+            comparison_plots.phase_space(nc[0], nc[1], a.out, dpi)
+        elif a.figure == "theory-msd":
+            comparison_plots.theory_msd(nc, a.out, dpi)
+        elif a.figure == "noise-curvature":
+            comparison_plots.noise_curvature(nc, a.out, dpi)
+        else:
+            comparison_plots.loss_landscape(nc[0], a.out, dpi)
         return
     if a.figure in ("ou-currents", "power-law"):
         from . import theory_plots
@@ -506,11 +612,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_gradient_noise)
 
+    s = sub.add_parser("compare-cell", help="theory vs experiment for one cell (phase space, lag-MSD)")
+    s.add_argument("--trajectory", required=True)
+    s.add_argument("--hessian", required=True)
+    s.add_argument("--noise", required=True)
+    s.add_argument("--params", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_compare_cell)
+
+    s = sub.add_parser("landscape", help="train/test loss on the plane of two Hessian eigenvectors around theta_0")
+    s.add_argument("--data", required=True)
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--hessian", required=True)
+    s.add_argument("--trajectory", required=True)
+    s.add_argument("--params", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_landscape)
+
     s = sub.add_parser("predict", help="parameter-free prediction of the stationary local displacement per cell")
     s.add_argument("--trajectories", nargs="+", required=True)
     s.add_argument("--analyses", nargs="+", required=True)
     s.add_argument("--noise", nargs="+", required=True)
+    s.add_argument("--comparisons", nargs="*", default=None, help="compare-cell outputs (adds their summary columns)")
     s.add_argument("--out-csv", required=True)
+    s.add_argument("--out-modes", default=None, help="per-mode theory-vs-experiment table (CSV)")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("linreg-cell", help="linear regression on digits: SGD chains vs theory for one cell")
@@ -527,7 +653,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("plot", help="draw one figure")
     s.add_argument("figure", choices=["convergence", "msd", "local-displacement", "scaling", "metrics",
                                       "linreg-phase-space", "linreg-frequency", "linreg-theory",
-                                      "linreg-sampling", "ou-currents", "power-law", "hessian-spectrum"])
+                                      "linreg-sampling", "ou-currents", "power-law", "hessian-spectrum",
+                                      "theory-modes", "phase-space", "theory-msd", "noise-curvature",
+                                      "loss-landscape"])
     s.add_argument("--inputs", nargs="+", required=True)
     s.add_argument("--params", required=True)
     s.add_argument("--out", required=True)

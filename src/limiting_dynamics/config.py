@@ -156,6 +156,18 @@ def semantic_errors(config: dict) -> list[str]:
     if hess["enabled"] and phase["modes"] > hess["top_k"]:
         errors.append(f"config key 'limiting.phase_space.modes': value {phase['modes']} is not allowed: "
                       f"must be <= hessian.top_k ({hess['top_k']}), the eigenvectors computed")
+    land = config["landscape"]
+    if land["enabled"] and hess["enabled"]:
+        a, b = land["modes"]
+        if a == b:
+            errors.append(f"config key 'landscape.modes': value {land['modes']} is not allowed: "
+                          "needs two different eigenvectors")
+        if max(a, b) > phase["modes"]:
+            errors.append(f"config key 'landscape.modes': value {land['modes']} is not allowed: "
+                          f"must be <= limiting.phase_space.modes ({phase['modes']}), the recorded projections")
+        if n_train is not None and land["n_samples"] > n_train:
+            errors.append(f"config key 'landscape.n_samples': value {land['n_samples']} is not allowed: "
+                          f"must be <= the {n_train} training examples")
     lin = config["linear_regression"]
     anchor = int(lin["lag_anchor"] * lin["steps"])
     if anchor + max(lin["lags"]) > lin["steps"]:

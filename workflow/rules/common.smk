@@ -30,6 +30,7 @@ wildcard_constraints:
     linreg="mom[0-9.e-]+_(replacement|reshuffle)",
     linreg_figure="phase_space|frequency|theory|sampling",
     theory_figure="ou_currents|power_law",
+    comparison_figure="theory_modes|phase_space|theory_msd|noise_curvature|loss_landscape",
 
 
 def as_json(obj):
@@ -166,16 +167,73 @@ def noise_params(wildcards):
     )
 
 
+def compares():
+    """Theory vs experiment needs both measurements at theta_0."""
+    return config["hessian"]["enabled"] and config["noise"]["enabled"]
+
+
+def predict_inputs(wildcards):
+    inputs = {
+        "trajectories": cell_files("results/trajectories/{cell}.nc"),
+        "analyses": cell_files("results/analysis/cells/{cell}.json"),
+        "noise": noise_files(),
+    }
+    if compares():
+        inputs["comparisons"] = cell_files("results/analysis/theory/{cell}.nc")
+    return inputs
+
+
+def comparisons_arg(wildcards, input):
+    return f"--comparisons {input.comparisons}" if compares() else ""
+
+
+def landscape_params():
+    return as_json(
+        {
+            "cell": DEFAULT_CELL,
+            "device": config["compute"]["device"],
+            "model": config["model"],
+            "landscape": config["landscape"],
+        }
+    )
+
+
+def comparison_figure_name(wildcards):
+    return wildcards.comparison_figure.replace("_", "-")
+
+
+def comparison_figure_inputs(wildcards):
+    theory = cell_files("results/analysis/theory/{cell}.nc")
+    return {
+        "theory_modes": theory + ["results/analysis/predictions.csv"],
+        "phase_space": [
+            f"results/trajectories/{DEFAULT_CELL}.nc",
+            f"results/analysis/theory/{DEFAULT_CELL}.nc",
+        ],
+        "theory_msd": theory,
+        "noise_curvature": theory,
+        "loss_landscape": ["results/landscape/landscape.nc"],
+    }[wildcards.comparison_figure]
+
+
 def noise_outputs():
     if not config["noise"]["enabled"]:
         return []
-    return ["results/analysis/predictions.csv"]
+    out = ["results/analysis/predictions.csv", "results/analysis/modes.csv"]
+    if compares():
+        out += [figure(f) for f in ("theory_msd", "noise_curvature")]
+        if config["limiting"]["phase_space"]["modes"] > 0:
+            out += [figure(f) for f in ("theory_modes", "phase_space")]
+    return out
 
 
 def hessian_outputs():
     if not config["hessian"]["enabled"]:
         return []
-    return cell_files("results/hessian/{cell}.nc") + [figure("hessian_spectrum")]
+    out = cell_files("results/hessian/{cell}.nc") + [figure("hessian_spectrum")]
+    if config["landscape"]["enabled"]:
+        out.append(figure("loss_landscape"))
+    return out
 
 
 LINREG = config["linear_regression"]

@@ -1,0 +1,130 @@
+"""Theory-vs-experiment estimators on cases with a known answer, and the loss plane."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import xarray as xr
+from torch import nn
+
+from limiting_dynamics import comparison, hessian, landscape
+from limiting_dynamics.recording import BlockSignSketch
+
+
+def test_per_sample_noise_from_minibatch_variance_both_samplings():
+    rng = np.random.default_rng(0)
+    n, s = 200, 20
+    g = rng.standard_normal(n) * 2.0 + 1.0
+    sigma2 = g.var()  # per-sample variance (1/N normalisation)
+    perms = np.stack([rng.permutation(n)[:s] for _ in range(40000)])
+    var_reshuffle = g[perms].mean(1).var()
+    draws = rng.integers(0, n, (40000, s))
+    var_replacement = g[draws].mean(1).var()
+    assert comparison.per_sample_noise_var(var_reshuffle, s, "reshuffle", n) == pytest.approx(sigma2, rel=0.03)
+    assert comparison.per_sample_noise_var(var_replacement, s, "replacement", n) == pytest.approx(sigma2, rel=0.03)
+
+
+def test_noise_curvature_slope_recovers_a_power_law():
+    lam = np.array([8.0, 4.0, 2.0, 1.0, 0.5, -0.1])
+    assert comparison.noise_curvature_slope(lam, 3 * np.abs(lam) ** 0.7) == pytest.approx(0.7)
+    assert np.isnan(comparison.noise_curvature_slope([1.0], [1.0]))
+
+
+def test_sketch_lag_msd_is_the_lag_msd_of_the_sketched_walk():
+    rng = np.random.default_rng(1)
+    walk = np.cumsum(rng.standard_normal((3000, 2000)) * 0.1, axis=0)
+    lags = np.array([1, 5, 50, 500])
+    exact = np.asarray([np.mean(np.sum((walk[t:] - walk[:-t]) ** 2, 1)) for t in lags])
+    np.testing.assert_allclose(comparison.sketch_lag_msd(walk, lags), exact)
+    sk = BlockSignSketch(2000, 64, seed=3, device="cpu", dtype=torch.float64)
+    sketched = np.stack([sk(torch.from_numpy(w)).numpy() for w in walk])
+    np.testing.assert_allclose(comparison.sketch_lag_msd(sketched, lags), exact, rtol=0.3)
+    assert comparison.fit_exponent(lags, exact, (0.0, 1.0), 1000) == pytest.approx(1.0, abs=0.05)
+
+
+def _quadratic_cell(sampling="replacement", steps=40000, seed=0):
+    """SGD with momentum on independent quadratic modes, recorded like a real cell."""
+    rng = np.random.default_rng(seed)
+    lr, s, beta, wd, n_train = 0.05, 8, 0.9, 1e-3, 10**6
+    lam = np.concatenate([[6.0, 3.0, 1.5], np.linspace(0.05, 1.0, 40)])
+    sigma2 = 0.5 * lam  # C ~ H, so the bulk reconstruction is exact
+    a = lam + wd
+    x, v = np.zeros(lam.size), np.zeros(lam.size)
+    for _ in range(5000):  # burn-in to stationarity
+        v = beta * v + a * x + rng.standard_normal(lam.size) * np.sqrt(sigma2 / s)
+        x = x - lr * v
+    x0 = x.copy()
+    xs, vs = np.empty((steps, lam.size)), np.empty((steps, lam.size))
+    for k in range(steps):
+        v = beta * v + a * x + rng.standard_normal(lam.size) * np.sqrt(sigma2 / s)
+        x = x - lr * v
+        xs[k], vs[k] = x, v
+    d = xs - x0
+    step = np.arange(1, steps + 1)
+    traj = xr.Dataset({"mode_position": (("step", "mode"), d[:, :3]), "mode_velocity": (("step", "mode"), vs[:, :3]),
+                       "sq_dist_from_start": ("step", (d ** 2).sum(1)), "sketch": (("step", "sketch_dim"), d)},
+                      coords={"step": step, "mode": [1, 2, 3]},
+                      attrs={"lr": lr, "batch_size": s, "momentum": beta, "weight_decay": wd, "sampling": sampling,
+                             "cell": "quadratic"})
+    hess = xr.Dataset({"hessian_eigenvalues": ("mode", lam[:3]),
+                       "slq_nodes": (("probe", "node"), lam[None, 3:]),
+                       "slq_weights": (("probe", "node"), np.full((1, 40), 1 / lam.size))},
+                      attrs={"n_params": lam.size})
+    noise = xr.Dataset({"minibatch_var_along_eigenvector": ("mode", sigma2[:3] / s)},
+                       attrs={"trace_cov": sigma2.sum() / s, "n_train": n_train})
+    return traj, hess, noise
+
+
+def test_compare_cell_matches_a_simulated_quadratic_with_known_answer():
+    traj, hess, noise = _quadratic_cell()
+    cmp = comparison.compare_cell(traj, hess, noise, stationary_window=(0.0, 1.0), fit_window=(0.001, 0.5))
+    np.testing.assert_allclose(cmp.noise_var, 0.5 * hess.hessian_eigenvalues)
+    assert cmp.attrs["noise_curvature_slope"] == pytest.approx(1.0)
+    assert cmp.attrs["bulk_noise_fraction"] == pytest.approx(1 - 0.5 * 10.5 / (0.5 * (10.5 + np.linspace(0.05, 1, 40).sum())))
+    np.testing.assert_allclose(cmp.position_var_measured, cmp.position_var_predicted, rtol=0.1)
+    np.testing.assert_allclose(cmp.velocity_var_measured, cmp.velocity_var_predicted, rtol=0.05)
+    # the whole-spectrum lag-MSD (top + bulk) matches the sketch (here the full vector) at every lag
+    np.testing.assert_allclose(cmp.lag_msd_sketch, cmp.lag_msd_predicted, rtol=0.12)
+    assert np.all(cmp.lag_msd_predicted_top < cmp.lag_msd_predicted)
+    assert cmp.attrs["c_lag_msd_sketch"] == pytest.approx(cmp.attrs["c_lag_msd_predicted"], abs=0.1)
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        self.fc = nn.Linear(3 * 4 * 4, 4)
+
+    def forward(self, x):
+        return self.fc(torch.tanh(self.bn(self.conv(x))).flatten(1))  # smooth: finite differences see the Hessian
+
+
+def test_loss_plane_is_centred_on_theta0_curves_like_the_hessian_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    model = Tiny().double().train()
+    x, y = torch.randn(32, 1, 4, 4, dtype=torch.float64), torch.randint(0, 4, (32,))
+    before = copy.deepcopy(model.state_dict())
+    op = hessian.HessianOperator(model, [(x, y)], bn_mode="eval", device=torch.device("cpu"), dtype=torch.float64)
+    top = hessian.lanczos(op.matvec, op.numel, 2, tol=1e-10, max_iter=op.numel, dtype=torch.float64)
+    u, w = top.eigenvectors[:, 0], top.eigenvectors[:, 1]
+    h = 1e-3
+    out = landscape.loss_plane(model, u, w, [-h, 0.0, h], [-h, 0.0, h], {"train": (x, y)}, torch.device("cpu"))
+    z = out["train"]
+    model.eval()
+    with torch.no_grad():
+        assert z[1, 1] == pytest.approx(float(F.cross_entropy(model(x), y)), rel=1e-12)
+    # second differences along u and w are the eigenvalues
+    assert (z[0, 1] - 2 * z[1, 1] + z[2, 1]) / h**2 == pytest.approx(top.eigenvalues[0], rel=1e-4)
+    assert (z[1, 0] - 2 * z[1, 1] + z[1, 2]) / h**2 == pytest.approx(top.eigenvalues[1], rel=1e-4)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    with pytest.raises(ValueError, match="directions"):
+        landscape.loss_plane(model, u[:-1], w, [0.0], [0.0], {"train": (x, y)}, torch.device("cpu"))
+
+
+def test_grid_extent_covers_the_trajectory():
+    assert landscape.grid_extent(np.array([0.1, -0.4, 0.2]), 1.5) == pytest.approx(0.6)
+    assert landscape.grid_extent(np.zeros(3), 1.5) == pytest.approx(1e-3)

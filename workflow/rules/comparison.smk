@@ -1,0 +1,112 @@
+# Theory vs experiment per cell (no fitted constants), the predictions tables, the
+# loss landscape of the default cell and their figures.
+
+
+rule compare_cell:
+    input:
+        trajectory="results/trajectories/{cell}.nc",
+        hessian="results/hessian/{cell}.nc",
+        noise="results/noise/{cell}.nc",
+    output:
+        "results/analysis/theory/{cell}.nc",
+    log:
+        "results/logs/compare_cell/{cell}.log",
+    benchmark:
+        "results/benchmarks/compare_cell/{cell}.tsv"
+    conda:
+        "../envs/limiting-dynamics.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        analysis=analysis_params(),
+    shell:
+        "limiting-dynamics compare-cell --trajectory {input.trajectory} --hessian {input.hessian}"
+        " --noise {input.noise} --params {params.analysis:q} --out {output} > {log} 2>&1"
+
+
+rule predict:
+    input:
+        unpack(predict_inputs),
+    output:
+        csv=report(
+            "results/analysis/predictions.csv",
+            caption="../report/predictions.rst",
+            category="Summary",
+        ),
+        modes=report(
+            "results/analysis/modes.csv",
+            caption="../report/modes.rst",
+            category="Summary",
+        ),
+    log:
+        "results/logs/predict.log",
+    benchmark:
+        "results/benchmarks/predict.tsv"
+    conda:
+        "../envs/limiting-dynamics.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        comparisons=comparisons_arg,
+    shell:
+        "limiting-dynamics predict --trajectories {input.trajectories} --analyses {input.analyses}"
+        " --noise {input.noise} {params.comparisons} --out-csv {output.csv}"
+        " --out-modes {output.modes} > {log} 2>&1"
+
+
+rule landscape:
+    input:
+        data=f"results/data/{DATASET}.npz",
+        checkpoint=f"results/runs/{DEFAULT_CELL}/theta0.pt",
+        hessian=f"results/hessian/{DEFAULT_CELL}.nc",
+        trajectory=f"results/trajectories/{DEFAULT_CELL}.nc",
+    output:
+        "results/landscape/landscape.nc",
+    log:
+        "results/logs/landscape.log",
+    benchmark:
+        "results/benchmarks/landscape.tsv"
+    conda:
+        "../envs/limiting-dynamics.yaml"
+    threads: config["compute"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=gpus(),
+    params:
+        run=landscape_params(),
+    shell:
+        "limiting-dynamics landscape --data {input.data} --checkpoint {input.checkpoint}"
+        " --hessian {input.hessian} --trajectory {input.trajectory} --params {params.run:q}"
+        " --out {output} --threads {threads} > {log} 2>&1"
+
+
+rule plot_comparison:
+    input:
+        comparison_figure_inputs,
+    output:
+        report(
+            figure("{comparison_figure}"),
+            caption="../report/comparison_figure.rst",
+            category="Theory vs experiment",
+        ),
+    log:
+        "results/logs/plots/{comparison_figure}.log",
+    benchmark:
+        "results/benchmarks/plots/{comparison_figure}.tsv"
+    conda:
+        "../envs/limiting-dynamics.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        plots=plot_params(),
+        name=comparison_figure_name,
+    shell:
+        "limiting-dynamics plot {params.name} --inputs {input} --params {params.plots:q}"
+        " --out {output} > {log} 2>&1"
