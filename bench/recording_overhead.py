@@ -13,7 +13,10 @@ the device has the kernel) as ``training.limiting_run`` does; the
 recorded one adds ``StepRecorder.record`` with the workflow's defaults: the
 loss, ||theta - theta_0||^2, ||v||^2 and ||theta||^2 every step (fused with
 torch.compile for models of 1M+ parameters) and per-tensor norms at steps
-1..10 and every 10th step, all into a preallocated device tensor.
+1..10 and every 10th step, all into a preallocated device tensor. A third
+loop ("phase") records in addition the phase space as the workflow's default
+does: projections of theta - theta_0 and v on 10 orthonormal directions and a
+128-number block-sign sketch of theta - theta_0, every step.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def measure(case: str, batch_size: int, device: torch.device, blocks: int, steps_per_block: int) -> dict:
+def measure(case: str, batch_size: int, device: torch.device, blocks: int, steps_per_block: int,
+            modes: int = 10, sketch_dim: int = 128) -> dict:
     cfg, size, channels = CASES[case]
     torch.manual_seed(0)
     model = build_model(cfg, 10, channels).to(device).train()
@@ -53,8 +57,11 @@ def measure(case: str, batch_size: int, device: torch.device, blocks: int, steps
     y = torch.randint(0, 10, (512,), device=device)
     g = torch.Generator().manual_seed(0)
     rec = StepRecorder(flat, flat_v, steps=blocks * steps_per_block + 1)
+    dirs = torch.linalg.qr(torch.randn(flat.numel, modes, generator=torch.Generator().manual_seed(1)))[0].T
+    rec_phase = StepRecorder(flat, flat_v, steps=blocks * steps_per_block + 1, directions=dirs.contiguous().to(device),
+                             sketch_dim=sketch_dim)
 
-    def block(record: bool) -> float:
+    def block(record) -> float:
         sync(device)
         t = time.perf_counter()
         for _ in range(steps_per_block):
@@ -64,29 +71,35 @@ def measure(case: str, batch_size: int, device: torch.device, blocks: int, steps
             loss.backward()
             opt.step()
             if record:
-                rec.record(loss)
+                record.record(loss)
         sync(device)
         return (time.perf_counter() - t) / steps_per_block
 
-    block(False), block(True)  # warm-up
-    rec.reset()
-    plain, recorded = [], []
+    block(None), block(rec), block(rec_phase)  # warm-up
+    rec.reset(), rec_phase.reset()
+    plain, recorded, phase = [], [], []
     for _ in range(blocks):
-        plain.append(block(False))
-        recorded.append(block(True))
-    p, r = statistics.median(plain), statistics.median(recorded)
+        plain.append(block(None))
+        recorded.append(block(rec))
+        phase.append(block(rec_phase))
+    p, r, ph = statistics.median(plain), statistics.median(recorded), statistics.median(phase)
     # The recording alone (same calls, no training in between): a low-noise
     # estimate of its cost, which the A/B ratio above confirms within the noise.
-    rec.reset()
     loss = torch.zeros((), device=device)
     n_alone = min(rec.steps, blocks * steps_per_block)
-    sync(device)
-    t = time.perf_counter()
-    for _ in range(n_alone):
-        rec.record(loss)
-    sync(device)
-    alone = (time.perf_counter() - t) / n_alone
-    return {"case": case, "batch_size": batch_size, "n_params": count_parameters(model),
+
+    def alone_ms(recorder) -> float:
+        recorder.reset()
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(n_alone):
+            recorder.record(loss)
+        sync(device)
+        return (time.perf_counter() - t) / n_alone
+
+    alone, phase_alone = alone_ms(rec), alone_ms(rec_phase)
+    return {"step_ms_phase": 1e3 * ph, "overhead_phase": ph / p - 1, "record_phase_ms_alone": 1e3 * phase_alone,
+            "overhead_phase_alone": phase_alone / p, "modes": modes, "sketch_dim": sketch_dim,"case": case, "batch_size": batch_size, "n_params": count_parameters(model),
             "optimizer": optimizer_name(opt), "step_ms_plain": 1e3 * p, "step_ms_recorded": 1e3 * r, "overhead": r / p - 1,
             "record_ms_alone": 1e3 * alone, "overhead_alone": alone / p}
 
@@ -109,11 +122,12 @@ def main() -> None:
     print(f"optimizer {rows[0]['optimizer']}; 'A/B': recorded/plain - 1 from interleaved blocks; "
           f"'alone': cost of the recording calls alone / plain step")
     print(f"{'case':16s} {'S':>4s} {'params':>10s} {'plain ms':>9s} {'recorded ms':>12s} {'A/B':>8s} "
-          f"{'record ms':>10s} {'alone':>7s}")
+          f"{'record ms':>10s} {'alone':>7s} | {'phase A/B':>9s} {'alone':>7s}")
     for r in rows:
         print(f"{r['case']:16s} {r['batch_size']:4d} {r['n_params']:10d} {r['step_ms_plain']:9.2f} "
               f"{r['step_ms_recorded']:12.2f} {100 * r['overhead']:7.2f}% {r['record_ms_alone']:10.3f} "
-              f"{100 * r['overhead_alone']:6.2f}%")
+              f"{100 * r['overhead_alone']:6.2f}% | {100 * r['overhead_phase']:8.2f}% "
+              f"{100 * r['overhead_phase_alone']:6.2f}%")
     with open(a.out, "w") as fh:
         json.dump({"device": str(device), "threads": a.threads, "torch": torch.__version__, "rows": rows}, fh, indent=2)
 

@@ -34,7 +34,7 @@ TINY = {
                           "momenta": [0.9, 0.99], "samplings": ["replacement", "reshuffle"], "steps": 40,
                           "chains": 16, "kept_chains": 4, "top_modes": 3, "displacement": 0.1,
                           "lag_anchor": 0.5, "lags": [1, 5], "seed": 0},
-    "hessian": {"enabled": True, "n_samples": 64, "batch_size": 32, "bn_mode": "eval", "precision": "float32",
+    "hessian": {"enabled": True, "n_samples": 64, "batch_size": 32, "bn_mode": "train", "precision": "float32",
                 "top_k": 3, "tol": 1.0e-2, "max_iter": 30, "slq_vectors": 2, "slq_iterations": 8,
                 "hutchinson_samples": 4, "seed": 0},
     "noise": {"enabled": True, "n_batches": 8, "bn_mode": "train", "per_sample": True, "chunk": 64, "seed": 0},

@@ -76,7 +76,8 @@ def test_full_run_produces_every_output(wf):
     other = xr.load_dataset(wf.path(f"results/hessian/{SWEPT}.nc"))
     assert hess.hessian_eigenvalues.dims == ("mode",) and hess.sizes["mode"] == 3
     assert np.all(np.diff(hess.hessian_eigenvalues.values) <= 0)
-    assert hess.hessian_eigenvectors.shape[1] == hess.attrs["n_params"] and hess.attrs["bn_mode"] == "eval"
+    assert hess.hessian_eigenvectors.shape[1] == hess.attrs["n_params"] and hess.attrs["bn_mode"] == "train"
+    assert hess.attrs["chunk_size"] == 32 and hess.attrs["n_samples"] == 64
     assert not np.allclose(hess.hessian_eigenvalues, other.hessian_eigenvalues)
     # phase space: projections on that cell's eigenvectors and the sketch, every step
     assert ds.mode_position.dims == ("step", "mode") and ds.sizes["mode"] == 3
@@ -139,7 +140,9 @@ def test_changing_one_cell_reruns_that_cells_chain_only(wf):
 def test_forcerun_of_one_stage_reruns_it_and_its_dependents(wf):
     ran = executed(wf.run("--forcerun", "analyze_cell"))
     assert ran["analyze_cell"] == 2 and ran["summarize"] == 1
-    assert set(ran) == {"analyze_cell", "summarize", "plot_msd", "plot_local_displacement", "plot_scaling", "predict"}
+    assert set(ran) == {"analyze_cell", "summarize", "plot_msd", "plot_local_displacement", "plot_scaling", "predict",
+                        "plot_comparison"}
+    assert ran["plot_comparison"] == 1  # theory_modes reads predictions.csv; the other comparison figures do not
 
 
 def test_one_target_file_reruns_exactly_that_stage(wf):

@@ -295,12 +295,17 @@ def cmd_hessian(a) -> None:
     p = json.loads(a.params)
     cfg = p["hessian"]
     device, d, model = _theta0(a, p)
-    batches = hessian.fixed_batches(d.x_train, d.y_train, int(cfg["n_samples"]), int(cfg["batch_size"]),
-                                    int(cfg["seed"]))
+    chunk, n_samples = int(cfg["batch_size"]), int(cfg["n_samples"])
+    if cfg["bn_mode"] == "train" and "cell_batch_size" in p:
+        # train mode: the loss SGD descends normalises over batches of the cell's S, so those are the chunks
+        chunk = int(p["cell_batch_size"])
+        n_samples = max(chunk, n_samples // chunk * chunk)
+    batches = hessian.fixed_batches(d.x_train, d.y_train, n_samples, chunk, int(cfg["seed"]))
     start = time.perf_counter()
     ds = hessian.analyze(model, batches, cfg, device, log=_log)
     ds.attrs.update(Conventions="CF-1.10", title=f"Hessian of the training loss at theta_0 of cell {p.get('cell', '')}",
                     history=f"{now_iso()} created by limiting-dynamics hessian", dataset=d.name, cell=p.get("cell", ""),
+                    chunk_size=chunk,
                     model=json.dumps(p["model"]), seconds=time.perf_counter() - start, **provenance_attrs())
     enc = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars if ds[v].dtype != object}
     write_netcdf(ds, a.out, enc)

@@ -132,6 +132,7 @@ def hessian_params(wildcards):
     return as_json(
         {
             "cell": wildcards.cell,
+            "cell_batch_size": CELLS[wildcards.cell].batch_size,
             "device": config["compute"]["device"],
             "model": config["model"],
             "hessian": config["hessian"],
