@@ -84,24 +84,27 @@ def exact_hessian(model, x, y, bn_mode):
     return torch.autograd.functional.hessian(loss, flat0)
 
 
+@pytest.mark.parametrize("reuse_graph", [False, True])
 @pytest.mark.parametrize("bn_mode", ["eval", "train"])
-def test_hvp_and_lanczos_match_the_exact_hessian_of_a_small_network(small_setup, bn_mode):
+def test_hvp_and_lanczos_match_the_exact_hessian_of_a_small_network(small_setup, bn_mode, reuse_graph):
     model, x, y, batches = small_setup
     h = exact_hessian(model, x, y, bn_mode)
-    op = Hs.HessianOperator(model, batches, bn_mode=bn_mode, dtype=torch.float64)
+    op = Hs.HessianOperator(model, batches, bn_mode=bn_mode, dtype=torch.float64, reuse_graph=reuse_graph)
     assert op.numel == h.shape[0]
     v = torch.randn(op.numel, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(op.matvec(v), h @ v, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(op.matvec(2 * v), 2 * (h @ v), rtol=1e-9, atol=1e-10)  # a second product
     eig = np.sort(np.linalg.eigvalsh(h.numpy()))[::-1]
     res = Hs.lanczos(op.matvec, op.numel, 5, tol=1e-9, dtype=torch.float64)
     np.testing.assert_allclose(res.eigenvalues, eig[:5], rtol=1e-6)
 
 
-def test_the_callers_model_is_never_mutated(small_setup):
+@pytest.mark.parametrize("reuse_graph", [False, True])
+def test_the_callers_model_is_never_mutated(small_setup, reuse_graph):
     model, x, y, batches = small_setup
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    op = Hs.HessianOperator(model, batches, bn_mode="train", dtype=torch.float64)
+    op = Hs.HessianOperator(model, batches, bn_mode="train", dtype=torch.float64, reuse_graph=reuse_graph)
     for _ in range(3):
         op.matvec(torch.ones(op.numel, dtype=torch.float64))
     op.gradient()
