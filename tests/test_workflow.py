@@ -201,6 +201,8 @@ def test_torchvision_resnet18_runs_through_the_pipeline(tmp_path):
     cfg["cells"]["sweeps"]["lr"] = []
     cfg["linear_regression"]["enabled"] = False
     cfg["hessian"].update(n_samples=16, batch_size=16, top_k=2, max_iter=4, slq_iterations=3)
+    cfg["limiting"]["phase_space"]["modes"] = 2
+    cfg["landscape"].update(modes=[1, 2], grid=3, n_samples=16)
     cfg["noise"].update(n_batches=4, per_sample=False)
     cfg["analysis"].update(fit_points=8, stationary_batches=4)
     w = Workflow(tmp_path, cfg)
@@ -208,6 +210,7 @@ def test_torchvision_resnet18_runs_through_the_pipeline(tmp_path):
     ds = xr.load_dataset(tmp_path / f"results/trajectories/{DEFAULT}.nc")
     assert ds.attrs["n_params"] == pytest.approx(11.18e6, rel=0.01)
     assert ds.sizes["step"] == 12 and ds.sizes["tensor"] == 62
+    assert ds.mode_position.shape == (12, 2) and ds.sketch.shape[0] == 12
 
 
 def test_lint_and_format_are_clean():

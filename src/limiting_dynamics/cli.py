@@ -349,6 +349,7 @@ def cmd_gradient_noise(a) -> None:
     if cfg["per_sample"]:
         ps = noise.per_sample_noise(model, d.x_train, d.y_train, directions=dirs, chunk=int(cfg["chunk"]))
         attrs["per_sample_trace_c_eval_mode"] = ps["trace_c"]
+        attrs["per_sample_method"] = str(ps.get("method", "vmap"))
         if dirs is not None:
             data_vars["per_sample_var_along_eigenvector"] = ("mode", ps["projection_var"])
     coords = {"mode": np.arange(1, len(eig) + 1), "hessian_eigenvalue": ("mode", eig)} if dirs is not None else {}
