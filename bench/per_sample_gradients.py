@@ -20,7 +20,7 @@ auto (at the largest auto chunk) also run interleaved on ``--long-samples``
 of float32 gradients (17 samples for ResNet-18): requested chunks above the
 cap run at the cap and are measured once. ``--uncapped`` adds the raw vmap
 gradients (no statistics, one chunk, after one warm-up chunk) at the requested
-chunks above the cap, for reference. ``--threads 1 2`` (the default) gives one
+chunks above the cap, against the loop's raw gradients, for reference. ``--threads 1 2`` (the default) gives one
 run per torch thread count.
 """
 
@@ -151,16 +151,23 @@ def measure(case: str, n: int, device: torch.device, chunks: list[int], auto_chu
     raw = []
     if uncapped:
         cap = noise.per_sample_noise(model, x[:1], y[:1], chunk=10**9, method="vmap")["chunk"]
-        psg = noise._PerSampleGradients(model, max(chunks))
-        for c in chunks:
-            if c <= cap or c > n:
-                continue
+        above = [c for c in chunks if cap < c <= n]
+        psg = noise._PerSampleGradients(model, max(above, default=1))
+        if above:  # the loop's gradients alone, on as many samples as the largest chunk, for the ratio
+            k = max(above)
+            psg.loop(x[:2], y[:2])  # warm-up
+            sync(device)
+            t, _ = timed(lambda: psg.loop(x[:k], y[:k]))
+            sync(device)
+            raw_loop = k / t
+        for c in above:
             psg.vmap(x[:c], y[:c])  # warm-up
             sync(device)
             t, g = timed(lambda: psg.vmap(x[:c], y[:c]))
             sync(device)
             del g
-            raw.append({"chunk": c, "gradients_only_samples_per_s": c / t, "ratio_to_loop": c / t / loop_rate})
+            raw.append({"chunk": c, "gradients_only_samples_per_s": c / t,
+                        "loop_gradients_only_samples_per_s": raw_loop, "ratio_to_loop": c / t / raw_loop})
     return {"case": case, "n_params": n_params, "n_samples": n, "rows": rows, "long": long, "raw_vmap_above_cap": raw}
 
 
@@ -195,7 +202,8 @@ def main() -> None:
               f"{tuple(round(v, 2) for v in load[0])} before, {tuple(round(v, 2) for v in load[1])} after")
         print("samples/s and x loop: median of the repeats (best in brackets); d tr C: largest relative difference "
               "of tr C from the loop's")
-        print(f"{'case':14s} {'config':10s} {'chunk':>9s} {'samples/s':>18s} {'x loop':>13s} {'d tr C':>8s}  auto chose")
+        print(f"{'case':14s} {'config':10s} {'chunk':>9s} {'samples/s':>18s} {'x loop':>13s} {'d tr C':>8s}  "
+              "auto chose")
         for case in cases:
             for r in case["rows"]:
                 req = "/".join(map(str, r["chunk_requested"]))
@@ -207,16 +215,17 @@ def main() -> None:
                       f"{r['max_rel_diff_trace_c_vs_loop']:8.1e}  {chose}")
             lg = case["long"]
             if lg:
-                print(f"{case['case']:14s} {'loop':10s} {'n=' + str(lg['n_samples']):>9s} "
-                      f"{statistics.median(lg['loop_samples_per_s_all']):8.1f} ({max(lg['loop_samples_per_s_all']):7.1f}) "
+                n_l = f"n={lg['n_samples']}"
+                lo, au = lg["loop_samples_per_s_all"], lg["auto_samples_per_s_all"]
+                print(f"{case['case']:14s} {'loop':10s} {n_l:>9s} {statistics.median(lo):8.1f} ({max(lo):7.1f}) "
                       f"{1:5.2f} ({1:5.2f})")
-                print(f"{case['case']:14s} {'auto@' + str(lg['chunk_requested']):10s} {'n=' + str(lg['n_samples']):>9s} "
-                      f"{statistics.median(lg['auto_samples_per_s_all']):8.1f} ({max(lg['auto_samples_per_s_all']):7.1f}) "
-                      f"{lg['auto_ratio_to_loop']:5.2f} ({lg['auto_ratio_to_loop_best']:5.2f}) {'':8s}  "
-                      f"{','.join(lg['chosen'])}")
+                print(f"{case['case']:14s} {'auto@' + str(lg['chunk_requested']):10s} {n_l:>9s} "
+                      f"{statistics.median(au):8.1f} ({max(au):7.1f}) {lg['auto_ratio_to_loop']:5.2f} "
+                      f"({lg['auto_ratio_to_loop_best']:5.2f}) {'':8s}  {','.join(lg['chosen'])}")
             for r in case["raw_vmap_above_cap"]:
                 print(f"{case['case']:14s} {'raw vmap':10s} {r['chunk']:9d} {r['gradients_only_samples_per_s']:8.1f} "
-                      f"{'':9s} {r['ratio_to_loop']:5.2f}  (gradients only, one chunk, above the cap)")
+                      f"{'':9s} {r['ratio_to_loop']:5.2f}  (gradients only, one chunk above the cap; "
+                      f"the loop's alone: {r['loop_gradients_only_samples_per_s']:.1f}/s)")
         print()
     with open(a.out, "w") as fh:
         json.dump({"device": str(device), "device_name": name, "cpu_count": os.cpu_count(), "torch": torch.__version__,

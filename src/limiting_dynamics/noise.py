@@ -110,7 +110,8 @@ def minibatch_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_si
 
 PER_SAMPLE_METHODS = ("auto", "vmap", "loop")
 AUTO_VMAP_MARGIN = 1.1  # "auto" takes vmap only if it is at least this much faster than the loop
-_STATS_BLOCK = 1 << 16  # columns of per-sample gradients converted to float64 at a time
+AUTO_CLEAR_RATIO = 1.5  # "auto" stops its calibration after one piece of each when one is this much faster
+_STATS_BLOCK = 1 << 20  # elements of per-sample gradients converted to float64 at a time (8 MB: in cache)
 
 
 def _sync(device: torch.device) -> None:
@@ -152,7 +153,8 @@ class _PerSampleGradients:
         wall time of each sample (synchronised), for the calibration."""
         ref = self.param_list[0]
         if self._buf is None:
-            self._buf = torch.empty(self.chunk, self.n_params, dtype=ref.dtype, device=ref.device)
+            # zeros, not empty: its pages touched now rather than inside a timed piece
+            self._buf = torch.zeros(self.chunk, self.n_params, dtype=ref.dtype, device=ref.device)
         out = self._buf[:x.shape[0]]
         with torch.enable_grad():
             for i in range(x.shape[0]):
@@ -179,7 +181,8 @@ def per_sample_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, directi
     convolutional models on a CPU, where the batched per-sample convolutions are
     slow) or ``"auto"``, which times both on the first samples (after one
     sample of vmap as its warm-up, one piece of each, of ``chunk`` samples or
-    ``n/16`` if less, and a second one of each unless one was twice as fast;
+    ``n/16`` if less, and a second one of each unless one was
+    ``AUTO_CLEAR_RATIO`` times faster;
     every sample counted once in the statistics) and uses the faster for the
     rest (vmap only if at least ``AUTO_VMAP_MARGIN`` times faster than the
     loop; at the chunk it was timed at). Fewer than 32 samples: vmap, untimed.
@@ -202,7 +205,7 @@ def per_sample_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, directi
     # exact as converting the whole chunk, without its memory, and several times
     # faster than reductions with dtype=float64 (which dominated the time on
     # ResNet-18: 0.9 s of statistics for 0.23 s of gradients per 8 samples).
-    block = min(n_params, _STATS_BLOCK)
+    block = min(n_params, max(4096, _STATS_BLOCK // chunk))
     buf64 = None if ref.dtype == torch.float64 else torch.empty(chunk, block, dtype=torch.float64, device=ref.device)
     dirs_t = None if directions is None else directions.to(ref.device, ref.dtype).T
     proj = []
@@ -231,9 +234,10 @@ def per_sample_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, directi
         # Calibration on the first samples, every one of them counted once in the
         # statistics: one sample of vmap (its warm-up), then pieces of c samples
         # (a chunk, or n/16 if less, so that it stays a small part of the work):
-        # loop, vmap, and where neither was twice as fast, loop, vmap again. The
-        # loop's first sample is its warm-up. Each method's rate is the better of
-        # its pieces, so that a stall of a busy machine does not decide.
+        # loop, vmap, and where neither was AUTO_CLEAR_RATIO times faster, loop,
+        # vmap again. The loop's first sample is its warm-up. Each method's rate
+        # is the better of its pieces, so that a stall of a busy machine does not
+        # decide. The statistics are left out of the timings (the same for both).
         c = min(chunk, n // 16)
         if c < 2:
             chosen = "vmap"  # too few samples for a timing to matter; the two give the same numbers
@@ -256,7 +260,7 @@ def per_sample_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, directi
                 accumulate(flat)
                 del flat
                 pos += c
-                if max(rates["vmap"] / rates["loop"], rates["loop"] / rates["vmap"]) >= 2:
+                if max(rates["vmap"] / rates["loop"], rates["loop"] / rates["vmap"]) >= AUTO_CLEAR_RATIO:
                     break
             # On a near tie the loop: it never holds more than one sample's activations.
             chosen = "vmap" if rates["vmap"] > AUTO_VMAP_MARGIN * rates["loop"] else "loop"
