@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import xarray as xr
-from torch import nn
 
 from limiting_dynamics import comparison, hessian, landscape
 from limiting_dynamics.recording import BlockSignSketch
+from test_hessian import Small
 
 
 def test_per_sample_noise_from_minibatch_variance_both_samplings():
@@ -91,20 +91,10 @@ def test_compare_cell_matches_a_simulated_quadratic_with_known_answer():
     assert cmp.attrs["c_lag_msd_sketch"] == pytest.approx(cmp.attrs["c_lag_msd_predicted"], abs=0.1)
 
 
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 3, 3, padding=1)
-        self.bn = nn.BatchNorm2d(3)
-        self.fc = nn.Linear(3 * 4 * 4, 4)
-
-    def forward(self, x):
-        return self.fc(torch.tanh(self.bn(self.conv(x))).flatten(1))  # smooth: finite differences see the Hessian
-
 
 def test_loss_plane_is_centred_on_theta0_curves_like_the_hessian_and_leaves_the_model_alone():
     torch.manual_seed(0)
-    model = Tiny().double().train()
+    model = Small(activation=torch.tanh).double().train()  # smooth: finite differences see the Hessian
     x, y = torch.randn(32, 1, 4, 4, dtype=torch.float64), torch.randint(0, 4, (32,))
     before = copy.deepcopy(model.state_dict())
     op = hessian.HessianOperator(model, [(x, y)], bn_mode="eval", device=torch.device("cpu"), dtype=torch.float64)

@@ -40,14 +40,17 @@ def test_lanczos_needs_far_fewer_products_than_block_power_iteration():
 
 
 class Small(nn.Module):
-    def __init__(self):
+    """conv -> BatchNorm -> activation -> linear on 1x4x4 inputs, 4 classes."""
+
+    def __init__(self, activation=torch.relu):
         super().__init__()
         self.conv = nn.Conv2d(1, 3, 3, padding=1)
         self.bn = nn.BatchNorm2d(3)
         self.fc = nn.Linear(3 * 4 * 4, 4)
+        self.activation = activation
 
     def forward(self, x):
-        return self.fc(torch.relu(self.bn(self.conv(x))).flatten(1))
+        return self.fc(self.activation(self.bn(self.conv(x))).flatten(1))
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +145,11 @@ def test_bad_settings_raise_clear_errors(small_setup, call, message):
     model, _, _, batches = small_setup
     with pytest.raises(Hs.HessianError, match=message):
         call(model, batches)
+
+
+def test_loss_batching_uses_the_cells_batches_in_train_mode():
+    cfg = {"batch_size": 256, "n_samples": 500, "bn_mode": "train"}
+    assert Hs.loss_batching(cfg, 64) == (448, 64)
+    assert Hs.loss_batching(cfg, 1000) == (1000, 1000)
+    assert Hs.loss_batching({**cfg, "bn_mode": "eval"}, 64) == (500, 256)
+    assert Hs.loss_batching(cfg) == (500, 256)

@@ -295,11 +295,7 @@ def cmd_hessian(a) -> None:
     p = json.loads(a.params)
     cfg = p["hessian"]
     device, d, model = _theta0(a, p)
-    chunk, n_samples = int(cfg["batch_size"]), int(cfg["n_samples"])
-    if cfg["bn_mode"] == "train" and "cell_batch_size" in p:
-        # train mode: the loss SGD descends normalises over batches of the cell's S, so those are the chunks
-        chunk = int(p["cell_batch_size"])
-        n_samples = max(chunk, n_samples // chunk * chunk)
+    n_samples, chunk = hessian.loss_batching(cfg, p.get("cell_batch_size"))
     batches = hessian.fixed_batches(d.x_train, d.y_train, n_samples, chunk, int(cfg["seed"]))
     start = time.perf_counter()
     ds = hessian.analyze(model, batches, cfg, device, log=_log)
@@ -541,131 +537,70 @@ def cmd_plot(a) -> None:
         plots.metrics(traj, a.out, dpi)
 
 
+PLOT_FIGURES = ["convergence", "msd", "local-displacement", "scaling", "metrics", "linreg-phase-space",
+                "linreg-frequency", "linreg-theory", "linreg-sampling", "ou-currents", "power-law",
+                "hessian-spectrum", "theory-modes", "phase-space", "theory-msd", "noise-curvature", "loss-landscape"]
+
+# subcommand -> (function, help, options). An option is required unless marked:
+# "name+" one or more values, "name*" zero or more (default None), "name?" optional
+# (default None); "threads" is the torch thread count (default 1).
+COMMANDS = {
+    "prepare-data": (cmd_prepare_data, "prepare a data set into a compact .npz file", "params out"),
+    "converge": (cmd_converge, "train to convergence (or load weights) -> theta_0 checkpoint",
+                 "data params out-checkpoint out-history threads"),
+    "burn-in": (cmd_burn_in, "unrecorded steps at a cell's hyperparameters -> the cell's theta_0 state",
+                "data checkpoint params out diverged-record threads"),
+    "run-cell": (cmd_run_cell, "limiting run of one hyperparameter cell from its burn-in state",
+                 "data checkpoint hessian? params out diverged-record threads"),
+    "export-trajectory": (cmd_export_trajectory, "raw record -> NetCDF trajectory", "raw params out"),
+    "combine": (cmd_combine, "all cell trajectories -> one NetCDF over cells", "inputs+ cells+ out"),
+    "analyze-cell": (cmd_analyze_cell, "diffusion exponent and stationary level of one cell",
+                     "trajectory params out"),
+    "summarize": (cmd_summarize, "per-cell analyses -> summary CSV and NetCDF", "inputs+ out-csv out-nc"),
+    "hessian": (cmd_hessian, "top eigenpairs, spectral density and trace of the Hessian at theta_0",
+                "data checkpoint params out threads"),
+    "gradient-noise": (cmd_gradient_noise, "minibatch (and per-sample) gradient noise at theta_0 for one S",
+                       "data checkpoint hessian? params out threads"),
+    "compare-cell": (cmd_compare_cell, "theory vs experiment for one cell (phase space, lag-MSD)",
+                     "trajectory hessian noise params out"),
+    "landscape": (cmd_landscape, "train/test loss on the plane of two Hessian eigenvectors around theta_0",
+                  "data checkpoint hessian trajectory params out threads"),
+    "predict": (cmd_predict, "parameter-free prediction of the stationary local displacement per cell",
+                "trajectories+ analyses+ noise+ comparisons* out-csv out-modes?"),
+    "linreg-cell": (cmd_linreg_cell, "linear regression on digits: SGD chains vs theory for one cell", "params out"),
+    "linreg-summary": (cmd_linreg_summary, "linear-regression cells -> comparison tables",
+                       "inputs+ out-csv out-continuous"),
+    "plot": (cmd_plot, "draw one figure", "inputs+ params out"),
+}
+OPTION_HELP = {
+    ("run-cell", "hessian"): "Hessian file whose eigenvectors the phase space is projected on",
+    ("predict", "comparisons"): "compare-cell outputs (adds their summary columns)",
+    ("predict", "out-modes"): "per-mode theory-vs-experiment table (CSV)",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="limiting-dynamics", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
-
-    s = sub.add_parser("prepare-data", help="prepare a data set into a compact .npz file")
-    s.add_argument("--params", required=True)
-    s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_prepare_data)
-
-    s = sub.add_parser("converge", help="train to convergence (or load weights) -> theta_0 checkpoint")
-    s.add_argument("--data", required=True)
-    s.add_argument("--params", required=True)
-    s.add_argument("--out-checkpoint", required=True)
-    s.add_argument("--out-history", required=True)
-    s.add_argument("--threads", type=int, default=1)
-    s.set_defaults(func=cmd_converge)
-
-    s = sub.add_parser("burn-in", help="unrecorded steps at a cell's hyperparameters -> the cell's theta_0 state")
-    s.add_argument("--data", required=True)
-    s.add_argument("--checkpoint", required=True)
-    s.add_argument("--params", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--diverged-record", required=True)
-    s.add_argument("--threads", type=int, default=1)
-    s.set_defaults(func=cmd_burn_in)
-
-    s = sub.add_parser("run-cell", help="limiting run of one hyperparameter cell from its burn-in state")
-    s.add_argument("--data", required=True)
-    s.add_argument("--checkpoint", required=True)
-    s.add_argument("--hessian", default=None, help="Hessian file whose eigenvectors the phase space is projected on")
-    s.add_argument("--params", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--diverged-record", required=True)
-    s.add_argument("--threads", type=int, default=1)
-    s.set_defaults(func=cmd_run_cell)
-
-    s = sub.add_parser("export-trajectory", help="raw record -> NetCDF trajectory")
-    s.add_argument("--raw", required=True)
-    s.add_argument("--params", required=True)
-    s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_export_trajectory)
-
-    s = sub.add_parser("combine", help="all cell trajectories -> one NetCDF over cells")
-    s.add_argument("--inputs", nargs="+", required=True)
-    s.add_argument("--cells", nargs="+", required=True)
-    s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_combine)
-
-    s = sub.add_parser("analyze-cell", help="diffusion exponent and stationary level of one cell")
-    s.add_argument("--trajectory", required=True)
-    s.add_argument("--params", required=True)
-    s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_analyze_cell)
-
-    s = sub.add_parser("summarize", help="per-cell analyses -> summary CSV and NetCDF")
-    s.add_argument("--inputs", nargs="+", required=True)
-    s.add_argument("--out-csv", required=True)
-    s.add_argument("--out-nc", required=True)
-    s.set_defaults(func=cmd_summarize)
-
-    s = sub.add_parser("hessian", help="top eigenpairs, spectral density and trace of the Hessian at theta_0")
-    s.add_argument("--data", required=True)
-    s.add_argument("--checkpoint", required=True)
-    s.add_argument("--params", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--threads", type=int, default=1)
-    s.set_defaults(func=cmd_hessian)
-
-    s = sub.add_parser("gradient-noise", help="minibatch (and per-sample) gradient noise at theta_0 for one S")
-    s.add_argument("--data", required=True)
-    s.add_argument("--checkpoint", required=True)
-    s.add_argument("--hessian", default=None)
-    s.add_argument("--params", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--threads", type=int, default=1)
-    s.set_defaults(func=cmd_gradient_noise)
-
-    s = sub.add_parser("compare-cell", help="theory vs experiment for one cell (phase space, lag-MSD)")
-    s.add_argument("--trajectory", required=True)
-    s.add_argument("--hessian", required=True)
-    s.add_argument("--noise", required=True)
-    s.add_argument("--params", required=True)
-    s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_compare_cell)
-
-    s = sub.add_parser("landscape", help="train/test loss on the plane of two Hessian eigenvectors around theta_0")
-    s.add_argument("--data", required=True)
-    s.add_argument("--checkpoint", required=True)
-    s.add_argument("--hessian", required=True)
-    s.add_argument("--trajectory", required=True)
-    s.add_argument("--params", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--threads", type=int, default=1)
-    s.set_defaults(func=cmd_landscape)
-
-    s = sub.add_parser("predict", help="parameter-free prediction of the stationary local displacement per cell")
-    s.add_argument("--trajectories", nargs="+", required=True)
-    s.add_argument("--analyses", nargs="+", required=True)
-    s.add_argument("--noise", nargs="+", required=True)
-    s.add_argument("--comparisons", nargs="*", default=None, help="compare-cell outputs (adds their summary columns)")
-    s.add_argument("--out-csv", required=True)
-    s.add_argument("--out-modes", default=None, help="per-mode theory-vs-experiment table (CSV)")
-    s.set_defaults(func=cmd_predict)
-
-    s = sub.add_parser("linreg-cell", help="linear regression on digits: SGD chains vs theory for one cell")
-    s.add_argument("--params", required=True)
-    s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_linreg_cell)
-
-    s = sub.add_parser("linreg-summary", help="linear-regression cells -> comparison tables")
-    s.add_argument("--inputs", nargs="+", required=True)
-    s.add_argument("--out-csv", required=True)
-    s.add_argument("--out-continuous", required=True)
-    s.set_defaults(func=cmd_linreg_summary)
-
-    s = sub.add_parser("plot", help="draw one figure")
-    s.add_argument("figure", choices=["convergence", "msd", "local-displacement", "scaling", "metrics",
-                                      "linreg-phase-space", "linreg-frequency", "linreg-theory",
-                                      "linreg-sampling", "ou-currents", "power-law", "hessian-spectrum",
-                                      "theory-modes", "phase-space", "theory-msd", "noise-curvature",
-                                      "loss-landscape"])
-    s.add_argument("--inputs", nargs="+", required=True)
-    s.add_argument("--params", required=True)
-    s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_plot)
+    for command, (func, help_, options) in COMMANDS.items():
+        s = sub.add_parser(command, help=help_)
+        if command == "plot":
+            s.add_argument("figure", choices=PLOT_FIGURES)
+        for opt in options.split():
+            name = opt.rstrip("+*?")
+            kw = {"help": OPTION_HELP.get((command, name))}
+            if opt == "threads":
+                kw.update(type=int, default=1)
+            elif opt.endswith("+"):
+                kw.update(nargs="+", required=True)
+            elif opt.endswith("*"):
+                kw.update(nargs="*", default=None)
+            elif opt.endswith("?"):
+                kw.update(default=None)
+            else:
+                kw.update(required=True)
+            s.add_argument(f"--{name}", **kw)
+        s.set_defaults(func=func)
     return ap
 
 

@@ -121,7 +121,8 @@ def compare_cell(traj: xr.Dataset, hess: xr.Dataset, noise: xr.Dataset, *, n_tra
         pos = traj.mode_position.values[lo:hi].astype(float)
         vel = traj.mode_velocity.values[lo:hi].astype(float)
         stable = (lr * (lam + wd) > 0) & (lr * (lam + wd) < 2 * (1 + beta))
-        pred = theory.stationary_moments(np.where(stable, lam, 1.0), sigma2, **kw)
+        lam_ok = np.where(stable, lam, 1.0)  # placeholder for unstable modes; their predictions become NaN
+        pred = theory.stationary_moments(lam_ok, sigma2, **kw)
         nan = np.where(stable, 1.0, np.nan)
         out.update({
             "eigenvalue": ("mode", lam),
@@ -133,10 +134,8 @@ def compare_cell(traj: xr.Dataset, hess: xr.Dataset, noise: xr.Dataset, *, n_tra
             "position_velocity_cov_measured": ("mode", np.mean((pos - pos.mean(0)) * (vel - vel.mean(0)), axis=0)),
             "position_velocity_cov_predicted": ("mode", pred.position_velocity_cov.values * nan),
             "spectral_peak_measured": ("mode", spectral_peak(traj.mode_position.values.astype(float))),
-            "spectral_peak_predicted": ("mode", theory.fluctuation_spectrum_peak(np.where(stable, lam, 1.0), lr, beta,
-                                                                                 wd) * nan),
-            "oscillation_frequency_predicted": ("mode", theory.oscillation_frequency(np.where(stable, lam, 1.0), lr,
-                                                                                     beta, wd) * nan),
+            "spectral_peak_predicted": ("mode", theory.fluctuation_spectrum_peak(lam_ok, lr, beta, wd) * nan),
+            "oscillation_frequency_predicted": ("mode", theory.oscillation_frequency(lam_ok, lr, beta, wd) * nan),
         })
         coords["mode"] = np.arange(1, k + 1)
         attrs["unstable_top_modes"] = int((~stable).sum())

@@ -298,6 +298,21 @@ def hutchinson_trace(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, n_s
     return float(vals.mean()), float(vals.std(ddof=1) / math.sqrt(n_samples))
 
 
+def loss_batching(cfg: dict, cell_batch_size: int | None = None) -> tuple[int, int]:
+    """``(n_samples, chunk)`` of the loss whose Hessian is taken.
+
+    Eval mode: ``cfg["batch_size"]`` only bounds memory. Train mode with a
+    cell's batch size: BatchNorm normalises within each chunk, so the chunks are
+    batches of the cell's ``S`` (the loss SGD descends) and ``n_samples`` is
+    rounded down to a multiple of it (at least one batch).
+    """
+    chunk, n_samples = int(cfg["batch_size"]), int(cfg["n_samples"])
+    if cfg["bn_mode"] == "train" and cell_batch_size is not None:
+        chunk = int(cell_batch_size)
+        n_samples = max(chunk, n_samples // chunk * chunk)
+    return n_samples, chunk
+
+
 def fixed_batches(x: torch.Tensor, y: torch.Tensor, n_samples: int, batch_size: int,
                   seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """A seeded subset of ``n_samples`` training examples cut into fixed batches."""

@@ -176,29 +176,31 @@ class StepRecorder:
         self.count = 0
         self._tensor_count = 0
 
-    def _norms(self) -> torch.Tensor:
+    def _norms(self) -> tuple[torch.Tensor, bool]:
+        """The three norms, and whether ``self.diff`` now holds ``theta - theta0`` (plain path)."""
         if self._fused is not None:
             try:
-                return self._fused(self.flat.flat, self.theta0, self.flat_v)
+                return self._fused(self.flat.flat, self.theta0, self.flat_v), False
             except Exception as exc:  # no compiler on this machine, unsupported backend, ...
                 self._log(f"warning: fused recording unavailable ({type(exc).__name__}); using plain kernels")
                 self._fused = None
-        return _step_norms(self.flat.flat, self.theta0, self.flat_v, self.diff)
+        return _step_norms(self.flat.flat, self.theta0, self.flat_v, self.diff), True
 
     @torch.no_grad()
     def record(self, loss: torch.Tensor) -> None:
         k = self.count
         row = self.scalars[k]
         row[0] = loss.detach()
-        row[1:] = self._norms()
-        if self.directions is not None:  # self.diff holds theta - theta0 (plain path)
+        row[1:], diff_current = self._norms()
+        if self.directions is not None:  # phase space forces the plain path: self.diff is current
             torch.mv(self.directions, self.diff, out=self.mode_position[k])
             torch.mv(self.directions, self.flat_v, out=self.mode_velocity[k])
         if self.sketch is not None:
             self.sketch(self.diff, out=self.sketch_values[k])
         step = k + 1
         if step <= self.tensor_every or step % self.tensor_every == 0 or step == self.steps:
-            torch.sub(self.flat.flat, self.theta0, out=self.diff)
+            if not diff_current:
+                torch.sub(self.flat.flat, self.theta0, out=self.diff)
             dist = torch.stack(torch._foreach_norm(self.diff_views))
             norm = torch.stack(torch._foreach_norm(self.param_views))
             bt = self.by_tensor[self._tensor_count]
