@@ -145,6 +145,8 @@ def noise_curvature(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
         mid = np.median(np.concatenate([ds.noise_var.values / ds.eigenvalue.values for ds in cells
                                         if "noise_var" in ds]))
         ax.loglog(ref, mid * ref, color="0.5", ls="--", lw=0.8, label="$\\sigma^2 \\propto \\lambda$ ($C \\sim H$)")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set(xlabel="Hessian eigenvalue $\\lambda_i$", ylabel="$\\sigma_i^2 = u_i^T C u_i$ (per sample)",
            title="Gradient noise against curvature along the top eigenvectors")
     ax.legend(fontsize=6)
