@@ -36,7 +36,7 @@ TINY = {
                           "lag_anchor": 0.5, "lags": [1, 5], "seed": 0},
     "hessian": {"enabled": True, "n_samples": 64, "batch_size": 32, "bn_mode": "train", "precision": "float32",
                 "top_k": 3, "tol": 1.0e-2, "max_iter": 30, "slq_vectors": 2, "slq_iterations": 8,
-                "hutchinson_samples": 4, "seed": 0},
+                "hutchinson_samples": 4, "reuse_graph": True, "seed": 0},
     "noise": {"enabled": True, "n_batches": 8, "bn_mode": "train", "per_sample": True, "chunk": 64, "seed": 0},
     "landscape": {"enabled": True, "modes": [1, 3], "grid": 5, "extent_factor": 1.5, "n_samples": 64, "seed": 0},
 }

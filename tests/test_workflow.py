@@ -232,3 +232,27 @@ def test_cli_failure_is_one_line_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_analysis_and_plot_stages_do_not_load_torch():
+    """About 40 of the default run's jobs only read NetCDF and draw; importing
+    torch (~1.5-2 s each) would be most of their time."""
+    code = ("import sys\n"
+            "from limiting_dynamics import cli, comparison, comparison_plots, diffusion, plots, theory_plots, trajectory\n"
+            "from limiting_dynamics.errors import LimitingDynamicsError\n"
+            "trajectory.provenance_attrs()\n"
+            "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_every_expected_error_is_one_kind():
+    from limiting_dynamics import checkpoints, config, data, hessian, linear_regression, models, noise, theory
+    from limiting_dynamics import training, trajectory
+    from limiting_dynamics.errors import LimitingDynamicsError
+
+    for err in (checkpoints.CheckpointError, config.ConfigError, data.DataError, hessian.HessianError,
+                linear_regression.LinearRegressionError, models.ModelError, noise.NoiseError, theory.TheoryError,
+                training.DivergenceError, trajectory.TrajectoryFormatError):
+        assert issubclass(err, LimitingDynamicsError)

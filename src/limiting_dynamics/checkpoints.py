@@ -8,12 +8,10 @@ import torch
 from torch import nn
 
 from .atomic import atomic_path
+from .errors import CheckpointError
 
 FORMAT_VERSION = 1
 
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable or does not fit the model."""
 
 
 def save_checkpoint(obj: dict, path: str | Path) -> None:

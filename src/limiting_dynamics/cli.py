@@ -605,23 +605,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoints import CheckpointError
-    from .config import ConfigError
-    from .data import DataError
-    from .models import ModelError
-    from .hessian import HessianError
-    from .noise import NoiseError
-    from .linear_regression import LinearRegressionError
-    from .theory import TheoryError
-    from .training import DivergenceError
-    from .trajectory import TrajectoryFormatError
+    from .errors import LimitingDynamicsError
 
     args = build_parser().parse_args(argv)
-    expected = (ConfigError, DataError, ModelError, CheckpointError, DivergenceError,
-                TrajectoryFormatError, TheoryError, LinearRegressionError, HessianError, NoiseError, OSError)
     try:
         args.func(args)
-    except expected as exc:
+    except (LimitingDynamicsError, OSError) as exc:
         print(f"limiting-dynamics {args.command}: error: {exc}", file=sys.stderr, flush=True)
         return EXIT_ERROR
     return 0

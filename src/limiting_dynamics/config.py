@@ -16,12 +16,10 @@ from pathlib import Path
 import yaml
 
 from .training import Hyperparameters
+from .errors import ConfigError
 
 HYPERPARAMETERS = ("lr", "batch_size", "momentum", "weight_decay", "seed")
 
-
-class ConfigError(ValueError):
-    """A config value that is not allowed; the message says which and why."""
 
 
 def _key(path) -> str:

@@ -20,12 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from .atomic import atomic_path
+from .errors import DataError
 
 FORMAT_VERSION = 1
 
-
-class DataError(ValueError):
-    """A data set that cannot be prepared or loaded; the message says why."""
 
 
 @dataclass

@@ -23,12 +23,10 @@ import scipy.linalg
 import torch
 import torch.nn.functional as F
 from torch import nn
+from .errors import HessianError
 
 BN_MODES = ("eval", "train")
 
-
-class HessianError(ValueError):
-    """Settings the Hessian estimators cannot work with."""
 
 
 class HessianOperator:
@@ -329,12 +327,14 @@ def analyze(model: nn.Module, batches, cfg: dict, device: torch.device, log=prin
 
     ``cfg``: ``bn_mode``, ``precision`` (float32/float64), ``top_k``, ``tol``,
     ``max_iter``, ``slq_vectors``, ``slq_iterations``, ``hutchinson_samples``,
+    ``reuse_graph`` (optional, default false: see :class:`HessianOperator`),
     ``seed``.
     """
     import xarray as xr
 
     dtype = {"float32": torch.float32, "float64": torch.float64}[cfg["precision"]]
-    op = HessianOperator(model, batches, bn_mode=cfg["bn_mode"], device=device, dtype=dtype)
+    op = HessianOperator(model, batches, bn_mode=cfg["bn_mode"], device=device, dtype=dtype,
+                         reuse_graph=bool(cfg.get("reuse_graph", False)))
     n = op.numel
     seed = int(cfg["seed"])
     grad = op.gradient()
@@ -375,6 +375,7 @@ def analyze(model: nn.Module, batches, cfg: dict, device: torch.device, log=prin
             "lanczos_tol": float(cfg["tol"]), "total_hvps": op.n_products,
             "loss_at_theta0": op.loss_value(), "grad_norm_at_theta0": float(grad.norm()),
             "density_smoothing_width": width, "device": str(device),
+            "reuse_graph": int(op.reuse_graph),
         },
     )
     meta = {

@@ -21,10 +21,8 @@ import numpy as np
 import xarray as xr
 
 from . import theory
+from .errors import LinearRegressionError
 
-
-class LinearRegressionError(ValueError):
-    """Settings this experiment cannot run with (unstable learning rate, diverged chains)."""
 
 
 @dataclass

@@ -13,12 +13,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torchvision.models import resnet as tv_resnet
+from .errors import ModelError
 
 TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50")
 
-
-class ModelError(ValueError):
-    """A model config that cannot be built; the message says why."""
 
 
 class SmallResNet(nn.Module):

@@ -31,10 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
+from .errors import NoiseError
 
-
-class NoiseError(ValueError):
-    """Settings the noise estimators cannot work with."""
 
 
 def _flat_grad(model: nn.Module, params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -47,13 +47,11 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 import xarray as xr
+from .errors import TheoryError
 
 MODELS = ("discrete", "continuous")
 SAMPLINGS = ("replacement", "reshuffle")
 
-
-class TheoryError(ValueError):
-    """A question the theory has no finite answer to (unstable mode, bad arguments)."""
 
 
 # ----------------------------------------------------------------------------

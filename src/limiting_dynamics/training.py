@@ -19,10 +19,8 @@ from torch import nn
 from .data import TensorData, random_shift
 from .checkpoints import CheckpointError, load_weights
 from .recording import FlatParameters, StepRecorder
+from .errors import DivergenceError
 
-
-class DivergenceError(RuntimeError):
-    """Training produced a non-finite loss or parameters."""
 
 
 @dataclass(frozen=True)

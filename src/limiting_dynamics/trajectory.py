@@ -10,15 +10,19 @@ written to a temporary name, validated, then renamed.
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.metadata
+import importlib.util
+import re
+import sys
 import platform
 from pathlib import Path
 
 import numpy as np
-import torch
 import xarray as xr
 
 from . import __version__
 from .atomic import atomic_path
+from .errors import TrajectoryFormatError
 
 FORMAT_NAME = "limiting-dynamics-trajectory"
 FORMAT_VERSION = 3
@@ -54,18 +58,30 @@ VARIABLE_META = {
 }
 
 
-class TrajectoryFormatError(ValueError):
-    """A trajectory file that does not follow this format version."""
-
 
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+def torch_version() -> str:
+    """``torch.__version__`` (with its build tag, e.g. ``+cu130``) without
+    importing torch in stages that do not need it."""
+    if "torch" in sys.modules:
+        return sys.modules["torch"].__version__
+    spec = importlib.util.find_spec("torch")
+    if spec is not None and spec.submodule_search_locations:
+        version_file = Path(list(spec.submodule_search_locations)[0]) / "version.py"
+        match = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", version_file.read_text(), re.M) \
+            if version_file.is_file() else None
+        if match:
+            return match.group(1)
+    return importlib.metadata.version("torch")
+
+
 def provenance_attrs() -> dict:
     return {
         "limiting_dynamics_version": __version__,
-        "torch_version": torch.__version__,
+        "torch_version": torch_version(),
         "xarray_version": xr.__version__,
         "python_version": platform.python_version(),
     }
