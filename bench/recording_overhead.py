@@ -98,10 +98,11 @@ def measure(case: str, batch_size: int, device: torch.device, blocks: int, steps
         return (time.perf_counter() - t) / n_alone
 
     alone, phase_alone = alone_ms(rec), alone_ms(rec_phase)
-    return {"step_ms_phase": 1e3 * ph, "overhead_phase": ph / p - 1, "record_phase_ms_alone": 1e3 * phase_alone,
-            "overhead_phase_alone": phase_alone / p, "modes": modes, "sketch_dim": sketch_dim,"case": case, "batch_size": batch_size, "n_params": count_parameters(model),
-            "optimizer": optimizer_name(opt), "step_ms_plain": 1e3 * p, "step_ms_recorded": 1e3 * r, "overhead": r / p - 1,
-            "record_ms_alone": 1e3 * alone, "overhead_alone": alone / p}
+    return {"case": case, "batch_size": batch_size, "n_params": count_parameters(model),
+            "optimizer": optimizer_name(opt), "step_ms_plain": 1e3 * p, "step_ms_recorded": 1e3 * r,
+            "overhead": r / p - 1, "record_ms_alone": 1e3 * alone, "overhead_alone": alone / p,
+            "modes": modes, "sketch_dim": sketch_dim, "step_ms_phase": 1e3 * ph, "overhead_phase": ph / p - 1,
+            "record_phase_ms_alone": 1e3 * phase_alone, "overhead_phase_alone": phase_alone / p}
 
 
 def main() -> None:

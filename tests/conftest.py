@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 TINY = {
-    "compute": {"device": "cpu", "threads": 1, "compile_recording": "auto"},
+    "compute": {"device": "cpu", "threads": 1, "compile_recording": "auto", "checkpoint_steps": 20,
+                "checkpoint_epochs": 1},
     "data": {"name": "digits", "image_size": 8, "channels": 1, "test_fraction": 0.2, "split_seed": 0},
     "model": {"arch": "resnet", "blocks": [1], "width": 8, "stem": "cifar"},
     "converge": {"checkpoint": None, "epochs": 2, "lr": 0.1, "batch_size": 128, "momentum": 0.9,
@@ -65,13 +66,20 @@ class Workflow:
     def write_config(self, config: dict) -> None:
         (self.root / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
+    def _env(self) -> dict:
+        return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-        proc = subprocess.run([_snakemake_exe(), "--cores", "2", *args], cwd=self.root, env=env,
+        proc = subprocess.run([_snakemake_exe(), "--cores", "2", *args], cwd=self.root, env=self._env(),
                               capture_output=True, text=True)
         if check and proc.returncode != 0:
             raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
         return proc
+
+    def start(self, *args: str) -> subprocess.Popen:
+        """Snakemake in the background (stdout and stderr together, as text)."""
+        return subprocess.Popen([_snakemake_exe(), "--cores", "2", *args], cwd=self.root, env=self._env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def planned_jobs(self, *args: str) -> dict[str, int]:
         """Rule -> job count of a dry run (empty when nothing would run)."""

@@ -75,8 +75,12 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path):
     with pytest.raises(CheckpointError, match="do not fit the configured model.*shape mismatch"):
         load_weights(wider, load_checkpoint(path)["model"], str(path))
     (tmp_path / "trunc.pt").write_bytes(path.read_bytes()[:100])
-    with pytest.raises(CheckpointError, match="cannot be loaded safely"):
+    with pytest.raises(CheckpointError, match="trunc.pt is truncated or damaged"):
         load_checkpoint(tmp_path / "trunc.pt")
+    torch.save(m.state_dict(), tmp_path / "plain.pt")  # a plain torch.save file, cut short: no checksum to
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "plain.pt").read_bytes()[:100])  # check, but it cannot load
+    with pytest.raises(CheckpointError, match="cut.pt cannot be loaded safely"):
+        load_checkpoint(tmp_path / "cut.pt")
 
 
 def test_random_shift_translates_each_image_and_fills_with_background():

@@ -1,8 +1,26 @@
-"""Converged-model checkpoints: written atomically, read with ``weights_only=True``."""
+"""Checkpoints: written atomically with a SHA-256 of their contents, read with
+``weights_only=True`` (no pickled code runs on load).
+
+File layout (format 2): one header line ``LDCKPT <format> <sha256 hex>`` and
+then the bytes of ``torch.save``. A truncated or damaged file fails the
+checksum and is reported with its name. Files without the header (plain
+``torch.save`` files such as torchvision weights saved locally, and this
+package's format 1) are read as they are.
+
+:class:`ResumeStore` keeps the checkpoints of one long job (convergence, a
+burn-in, a limiting run) as a rotating pair, newest and previous, tied to the
+job's settings: a damaged newest file falls back to the previous one, and a
+checkpoint written under other settings is an error, never a silent mix.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -10,31 +28,63 @@ from torch import nn
 from .atomic import atomic_path
 from .errors import CheckpointError
 
-FORMAT_VERSION = 1
-
+FORMAT_VERSION = 2
+MAGIC = b"LDCKPT"
 
 
 def save_checkpoint(obj: dict, path: str | Path) -> None:
+    """Write ``obj`` (tensors, numbers, strings, lists, dicts) atomically with its checksum."""
+    buf = io.BytesIO()
+    torch.save({**obj, "format_version": FORMAT_VERSION}, buf)
+    payload = buf.getbuffer()
+    header = MAGIC + f" {FORMAT_VERSION} {hashlib.sha256(payload).hexdigest()}\n".encode()
     with atomic_path(path) as tmp:
-        torch.save({**obj, "format_version": FORMAT_VERSION}, tmp)
+        with open(tmp, "wb") as fh:
+            fh.write(header)
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint without executing pickled code.
+def _payload(path: Path) -> io.BytesIO:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({exc.strerror or exc})") from exc
+    if not raw.startswith(MAGIC):
+        return io.BytesIO(raw)
+    head, newline, payload = raw.partition(b"\n")
+    parts = head.split()
+    if not newline or len(parts) != 3:
+        raise CheckpointError(f"checkpoint {path} is truncated or damaged (incomplete header)")
+    if hashlib.sha256(payload).hexdigest() != parts[2].decode("ascii", "replace"):
+        raise CheckpointError(f"checkpoint {path} is truncated or damaged (its SHA-256 does not match the "
+                              f"header; {len(payload)} bytes after the header)")
+    return io.BytesIO(payload)
 
-    Accepts this package's checkpoints (a dict with ``model``) and a bare
-    ``state_dict`` (e.g. torchvision weights saved locally).
-    """
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The dict in a checkpoint file, loaded without executing pickled code,
+    after checking its SHA-256 (files this package wrote)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    source = _payload(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} cannot be loaded safely ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
     if not isinstance(obj, dict):
-        raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict of weights")
+        raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict")
+    return obj
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint with weights: this package's (a dict with ``model``) or a
+    bare ``state_dict`` (e.g. torchvision weights saved locally), returned as
+    ``{"model": state_dict, ...}``."""
+    obj = read_checkpoint(path)
     if "model" not in obj:
         obj = {"model": obj}
     return obj
@@ -54,3 +104,88 @@ def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:
             f"shape mismatch {shapes[:2]}" if shapes else ""]))
         raise CheckpointError(f"weights in {source} do not fit the configured model ({detail})")
     model.load_state_dict(state_dict, strict=True)
+
+
+def file_identity(path: str | Path, whole_up_to: int = 1 << 29, edge: int = 1 << 26) -> str:
+    """SHA-256 of a file's contents (files up to 512 MB), or, for larger ones
+    (packed image stores), of its size and its first and last 64 MB."""
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        if size <= whole_up_to:
+            while block := fh.read(1 << 20):
+                h.update(block)
+            return h.hexdigest()
+        h.update(str(size).encode())
+        h.update(fh.read(edge))
+        fh.seek(size - edge)
+        h.update(fh.read(edge))
+    return f"size+edges:{h.hexdigest()}"
+
+
+class ResumeStore:
+    """The checkpoints of one long job: ``path`` (newest) and ``<stem>.prev<suffix>``.
+
+    ``settings`` (JSON-able) describe what the job computes: hyperparameters,
+    steps, the hashes of its input files, the device and thread count. Every
+    checkpoint carries them; :meth:`load` refuses one written under other
+    settings (naming the keys that differ). A new checkpoint is written beside
+    the newest (``<stem>.new<suffix>``, atomically) and then rotated in, so at
+    any moment at least one complete checkpoint exists once one was written.
+    """
+
+    def __init__(self, path: str | Path, settings: dict, log: Callable[[str], None] = print):
+        self.path = Path(path)
+        self.new = self.path.with_name(f"{self.path.stem}.new{self.path.suffix}")
+        self.prev = self.path.with_name(f"{self.path.stem}.prev{self.path.suffix}")
+        self.settings = json.loads(json.dumps(settings, sort_keys=True))
+        self.log = log
+
+    def files(self) -> list[Path]:
+        """Existing checkpoint files, newest first."""
+        return [p for p in (self.new, self.path, self.prev) if p.exists()]
+
+    def save(self, state: dict) -> None:
+        save_checkpoint({**state, "settings": json.dumps(self.settings, sort_keys=True)}, self.new)
+        if self.path.exists():
+            os.replace(self.path, self.prev)
+        os.replace(self.new, self.path)
+
+    def load(self) -> dict | None:
+        """The newest checkpoint that loads and passes its checksum, or ``None``
+        when there is none. Damaged files are reported and skipped; if every
+        existing file is damaged, or the newest good one belongs to other
+        settings, :class:`CheckpointError` says which file and what to do."""
+        problems = []
+        for path in self.files():
+            try:
+                state = read_checkpoint(path)
+            except CheckpointError as exc:
+                problems.append(str(exc))
+                self.log(f"warning: {exc}; trying the previous checkpoint")
+                continue
+            self._check_settings(state, path)
+            return state
+        if problems:
+            raise CheckpointError("no usable checkpoint to resume from (" + "; ".join(problems) + "); delete "
+                                  + ", ".join(str(p) for p in self.files()) + " to start this job over")
+        return None
+
+    def _check_settings(self, state: dict, path: Path) -> None:
+        try:
+            theirs = json.loads(state.get("settings", "null"))
+        except (TypeError, ValueError):
+            theirs = None
+        if not isinstance(theirs, dict):
+            raise CheckpointError(f"checkpoint {path} records no settings, so it cannot be matched to this "
+                                  f"job; delete it to start over")
+        if theirs != self.settings:
+            keys = sorted(k for k in set(theirs) | set(self.settings) if theirs.get(k) != self.settings.get(k))
+            raise CheckpointError(
+                f"checkpoint {path} was written under other settings (differing: {', '.join(keys)}); resuming "
+                f"would mix two runs. Restore those settings, or delete {path} and {self.prev.name} to start over")
+
+    def clear(self) -> None:
+        for path in (self.new, self.path, self.prev):
+            path.unlink(missing_ok=True)

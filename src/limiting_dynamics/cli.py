@@ -18,6 +18,7 @@ import numpy as np
 from .atomic import atomic_path, write_json
 
 EXIT_ERROR = 2
+EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; rerunning continues
 
 
 def _log(msg: str) -> None:
@@ -40,6 +41,23 @@ def _theta0(a, p: dict):
     model = models.build_model(p["model"], d.num_classes, d.in_channels)
     checkpoints.load_weights(model, ckpt["model"], a.checkpoint)
     return device, d, model
+
+
+def _checkpointer(a, stage: str, p: dict, device, inputs: dict, stop):
+    """The :class:`.training.Checkpointer` of a long stage: checkpoints in
+    ``--resume`` every ``--checkpoint-every`` steps/epochs and on a signal, tied
+    to the stage's settings, the contents of its input files, the device, the
+    thread count and the torch version (what a bit-identical continuation needs)."""
+    import torch
+
+    from . import checkpoints, training
+
+    if not a.resume:
+        return training.Checkpointer(None, 0, stop, _log)
+    settings = {"stage": stage, "params": p, "device": str(device), "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "inputs": {k: checkpoints.file_identity(v) for k, v in inputs.items() if v}}
+    return training.Checkpointer(checkpoints.ResumeStore(a.resume, settings, _log), a.checkpoint_every, stop, _log)
 
 
 def cmd_prepare_data(a) -> None:
@@ -90,7 +108,9 @@ def cmd_converge(a) -> None:
         history = {"lr": [float("nan")], **{k: [v] for k, v in m.items()}}
         _log(f"loaded converged weights from {src}: " + " ".join(f"{k} {v:.4f}" for k, v in m.items()))
     else:
-        history = training.pretrain(model, d, p["converge"], device, log=_log)
+        with training.stop_on_signals() as stop:
+            ckpt = _checkpointer(a, "converge", p, device, {"data": a.data}, stop)
+            history = training.pretrain(model, d, p["converge"], device, checkpointer=ckpt, log=_log)
     n_params = models.count_parameters(model)
     checkpoints.save_checkpoint({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                                  "model_config": p["model"], "num_classes": d.num_classes,
@@ -106,6 +126,8 @@ def cmd_converge(a) -> None:
         _log(f"train loss changed by {100 * change:.1f}% over the last {k} epochs"
              + ("" if change < 0.2 else " -- not a plateau; consider more epochs"))
     trajectory.write_netcdf(_history_dataset(history, attrs, first_epoch=0 if src else 1), a.out_history)
+    if not src:
+        ckpt.finish()
     _log(f"theta_0 checkpoint ({n_params} parameters) -> {a.out_checkpoint}")
 
 
@@ -129,10 +151,13 @@ def cmd_burn_in(a) -> None:
     p = json.loads(a.params)
     hp = training.Hyperparameters(**p["hyperparameters"])
     device, d, model = _theta0(a, p)
-    state = _diverged(a, p, hp, lambda: training.burn_in(
-        model, d, hp, steps=p["burn_in_steps"], sampling=p["sampling"], device=device,
-        augment_shift=p["augment_shift"], cell=p["cell"], log=_log))
+    with training.stop_on_signals() as stop:
+        ckpt = _checkpointer(a, "burn-in", p, device, {"data": a.data, "checkpoint": a.checkpoint}, stop)
+        state = _diverged(a, p, hp, lambda: training.burn_in(
+            model, d, hp, steps=p["burn_in_steps"], sampling=p["sampling"], device=device,
+            augment_shift=p["augment_shift"], cell=p["cell"], checkpointer=ckpt, log=_log))
     checkpoints.save_checkpoint({**state, "model_config": p["model"], "cell": p["cell"]}, a.out)
+    ckpt.finish()
     _log(f"cell {p['cell']}: theta_0 after {p['burn_in_steps']} burn-in steps -> {a.out}")
 
 
@@ -159,11 +184,14 @@ def cmd_run_cell(a) -> None:
     n_params = sum(q.numel() for q in model.parameters())
     if sketch_dim > n_params:
         raise ConfigError(f"limiting.phase_space.sketch_dim {sketch_dim} exceeds the model's {n_params} parameters")
-    record = _diverged(a, p, hp, lambda: training.limiting_run(
-        model, d, hp, steps=p["steps"], start=start, eval_every=p["eval_every"], sampling=p["sampling"],
-        device=device, augment_shift=p["augment_shift"], tensor_every=p["tensor_every"],
-        compile=p["compile_recording"], directions=directions, sketch_dim=sketch_dim,
-        sketch_seed=int(phase.get("sketch_seed", 0)), cell=p["cell"], log=_log))
+    with training.stop_on_signals() as stop:
+        ckpt = _checkpointer(a, "run-cell", p, device,
+                             {"data": a.data, "checkpoint": a.checkpoint, "hessian": a.hessian}, stop)
+        record = _diverged(a, p, hp, lambda: training.limiting_run(
+            model, d, hp, steps=p["steps"], start=start, eval_every=p["eval_every"], sampling=p["sampling"],
+            device=device, augment_shift=p["augment_shift"], tensor_every=p["tensor_every"],
+            compile=p["compile_recording"], directions=directions, sketch_dim=sketch_dim,
+            sketch_seed=int(phase.get("sketch_seed", 0)), cell=p["cell"], checkpointer=ckpt, log=_log))
     if eig is not None:
         record["hessian_eigenvalue"] = eig
     record["tensor_name"] = np.asarray(record["tensor_name"], dtype=str)
@@ -171,6 +199,7 @@ def cmd_run_cell(a) -> None:
         with open(tmp, "wb") as fh:
             np.savez(fh, **{k: np.asarray(v) for k, v in record.items() if k != "optimizer"},
                      device=np.str_(str(device)), optimizer=np.str_(record["optimizer"]))
+    ckpt.finish()
     _log(f"cell {p['cell']}: {p['steps']} steps recorded -> {a.out}")
 
 
@@ -547,11 +576,11 @@ PLOT_FIGURES = ["convergence", "msd", "local-displacement", "scaling", "metrics"
 COMMANDS = {
     "prepare-data": (cmd_prepare_data, "prepare a data set into a compact .npz file", "params out"),
     "converge": (cmd_converge, "train to convergence (or load weights) -> theta_0 checkpoint",
-                 "data params out-checkpoint out-history threads"),
+                 "data params out-checkpoint out-history resume? checkpoint-every threads"),
     "burn-in": (cmd_burn_in, "unrecorded steps at a cell's hyperparameters -> the cell's theta_0 state",
-                "data checkpoint params out diverged-record threads"),
+                "data checkpoint params out diverged-record resume? checkpoint-every threads"),
     "run-cell": (cmd_run_cell, "limiting run of one hyperparameter cell from its burn-in state",
-                 "data checkpoint hessian? params out diverged-record threads"),
+                 "data checkpoint hessian? params out diverged-record resume? checkpoint-every threads"),
     "export-trajectory": (cmd_export_trajectory, "raw record -> NetCDF trajectory", "raw params out"),
     "combine": (cmd_combine, "all cell trajectories -> one NetCDF over cells", "inputs+ cells+ out"),
     "analyze-cell": (cmd_analyze_cell, "diffusion exponent and stationary level of one cell",
@@ -574,6 +603,13 @@ COMMANDS = {
 }
 OPTION_HELP = {
     ("run-cell", "hessian"): "Hessian file whose eigenvectors the phase space is projected on",
+    ("converge", "resume"): "checkpoint file of this job: resumed from when it exists, written every "
+                            "--checkpoint-every epochs and on SIGTERM/SIGINT, removed on success",
+    ("converge", "checkpoint-every"): "epochs between checkpoints (0: only on a signal)",
+    ("burn-in", "resume"): "checkpoint file of this job (as for converge)",
+    ("burn-in", "checkpoint-every"): "steps between checkpoints (0: only on a signal)",
+    ("run-cell", "resume"): "checkpoint file of this job (as for converge)",
+    ("run-cell", "checkpoint-every"): "steps between checkpoints (0: only on a signal)",
     ("predict", "comparisons"): "compare-cell outputs (adds their summary columns)",
     ("predict", "out-modes"): "per-mode theory-vs-experiment table (CSV)",
 }
@@ -591,6 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
             kw = {"help": OPTION_HELP.get((command, name))}
             if opt == "threads":
                 kw.update(type=int, default=1)
+            elif opt == "checkpoint-every":
+                kw.update(type=int, default=0)
             elif opt.endswith("+"):
                 kw.update(nargs="+", required=True)
             elif opt.endswith("*"):
@@ -605,11 +643,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import LimitingDynamicsError
+    from .errors import Interrupted, LimitingDynamicsError
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+    except Interrupted as exc:
+        print(f"limiting-dynamics {args.command}: interrupted: {exc}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     except (LimitingDynamicsError, OSError) as exc:
         print(f"limiting-dynamics {args.command}: error: {exc}", file=sys.stderr, flush=True)
         return EXIT_ERROR

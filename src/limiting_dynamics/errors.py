@@ -50,3 +50,7 @@ class NoiseError(LimitingDynamicsError, ValueError):
 
 class LinearRegressionError(LimitingDynamicsError, ValueError):
     """Settings this experiment cannot run with (unstable learning rate, diverged chains)."""
+
+
+class Interrupted(LimitingDynamicsError, RuntimeError):
+    """A long job stopped on a signal (SIGTERM, SIGINT) after writing its checkpoint."""

@@ -209,6 +209,34 @@ class StepRecorder:
             self._tensor_count += 1
         self.count = step
 
+    def state(self) -> dict:
+        """What was recorded so far, and theta_0 (CPU tensors, for a checkpoint)."""
+        n, t = self.count, self._tensor_count
+        return {"theta0": self.theta0.cpu().clone(), "count": n, "tensor_count": t,
+                "scalars": self.scalars[:n].cpu().clone(), "by_tensor": self.by_tensor[:t].cpu().clone(),
+                "mode_position": self.mode_position[:n].cpu().clone(),
+                "mode_velocity": self.mode_velocity[:n].cpu().clone(),
+                "sketch_values": self.sketch_values[:n].cpu().clone()}
+
+    def load(self, state: dict) -> None:
+        """Continue from :meth:`state` of a recorder with the same settings."""
+        n, t = int(state["count"]), int(state["tensor_count"])
+        expect = {"theta0": tuple(self.theta0.shape), "scalars": (n, *self.scalars.shape[1:]),
+                  "by_tensor": (t, *self.by_tensor.shape[1:]), "mode_position": (n, *self.mode_position.shape[1:]),
+                  "mode_velocity": (n, *self.mode_velocity.shape[1:]),
+                  "sketch_values": (n, *self.sketch_values.shape[1:])}
+        wrong = [f"{k} {tuple(state[k].shape)} != {shape}" for k, shape in expect.items()
+                 if tuple(state[k].shape) != shape]
+        if wrong or n > self.steps or t > len(self.tensor_steps):
+            raise ValueError("recorder state does not fit this run: " + "; ".join(wrong or [f"{n} steps"]))
+        self.theta0.copy_(state["theta0"])
+        self.scalars[:n] = state["scalars"]
+        self.by_tensor[:t] = state["by_tensor"]
+        self.mode_position[:n] = state["mode_position"]
+        self.mode_velocity[:n] = state["mode_velocity"]
+        self.sketch_values[:n] = state["sketch_values"]
+        self.count, self._tensor_count = n, t
+
     def phase_space(self) -> dict:
         """The phase-space record as numpy arrays (empty dict when none was asked for)."""
         out = {}

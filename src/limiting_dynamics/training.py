@@ -7,9 +7,12 @@ comes from explicit generators seeded from the config.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import random
+import signal
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -17,10 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import TensorData, random_shift
-from .checkpoints import CheckpointError, load_weights
+from .checkpoints import CheckpointError, ResumeStore, load_weights
+from .errors import DivergenceError, Interrupted
 from .recording import FlatParameters, StepRecorder
-from .errors import DivergenceError
-
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,86 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device: cuda was asked for but no CUDA GPU is visible; use device: auto or cpu")
     return torch.device(name)
+
+
+@contextlib.contextmanager
+def stop_on_signals(signums=(signal.SIGTERM, signal.SIGINT)) -> Iterator[Callable[[], int | None]]:
+    """Within the block, SIGTERM (what SLURM sends before a time limit or
+    pre-emption) and SIGINT only set a flag; the yielded function returns the
+    signal number once one arrived (else ``None``). Long loops poll it every
+    step and stop at the next step boundary with a checkpoint (:class:`Checkpointer`).
+    The previous handlers are restored on exit."""
+    received: list[int] = []
+
+    def handler(signum, frame):
+        received.append(signum)
+
+    old = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield lambda: received[0] if received else None
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+class Checkpointer:
+    """When a long loop writes its checkpoint (to a :class:`.checkpoints.ResumeStore`):
+    every ``every`` units (steps or epochs; 0 = not on a schedule) and as soon as
+    ``stop()`` reports a signal, after which it raises :class:`Interrupted`.
+    Without a store a signal still stops the loop (with nothing to resume from)."""
+
+    def __init__(self, store: ResumeStore | None = None, every: int = 0,
+                 stop: Callable[[], int | None] | None = None, log: Callable[[str], None] = print):
+        self.store, self.every, self.stop, self.log = store, max(0, int(every)), stop, log
+
+    def resume(self) -> dict | None:
+        """The newest usable checkpoint, or ``None`` (start from the beginning)."""
+        return self.store.load() if self.store is not None else None
+
+    def __call__(self, done: int, what: str, state: Callable[[], dict]) -> None:
+        """After ``done`` units of the loop (``what`` names them for the log)."""
+        signum = self.stop() if self.stop is not None else None
+        if signum is None and not (self.every and done % self.every == 0):
+            return
+        if self.store is not None:
+            self.store.save(state())
+            self.log(f"checkpoint after {done} {what} -> {self.store.path}")
+        if signum is not None:
+            name = signal.Signals(signum).name
+            where = (f"checkpoint {self.store.path} written; rerun the same command to continue"
+                     if self.store is not None else "no checkpoint was asked for")
+            raise Interrupted(f"stopped by {name} after {done} {what}; {where}")
+
+    def finish(self) -> None:
+        """The job completed: its checkpoints are no longer needed."""
+        if self.store is not None:
+            self.store.clear()
+
+
+def _rng_states() -> dict:
+    """Every global generator (torch CPU and CUDA, numpy, Python); the runs draw
+    from their own seeded generators, and these are kept so that nothing else can differ."""
+    np_state = np.random.get_state()
+    states = {"torch_rng": torch.get_rng_state(),
+              "numpy_rng": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                            "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+              "python_rng": dict(zip(("version", "internal", "gauss_next"), random.getstate()))}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(state: dict) -> None:
+    torch.set_rng_state(state["torch_rng"])
+    if "numpy_rng" in state:
+        s = state["numpy_rng"]
+        np.random.set_state(("MT19937", s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"],
+                             s["cached_gaussian"]))
+    if "python_rng" in state:
+        s = state["python_rng"]
+        random.setstate((s["version"], tuple(s["internal"]), s["gauss_next"]))
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
 class BatchSampler:
@@ -145,13 +227,15 @@ def optimizer_name(opt: torch.optim.SGD) -> str:
 
 
 def pretrain(model: nn.Module, data: TensorData, cfg: dict, device: torch.device,
-             log: Callable[[str], None] = print) -> dict[str, list[float]]:
+             checkpointer: Checkpointer | None = None, log: Callable[[str], None] = print) -> dict[str, list[float]]:
     """Train from scratch with SGD + momentum and a cosine schedule.
 
     ``cfg`` is the ``converge`` config section (``epochs``, ``lr``,
     ``batch_size``, ``momentum``, ``weight_decay``, ``seed``, ``sampling``,
     ``augment_shift``).
     Returns per-epoch train/test loss and accuracy and the learning rate.
+    ``checkpointer`` (per epoch): resume from its newest checkpoint, write new
+    ones on its schedule and on a signal.
     """
     torch.manual_seed(int(cfg["seed"]))
     model.to(device).train()
@@ -163,7 +247,24 @@ def pretrain(model: nn.Module, data: TensorData, cfg: dict, device: torch.device
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * k / total)))
     history: dict[str, list[float]] = {k: [] for k in
                                        ("lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy")}
-    for epoch in range(epochs):
+    first = 0
+    saved = checkpointer.resume() if checkpointer is not None else None
+    if saved is not None:
+        load_weights(model, saved["model"], str(checkpointer.store.path))
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        sampler.load_state_dict(saved["sampler"])
+        aug_gen.set_state(saved["augment_rng"])
+        _set_rng_states(saved)
+        history, first = saved["history"], int(saved["epoch"])
+        log(f"resuming after epoch {first} from {checkpointer.store.path}")
+
+    def state() -> dict:
+        return {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "sampler": sampler.state_dict(),
+                "augment_rng": aug_gen.get_state(), **_rng_states(), "history": history, "epoch": epoch + 1}
+
+    for epoch in range(first, epochs):
         history["lr"].append(opt.param_groups[0]["lr"])
         for _ in range(sampler.per_epoch):
             idx = sampler.next()
@@ -180,6 +281,8 @@ def pretrain(model: nn.Module, data: TensorData, cfg: dict, device: torch.device
             history[k].append(v)
         log(f"epoch {epoch + 1}/{epochs} lr {history['lr'][-1]:.4g} " +
             " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        if checkpointer is not None and epoch + 1 < epochs:
+            checkpointer(epoch + 1, "epochs", state)
     return history
 
 
@@ -230,7 +333,7 @@ class _Run:
                 "momentum_buffer": self.flat_v.detach().cpu().clone(),
                 "sampler": self.sampler.state_dict(),
                 "augment_rng": self.aug_gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
+                **_rng_states(),
                 "step": self.step_count,
                 "hyperparameters": self.hp.as_dict(),
                 "sampling": self.sampling, "augment_shift": self.augment_shift,
@@ -258,30 +361,52 @@ class _Run:
             self.flat_v.copy_(mom)
         self.sampler.load_state_dict(state["sampler"])
         self.aug_gen.set_state(state["augment_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        _set_rng_states(state)
         self.step_count = int(state["step"])
 
-    def burn(self, steps: int, cell: str, check_every: int) -> None:
+    def burn(self, steps: int, cell: str, check_every: int, checkpointer: Checkpointer | None = None,
+             saved: dict | None = None) -> None:
+        """``steps`` unrecorded steps; with ``checkpointer``, resumable: ``saved``
+        is a checkpoint it wrote (the run continues after its step)."""
         losses = torch.empty(steps, device=self.device)
-        for k in range(steps):
+        done = 0
+        if saved is not None:
+            done = int(saved["burn_step"])
+            losses[:done] = saved["burn_losses"].to(self.device)
+        for k in range(done, steps):
             losses[k] = self.step().detach()
             if (k + 1) % check_every == 0 or k + 1 == steps:
-                bad = ~torch.isfinite(losses[: k + 1])
-                if bool(bad.any()) or not bool(torch.isfinite(self.flat.flat).all()):
-                    first = int(torch.nonzero(bad)[0, 0]) + 1 if bool(bad.any()) else k + 1
-                    raise DivergenceError(f"cell {cell} diverged during burn-in at burn-in step {first}")
+                self._check_burn(losses, k + 1, cell)
+            if checkpointer is not None and k + 1 < steps:
+                checkpointer(k + 1, "burn-in steps", lambda: self._burn_state(losses, k + 1, cell))
         self.burn_loss = float(losses[-500:].mean()) if steps else float("nan")
+
+    def _check_burn(self, losses: torch.Tensor, done: int, cell: str) -> None:
+        bad = ~torch.isfinite(losses[:done])
+        if bool(bad.any()) or not bool(torch.isfinite(self.flat.flat).all()):
+            first = int(torch.nonzero(bad)[0, 0]) + 1 if bool(bad.any()) else done
+            raise DivergenceError(f"cell {cell} diverged during burn-in at burn-in step {first}")
+
+    def _burn_state(self, losses: torch.Tensor, done: int, cell: str) -> dict:
+        self._check_burn(losses, done, cell)  # never checkpoint a diverged state
+        return {"run": self.state(), "burn_step": done, "burn_losses": losses[:done].cpu().clone()}
 
 
 def burn_in(model: nn.Module, data: TensorData, hp: Hyperparameters, *, steps: int, sampling: str,
             device: torch.device, augment_shift: int = 0, cell: str = "cell", check_every: int = 500,
-            log: Callable[[str], None] = print) -> dict:
+            checkpointer: Checkpointer | None = None, log: Callable[[str], None] = print) -> dict:
     """Run ``steps`` unrecorded SGD steps at the cell's hyperparameters from the
     model's weights and return the full state after them (the cell's theta_0):
     a checkpoint dict that :func:`limiting_run` continues from bit-identically
-    (``start=``). The caller's model is moved to ``device`` and trained in place."""
+    (``start=``). The caller's model is moved to ``device`` and trained in place.
+    ``checkpointer``: resume from its newest checkpoint, write new ones on its
+    schedule and on a signal; cleared when the burn-in completes."""
     run = _Run(model, data, hp, sampling, device, augment_shift)
-    run.burn(steps, cell, check_every)
+    saved = checkpointer.resume() if checkpointer is not None else None
+    if saved is not None:
+        run.load(saved["run"], source=str(checkpointer.store.path))
+        log(f"resuming burn-in after step {saved['burn_step']} from {checkpointer.store.path}")
+    run.burn(steps, cell, check_every, checkpointer, saved)
     log(f"burn-in: {steps} steps, last-500 mean loss {run.burn_loss:.4g}")
     return {**run.state(), "burn_in_steps": int(steps), "burn_in_loss": run.burn_loss}
 
@@ -291,7 +416,7 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
                  start: dict | None = None, augment_shift: int = 0, tensor_every: int = 10,
                  compile: str = "auto", directions: torch.Tensor | None = None, sketch_dim: int = 0,
                  sketch_seed: int = 0, cell: str = "cell", check_every: int = 500,
-                 log: Callable[[str], None] = print) -> dict:
+                 checkpointer: Checkpointer | None = None, log: Callable[[str], None] = print) -> dict:
     """Continue SGD at constant ``hp``, recording every step.
 
     The run starts from ``start`` (a :func:`burn_in` state: weights, momentum
@@ -307,12 +432,21 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
     in eval mode are taken at step 0, every ``eval_every`` steps and at the
     last step.
 
+    ``checkpointer``: the run resumes from its newest checkpoint (state of the
+    SGD run, every generator, and the record so far) and writes new ones on its
+    schedule and on a signal, so that a run stopped at any step and resumed
+    gives the same record, bit for bit, as one that was never stopped.
+
     Returns a dict of numpy arrays and metadata (see :mod:`.trajectory`).
     """
     run = _Run(model, data, hp, sampling, device, augment_shift)
-    if start is not None:
-        if burn_in:
-            raise ValueError("give either start (a burn-in state) or burn_in steps, not both")
+    saved = checkpointer.resume() if checkpointer is not None else None
+    if start is not None and burn_in:
+        raise ValueError("give either start (a burn-in state) or burn_in steps, not both")
+    if saved is not None:
+        run.load(saved["run"], source=str(checkpointer.store.path))
+        burn_in = int(saved["burn_in"])
+    elif start is not None:
         run.load(start, source=f"burn-in state of cell {cell}")
         burn_in = int(start.get("burn_in_steps", start["step"]))
     elif burn_in:
@@ -323,10 +457,21 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
         directions = directions.to(device=flat.flat.device, dtype=flat.flat.dtype)
     rec = StepRecorder(flat, flat_v, steps, tensor_every=tensor_every, compile=compile, log=log,
                        directions=directions, sketch_dim=sketch_dim, sketch_seed=sketch_seed)
-    sq_velocity_start = float(torch.dot(flat_v, flat_v))
-    eval_steps, evals = [0], [evaluate_all(model, data)]
-    checked = 0
-    for k in range(1, steps + 1):
+    if saved is not None:
+        rec.load(saved["recorder"])
+        sq_velocity_start, eval_steps, evals = saved["sq_velocity_start"], saved["eval_steps"], saved["evals"]
+        log(f"resuming after step {rec.count} from {checkpointer.store.path}")
+    else:
+        sq_velocity_start = float(torch.dot(flat_v, flat_v))
+        eval_steps, evals = [0], [evaluate_all(model, data)]
+    checked = rec.count
+
+    def state() -> dict:
+        _check_finite(rec, checked, cell)  # never checkpoint a diverged state
+        return {"run": run.state(), "recorder": rec.state(), "burn_in": burn_in,
+                "sq_velocity_start": sq_velocity_start, "eval_steps": list(eval_steps), "evals": list(evals)}
+
+    for k in range(rec.count + 1, steps + 1):
         rec.record(run.step())
         if k % check_every == 0 or k == steps:
             _check_finite(rec, checked, cell)
@@ -335,6 +480,8 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
             eval_steps.append(k)
             evals.append(evaluate_all(model, data))
             log(f"step {k}/{steps} " + " ".join(f"{n} {v:.4f}" for n, v in evals[-1].items()))
+        if checkpointer is not None and k < steps:
+            checkpointer(k, "steps", state)
 
     scalars = rec.scalars.cpu().double().numpy()
     by_tensor = rec.by_tensor.cpu().double().numpy()

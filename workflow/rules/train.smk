@@ -15,11 +15,14 @@ rule converge:
         mem_mb=4000,
         runtime=120,
         gpu=gpus(),
+        checkpoint_every=config["compute"]["checkpoint_epochs"],
     params:
         run=converge_params(),
+        resume="results/converge/resume.pt",
     shell:
         "limiting-dynamics converge --data {input.data} --params {params.run:q}"
         " --out-checkpoint {output.checkpoint} --out-history {output.history}"
+        " --resume {params.resume} --checkpoint-every {resources.checkpoint_every}"
         " --threads {threads} > {log} 2>&1"
 
 
@@ -40,12 +43,15 @@ rule burn_in:
         mem_mb=4000,
         runtime=120,
         gpu=gpus(),
+        checkpoint_every=config["compute"]["checkpoint_steps"],
     params:
         run=cell_params,
         diverged="results/runs/{cell}/diverged.json",
+        resume="results/runs/{cell}/burn_in_resume.pt",
     shell:
         "limiting-dynamics burn-in --data {input.data} --checkpoint {input.checkpoint}"
         " --params {params.run:q} --out {output} --diverged-record {params.diverged}"
+        " --resume {params.resume} --checkpoint-every {resources.checkpoint_every}"
         " --threads {threads} > {log} 2>&1"
 
 
@@ -65,11 +71,14 @@ rule limiting_run:
         mem_mb=4000,
         runtime=240,
         gpu=gpus(),
+        checkpoint_every=config["compute"]["checkpoint_steps"],
     params:
         run=cell_params,
         hessian=hessian_arg,
         diverged="results/runs/{cell}/diverged.json",
+        resume="results/runs/{cell}/resume.pt",
     shell:
         "limiting-dynamics run-cell --data {input.data} --checkpoint {input.checkpoint}"
         " {params.hessian} --params {params.run:q} --out {output}"
-        " --diverged-record {params.diverged} --threads {threads} > {log} 2>&1"
+        " --diverged-record {params.diverged} --resume {params.resume}"
+        " --checkpoint-every {resources.checkpoint_every} --threads {threads} > {log} 2>&1"
