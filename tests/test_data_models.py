@@ -45,15 +45,6 @@ def test_native_8px_digits_keep_their_pixels():
     assert p.x_train.shape[1:] == (1, 8, 8) and raw.shape[1:] == (8, 8)
 
 
-def test_missing_or_corrupt_prepared_file_is_a_clear_error(tmp_path):
-    with pytest.raises(data.DataError, match="does not exist"):
-        data.load_prepared(tmp_path / "nope.npz")
-    bad = tmp_path / "bad.npz"
-    bad.write_bytes(b"not a zip")
-    with pytest.raises(data.DataError, match="unreadable"):
-        data.load_prepared(bad)
-
-
 def test_resnet8_and_torchvision_resnet18():
     r8 = build_model({"arch": "resnet", "blocks": [1, 1, 1], "width": 16, "stem": "cifar"}, 10, 1)
     assert 75_000 < count_parameters(r8) < 80_000

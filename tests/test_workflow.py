@@ -49,6 +49,11 @@ def test_full_run_produces_every_output(wf):
     for v in ("train_loss", "sq_dist_from_start", "sq_step", "sq_velocity", "sq_param_norm"):
         assert ds[v].sizes["step"] == TINY["limiting"]["steps"]
     assert ds.attrs["lr"] == 0.05 and ds.attrs["dataset"] == "digits"
+    for f in (f"results/trajectories/{DEFAULT}.nc", f"results/hessian/{DEFAULT}.nc", f"results/noise/{DEFAULT}.nc",
+              "results/converge/history.nc"):  # provenance on every result
+        attrs = xr.load_dataset(wf.path(f)).attrs
+        assert len(attrs["config_sha256"]) == 64 and attrs["device"] == "cpu" and attrs["precision"] == "float32", f
+        assert attrs["git_revision"] and attrs["torch_version"].startswith("2.") and attrs["limiting_dynamics_version"]
     comb = xr.load_dataset(wf.path("results/trajectories/all_cells.nc"))
     assert set(comb["cell"].values) == {DEFAULT, SWEPT}
     assert sorted(comb["lr"].values.tolist()) == [0.02, 0.05]

@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from .errors import WriteError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -16,19 +18,37 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The temporary file lives in the same directory (same filesystem), so the
     final ``os.replace`` is atomic. On any exception the temporary file is
-    removed and ``path`` is left untouched.
+    removed and ``path`` is left untouched. A failure to create, write or
+    rename the file (no permission, a full disk, a file size limit; the
+    netCDF library reports these as ``RuntimeError("NetCDF: ...")``) becomes a
+    :class:`.errors.WriteError` that names ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        try:
+            yield tmp_path
+            os.replace(tmp_path, path)
+        except (OSError, RuntimeError) as exc:
+            if isinstance(exc, WriteError) or not (isinstance(exc, OSError) or _netcdf_failure(exc)):
+                raise
+            raise WriteError(f"writing {path} failed ({getattr(exc, 'strerror', None) or exc}); check free disk "
+                             f"space, quotas and file size limits; nothing was written") from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _netcdf_failure(exc: BaseException) -> bool:
+    """The netCDF library reports a failed write (e.g. a full disk) as
+    ``RuntimeError("NetCDF: HDF error")``."""
+    return isinstance(exc, RuntimeError) and str(exc).startswith("NetCDF:")
 
 
 def _plain(value):

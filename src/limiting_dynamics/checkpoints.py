@@ -52,6 +52,9 @@ def _payload(path: Path) -> io.BytesIO:
     except OSError as exc:
         raise CheckpointError(f"checkpoint {path} cannot be read ({exc.strerror or exc})") from exc
     if not raw.startswith(MAGIC):
+        if not raw.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip format, or its legacy pickle
+            raise CheckpointError(f"checkpoint {path} is not a PyTorch checkpoint (neither this package's format "
+                                  f"nor a torch.save file)")
         return io.BytesIO(raw)
     head, newline, payload = raw.partition(b"\n")
     parts = head.split()
@@ -97,6 +100,12 @@ def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:
     unexpected = [k for k in state_dict if k not in own]
     shapes = [f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
               for k, v in own.items() if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
+    last = list(own)[-1].rsplit(".", 1)[0]  # the final layer (the classifier of these models)
+    weight = f"{last}.weight"
+    if shapes and not missing and not unexpected and weight in own \
+            and {s.split(":")[0] for s in shapes} <= {weight, f"{last}.bias"}:
+        raise CheckpointError(f"weights in {source} end in a classifier for {state_dict[weight].shape[0]} classes, "
+                              f"but the data set has {own[weight].shape[0]}: they belong to another data set")
     if missing or unexpected or shapes:
         detail = "; ".join(filter(None, [
             f"missing {missing[:3]}" if missing else "",

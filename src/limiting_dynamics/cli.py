@@ -84,12 +84,13 @@ def _history_dataset(history: dict, attrs: dict, first_epoch: int):
         ds[k].attrs.update(units=units[k], long_name=long_name)
     ds["epoch"].attrs.update(units="1", long_name="training epoch")
     ds.attrs.update(Conventions="CF-1.10", title="Reaching convergence: pretraining history",
-                    history=f"{now_iso()} created by limiting-dynamics converge", **provenance_attrs(), **attrs)
+                    history=f"{now_iso()} created by limiting-dynamics converge", **{**provenance_attrs(), **attrs})
     return ds
 
 
 def cmd_converge(a) -> None:
     from . import checkpoints, data, models, training, trajectory
+    from .trajectory import provenance_attrs
 
     _threads(a.threads)
     p = json.loads(a.params)
@@ -117,7 +118,7 @@ def cmd_converge(a) -> None:
                                  "in_channels": d.in_channels, "dataset": d.name,
                                  "n_params": n_params}, a.out_checkpoint)
     attrs = {"dataset": d.name, "model": json.dumps(p["model"]), "n_params": n_params,
-             "source": src or "trained from scratch", "device": str(device)}
+             "source": src or "trained from scratch", **provenance_attrs(p, device, "float32")}
     losses = history["train_loss"]
     if len(losses) >= 10:  # plateau check: change of train loss over the last 10% of epochs
         k = max(1, len(losses) // 10)
@@ -197,8 +198,9 @@ def cmd_run_cell(a) -> None:
     record["tensor_name"] = np.asarray(record["tensor_name"], dtype=str)
     with atomic_path(a.out) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, **{k: np.asarray(v) for k, v in record.items() if k != "optimizer"},
-                     device=np.str_(str(device)), optimizer=np.str_(record["optimizer"]))
+            np.savez(fh, **{k: np.asarray(v) for k, v in record.items() if k not in ("optimizer", "precision")},
+                     device=np.str_(str(device)), optimizer=np.str_(record["optimizer"]),
+                     precision=np.str_(record["precision"]))
     ckpt.finish()
     _log(f"cell {p['cell']}: {p['steps']} steps recorded -> {a.out}")
 
@@ -216,8 +218,8 @@ def cmd_export_trajectory(a) -> None:
     record["tensor_name"] = [str(s) for s in record["tensor_name"]]
     attrs = {**p["hyperparameters"], "cell": p["cell"], "dataset": p["dataset"],
              "model": json.dumps(p["model"]), "sampling": p["sampling"],
-             "augment_shift": p["augment_shift"], "device": str(record["device"]),
-             "optimizer": str(record["optimizer"])}
+             "augment_shift": p["augment_shift"], "optimizer": str(record["optimizer"]),
+             **trajectory.provenance_attrs(p, str(record["device"]), str(record.get("precision", "float32")))}
     ds = trajectory.build_dataset(record, attrs)
     trajectory.validate_trajectory(ds, a.out)
     trajectory.write_netcdf(ds, a.out, trajectory.encoding_for(ds))
@@ -286,7 +288,8 @@ def cmd_linreg_cell(a) -> None:
         raise lr.LinearRegressionError(str(exc)) from exc
     ds.attrs.update(Conventions="CF-1.10", title="SGD with momentum on least squares (digits): "
                     "simulation vs exact and continuous theory",
-                    history=f"{now_iso()} created by limiting-dynamics linreg-cell", **provenance_attrs())
+                    history=f"{now_iso()} created by limiting-dynamics linreg-cell",
+                    **provenance_attrs(p, "cpu", "float64"))
     write_netcdf(ds, a.out, {v: {"zlib": True, "complevel": 4} for v in ds.data_vars})
     _log(f"{cell.name}: state-dependent noise left out = "
          f"{100 * ds.attrs['state_dependent_noise_fraction']:.2f}% of tr C -> {a.out}")
@@ -331,7 +334,8 @@ def cmd_hessian(a) -> None:
     ds.attrs.update(Conventions="CF-1.10", title=f"Hessian of the training loss at theta_0 of cell {p.get('cell', '')}",
                     history=f"{now_iso()} created by limiting-dynamics hessian", dataset=d.name, cell=p.get("cell", ""),
                     chunk_size=chunk,
-                    model=json.dumps(p["model"]), seconds=time.perf_counter() - start, **provenance_attrs())
+                    model=json.dumps(p["model"]), seconds=time.perf_counter() - start,
+                    **provenance_attrs(p, device, cfg["precision"]))
     enc = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars if ds[v].dtype != object}
     write_netcdf(ds, a.out, enc)
     _log(f"Hessian at theta_0: {ds.attrs['total_hvps']} HVPs in {ds.attrs['seconds']:.1f} s -> {a.out}")
@@ -380,7 +384,8 @@ def cmd_gradient_noise(a) -> None:
     coords = {"mode": np.arange(1, len(eig) + 1), "hessian_eigenvalue": ("mode", eig)} if dirs is not None else {}
     ds = xr.Dataset(data_vars, coords=coords)
     ds.attrs.update(Conventions="CF-1.10", title=f"Gradient noise at theta_0 of cell {p.get('cell', '')}, batch size {bs}",
-                    history=f"{now_iso()} created by limiting-dynamics gradient-noise", **attrs, **provenance_attrs())
+                    history=f"{now_iso()} created by limiting-dynamics gradient-noise", **attrs,
+                    **provenance_attrs(p, device, "float32"))
     write_netcdf(ds, a.out)
     _log(f"S={bs}: tr Cov(g_S) = {mb['trace_cov']:.4g} +- {mb['trace_cov_stderr']:.2g} "
          f"(S x = {bs * mb['trace_cov']:.4g}) -> {a.out}")
@@ -397,7 +402,7 @@ def cmd_compare_cell(a) -> None:
     ds = comparison.compare_cell(traj, xr.load_dataset(a.hessian), xr.load_dataset(a.noise),
                                  stationary_window=tuple(p["stationary_window"]), fit_window=tuple(p["fit_window"]))
     ds.attrs.update(Conventions="CF-1.10", title=f"Theory vs experiment for cell {ds.attrs['cell']}",
-                    history=f"{now_iso()} created by limiting-dynamics compare-cell", **provenance_attrs())
+                    history=f"{now_iso()} created by limiting-dynamics compare-cell", **provenance_attrs(p))
     write_netcdf(ds, a.out)
     msg = f"{ds.attrs['cell']}: c measured {ds.attrs['c_sq_dist_measured']:.3f}, " \
           f"theory {ds.attrs['c_lag_msd_predicted']:.3f}"
@@ -450,7 +455,7 @@ def cmd_landscape(a) -> None:
                     mode_a=i, mode_b=j, eigenvalue_a=float(h.hessian_eigenvalues[i - 1]),
                     eigenvalue_b=float(h.hessian_eigenvalues[j - 1]), n_train=len(ys), n_test=len(d.y_test),
                     bn_mode="eval", extent_factor=float(cfg["extent_factor"]), seed=int(cfg["seed"]),
-                    seconds=time.perf_counter() - start, **provenance_attrs())
+                    seconds=time.perf_counter() - start, **provenance_attrs(p, device, "float32"))
     write_netcdf(ds, a.out, {v: {"zlib": True, "complevel": 4} for v in ds.data_vars})
     _log(f"loss landscape {n}x{n} in the (u{i}, u{j}) plane in {ds.attrs['seconds']:.1f} s: train loss "
          f"{loss['train'].min():.4g}..{loss['train'].max():.4g} -> {a.out}")

@@ -140,6 +140,13 @@ def semantic_errors(config: dict) -> list[str]:
     if burn["min_steps"] > burn["max_steps"]:
         errors.append(f"config key 'limiting.burn_in.min_steps': value {burn['min_steps']} is not allowed: "
                       f"must be <= limiting.burn_in.max_steps ({burn['max_steps']})")
+    by_name: dict[str, Hyperparameters] = {}
+    for hp in expand_cells(config["cells"]):
+        other = by_name.setdefault(cell_id(hp), hp)
+        if other != hp:
+            errors.append(f"config key 'cells': cells {other.as_dict()} and {hp.as_dict()} get the same name "
+                          f"{cell_id(hp)!r} (values must differ within 6 significant digits)")
+            break
     for key, values in (config["cells"].get("sweeps") or {}).items():
         if len(set(values)) != len(values):
             errors.append(f"config key 'cells.sweeps.{key}': value {values} is not allowed: repeats a value")

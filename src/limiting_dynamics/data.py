@@ -11,6 +11,7 @@ New data sets register a *preparer* in :data:`PREPARERS`: a function taking the
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -148,10 +149,20 @@ def load_prepared(path: str | Path, device: torch.device | str = "cpu") -> Tenso
     if not path.is_file():
         raise DataError(f"prepared data file {path} does not exist; run the prepare_data rule first")
     try:
-        with np.load(path) as f:
+        with open(path, "rb") as fh:
+            is_zip = fh.read(4) == b"PK\x03\x04"
+    except OSError as exc:
+        raise DataError(f"prepared data file {path} is unreadable ({exc.strerror or exc})") from exc
+    if not is_zip:
+        raise DataError(f"prepared data file {path} is not a prepared data set (not an .npz archive); "
+                        "rerun the prepare_data rule")
+    try:
+        with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except Exception as exc:  # zipfile/pickle errors all mean the same to a user
-        raise DataError(f"prepared data file {path} is unreadable ({exc})") from exc
+    except OSError as exc:
+        raise DataError(f"prepared data file {path} is unreadable ({exc.strerror or exc})") from exc
+    except (ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"prepared data file {path} is damaged or truncated ({exc}); rerun the prepare_data rule") from exc
     if int(arrays.get("format_version", -1)) != FORMAT_VERSION:
         raise DataError(f"prepared data file {path} has format version "
                         f"{arrays.get('format_version')}, expected {FORMAT_VERSION}; rerun prepare_data")

@@ -54,3 +54,7 @@ class LinearRegressionError(LimitingDynamicsError, ValueError):
 
 class Interrupted(LimitingDynamicsError, RuntimeError):
     """A long job stopped on a signal (SIGTERM, SIGINT) after writing its checkpoint."""
+
+
+class WriteError(LimitingDynamicsError, OSError):
+    """An output could not be written (no permission, disk full, file size limit); nothing was left behind."""

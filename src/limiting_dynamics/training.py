@@ -21,7 +21,7 @@ from torch import nn
 
 from .data import TensorData, random_shift
 from .checkpoints import CheckpointError, ResumeStore, load_weights
-from .errors import DivergenceError, Interrupted
+from .errors import ConfigError, DivergenceError, Interrupted
 from .recording import FlatParameters, StepRecorder
 
 
@@ -51,7 +51,8 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was asked for but no CUDA GPU is visible; use device: auto or cpu")
+        raise ConfigError("compute.device is 'cuda' but no CUDA GPU is visible to this job; "
+                          "use device: auto or cpu, or run it where a GPU is allocated")
     return torch.device(name)
 
 
@@ -506,6 +507,7 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
         "burn_in_steps": burn_in,
         "n_params": flat.numel,
         "optimizer": optimizer_name(run.opt),
+        "precision": str(flat.flat.dtype).removeprefix("torch."),
     }
     out.update(rec.phase_space())
     return out

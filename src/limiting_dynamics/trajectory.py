@@ -10,9 +10,13 @@ written to a temporary name, validated, then renamed.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import re
+import subprocess
 import sys
 import platform
 from pathlib import Path
@@ -78,13 +82,45 @@ def torch_version() -> str:
     return importlib.metadata.version("torch")
 
 
-def provenance_attrs() -> dict:
-    return {
+@functools.lru_cache(maxsize=1)
+def git_revision() -> str:
+    """The commit of the package's source tree (``-dirty`` with uncommitted
+    changes to tracked files), or why it is unknown."""
+    here = str(Path(__file__).resolve().parent)
+    try:
+        rev = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if rev.returncode != 0:
+            return "unknown (not a git checkout)"
+        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git not available)"
+    return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def config_sha256(params: dict) -> str:
+    """SHA-256 of a stage's settings (the config sections it reads) as canonical JSON."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def provenance_attrs(params: dict | None = None, device: str | None = None, precision: str | None = None) -> dict:
+    """Attributes every result carries: package, torch, xarray and Python
+    versions, the git revision, and where known the stage's ``config_sha256``,
+    ``device`` and ``precision``."""
+    out = {
         "limiting_dynamics_version": __version__,
+        "git_revision": git_revision(),
         "torch_version": torch_version(),
         "xarray_version": xr.__version__,
         "python_version": platform.python_version(),
     }
+    if params is not None:
+        out["config_sha256"] = config_sha256(params)
+    if device is not None:
+        out["device"] = str(device)
+    if precision is not None:
+        out["precision"] = str(precision)
+    return out
 
 
 def radial_split(d2_by_tensor: np.ndarray, p2_by_tensor: np.ndarray, p2_start: np.ndarray) -> np.ndarray:
@@ -147,8 +183,7 @@ def build_dataset(record: dict, attrs: dict) -> xr.Dataset:
         sq_velocity_start=float(record["sq_velocity_start"]),
         burn_in_steps=int(record["burn_in_steps"]),
         n_params=int(record["n_params"]),
-        **provenance_attrs(),
-        **attrs,
+        **{**provenance_attrs(), **attrs},
     )
     return ds
 
