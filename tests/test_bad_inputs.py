@@ -248,6 +248,11 @@ COMMAND_CASES = [
      lambda e, o: _run_cell(e, o, start=_burn_in(e, "lr1000", _with_lr(1000.0)), hyperparameters=_with_lr(1000.0),
                             steps=50),
      "limiting-dynamics run-cell: error: cell " + CELL + " diverged at step 10: train_loss=..."),
+    ("a trajectory given as the Hessian file",
+     lambda e, o: _run_cell(e, o, phase_space={"modes": 2, "sketch_dim": 0, "sketch_seed": 0}) + ("--hessian", e / "traj.nc"),
+     "limiting-dynamics run-cell: error: {root}/traj.nc: not a complete hessian result (missing hessian_eigenvalues, "
+     "hessian_eigenvectors, slq_nodes, slq_weights, bn_mode, hessian_trace_hutchinson); rerun its rule "
+     "(hessian)"),
     ("trajectory of another format version",
      lambda e, o: _analyze(_trajectory_variant(e, "v2.nc", lambda d: d.assign_attrs(format_version=2)), o),
      "limiting-dynamics analyze-cell: error: {root}/v2.nc: format version 2 is not the supported version 3; "

@@ -14,11 +14,11 @@ import xarray as xr
 
 from conftest import TINY, Workflow
 from limiting_dynamics import data
-from limiting_dynamics.checkpoints import CheckpointError, ResumeStore, load_checkpoint, read_checkpoint, save_checkpoint
+from limiting_dynamics.checkpoints import (Checkpointer, CheckpointError, ResumeStore, load_checkpoint, read_checkpoint,
+                                           save_checkpoint, stop_on_signals)
 from limiting_dynamics.errors import Interrupted
 from limiting_dynamics.models import build_model
-from limiting_dynamics.training import (Checkpointer, Hyperparameters, burn_in, limiting_run, pretrain,
-                                        stop_on_signals)
+from limiting_dynamics.training import Hyperparameters, burn_in, limiting_run, pretrain
 
 MODEL = {"arch": "resnet", "blocks": [1], "width": 4, "stem": "cifar"}
 CPU = torch.device("cpu")
@@ -266,3 +266,46 @@ def test_snakemake_run_stopped_by_sigterm_then_sigkill_resumes_bit_identically(t
         np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
         assert a[name].attrs == b[name].attrs, name
     assert {k: v for k, v in a.attrs.items() if k != "history"} == {k: v for k, v in b.attrs.items() if k != "history"}
+
+
+
+def test_hessian_stopped_in_each_part_and_resumed_gives_the_same_numbers(digits, tmp_path):
+    """Stopped during the Lanczos run (nothing to keep yet), during the second
+    SLQ probe, and among the Hutchinson probes: the resumed result equals an
+    uninterrupted one in every number, the count of products included."""
+    from limiting_dynamics import hessian
+
+    torch.manual_seed(0)
+    model = build_model(MODEL, 10, 1)
+    batches = hessian.fixed_batches(digits.x_train, digits.y_train, 64, 32, seed=0)
+    cfg = {"bn_mode": "train", "precision": "float32", "top_k": 3, "tol": 1e-2, "max_iter": 20, "slq_vectors": 3,
+           "slq_iterations": 6, "hutchinson_samples": 5, "reuse_graph": False, "seed": 0}
+
+    calls, marks = [], {}
+
+    def counting():
+        calls.append(1)
+
+    def log(msg):
+        for part in ("(the Lanczos run)", "(SLQ probe 1)"):
+            if part in msg:
+                marks[part] = len(calls)
+
+    def run(stop, name="h.pt", log=lambda s: None):
+        store = ResumeStore(tmp_path / name, {"cell": "c"}, **QUIET)
+        return hessian.analyze(model, batches, cfg, CPU, log=lambda s: None,
+                               checkpointer=Checkpointer(store, every=0, stop=stop, log=log)), store
+
+    whole, _ = run(counting, "ref.pt", log)
+    with pytest.raises(Interrupted, match="during the Hessian .* nothing to resume from"):
+        run(StopAt(marks["(the Lanczos run)"] - 2))
+    with pytest.raises(Interrupted, match="during the Hessian .* keeps the parts finished before"):
+        run(StopAt(marks["(SLQ probe 1)"] + 3))
+    assert read_checkpoint(tmp_path / "h.pt")["parts_done"] == "SLQ probe 1"
+    # resumed: SLQ probes 2 and 3 (6 products and a checkpoint each), then Hutchinson probe 1 and its check
+    with pytest.raises(Interrupted, match="after 1 Hutchinson probes"):
+        run(StopAt(2 * 7 + 2))
+    resumed, store = run(None)
+    assert resumed.attrs == whole.attrs
+    for name in whole.variables:
+        np.testing.assert_array_equal(resumed[name].values, whole[name].values, err_msg=name)

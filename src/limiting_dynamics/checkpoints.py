@@ -15,18 +15,20 @@ checkpoint written under other settings is an error, never a silent mix.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import signal
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
 from .atomic import atomic_path
-from .errors import CheckpointError
+from .errors import CheckpointError, Interrupted
 
 FORMAT_VERSION = 2
 MAGIC = b"LDCKPT"
@@ -198,3 +200,76 @@ class ResumeStore:
     def clear(self) -> None:
         for path in (self.new, self.path, self.prev):
             path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def stop_on_signals(signums=(signal.SIGTERM, signal.SIGINT)) -> Iterator[Callable[[], int | None]]:
+    """Within the block, SIGTERM (what SLURM sends before a time limit or
+    pre-emption) and SIGINT only set a flag; the yielded function returns the
+    signal number once one arrived (else ``None``). Long loops poll it every
+    step and stop at the next step boundary with a checkpoint (:class:`Checkpointer`).
+    The previous handlers are restored on exit."""
+    received: list[int] = []
+
+    def handler(signum, frame):
+        received.append(signum)
+
+    old = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield lambda: received[0] if received else None
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+class Checkpointer:
+    """When a long loop writes its checkpoint (to a :class:`.checkpoints.ResumeStore`):
+    every ``every`` units (steps or epochs; 0 = not on a schedule) and as soon as
+    ``stop()`` reports a signal, after which it raises :class:`Interrupted`.
+    Without a store a signal still stops the loop (with nothing to resume from)."""
+
+    def __init__(self, store: ResumeStore | None = None, every: int = 0,
+                 stop: Callable[[], int | None] | None = None, log: Callable[[str], None] = print):
+        self.store, self.every, self.stop, self.log = store, max(0, int(every)), stop, log
+
+    def resume(self) -> dict | None:
+        """The newest usable checkpoint, or ``None`` (start from the beginning)."""
+        return self.store.load() if self.store is not None else None
+
+    def _signal(self) -> int | None:
+        return self.stop() if self.stop is not None else None
+
+    def __call__(self, done: int, what: str, state: Callable[[], dict]) -> None:
+        """After ``done`` units of the loop (``what`` names them for the log):
+        a checkpoint if the schedule or a signal asks for one."""
+        signum = self._signal()
+        if signum is not None or (self.every and done % self.every == 0):
+            self._save(done, what, state, signum)
+
+    def save(self, done: int, what: str, state: Callable[[], dict]) -> None:
+        """A checkpoint now (e.g. a finished part of a job), then stop if a signal arrived."""
+        self._save(done, what, state, self._signal())
+
+    def _save(self, done: int, what: str, state: Callable[[], dict], signum: int | None) -> None:
+        if self.store is not None:
+            self.store.save(state())
+            self.log(f"checkpoint after {done} {what} -> {self.store.path}")
+        if signum is not None:
+            where = (f"checkpoint {self.store.path} written; rerun the same command to continue"
+                     if self.store is not None else "no checkpoint was asked for")
+            raise Interrupted(f"stopped by {signal.Signals(signum).name} after {done} {what}; {where}")
+
+    def interrupt_if_signalled(self, where: str) -> None:
+        """Stop at once, without a new checkpoint, if a signal arrived (for parts
+        too long to finish within a scheduler's grace period; the newest
+        checkpoint holds what was finished before)."""
+        signum = self._signal()
+        if signum is not None:
+            kept = (f"checkpoint {self.store.path} keeps the parts finished before; rerun the same command to "
+                    f"continue" if self.store is not None and self.store.files() else "nothing to resume from")
+            raise Interrupted(f"stopped by {signal.Signals(signum).name} {where}; {kept}")
+
+    def finish(self) -> None:
+        """The job completed: its checkpoints are no longer needed."""
+        if self.store is not None:
+            self.store.clear()

@@ -53,11 +53,11 @@ def _checkpointer(a, stage: str, p: dict, device, inputs: dict, stop):
     from . import checkpoints, training
 
     if not a.resume:
-        return training.Checkpointer(None, 0, stop, _log)
+        return checkpoints.Checkpointer(None, 0, stop, _log)
     settings = {"stage": stage, "params": p, "device": str(device), "threads": torch.get_num_threads(),
                 "torch": torch.__version__,
                 "inputs": {k: checkpoints.file_identity(v) for k, v in inputs.items() if v}}
-    return training.Checkpointer(checkpoints.ResumeStore(a.resume, settings, _log), a.checkpoint_every, stop, _log)
+    return checkpoints.Checkpointer(checkpoints.ResumeStore(a.resume, settings, _log), a.checkpoint_every, stop, _log)
 
 
 def cmd_prepare_data(a) -> None:
@@ -109,7 +109,7 @@ def cmd_converge(a) -> None:
         history = {"lr": [float("nan")], **{k: [v] for k, v in m.items()}}
         _log(f"loaded converged weights from {src}: " + " ".join(f"{k} {v:.4f}" for k, v in m.items()))
     else:
-        with training.stop_on_signals() as stop:
+        with checkpoints.stop_on_signals() as stop:
             ckpt = _checkpointer(a, "converge", p, device, {"data": a.data}, stop)
             history = training.pretrain(model, d, p["converge"], device, checkpointer=ckpt, log=_log)
     n_params = models.count_parameters(model)
@@ -152,7 +152,7 @@ def cmd_burn_in(a) -> None:
     p = json.loads(a.params)
     hp = training.Hyperparameters(**p["hyperparameters"])
     device, d, model = _theta0(a, p)
-    with training.stop_on_signals() as stop:
+    with checkpoints.stop_on_signals() as stop:
         ckpt = _checkpointer(a, "burn-in", p, device, {"data": a.data, "checkpoint": a.checkpoint}, stop)
         state = _diverged(a, p, hp, lambda: training.burn_in(
             model, d, hp, steps=p["burn_in_steps"], sampling=p["sampling"], device=device,
@@ -164,7 +164,8 @@ def cmd_burn_in(a) -> None:
 
 def cmd_run_cell(a) -> None:
     from . import checkpoints, training
-    from .config import ConfigError
+    from .errors import ConfigError, ResultFileError
+    from .result_files import open_result
 
     _threads(a.threads)
     p = json.loads(a.params)
@@ -175,17 +176,19 @@ def cmd_run_cell(a) -> None:
     directions, eig = None, None
     if a.hessian and int(phase.get("modes", 0)) > 0:
         import torch
-        import xarray as xr
 
-        with xr.open_dataset(a.hessian) as h:
-            k = int(phase["modes"])
-            directions = torch.tensor(h.hessian_eigenvectors.values[:k], dtype=torch.float32)
-            eig = h.hessian_eigenvalues.values[:k]
+        h = open_result(a.hessian, "hessian")
+        k = int(phase["modes"])
+        if h.sizes["mode"] < k or h.attrs["n_params"] != sum(q.numel() for q in model.parameters()):
+            raise ResultFileError(f"{a.hessian}: has {h.sizes['mode']} eigenvectors over {h.attrs['n_params']} "
+                                  f"parameters; this run needs {k} over the configured model's")
+        directions = torch.tensor(h.hessian_eigenvectors.values[:k], dtype=torch.float32)
+        eig = h.hessian_eigenvalues.values[:k]
     sketch_dim = int(phase.get("sketch_dim", 0))
     n_params = sum(q.numel() for q in model.parameters())
     if sketch_dim > n_params:
         raise ConfigError(f"limiting.phase_space.sketch_dim {sketch_dim} exceeds the model's {n_params} parameters")
-    with training.stop_on_signals() as stop:
+    with checkpoints.stop_on_signals() as stop:
         ckpt = _checkpointer(a, "run-cell", p, device,
                              {"data": a.data, "checkpoint": a.checkpoint, "hessian": a.hessian}, stop)
         record = _diverged(a, p, hp, lambda: training.limiting_run(
@@ -320,7 +323,7 @@ def cmd_linreg_summary(a) -> None:
 
 
 def cmd_hessian(a) -> None:
-    from . import hessian
+    from . import checkpoints, hessian
     from .trajectory import now_iso, provenance_attrs, write_netcdf
 
     _threads(a.threads)
@@ -330,7 +333,9 @@ def cmd_hessian(a) -> None:
     n_samples, chunk = hessian.loss_batching(cfg, p.get("cell_batch_size"))
     batches = hessian.fixed_batches(d.x_train, d.y_train, n_samples, chunk, int(cfg["seed"]))
     start = time.perf_counter()
-    ds = hessian.analyze(model, batches, cfg, device, log=_log)
+    with checkpoints.stop_on_signals() as stop:
+        ckpt = _checkpointer(a, "hessian", p, device, {"data": a.data, "checkpoint": a.checkpoint}, stop)
+        ds = hessian.analyze(model, batches, cfg, device, log=_log, checkpointer=ckpt)
     ds.attrs.update(Conventions="CF-1.10", title=f"Hessian of the training loss at theta_0 of cell {p.get('cell', '')}",
                     history=f"{now_iso()} created by limiting-dynamics hessian", dataset=d.name, cell=p.get("cell", ""),
                     chunk_size=chunk,
@@ -338,10 +343,12 @@ def cmd_hessian(a) -> None:
                     **provenance_attrs(p, device, cfg["precision"]))
     enc = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars if ds[v].dtype != object}
     write_netcdf(ds, a.out, enc)
+    ckpt.finish()
     _log(f"Hessian at theta_0: {ds.attrs['total_hvps']} HVPs in {ds.attrs['seconds']:.1f} s -> {a.out}")
 
 
 def cmd_gradient_noise(a) -> None:
+    from .result_files import open_result
     import torch
     import xarray as xr
 
@@ -355,7 +362,7 @@ def cmd_gradient_noise(a) -> None:
     model.to(device)
     dirs, eig = None, None
     if a.hessian:
-        h = xr.load_dataset(a.hessian)
+        h = open_result(a.hessian, "hessian")
         dirs = torch.tensor(h.hessian_eigenvectors.values, dtype=torch.float32, device=device)
         eig = h.hessian_eigenvalues.values
     bs = int(p["batch_size"])
@@ -392,6 +399,7 @@ def cmd_gradient_noise(a) -> None:
 
 
 def cmd_compare_cell(a) -> None:
+    from .result_files import open_result
     import xarray as xr
 
     from . import comparison, trajectory
@@ -399,7 +407,7 @@ def cmd_compare_cell(a) -> None:
 
     p = json.loads(a.params)
     traj = trajectory.open_trajectory(a.trajectory)
-    ds = comparison.compare_cell(traj, xr.load_dataset(a.hessian), xr.load_dataset(a.noise),
+    ds = comparison.compare_cell(traj, open_result(a.hessian, "hessian"), open_result(a.noise, "noise"),
                                  stationary_window=tuple(p["stationary_window"]), fit_window=tuple(p["fit_window"]))
     ds.attrs.update(Conventions="CF-1.10", title=f"Theory vs experiment for cell {ds.attrs['cell']}",
                     history=f"{now_iso()} created by limiting-dynamics compare-cell", **provenance_attrs(p))
@@ -413,6 +421,7 @@ def cmd_compare_cell(a) -> None:
 
 
 def cmd_landscape(a) -> None:
+    from .result_files import open_result
     import torch
     import xarray as xr
 
@@ -424,7 +433,7 @@ def cmd_landscape(a) -> None:
     cfg = p["landscape"]
     device, d, model = _theta0(a, p)
     i, j = (int(m) for m in cfg["modes"])
-    h = xr.load_dataset(a.hessian)
+    h = open_result(a.hessian, "hessian")
     traj = trajectory.open_trajectory(a.trajectory)
     if "mode_position" not in traj or traj.sizes["mode"] < max(i, j):
         raise OSError(f"{a.trajectory} has no projections on Hessian modes {i} and {j} "
@@ -466,6 +475,7 @@ COMPARISON_COLUMNS = ("noise_curvature_slope", "c_sq_dist_measured", "c_lag_msd_
 
 
 def cmd_predict(a) -> None:
+    from .result_files import open_result
     import pandas as pd
     import xarray as xr
 
@@ -474,8 +484,8 @@ def cmd_predict(a) -> None:
     rows = []
     by_cell = {}
     for f in a.noise:
-        with xr.open_dataset(f) as ds:
-            by_cell[str(ds.attrs["cell"])] = dict(ds.attrs)
+        attrs = dict(open_result(f, "noise").attrs)
+        by_cell[str(attrs["cell"])] = attrs
     for traj, ana in zip(a.trajectories, a.analyses):
         ds = trajectory.open_trajectory(traj)
         measured = json.loads(Path(ana).read_text())
@@ -496,7 +506,7 @@ def cmd_predict(a) -> None:
     df = pd.DataFrame(rows).set_index("cell")
     mode_rows = []
     for f in a.comparisons or []:
-        with xr.open_dataset(f) as cmp:
+        with open_result(f, "comparison") as cmp:
             cell = str(cmp.attrs["cell"])
             for key in COMPARISON_COLUMNS:
                 if key in cmp.attrs:
@@ -519,6 +529,7 @@ def cmd_predict(a) -> None:
 
 
 def cmd_plot(a) -> None:
+    from .result_files import open_result
     import pandas as pd
     import xarray as xr
 
@@ -538,7 +549,7 @@ def cmd_plot(a) -> None:
         theory_plots.FIGURES[a.figure](cells, tables, a.out, dpi)
         return
     if a.figure == "hessian-spectrum":
-        plots.hessian_spectrum([xr.load_dataset(f) for f in a.inputs], a.out, dpi)
+        plots.hessian_spectrum([open_result(f, "hessian") for f in a.inputs], a.out, dpi)
         return
     if a.figure in comparison_plots.FIGURES:
         nc = [xr.load_dataset(f) for f in a.inputs if f.endswith(".nc")]
@@ -592,7 +603,7 @@ COMMANDS = {
                      "trajectory params out"),
     "summarize": (cmd_summarize, "per-cell analyses -> summary CSV and NetCDF", "inputs+ out-csv out-nc"),
     "hessian": (cmd_hessian, "top eigenpairs, spectral density and trace of the Hessian at theta_0",
-                "data checkpoint params out threads"),
+                "data checkpoint params out resume? checkpoint-every threads"),
     "gradient-noise": (cmd_gradient_noise, "minibatch (and per-sample) gradient noise at theta_0 for one S",
                        "data checkpoint hessian? params out threads"),
     "compare-cell": (cmd_compare_cell, "theory vs experiment for one cell (phase space, lag-MSD)",
@@ -614,6 +625,8 @@ OPTION_HELP = {
     ("burn-in", "resume"): "checkpoint file of this job (as for converge)",
     ("burn-in", "checkpoint-every"): "steps between checkpoints (0: only on a signal)",
     ("run-cell", "resume"): "checkpoint file of this job (as for converge)",
+    ("hessian", "resume"): "checkpoint file of this job: written after the Lanczos run and after each SLQ probe",
+    ("hessian", "checkpoint-every"): "Hutchinson probes between checkpoints (0: only on a signal)",
     ("run-cell", "checkpoint-every"): "steps between checkpoints (0: only on a signal)",
     ("predict", "comparisons"): "compare-cell outputs (adds their summary columns)",
     ("predict", "out-modes"): "per-mode theory-vs-experiment table (CSV)",

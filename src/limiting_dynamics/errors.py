@@ -58,3 +58,7 @@ class Interrupted(LimitingDynamicsError, RuntimeError):
 
 class WriteError(LimitingDynamicsError, OSError):
     """An output could not be written (no permission, disk full, file size limit); nothing was left behind."""
+
+
+class ResultFileError(LimitingDynamicsError, ValueError):
+    """A result file (Hessian, gradient noise, comparison) that is unreadable or incomplete."""

@@ -267,19 +267,35 @@ class SpectralDensity:
         return float((self.weights * self.nodes**j).sum(axis=-1).mean())
 
 
+def slq_probe(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, iterations: int, generator: torch.Generator,
+              device="cpu", dtype=torch.float32) -> tuple[np.ndarray, np.ndarray]:
+    """One probe of stochastic Lanczos quadrature: ``iterations`` Lanczos steps
+    (full reorthogonalisation) from a Rademacher start drawn from ``generator``;
+    nodes and weights, zero-padded to ``iterations`` on early breakdown."""
+    start = _random_unit(n, generator, dtype, device, rademacher=True)
+    theta, s = _lanczos_iteration(matvec, start, iterations, device, dtype).ritz()
+    pad = iterations - len(theta)
+    return np.pad(theta, (0, pad)), np.pad(s[0] ** 2, (0, pad))
+
+
 def slq(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, n_vectors: int = 4, iterations: int = 40,
         seed: int = 0, device="cpu", dtype=torch.float32) -> SpectralDensity:
-    """Stochastic Lanczos quadrature: ``iterations`` Lanczos steps (full
-    reorthogonalisation) from each of ``n_vectors`` Rademacher start vectors."""
+    """Stochastic Lanczos quadrature over ``n_vectors`` probes (:func:`slq_probe`)."""
     gen = torch.Generator().manual_seed(seed)
-    nodes, weights = [], []
-    for _ in range(n_vectors):
-        start = _random_unit(n, gen, dtype, device, rademacher=True)
-        theta, s = _lanczos_iteration(matvec, start, iterations, device, dtype).ritz()
-        pad = iterations - len(theta)
-        nodes.append(np.pad(theta, (0, pad)))
-        weights.append(np.pad(s[0] ** 2, (0, pad)))
-    return SpectralDensity(np.asarray(nodes), np.asarray(weights))
+    probes = [slq_probe(matvec, n, iterations, gen, device, dtype) for _ in range(n_vectors)]
+    return SpectralDensity(np.asarray([p[0] for p in probes]), np.asarray([p[1] for p in probes]))
+
+
+def hutchinson_probe(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, generator: torch.Generator,
+                     device="cpu", dtype=torch.float32) -> float:
+    """``z^T H z`` for one Rademacher vector ``z`` drawn from ``generator``."""
+    z = (torch.randint(0, 2, (n,), generator=generator) * 2 - 1).to(device=device, dtype=dtype)
+    return float(torch.dot(z, matvec(z).to(device, dtype)))
+
+
+def _mean_stderr(values) -> tuple[float, float]:
+    vals = np.asarray(values, dtype=float)
+    return float(vals.mean()), float(vals.std(ddof=1) / math.sqrt(len(vals)))
 
 
 def hutchinson_trace(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, n_samples: int = 32, seed: int = 0,
@@ -288,12 +304,7 @@ def hutchinson_trace(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, n_s
     if n_samples < 2:
         raise HessianError("Hutchinson needs at least 2 probe vectors for an error estimate")
     gen = torch.Generator().manual_seed(seed)
-    vals = []
-    for _ in range(n_samples):
-        z = (torch.randint(0, 2, (n,), generator=gen) * 2 - 1).to(device=device, dtype=dtype)
-        vals.append(float(torch.dot(z, matvec(z).to(device, dtype))))
-    vals = np.asarray(vals)
-    return float(vals.mean()), float(vals.std(ddof=1) / math.sqrt(n_samples))
+    return _mean_stderr([hutchinson_probe(matvec, n, gen, device, dtype) for _ in range(n_samples)])
 
 
 def loss_batching(cfg: dict, cell_batch_size: int | None = None) -> tuple[int, int]:
@@ -321,7 +332,7 @@ def fixed_batches(x: torch.Tensor, y: torch.Tensor, n_samples: int, batch_size: 
     return [(x[idx[s:s + batch_size]], y[idx[s:s + batch_size]]) for s in range(0, n_samples, batch_size)]
 
 
-def analyze(model: nn.Module, batches, cfg: dict, device: torch.device, log=print):
+def analyze(model: nn.Module, batches, cfg: dict, device: torch.device, log=print, checkpointer=None):
     """Top eigenpairs (Lanczos), spectral density (SLQ) and trace (Hutchinson) of
     the training-loss Hessian at the model's parameters, as an xarray Dataset.
 
@@ -329,6 +340,14 @@ def analyze(model: nn.Module, batches, cfg: dict, device: torch.device, log=prin
     ``max_iter``, ``slq_vectors``, ``slq_iterations``, ``hutchinson_samples``,
     ``reuse_graph`` (optional, default false: see :class:`HessianOperator`),
     ``seed``.
+
+    ``checkpointer`` (a :class:`.checkpoints.Checkpointer`): the work is done
+    in parts (the Lanczos run, each SLQ probe, the Hutchinson probes) and a
+    checkpoint is written after each of the first two kinds (Hutchinson
+    probes: on the checkpointer's schedule and on a signal), holding the
+    results so far and the generators' states; a rerun continues after the
+    last finished part with the same numbers. A signal in the middle of a part
+    stops at the next Hessian-vector product.
     """
     import xarray as xr
 
@@ -338,15 +357,66 @@ def analyze(model: nn.Module, batches, cfg: dict, device: torch.device, log=prin
     n = op.numel
     seed = int(cfg["seed"])
     grad = op.gradient()
-    top = lanczos(op.matvec, n, int(cfg["top_k"]), tol=float(cfg["tol"]), max_iter=int(cfg["max_iter"]),
-                  seed=seed, device=device, dtype=dtype)
+    saved = checkpointer.resume() if checkpointer is not None else None
+    state = dict(saved) if saved is not None else {}
+    if saved is not None:
+        op.n_products = int(saved["n_products"])
+        log(f"resuming after {saved['parts_done']} from {checkpointer.store.path}")
+
+    def matvec(v: torch.Tensor) -> torch.Tensor:
+        if checkpointer is not None:
+            checkpointer.interrupt_if_signalled(f"during the Hessian (after {op.n_products} products)")
+        return op.matvec(v)
+
+    def finished(part: str, schedule: bool = False, done: int = 0) -> None:
+        state.update(n_products=op.n_products, parts_done=part)
+        if checkpointer is None:
+            return
+        if schedule:
+            checkpointer(done, part, lambda: state)
+        else:
+            checkpointer.save(op.n_products, f"Hessian-vector products ({part})", lambda: state)
+
+    if "lanczos_eigenvalues" in state:
+        top = LanczosResult(state["lanczos_eigenvalues"].numpy(), state["lanczos_eigenvectors"].to(device, dtype),
+                            state["lanczos_residuals"].numpy(), int(state["lanczos_products"]),
+                            bool(state["lanczos_converged"]))
+    else:
+        top = lanczos(matvec, n, int(cfg["top_k"]), tol=float(cfg["tol"]), max_iter=int(cfg["max_iter"]),
+                      seed=seed, device=device, dtype=dtype)
+        state.update(lanczos_eigenvalues=torch.from_numpy(np.ascontiguousarray(top.eigenvalues)),
+                     lanczos_eigenvectors=top.eigenvectors.detach().cpu(),
+                     lanczos_residuals=torch.from_numpy(np.ascontiguousarray(top.residuals)),
+                     lanczos_products=top.n_products, lanczos_converged=bool(top.converged))
+        finished("the Lanczos run")
     log(f"Lanczos: top {cfg['top_k']} eigenvalues in {top.n_products} Hessian-vector products "
         f"(converged: {top.converged}): " + " ".join(f"{v:.4g}" for v in top.eigenvalues))
-    n_lanczos = op.n_products
-    dens = slq(op.matvec, n, n_vectors=int(cfg["slq_vectors"]), iterations=int(cfg["slq_iterations"]),
-               seed=seed + 1, device=device, dtype=dtype)
-    trace, trace_err = hutchinson_trace(op.matvec, n, n_samples=int(cfg["hutchinson_samples"]), seed=seed + 2,
-                                        device=device, dtype=dtype)
+    n_lanczos = top.n_products
+
+    gen = torch.Generator().manual_seed(seed + 1)
+    if "slq_rng" in state:
+        gen.set_state(state["slq_rng"])
+    nodes, weights = list(state.get("slq_nodes", [])), list(state.get("slq_weights", []))
+    for i in range(len(nodes), int(cfg["slq_vectors"])):
+        theta, w = slq_probe(matvec, n, int(cfg["slq_iterations"]), gen, device, dtype)
+        nodes.append(torch.from_numpy(theta))
+        weights.append(torch.from_numpy(w))
+        state.update(slq_nodes=list(nodes), slq_weights=list(weights), slq_rng=gen.get_state())
+        finished(f"SLQ probe {i + 1}")
+    dens = SpectralDensity(np.stack([t.numpy() for t in nodes]), np.stack([t.numpy() for t in weights]))
+
+    if int(cfg["hutchinson_samples"]) < 2:
+        raise HessianError("Hutchinson needs at least 2 probe vectors for an error estimate")
+    gen = torch.Generator().manual_seed(seed + 2)
+    if "hutchinson_rng" in state:
+        gen.set_state(state["hutchinson_rng"])
+    values = list(state.get("hutchinson_values", []))
+    for j in range(len(values), int(cfg["hutchinson_samples"])):
+        values.append(hutchinson_probe(matvec, n, gen, device, dtype))
+        state.update(hutchinson_values=list(values), hutchinson_rng=gen.get_state())
+        if j + 1 < int(cfg["hutchinson_samples"]):
+            finished("Hutchinson probes", schedule=True, done=j + 1)
+    trace, trace_err = _mean_stderr(values)
     log(f"trace {trace:.4g} +- {trace_err:.2g} (Hutchinson), {dens.moment(1) * n:.4g} (SLQ)")
     names = [name for name, p in op.model.named_parameters() if p.requires_grad]
     sizes = [p.numel() for p in op.params]

@@ -7,12 +7,10 @@ comes from explicit generators seeded from the config.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
-import signal
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -20,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import TensorData, random_shift
-from .checkpoints import CheckpointError, ResumeStore, load_weights
-from .errors import ConfigError, DivergenceError, Interrupted
+from .checkpoints import Checkpointer, CheckpointError, load_weights
+from .errors import ConfigError, DivergenceError
 from .recording import FlatParameters, StepRecorder
 
 
@@ -54,60 +52,6 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError("compute.device is 'cuda' but no CUDA GPU is visible to this job; "
                           "use device: auto or cpu, or run it where a GPU is allocated")
     return torch.device(name)
-
-
-@contextlib.contextmanager
-def stop_on_signals(signums=(signal.SIGTERM, signal.SIGINT)) -> Iterator[Callable[[], int | None]]:
-    """Within the block, SIGTERM (what SLURM sends before a time limit or
-    pre-emption) and SIGINT only set a flag; the yielded function returns the
-    signal number once one arrived (else ``None``). Long loops poll it every
-    step and stop at the next step boundary with a checkpoint (:class:`Checkpointer`).
-    The previous handlers are restored on exit."""
-    received: list[int] = []
-
-    def handler(signum, frame):
-        received.append(signum)
-
-    old = {s: signal.signal(s, handler) for s in signums}
-    try:
-        yield lambda: received[0] if received else None
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-class Checkpointer:
-    """When a long loop writes its checkpoint (to a :class:`.checkpoints.ResumeStore`):
-    every ``every`` units (steps or epochs; 0 = not on a schedule) and as soon as
-    ``stop()`` reports a signal, after which it raises :class:`Interrupted`.
-    Without a store a signal still stops the loop (with nothing to resume from)."""
-
-    def __init__(self, store: ResumeStore | None = None, every: int = 0,
-                 stop: Callable[[], int | None] | None = None, log: Callable[[str], None] = print):
-        self.store, self.every, self.stop, self.log = store, max(0, int(every)), stop, log
-
-    def resume(self) -> dict | None:
-        """The newest usable checkpoint, or ``None`` (start from the beginning)."""
-        return self.store.load() if self.store is not None else None
-
-    def __call__(self, done: int, what: str, state: Callable[[], dict]) -> None:
-        """After ``done`` units of the loop (``what`` names them for the log)."""
-        signum = self.stop() if self.stop is not None else None
-        if signum is None and not (self.every and done % self.every == 0):
-            return
-        if self.store is not None:
-            self.store.save(state())
-            self.log(f"checkpoint after {done} {what} -> {self.store.path}")
-        if signum is not None:
-            name = signal.Signals(signum).name
-            where = (f"checkpoint {self.store.path} written; rerun the same command to continue"
-                     if self.store is not None else "no checkpoint was asked for")
-            raise Interrupted(f"stopped by {name} after {done} {what}; {where}")
-
-    def finish(self) -> None:
-        """The job completed: its checkpoints are no longer needed."""
-        if self.store is not None:
-            self.store.clear()
 
 
 def _rng_states() -> dict:

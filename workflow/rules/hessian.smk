@@ -19,11 +19,14 @@ rule hessian:
         mem_mb=4000,
         runtime=120,
         gpu=gpus(),
+        checkpoint_every=config["compute"]["checkpoint_steps"],
     params:
         run=hessian_params,
+        resume="results/runs/{cell}/hessian_resume.pt",
     shell:
         "limiting-dynamics hessian --data {input.data} --checkpoint {input.checkpoint}"
-        " --params {params.run:q} --out {output} --threads {threads} > {log} 2>&1"
+        " --params {params.run:q} --out {output} --resume {params.resume}"
+        " --checkpoint-every {resources.checkpoint_every} --threads {threads} > {log} 2>&1"
 
 
 rule plot_hessian:

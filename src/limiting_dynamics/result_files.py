@@ -1,0 +1,43 @@
+"""Reading the NetCDF results one stage hands to the next, checked.
+
+A stage that reads another's output (the Hessian's eigenvectors, the noise
+levels, a comparison) opens it here, so that a missing, foreign, truncated
+or outdated file stops with one line naming the file and what is wrong,
+instead of a ``KeyError`` deep in the analysis. Trajectories have their own,
+stricter reader (:func:`.trajectory.open_trajectory`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .errors import ResultFileError
+
+# kind -> (variables that must be present and finite, attributes that must be present)
+REQUIRED = {
+    "hessian": (("hessian_eigenvalues", "hessian_eigenvectors", "slq_nodes", "slq_weights"),
+                ("n_params", "bn_mode", "hessian_trace_hutchinson")),
+    "noise": ((), ("cell", "batch_size", "trace_cov", "n_train", "bn_mode")),
+    "comparison": ((), ("cell",)),
+}
+RULE = {"hessian": "hessian", "noise": "gradient_noise", "comparison": "compare_cell"}
+
+
+def open_result(path: str | Path, kind: str) -> xr.Dataset:
+    """Load the ``kind`` result at ``path`` into memory after checking it."""
+    variables, attrs = REQUIRED[kind]
+    try:
+        ds = xr.load_dataset(path, engine="netcdf4")
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ResultFileError(f"{path}: cannot be read as a NetCDF {kind} result ({exc})") from exc
+    missing = [v for v in variables if v not in ds] + [a for a in attrs if a not in ds.attrs]
+    if missing:
+        raise ResultFileError(f"{path}: not a complete {kind} result (missing {', '.join(missing)}); "
+                              f"rerun its rule ({RULE[kind]})")
+    for v in variables:
+        if not np.all(np.isfinite(ds[v].values)):
+            raise ResultFileError(f"{path}: variable {v} has non-finite values; rerun its rule ({RULE[kind]})")
+    return ds
