@@ -54,6 +54,10 @@ def test_full_run_produces_every_output(wf):
         attrs = xr.load_dataset(wf.path(f)).attrs
         assert len(attrs["config_sha256"]) == 64 and attrs["device"] == "cpu" and attrs["precision"] == "float32", f
         assert attrs["git_revision"] and attrs["torch_version"].startswith("2.") and attrs["limiting_dynamics_version"]
+    from PIL import Image
+
+    made_by = Image.open(wf.path("results/figures/msd.png")).text["Software"]
+    assert made_by.startswith("limiting-dynamics ") and "git " in made_by and "torch 2." in made_by
     comb = xr.load_dataset(wf.path("results/trajectories/all_cells.nc"))
     assert set(comb["cell"].values) == {DEFAULT, SWEPT}
     assert sorted(comb["lr"].values.tolist()) == [0.02, 0.05]

@@ -15,6 +15,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import xarray as xr  # noqa: E402
 
+from . import __version__  # noqa: E402
 from .atomic import atomic_path  # noqa: E402
 
 HP_LABELS = {"lr": "learning rate $\\eta$", "batch_size": "batch size $S$",
@@ -26,10 +27,15 @@ def setup(context: str = "paper") -> None:
 
 
 def save(fig, path: str | Path, dpi: int) -> None:
-    """Save atomically (the format follows the suffix) and close."""
+    """Save atomically (the format follows the suffix) with the provenance in
+    the file's metadata (PNG ``Software``, PDF/SVG ``Creator``) and close."""
+    from .trajectory import git_revision, torch_version
+
     fmt = Path(path).suffix.lstrip(".")
+    made_by = f"limiting-dynamics {__version__} (git {git_revision()}, torch {torch_version()})"
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt)
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt,
+                    metadata={"Software" if fmt == "png" else "Creator": made_by})
     plt.close(fig)
 
 

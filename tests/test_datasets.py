@@ -1,0 +1,105 @@
+"""Local data sets in their real on-disk formats (generated here, tiny), and
+torchvision architectures by name."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from conftest import TINY, Workflow
+from limiting_dynamics import data
+from limiting_dynamics.errors import DataError, ModelError
+from limiting_dynamics.models import TORCHVISION_ARCHS, build_model
+
+
+def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 20, seed: int = 0) -> Path:
+    """The CIFAR-10 python layout (``data_batch_1..5``, ``test_batch``,
+    ``batches.meta``) with ``per_batch`` random images per training batch, each
+    class present; pickled with protocol 2 like the real files."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+
+    def batch(n: int, label: str) -> dict:
+        labels = [int(k % 10) for k in range(n)]
+        images = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
+        images[:, 0] = (np.asarray(labels) * 25).astype(np.uint8)[:, None, None]  # a learnable red channel
+        return {b"batch_label": label.encode(), b"labels": labels, b"data": images.reshape(n, 3072),
+                b"filenames": [f"img_{k}.png".encode() for k in range(n)]}
+
+    for i in range(1, 6):
+        with open(root / f"data_batch_{i}", "wb") as fh:
+            pickle.dump(batch(per_batch, f"training batch {i} of 5"), fh, protocol=2)
+    with open(root / "test_batch", "wb") as fh:
+        pickle.dump(batch(n_test, "testing batch 1 of 1"), fh, protocol=2)
+    with open(root / "batches.meta", "wb") as fh:
+        pickle.dump({b"label_names": [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog",
+                                      b"horse", b"ship", b"truck"], b"num_cases_per_batch": per_batch}, fh, protocol=2)
+    return root
+
+
+def _cfg(path, **kw) -> dict:
+    return {"name": "cifar10", "path": str(path), "image_size": 32, "channels": 3, "test_fraction": 0.2,
+            "split_seed": 0, **kw}
+
+
+def test_cifar10_from_the_python_batches(tmp_path):
+    root = write_cifar10(tmp_path / "cifar-10-batches-py")
+    prepared = data.prepare(_cfg(root))
+    assert prepared.x_train.shape == (100, 3, 32, 32) and prepared.x_test.shape == (20, 3, 32, 32)
+    assert prepared.x_train.dtype == np.uint8 and prepared.num_classes == 10
+    with open(root / "data_batch_2", "rb") as fh:
+        raw = pickle.load(fh, encoding="bytes")
+    np.testing.assert_array_equal(prepared.x_train[20:40], raw[b"data"].reshape(-1, 3, 32, 32))
+    np.testing.assert_array_equal(prepared.y_train[20:40], raw[b"labels"])
+    small = data.prepare(_cfg(root, image_size=8, channels=1))
+    assert small.x_train.shape == (100, 1, 8, 8)
+    # grey = luma of the RGB image, then an antialiased resize: check the mean brightness is kept
+    luma = (raw[b"data"].reshape(-1, 3, 32, 32).astype(float) * np.array([0.299, 0.587, 0.114])[:, None, None]).sum(1)
+    assert abs(small.x_train[20:40].mean() - luma.mean()) < 1.0
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda r: None, "data.path is required for CIFAR-10"),
+    (lambda r: (r / "data_batch_3").unlink(), "data_batch_3 does not exist; download 'CIFAR-10 python version'"),
+    (lambda r: (r / "test_batch").write_bytes((r / "test_batch").read_bytes()[:500]), "is not in the CIFAR-10 python format"),
+    (lambda r: (r / "data_batch_1").write_bytes(pickle.dumps(__import__("os").getcwd)), "refusing to unpickle posix.getcwd"),
+])
+def test_cifar10_problems_are_clear(tmp_path, damage, message):
+    root = write_cifar10(tmp_path / "c")
+    damage(root)
+    cfg = _cfg(root) if "required" not in message else {**_cfg(root), "path": None}
+    with pytest.raises(DataError, match=message):
+        data.prepare(cfg)
+
+
+@pytest.mark.parametrize("arch", TORCHVISION_ARCHS)
+def test_torchvision_architectures_by_name(arch):
+    model = build_model({"arch": arch}, 10, 1)
+    out = model(torch.randn(2, 1, 32, 32))
+    assert out.shape == (2, 10)
+
+
+def test_unknown_architecture_lists_the_known_ones():
+    with pytest.raises(ModelError, match="vgg16_bn"):
+        build_model({"arch": "alexnet"}, 10, 3)
+
+
+@pytest.mark.integration
+def test_workflow_runs_on_cifar10_files(tmp_path):
+    root = write_cifar10(tmp_path / "cifar-10-batches-py")
+    cfg = copy.deepcopy(TINY)
+    cfg["data"] = _cfg(root, image_size=8)
+    cfg["linear_regression"]["enabled"] = False
+    (tmp_path / "wf").mkdir()
+    wf = Workflow(tmp_path / "wf", cfg)
+    wf.run()
+    traj = xr.load_dataset(wf.path("results/trajectories/lr0.05_bs32_mom0.9_wd0.005_seed0.nc"))
+    assert traj.attrs["dataset"] == "cifar10" and traj.sizes["step"] == TINY["limiting"]["steps"]
+    assert np.isfinite(traj.sq_dist_from_start.values).all()
+    assert wf.path("results/figures/theory_modes.png").exists()
