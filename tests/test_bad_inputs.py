@@ -88,6 +88,11 @@ CONFIG_CASES = [
     ("converged weights path missing", _set("converge.checkpoint", "/nonexistent/resnet.pt"),
      "config key 'converge.checkpoint': value '/nonexistent/resnet.pt' is not allowed: no such file (give the "
      "local path of a converged checkpoint, or null to train)"),
+    ("CIFAR-10 without a local directory", _set("data", {**TINY["data"], "name": "cifar10", "path": "/no/cifar"}),
+     "config key 'data.path': value '/no/cifar' is not allowed: cifar10 is read from a local directory (nothing is "
+     "downloaded); download 'CIFAR-10 python version' (cifar-10-python.tar.gz) from "
+     "https://www.cs.toronto.edu/~kriz/cifar.html on a machine with internet, unpack it and set data.path to the "
+     "cifar-10-batches-py directory"),
     ("fit window reversed", _set("analysis.fit_window", [0.9, 0.1]),
      "config key 'analysis.fit_window': value [0.9, 0.1] is not allowed: must be [start, end] with start < end "
      "(fractions of the run)"),

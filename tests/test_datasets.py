@@ -95,6 +95,7 @@ def test_workflow_runs_on_cifar10_files(tmp_path):
     root = write_cifar10(tmp_path / "cifar-10-batches-py")
     cfg = copy.deepcopy(TINY)
     cfg["data"] = _cfg(root, image_size=8)
+    cfg["converge"]["batch_size"] = 32  # 100 training images here
     cfg["linear_regression"]["enabled"] = False
     (tmp_path / "wf").mkdir()
     wf = Workflow(tmp_path / "wf", cfg)

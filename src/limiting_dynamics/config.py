@@ -113,7 +113,7 @@ def burn_in_steps(hp: Hyperparameters, burn_cfg: dict) -> int:
 
 def semantic_errors(config: dict) -> list[str]:
     """Checks the schema cannot express; assumes the schema passed."""
-    from .data import expected_train_size
+    from .data import LOCAL_DATASETS, expected_train_size
 
     errors = []
     n_train = expected_train_size(config["data"])
@@ -131,6 +131,10 @@ def semantic_errors(config: dict) -> list[str]:
     if ckpt and not Path(ckpt).is_file():
         errors.append(f"config key 'converge.checkpoint': value {ckpt!r} is not allowed: "
                       "no such file (give the local path of a converged checkpoint, or null to train)")
+    local = config["data"].get("path")
+    if config["data"]["name"] in LOCAL_DATASETS and not (local and Path(local).expanduser().is_dir()):
+        errors.append(f"config key 'data.path': value {local!r} is not allowed: {config['data']['name']} is read "
+                      f"from a local directory (nothing is downloaded); {LOCAL_DATASETS[config['data']['name']]}")
     for key in ("fit_window", "stationary_window"):
         lo, hi = config["analysis"][key]
         if not lo < hi:

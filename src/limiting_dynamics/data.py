@@ -11,6 +11,7 @@ New data sets register a *preparer* in :data:`PREPARERS`: a function taking the
 
 from __future__ import annotations
 
+import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +114,89 @@ def prepare_digits(cfg: dict) -> PreparedData:
     return PreparedData("digits", x[train], labels[train], x[test], labels[test], 10)
 
 
-PREPARERS: dict[str, Callable[[dict], PreparedData]] = {"digits": prepare_digits}
+CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+CIFAR10_HINT = ("download 'CIFAR-10 python version' (cifar-10-python.tar.gz) from "
+                "https://www.cs.toronto.edu/~kriz/cifar.html on a machine with internet, unpack it and set "
+                "data.path to the cifar-10-batches-py directory")
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles the CIFAR batch format (dicts of bytes, lists, ints and one
+    numpy array) and refuses any other global, so a file cannot run code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("builtins", "bytes"),
+               ("_codecs", "encode")}  # how Python 3 writes bytes at protocol 2 (safe: str -> bytes)
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise DataError(f"refusing to unpickle {module}.{name}: not part of the CIFAR-10 batch format")
+
+
+def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if not path.is_file():
+        raise DataError(f"CIFAR-10 batch {path} does not exist; {CIFAR10_HINT}")
+    try:
+        with open(path, "rb") as fh:
+            batch = _ArraysOnly(fh, encoding="bytes").load()
+        x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        y = np.asarray(batch[b"labels"], dtype=np.int64)
+    except DataError:
+        raise
+    except Exception as exc:  # truncated or foreign file: pickle, key and shape errors alike
+        raise DataError(f"CIFAR-10 batch {path} is not in the CIFAR-10 python format ({type(exc).__name__}: "
+                        f"{exc}); {CIFAR10_HINT}") from exc
+    if x.shape[0] != y.shape[0] or y.size == 0 or y.min() < 0 or y.max() > 9:
+        raise DataError(f"CIFAR-10 batch {path} has {x.shape[0]} images and {y.shape[0]} labels in "
+                        f"[{y.min() if y.size else '-'}, {y.max() if y.size else '-'}]; expected matching counts "
+                        f"and labels 0..9")
+    return x, y
+
+
+def prepare_cifar10(cfg: dict) -> PreparedData:
+    """CIFAR-10 from the standard python batches at ``cfg['path']`` (50,000
+    train and 10,000 test images, 32x32 RGB, 10 classes), resized to
+    ``image_size`` and converted to grey for ``channels: 1``."""
+    root = _local_path(cfg, "CIFAR-10", CIFAR10_HINT)
+    parts = [_cifar_batch(root / name) for name in CIFAR10_FILES]
+    x_train = np.concatenate([p[0] for p in parts[:-1]])
+    y_train = np.concatenate([p[1] for p in parts[:-1]])
+    x_test, y_test = parts[-1]
+    size, channels = int(cfg["image_size"]), int(cfg["channels"])
+    return PreparedData("cifar10", _convert_uint8(x_train, size, channels), y_train,
+                        _convert_uint8(x_test, size, channels), y_test, 10)
+
+
+def _local_path(cfg: dict, what: str, hint: str) -> Path:
+    path = cfg.get("path")
+    if not path:
+        raise DataError(f"data.path is required for {what} (a local directory; nothing is downloaded); {hint}")
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data.path {root} is not a directory; {hint}")
+    return root
+
+
+def _convert_uint8(x: np.ndarray, size: int, channels: int, chunk: int = 4096) -> np.ndarray:
+    """``(N, 3, H, W)`` uint8 RGB -> ``(N, channels, size, size)`` uint8 (antialiased
+    bilinear resize; grey = ITU-R 601 luma), in chunks to bound memory."""
+    if x.shape[2] == size and channels == 3:
+        return np.ascontiguousarray(x)
+    out = np.empty((x.shape[0], channels, size, size), dtype=np.uint8)
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    for s in range(0, x.shape[0], chunk):
+        t = torch.from_numpy(x[s:s + chunk]).float()
+        if channels == 1:
+            t = (t * luma).sum(1, keepdim=True)
+        if t.shape[-1] != size:
+            t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        out[s:s + chunk] = t.clamp(0, 255).round().to(torch.uint8).numpy()
+    return out
+
+
+PREPARERS: dict[str, Callable[[dict], PreparedData]] = {"digits": prepare_digits, "cifar10": prepare_cifar10}
+LOCAL_DATASETS = {"cifar10": CIFAR10_HINT}  # name -> how to get the files data.path points to
 
 
 def prepare(cfg: dict) -> PreparedData:

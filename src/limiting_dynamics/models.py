@@ -11,11 +11,13 @@ number of stages and blocks per stage, base width, and either the CIFAR-style
 from __future__ import annotations
 
 import torch
+import torchvision.models as tv_models
 from torch import nn
 from torchvision.models import resnet as tv_resnet
+
 from .errors import ModelError
 
-TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50")
+TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn")
 
 
 
@@ -73,11 +75,17 @@ class SmallResNet(nn.Module):
 def build_model(cfg: dict, num_classes: int, in_channels: int) -> nn.Module:
     """Build the model described by the ``model`` config section, untrained."""
     arch = cfg["arch"]
-    if arch in TORCHVISION_RESNETS:
-        model = getattr(tv_resnet, arch)(weights=None, num_classes=num_classes)
-        if in_channels != 3:
-            model.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
-            nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    if arch in TORCHVISION_ARCHS:
+        model = getattr(tv_models, arch)(weights=None, num_classes=num_classes)
+        if in_channels != 3:  # a first convolution for grey images, initialised as torchvision does
+            parent, name = (model, "conv1") if arch.startswith("resnet") else (model.features, "0")
+            old = getattr(parent, name)
+            new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, stride=old.stride,
+                            padding=old.padding, bias=old.bias is not None)
+            nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
+            if new.bias is not None:
+                nn.init.zeros_(new.bias)
+            setattr(parent, name, new)
         return model
     if arch == "resnet":
         return SmallResNet(
@@ -87,7 +95,7 @@ def build_model(cfg: dict, num_classes: int, in_channels: int) -> nn.Module:
             in_channels=in_channels,
             stem=cfg["stem"],
         )
-    raise ModelError(f"unknown model arch {arch!r}; use 'resnet' or one of {TORCHVISION_RESNETS}")
+    raise ModelError(f"unknown model arch {arch!r}; use 'resnet' or one of {list(TORCHVISION_ARCHS)}")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -19,7 +19,7 @@ from torch import nn
 
 from .data import TensorData, random_shift
 from .checkpoints import Checkpointer, CheckpointError, load_weights
-from .errors import ConfigError, DivergenceError
+from .errors import ConfigError, DataError, DivergenceError
 from .recording import FlatParameters, StepRecorder
 
 
@@ -92,9 +92,9 @@ class BatchSampler:
 
     def __init__(self, n: int, batch_size: int, scheme: str, seed: int, device: torch.device):
         if batch_size > n:
-            raise ValueError(f"batch size {batch_size} exceeds the {n} training examples")
+            raise DataError(f"batch size {batch_size} exceeds the {n} training examples")
         if scheme not in ("reshuffle", "replacement"):
-            raise ValueError(f"unknown sampling scheme {scheme!r}; use 'reshuffle' or 'replacement'")
+            raise ConfigError(f"unknown sampling scheme {scheme!r}; use 'reshuffle' or 'replacement'")
         self.n, self.batch_size, self.scheme, self.device = n, batch_size, scheme, device
         self.generator = torch.Generator().manual_seed(int(seed))
         self.per_epoch = n // batch_size
