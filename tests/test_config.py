@@ -79,7 +79,7 @@ BAD = [
     ("cells.sweeps.momentum", [0.5, 1.5], "'cells.sweeps.momentum.1': value 1.5 is not allowed: must be < 1"),
     ("cells.grid", {"lr": []}, "'cells.grid.lr': value [] is not allowed: must have at least 1 item(s)"),
     ("cells.default.lrr", 0.1, "'cells.default': unknown key(s) ['lrr'] (a typo?)"),
-    ("data.name", "mnist", "'data.name': value 'mnist' is not allowed: must be one of ['digits', 'cifar10']"),
+    ("data.name", "mnist", "'data.name': value 'mnist' is not allowed: must be one of ['digits', 'cifar10', 'imagenet']"),
     ("data.test_fraction", 1.0, "'data.test_fraction': value 1.0 is not allowed: must be < 1"),
     ("model.arch", "vgg", "'model.arch': value 'vgg' is not allowed: must be one of"),
     ("compute.device", "tpu", "'compute.device': value 'tpu' is not allowed: must be one of ['auto', 'cpu', 'cuda']"),

@@ -78,6 +78,56 @@ def test_cifar10_problems_are_clear(tmp_path, damage, message):
         data.prepare(cfg)
 
 
+def write_image_folder(root: Path, classes=("n01", "n02", "n03"), n_train: int = 5, n_val: int = 2) -> Path:
+    """An ImageNet-style tree (train/ and val/, one directory of images per
+    class) of small JPEG and PNG files of different sizes; class k is tinted
+    so that it can be learned."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("val", n_val)):
+        for k, name in enumerate(classes):
+            d = root / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                w, h = int(rng.integers(20, 60)), int(rng.integers(20, 60))
+                img = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+                img[..., k % 3] = 255
+                Image.fromarray(img).save(d / f"{name}_{i}.{'JPEG' if i % 2 else 'png'}")
+    return root
+
+
+def test_imagenet_image_folder_is_packed_with_the_eval_geometry(tmp_path):
+    from PIL import Image
+
+    root = write_image_folder(tmp_path / "imagenet")
+    # a 60x30 image, red | green | blue with the green band exactly its centre square
+    stripes = np.zeros((30, 60, 3), dtype=np.uint8)
+    stripes[:, :15, 0] = stripes[:, 15:45, 1] = stripes[:, 45:, 2] = 255
+    Image.fromarray(stripes).save(root / "train" / "n02" / "n02_zz.png")
+    prepared = data.prepare({"name": "imagenet", "path": str(root), "image_size": 16, "channels": 3,
+                             "test_fraction": 0.2, "split_seed": 0})
+    assert prepared.x_train.shape == (16, 3, 16, 16) and prepared.x_test.shape == (6, 3, 16, 16)
+    assert prepared.num_classes == 3 and list(np.bincount(prepared.y_train)) == [5, 6, 5]
+    green = prepared.x_train[10]  # n02's files sorted: n02_0..n02_4, n02_zz
+    inner = green[:, :, 1:-1]  # the outermost columns blend with the neighbouring bands in the resize
+    assert inner[1].mean() > 250 and inner[0].mean() < 10 and inner[2].mean() < 10
+    subset = data.prepare({"name": "imagenet", "path": str(root), "image_size": 8, "channels": 1,
+                           "test_fraction": 0.2, "split_seed": 0, "max_train_per_class": 2})
+    assert subset.x_train.shape == (6, 1, 8, 8) and list(np.bincount(subset.y_train)) == [2, 2, 2]
+
+
+def test_imagenet_problems_are_clear(tmp_path):
+    root = write_image_folder(tmp_path / "imagenet")
+    (root / "val" / "n03").rename(root / "val" / "n04")
+    with pytest.raises(DataError, match=r"has other classes than train/ \(missing \['n03'\], extra \['n04'\]\)"):
+        data.prepare({"name": "imagenet", "path": str(root), "image_size": 8, "channels": 3})
+    (root / "val" / "n04").rename(root / "val" / "n03")
+    (root / "train" / "n01" / "n01_1.JPEG").write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match=r"n01_1.JPEG cannot be decoded"):
+        data.prepare({"name": "imagenet", "path": str(root), "image_size": 8, "channels": 3})
+
+
 @pytest.mark.parametrize("arch", TORCHVISION_ARCHS)
 def test_torchvision_architectures_by_name(arch):
     model = build_model({"arch": arch}, 10, 1)
@@ -104,3 +154,19 @@ def test_workflow_runs_on_cifar10_files(tmp_path):
     assert traj.attrs["dataset"] == "cifar10" and traj.sizes["step"] == TINY["limiting"]["steps"]
     assert np.isfinite(traj.sq_dist_from_start.values).all()
     assert wf.path("results/figures/theory_modes.png").exists()
+
+
+@pytest.mark.integration
+def test_workflow_runs_on_an_imagenet_folder(tmp_path):
+    root = write_image_folder(tmp_path / "imagenet", n_train=30, n_val=5)
+    cfg = copy.deepcopy(TINY)
+    cfg["data"] = {"name": "imagenet", "path": str(root), "image_size": 16, "channels": 3, "test_fraction": 0.2,
+                   "split_seed": 0}
+    cfg["converge"]["batch_size"] = 32
+    (tmp_path / "wf").mkdir()
+    wf = Workflow(tmp_path / "wf", cfg)
+    target = "results/trajectories/lr0.05_bs32_mom0.9_wd0.005_seed0.nc"
+    wf.run(target)
+    traj = xr.load_dataset(wf.path(target))
+    assert traj.attrs["dataset"] == "imagenet" and np.isfinite(traj.sq_dist_from_start.values).all()
+    assert traj.sizes["mode"] == TINY["limiting"]["phase_space"]["modes"]

@@ -195,8 +195,96 @@ def _convert_uint8(x: np.ndarray, size: int, channels: int, chunk: int = 4096) -
     return out
 
 
-PREPARERS: dict[str, Callable[[dict], PreparedData]] = {"digits": prepare_digits, "cifar10": prepare_cifar10}
-LOCAL_DATASETS = {"cifar10": CIFAR10_HINT}  # name -> how to get the files data.path points to
+IMAGENET_HINT = ("give the local ImageNet (ILSVRC-2012) directory with train/ and val/, each holding one "
+                 "sub-directory of images per class (ImageFolder layout; the official val images must first be "
+                 "sorted into class directories), obtained from https://image-net.org on a machine with internet")
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
+
+
+def _image_folder(root: Path, classes: list[str] | None) -> tuple[list[Path], np.ndarray, list[str]]:
+    """Image files and labels of an ImageFolder-style directory (classes = sorted sub-directories)."""
+    if not root.is_dir():
+        raise DataError(f"ImageNet split {root} is not a directory; {IMAGENET_HINT}")
+    found = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if classes is None:
+        classes = found
+    elif found != classes:
+        missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
+        raise DataError(f"{root} has other classes than train/ (missing {missing[:3]}, extra {extra[:3]}); "
+                        f"{IMAGENET_HINT}")
+    if not classes:
+        raise DataError(f"{root} has no class sub-directories; {IMAGENET_HINT}")
+    files, labels = [], []
+    for k, name in enumerate(classes):
+        images = sorted(f for f in (root / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        files += images
+        labels += [k] * len(images)
+    return files, np.asarray(labels, dtype=np.int64), classes
+
+
+def _per_class(files: list[Path], labels: np.ndarray, limit: int | None) -> tuple[list[Path], np.ndarray]:
+    """The first ``limit`` images (in file-name order) of every class; all with ``None``."""
+    if not limit:
+        return files, labels
+    keep = np.concatenate([np.flatnonzero(labels == k)[:limit] for k in np.unique(labels)])
+    return [files[i] for i in keep], labels[keep]
+
+
+def _load_center_crop(path: Path, size: int, channels: int) -> np.ndarray:
+    """One image: shorter side resized to ``size`` (antialiased), centre-cropped to a square."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB" if channels == 3 else "L")
+            w, h = im.size
+            scale = size / min(w, h)
+            im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BILINEAR,
+                           reducing_gap=None)
+            w, h = im.size
+            left, top = (w - size) // 2, (h - size) // 2
+            arr = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"image {path} cannot be decoded ({exc})") from exc
+    return arr.transpose(2, 0, 1) if channels == 3 else arr[None]
+
+
+def _pack(files: list[Path], size: int, channels: int, workers: int) -> np.ndarray:
+    from concurrent.futures import ThreadPoolExecutor
+
+    out = np.empty((len(files), channels, size, size), dtype=np.uint8)
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL decodes without holding the GIL
+        for i, arr in enumerate(pool.map(lambda f: _load_center_crop(f, size, channels), files, chunksize=64)):
+            out[i] = arr
+    return out
+
+
+def prepare_imagenet(cfg: dict) -> PreparedData:
+    """ImageNet (or any ImageFolder-style data set) from ``cfg['path']``, packed
+    into a fixed-size uint8 store: every image's shorter side resized to
+    ``image_size`` and centre-cropped square (the evaluation transform's
+    geometry), ``train/`` -> training set and ``val/`` -> test set, optionally
+    the first ``max_train_per_class`` / ``max_test_per_class`` images of each
+    class. Decoded with ``len(os.sched_getaffinity(0))`` threads."""
+    import os
+
+    root = _local_path(cfg, "ImageNet", IMAGENET_HINT)
+    train_files, y_train, classes = _image_folder(root / "train", None)
+    test_files, y_test, _ = _image_folder(root / "val", classes)
+    train_files, y_train = _per_class(train_files, y_train, cfg.get("max_train_per_class"))
+    test_files, y_test = _per_class(test_files, y_test, cfg.get("max_test_per_class"))
+    if not train_files or not test_files:
+        raise DataError(f"no images under {root}/train or {root}/val (looked for {sorted(IMAGE_SUFFIXES)}); "
+                        f"{IMAGENET_HINT}")
+    size, channels = int(cfg["image_size"]), int(cfg["channels"])
+    workers = max(1, len(os.sched_getaffinity(0)))
+    return PreparedData("imagenet", _pack(train_files, size, channels, workers), y_train,
+                        _pack(test_files, size, channels, workers), y_test, len(classes))
+
+
+PREPARERS: dict[str, Callable[[dict], PreparedData]] = {"digits": prepare_digits, "cifar10": prepare_cifar10,
+                                                          "imagenet": prepare_imagenet}
+LOCAL_DATASETS = {"cifar10": CIFAR10_HINT, "imagenet": IMAGENET_HINT}  # name -> how to get what data.path points to
 
 
 def prepare(cfg: dict) -> PreparedData:
