@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 TINY = {
-    "compute": {"device": "cpu", "threads": 1, "compile_recording": "auto", "checkpoint_steps": 20,
+    "compute": {"device": "cpu", "threads": 1, "mem_mb": 4000, "compile_recording": "auto", "checkpoint_steps": 20,
                 "checkpoint_epochs": 1},
     "data": {"name": "digits", "image_size": 8, "channels": 1, "test_fraction": 0.2, "split_seed": 0},
     "model": {"arch": "resnet", "blocks": [1], "width": 8, "stem": "cifar"},

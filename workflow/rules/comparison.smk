@@ -74,7 +74,7 @@ rule landscape:
         "../envs/limiting-dynamics.yaml"
     threads: config["compute"]["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=config["compute"]["mem_mb"],
         runtime=60,
         gpu=gpus(),
     params:

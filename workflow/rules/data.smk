@@ -7,10 +7,10 @@ rule prepare_data:
         "results/benchmarks/prepare_data/{dataset}.tsv"
     conda:
         "../envs/limiting-dynamics.yaml"
-    threads: 1
+    threads: config["compute"]["threads"]  # images are decoded on this many threads (ImageNet)
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=config["compute"]["mem_mb"],
+        runtime=120,
     params:
         data=data_params(),
     shell:

@@ -16,7 +16,7 @@ rule hessian:
         "../envs/limiting-dynamics.yaml"
     threads: config["compute"]["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=config["compute"]["mem_mb"],
         runtime=120,
         gpu=gpus(),
         checkpoint_every=config["compute"]["checkpoint_steps"],

@@ -14,7 +14,7 @@ rule gradient_noise:
         "../envs/limiting-dynamics.yaml"
     threads: config["compute"]["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=config["compute"]["mem_mb"],
         runtime=60,
         gpu=gpus(),
     params:

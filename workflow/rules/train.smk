@@ -12,7 +12,7 @@ rule converge:
         "../envs/limiting-dynamics.yaml"
     threads: config["compute"]["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=config["compute"]["mem_mb"],
         runtime=120,
         gpu=gpus(),
         checkpoint_every=config["compute"]["checkpoint_epochs"],
@@ -40,7 +40,7 @@ rule burn_in:
         "../envs/limiting-dynamics.yaml"
     threads: config["compute"]["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=config["compute"]["mem_mb"],
         runtime=120,
         gpu=gpus(),
         checkpoint_every=config["compute"]["checkpoint_steps"],
@@ -68,7 +68,7 @@ rule limiting_run:
         "../envs/limiting-dynamics.yaml"
     threads: config["compute"]["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=config["compute"]["mem_mb"],
         runtime=240,
         gpu=gpus(),
         checkpoint_every=config["compute"]["checkpoint_steps"],
