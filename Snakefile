@@ -23,6 +23,28 @@ include: "workflow/rules/noise.smk"
 include: "workflow/rules/comparison.smk"
 
 
+# Small jobs (reading NetCDF, tables, figures) run on the submitting machine
+# under a cluster executor; only data, training, Hessian and noise jobs are submitted.
+localrules:
+    all,
+    export_trajectory,
+    combine_trajectories,
+    analyze_cell,
+    summarize,
+    compare_cell,
+    predict,
+    linreg_summary,
+    plot_convergence,
+    plot_msd,
+    plot_local_displacement,
+    plot_scaling,
+    plot_metrics,
+    plot_hessian,
+    plot_linreg,
+    plot_theory,
+    plot_comparison,
+
+
 rule all:
     default_target: True
     input:

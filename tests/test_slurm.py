@@ -1,0 +1,90 @@
+"""The workflow through the SLURM profile on a real single-node SLURM, with a
+limiting run requeued (pre-empted) while it runs."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+from conftest import REPO, TINY, Workflow, _snakemake_exe
+from slurm_cluster import SingleNodeSlurm, available
+
+pytestmark = pytest.mark.integration
+DEFAULT = "lr0.05_bs32_mom0.9_wd0.005_seed0"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    why = available()
+    if why:
+        pytest.skip(why)
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    c = SingleNodeSlurm(tmp_path_factory.mktemp("slurm")).start()
+    yield c
+    c.stop()
+
+
+def _test_profile(root) -> None:
+    """The shipped profile with its SITE lines filled in for the test cluster
+    (what a user does), plus the settings a cluster without slurmdbd needs."""
+    prof = yaml.safe_load((REPO / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
+    prof["default-resources"]["slurm_partition"] = "debug"
+    del prof["default-resources"]["slurm_account"]
+    prof["slurm-no-account"] = True
+    for res in prof["set-resources"].values():
+        res.pop("slurm_partition", None)
+        res.pop("gpu_model", None)
+        res["runtime"] = 15
+    prof.update({"slurm-status-command": "squeue", "slurm-init-seconds-before-status-checks": 2,
+                 "seconds-between-status-checks": 2, "latency-wait": 5})
+    (root / "testprofile").mkdir()
+    (root / "testprofile" / "config.yaml").write_text(yaml.safe_dump(prof))
+
+
+def test_workflow_runs_through_the_slurm_profile_and_survives_a_requeue(cluster, tmp_path):
+    cfg = copy.deepcopy(TINY)
+    cfg["linear_regression"]["enabled"] = False
+    cfg["limiting"]["steps"] = 2000
+    cfg["limiting"]["eval_every"] = 1000
+    cfg["compute"]["checkpoint_steps"] = 100
+    wf = Workflow(tmp_path, cfg)
+    _test_profile(tmp_path)
+    env = {**wf._env(), "SLURM_CONF": str(cluster.conf)}
+    start = time.monotonic()
+    proc = subprocess.Popen(["timeout", "900", _snakemake_exe(), "--workflow-profile", "testprofile"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    resume = wf.path(f"results/runs/{DEFAULT}/resume.pt")
+    requeued, released = None, False
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline:
+        if requeued is None and resume.exists():  # the default cell's limiting run is under way on the cluster
+            jobs = [j for j in cluster.squeue() if j[2] == "RUNNING"]
+            out = cluster._run("squeue", "-h", "-o", "%i|%k").stdout
+            ids = [line.split("|")[0] for line in out.splitlines() if "limiting_run" in line and DEFAULT in line]
+            if ids and any(j[0] == ids[0] for j in jobs):
+                assert cluster.scontrol("requeue", ids[0]).returncode == 0
+                requeued = ids[0]
+        if requeued is not None and not released and (requeued, "PENDING") in {(j[0], j[2]) for j in cluster.squeue()}:
+            # SLURM holds a requeued job for about two minutes before it may start again
+            released = cluster.scontrol("update", f"JobId={requeued}", "StartTime=now").returncode == 0
+        time.sleep(0.2)
+    out = proc.communicate(timeout=300)[0]
+    seconds = time.monotonic() - start
+    assert proc.returncode == 0, out[-4000:]
+    assert requeued is not None and released, "the limiting run was never seen running, or not requeued"
+    log = wf.path(f"results/logs/limiting_run/{DEFAULT}.log").read_text()
+    assert "resuming after step" in log, log[-2000:]
+    traj = xr.load_dataset(wf.path(f"results/trajectories/{DEFAULT}.nc"))
+    assert traj.sizes["step"] == 2000 and np.isfinite(traj.sq_dist_from_start.values).all()
+    assert wf.path("results/figures/theory_modes.png").exists()
+    submitted = out.count("has been submitted with SLURM jobid")
+    print(f"SLURM run: {seconds:.0f} s, {submitted} jobs submitted, job {requeued} requeued")
+    assert submitted >= 9  # data, convergence, and per cell: burn-in, Hessian, noise, limiting run
