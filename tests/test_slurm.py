@@ -51,7 +51,9 @@ def _test_profile(root) -> None:
 
 def test_workflow_runs_through_the_slurm_profile_and_survives_a_requeue(cluster, tmp_path):
     cfg = copy.deepcopy(TINY)
-    cfg["linear_regression"]["enabled"] = False
+    for section in ("linear_regression", "hessian", "noise", "landscape"):  # fewer chained cluster stages:
+        cfg[section]["enabled"] = False  # the plugin's status checks back off to ~36 s per stage
+    cfg["limiting"]["phase_space"]["modes"] = 0
     cfg["limiting"]["steps"] = 2000
     cfg["limiting"]["eval_every"] = 1000
     cfg["compute"]["checkpoint_steps"] = 100
@@ -84,7 +86,7 @@ def test_workflow_runs_through_the_slurm_profile_and_survives_a_requeue(cluster,
     assert "resuming after step" in log, log[-2000:]
     traj = xr.load_dataset(wf.path(f"results/trajectories/{DEFAULT}.nc"))
     assert traj.sizes["step"] == 2000 and np.isfinite(traj.sq_dist_from_start.values).all()
-    assert wf.path("results/figures/theory_modes.png").exists()
+    assert wf.path("results/figures/msd.png").exists()
     submitted = out.count("has been submitted with SLURM jobid")
     print(f"SLURM run: {seconds:.0f} s, {submitted} jobs submitted, job {requeued} requeued")
-    assert submitted >= 9  # data, convergence, and per cell: burn-in, Hessian, noise, limiting run
+    assert submitted == 6  # data, convergence, and per cell: burn-in, limiting run
