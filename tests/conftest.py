@@ -101,3 +101,14 @@ def workflow_factory(tmp_path):
         return Workflow(tmp_path, config)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory):
+    """The prepared digits (8x8, one channel) as tensors, for unit tests of training."""
+    from limiting_dynamics import data
+
+    path = tmp_path_factory.mktemp("data") / "digits.npz"
+    data.save_prepared(data.prepare({"name": "digits", "image_size": 8, "channels": 1,
+                                     "test_fraction": 0.2, "split_seed": 0}), path)
+    return data.load_prepared(path)

@@ -152,8 +152,9 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         return self._run("scontrol", *args)
 
     def squeue(self) -> list[tuple[str, str, str]]:
-        """(job id, name, state) of the jobs SLURM knows."""
-        out = self._run("squeue", "-h", "-o", "%i|%j|%T").stdout
+        """(job id, comment, state) of the jobs SLURM knows (the Snakemake plugin
+        puts the rule and wildcards in the comment)."""
+        out = self._run("squeue", "-h", "-o", "%i|%k|%T").stdout
         return [tuple(line.split("|")) for line in out.splitlines() if line.strip()]
 
     def stop(self) -> None:

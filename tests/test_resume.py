@@ -14,7 +14,6 @@ import torch
 import xarray as xr
 
 from conftest import TINY, Workflow
-from limiting_dynamics import data
 from limiting_dynamics.checkpoints import (Checkpointer, CheckpointError, ResumeStore, load_checkpoint, read_checkpoint,
                                            save_checkpoint, stop_on_signals)
 from limiting_dynamics.errors import Interrupted
@@ -25,14 +24,6 @@ MODEL = {"arch": "resnet", "blocks": [1], "width": 4, "stem": "cifar"}
 CPU = torch.device("cpu")
 QUIET = {"log": lambda s: None}
 DEFAULT = "lr0.05_bs32_mom0.9_wd0.005_seed0"
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "digits.npz"
-    data.save_prepared(data.prepare({"name": "digits", "image_size": 8, "channels": 1,
-                                     "test_fraction": 0.2, "split_seed": 0}), path)
-    return data.load_prepared(path)
 
 
 # ---------------------------------------------------------------- checkpoint files

@@ -68,12 +68,11 @@ def test_workflow_runs_through_the_slurm_profile_and_survives_a_requeue(cluster,
     deadline = time.monotonic() + 600
     while proc.poll() is None and time.monotonic() < deadline:
         if requeued is None and resume.exists():  # the default cell's limiting run is under way on the cluster
-            jobs = [j for j in cluster.squeue() if j[2] == "RUNNING"]
-            out = cluster._run("squeue", "-h", "-o", "%i|%k").stdout
-            ids = [line.split("|")[0] for line in out.splitlines() if "limiting_run" in line and DEFAULT in line]
-            if ids and any(j[0] == ids[0] for j in jobs):
-                assert cluster.scontrol("requeue", ids[0]).returncode == 0
-                requeued = ids[0]
+            running = [j for j, comment, state in cluster.squeue()
+                       if state == "RUNNING" and "limiting_run" in comment and DEFAULT in comment]
+            if running:
+                assert cluster.scontrol("requeue", running[0]).returncode == 0
+                requeued = running[0]
         if requeued is not None and not released and (requeued, "PENDING") in {(j[0], j[2]) for j in cluster.squeue()}:
             # SLURM holds a requeued job for about two minutes before it may start again
             released = cluster.scontrol("update", f"JobId={requeued}", "StartTime=now").returncode == 0

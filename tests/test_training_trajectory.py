@@ -10,14 +10,6 @@ from limiting_dynamics.training import BatchSampler, DivergenceError, Hyperparam
 MODEL = {"arch": "resnet", "blocks": [1], "width": 4, "stem": "cifar"}
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "digits.npz"
-    data.save_prepared(data.prepare({"name": "digits", "image_size": 8, "channels": 1,
-                                     "test_fraction": 0.2, "split_seed": 0}), path)
-    return data.load_prepared(path)
-
-
 def _run(digits, hp, steps=40, burn_in=5, **kw):
     torch.manual_seed(0)
     model = build_model(MODEL, 10, 1)

@@ -31,8 +31,9 @@ def _threads(n: int) -> None:
     torch.set_num_threads(max(1, int(n)))
 
 
-def _theta0(a, p: dict):
-    """Device, prepared data (``--data``) and the model with the theta_0 weights (``--checkpoint``)."""
+def _theta0(a, p: dict, with_checkpoint: bool = False):
+    """Device, prepared data (``--data``) and the model with the theta_0 weights
+    (``--checkpoint``); with ``with_checkpoint`` also the checkpoint dict."""
     from . import checkpoints, data, models, training
 
     device = training.resolve_device(p["device"])
@@ -40,7 +41,7 @@ def _theta0(a, p: dict):
     ckpt = checkpoints.load_checkpoint(a.checkpoint)
     model = models.build_model(p["model"], d.num_classes, d.in_channels)
     checkpoints.load_weights(model, ckpt["model"], a.checkpoint)
-    return device, d, model
+    return (device, d, model, ckpt) if with_checkpoint else (device, d, model)
 
 
 def _checkpointer(a, stage: str, p: dict, device, inputs: dict, stop):
@@ -170,8 +171,8 @@ def cmd_run_cell(a) -> None:
     _threads(a.threads)
     p = json.loads(a.params)
     hp = training.Hyperparameters(**p["hyperparameters"])
-    device, d, model = _theta0(a, p)
-    start = checkpoints.load_checkpoint(a.checkpoint)
+    device, d, model, start = _theta0(a, p, with_checkpoint=True)
+    n_params = sum(q.numel() for q in model.parameters())
     phase = p.get("phase_space", {})
     directions, eig = None, None
     if a.hessian and int(phase.get("modes", 0)) > 0:
@@ -179,13 +180,12 @@ def cmd_run_cell(a) -> None:
 
         h = open_result(a.hessian, "hessian")
         k = int(phase["modes"])
-        if h.sizes["mode"] < k or h.attrs["n_params"] != sum(q.numel() for q in model.parameters()):
+        if h.sizes["mode"] < k or h.attrs["n_params"] != n_params:
             raise ResultFileError(f"{a.hessian}: has {h.sizes['mode']} eigenvectors over {h.attrs['n_params']} "
                                   f"parameters; this run needs {k} over the configured model's")
         directions = torch.tensor(h.hessian_eigenvectors.values[:k], dtype=torch.float32)
         eig = h.hessian_eigenvalues.values[:k]
     sketch_dim = int(phase.get("sketch_dim", 0))
-    n_params = sum(q.numel() for q in model.parameters())
     if sketch_dim > n_params:
         raise ConfigError(f"limiting.phase_space.sketch_dim {sketch_dim} exceeds the model's {n_params} parameters")
     with checkpoints.stop_on_signals() as stop:

@@ -116,13 +116,14 @@ def semantic_errors(config: dict) -> list[str]:
     from .data import LOCAL_DATASETS, expected_train_size
 
     errors = []
+    cells = expand_cells(config["cells"])
     n_train = expected_train_size(config["data"])
     if n_train is not None:
         for name, bs in (("converge.batch_size", config["converge"]["batch_size"]),):
             if bs > n_train:
                 errors.append(f"config key '{name}': value {bs} is not allowed: "
                               f"must be <= the {n_train} training examples")
-        for hp in expand_cells(config["cells"]):
+        for hp in cells:
             if hp.batch_size > n_train:
                 errors.append(f"config key 'cells' (batch_size): value {hp.batch_size} is not allowed: "
                               f"must be <= the {n_train} training examples of {config['data']['name']}")
@@ -145,7 +146,7 @@ def semantic_errors(config: dict) -> list[str]:
         errors.append(f"config key 'limiting.burn_in.min_steps': value {burn['min_steps']} is not allowed: "
                       f"must be <= limiting.burn_in.max_steps ({burn['max_steps']})")
     by_name: dict[str, Hyperparameters] = {}
-    for hp in expand_cells(config["cells"]):
+    for hp in cells:
         other = by_name.setdefault(cell_id(hp), hp)
         if other != hp:
             errors.append(f"config key 'cells': cells {other.as_dict()} and {hp.as_dict()} get the same name "

@@ -72,11 +72,16 @@ class TensorData:
         return int(self.x_train.shape[1])
 
 
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Square images ``(N, C, H, W)`` resized to ``size`` (bilinear, antialiased), unchanged if already."""
+    if x.shape[-1] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
 def _resize_uint8(images: np.ndarray, size: int, channels: int) -> np.ndarray:
     """Resize ``(N, H, W)`` float images in [0, 1] to ``(N, channels, size, size)`` uint8."""
-    x = torch.from_numpy(images.astype(np.float32))[:, None]
-    if x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    x = _resize(torch.from_numpy(images.astype(np.float32))[:, None], size)
     x = x.clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
     return x.expand(-1, channels, -1, -1).contiguous().numpy()
 
@@ -189,9 +194,7 @@ def _convert_uint8(x: np.ndarray, size: int, channels: int, chunk: int = 4096) -
         t = torch.from_numpy(x[s:s + chunk]).float()
         if channels == 1:
             t = (t * luma).sum(1, keepdim=True)
-        if t.shape[-1] != size:
-            t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        out[s:s + chunk] = t.clamp(0, 255).round().to(torch.uint8).numpy()
+        out[s:s + chunk] = _resize(t, size).clamp(0, 255).round().to(torch.uint8).numpy()
     return out
 
 

@@ -298,11 +298,15 @@ def _mean_stderr(values) -> tuple[float, float]:
     return float(vals.mean()), float(vals.std(ddof=1) / math.sqrt(len(vals)))
 
 
+def _check_probes(n_samples: int) -> None:
+    if n_samples < 2:
+        raise HessianError("Hutchinson needs at least 2 probe vectors for an error estimate")
+
+
 def hutchinson_trace(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, n_samples: int = 32, seed: int = 0,
                      device="cpu", dtype=torch.float32) -> tuple[float, float]:
     """``tr H`` from Rademacher probes: mean and its standard error."""
-    if n_samples < 2:
-        raise HessianError("Hutchinson needs at least 2 probe vectors for an error estimate")
+    _check_probes(n_samples)
     gen = torch.Generator().manual_seed(seed)
     return _mean_stderr([hutchinson_probe(matvec, n, gen, device, dtype) for _ in range(n_samples)])
 
@@ -405,8 +409,7 @@ def analyze(model: nn.Module, batches, cfg: dict, device: torch.device, log=prin
         finished(f"SLQ probe {i + 1}")
     dens = SpectralDensity(np.stack([t.numpy() for t in nodes]), np.stack([t.numpy() for t in weights]))
 
-    if int(cfg["hutchinson_samples"]) < 2:
-        raise HessianError("Hutchinson needs at least 2 probe vectors for an error estimate")
+    _check_probes(int(cfg["hutchinson_samples"]))
     gen = torch.Generator().manual_seed(seed + 2)
     if "hutchinson_rng" in state:
         gen.set_state(state["hutchinson_rng"])
