@@ -17,8 +17,9 @@ SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 TINY = {
     "compute": {"device": "cpu", "threads": 1, "mem_mb": 4000, "compile_recording": "auto", "checkpoint_steps": 20,
-                "checkpoint_epochs": 1},
-    "data": {"name": "digits", "image_size": 8, "channels": 1, "test_fraction": 0.2, "split_seed": 0},
+                "checkpoint_epochs": 1, "channels_last": False, "autocast": "none", "compile_model": False},
+    "data": {"name": "digits", "image_size": 8, "channels": 1, "test_fraction": 0.2, "split_seed": 0,
+             "loader": "memory"},
     "model": {"arch": "resnet", "blocks": [1], "width": 8, "stem": "cifar"},
     "converge": {"checkpoint": None, "epochs": 2, "lr": 0.1, "batch_size": 128, "momentum": 0.9,
                  "weight_decay": 5.0e-4, "sampling": "reshuffle", "augment_shift": 1, "seed": 0},

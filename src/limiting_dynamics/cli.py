@@ -31,13 +31,18 @@ def _threads(n: int) -> None:
     torch.set_num_threads(max(1, int(n)))
 
 
+def _loader_workers(a) -> int:
+    """DataLoader processes for a streamed data set: the job's threads but one."""
+    return max(0, int(getattr(a, "threads", 1)) - 1)
+
+
 def _theta0(a, p: dict, with_checkpoint: bool = False):
     """Device, prepared data (``--data``) and the model with the theta_0 weights
     (``--checkpoint``); with ``with_checkpoint`` also the checkpoint dict."""
     from . import checkpoints, data, models, training
 
     device = training.resolve_device(p["device"])
-    d = data.load_prepared(a.data, device)
+    d = data.load_prepared(a.data, device, workers=_loader_workers(a))
     ckpt = checkpoints.load_checkpoint(a.checkpoint)
     model = models.build_model(p["model"], d.num_classes, d.in_channels)
     checkpoints.load_weights(model, ckpt["model"], a.checkpoint)
@@ -96,7 +101,7 @@ def cmd_converge(a) -> None:
     _threads(a.threads)
     p = json.loads(a.params)
     device = training.resolve_device(p["device"])
-    d = data.load_prepared(a.data, device)
+    d = data.load_prepared(a.data, device, workers=_loader_workers(a))
     import torch
 
     torch.manual_seed(int(p["converge"]["seed"]))  # the initialisation is part of the run's seed
@@ -112,14 +117,16 @@ def cmd_converge(a) -> None:
     else:
         with checkpoints.stop_on_signals() as stop:
             ckpt = _checkpointer(a, "converge", p, device, {"data": a.data}, stop)
-            history = training.pretrain(model, d, p["converge"], device, checkpointer=ckpt, log=_log)
+            history = training.pretrain(model, d, p["converge"], device, checkpointer=ckpt, log=_log,
+                                        numerics=training.Numerics.from_config(p.get("numerics")))
     n_params = models.count_parameters(model)
     checkpoints.save_checkpoint({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                                  "model_config": p["model"], "num_classes": d.num_classes,
                                  "in_channels": d.in_channels, "dataset": d.name,
                                  "n_params": n_params}, a.out_checkpoint)
     attrs = {"dataset": d.name, "model": json.dumps(p["model"]), "n_params": n_params,
-             "source": src or "trained from scratch", **provenance_attrs(p, device, "float32")}
+             "source": src or "trained from scratch",
+             "numerics": training.Numerics.from_config(p.get("numerics")).describe(), **provenance_attrs(p, device, "float32")}
     losses = history["train_loss"]
     if len(losses) >= 10:  # plateau check: change of train loss over the last 10% of epochs
         k = max(1, len(losses) // 10)
@@ -157,7 +164,8 @@ def cmd_burn_in(a) -> None:
         ckpt = _checkpointer(a, "burn-in", p, device, {"data": a.data, "checkpoint": a.checkpoint}, stop)
         state = _diverged(a, p, hp, lambda: training.burn_in(
             model, d, hp, steps=p["burn_in_steps"], sampling=p["sampling"], device=device,
-            augment_shift=p["augment_shift"], cell=p["cell"], checkpointer=ckpt, log=_log))
+            augment_shift=p["augment_shift"], cell=p["cell"], checkpointer=ckpt, log=_log,
+            numerics=training.Numerics.from_config(p.get("numerics"))))
     checkpoints.save_checkpoint({**state, "model_config": p["model"], "cell": p["cell"]}, a.out)
     ckpt.finish()
     _log(f"cell {p['cell']}: theta_0 after {p['burn_in_steps']} burn-in steps -> {a.out}")
@@ -195,15 +203,16 @@ def cmd_run_cell(a) -> None:
             model, d, hp, steps=p["steps"], start=start, eval_every=p["eval_every"], sampling=p["sampling"],
             device=device, augment_shift=p["augment_shift"], tensor_every=p["tensor_every"],
             compile=p["compile_recording"], directions=directions, sketch_dim=sketch_dim,
-            sketch_seed=int(phase.get("sketch_seed", 0)), cell=p["cell"], checkpointer=ckpt, log=_log))
+            sketch_seed=int(phase.get("sketch_seed", 0)), cell=p["cell"], checkpointer=ckpt, log=_log,
+            numerics=training.Numerics.from_config(p.get("numerics"))))
     if eig is not None:
         record["hessian_eigenvalue"] = eig
     record["tensor_name"] = np.asarray(record["tensor_name"], dtype=str)
     with atomic_path(a.out) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, **{k: np.asarray(v) for k, v in record.items() if k not in ("optimizer", "precision")},
-                     device=np.str_(str(device)), optimizer=np.str_(record["optimizer"]),
-                     precision=np.str_(record["precision"]))
+            text = ("optimizer", "precision", "numerics")
+            np.savez(fh, **{k: np.asarray(v) for k, v in record.items() if k not in text},
+                     device=np.str_(str(device)), **{k: np.str_(record[k]) for k in text})
     ckpt.finish()
     _log(f"cell {p['cell']}: {p['steps']} steps recorded -> {a.out}")
 
@@ -222,6 +231,7 @@ def cmd_export_trajectory(a) -> None:
     attrs = {**p["hyperparameters"], "cell": p["cell"], "dataset": p["dataset"],
              "model": json.dumps(p["model"]), "sampling": p["sampling"],
              "augment_shift": p["augment_shift"], "optimizer": str(record["optimizer"]),
+             "numerics": str(record["numerics"]),
              **trajectory.provenance_attrs(p, str(record["device"]), str(record.get("precision", "float32")))}
     ds = trajectory.build_dataset(record, attrs)
     trajectory.validate_trajectory(ds, a.out)

@@ -136,6 +136,7 @@ def semantic_errors(config: dict) -> list[str]:
     if config["data"]["name"] in LOCAL_DATASETS and not (local and Path(local).expanduser().is_dir()):
         errors.append(f"config key 'data.path': value {local!r} is not allowed: {config['data']['name']} is read "
                       f"from a local directory (nothing is downloaded); {LOCAL_DATASETS[config['data']['name']]}")
+    errors += _stream_errors(config)
     for key in ("fit_window", "stationary_window"):
         lo, hi = config["analysis"][key]
         if not lo < hi:
@@ -186,6 +187,32 @@ def semantic_errors(config: dict) -> list[str]:
     if lin["kept_chains"] > lin["chains"]:
         errors.append(f"config key 'linear_regression.kept_chains': value {lin['kept_chains']} is not allowed: "
                       f"must be <= chains ({lin['chains']})")
+    return errors
+
+
+def _stream_errors(config: dict) -> list[str]:
+    """``data.loader: stream``: ImageNet only, a subset size that covers the
+    stages that read it, and no pixel shifts (the streamed images are cropped)."""
+    d = config["data"]
+    if d.get("loader", "memory") != "stream":
+        return []
+    if d["name"] != "imagenet":
+        return [f"config key 'data.loader': value 'stream' is not allowed: only data.name imagenet is streamed "
+                f"({d['name']} is held in memory; use loader: memory)"]
+    subset = d.get("stream_subset")
+    if not subset:
+        return ["config key 'data.stream_subset': value None is not allowed: data.loader stream needs the number of "
+                "training images held in memory for the train metrics and the Hessian, noise and landscape stages"]
+    errors = []
+    for key, section in (("converge.augment_shift", config["converge"]),
+                         ("limiting.augment_shift", config["limiting"])):
+        if section["augment_shift"]:
+            errors.append(f"config key '{key}': value {section['augment_shift']} is not allowed: must be 0 with "
+                          "data.loader stream (streamed images are randomly cropped and flipped instead)")
+    for key in ("hessian", "landscape"):
+        if config[key]["enabled"] and config[key]["n_samples"] > subset:
+            errors.append(f"config key '{key}.n_samples': value {config[key]['n_samples']} is not allowed: must be "
+                          f"<= data.stream_subset ({subset}), the training images held in memory")
     return errors
 
 

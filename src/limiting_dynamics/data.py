@@ -38,6 +38,7 @@ class PreparedData:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    stream: dict | None = None  # streamed training set: {"root", "files" (relative), "labels"}
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -70,6 +71,12 @@ class TensorData:
     @property
     def in_channels(self) -> int:
         return int(self.x_train.shape[1])
+
+    def train_batches(self, batch_size: int, scheme: str, seed: int, shift: int = 0):
+        """The run's batch source (:class:`.batches.MemoryBatches`)."""
+        from .batches import MemoryBatches
+
+        return MemoryBatches(self, batch_size, scheme, seed, shift)
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -233,17 +240,19 @@ def _per_class(files: list[Path], labels: np.ndarray, limit: int | None) -> tupl
     return [files[i] for i in keep], labels[keep]
 
 
-def _load_center_crop(path: Path, size: int, channels: int) -> np.ndarray:
-    """One image: shorter side resized to ``size`` (antialiased), centre-cropped to a square."""
+def _load_center_crop(path: Path, size: int, channels: int, resize: int | None = None) -> np.ndarray:
+    """One image: shorter side resized to ``resize`` (default ``size``; antialiased),
+    centre-cropped to ``size`` x ``size``."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
             im = im.convert("RGB" if channels == 3 else "L")
             w, h = im.size
-            scale = size / min(w, h)
-            im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BILINEAR,
-                           reducing_gap=None)
+            short = resize or size
+            scale = short / min(w, h)
+            im = im.resize((max(short, round(w * scale)), max(short, round(h * scale))),
+                           Image.Resampling.BILINEAR, reducing_gap=None)
             w, h = im.size
             left, top = (w - size) // 2, (h - size) // 2
             arr = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
@@ -252,12 +261,13 @@ def _load_center_crop(path: Path, size: int, channels: int) -> np.ndarray:
     return arr.transpose(2, 0, 1) if channels == 3 else arr[None]
 
 
-def _pack(files: list[Path], size: int, channels: int, workers: int) -> np.ndarray:
+def _pack(files: list[Path], size: int, channels: int, workers: int, resize: int | None = None) -> np.ndarray:
     from concurrent.futures import ThreadPoolExecutor
 
     out = np.empty((len(files), channels, size, size), dtype=np.uint8)
     with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL decodes without holding the GIL
-        for i, arr in enumerate(pool.map(lambda f: _load_center_crop(f, size, channels), files, chunksize=64)):
+        for i, arr in enumerate(pool.map(lambda f: _load_center_crop(f, size, channels, resize), files,
+                                         chunksize=64)):
             out[i] = arr
     return out
 
@@ -268,7 +278,14 @@ def prepare_imagenet(cfg: dict) -> PreparedData:
     ``image_size`` and centre-cropped square (the evaluation transform's
     geometry), ``train/`` -> training set and ``val/`` -> test set, optionally
     the first ``max_train_per_class`` / ``max_test_per_class`` images of each
-    class. Decoded with ``len(os.sched_getaffinity(0))`` threads."""
+    class. Decoded with ``len(os.sched_getaffinity(0))`` threads.
+
+    With ``loader: stream`` (the paper's setting) the training set is instead
+    streamed from its files during training (:mod:`.streaming`); the store then
+    holds the evaluation images at the standard evaluation transform (shorter
+    side ``image_size * 256/224``, centre crop ``image_size``): a seeded random
+    subset of ``stream_subset`` training images as the training part (train
+    metrics; Hessian, noise and landscape stages) and the validation images."""
     import os
 
     root = _local_path(cfg, "ImageNet", IMAGENET_HINT)
@@ -281,6 +298,20 @@ def prepare_imagenet(cfg: dict) -> PreparedData:
                         f"{IMAGENET_HINT}")
     size, channels = int(cfg["image_size"]), int(cfg["channels"])
     workers = max(1, len(os.sched_getaffinity(0)))
+    if cfg.get("loader", "memory") == "stream":
+        from .streaming import eval_resize
+
+        n_sub = int(cfg["stream_subset"])
+        if n_sub > len(train_files):
+            raise DataError(f"data.stream_subset = {n_sub} exceeds the {len(train_files)} training images "
+                            f"under {root}/train")
+        sub = np.random.default_rng(int(cfg["split_seed"])).permutation(len(train_files))[:n_sub]
+        resize = eval_resize(size)
+        stream = {"root": str(root.resolve()), "labels": y_train,
+                  "files": [str(f.relative_to(root)) for f in train_files]}
+        return PreparedData("imagenet", _pack([train_files[i] for i in sub], size, channels, workers, resize),
+                            y_train[sub], _pack(test_files, size, channels, workers, resize), y_test,
+                            len(classes), stream)
     return PreparedData("imagenet", _pack(train_files, size, channels, workers), y_train,
                         _pack(test_files, size, channels, workers), y_test, len(classes))
 
@@ -314,11 +345,17 @@ def save_prepared(data: PreparedData, path: str | Path) -> None:
                 y_test=data.y_test,
                 mean=mean,
                 std=std,
+                **({} if data.stream is None else
+                   {"stream_root": np.str_(data.stream["root"]), "stream_labels": data.stream["labels"],
+                    "stream_files": np.asarray(data.stream["files"], dtype=str)}),
             )
 
 
-def load_prepared(path: str | Path, device: torch.device | str = "cpu") -> TensorData:
-    """Load a prepared file into memory as normalised float32 tensors on ``device``."""
+def load_prepared(path: str | Path, device: torch.device | str = "cpu", workers: int = 0):
+    """Load a prepared file into memory as normalised float32 tensors on
+    ``device`` (a :class:`TensorData`); a streamed data set comes back as a
+    :class:`.streaming.StreamData` whose training batches are decoded by
+    ``workers`` DataLoader processes."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"prepared data file {path} does not exist; run the prepare_data rule first")
@@ -345,12 +382,12 @@ def load_prepared(path: str | Path, device: torch.device | str = "cpu") -> Tenso
 
     def images(x: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(x).to(device=device, dtype=torch.float32).div_(255.0)
-        return (t - mean.to(device)) / std.to(device)
+        return t.sub_(mean.to(device)).div_(std.to(device))  # in place: one copy of the images
 
     def labels(y: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(y).to(device=device, dtype=torch.int64)
 
-    return TensorData(
+    memory = TensorData(
         name=str(arrays["name"]),
         x_train=images(arrays["x_train"]),
         y_train=labels(arrays["y_train"]),
@@ -359,6 +396,16 @@ def load_prepared(path: str | Path, device: torch.device | str = "cpu") -> Tenso
         num_classes=int(arrays["num_classes"]),
         background=(-mean / std).to(device),
     )
+    if "stream_files" not in arrays:
+        return memory
+    from .streaming import StreamData
+
+    root = Path(str(arrays["stream_root"]))
+    if not root.is_dir():
+        raise DataError(f"the streamed training images of {path} were under {root}, which is not a directory "
+                        "now; restore it or rerun prepare_data with data.path set to where ImageNet is")
+    return StreamData(memory, root, [str(f) for f in arrays["stream_files"]], arrays["stream_labels"],
+                      int(arrays["x_train"].shape[-1]), arrays["mean"], arrays["std"], workers)
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator,

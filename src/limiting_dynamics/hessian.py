@@ -63,9 +63,12 @@ class HessianOperator:
         self.bn_mode = bn_mode
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.numel = sum(p.numel() for p in self.params)
-        self.batches = [(x.to(self.device, dtype if x.is_floating_point() else x.dtype), y.to(self.device))
-                        for x, y in batches]
-        self.n_samples = sum(int(x.shape[0]) for x, _ in self.batches)
+        if isinstance(batches, FixedBatches):  # cut on access: the data stay in memory once
+            self.batches = batches.to(self.device, dtype)
+        else:
+            self.batches = [(x.to(self.device, dtype if x.is_floating_point() else x.dtype), y.to(self.device))
+                            for x, y in batches]
+        self.n_samples = sum(int(y.shape[0]) for _, y in self.batches)
         self.loss = loss
         self.n_products = 0
         self.reuse_graph = bool(reuse_graph)
@@ -326,14 +329,35 @@ def loss_batching(cfg: dict, cell_batch_size: int | None = None) -> tuple[int, i
     return n_samples, chunk
 
 
-def fixed_batches(x: torch.Tensor, y: torch.Tensor, n_samples: int, batch_size: int,
-                  seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+class FixedBatches(Sequence):
+    """Fixed batches ``(x[i_b], y[i_b])`` cut from the data when accessed (and
+    moved to ``device``/``dtype`` then), so memory holds the data once plus one
+    batch however many batches there are: at paper scale (40,960 images of
+    224 x 224 x 3, 24.7 GB in float32) a materialised list would double that."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, index: list[torch.Tensor],
+                 device: torch.device | None = None, dtype: torch.dtype | None = None):
+        self.x, self.y, self.index = x, y, index
+        self.device, self.dtype = device or x.device, dtype or x.dtype
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> "FixedBatches":
+        return FixedBatches(self.x, self.y, self.index, device, dtype)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.index[i]
+        return self.x[idx].to(self.device, self.dtype), self.y[idx].to(self.device)
+
+
+def fixed_batches(x: torch.Tensor, y: torch.Tensor, n_samples: int, batch_size: int, seed: int) -> FixedBatches:
     """A seeded subset of ``n_samples`` training examples cut into fixed batches."""
     if n_samples > x.shape[0]:
         raise HessianError(f"hessian.n_samples = {n_samples} exceeds the {x.shape[0]} training examples")
     idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n_samples]
     idx = idx.to(x.device)
-    return [(x[idx[s:s + batch_size]], y[idx[s:s + batch_size]]) for s in range(0, n_samples, batch_size)]
+    return FixedBatches(x, y, [idx[s:s + batch_size] for s in range(0, n_samples, batch_size)])
 
 
 def analyze(model: nn.Module, batches, cfg: dict, device: torch.device, log=print, checkpointer=None):

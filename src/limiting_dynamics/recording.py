@@ -29,9 +29,13 @@ class FlatParameters:
     The model keeps its ``nn.Parameter`` objects (an optimizer built before or
     after sees the same tensors); only their storage moves. ``names`` and
     ``sizes`` describe the segments, in ``model.named_parameters()`` order.
+    ``channels_last``: 4-d parameters (convolution weights) become views with
+    the channels-last layout, which GPU convolutions prefer with
+    channels-last images; the flat buffer then holds each such weight in
+    ``(out, kh, kw, in)`` order (norms are unaffected).
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, channels_last: bool = False):
         params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not params:
             raise ValueError("model has no trainable parameters")
@@ -40,6 +44,7 @@ class FlatParameters:
         self.sizes = [p.numel() for _, p in params]
         self.shapes = [p.shape for _, p in params]
         self.params = [p for _, p in params]
+        self.channels_last = bool(channels_last)
         self.flat = torch.empty(sum(self.sizes), dtype=dtype, device=device)
         for view, (_, p) in zip(self.views(self.flat), params):
             view.copy_(p.detach())
@@ -50,8 +55,27 @@ class FlatParameters:
         """Views of ``flat`` shaped like each parameter."""
         out, offset = [], 0
         for size, shape in zip(self.sizes, self.shapes):
-            out.append(flat[offset : offset + size].view(shape))
+            seg = flat[offset : offset + size]
+            if self.channels_last and len(shape) == 4:
+                o, i, kh, kw = shape
+                out.append(seg.view(o, kh, kw, i).permute(0, 3, 1, 2))
+            else:
+                out.append(seg.view(shape))
             offset += size
+        return out
+
+    def from_standard_layout(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Rows of ``vectors`` (``k x P``, each parameter flattened in its
+        default contiguous order, as :func:`torch.nn.utils.parameters_to_vector`
+        and the Hessian stage write them) in this buffer's layout."""
+        if not self.channels_last:
+            return vectors
+        out = torch.empty_like(vectors)
+        for row_out, row in zip(out, vectors):
+            offset = 0
+            for dst, size, shape in zip(self.views(row_out), self.sizes, self.shapes):
+                dst.copy_(row[offset : offset + size].view(shape))
+                offset += size
         return out
 
     def install_momentum_buffers(self, optimizer: torch.optim.SGD) -> torch.Tensor:

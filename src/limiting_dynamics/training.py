@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import TensorData, random_shift
+from .batches import BatchSampler  # noqa: F401  (part of this module's interface)
+from .data import TensorData
 from .checkpoints import Checkpointer, CheckpointError, load_weights
 from .errors import ConfigError, DataError, DivergenceError
 from .recording import FlatParameters, StepRecorder
@@ -42,6 +43,46 @@ class Hyperparameters:
         if self.weight_decay == 0:
             return math.inf
         return (1.0 - self.momentum) / (self.lr * self.weight_decay)
+
+
+@dataclass(frozen=True)
+class Numerics:
+    """How the training forward and backward passes are computed (``compute``
+    config): ``channels_last`` memory layout for images and convolution weights
+    (faster convolutions on GPUs with tensor cores; same arithmetic up to
+    rounding order), ``autocast`` (``"none"`` or ``"bfloat16"``: the forward
+    and backward passes in bfloat16 under ``torch.autocast``; weights, momentum
+    buffers, the update and everything recorded stay float32), and
+    ``compile_model`` (``torch.compile`` of the model for training steps).
+    Evaluation always runs the plain float32 model."""
+
+    channels_last: bool = False
+    autocast: str = "none"
+    compile_model: bool = False
+
+    @classmethod
+    def from_config(cls, compute: dict | None) -> "Numerics":
+        c = compute or {}
+        return cls(bool(c.get("channels_last", False)), str(c.get("autocast", "none")),
+                   bool(c.get("compile_model", False)))
+
+    def describe(self) -> str:
+        """One line for the outputs' attributes."""
+        return (f"autocast={self.autocast}; channels_last={str(self.channels_last).lower()}; "
+                f"compile_model={str(self.compile_model).lower()}")
+
+    def prepare(self, model: nn.Module) -> Callable:
+        """The callable that computes training logits (the model, maybe compiled)."""
+        return torch.compile(model) if self.compile_model else model
+
+    def loss(self, forward: Callable, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.autocast == "none":
+            return F.cross_entropy(forward(x), y)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            logits = forward(x)
+        return F.cross_entropy(logits.float(), y)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,52 +119,6 @@ def _set_rng_states(state: dict) -> None:
         random.setstate((s["version"], tuple(s["internal"]), s["gauss_next"]))
     if "cuda_rng" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
-
-
-class BatchSampler:
-    """Minibatch indices from an explicit generator.
-
-    ``reshuffle``: a fresh permutation every epoch, cut into ``floor(N/S)``
-    batches (what a shuffling DataLoader with ``drop_last`` does).
-    ``replacement``: every example of every batch drawn independently and
-    uniformly with replacement, so successive minibatch gradients are i.i.d.
-    with covariance ``C/S``.
-    """
-
-    def __init__(self, n: int, batch_size: int, scheme: str, seed: int, device: torch.device):
-        if batch_size > n:
-            raise DataError(f"batch size {batch_size} exceeds the {n} training examples")
-        if scheme not in ("reshuffle", "replacement"):
-            raise ConfigError(f"unknown sampling scheme {scheme!r}; use 'reshuffle' or 'replacement'")
-        self.n, self.batch_size, self.scheme, self.device = n, batch_size, scheme, device
-        self.generator = torch.Generator().manual_seed(int(seed))
-        self.per_epoch = n // batch_size
-        self._perm: torch.Tensor | None = None
-        self._pos = 0
-
-    def next(self) -> torch.Tensor:
-        if self.scheme == "replacement":
-            idx = torch.randint(self.n, (self.batch_size,), generator=self.generator)
-        else:
-            if self._perm is None or self._pos >= self.per_epoch:
-                self._perm = torch.randperm(self.n, generator=self.generator)
-                self._pos = 0
-            s = self._pos * self.batch_size
-            idx = self._perm[s : s + self.batch_size]
-            self._pos += 1
-        return idx.to(self.device, non_blocking=True)
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "permutation": self._perm, "position": self._pos,
-                "scheme": self.scheme, "batch_size": self.batch_size, "n": self.n}
-
-    def load_state_dict(self, state: dict) -> None:
-        if (state["scheme"], int(state["batch_size"]), int(state["n"])) != (self.scheme, self.batch_size, self.n):
-            raise CheckpointError(f"sampler state is for {state['scheme']} batches of {state['batch_size']} "
-                                  f"from {state['n']} examples, not {self.scheme} {self.batch_size} of {self.n}")
-        self.generator.set_state(state["generator"])
-        self._perm = state["permutation"]
-        self._pos = int(state["position"])
 
 
 @torch.no_grad()
@@ -172,7 +167,8 @@ def optimizer_name(opt: torch.optim.SGD) -> str:
 
 
 def pretrain(model: nn.Module, data: TensorData, cfg: dict, device: torch.device,
-             checkpointer: Checkpointer | None = None, log: Callable[[str], None] = print) -> dict[str, list[float]]:
+             checkpointer: Checkpointer | None = None, log: Callable[[str], None] = print,
+             numerics: Numerics = Numerics()) -> dict[str, list[float]]:
     """Train from scratch with SGD + momentum and a cosine schedule.
 
     ``cfg`` is the ``converge`` config section (``epochs``, ``lr``,
@@ -184,11 +180,13 @@ def pretrain(model: nn.Module, data: TensorData, cfg: dict, device: torch.device
     """
     torch.manual_seed(int(cfg["seed"]))
     model.to(device).train()
+    if numerics.channels_last:
+        model.to(memory_format=torch.channels_last)
+    forward = numerics.prepare(model)
     opt = sgd(model, cfg["lr"], cfg["momentum"], cfg["weight_decay"])
-    sampler = BatchSampler(data.n_train, int(cfg["batch_size"]), cfg["sampling"], int(cfg["seed"]), device)
-    shift, aug_gen = int(cfg["augment_shift"]), torch.Generator().manual_seed(int(cfg["seed"]) + 1)
+    batches = data.train_batches(int(cfg["batch_size"]), cfg["sampling"], int(cfg["seed"]), int(cfg["augment_shift"]))
     epochs = int(cfg["epochs"])
-    total = epochs * sampler.per_epoch
+    total = epochs * batches.per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * k / total)))
     history: dict[str, list[float]] = {k: [] for k in
                                        ("lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy")}
@@ -198,23 +196,20 @@ def pretrain(model: nn.Module, data: TensorData, cfg: dict, device: torch.device
         load_weights(model, saved["model"], str(checkpointer.store.path))
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
-        sampler.load_state_dict(saved["sampler"])
-        aug_gen.set_state(saved["augment_rng"])
+        batches.load_state_dict(saved, str(checkpointer.store.path))
         _set_rng_states(saved)
         history, first = saved["history"], int(saved["epoch"])
         log(f"resuming after epoch {first} from {checkpointer.store.path}")
 
     def state() -> dict:
         return {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "sampler": sampler.state_dict(),
-                "augment_rng": aug_gen.get_state(), **_rng_states(), "history": history, "epoch": epoch + 1}
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), **batches.state_dict(),
+                **_rng_states(), "history": history, "epoch": epoch + 1}
 
     for epoch in range(first, epochs):
         history["lr"].append(opt.param_groups[0]["lr"])
-        for _ in range(sampler.per_epoch):
-            idx = sampler.next()
-            xb = random_shift(data.x_train[idx], shift, aug_gen, data.background)
-            loss = F.cross_entropy(model(xb), data.y_train[idx])
+        for _ in range(batches.per_epoch):
+            loss = numerics.loss(forward, *batches.next())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -245,27 +240,25 @@ def _check_finite(rec: StepRecorder, start: int, cell: str, offset: int = 0) -> 
 
 
 class _Run:
-    """The SGD state of one cell: model, optimizer with flat momentum buffers,
-    batch sampler and augmentation generator. :meth:`state` / :meth:`load`
+    """The SGD state of one cell: model, optimizer with flat momentum buffers
+    and batch source (:mod:`.batches`). :meth:`state` / :meth:`load`
     round-trip everything the next step depends on, so a run split at any step
     continues bit-identically."""
 
     def __init__(self, model: nn.Module, data: TensorData, hp: Hyperparameters, sampling: str,
-                 device: torch.device, augment_shift: int):
+                 device: torch.device, augment_shift: int, numerics: Numerics = Numerics()):
         torch.manual_seed(hp.seed)
         self.model, self.data, self.hp, self.device = model.to(device).train(), data, hp, device
-        self.sampling, self.augment_shift = sampling, int(augment_shift)
-        self.flat = FlatParameters(model)
+        self.sampling, self.augment_shift, self.numerics = sampling, int(augment_shift), numerics
+        self.flat = FlatParameters(model, channels_last=numerics.channels_last)
+        self.forward = numerics.prepare(model)
         self.opt = sgd(model, hp.lr, hp.momentum, hp.weight_decay)
         self.flat_v = self.flat.install_momentum_buffers(self.opt)
-        self.sampler = BatchSampler(data.n_train, hp.batch_size, sampling, hp.seed, device)
-        self.aug_gen = torch.Generator().manual_seed(hp.seed + 1)
+        self.batches = data.train_batches(hp.batch_size, sampling, hp.seed, self.augment_shift)
         self.step_count = 0
 
     def step(self) -> torch.Tensor:
-        idx = self.sampler.next()
-        xb = random_shift(self.data.x_train[idx], self.augment_shift, self.aug_gen, self.data.background)
-        loss = F.cross_entropy(self.model(xb), self.data.y_train[idx])
+        loss = self.numerics.loss(self.forward, *self.batches.next())
         self.opt.zero_grad(set_to_none=False)
         loss.backward()
         self.opt.step()
@@ -276,17 +269,16 @@ class _Run:
         """A checkpoint dict (tensors on the CPU; loadable with ``weights_only=True``)."""
         return {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
                 "momentum_buffer": self.flat_v.detach().cpu().clone(),
-                "sampler": self.sampler.state_dict(),
-                "augment_rng": self.aug_gen.get_state(),
+                **self.batches.state_dict(),
                 **_rng_states(),
                 "step": self.step_count,
                 "hyperparameters": self.hp.as_dict(),
                 "sampling": self.sampling, "augment_shift": self.augment_shift,
-                "optimizer": optimizer_name(self.opt)}
+                "optimizer": optimizer_name(self.opt), "channels_last": self.flat.channels_last}
 
     def load(self, state: dict, source: str = "checkpoint") -> None:
         """Continue from :meth:`state` of a run with the same hyperparameters."""
-        for key in ("momentum_buffer", "sampler", "augment_rng", "torch_rng", "hyperparameters"):
+        for key in ("momentum_buffer", "torch_rng", "hyperparameters"):
             if key not in state:
                 raise CheckpointError(f"{source} is not a burn-in checkpoint (no {key!r})")
         if state["hyperparameters"] != self.hp.as_dict() or state.get("sampling") != self.sampling \
@@ -298,14 +290,17 @@ class _Run:
         if state.get("optimizer") != optimizer_name(self.opt):
             raise CheckpointError(f"{source} was written by {state.get('optimizer')}, this run uses "
                                   f"{optimizer_name(self.opt)}; they round differently (not bit-identical)")
+        if bool(state.get("channels_last", False)) != self.flat.channels_last:
+            raise CheckpointError(f"{source} keeps its momentum buffer in the "
+                                  f"{'channels-last' if state.get('channels_last') else 'default'} layout; this run "
+                                  f"has compute.channels_last {str(self.flat.channels_last).lower()}")
         load_weights(self.model, state["model"], source)
         mom = state["momentum_buffer"]
         if mom.shape != self.flat_v.shape:
             raise CheckpointError(f"momentum buffer in {source} has {mom.numel()} entries, model {self.flat_v.numel()}")
         with torch.no_grad():
             self.flat_v.copy_(mom)
-        self.sampler.load_state_dict(state["sampler"])
-        self.aug_gen.set_state(state["augment_rng"])
+        self.batches.load_state_dict(state, source)
         _set_rng_states(state)
         self.step_count = int(state["step"])
 
@@ -339,14 +334,15 @@ class _Run:
 
 def burn_in(model: nn.Module, data: TensorData, hp: Hyperparameters, *, steps: int, sampling: str,
             device: torch.device, augment_shift: int = 0, cell: str = "cell", check_every: int = 500,
-            checkpointer: Checkpointer | None = None, log: Callable[[str], None] = print) -> dict:
+            checkpointer: Checkpointer | None = None, log: Callable[[str], None] = print,
+            numerics: Numerics = Numerics()) -> dict:
     """Run ``steps`` unrecorded SGD steps at the cell's hyperparameters from the
     model's weights and return the full state after them (the cell's theta_0):
     a checkpoint dict that :func:`limiting_run` continues from bit-identically
     (``start=``). The caller's model is moved to ``device`` and trained in place.
     ``checkpointer``: resume from its newest checkpoint, write new ones on its
     schedule and on a signal; cleared when the burn-in completes."""
-    run = _Run(model, data, hp, sampling, device, augment_shift)
+    run = _Run(model, data, hp, sampling, device, augment_shift, numerics)
     saved = checkpointer.resume() if checkpointer is not None else None
     if saved is not None:
         run.load(saved["run"], source=str(checkpointer.store.path))
@@ -361,7 +357,8 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
                  start: dict | None = None, augment_shift: int = 0, tensor_every: int = 10,
                  compile: str = "auto", directions: torch.Tensor | None = None, sketch_dim: int = 0,
                  sketch_seed: int = 0, cell: str = "cell", check_every: int = 500,
-                 checkpointer: Checkpointer | None = None, log: Callable[[str], None] = print) -> dict:
+                 checkpointer: Checkpointer | None = None, log: Callable[[str], None] = print,
+                 numerics: Numerics = Numerics()) -> dict:
     """Continue SGD at constant ``hp``, recording every step.
 
     The run starts from ``start`` (a :func:`burn_in` state: weights, momentum
@@ -384,7 +381,7 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
 
     Returns a dict of numpy arrays and metadata (see :mod:`.trajectory`).
     """
-    run = _Run(model, data, hp, sampling, device, augment_shift)
+    run = _Run(model, data, hp, sampling, device, augment_shift, numerics)
     saved = checkpointer.resume() if checkpointer is not None else None
     if start is not None and burn_in:
         raise ValueError("give either start (a burn-in state) or burn_in steps, not both")
@@ -399,7 +396,7 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
         log(f"burn-in: {burn_in} steps, last-500 mean loss {run.burn_loss:.4g}")
     flat, flat_v = run.flat, run.flat_v
     if directions is not None:
-        directions = directions.to(device=flat.flat.device, dtype=flat.flat.dtype)
+        directions = flat.from_standard_layout(directions.to(device=flat.flat.device, dtype=flat.flat.dtype))
     rec = StepRecorder(flat, flat_v, steps, tensor_every=tensor_every, compile=compile, log=log,
                        directions=directions, sketch_dim=sketch_dim, sketch_seed=sketch_seed)
     if saved is not None:
@@ -452,6 +449,7 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
         "n_params": flat.numel,
         "optimizer": optimizer_name(run.opt),
         "precision": str(flat.flat.dtype).removeprefix("torch."),
+        "numerics": numerics.describe(),
     }
     out.update(rec.phase_space())
     return out

@@ -47,10 +47,17 @@ def data_params():
     return as_json(config["data"])
 
 
+def numerics():
+    """How training steps are computed (they change the numbers, so they are params)."""
+    c = config["compute"]
+    return {k: c[k] for k in ("channels_last", "autocast", "compile_model")}
+
+
 def converge_params():
     return as_json(
         {
             "device": config["compute"]["device"],
+            "numerics": numerics(),
             "model": config["model"],
             "converge": config["converge"],
         }
@@ -65,6 +72,7 @@ def cell_params(wildcards):
             "cell": wildcards.cell,
             "hyperparameters": hp.as_dict(),
             "device": config["compute"]["device"],
+            "numerics": numerics(),
             "model": config["model"],
             "steps": lim["steps"],
             "eval_every": lim["eval_every"],
