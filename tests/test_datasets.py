@@ -171,3 +171,27 @@ def test_workflow_runs_on_an_imagenet_folder(tmp_path):
     traj = xr.load_dataset(wf.path(target))
     assert traj.attrs["dataset"] == "imagenet" and np.isfinite(traj.sq_dist_from_start.values).all()
     assert traj.sizes["mode"] == TINY["limiting"]["phase_space"]["modes"]
+
+
+def test_torchvision_weight_files_load_and_a_missing_one_says_where_to_get_it(tmp_path, tiny_config):
+    import torchvision
+
+    from limiting_dynamics.checkpoints import CheckpointError, load_checkpoint, load_weights
+    from limiting_dynamics.config import TORCHVISION_WEIGHTS, semantic_errors
+
+    assert TORCHVISION_WEIGHTS == {a: torchvision.models.get_model_weights(a).IMAGENET1K_V1.url
+                                   for a in TORCHVISION_ARCHS}
+    # a bare state_dict saved with torch.save: the format of torchvision's weight files
+    torch.manual_seed(0)
+    path = tmp_path / "resnet18-f37072fd.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    model = build_model({"arch": "resnet18"}, 1000, 3)
+    load_weights(model, load_checkpoint(path)["model"], str(path))
+    assert torch.equal(model.fc.weight, torch.load(path)["fc.weight"])
+    with pytest.raises(CheckpointError, match="classifier for 1000 classes, but the data set has 10"):
+        load_weights(build_model({"arch": "resnet18"}, 10, 3), load_checkpoint(path)["model"], str(path))
+    with pytest.raises(CheckpointError, match="do not fit the configured model"):
+        load_weights(build_model({"arch": "resnet34"}, 1000, 3), load_checkpoint(path)["model"], str(path))
+    tiny_config["model"]["arch"] = "resnet18"
+    tiny_config["converge"]["checkpoint"] = str(tmp_path / "missing.pth")
+    assert any("https://download.pytorch.org/models/resnet18-f37072fd.pth" in e for e in semantic_errors(tiny_config))

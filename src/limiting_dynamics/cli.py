@@ -108,8 +108,14 @@ def cmd_converge(a) -> None:
     model = models.build_model(p["model"], d.num_classes, d.in_channels)
     src = p["converge"].get("checkpoint")
     if src:
+        from .config import weights_hint
+
         ckpt = checkpoints.load_checkpoint(src)
-        checkpoints.load_weights(model, ckpt["model"], src)
+        try:
+            checkpoints.load_weights(model, ckpt["model"], src)
+        except checkpoints.CheckpointError as exc:
+            hint = weights_hint(p["model"]["arch"])
+            raise checkpoints.CheckpointError(f"{exc}; {hint}" if hint else str(exc)) from exc
         model.to(device)
         m = training.evaluate_all(model, d)
         history = {"lr": [float("nan")], **{k: [v] for k, v in m.items()}}

@@ -111,6 +111,29 @@ def burn_in_steps(hp: Hyperparameters, burn_cfg: dict) -> int:
     return int(min(max(math.ceil(burn_cfg["relaxation_times"] * t), lo), hi))
 
 
+# torchvision's ImageNet weights (IMAGENET1K_V1) for the architectures it names; a
+# test checks these against torchvision's own weight tables. Nothing downloads
+# them: a user fetches the file elsewhere and gives its local path.
+TORCHVISION_WEIGHTS = {
+    "resnet18": "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+    "resnet34": "https://download.pytorch.org/models/resnet34-b627a593.pth",
+    "resnet50": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+    "vgg11": "https://download.pytorch.org/models/vgg11-8a719046.pth",
+    "vgg11_bn": "https://download.pytorch.org/models/vgg11_bn-6002323d.pth",
+    "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
+    "vgg16_bn": "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth",
+}
+
+
+def weights_hint(arch: str) -> str:
+    """Where torchvision's ImageNet weights for ``arch`` come from ('' for other models)."""
+    url = TORCHVISION_WEIGHTS.get(arch)
+    if not url:
+        return ""
+    return (f"torchvision's ImageNet weights for {arch} are {url} (fetch the file on a machine with internet and "
+            f"give its local path; they fit 1000-class, 3-channel ImageNet data)")
+
+
 def semantic_errors(config: dict) -> list[str]:
     """Checks the schema cannot express; assumes the schema passed."""
     from .data import LOCAL_DATASETS, expected_train_size
@@ -131,7 +154,8 @@ def semantic_errors(config: dict) -> list[str]:
     ckpt = config["converge"].get("checkpoint")
     if ckpt and not Path(ckpt).is_file():
         errors.append(f"config key 'converge.checkpoint': value {ckpt!r} is not allowed: "
-                      "no such file (give the local path of a converged checkpoint, or null to train)")
+                      "no such file (give the local path of a converged checkpoint, or null to train)"
+                      + (f"; {weights_hint(config['model']['arch'])}" if weights_hint(config["model"]["arch"]) else ""))
     local = config["data"].get("path")
     if config["data"]["name"] in LOCAL_DATASETS and not (local and Path(local).expanduser().is_dir()):
         errors.append(f"config key 'data.path': value {local!r} is not allowed: {config['data']['name']} is read "

@@ -227,9 +227,12 @@ def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, k: int, tol:
     m = len(kry.alphas)
     converged = m >= k and (kry.breakdown or bool(np.all(res <= tol * np.maximum(np.abs(theta[top]), 1e-30))))
     vecs = None
-    if vectors:
-        Q = torch.stack(kry.basis[:m], dim=1)
-        vecs = Q @ torch.as_tensor(s[:, top], dtype=dtype, device=Q.device)
+    if vectors:  # basis @ s, a block of rows at a time: never a second copy of the whole basis
+        S = torch.as_tensor(s[:, top], dtype=dtype, device=kry.basis[0].device)
+        vecs = torch.empty(n, len(top), dtype=dtype, device=S.device)
+        rows = max(1, (1 << 28) // (4 * m))  # ~256 MB per block
+        for r in range(0, n, rows):
+            vecs[r:r + rows] = torch.stack([b[r:r + rows] for b in kry.basis[:m]], dim=1) @ S
     return LanczosResult(theta[top], vecs, res, m, converged)
 
 
