@@ -157,6 +157,11 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         out = self._run("squeue", "-h", "-o", "%i|%k|%T").stdout
         return [tuple(line.split("|")) for line in out.splitlines() if line.strip()]
 
+    def gpu_jobs(self) -> set[str]:
+        """Ids of the jobs that asked for a GPU (``tres-per-job`` holds ``gres:gpu``)."""
+        out = self._run("squeue", "-h", "-O", "JobID:|,tres-per-job:").stdout
+        return {line.split("|")[0].strip() for line in out.splitlines() if "gres:gpu" in line}
+
     def stop(self) -> None:
         """Stop exactly the daemons this object started (by PID), newest first."""
         for name in reversed(list(self.pids)):

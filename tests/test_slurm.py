@@ -43,6 +43,9 @@ def _test_profile(root) -> None:
         res.pop("slurm_partition", None)
         res.pop("gpu_model", None)
         res["runtime"] = 15
+    # the convergence job asks for a GPU: the plugin submits it with --gpus and the
+    # node's fake GPU (File=/dev/null) schedules it; it computes on the CPU (device: cpu)
+    prof["set-resources"].setdefault("converge", {})["gpu"] = 1
     prof.update({"slurm-status-command": "squeue", "slurm-init-seconds-before-status-checks": 2,
                  "seconds-between-status-checks": 2, "latency-wait": 5})
     (root / "testprofile").mkdir()
@@ -64,9 +67,11 @@ def test_workflow_runs_through_the_slurm_profile_and_survives_a_requeue(cluster,
     proc = subprocess.Popen(["timeout", "900", _snakemake_exe(), "--workflow-profile", "testprofile"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     resume = wf.path(f"results/runs/{DEFAULT}/resume.pt")
-    requeued, released = None, False
+    requeued, released, gpu_rules = None, False, set()
     deadline = time.monotonic() + 600
     while proc.poll() is None and time.monotonic() < deadline:
+        gpu = cluster.gpu_jobs()
+        gpu_rules |= {comment.split("_wildcards")[0] for j, comment, _ in cluster.squeue() if j in gpu}
         if requeued is None and resume.exists():  # the default cell's limiting run is under way on the cluster
             running = [j for j, comment, state in cluster.squeue()
                        if state == "RUNNING" and "limiting_run" in comment and DEFAULT in comment]
@@ -81,6 +86,7 @@ def test_workflow_runs_through_the_slurm_profile_and_survives_a_requeue(cluster,
     seconds = time.monotonic() - start
     assert proc.returncode == 0, out[-4000:]
     assert requeued is not None and released, "the limiting run was never seen running, or not requeued"
+    assert gpu_rules == {"rule_converge"}, gpu_rules  # only the job given gpu=1 held a (fake) GPU
     log = wf.path(f"results/logs/limiting_run/{DEFAULT}.log").read_text()
     assert "resuming after step" in log, log[-2000:]
     traj = xr.load_dataset(wf.path(f"results/trajectories/{DEFAULT}.nc"))
