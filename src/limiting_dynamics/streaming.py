@@ -113,7 +113,14 @@ class _StepKeys:
 
 
 def _worker_init(_):
+    import signal
+
     torch.set_num_threads(1)  # a worker decodes with PIL; torch threads would only compete
+    # A scheduler's SIGTERM (pre-emption, requeue) reaches the whole process group: the
+    # workers leave it to the training process, which checkpoints and then shuts them down
+    # (a worker killed first would fail the next batch before the checkpoint is written).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class StreamBatches:
