@@ -45,7 +45,7 @@ def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 20, seed: int =
 
 def _cfg(path, **kw) -> dict:
     return {"name": "cifar10", "path": str(path), "image_size": 32, "channels": 3, "test_fraction": 0.2,
-            "split_seed": 0, **kw}
+            "split_seed": 0, "loader": "memory", **kw}
 
 
 def test_cifar10_from_the_python_batches(tmp_path):
@@ -162,7 +162,7 @@ def test_workflow_runs_on_an_imagenet_folder(tmp_path):
     root = write_image_folder(tmp_path / "imagenet", n_train=30, n_val=5)
     cfg = copy.deepcopy(TINY)
     cfg["data"] = {"name": "imagenet", "path": str(root), "image_size": 16, "channels": 3, "test_fraction": 0.2,
-                   "split_seed": 0}
+                   "split_seed": 0, "loader": "memory"}
     cfg["converge"]["batch_size"] = 32
     (tmp_path / "wf").mkdir()
     wf = Workflow(tmp_path / "wf", cfg)
