@@ -27,7 +27,6 @@ on the GPU in question) turns image-passes into GPU-hours.
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
 
 import yaml
@@ -39,15 +38,12 @@ PAPER = [("paper_imagenet.yaml", "paper_sweeps.yaml"), ("paper_imagenet.yaml", "
 
 
 def merged(files) -> dict:
-    def merge(base, over):
-        out = copy.deepcopy(base)
-        for k, v in over.items():
-            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-        return out
+    """config/config.yaml with the overlays applied as ``--configfile`` does."""
+    from snakemake.utils import update_config
 
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     for f in files:
-        cfg = merge(cfg, yaml.safe_load(Path(f if "/" in str(f) else REPO / "config" / f).read_text()))
+        update_config(cfg, yaml.safe_load(Path(f if "/" in str(f) else REPO / "config" / f).read_text()))
     return cfg
 
 

@@ -43,7 +43,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call, grad, jvp
 
 from limiting_dynamics import data as D

@@ -128,7 +128,7 @@ def main() -> None:
     root = write_jpeg_folder(tmp / "imagenet", n_images)
     gen_s = time.perf_counter() - t0
     prepared = data.prepare({"name": "imagenet", "path": str(root), "image_size": 224, "channels": 3,
-                             "loader": "stream", "stream_subset": 10, "split_seed": 0})
+                             "loader": "stream", "stream_subset": 10, "split_seed": 0}, workers=max(1, a.workers))
     data.save_prepared(prepared, tmp / "imagenet.npz")
     stream = data.load_prepared(tmp / "imagenet.npz", device, workers=a.workers)
     batches = stream.train_batches(a.batch_size, "reshuffle", 0)

@@ -110,6 +110,5 @@ def digits(tmp_path_factory):
     from limiting_dynamics import data
 
     path = tmp_path_factory.mktemp("data") / "digits.npz"
-    data.save_prepared(data.prepare({"name": "digits", "image_size": 8, "channels": 1,
-                                     "test_fraction": 0.2, "split_seed": 0}), path)
+    data.save_prepared(data.prepare(TINY["data"]), path)
     return data.load_prepared(path)

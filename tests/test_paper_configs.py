@@ -6,10 +6,10 @@ from __future__ import annotations
 import collections
 import copy
 import re
-import shutil
 
 import pytest
 import yaml
+from snakemake.utils import update_config
 
 from conftest import REPO, Workflow
 from limiting_dynamics.config import cells_by_id
@@ -20,14 +20,6 @@ pytestmark = pytest.mark.integration
 PER_CELL = ("burn_in", "hessian", "gradient_noise", "limiting_run", "export_trajectory", "analyze_cell",
             "compare_cell")
 GPU_RULES = ("converge", "burn_in", "hessian", "gradient_noise", "limiting_run", "landscape")
-
-
-def _merge(base: dict, over: dict) -> dict:
-    """Snakemake's merge of --configfile overlays: nested dicts key by key."""
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
 
 
 def _planned(text: str) -> tuple[collections.Counter, dict]:
@@ -59,7 +51,7 @@ def data_dirs(tmp_path_factory):
 def test_paper_config_plans_every_cell_on_a_gpu(tmp_path, data_dirs, files, n_cells):
     base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     wf = Workflow(tmp_path, base)
-    merged = base
+    merged = copy.deepcopy(base)
     for name in files:
         over = yaml.safe_load((REPO / "config" / name).read_text())
         if "data" in over:  # point the data set at the generated files
@@ -69,7 +61,7 @@ def test_paper_config_plans_every_cell_on_a_gpu(tmp_path, data_dirs, files, n_ce
             weights.touch()
             over["converge"]["checkpoint"] = str(weights)
         (tmp_path / "config" / name).write_text(yaml.safe_dump(over))
-        merged = _merge(merged, over)
+        update_config(merged, copy.deepcopy(over))  # what --configfile does
     assert len(cells_by_id(merged)) == n_cells
     proc = wf.run("-n", "--configfile", *(f"config/{f}" for f in files))
     counts, resources = _planned(proc.stdout + proc.stderr)

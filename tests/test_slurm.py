@@ -4,9 +4,7 @@ limiting run requeued (pre-empted) while it runs."""
 from __future__ import annotations
 
 import copy
-import os
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -70,15 +68,15 @@ def test_workflow_runs_through_the_slurm_profile_and_survives_a_requeue(cluster,
     requeued, released, gpu_rules = None, False, set()
     deadline = time.monotonic() + 600
     while proc.poll() is None and time.monotonic() < deadline:
-        gpu = cluster.gpu_jobs()
-        gpu_rules |= {comment.split("_wildcards")[0] for j, comment, _ in cluster.squeue() if j in gpu}
+        jobs, gpu = cluster.squeue(), cluster.gpu_jobs()
+        gpu_rules |= {comment.split("_wildcards")[0] for j, comment, _ in jobs if j in gpu}
         if requeued is None and resume.exists():  # the default cell's limiting run is under way on the cluster
-            running = [j for j, comment, state in cluster.squeue()
+            running = [j for j, comment, state in jobs
                        if state == "RUNNING" and "limiting_run" in comment and DEFAULT in comment]
             if running:
                 assert cluster.scontrol("requeue", running[0]).returncode == 0
                 requeued = running[0]
-        if requeued is not None and not released and (requeued, "PENDING") in {(j[0], j[2]) for j in cluster.squeue()}:
+        if requeued is not None and not released and (requeued, "PENDING") in {(j[0], j[2]) for j in jobs}:
             # SLURM holds a requeued job for about two minutes before it may start again
             released = cluster.scontrol("update", f"JobId={requeued}", "StartTime=now").returncode == 0
         time.sleep(0.2)

@@ -5,7 +5,8 @@ import xarray as xr
 
 from limiting_dynamics import data, trajectory
 from limiting_dynamics.models import build_model
-from limiting_dynamics.training import BatchSampler, DivergenceError, Hyperparameters, limiting_run
+from limiting_dynamics.batches import BatchSampler
+from limiting_dynamics.training import DivergenceError, Hyperparameters, limiting_run
 
 MODEL = {"arch": "resnet", "blocks": [1], "width": 4, "stem": "cifar"}
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .data import random_shift
 from .errors import CheckpointError, ConfigError, DataError
 
 SCHEMES = ("reshuffle", "replacement")
@@ -113,8 +114,6 @@ class MemoryBatches:
         self.per_epoch = self.sampler.per_epoch
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        from .data import random_shift
-
         idx = self.sampler.next()
         return random_shift(self.data.x_train[idx], self.shift, self.aug_gen, self.data.background), \
             self.data.y_train[idx]

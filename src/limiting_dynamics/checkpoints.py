@@ -48,21 +48,32 @@ def save_checkpoint(obj: dict, path: str | Path) -> None:
             os.fsync(fh.fileno())
 
 
+def _header_sha256(head: bytes) -> str | None:
+    """The SHA-256 in a complete ``LDCKPT <format> <sha256>`` header line, else ``None``."""
+    parts = head.split()
+    if head.startswith(MAGIC) and head.endswith(b"\n") and len(parts) == 3:
+        return parts[2].decode("ascii", "replace")
+    return None
+
+
 def _payload(path: Path) -> io.BytesIO:
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            head = fh.readline(128)
+            if not head.startswith(MAGIC):
+                if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip format, or its legacy pickle
+                    raise CheckpointError(f"checkpoint {path} is not a PyTorch checkpoint (neither this package's "
+                                          f"format nor a torch.save file)")
+                fh.seek(0)
+            payload = fh.read()
     except OSError as exc:
         raise CheckpointError(f"checkpoint {path} cannot be read ({exc.strerror or exc})") from exc
-    if not raw.startswith(MAGIC):
-        if not raw.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip format, or its legacy pickle
-            raise CheckpointError(f"checkpoint {path} is not a PyTorch checkpoint (neither this package's format "
-                                  f"nor a torch.save file)")
-        return io.BytesIO(raw)
-    head, newline, payload = raw.partition(b"\n")
-    parts = head.split()
-    if not newline or len(parts) != 3:
+    if not head.startswith(MAGIC):
+        return io.BytesIO(payload)
+    expected = _header_sha256(head)
+    if expected is None:
         raise CheckpointError(f"checkpoint {path} is truncated or damaged (incomplete header)")
-    if hashlib.sha256(payload).hexdigest() != parts[2].decode("ascii", "replace"):
+    if hashlib.sha256(payload).hexdigest() != expected:
         raise CheckpointError(f"checkpoint {path} is truncated or damaged (its SHA-256 does not match the "
                               f"header; {len(payload)} bytes after the header)")
     return io.BytesIO(payload)
@@ -100,12 +111,12 @@ def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
-    shapes = [f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
-              for k, v in own.items() if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
+    bad = [k for k, v in own.items() if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
+    shapes = [f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}" for k in bad]
     last = list(own)[-1].rsplit(".", 1)[0]  # the final layer (the classifier of these models)
     weight = f"{last}.weight"
     if shapes and not missing and not unexpected and weight in own \
-            and {s.split(":")[0] for s in shapes} <= {weight, f"{last}.bias"}:
+            and set(bad) <= {weight, f"{last}.bias"}:
         raise CheckpointError(f"weights in {source} end in a classifier for {state_dict[weight].shape[0]} classes, "
                               f"but the data set has {own[weight].shape[0]}: they belong to another data set")
     if missing or unexpected or shapes:
@@ -117,21 +128,30 @@ def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:
     model.load_state_dict(state_dict, strict=True)
 
 
-def file_identity(path: str | Path, whole_up_to: int = 1 << 29, edge: int = 1 << 26) -> str:
+WHOLE_UP_TO, EDGE = 1 << 29, 1 << 26
+
+
+def file_identity(path: str | Path) -> str:
     """SHA-256 of a file's contents (files up to 512 MB), or, for larger ones
-    (packed image stores), of its size and its first and last 64 MB."""
+    (packed image stores), of its size and its first and last 64 MB. A
+    checkpoint of this package is identified by the SHA-256 in its header,
+    which loading it has checked (no second pass over the file)."""
     path = Path(path)
     size = path.stat().st_size
     h = hashlib.sha256()
     with open(path, "rb") as fh:
-        if size <= whole_up_to:
+        sha = _header_sha256(fh.readline(128))
+        if sha is not None:
+            return f"ldckpt:{sha}"
+        fh.seek(0)
+        if size <= WHOLE_UP_TO:
             while block := fh.read(1 << 20):
                 h.update(block)
             return h.hexdigest()
         h.update(str(size).encode())
-        h.update(fh.read(edge))
-        fh.seek(size - edge)
-        h.update(fh.read(edge))
+        h.update(fh.read(EDGE))
+        fh.seek(size - EDGE)
+        h.update(fh.read(EDGE))
     return f"size+edges:{h.hexdigest()}"
 
 

@@ -50,13 +50,13 @@ def _theta0(a, p: dict, with_checkpoint: bool = False):
 
 
 def _checkpointer(a, stage: str, p: dict, device, inputs: dict, stop):
-    """The :class:`.training.Checkpointer` of a long stage: checkpoints in
+    """The :class:`.checkpoints.Checkpointer` of a long stage: checkpoints in
     ``--resume`` every ``--checkpoint-every`` steps/epochs and on a signal, tied
     to the stage's settings, the contents of its input files, the device, the
     thread count and the torch version (what a bit-identical continuation needs)."""
     import torch
 
-    from . import checkpoints, training
+    from . import checkpoints
 
     if not a.resume:
         return checkpoints.Checkpointer(None, 0, stop, _log)
@@ -70,7 +70,7 @@ def cmd_prepare_data(a) -> None:
     from . import data
 
     p = json.loads(a.params)
-    prepared = data.prepare(p)
+    prepared = data.prepare(p, workers=a.threads)
     data.save_prepared(prepared, a.out)
     _log(f"{prepared.name}: {len(prepared.y_train)} train / {len(prepared.y_test)} test images "
          f"of shape {prepared.image_shape}, {prepared.num_classes} classes -> {a.out}")
@@ -79,7 +79,7 @@ def cmd_prepare_data(a) -> None:
 def _history_dataset(history: dict, attrs: dict, first_epoch: int):
     import xarray as xr
 
-    from .trajectory import now_iso, provenance_attrs
+    from .trajectory import now_iso
 
     n = len(history["train_loss"])
     ds = xr.Dataset({k: ("epoch", np.asarray(v, float)) for k, v in history.items()},
@@ -90,7 +90,7 @@ def _history_dataset(history: dict, attrs: dict, first_epoch: int):
         ds[k].attrs.update(units=units[k], long_name=long_name)
     ds["epoch"].attrs.update(units="1", long_name="training epoch")
     ds.attrs.update(Conventions="CF-1.10", title="Reaching convergence: pretraining history",
-                    history=f"{now_iso()} created by limiting-dynamics converge", **{**provenance_attrs(), **attrs})
+                    history=f"{now_iso()} created by limiting-dynamics converge", **attrs)
     return ds
 
 
@@ -100,6 +100,7 @@ def cmd_converge(a) -> None:
 
     _threads(a.threads)
     p = json.loads(a.params)
+    numerics = training.Numerics.from_config(p.get("numerics"))
     device = training.resolve_device(p["device"])
     d = data.load_prepared(a.data, device, workers=_loader_workers(a))
     import torch
@@ -107,24 +108,23 @@ def cmd_converge(a) -> None:
     torch.manual_seed(int(p["converge"]["seed"]))  # the initialisation is part of the run's seed
     model = models.build_model(p["model"], d.num_classes, d.in_channels)
     src = p["converge"].get("checkpoint")
+    saver = None
     if src:
-        from .config import weights_hint
+        from .config import weights_suffix
 
-        ckpt = checkpoints.load_checkpoint(src)
         try:
-            checkpoints.load_weights(model, ckpt["model"], src)
+            checkpoints.load_weights(model, checkpoints.load_checkpoint(src)["model"], src)
         except checkpoints.CheckpointError as exc:
-            hint = weights_hint(p["model"]["arch"])
-            raise checkpoints.CheckpointError(f"{exc}; {hint}" if hint else str(exc)) from exc
+            raise checkpoints.CheckpointError(f"{exc}{weights_suffix(p['model']['arch'])}") from exc
         model.to(device)
         m = training.evaluate_all(model, d)
         history = {"lr": [float("nan")], **{k: [v] for k, v in m.items()}}
         _log(f"loaded converged weights from {src}: " + " ".join(f"{k} {v:.4f}" for k, v in m.items()))
     else:
         with checkpoints.stop_on_signals() as stop:
-            ckpt = _checkpointer(a, "converge", p, device, {"data": a.data}, stop)
-            history = training.pretrain(model, d, p["converge"], device, checkpointer=ckpt, log=_log,
-                                        numerics=training.Numerics.from_config(p.get("numerics")))
+            saver = _checkpointer(a, "converge", p, device, {"data": a.data}, stop)
+            history = training.pretrain(model, d, p["converge"], device, checkpointer=saver, log=_log,
+                                        numerics=numerics)
     n_params = models.count_parameters(model)
     checkpoints.save_checkpoint({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                                  "model_config": p["model"], "num_classes": d.num_classes,
@@ -132,7 +132,7 @@ def cmd_converge(a) -> None:
                                  "n_params": n_params}, a.out_checkpoint)
     attrs = {"dataset": d.name, "model": json.dumps(p["model"]), "n_params": n_params,
              "source": src or "trained from scratch",
-             "numerics": training.Numerics.from_config(p.get("numerics")).describe(), **provenance_attrs(p, device, "float32")}
+             "numerics": numerics.describe(), **provenance_attrs(p, device, "float32")}
     losses = history["train_loss"]
     if len(losses) >= 10:  # plateau check: change of train loss over the last 10% of epochs
         k = max(1, len(losses) // 10)
@@ -141,8 +141,8 @@ def cmd_converge(a) -> None:
         _log(f"train loss changed by {100 * change:.1f}% over the last {k} epochs"
              + ("" if change < 0.2 else " -- not a plateau; consider more epochs"))
     trajectory.write_netcdf(_history_dataset(history, attrs, first_epoch=0 if src else 1), a.out_history)
-    if not src:
-        ckpt.finish()
+    if saver is not None:
+        saver.finish()
     _log(f"theta_0 checkpoint ({n_params} parameters) -> {a.out_checkpoint}")
 
 
@@ -178,7 +178,7 @@ def cmd_burn_in(a) -> None:
 
 
 def cmd_run_cell(a) -> None:
-    from . import checkpoints, training
+    from . import checkpoints, models, training
     from .errors import ConfigError, ResultFileError
     from .result_files import open_result
 
@@ -186,7 +186,7 @@ def cmd_run_cell(a) -> None:
     p = json.loads(a.params)
     hp = training.Hyperparameters(**p["hyperparameters"])
     device, d, model, start = _theta0(a, p, with_checkpoint=True)
-    n_params = sum(q.numel() for q in model.parameters())
+    n_params = models.count_parameters(model)
     phase = p.get("phase_space", {})
     directions, eig = None, None
     if a.hessian and int(phase.get("modes", 0)) > 0:
@@ -238,7 +238,7 @@ def cmd_export_trajectory(a) -> None:
              "model": json.dumps(p["model"]), "sampling": p["sampling"],
              "augment_shift": p["augment_shift"], "optimizer": str(record["optimizer"]),
              "numerics": str(record["numerics"]),
-             **trajectory.provenance_attrs(p, str(record["device"]), str(record.get("precision", "float32")))}
+             **trajectory.provenance_attrs(p, str(record["device"]), str(record["precision"]))}
     ds = trajectory.build_dataset(record, attrs)
     trajectory.validate_trajectory(ds, a.out)
     trajectory.write_netcdf(ds, a.out, trajectory.encoding_for(ds))
@@ -416,7 +416,6 @@ def cmd_gradient_noise(a) -> None:
 
 def cmd_compare_cell(a) -> None:
     from .result_files import open_result
-    import xarray as xr
 
     from . import comparison, trajectory
     from .trajectory import now_iso, provenance_attrs, write_netcdf
@@ -432,7 +431,7 @@ def cmd_compare_cell(a) -> None:
           f"theory {ds.attrs['c_lag_msd_predicted']:.3f}"
     if "position_var_measured" in ds:
         ratio = ds.position_var_measured / ds.position_var_predicted
-        msg += f"; position variance measured/predicted per mode: " + " ".join(f"{r:.2g}" for r in ratio.values)
+        msg += "; position variance measured/predicted per mode: " + " ".join(f"{r:.2g}" for r in ratio.values)
     _log(msg + f" -> {a.out}")
 
 
@@ -493,7 +492,6 @@ COMPARISON_COLUMNS = ("noise_curvature_slope", "c_sq_dist_measured", "c_lag_msd_
 def cmd_predict(a) -> None:
     from .result_files import open_result
     import pandas as pd
-    import xarray as xr
 
     from . import models, noise, trajectory
 
@@ -606,7 +604,7 @@ PLOT_FIGURES = ["convergence", "msd", "local-displacement", "scaling", "metrics"
 # "name+" one or more values, "name*" zero or more (default None), "name?" optional
 # (default None); "threads" is the torch thread count (default 1).
 COMMANDS = {
-    "prepare-data": (cmd_prepare_data, "prepare a data set into a compact .npz file", "params out"),
+    "prepare-data": (cmd_prepare_data, "prepare a data set into a compact .npz file", "params out threads"),
     "converge": (cmd_converge, "train to convergence (or load weights) -> theta_0 checkpoint",
                  "data params out-checkpoint out-history resume? checkpoint-every threads"),
     "burn-in": (cmd_burn_in, "unrecorded steps at a cell's hyperparameters -> the cell's theta_0 state",

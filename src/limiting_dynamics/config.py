@@ -125,6 +125,12 @@ TORCHVISION_WEIGHTS = {
 }
 
 
+def weights_suffix(arch: str) -> str:
+    """``"; <where the weights come from>"`` to end a message with, or ``""``."""
+    hint = weights_hint(arch)
+    return f"; {hint}" if hint else ""
+
+
 def weights_hint(arch: str) -> str:
     """Where torchvision's ImageNet weights for ``arch`` come from ('' for other models)."""
     url = TORCHVISION_WEIGHTS.get(arch)
@@ -155,7 +161,7 @@ def semantic_errors(config: dict) -> list[str]:
     if ckpt and not Path(ckpt).is_file():
         errors.append(f"config key 'converge.checkpoint': value {ckpt!r} is not allowed: "
                       "no such file (give the local path of a converged checkpoint, or null to train)"
-                      + (f"; {weights_hint(config['model']['arch'])}" if weights_hint(config["model"]["arch"]) else ""))
+                      + weights_suffix(config["model"]["arch"]))
     local = config["data"].get("path")
     if config["data"]["name"] in LOCAL_DATASETS and not (local and Path(local).expanduser().is_dir()):
         errors.append(f"config key 'data.path': value {local!r} is not allowed: {config['data']['name']} is read "
@@ -184,9 +190,10 @@ def semantic_errors(config: dict) -> list[str]:
         if len(set(values)) != len(values):
             errors.append(f"config key 'cells.grid.{key}': value {values} is not allowed: repeats a value")
     hess = config["hessian"]
-    if n_train is not None and hess["n_samples"] > n_train:
+    held, held_text = _held_examples(config, n_train)
+    if held is not None and hess["n_samples"] > held:
         errors.append(f"config key 'hessian.n_samples': value {hess['n_samples']} is not allowed: "
-                      f"must be <= the {n_train} training examples")
+                      f"must be <= {held_text}")
     phase = config["limiting"]["phase_space"]
     if hess["enabled"] and phase["modes"] > hess["top_k"]:
         errors.append(f"config key 'limiting.phase_space.modes': value {phase['modes']} is not allowed: "
@@ -200,9 +207,9 @@ def semantic_errors(config: dict) -> list[str]:
         if max(a, b) > phase["modes"]:
             errors.append(f"config key 'landscape.modes': value {land['modes']} is not allowed: "
                           f"must be <= limiting.phase_space.modes ({phase['modes']}), the recorded projections")
-        if n_train is not None and land["n_samples"] > n_train:
+        if held is not None and land["n_samples"] > held:
             errors.append(f"config key 'landscape.n_samples': value {land['n_samples']} is not allowed: "
-                          f"must be <= the {n_train} training examples")
+                          f"must be <= {held_text}")
     lin = config["linear_regression"]
     anchor = int(lin["lag_anchor"] * lin["steps"])
     if anchor + max(lin["lags"]) > lin["steps"]:
@@ -214,9 +221,19 @@ def semantic_errors(config: dict) -> list[str]:
     return errors
 
 
+def _held_examples(config: dict, n_train: int | None) -> tuple[int | None, str]:
+    """How many training examples the Hessian and landscape stages can draw
+    from (``None``: not known before preparing), and how to say it."""
+    d = config["data"]
+    if d.get("loader", "memory") == "stream":
+        subset = d.get("stream_subset")
+        return subset, f"data.stream_subset ({subset}), the training images held in memory"
+    return n_train, f"the {n_train} training examples"
+
+
 def _stream_errors(config: dict) -> list[str]:
-    """``data.loader: stream``: ImageNet only, a subset size that covers the
-    stages that read it, and no pixel shifts (the streamed images are cropped)."""
+    """``data.loader: stream``: ImageNet only, a subset size, and no pixel
+    shifts (the streamed images are cropped)."""
     d = config["data"]
     if d.get("loader", "memory") != "stream":
         return []
@@ -233,10 +250,6 @@ def _stream_errors(config: dict) -> list[str]:
         if section["augment_shift"]:
             errors.append(f"config key '{key}': value {section['augment_shift']} is not allowed: must be 0 with "
                           "data.loader stream (streamed images are randomly cropped and flipped instead)")
-    for key in ("hessian", "landscape"):
-        if config[key]["enabled"] and config[key]["n_samples"] > subset:
-            errors.append(f"config key '{key}.n_samples': value {config[key]['n_samples']} is not allowed: must be "
-                          f"<= data.stream_subset ({subset}), the training images held in memory")
     return errors
 
 

@@ -114,7 +114,7 @@ def n_train_digits(test_fraction: float) -> int:
     return int(sum(c - round(test_fraction * c) for c in counts))
 
 
-def prepare_digits(cfg: dict) -> PreparedData:
+def prepare_digits(cfg: dict, workers: int = 1) -> PreparedData:
     """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes); no download."""
     from sklearn.datasets import load_digits
 
@@ -166,7 +166,7 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def prepare_cifar10(cfg: dict) -> PreparedData:
+def prepare_cifar10(cfg: dict, workers: int = 1) -> PreparedData:
     """CIFAR-10 from the standard python batches at ``cfg['path']`` (50,000
     train and 10,000 test images, 32x32 RGB, 10 classes), resized to
     ``image_size`` and converted to grey for ``channels: 1``."""
@@ -240,25 +240,36 @@ def _per_class(files: list[Path], labels: np.ndarray, limit: int | None) -> tupl
     return [files[i] for i in keep], labels[keep]
 
 
+def decode_image(path: Path, channels: int, transform: Callable) -> np.ndarray:
+    """Decode one image file as RGB (``channels`` 3) or grey, apply ``transform``
+    (PIL image -> PIL image) and return ``(C, H, W)`` uint8; a file PIL cannot
+    read is a :class:`DataError` naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(transform(im.convert("RGB" if channels == 3 else "L")), dtype=np.uint8)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"image {path} cannot be decoded ({exc})") from exc
+    return np.ascontiguousarray(arr.transpose(2, 0, 1)) if channels == 3 else arr[None].copy()
+
+
 def _load_center_crop(path: Path, size: int, channels: int, resize: int | None = None) -> np.ndarray:
     """One image: shorter side resized to ``resize`` (default ``size``; antialiased),
     centre-cropped to ``size`` x ``size``."""
     from PIL import Image
 
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB" if channels == 3 else "L")
-            w, h = im.size
-            short = resize or size
-            scale = short / min(w, h)
-            im = im.resize((max(short, round(w * scale)), max(short, round(h * scale))),
-                           Image.Resampling.BILINEAR, reducing_gap=None)
-            w, h = im.size
-            left, top = (w - size) // 2, (h - size) // 2
-            arr = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"image {path} cannot be decoded ({exc})") from exc
-    return arr.transpose(2, 0, 1) if channels == 3 else arr[None]
+    def center_crop(im):
+        w, h = im.size
+        short = resize or size
+        scale = short / min(w, h)
+        im = im.resize((max(short, round(w * scale)), max(short, round(h * scale))),
+                       Image.Resampling.BILINEAR, reducing_gap=None)
+        w, h = im.size
+        left, top = (w - size) // 2, (h - size) // 2
+        return im.crop((left, top, left + size, top + size))
+
+    return decode_image(path, channels, center_crop)
 
 
 def _pack(files: list[Path], size: int, channels: int, workers: int, resize: int | None = None) -> np.ndarray:
@@ -266,19 +277,18 @@ def _pack(files: list[Path], size: int, channels: int, workers: int, resize: int
 
     out = np.empty((len(files), channels, size, size), dtype=np.uint8)
     with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL decodes without holding the GIL
-        for i, arr in enumerate(pool.map(lambda f: _load_center_crop(f, size, channels, resize), files,
-                                         chunksize=64)):
+        for i, arr in enumerate(pool.map(lambda f: _load_center_crop(f, size, channels, resize), files)):
             out[i] = arr
     return out
 
 
-def prepare_imagenet(cfg: dict) -> PreparedData:
+def prepare_imagenet(cfg: dict, workers: int = 1) -> PreparedData:
     """ImageNet (or any ImageFolder-style data set) from ``cfg['path']``, packed
     into a fixed-size uint8 store: every image's shorter side resized to
     ``image_size`` and centre-cropped square (the evaluation transform's
     geometry), ``train/`` -> training set and ``val/`` -> test set, optionally
     the first ``max_train_per_class`` / ``max_test_per_class`` images of each
-    class. Decoded with ``len(os.sched_getaffinity(0))`` threads.
+    class. Decoded on ``workers`` threads.
 
     With ``loader: stream`` (the paper's setting) the training set is instead
     streamed from its files during training (:mod:`.streaming`); the store then
@@ -286,8 +296,6 @@ def prepare_imagenet(cfg: dict) -> PreparedData:
     side ``image_size * 256/224``, centre crop ``image_size``): a seeded random
     subset of ``stream_subset`` training images as the training part (train
     metrics; Hessian, noise and landscape stages) and the validation images."""
-    import os
-
     root = _local_path(cfg, "ImageNet", IMAGENET_HINT)
     train_files, y_train, classes = _image_folder(root / "train", None)
     test_files, y_test, _ = _image_folder(root / "val", classes)
@@ -297,7 +305,7 @@ def prepare_imagenet(cfg: dict) -> PreparedData:
         raise DataError(f"no images under {root}/train or {root}/val (looked for {sorted(IMAGE_SUFFIXES)}); "
                         f"{IMAGENET_HINT}")
     size, channels = int(cfg["image_size"]), int(cfg["channels"])
-    workers = max(1, len(os.sched_getaffinity(0)))
+    workers = max(1, int(workers))
     if cfg.get("loader", "memory") == "stream":
         from .streaming import eval_resize
 
@@ -316,17 +324,18 @@ def prepare_imagenet(cfg: dict) -> PreparedData:
                         _pack(test_files, size, channels, workers), y_test, len(classes))
 
 
-PREPARERS: dict[str, Callable[[dict], PreparedData]] = {"digits": prepare_digits, "cifar10": prepare_cifar10,
+PREPARERS: dict[str, Callable[..., PreparedData]] = {"digits": prepare_digits, "cifar10": prepare_cifar10,
                                                           "imagenet": prepare_imagenet}
 LOCAL_DATASETS = {"cifar10": CIFAR10_HINT, "imagenet": IMAGENET_HINT}  # name -> how to get what data.path points to
 
 
-def prepare(cfg: dict) -> PreparedData:
-    """Prepare the data set named by ``cfg['name']``."""
+def prepare(cfg: dict, workers: int = 1) -> PreparedData:
+    """Prepare the data set named by ``cfg['name']``; images that need decoding
+    (ImageNet) are decoded on ``workers`` threads (the rule's ``threads``)."""
     name = cfg["name"]
     if name not in PREPARERS:
         raise DataError(f"unknown data set {name!r}; available: {sorted(PREPARERS)}")
-    return PREPARERS[name](cfg)
+    return PREPARERS[name](cfg, workers=workers)
 
 
 def save_prepared(data: PreparedData, path: str | Path) -> None:
@@ -405,7 +414,7 @@ def load_prepared(path: str | Path, device: torch.device | str = "cpu", workers:
         raise DataError(f"the streamed training images of {path} were under {root}, which is not a directory "
                         "now; restore it or rerun prepare_data with data.path set to where ImageNet is")
     return StreamData(memory, root, [str(f) for f in arrays["stream_files"]], arrays["stream_labels"],
-                      int(arrays["x_train"].shape[-1]), arrays["mean"], arrays["std"], workers)
+                      mean, std, workers)
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator,

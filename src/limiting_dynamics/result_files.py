@@ -16,19 +16,18 @@ import xarray as xr
 
 from .errors import ResultFileError
 
-# kind -> (variables that must be present and finite, attributes that must be present)
+# kind -> (variables that must be present and finite, attributes that must be present, the rule writing it)
 REQUIRED = {
     "hessian": (("hessian_eigenvalues", "hessian_eigenvectors", "slq_nodes", "slq_weights"),
-                ("n_params", "bn_mode", "hessian_trace_hutchinson")),
-    "noise": ((), ("cell", "batch_size", "trace_cov", "n_train", "bn_mode")),
-    "comparison": ((), ("cell",)),
+                ("n_params", "bn_mode", "hessian_trace_hutchinson"), "hessian"),
+    "noise": ((), ("cell", "batch_size", "trace_cov", "n_train", "bn_mode"), "gradient_noise"),
+    "comparison": ((), ("cell",), "compare_cell"),
 }
-RULE = {"hessian": "hessian", "noise": "gradient_noise", "comparison": "compare_cell"}
 
 
 def open_result(path: str | Path, kind: str) -> xr.Dataset:
     """Load the ``kind`` result at ``path`` into memory after checking it."""
-    variables, attrs = REQUIRED[kind]
+    variables, attrs, rule = REQUIRED[kind]
     try:
         ds = xr.load_dataset(path, engine="netcdf4")
     except (OSError, ValueError, RuntimeError) as exc:
@@ -36,8 +35,8 @@ def open_result(path: str | Path, kind: str) -> xr.Dataset:
     missing = [v for v in variables if v not in ds] + [a for a in attrs if a not in ds.attrs]
     if missing:
         raise ResultFileError(f"{path}: not a complete {kind} result (missing {', '.join(missing)}); "
-                              f"rerun its rule ({RULE[kind]})")
+                              f"rerun its rule ({rule})")
     for v in variables:
         if not np.all(np.isfinite(ds[v].values)):
-            raise ResultFileError(f"{path}: variable {v} has non-finite values; rerun its rule ({RULE[kind]})")
+            raise ResultFileError(f"{path}: variable {v} has non-finite values; rerun its rule ({rule})")
     return ds

@@ -69,17 +69,14 @@ def load_train_image(path: Path, size: int, channels: int, rng: np.random.Genera
     (bilinear, antialiased), flipped with probability 1/2; ``(C, size, size)`` uint8."""
     from PIL import Image
 
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB" if channels == 3 else "L")
-            box = random_resized_crop_box(*im.size, rng)
-            im = im.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
-            if rng.random() < 0.5:
-                im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            arr = np.asarray(im, dtype=np.uint8)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"image {path} cannot be decoded ({exc})") from exc
-    return arr.transpose(2, 0, 1).copy() if channels == 3 else arr[None].copy()
+    from .data import decode_image
+
+    def crop_flip(im):
+        box = random_resized_crop_box(*im.size, rng)
+        im = im.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
+        return im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else im
+
+    return decode_image(path, channels, crop_flip)
 
 
 class _TrainImages(torch.utils.data.Dataset):
@@ -154,8 +151,8 @@ class StreamBatches:
         x, y = next(self._it)
         self.step += 1
         device = self.data.device
-        x = x.to(device, non_blocking=True).float().div_(255.0)
-        return (x - self.data.mean) / self.data.std, y.to(device, non_blocking=True)
+        x = x.to(device, non_blocking=True).float().div_(255.0).sub_(self.data.mean).div_(self.data.std)
+        return x, y.to(device, non_blocking=True)
 
     def close(self) -> None:
         self._it = None  # shuts the workers down
@@ -181,16 +178,19 @@ class StreamData:
     set) plus the training files under :attr:`root`. Attributes of
     :attr:`memory` are available directly (``x_train`` is the subset), except
     :attr:`n_train`, the size of the streamed training set. ``mean``/``std``:
-    the per-channel statistics (on the [0, 1] scale) that :attr:`memory` was
-    normalised with; ``workers``: DataLoader processes for training batches."""
+    the per-channel statistics (on the [0, 1] scale, shaped ``(1, C, 1, 1)``)
+    that :attr:`memory` was normalised with; ``workers``: DataLoader processes
+    for training batches. Training crops have the evaluation images' size."""
 
-    def __init__(self, memory, root: Path, files: list[str], labels: np.ndarray, image_size: int,
-                 mean: np.ndarray, std: np.ndarray, workers: int = 0):
+    def __init__(self, memory, root: Path, files: list[str], labels: np.ndarray, mean: torch.Tensor,
+                 std: torch.Tensor, workers: int = 0):
         self.memory, self.root, self.files, self.labels = memory, Path(root), list(files), labels
-        self.image_size, self.workers = int(image_size), int(workers)
-        device = memory.x_train.device
-        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        self.std = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.workers = int(workers)
+        self.mean, self.std = mean.to(self.device), std.to(self.device)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.memory.x_train.shape[-1])
 
     def __getattr__(self, name):
         if name.startswith("_") or name == "memory":

@@ -17,10 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batches import BatchSampler  # noqa: F401  (part of this module's interface)
 from .data import TensorData
 from .checkpoints import Checkpointer, CheckpointError, load_weights
-from .errors import ConfigError, DataError, DivergenceError
+from .errors import ConfigError, DivergenceError
 from .recording import FlatParameters, StepRecorder
 
 
@@ -248,7 +247,7 @@ class _Run:
     def __init__(self, model: nn.Module, data: TensorData, hp: Hyperparameters, sampling: str,
                  device: torch.device, augment_shift: int, numerics: Numerics = Numerics()):
         torch.manual_seed(hp.seed)
-        self.model, self.data, self.hp, self.device = model.to(device).train(), data, hp, device
+        self.model, self.hp, self.device = model.to(device).train(), hp, device
         self.sampling, self.augment_shift, self.numerics = sampling, int(augment_shift), numerics
         self.flat = FlatParameters(model, channels_last=numerics.channels_last)
         self.forward = numerics.prepare(model)

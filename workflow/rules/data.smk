@@ -14,4 +14,5 @@ rule prepare_data:
     params:
         data=data_params(),
     shell:
-        "limiting-dynamics prepare-data --params {params.data:q} --out {output} > {log} 2>&1"
+        "limiting-dynamics prepare-data --params {params.data:q} --out {output}"
+        " --threads {threads} > {log} 2>&1"
