@@ -115,6 +115,37 @@ def test_plain_and_fused_norms_agree_and_sparse_tensor_rows_line_up(mode):
         assert abs(float(rec.scalars[k, 2]) - float((flat_v**2).sum())) <= 1e-4 * float((flat_v**2).sum())
     assert rec.tensor_steps == [1, 2, 3, 6, 7]
     # per-tensor rows sum to the per-step total at the matching steps
+    last = torch.stack([((p.detach().double() - t0.double()) ** 2).sum()
+                        for p, t0 in zip(model.parameters(), flat.views(theta0))])
+    assert torch.allclose(rec.by_tensor[-1, 0].double(), last, rtol=1e-5, atol=0)
     for row, step in enumerate(rec.tensor_steps):
         assert torch.isclose(rec.by_tensor[row, 0].sum(), rec.scalars[step - 1, 1], rtol=1e-4)
         assert torch.isclose(rec.by_tensor[row, 1].sum(), rec.scalars[step - 1, 3], rtol=1e-5)
+
+
+def test_compile_failure_falls_back_to_plain_kernels_with_a_warning():
+    torch.manual_seed(3)
+    model = build_model(SMALL, 10, 1)
+    flat = FlatParameters(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    flat_v = flat.install_momentum_buffers(opt)
+    said = []
+    rec = StepRecorder(flat, flat_v, steps=3, tensor_every=2, compile="always", log=said.append)
+
+    def broken(*args):
+        raise RuntimeError("no C++ compiler")
+
+    rec._fused = rec._fused_segments = broken
+    theta0 = flat.flat.clone()
+    for k in range(3):
+        x, y = _batch(300 + k)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rec.record(loss)
+        d2 = float(((flat.flat - theta0) ** 2).sum())
+        assert abs(float(rec.scalars[k, 1]) - d2) <= 1e-5 * d2
+    assert said == ["warning: fused recording unavailable (RuntimeError); using plain kernels"]
+    assert rec._fused is None and rec._fused_segments is None
+    assert torch.isfinite(rec.by_tensor).all()

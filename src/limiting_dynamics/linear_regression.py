@@ -21,8 +21,7 @@ import numpy as np
 import xarray as xr
 
 from . import theory
-from .errors import LinearRegressionError
-
+from .errors import LinearRegressionError  # noqa: F401  (re-exported: lr.LinearRegressionError)
 
 
 @dataclass
