@@ -12,11 +12,13 @@ the configurations run interleaved (A B C ... A B C ...) for ``--repeats``
 rounds, so that drift of a busy machine hits all of them alike, after a
 warm-up on a few samples (none for auto, which warms up inside, as in use);
 the median rate is reported with its ratio to the loop's median (and the best
-repeat's, in brackets). "auto" calibrates on its first samples, a cost of
-about 1 + 2 to 4 pieces of min(chunk, n/16) samples, half of them with the
-slower method, whatever n: visible on ResNet-18's 64 samples, so the loop and
-auto (at the largest auto chunk) also run interleaved on ``--long-samples``
-(512) where a case has fewer. ``per_sample_noise`` caps the chunk at ~0.8 GB
+repeat's, in brackets). "auto" times the loop on its first 8 samples and
+tries vmap only while what that costs beyond the loop fits in 1% of the
+loop's predicted time (``noise._calibrate``): under 900 samples it is the loop
+itself, so the loop and auto (at the largest auto chunk) also run interleaved
+on ``--long-samples`` (default 16384 for ResNet-8, 2048 for ResNet-18),
+where the trial happens; its cost beyond the loop (``calibration_trial_s``)
+is reported. ``per_sample_noise`` caps the chunk at ~0.8 GB
 of float32 gradients (17 samples for ResNet-18): requested chunks above the
 cap run at the cap and are measured once. ``--uncapped`` adds the raw vmap
 gradients (no statistics, one chunk, after one warm-up chunk) at the requested
@@ -43,6 +45,7 @@ CASES = {
     "resnet18@32px": ({"arch": "resnet18", "blocks": [2, 2, 2, 2], "width": 64, "stem": "imagenet"}, 32, 3),
 }
 DEFAULT_SAMPLES = {"resnet8@8px": 1024, "resnet18@32px": 64}
+DEFAULT_LONG_SAMPLES = {"resnet8@8px": 16384, "resnet18@32px": 2048}
 
 
 def sync(device):
@@ -118,6 +121,7 @@ def measure(case: str, n: int, device: torch.device, chunks: list[int], auto_chu
             row["chosen"] = [o["method"] for o in outs]
             row["calibration_vmap_samples_per_s"] = [o["calibration_vmap_samples_per_s"] for o in outs]
             row["calibration_loop_samples_per_s"] = [o["calibration_loop_samples_per_s"] for o in outs]
+            row["calibration_trial_s"] = [o["calibration_trial_s"] for o in outs]
         rows.append(row)
     loop_rates = [n / t for t in times["loop"]]
     # "Beyond noise": the auto median below the slowest loop repeat.
@@ -125,14 +129,14 @@ def measure(case: str, n: int, device: torch.device, chunks: list[int], auto_chu
         if row["method"] == "auto":
             row["slower_than_loop_beyond_noise"] = row["samples_per_s"] < min(loop_rates)
 
-    # Auto's calibration costs about 2-4 pieces of the slower method whatever n:
-    # on top of the rows above, loop vs auto at the workflow's chunk on more samples.
+    # Auto tries vmap only on jobs of 900+ samples: on top of the rows above,
+    # loop vs auto at the workflow's chunk on more samples, where it does.
     long = None
     if long_samples > n:
         xl = torch.rand(long_samples, channels, size, size, device=device)
         yl = torch.randint(0, 10, (long_samples,), device=device)
         lt = {"loop": [], "auto": []}
-        chosen = []
+        chosen, trial = [], []
         for _ in range(repeats):
             for method in lt:
                 sync(device)
@@ -141,9 +145,10 @@ def measure(case: str, n: int, device: torch.device, chunks: list[int], auto_chu
                 sync(device)
                 lt[method].append(long_samples / t)
                 if method == "auto":
-                    chosen.append(out["method"])
+                    chosen.append(f"{out['method']}@{out['chunk']}")
+                    trial.append(out["calibration_trial_s"])
         long = {"n_samples": long_samples, "chunk_requested": long_chunk, "loop_samples_per_s_all": lt["loop"],
-                "auto_samples_per_s_all": lt["auto"], "chosen": chosen,
+                "auto_samples_per_s_all": lt["auto"], "chosen": chosen, "calibration_trial_s": trial,
                 "auto_ratio_to_loop": statistics.median(lt["auto"]) / statistics.median(lt["loop"]),
                 "auto_ratio_to_loop_best": max(lt["auto"]) / max(lt["loop"]),
                 "auto_slower_than_loop_beyond_noise": statistics.median(lt["auto"]) < min(lt["loop"])}
@@ -181,8 +186,9 @@ def main() -> None:
     ap.add_argument("--auto-chunks", nargs="+", type=int, default=[16, 64])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--uncapped", action="store_true")
-    ap.add_argument("--long-samples", type=int, default=512,
-                    help="loop vs auto (at the largest auto chunk) on this many samples where a case has fewer")
+    ap.add_argument("--long-samples", type=int, default=None,
+                    help="loop vs auto (at the largest auto chunk) on this many samples where a case has fewer "
+                         "(default: 16384 for ResNet-8, 2048 for ResNet-18)")
     ap.add_argument("--out", default="bench/per_sample_gradients.json")
     a = ap.parse_args()
     device = torch.device(a.device)
@@ -193,7 +199,7 @@ def main() -> None:
         t0 = time.perf_counter()
         load = [os.getloadavg()]
         cases = [measure(c, a.samples or DEFAULT_SAMPLES[c], device, a.chunks, a.auto_chunks, a.repeats, a.uncapped,
-                         a.long_samples, max(a.auto_chunks)) for c in a.cases]
+                         a.long_samples or DEFAULT_LONG_SAMPLES[c], max(a.auto_chunks)) for c in a.cases]
         load.append(os.getloadavg())
         runs.append({"threads": threads, "seconds": time.perf_counter() - t0, "load_average_before_after": load,
                      "cases": cases})
@@ -221,7 +227,8 @@ def main() -> None:
                       f"{1:5.2f} ({1:5.2f})")
                 print(f"{case['case']:14s} {'auto@' + str(lg['chunk_requested']):10s} {n_l:>9s} "
                       f"{statistics.median(au):8.1f} ({max(au):7.1f}) {lg['auto_ratio_to_loop']:5.2f} "
-                      f"({lg['auto_ratio_to_loop_best']:5.2f}) {'':8s}  {','.join(lg['chosen'])}")
+                      f"({lg['auto_ratio_to_loop_best']:5.2f}) {'':8s}  {','.join(lg['chosen'])}; trial cost "
+                      f"beyond the loop {', '.join(f'{t:.2f}' for t in lg['calibration_trial_s'])} s")
             for r in case["raw_vmap_above_cap"]:
                 print(f"{case['case']:14s} {'raw vmap':10s} {r['chunk']:9d} {r['gradients_only_samples_per_s']:8.1f} "
                       f"{'':9s} {r['ratio_to_loop']:5.2f}  (gradients only, one chunk above the cap; "
@@ -229,7 +236,8 @@ def main() -> None:
         print()
     with open(a.out, "w") as fh:
         json.dump({"device": str(device), "device_name": name, "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                   "repeats": a.repeats, "auto_vmap_margin": noise.AUTO_VMAP_MARGIN, "runs": runs}, fh, indent=2)
+                   "repeats": a.repeats, "auto_vmap_margin": noise.AUTO_VMAP_MARGIN,
+                   "auto_trial_budget": noise.AUTO_TRIAL_BUDGET, "runs": runs}, fh, indent=2)
 
 
 if __name__ == "__main__":

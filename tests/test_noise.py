@@ -95,21 +95,97 @@ def test_vmap_loop_and_auto_agree_in_float32_with_batchnorm_and_leave_the_model_
 
 @pytest.mark.parametrize("margin, expected", [(0.0, "vmap"), (1e12, "loop")])
 def test_auto_continues_with_the_method_it_chose_and_counts_each_sample_once(monkeypatch, margin, expected):
-    """Either choice of "auto" (forced by the margin): calibration (1 sample, then
-    2 or 4 pieces of 96 // 16 = 6) plus the rest (vmap at the timed chunk of 6,
-    or the loop) give the statistics of a plain vmap pass."""
+    """Either choice of "auto" (forced by the margin, with the trial budget
+    lifted so that vmap is tried: 8 loop samples, then vmap pieces of 1, 2, 4, 8)
+    plus the rest (vmap at the chunk of its fastest piece, or the loop) give
+    the statistics of a plain vmap pass."""
     model = _small_bn_convnet()
     x = torch.randn(96, 1, 8, 8)
     y = torch.randint(0, 3, (96,))
     dirs = torch.nn.functional.normalize(torch.randn(2, sum(p.numel() for p in model.parameters())), dim=1)
     ref = N.per_sample_noise(model, x, y, directions=dirs, chunk=8, method="vmap")
     monkeypatch.setattr(N, "AUTO_VMAP_MARGIN", margin)
+    monkeypatch.setattr(N, "AUTO_TRIAL_BUDGET", 1e9)
     out = N.per_sample_noise(model, x, y, directions=dirs, chunk=8, method="auto")
-    assert out["method"] == expected and out["chunk"] == (6 if expected == "vmap" else 8)
+    assert out["method"] == expected
+    assert out["chunk"] in ((2, 4, 8) if expected == "vmap" else (8,))
     assert out["calibration_vmap_samples_per_s"] > 0 and out["calibration_loop_samples_per_s"] > 0
     assert out["trace_c"] == pytest.approx(ref["trace_c"], rel=1e-5)
     assert out["mean_grad_sq_norm"] == pytest.approx(ref["mean_grad_sq_norm"], rel=1e-5)
     np.testing.assert_allclose(out["projection_var"], ref["projection_var"], rtol=1e-5)
+
+
+def test_auto_on_a_small_job_is_the_loop_without_trying_vmap(mlp_setup):
+    model, x, y, _, _ = mlp_setup
+    out = N.per_sample_noise(model, x, y, chunk=16, method="auto")
+    assert out["method"] == "loop" and out["chunk"] == 16
+    assert out["calibration_vmap_samples_per_s"] == 0.0 and out["calibration_trial_s"] == 0.0
+    assert out["calibration_loop_samples_per_s"] > 0
+
+
+class _Clock:
+    """A fake ``time.perf_counter`` advanced by the fake gradient methods below."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class _CostedGradients:
+    """Stands in for ``_PerSampleGradients`` with set costs on a fake clock:
+    the loop takes 1 time unit per sample (2 for its first, a warm-up), a vmap
+    call of ``c`` samples ``c * vmap_cost(c)``. Tests the calibration's
+    scheduling, which real timings on a shared machine cannot pin down."""
+
+    def __init__(self, clock, vmap_cost):
+        self.clock, self.vmap_cost = clock, vmap_cost
+        self.param_list = [torch.zeros(1)]
+        self.vmap_calls, self.loop_samples = [], 0
+
+    def loop(self, x, y, times=None):
+        for _ in range(x.shape[0]):
+            dt = 2.0 if self.loop_samples == 0 else 1.0
+            self.clock.now += dt
+            times.append(dt)
+            self.loop_samples += 1
+        return torch.zeros(x.shape[0], 1)
+
+    def vmap(self, x, y):
+        c = x.shape[0]
+        self.vmap_calls.append(c)
+        self.clock.now += c * self.vmap_cost(c)
+        return torch.zeros(c, 1)
+
+
+@pytest.mark.parametrize("n, vmap_cost, method, chunk, calls", [
+    # a large model on a CPU: vmap 2.2x slower than the loop at any size; tried until
+    # it stops improving, its cost beyond the loop within 1% of the loop's time
+    (20_000, lambda c: 2.2, "loop", 17, [1, 2, 4]),
+    # a small model: vmap slow per sample at first, then several times faster
+    (20_000, lambda c: {1: 5.0, 2: 3.4, 4: 1.7, 8: 1.1, 16: 0.8, 32: 0.5, 64: 0.35}[c], "vmap", 64,
+     [1, 2, 4, 8, 16, 32, 64]),
+    # too small a job to spend anything on trying: the loop itself
+    (800, lambda c: 0.1, "loop", 64, []),
+    # enough for the first vmap sample only: the loop (no piece of 2+ was timed)
+    (1_000, lambda c: 9.5 if c == 1 else 0.1, "loop", 64, [1]),
+    # where vmap beats the loop, trying it further costs nothing: on to the chunk
+    (1_000, lambda c: 0.2 / (1 + c / 64), "vmap", 64, [1, 2, 4, 8, 16, 32, 64]),
+])
+def test_auto_calibration_keeps_trying_vmap_within_its_budget(monkeypatch, n, vmap_cost, method, chunk, calls):
+    clock = _Clock()
+    monkeypatch.setattr(N.time, "perf_counter", clock)
+    psg = _CostedGradients(clock, vmap_cost)
+    seen = []
+    chosen, used_chunk, pos, calib = N._calibrate(psg, torch.zeros(n, 1), torch.zeros(n), min(chunk, 64),
+                                                  lambda flat: seen.append(flat.shape[0]))
+    assert (chosen, used_chunk, psg.vmap_calls) == (method, chunk, calls)
+    assert pos == sum(seen) == N.AUTO_LOOP_PIECE + sum(calls)  # every sample once
+    assert calib["loop"] == 1.0  # the median leaves the warm-up out
+    extra = sum(c * max(vmap_cost(c) - 1.0, 0) for c in calls)
+    assert calib["trial_s"] == pytest.approx(extra)
+    assert extra <= N.AUTO_TRIAL_BUDGET * n * 1.0
 
 
 def test_per_sample_method_must_be_known(mlp_setup):
@@ -118,12 +194,21 @@ def test_per_sample_method_must_be_known(mlp_setup):
         N.per_sample_noise(model, x, y, method="fast")
 
 
+def _batches(x, y, batch_size, seed, scheme="replacement"):
+    """The workflow's batch source over tensors (what ``data.train_batches`` gives)."""
+    from limiting_dynamics.data import TensorData
+
+    d = TensorData("t", x, y, x[:1], y[:1], int(y.max()) + 1, torch.zeros(1))
+    return d.train_batches(batch_size, scheme, seed)
+
+
 def test_minibatch_covariance_with_replacement_is_c_over_s(mlp_setup):
     model, x, y, g, c = mlp_setup
     w, u = torch.linalg.eigh(c)
     dirs = u[:, -2:].T.contiguous()
     s = 8
-    out = N.minibatch_noise(model, x, y, batch_size=s, n_batches=1500, directions=dirs, bn_mode="eval", seed=1)
+    out = N.minibatch_noise(model, _batches(x, y, s, seed=1), n_batches=1500, directions=dirs, bn_mode="eval")
+    assert out["batch_size"] == s
     expected = float(torch.trace(c)) / s
     assert abs(out["trace_cov"] - expected) < 4.5 * out["trace_cov_stderr"]
     assert abs(out["trace_cov"] / expected - 1) < 0.15
@@ -139,7 +224,7 @@ def test_reshuffled_batches_have_less_variance_and_the_model_is_untouched():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(64, 1, 4, 4, dtype=torch.float64)
     y = torch.randint(0, 3, (64,))
-    rep = N.minibatch_noise(model, x, y, batch_size=16, n_batches=200, seed=0)
+    rep = N.minibatch_noise(model, _batches(x, y, 16, seed=0, scheme="reshuffle"), n_batches=200)
     assert np.isfinite(rep["trace_cov"]) and rep["trace_cov"] > 0 and rep["bn_mode"] == "train"
     assert model.training
     for k, v in model.state_dict().items():
@@ -147,14 +232,17 @@ def test_reshuffled_batches_have_less_variance_and_the_model_is_untouched():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"batch_size": 8, "n_batches": 2}, "at least 4"),
-    ({"batch_size": 1000, "n_batches": 10}, "exceeds"),
-    ({"batch_size": 8, "n_batches": 10, "bn_mode": "frozen"}, "bn_mode"),
+    ({"n_batches": 2}, "at least 4"),
+    ({"n_batches": 10, "bn_mode": "frozen"}, "bn_mode"),
 ])
 def test_bad_settings_raise_clear_errors(mlp_setup, kwargs, message):
     model, x, y, _, _ = mlp_setup
     with pytest.raises(N.NoiseError, match=message):
-        N.minibatch_noise(model, x, y, **kwargs)
+        N.minibatch_noise(model, _batches(x, y, 8, seed=0), **kwargs)
+    from limiting_dynamics.errors import DataError
+
+    with pytest.raises(DataError, match="batch size 1000 exceeds the 80 training examples"):
+        _batches(x, y, 1000, seed=0)
 
 
 def test_scale_invariant_weights_are_the_ones_before_batchnorm_and_prediction_adds_both_terms():

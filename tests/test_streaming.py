@@ -190,3 +190,7 @@ def test_workflow_streams_an_imagenet_folder(tmp_path):
     assert traj.attrs["dataset"] == "imagenet" and np.isfinite(traj.sq_dist_from_start.values).all()
     assert traj.attrs["numerics"] == "autocast=none; channels_last=false; compile_model=false"
     assert "resuming" not in wf.path("results/logs/limiting_run/lr0.05_bs32_mom0.9_wd0.005_seed0.log").read_text()
+    # the gradient noise is that of the streamed, cropped and flipped batches SGD sees
+    nz = xr.load_dataset(wf.path("results/noise/lr0.05_bs32_mom0.9_wd0.005_seed0.nc"))
+    assert nz.attrs["batch_source"] == "StreamBatches" and nz.attrs["n_train"] == 3 * 30  # all files, 3 classes
+    assert np.isfinite(nz.attrs["trace_cov"]) and nz.attrs["trace_cov"] > 0

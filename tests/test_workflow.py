@@ -96,6 +96,13 @@ def test_full_run_produces_every_output(wf):
     modes = pd.read_csv(wf.path("results/analysis/modes.csv"))
     assert len(modes) == 2 * 3 and np.all(modes["position_var_predicted"] > 0)
     assert np.all(np.isfinite(modes["position_var_measured_over_predicted"]))
+    pnc = xr.load_dataset(wf.path("results/analysis/predictions.nc"))  # both tables, with provenance
+    np.testing.assert_allclose(pnc["sq_step_predicted"].sel(cell=list(pred.index)), pred["sq_step_predicted"],
+                               rtol=1e-5)
+    row = modes.iloc[-1]
+    assert float(pnc["position_var_predicted"].sel(cell=row["cell"], mode=row["mode"])) == \
+        pytest.approx(row["position_var_predicted"], rel=1e-5)
+    assert pnc["lr"].dims == ("cell",) and "git_revision" in pnc.attrs and "history" in pnc.attrs
     cmp = xr.load_dataset(wf.path(f"results/analysis/theory/{DEFAULT}.nc"))
     assert np.all(cmp.lag_msd_predicted >= cmp.lag_msd_predicted_top) and np.all(cmp.lag_msd_sketch > 0)
     land = xr.load_dataset(wf.path("results/landscape/landscape.nc"))

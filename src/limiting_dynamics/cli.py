@@ -368,7 +368,7 @@ def cmd_gradient_noise(a) -> None:
     import torch
     import xarray as xr
 
-    from . import data, noise
+    from . import noise
     from .trajectory import now_iso, provenance_attrs, write_netcdf
 
     _threads(a.threads)
@@ -383,17 +383,14 @@ def cmd_gradient_noise(a) -> None:
         eig = h.hessian_eigenvalues.values
     bs = int(p["batch_size"])
     shift = int(p["augment_shift"])
-    aug_gen = torch.Generator().manual_seed(int(cfg["seed"]) + 1)
-
-    def augment(xb):  # the limiting runs' augmentation: the noise SGD actually sees
-        return data.random_shift(xb, shift, aug_gen, d.background)
-
-    mb = noise.minibatch_noise(model, d.x_train, d.y_train, bs, int(cfg["n_batches"]), directions=dirs,
-                               bn_mode=cfg["bn_mode"], seed=int(cfg["seed"]), sampling=p["sampling"],
-                               transform=augment if shift > 0 else None)
+    # batches as the limiting runs draw them (sampling scheme, augmentation; streamed
+    # crops and flips with data.loader: stream), from the noise stage's own seed
+    batches = d.train_batches(bs, p["sampling"], int(cfg["seed"]), shift)
+    mb = noise.minibatch_noise(model, batches, int(cfg["n_batches"]), directions=dirs, bn_mode=cfg["bn_mode"])
     attrs = {"cell": p.get("cell", ""), "n_train": int(d.n_train), "batch_size": bs, "augment_shift": shift, "trace_cov": mb["trace_cov"], "trace_cov_stderr": mb["trace_cov_stderr"],
              "mean_grad_sq_norm": mb["mean_grad_sq_norm"], "n_batches": int(cfg["n_batches"]),
-             "bn_mode": cfg["bn_mode"], "sampling": p["sampling"], "seed": int(cfg["seed"])}
+             "bn_mode": cfg["bn_mode"], "sampling": p["sampling"], "seed": int(cfg["seed"]),
+             "batch_source": type(batches).__name__}
     data_vars = {}
     if dirs is not None:
         data_vars["minibatch_var_along_eigenvector"] = ("mode", mb["projection_var"])
@@ -401,7 +398,8 @@ def cmd_gradient_noise(a) -> None:
     if cfg["per_sample"]:
         ps = noise.per_sample_noise(model, d.x_train, d.y_train, directions=dirs, chunk=int(cfg["chunk"]))
         attrs["per_sample_trace_c_eval_mode"] = ps["trace_c"]
-        attrs["per_sample_method"] = str(ps.get("method", "vmap"))
+        attrs["per_sample_method"] = str(ps["method"])
+        attrs["per_sample_chunk"] = int(ps["chunk"])
         if dirs is not None:
             data_vars["per_sample_var_along_eigenvector"] = ("mode", ps["projection_var"])
     coords = {"mode": np.arange(1, len(eig) + 1), "hessian_eigenvalue": ("mode", eig)} if dirs is not None else {}
@@ -528,18 +526,44 @@ def cmd_predict(a) -> None:
             if "mode" in cmp.dims:
                 per_mode = cmp[[v for v in cmp.data_vars if cmp[v].dims == ("mode",)]].to_dataframe()
                 mode_rows.append(per_mode.reset_index().assign(cell=cell))
+    modes = pd.concat(mode_rows) if mode_rows else pd.DataFrame(columns=["cell", "mode"])
+    modes = modes[["cell", "mode"] + [c for c in modes.columns if c not in ("cell", "mode")]]
+    for q in ("position_var", "velocity_var", "spectral_peak"):
+        if f"{q}_measured" in modes:
+            modes[f"{q}_measured_over_predicted"] = modes[f"{q}_measured"] / modes[f"{q}_predicted"]
     with atomic_path(a.out_csv) as tmp:
         df.to_csv(tmp, float_format="%.6g")
     if a.out_modes:
-        modes = pd.concat(mode_rows) if mode_rows else pd.DataFrame(columns=["cell", "mode"])
-        modes = modes[["cell", "mode"] + [c for c in modes.columns if c not in ("cell", "mode")]]
-        for q in ("position_var", "velocity_var", "spectral_peak"):
-            if f"{q}_measured" in modes:
-                modes[f"{q}_measured_over_predicted"] = modes[f"{q}_measured"] / modes[f"{q}_predicted"]
         with atomic_path(a.out_modes) as tmp:
             modes.to_csv(tmp, index=False, float_format="%.6g")
+    if a.out_nc:
+        from .trajectory import write_netcdf
+
+        write_netcdf(_predictions_dataset(df, modes), a.out_nc)
     _log("measured / predicted sq_step: " + ", ".join(f"{c} {r:.2f}" for c, r in
                                                        df["measured_over_predicted"].items()))
+
+
+def _predictions_dataset(df, modes):
+    """The two prediction tables as one NetCDF data set: per-cell variables on
+    ``cell`` (hyperparameters as coordinates) and per-mode ones on ``(cell, mode)``,
+    with the provenance every result file carries (the CSV files have none)."""
+    import xarray as xr
+
+    from .trajectory import now_iso, provenance_attrs
+
+    ds = xr.Dataset.from_dataframe(df.rename_axis("cell"))
+    if len(modes):
+        per_mode = xr.Dataset.from_dataframe(modes.astype({"mode": int}).set_index(["cell", "mode"]))
+        ds = xr.merge([ds, per_mode.rename({v: f"mode_{v}" for v in per_mode.data_vars if v in ds})],
+                      join="outer")
+    for col in ("lr", "batch_size", "momentum", "weight_decay", "seed"):
+        ds = ds.set_coords(col)
+    ds["mode"].attrs["long_name"] = "Hessian eigenvector index at theta_0 (1 = largest eigenvalue)"
+    ds.attrs.update(Conventions="CF-1.10",
+                    title="Limiting dynamics of SGD: parameter-free predictions against measurements per cell",
+                    history=f"{now_iso()} created by limiting-dynamics predict", **provenance_attrs())
+    return ds
 
 
 def cmd_plot(a) -> None:
@@ -625,7 +649,7 @@ COMMANDS = {
     "landscape": (cmd_landscape, "train/test loss on the plane of two Hessian eigenvectors around theta_0",
                   "data checkpoint hessian trajectory params out threads"),
     "predict": (cmd_predict, "parameter-free prediction of the stationary local displacement per cell",
-                "trajectories+ analyses+ noise+ comparisons* out-csv out-modes?"),
+                "trajectories+ analyses+ noise+ comparisons* out-csv out-modes? out-nc?"),
     "linreg-cell": (cmd_linreg_cell, "linear regression on digits: SGD chains vs theory for one cell", "params out"),
     "linreg-summary": (cmd_linreg_summary, "linear-regression cells -> comparison tables",
                        "inputs+ out-csv out-continuous"),
@@ -644,6 +668,7 @@ OPTION_HELP = {
     ("run-cell", "checkpoint-every"): "steps between checkpoints (0: only on a signal)",
     ("predict", "comparisons"): "compare-cell outputs (adds their summary columns)",
     ("predict", "out-modes"): "per-mode theory-vs-experiment table (CSV)",
+    ("predict", "out-nc"): "both tables as one NetCDF file, with provenance attributes",
 }
 
 

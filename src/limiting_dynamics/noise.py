@@ -41,21 +41,22 @@ def _flat_grad(model: nn.Module, params: list[torch.Tensor], x: torch.Tensor, y:
     return torch.cat([g.reshape(-1) for g in grads])
 
 
-def minibatch_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, n_batches: int,
-                    directions: torch.Tensor | None = None, bn_mode: str = "train", seed: int = 0,
-                    sampling: str = "replacement", transform=None) -> dict:
-    """Statistics of ``n_batches`` independent minibatch gradients of size ``batch_size``.
+def minibatch_noise(model: nn.Module, batches, n_batches: int, directions: torch.Tensor | None = None,
+                    bn_mode: str = "train") -> dict:
+    """Statistics of ``n_batches`` independent minibatch gradients.
 
-    ``directions``: ``(k, n_params)`` unit vectors. Returns ``trace_cov`` (unbiased
-    estimate of ``tr Cov(g_S)``) with ``trace_cov_stderr``, ``mean_grad_sq_norm``,
-    ``projection_var`` (k,) with ``projection_var_stderr`` and the per-batch
-    ``projections`` (n_batches, k). ``transform``: applied to each batch's inputs
-    (the training augmentation, so that the noise is the one SGD sees).
+    ``batches``: a batch source (``next() -> (x, y)``, see :mod:`.batches`),
+    normally ``data.train_batches(S, scheme, seed, shift)``: batches of the
+    size, sampling scheme and augmentation the limiting runs use (random
+    translations in memory, random-resized crops and flips when streamed), so
+    that the noise is the one SGD sees; its seed should differ from the runs'.
+    ``directions``: ``(k, n_params)`` unit vectors. Returns ``trace_cov``
+    (unbiased estimate of ``tr Cov(g_S)``) with ``trace_cov_stderr``,
+    ``mean_grad_sq_norm``, ``projection_var`` (k,) with
+    ``projection_var_stderr`` and the per-batch ``projections`` (n_batches, k).
     """
     if n_batches < 4:
         raise NoiseError("need at least 4 minibatches for a covariance and its error")
-    if batch_size > x.shape[0]:
-        raise NoiseError(f"batch size {batch_size} exceeds the {x.shape[0]} training examples")
     if bn_mode not in ("train", "eval"):
         raise NoiseError(f"bn_mode must be 'train' or 'eval', got {bn_mode!r}")
     m = copy.deepcopy(model)
@@ -64,24 +65,15 @@ def minibatch_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_si
         if isinstance(mod, nn.modules.batchnorm._BatchNorm):
             mod.momentum = 0.0  # batch statistics without touching the running ones
     params = [p for p in m.parameters() if p.requires_grad]
-    gen = torch.Generator().manual_seed(seed)
-    n = x.shape[0]
     mean = None
     m2 = 0.0
     sq_dev = []  # ||g_b - running mean||^2 terms (for a rough error of the trace)
-    grads_norm = []
     proj = []
-    perm, pos = None, 0
+    batch_size = None
     for b in range(n_batches):
-        if sampling == "replacement":
-            idx = torch.randint(n, (batch_size,), generator=gen)
-        else:
-            if perm is None or pos + batch_size > n:
-                perm, pos = torch.randperm(n, generator=gen), 0
-            idx, pos = perm[pos:pos + batch_size], pos + batch_size
-        idx = idx.to(x.device)
-        xb = x[idx] if transform is None else transform(x[idx])
-        g = _flat_grad(m, params, xb, y[idx]).double()
+        xb, yb = batches.next()
+        batch_size = int(yb.shape[0])
+        g = _flat_grad(m, params, xb, yb).double()
         if mean is None:
             mean = torch.zeros_like(g)
         delta = g - mean
@@ -89,14 +81,13 @@ def minibatch_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_si
         inc = float(torch.dot(delta, g - mean))
         m2 += inc
         sq_dev.append(inc * (b + 1) / max(b, 1) if b > 0 else 0.0)
-        grads_norm.append(float(torch.dot(g, g)))
         if directions is not None:
             proj.append((directions.to(g.device, torch.float64) @ g).cpu().numpy())
     trace = m2 / (n_batches - 1)
     dev = np.asarray(sq_dev[1:])
     out = {"trace_cov": trace, "trace_cov_stderr": float(dev.std(ddof=1) / math.sqrt(len(dev))),
            "mean_grad_sq_norm": float(mean.dot(mean)), "n_batches": n_batches, "batch_size": batch_size,
-           "bn_mode": bn_mode, "sampling": sampling}
+           "bn_mode": bn_mode}
     if directions is not None:
         p = np.asarray(proj)
         var = p.var(axis=0, ddof=1)
@@ -108,7 +99,9 @@ def minibatch_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_si
 
 PER_SAMPLE_METHODS = ("auto", "vmap", "loop")
 AUTO_VMAP_MARGIN = 1.1  # "auto" takes vmap only if it is at least this much faster than the loop
-AUTO_CLEAR_RATIO = 1.5  # "auto" stops its calibration after one piece of each when one is this much faster
+AUTO_TRIAL_BUDGET = 0.01  # "auto" lets trying vmap cost at most this fraction of the loop's time for all samples
+AUTO_LOOP_PIECE = 8  # samples of the loop timed first (the first one is its warm-up)
+AUTO_FIRST_TRIAL = 10.0  # a first vmap sample is budgeted at this many loop samples
 _STATS_BLOCK = 1 << 20  # elements of per-sample gradients converted to float64 at a time (8 MB: in cache)
 
 
@@ -166,6 +159,62 @@ class _PerSampleGradients:
         return out
 
 
+def _calibrate(psg: _PerSampleGradients, x: torch.Tensor, y: torch.Tensor, chunk: int, accumulate):
+    """Choose between the loop and vmap on the first samples of ``x``, every
+    one of them computed once and passed to ``accumulate`` (nothing is thrown
+    away). Returns ``(method, chunk, samples done, calibration)``.
+
+    The loop runs first on ``AUTO_LOOP_PIECE`` samples; the median of its
+    per-sample times (the first, its warm-up, left out) predicts the loop's
+    time ``T`` for all ``n`` samples. vmap is then tried on pieces of 1, 2, 4,
+    ... samples up to ``chunk``, each only if its predicted cost beyond the
+    loop's for as many samples still fits in a budget of
+    ``AUTO_TRIAL_BUDGET * T``, counting what the pieces before it cost beyond
+    the loop's time. A piece is predicted at twice the per-sample time of the
+    one before (a new size allocates anew), the first sample at
+    ``AUTO_FIRST_TRIAL`` loop samples. Trying stops when the budget would be
+    exceeded, at ``chunk``, or when vmap is slower than the loop and its
+    per-sample time no longer falls by a fifth per doubling. vmap is chosen at
+    the chunk of its fastest piece of two or more samples if that was at least
+    ``AUTO_VMAP_MARGIN`` times the loop's rate, otherwise the loop. So on a
+    small job (under ``(AUTO_FIRST_TRIAL - 1) / AUTO_TRIAL_BUDGET`` = 900
+    samples) "auto" is the loop itself, and otherwise trying vmap costs at
+    most the budget plus what the last piece took beyond its prediction.
+    """
+    n = x.shape[0]
+    device = psg.param_list[0].device
+    k = min(n, AUTO_LOOP_PIECE)
+    times: list[float] = []
+    for s in range(0, k, chunk):  # the loop's buffer holds a chunk
+        accumulate(psg.loop(x[s:min(k, s + chunk)], y[s:min(k, s + chunk)], times=times))
+    t_loop = float(np.median(times[1:] if k > 1 else times))
+    budget, spent, pos = AUTO_TRIAL_BUDGET * n * t_loop, 0.0, k
+    best_rate, best_chunk, previous = 0.0, chunk, None
+    c = 1
+    while pos + c <= n:
+        predicted = c * (2.0 * previous if previous is not None else AUTO_FIRST_TRIAL * t_loop)
+        if spent + max(0.0, predicted - c * t_loop) > budget:
+            break
+        _sync(device)
+        t0 = time.perf_counter()
+        flat = psg.vmap(x[pos:pos + c], y[pos:pos + c])
+        _sync(device)
+        dt = time.perf_counter() - t0
+        accumulate(flat)
+        del flat
+        pos += c
+        spent += max(0.0, dt - c * t_loop)
+        per_sample = dt / c
+        if c >= 2 and c / dt >= best_rate:  # on a tie the larger chunk
+            best_rate, best_chunk = c / dt, c
+        if c == chunk or (c >= 4 and per_sample > t_loop and per_sample > 0.8 * previous):
+            break
+        previous, c = per_sample, min(2 * c, chunk)
+    method = "vmap" if best_rate > AUTO_VMAP_MARGIN / t_loop else "loop"
+    calib = {"vmap": best_rate, "loop": 1.0 / t_loop, "trial_s": spent}
+    return method, (best_chunk if method == "vmap" else chunk), pos, calib
+
+
 def per_sample_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, directions: torch.Tensor | None = None,
                      chunk: int = 64, method: str = "auto") -> dict:
     """Per-sample gradient statistics over all of ``x`` in eval mode.
@@ -177,17 +226,14 @@ def per_sample_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, directi
     ``"vmap"`` (``torch.func``, ``chunk`` samples per call: fast on small models),
     ``"loop"`` (ordinary autograd one sample at a time: as fast or faster on large
     convolutional models on a CPU, where the batched per-sample convolutions are
-    slow) or ``"auto"``, which times both on the first samples (after one
-    sample of vmap as its warm-up, one piece of each, of ``chunk`` samples or
-    ``n/16`` if less, and a second one of each unless one was
-    ``AUTO_CLEAR_RATIO`` times faster;
-    every sample counted once in the statistics) and uses the faster for the
-    rest (vmap only if at least ``AUTO_VMAP_MARGIN`` times faster than the
-    loop; at the chunk it was timed at). Fewer than 32 samples: vmap, untimed.
+    slow) or ``"auto"``, the faster of the two, never slower than the loop by
+    more than ``AUTO_TRIAL_BUDGET`` of its time (see :func:`_calibrate`).
     The result says which: ``method``, with the calibration's
-    ``calibration_vmap_samples_per_s`` and ``calibration_loop_samples_per_s``
-    (``None`` without a calibration), and ``chunk`` as used (after the cap of
-    ~0.8 GB of gradients at once and, for "auto", the calibration's).
+    ``calibration_vmap_samples_per_s`` (``0.0`` if vmap was not tried) and
+    ``calibration_loop_samples_per_s`` (both ``None`` without a calibration),
+    ``calibration_trial_s`` (what trying vmap cost beyond the loop's time for
+    the same samples), and ``chunk`` as used (after the cap of ~0.8 GB of
+    gradients at once and, for "auto", the calibration's).
     """
     if method not in PER_SAMPLE_METHODS:
         raise NoiseError(f"method must be one of {PER_SAMPLE_METHODS}, got {method!r}")
@@ -225,45 +271,9 @@ def per_sample_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, directi
         if p is not None:
             proj.append(p.cpu().numpy())
 
-    pos = 0
-    rates = {"vmap": None, "loop": None}
-    chosen = method
+    pos, chosen, calib = 0, method, {"vmap": None, "loop": None, "trial_s": None}
     if method == "auto":
-        # Calibration on the first samples, every one of them counted once in the
-        # statistics: one sample of vmap (its warm-up), then pieces of c samples
-        # (a chunk, or n/16 if less, so that it stays a small part of the work):
-        # loop, vmap, and where neither was AUTO_CLEAR_RATIO times faster, loop,
-        # vmap again. The loop's first sample is its warm-up. Each method's rate
-        # is the better of its pieces, so that a stall of a busy machine does not
-        # decide. The statistics are left out of the timings (the same for both).
-        c = min(chunk, n // 16)
-        if c < 2:
-            chosen = "vmap"  # too few samples for a timing to matter; the two give the same numbers
-        else:
-            device = psg.param_list[0].device
-            accumulate(psg.vmap(x[:1], y[:1]))
-            pos = 1
-            rates = {"vmap": 0.0, "loop": 0.0}
-            for first in (True, False):
-                times = []
-                accumulate(psg.loop(x[pos:pos + c], y[pos:pos + c], times=times))
-                pos += c
-                times = times[1:] if first else times
-                rates["loop"] = max(rates["loop"], len(times) / max(sum(times), 1e-12))
-                _sync(device)
-                t0 = time.perf_counter()
-                flat = psg.vmap(x[pos:pos + c], y[pos:pos + c])
-                _sync(device)
-                rates["vmap"] = max(rates["vmap"], c / max(time.perf_counter() - t0, 1e-12))
-                accumulate(flat)
-                del flat
-                pos += c
-                if max(rates["vmap"] / rates["loop"], rates["loop"] / rates["vmap"]) >= AUTO_CLEAR_RATIO:
-                    break
-            # On a near tie the loop: it never holds more than one sample's activations.
-            chosen = "vmap" if rates["vmap"] > AUTO_VMAP_MARGIN * rates["loop"] else "loop"
-            if chosen == "vmap":
-                chunk = c  # the chunk it was timed at (less than asked only for small n)
+        chosen, chunk, pos, calib = _calibrate(psg, x, y, chunk, accumulate)
     compute = psg.vmap if chosen == "vmap" else psg.loop
     for s in range(pos, n, chunk):
         flat = compute(x[s:s + chunk], y[s:s + chunk])
@@ -272,7 +282,8 @@ def per_sample_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, directi
     mean = total / n
     out = {"trace_c": float(sq_total) / n - float(mean.dot(mean)), "mean_grad_sq_norm": float(mean.dot(mean)),
            "n_samples": n, "method": chosen, "chunk": chunk,
-           "calibration_vmap_samples_per_s": rates["vmap"], "calibration_loop_samples_per_s": rates["loop"]}
+           "calibration_vmap_samples_per_s": calib["vmap"], "calibration_loop_samples_per_s": calib["loop"],
+           "calibration_trial_s": calib["trial_s"]}
     if directions is not None:
         p = np.concatenate(proj)
         out["projection_var"] = p.var(axis=0)

@@ -228,7 +228,11 @@ def comparison_figure_inputs(wildcards):
 def noise_outputs():
     if not config["noise"]["enabled"]:
         return []
-    out = ["results/analysis/predictions.csv", "results/analysis/modes.csv"]
+    out = [
+        "results/analysis/predictions.csv",
+        "results/analysis/modes.csv",
+        "results/analysis/predictions.nc",
+    ]
     if compares():
         out += [figure(f) for f in ("theory_msd", "noise_curvature")]
         if config["limiting"]["phase_space"]["modes"] > 0:

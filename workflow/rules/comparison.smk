@@ -40,6 +40,7 @@ rule predict:
             caption="../report/modes.rst",
             category="Summary",
         ),
+        nc="results/analysis/predictions.nc",
     log:
         "results/logs/predict.log",
     benchmark:
@@ -55,7 +56,7 @@ rule predict:
     shell:
         "limiting-dynamics predict --trajectories {input.trajectories} --analyses {input.analyses}"
         " --noise {input.noise} {params.comparisons} --out-csv {output.csv}"
-        " --out-modes {output.modes} > {log} 2>&1"
+        " --out-modes {output.modes} --out-nc {output.nc} > {log} 2>&1"
 
 
 rule landscape:
