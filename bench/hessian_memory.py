@@ -14,7 +14,8 @@ double backward holds the same saved tensors on a GPU (cuDNN workspaces come on
 top), so ``per_image`` carries over; the GPU estimate adds the parts whose size
 is known exactly:
 
-* the evaluation images held by the stage, float32 (``--subset`` + ``--test``);
+* the evaluation images held by the stage, uint8 (``--subset`` + ``--test``;
+  ``data.Images`` normalises each batch to float32 when it is cut);
 * the Lanczos basis: one float32 vector per iteration (``--max-iter`` at most);
 * the eigenvector block ``top_k x P`` and a few work vectors;
 * the graph of one batch of ``--batch`` images (the ``hessian.batch_size``).
@@ -83,7 +84,7 @@ def main() -> None:
     per_image, fixed = np.polyfit(sizes, added, 1)
     gb = 1e9
     parts = {
-        "evaluation_images_float32": (args.subset + args.test) * px * 4 / gb,
+        "evaluation_images_uint8": (args.subset + args.test) * px / gb,
         "lanczos_basis_max_iter": args.max_iter * n_params * 4 / gb,
         "eigenvectors_and_work_vectors": (args.top_k + 6) * n_params * 4 / gb,
         "model_copy_and_gradients": 3 * n_params * 4 / gb,

@@ -23,9 +23,16 @@ def test_digits_are_resized_split_stratified_and_round_trip(tmp_path):
     data.save_prepared(p, path)
     t = data.load_prepared(path)
     assert t.x_train.shape == (len(p.y_train), 3, 16, 16) and t.x_train.dtype == torch.float32
-    assert abs(float(t.x_train.mean())) < 1e-4
-    assert float(t.x_train.std()) == pytest.approx(1.0, abs=0.05)
+    assert abs(float(t.x_train[:].mean())) < 1e-4
+    assert float(t.x_train[:].std()) == pytest.approx(1.0, abs=0.05)
     assert t.num_classes == 10 and t.in_channels == 3
+    # held as uint8, normalised on access: bit-identical to normalising everything up front
+    assert t.x_train.raw.dtype == torch.uint8 and len(t.x_train) == len(p.y_train)
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in p.channel_stats())
+    full = torch.from_numpy(p.x_train).float().div_(255.0).sub_(mean).div_(std)
+    idx = torch.tensor([5, 0, 17, 5])
+    assert torch.equal(t.x_train[idx], full[idx]) and torch.equal(t.x_train[3:9], full[3:9])
+    assert torch.equal(t.x_train[7], full[7]) and t.x_train[7].shape == (3, 16, 16)
 
 
 def test_split_depends_on_seed_only():

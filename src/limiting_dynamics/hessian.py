@@ -373,9 +373,10 @@ def loss_batching(cfg: dict, cell_batch_size: int | None = None) -> tuple[int, i
 
 class FixedBatches(Sequence):
     """Fixed batches ``(x[i_b], y[i_b])`` cut from the data when accessed (and
-    moved to ``device``/``dtype`` then), so memory holds the data once plus one
-    batch however many batches there are: at paper scale (40,960 images of
-    224 x 224 x 3, 24.7 GB in float32) a materialised list would double that."""
+    normalised, for :class:`.data.Images`, and moved to ``device``/``dtype``
+    then), so memory holds the data once plus one batch however many batches
+    there are: at paper scale (40,960 images of 224 x 224 x 3, 6.2 GB as
+    uint8) a materialised list would hold 24.7 GB in float32."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, index: list[torch.Tensor],
                  device: torch.device | None = None, dtype: torch.dtype | None = None):
