@@ -187,7 +187,7 @@ def _calibrate(psg: _PerSampleGradients, x: torch.Tensor, y: torch.Tensor, chunk
     times: list[float] = []
     for s in range(0, k, chunk):  # the loop's buffer holds a chunk
         accumulate(psg.loop(x[s:min(k, s + chunk)], y[s:min(k, s + chunk)], times=times))
-    t_loop = float(np.median(times[1:] if k > 1 else times))
+    t_loop = max(float(np.median(times[1:] if k > 1 else times)), 1e-9)
     budget, spent, pos = AUTO_TRIAL_BUDGET * n * t_loop, 0.0, k
     best_rate, best_chunk, previous = 0.0, chunk, None
     c = 1
