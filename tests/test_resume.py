@@ -247,8 +247,15 @@ def test_snakemake_run_stopped_by_sigterm_then_sigkill_resumes_bit_identically(t
     assert resume.exists() and not record.exists() and not wf.path(target).exists()
 
     first = resume.stat().st_mtime_ns
+
+    def newer_checkpoint() -> bool:  # resume.pt is briefly absent while a new one is rotated in
+        try:
+            return resume.stat().st_mtime_ns != first
+        except FileNotFoundError:
+            return False
+
     proc = wf.start(target)
-    _wait_for(lambda: resume.stat().st_mtime_ns != first, proc, "a checkpoint after resuming")
+    _wait_for(newer_checkpoint, proc, "a checkpoint after resuming")
     os.kill(_run_cell_pid(DEFAULT), signal.SIGKILL)
     proc.communicate(timeout=300)
     assert proc.returncode != 0 and not record.exists() and not wf.path(target).exists()
