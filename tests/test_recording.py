@@ -13,14 +13,20 @@ def _batch(seed=0, n=16):
     return torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
+def _sgd_step(model, opt, seed):
+    """One SGD step on the batch of ``seed``; its loss."""
+    x, y = _batch(seed)
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def _train(model, opt, steps, recorder=None):
     thetas = []
     for k in range(steps):
-        x, y = _batch(k)
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        loss = _sgd_step(model, opt, k)
         if recorder is not None:
             recorder.record(loss)
         thetas.append(torch.cat([p.detach().reshape(-1).clone() for p in model.parameters()]))
@@ -65,11 +71,7 @@ def test_recorder_matches_naive_norms():
     rec = StepRecorder(flat, flat_v, steps=6)
     prev = theta0.clone()
     for k in range(6):
-        x, y = _batch(100 + k)
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        loss = _sgd_step(model, opt, 100 + k)
         rec.record(loss)
         theta = flat.flat
         row = rec.scalars[k]
@@ -104,11 +106,7 @@ def test_plain_and_fused_norms_agree_and_sparse_tensor_rows_line_up(mode):
     rec = StepRecorder(flat, flat_v, steps=7, tensor_every=3, compile=mode, log=lambda s: None)
     theta0 = flat.flat.clone()
     for k in range(7):
-        x, y = _batch(200 + k)
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        loss = _sgd_step(model, opt, 200 + k)
         rec.record(loss)
         d2 = float(((flat.flat - theta0) ** 2).sum())
         assert abs(float(rec.scalars[k, 1]) - d2) <= 1e-4 * d2
@@ -138,11 +136,7 @@ def test_compile_failure_falls_back_to_plain_kernels_with_a_warning():
     rec._fused = rec._fused_segments = broken
     theta0 = flat.flat.clone()
     for k in range(3):
-        x, y = _batch(300 + k)
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        loss = _sgd_step(model, opt, 300 + k)
         rec.record(loss)
         d2 = float(((flat.flat - theta0) ** 2).sum())
         assert abs(float(rec.scalars[k, 1]) - d2) <= 1e-5 * d2

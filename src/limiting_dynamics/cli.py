@@ -269,20 +269,18 @@ def cmd_summarize(a) -> None:
     import pandas as pd
     import xarray as xr
 
-    from .trajectory import now_iso, provenance_attrs, write_netcdf
+    from .trajectory import HYPERPARAMETER_ATTRS, now_iso, provenance_attrs, write_netcdf
 
     rows = [json.loads(Path(f).read_text()) for f in a.inputs]
     df = pd.DataFrame(rows)
-    lead = ["cell", "lr", "batch_size", "momentum", "weight_decay", "seed", "burn_in_steps", "steps",
+    lead = ["cell", *HYPERPARAMETER_ATTRS, "burn_in_steps", "steps",
             "c", "c_low", "c_high", "c_radial", "c_radial_low", "c_radial_high",
             "c_angular", "c_angular_low", "c_angular_high", "sq_step_mean", "sq_step_stderr",
             "theory_scale", "noise_trace_estimate"]
     df = df[lead + [c for c in df.columns if c not in lead]].set_index("cell")
     with atomic_path(a.out_csv) as tmp:
         df.to_csv(tmp, float_format="%.6g")
-    ds = xr.Dataset.from_dataframe(df)
-    for col in ("lr", "batch_size", "momentum", "weight_decay", "seed"):
-        ds = ds.set_coords(col)
+    ds = xr.Dataset.from_dataframe(df).set_coords(list(HYPERPARAMETER_ATTRS))
     ds.attrs.update(Conventions="CF-1.10", title="Limiting dynamics of SGD: diffusion summary per cell",
                     history=f"{now_iso()} created by limiting-dynamics summarize", **provenance_attrs())
     write_netcdf(ds, a.out_nc)
@@ -507,8 +505,7 @@ def cmd_predict(a) -> None:
         if ds.attrs["cell"] not in by_cell:
             raise OSError(f"no gradient-noise file for cell {ds.attrs['cell']}")
         nz = by_cell[ds.attrs["cell"]]
-        row = {"cell": ds.attrs["cell"], **{k: ds.attrs[k] for k in ("lr", "batch_size", "momentum",
-                                                                      "weight_decay", "seed")},
+        row = {"cell": ds.attrs["cell"], **{k: ds.attrs[k] for k in trajectory.HYPERPARAMETER_ATTRS},
                "sq_step_measured": measured["sq_step_mean"], "sq_step_measured_stderr": measured["sq_step_stderr"],
                "trace_cov_minibatch": nz["trace_cov"], "trace_cov_minibatch_stderr": nz["trace_cov_stderr"],
                "sq_param_norm_scale_invariant": sq_si}
@@ -550,16 +547,13 @@ def _predictions_dataset(df, modes):
     with the provenance every result file carries (the CSV files have none)."""
     import xarray as xr
 
-    from .trajectory import now_iso, provenance_attrs
+    from .trajectory import HYPERPARAMETER_ATTRS, now_iso, provenance_attrs
 
-    ds = xr.Dataset.from_dataframe(df.rename_axis("cell"))
+    ds = xr.Dataset.from_dataframe(df).set_coords(list(HYPERPARAMETER_ATTRS))
     if len(modes):
         per_mode = xr.Dataset.from_dataframe(modes.astype({"mode": int}).set_index(["cell", "mode"]))
-        ds = xr.merge([ds, per_mode.rename({v: f"mode_{v}" for v in per_mode.data_vars if v in ds})],
-                      join="outer")
-    for col in ("lr", "batch_size", "momentum", "weight_decay", "seed"):
-        ds = ds.set_coords(col)
-    ds["mode"].attrs["long_name"] = "Hessian eigenvector index at theta_0 (1 = largest eigenvalue)"
+        ds = xr.merge([ds, per_mode], join="outer")
+        ds["mode"].attrs["long_name"] = "Hessian eigenvector index at theta_0 (1 = largest eigenvalue)"
     ds.attrs.update(Conventions="CF-1.10",
                     title="Limiting dynamics of SGD: parameter-free predictions against measurements per cell",
                     history=f"{now_iso()} created by limiting-dynamics predict", **provenance_attrs())

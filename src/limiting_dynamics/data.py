@@ -81,10 +81,6 @@ class Images:
     def device(self) -> torch.device:
         return self.raw.device
 
-    @property
-    def ndim(self) -> int:
-        return 4
-
     def __len__(self) -> int:
         return int(self.raw.shape[0])
 

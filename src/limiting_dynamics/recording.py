@@ -243,8 +243,9 @@ class StepRecorder:
         step = k + 1
         row = self.scalars[k]
         row[0] = loss.detach()
-        if step <= self.tensor_every or step % self.tensor_every == 0 or step == self.steps:
-            self._tensor_norms(row, self.by_tensor[self._tensor_count])
+        t = self._tensor_count
+        if t < len(self.tensor_steps) and self.tensor_steps[t] == step:
+            self._tensor_norms(row, self.by_tensor[t])
             self._tensor_count += 1
         else:
             norms = None if self._fused is None else self._compiled(self._fused)
