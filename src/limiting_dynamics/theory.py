@@ -122,14 +122,21 @@ class _Discrete:
     epoch: int | None  # steps per epoch when K is given
     n_pos: int  # the first n_pos state coordinates are positions
 
+    def _doubling(self) -> _Doubling:
+        if not hasattr(self, "_table"):
+            self._table = _Doubling(self.A, self._noise(self.Q) if self.K is None else None)
+        return self._table
+
     def power(self, k: int) -> np.ndarray:
-        return np.linalg.matrix_power(self.A, int(k))
+        return self._doubling().power(k)
 
     def _noise(self, q: np.ndarray) -> np.ndarray:
         return _sandwich(self.B, q)
 
     def check_stable(self, allow_marginal: bool = False) -> None:
-        rho = np.abs(np.linalg.eigvals(self.A)).max(axis=-1)
+        if not hasattr(self, "_rho"):
+            self._rho = np.abs(np.linalg.eigvals(self.A)).max(axis=-1)
+        rho = self._rho
         bad = rho > 1 + 1e-12 if allow_marginal else rho >= 1 - 1e-12
         if np.any(bad):
             raise TheoryError(
@@ -171,7 +178,7 @@ class _Discrete:
         """Covariance after ``k`` steps from a deterministic start (at an epoch's beginning)."""
         if self.K is None:
             self.check_stable(allow_marginal=True)
-            return _doubling_sum(self.A, self._noise(self.Q), int(k))
+            return self._doubling().sum(k)
         p, s, w, r0 = self._reshuffle_parts()
         e, ph = divmod(int(k), self.epoch)
         ak = self.power(k)
@@ -209,20 +216,45 @@ class _Discrete:
         return total + acc / m
 
 
-def _doubling_sum(a: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
-    """``sum_{j<k} a^j q a^jT`` by binary doubling (valid for any ``a``)."""
-    result = np.zeros_like(q)
-    pw_res = np.broadcast_to(np.eye(a.shape[-1]), a.shape).copy()  # a^(steps done)
-    block_p, block_s = a.copy(), q.copy()  # a^(2^i), sum of 2^i terms
-    while k:
-        if k & 1:
-            result = result + _sandwich(pw_res, block_s)
-            pw_res = pw_res @ block_p
-        k >>= 1
-        if k:
-            block_s = block_s + _sandwich(block_p, block_s)
-            block_p = block_p @ block_p
-    return result
+class _Doubling:
+    """``a^k`` and ``sum_{j<k} a^j q a^jT`` for many ``k`` by binary doubling
+    (valid for any ``a``, marginal modes included). The blocks ``a^(2^i)`` and
+    ``sum_{j<2^i} a^j q a^jT`` are computed once and shared by every ``k``."""
+
+    def __init__(self, a: np.ndarray, q: np.ndarray | None = None):
+        self.eye = np.broadcast_to(np.eye(a.shape[-1]), a.shape)
+        self.pow2, self.q, self.sum2 = [a], q, [q]
+
+    def _grow(self, k: int) -> None:
+        while (1 << len(self.pow2)) <= k:
+            p = self.pow2[-1]
+            if self.q is not None:
+                s = self.sum2[-1]
+                self.sum2.append(s + _sandwich(p, s))
+            self.pow2.append(p @ p)
+
+    def power(self, k: int) -> np.ndarray:
+        k = int(k)
+        self._grow(k)
+        out, i = self.eye, 0
+        while k:
+            if k & 1:
+                out = out @ self.pow2[i]
+            k >>= 1
+            i += 1
+        return out.copy() if out is self.eye else out
+
+    def sum(self, k: int) -> np.ndarray:
+        k = int(k)
+        self._grow(k)
+        result, pw, i = np.zeros_like(self.q), self.eye, 0
+        while k:
+            if k & 1:
+                result = result + _sandwich(pw, self.sum2[i])
+                pw = pw @ self.pow2[i]
+            k >>= 1
+            i += 1
+        return result
 
 
 @dataclass
@@ -260,7 +292,7 @@ class _Continuous:
         blk[..., n:, n:] = _T(self.G)
         e = scipy.linalg.expm(blk * self.dt)
         one_step = _T(e[..., n:, n:]) @ e[..., :n, n:]
-        return _doubling_sum(_T(e[..., n:, n:]), one_step, int(k))
+        return _Doubling(_T(e[..., n:, n:]), one_step).sum(k)
 
     def lag_cov(self, tau: int) -> np.ndarray:
         return self.power(tau) @ self.stationary()
