@@ -102,7 +102,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("key,value,message", BAD, ids=[f"{k}={v!r}" for k, v, _ in BAD])
+@pytest.mark.parametrize("key,value,message", BAD, ids=[f"{k}=<deleted>" if v is _DELETE else f"{k}={v!r}" for k, v, _ in BAD])
 def test_bad_config_names_key_value_and_rule(key, value, message):
     cfg = _set(copy.deepcopy(TINY), key, value)
     with pytest.raises(ConfigError) as err:
