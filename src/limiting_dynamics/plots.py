@@ -106,24 +106,38 @@ def local_displacement(traj: xr.Dataset, summary: pd.DataFrame, path, smoothing:
 
 
 def sweeps_of(summary: pd.DataFrame, default: dict) -> dict[str, pd.DataFrame]:
-    """For each hyperparameter varied in the table, the cells equal to the default elsewhere."""
+    """For each hyperparameter varied in the table, the cells equal to the default
+    in the other hyperparameters. Seeds are replicates: a sweep of lr, S, beta or
+    wd keeps every seed run at its values (a grid over ``seed`` gives each point
+    its between-trajectory spread); the ``seed`` entry holds the seeds of the
+    default cell itself."""
     out = {}
     for hp in ("lr", "batch_size", "momentum", "weight_decay", "seed"):
-        others = [k for k in HP_LABELS if k != hp]
+        others = [k for k in HP_LABELS if k != hp and (k != "seed" or hp == "seed")]
         mask = np.ones(len(summary), bool)
         for k in others:
             mask &= np.isclose(summary[k].astype(float), float(default[k]))
-        sub = summary[mask].sort_values(hp)
+        sub = summary[mask].sort_values([hp, "seed"])
         if sub[hp].nunique() > 1:
             out[hp] = sub
     return out
+
+
+def replicate_means(sub: pd.DataFrame, hp: str, column: str) -> pd.DataFrame:
+    """Per value of ``hp``: the mean of ``column`` over the seeds run there, the
+    standard deviation between them (NaN for one seed) and their number."""
+    g = sub.groupby(hp)[column]
+    return pd.DataFrame({"mean": g.mean(), "sd": g.std(ddof=1), "n": g.size()})
 
 
 def hyperparameter_scaling(summary: pd.DataFrame, default: dict, path, dpi: int = 150) -> None:
     """``c`` and the stationary local displacement against each swept hyperparameter.
 
     The theory line is ``lr^2 tr(C) / (S (1 - beta^2))`` with ``tr(C)`` taken
-    from the default cell (the one constant the paper also fitted).
+    from the default cell (the one constant the paper also fitted). Where a
+    value was run with several seeds, each run is a point (the exponent with its
+    bootstrap interval along that trajectory) and a line joins the means over
+    seeds, with bars of one standard deviation between seeds.
     """
     sweeps = sweeps_of(summary, default)
     if not sweeps:  # a single cell or a grid without the default: plot against the theory scale
@@ -135,24 +149,35 @@ def hyperparameter_scaling(summary: pd.DataFrame, default: dict, path, dpi: int 
     anchor = summary[is_default].iloc[0] if is_default.any() else summary.iloc[0]
     for j, (hp, sub) in enumerate(sweeps.items()):
         x = sub[hp].astype(float).values
+        replicated = hp != "seed" and sub.groupby(hp).size().max() > 1
         ax = axes[0, j]
-        ax.errorbar(x, sub["c"], yerr=[sub["c"] - sub["c_low"], sub["c_high"] - sub["c"]], fmt="o-",
-                    capsize=3, label="total")
-        ax.errorbar(x, sub["c_angular"], yerr=[sub["c_angular"] - sub["c_angular_low"],
-                    sub["c_angular_high"] - sub["c_angular"]], fmt="s--", capsize=3, label="angular part")
+        for col, fmt, colour, name in (("c", "o", "C0", "total"), ("c_angular", "s", "C1", "angular part")):
+            err = [sub[col] - sub[f"{col}_low"], sub[f"{col}_high"] - sub[col]]
+            if replicated:
+                ax.errorbar(x, sub[col], yerr=err, fmt=fmt, ms=3, capsize=2, alpha=0.35, color=colour)
+                m = replicate_means(sub, hp, col)
+                seeds = f"{m['n'].min()}" if m["n"].min() == m["n"].max() else f"{m['n'].min()}-{m['n'].max()}"
+                ax.errorbar(m.index.astype(float), m["mean"], yerr=m["sd"].fillna(0.0), fmt=fmt + "-", capsize=4,
+                            color=colour, label=f"{name}: mean of {seeds} seeds ± 1 sd")
+            else:
+                ax.errorbar(x, sub[col], yerr=err, fmt=fmt + ("-" if col == "c" else "--"), capsize=3,
+                            color=colour, label=name)
         ax.axhline(1.0, color="0.5", lw=0.8, ls=":", label="Brownian (c=1)")
         ax.set(ylabel="diffusion exponent $c$", xlabel=HP_LABELS.get(hp, hp))
         ax.legend(fontsize=7, frameon=False)
         ax = axes[1, j]
         ax.errorbar(x, sub["sq_step_mean"], yerr=2 * sub["sq_step_stderr"], fmt="o", capsize=3,
-                    label="measured (±2 s.e.)")
-        theory = sub["theory_scale"].values * anchor["noise_trace_estimate"]
-        ax.plot(x, theory, "k--", lw=1, label="$\\eta^2 \\mathrm{tr}C / (S(1-\\beta^2))$, tr C from default cell")
+                    alpha=0.6 if replicated else 1.0, label="measured (±2 s.e.)" + (", every seed" if replicated else ""))
+        xs = np.unique(x)
+        first = sub.drop_duplicates(hp)
+        theory = first["theory_scale"].values * anchor["noise_trace_estimate"]
+        ax.plot(first[hp].astype(float).values, theory, "k--", lw=1,
+                label="$\\eta^2 \\mathrm{tr}C / (S(1-\\beta^2))$, tr C from default cell")
         ax.set(yscale="log", xlabel=HP_LABELS.get(hp, hp), ylabel="stationary $\\|\\theta_{t+1}-\\theta_t\\|^2$")
         for a in (axes[0, j], ax):
             if hp in ("lr", "batch_size", "theory_scale"):
                 a.set_xscale("log")
-            a.set_xticks(x, [f"{v:g}" for v in x])
+            a.set_xticks(xs, [f"{v:g}" for v in xs])
             a.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(fontsize=7, frameon=False)
     fig.suptitle("Exponent and local displacement across hyperparameters")

@@ -1,0 +1,78 @@
+"""The hyperparameter-scaling figure: which cells form each sweep, and seeds as replicates."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from limiting_dynamics import plots
+
+DEFAULT = {"lr": 0.02, "batch_size": 64, "momentum": 0.9, "weight_decay": 0.005, "seed": 0}
+
+
+def _summary(cells) -> pd.DataFrame:
+    rows = []
+    for i, cell in enumerate(cells):
+        hp = {**DEFAULT, **cell}
+        c = 0.5 + 10 * hp["lr"] + 0.01 * hp["seed"]  # a known value per cell
+        scale = hp["lr"] ** 2 / (hp["batch_size"] * (1 - hp["momentum"] ** 2))
+        rows.append({**hp, "c": c, "c_low": c - 0.05, "c_high": c + 0.05, "c_angular": c + 0.01,
+                     "c_angular_low": c - 0.04, "c_angular_high": c + 0.06, "sq_step_mean": 60 * scale * (1 + 0.01 * i),
+                     "sq_step_stderr": 3 * scale, "theory_scale": scale, "noise_trace_estimate": 60.0})
+    return pd.DataFrame(rows)
+
+
+def test_seeds_are_replicates_of_every_sweep():
+    # a grid over lr and seed, plus a momentum sweep at the default seed only
+    cells = [{"lr": lr, "seed": s} for lr, s in itertools.product((0.01, 0.02, 0.04), (0, 1, 2))]
+    cells += [{"momentum": 0.8}, {"momentum": 0.95}]
+    sweeps = plots.sweeps_of(_summary(cells), DEFAULT)
+    assert set(sweeps) == {"lr", "momentum", "seed"}
+    assert len(sweeps["lr"]) == 9 and sorted(set(sweeps["lr"]["seed"])) == [0, 1, 2]
+    assert list(sweeps["momentum"]["momentum"]) == [0.8, 0.9, 0.9, 0.9, 0.95]  # the default cell's three seeds
+    assert list(sweeps["seed"]["seed"]) == [0, 1, 2] and set(sweeps["seed"]["lr"]) == {0.02}
+
+    m = plots.replicate_means(sweeps["lr"], "lr", "c")
+    np.testing.assert_allclose(m["mean"], [0.61, 0.71, 0.91])
+    np.testing.assert_allclose(m["sd"], [0.01, 0.01, 0.01])
+    assert list(m["n"]) == [3, 3, 3]
+
+
+def test_one_seed_per_value_is_the_plain_one_at_a_time_sweep():
+    cells = [{}, {"lr": 0.01}, {"lr": 0.04}, {"batch_size": 32}, {"batch_size": 128}]
+    sweeps = plots.sweeps_of(_summary(cells), DEFAULT)
+    assert set(sweeps) == {"lr", "batch_size"}
+    assert list(sweeps["lr"]["lr"]) == [0.01, 0.02, 0.04]
+    assert list(sweeps["batch_size"]["batch_size"]) == [32, 64, 128]
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, path, dpi: figures.append(fig))
+    return figures
+
+
+def test_the_figure_joins_means_over_seeds_with_their_spread(drawn):
+    cells = [{"lr": lr, "seed": s} for lr, s in itertools.product((0.01, 0.02, 0.04), (0, 1, 2))]
+    plots.hyperparameter_scaling(_summary(cells), DEFAULT, "unused.png")
+    (fig,) = drawn
+    top = fig.axes[0]  # panels: lr (c, displacement), seed (c, displacement)
+    labels = top.get_legend_handles_labels()[1]
+    assert "total: mean of 3 seeds ± 1 sd" in labels and "angular part: mean of 3 seeds ± 1 sd" in labels
+    (mean,) = [c for c in top.containers if c.get_label() == "total: mean of 3 seeds ± 1 sd"]
+    np.testing.assert_allclose(np.asarray(mean.lines[0].get_ydata(), float), [0.61, 0.71, 0.91])
+    runs = [c for c in top.containers if c.get_label().startswith("_")]  # every seed run, unlabelled
+    assert sorted(len(c.lines[0].get_xdata()) for c in runs) == [9, 9]
+    assert [t.get_text() for t in top.get_xticklabels()] == ["0.01", "0.02", "0.04"]
+
+
+def test_the_figure_without_replicates_keeps_one_point_per_cell(drawn):
+    cells = [{}, {"momentum": 0.8}, {"momentum": 0.95}]
+    plots.hyperparameter_scaling(_summary(cells), DEFAULT, "unused.png")
+    (fig,) = drawn
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert set(labels) == {"total", "angular part", "Brownian (c=1)"}
