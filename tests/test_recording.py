@@ -23,6 +23,15 @@ def _sgd_step(model, opt, seed):
     return loss
 
 
+def _flat_sgd(seed, **sgd):
+    """The small model with its parameters and momentum buffers in flat buffers."""
+    torch.manual_seed(seed)
+    model = build_model(SMALL, 10, 1)
+    flat = FlatParameters(model)
+    opt = torch.optim.SGD(model.parameters(), **{"lr": 0.05, "momentum": 0.9, **sgd})
+    return model, flat, opt, flat.install_momentum_buffers(opt)
+
+
 def _train(model, opt, steps, recorder=None):
     thetas = []
     for k in range(steps):
@@ -60,12 +69,8 @@ def test_flat_momentum_buffers_are_bit_identical_to_plain_sgd(impl):
 
 
 def test_recorder_matches_naive_norms():
-    torch.manual_seed(1)
-    model = build_model(SMALL, 10, 1)
-    flat = FlatParameters(model)
     lr = 0.05
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-3)
-    flat_v = flat.install_momentum_buffers(opt)
+    model, flat, opt, flat_v = _flat_sgd(1, lr=lr, weight_decay=1e-3)
     _train(model, opt, 3)  # non-zero velocity at theta_0
     theta0 = flat.flat.clone()
     rec = StepRecorder(flat, flat_v, steps=6)
@@ -98,11 +103,7 @@ def test_tensor_record_steps():
 
 @pytest.mark.parametrize("mode", ["never", "always"])
 def test_plain_and_fused_norms_agree_and_sparse_tensor_rows_line_up(mode):
-    torch.manual_seed(2)
-    model = build_model(SMALL, 10, 1)
-    flat = FlatParameters(model)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    flat_v = flat.install_momentum_buffers(opt)
+    model, flat, opt, flat_v = _flat_sgd(2)
     rec = StepRecorder(flat, flat_v, steps=7, tensor_every=3, compile=mode, log=lambda s: None)
     theta0 = flat.flat.clone()
     for k in range(7):
@@ -122,11 +123,7 @@ def test_plain_and_fused_norms_agree_and_sparse_tensor_rows_line_up(mode):
 
 
 def test_compile_failure_falls_back_to_plain_kernels_with_a_warning():
-    torch.manual_seed(3)
-    model = build_model(SMALL, 10, 1)
-    flat = FlatParameters(model)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    flat_v = flat.install_momentum_buffers(opt)
+    model, flat, opt, flat_v = _flat_sgd(3)
     said = []
     rec = StepRecorder(flat, flat_v, steps=3, tensor_every=2, compile="always", log=said.append)
 

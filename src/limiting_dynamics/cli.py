@@ -267,9 +267,8 @@ def cmd_analyze_cell(a) -> None:
 
 def cmd_summarize(a) -> None:
     import pandas as pd
-    import xarray as xr
 
-    from .trajectory import HYPERPARAMETER_ATTRS, now_iso, provenance_attrs, write_netcdf
+    from .trajectory import HYPERPARAMETER_ATTRS, write_netcdf
 
     rows = [json.loads(Path(f).read_text()) for f in a.inputs]
     df = pd.DataFrame(rows)
@@ -280,10 +279,7 @@ def cmd_summarize(a) -> None:
     df = df[lead + [c for c in df.columns if c not in lead]].set_index("cell")
     with atomic_path(a.out_csv) as tmp:
         df.to_csv(tmp, float_format="%.6g")
-    ds = xr.Dataset.from_dataframe(df).set_coords(list(HYPERPARAMETER_ATTRS))
-    ds.attrs.update(Conventions="CF-1.10", title="Limiting dynamics of SGD: diffusion summary per cell",
-                    history=f"{now_iso()} created by limiting-dynamics summarize", **provenance_attrs())
-    write_netcdf(ds, a.out_nc)
+    write_netcdf(_cell_table_dataset(df, "diffusion summary per cell", "summarize"), a.out_nc)
     _log(f"summary of {len(df)} cells -> {a.out_csv}, {a.out_nc}")
 
 
@@ -534,29 +530,28 @@ def cmd_predict(a) -> None:
         with atomic_path(a.out_modes) as tmp:
             modes.to_csv(tmp, index=False, float_format="%.6g")
     if a.out_nc:
-        from .trajectory import write_netcdf
-
-        write_netcdf(_predictions_dataset(df, modes), a.out_nc)
+        title = "parameter-free predictions against measurements per cell"
+        trajectory.write_netcdf(_cell_table_dataset(df, title, "predict", modes), a.out_nc)
     _log("measured / predicted sq_step: " + ", ".join(f"{c} {r:.2f}" for c, r in
                                                        df["measured_over_predicted"].items()))
 
 
-def _predictions_dataset(df, modes):
-    """The two prediction tables as one NetCDF data set: per-cell variables on
-    ``cell`` (hyperparameters as coordinates) and per-mode ones on ``(cell, mode)``,
-    with the provenance every result file carries (the CSV files have none)."""
+def _cell_table_dataset(df, title: str, command: str, modes=None):
+    """A table with one row per cell (index ``cell``) as a NetCDF data set with
+    the hyperparameters as coordinates and the provenance every result file
+    carries (the CSV files have none); ``modes``, a table on ``(cell, mode)``,
+    joins it on those two dimensions."""
     import xarray as xr
 
     from .trajectory import HYPERPARAMETER_ATTRS, now_iso, provenance_attrs
 
     ds = xr.Dataset.from_dataframe(df).set_coords(list(HYPERPARAMETER_ATTRS))
-    if len(modes):
+    if modes is not None and len(modes):
         per_mode = xr.Dataset.from_dataframe(modes.astype({"mode": int}).set_index(["cell", "mode"]))
         ds = xr.merge([ds, per_mode], join="outer")
         ds["mode"].attrs["long_name"] = "Hessian eigenvector index at theta_0 (1 = largest eigenvalue)"
-    ds.attrs.update(Conventions="CF-1.10",
-                    title="Limiting dynamics of SGD: parameter-free predictions against measurements per cell",
-                    history=f"{now_iso()} created by limiting-dynamics predict", **provenance_attrs())
+    ds.attrs.update(Conventions="CF-1.10", title=f"Limiting dynamics of SGD: {title}",
+                    history=f"{now_iso()} created by limiting-dynamics {command}", **provenance_attrs())
     return ds
 
 

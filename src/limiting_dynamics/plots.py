@@ -168,10 +168,9 @@ def hyperparameter_scaling(summary: pd.DataFrame, default: dict, path, dpi: int 
         ax = axes[1, j]
         ax.errorbar(x, sub["sq_step_mean"], yerr=2 * sub["sq_step_stderr"], fmt="o", capsize=3,
                     alpha=0.6 if replicated else 1.0, label="measured (±2 s.e.)" + (", every seed" if replicated else ""))
-        xs = np.unique(x)
-        first = sub.drop_duplicates(hp)
-        theory = first["theory_scale"].values * anchor["noise_trace_estimate"]
-        ax.plot(first[hp].astype(float).values, theory, "k--", lw=1,
+        xs = np.unique(x)  # sub is sorted by hp: one theory value per distinct x
+        theory = sub.drop_duplicates(hp)["theory_scale"].values * anchor["noise_trace_estimate"]
+        ax.plot(xs, theory, "k--", lw=1,
                 label="$\\eta^2 \\mathrm{tr}C / (S(1-\\beta^2))$, tr C from default cell")
         ax.set(yscale="log", xlabel=HP_LABELS.get(hp, hp), ylabel="stationary $\\|\\theta_{t+1}-\\theta_t\\|^2$")
         for a in (axes[0, j], ax):

@@ -233,28 +233,25 @@ class _Doubling:
                 self.sum2.append(s + _sandwich(p, s))
             self.pow2.append(p @ p)
 
-    def power(self, k: int) -> np.ndarray:
+    def _walk(self, k: int, with_sum: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """``a^k`` and, if asked, ``sum_{j<k} a^j q a^jT`` from the blocks of k's bits."""
         k = int(k)
         self._grow(k)
-        out, i = self.eye, 0
+        pw, total, i = self.eye.copy(), (np.zeros_like(self.q) if with_sum else None), 0
         while k:
             if k & 1:
-                out = out @ self.pow2[i]
-            k >>= 1
-            i += 1
-        return out.copy() if out is self.eye else out
-
-    def sum(self, k: int) -> np.ndarray:
-        k = int(k)
-        self._grow(k)
-        result, pw, i = np.zeros_like(self.q), self.eye, 0
-        while k:
-            if k & 1:
-                result = result + _sandwich(pw, self.sum2[i])
+                if with_sum:
+                    total = total + _sandwich(pw, self.sum2[i])
                 pw = pw @ self.pow2[i]
             k >>= 1
             i += 1
-        return result
+        return pw, total
+
+    def power(self, k: int) -> np.ndarray:
+        return self._walk(k, False)[0]
+
+    def sum(self, k: int) -> np.ndarray:
+        return self._walk(k, True)[1]
 
 
 @dataclass
@@ -285,14 +282,15 @@ class _Continuous:
         matrix exponential, then the exact sum over steps by doubling (stable for long
         times, valid for marginal modes)."""
         self.check_stable(allow_marginal=True)
-        n = self.G.shape[-1]
-        blk = np.zeros(self.G.shape[:-2] + (2 * n, 2 * n))
-        blk[..., :n, :n] = -self.G
-        blk[..., :n, n:] = self.N
-        blk[..., n:, n:] = _T(self.G)
-        e = scipy.linalg.expm(blk * self.dt)
-        one_step = _T(e[..., n:, n:]) @ e[..., :n, n:]
-        return _Doubling(_T(e[..., n:, n:]), one_step).sum(k)
+        if not hasattr(self, "_table"):  # one step's propagator and noise, once per system
+            n = self.G.shape[-1]
+            blk = np.zeros(self.G.shape[:-2] + (2 * n, 2 * n))
+            blk[..., :n, :n] = -self.G
+            blk[..., :n, n:] = self.N
+            blk[..., n:, n:] = _T(self.G)
+            e = scipy.linalg.expm(blk * self.dt)
+            self._table = _Doubling(_T(e[..., n:, n:]), _T(e[..., n:, n:]) @ e[..., :n, n:])
+        return self._table.sum(k)
 
     def lag_cov(self, tau: int) -> np.ndarray:
         return self.power(tau) @ self.stationary()
