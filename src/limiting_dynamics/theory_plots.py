@@ -153,7 +153,14 @@ def theory_vs_simulation(cells, tables, path, dpi: int = 150) -> None:
     fixed = table.assign(theory=table.sampling + ": noise at the fixed point", z=table.z_discrete)
     exact = table[table.sampling == "replacement"].assign(theory="replacement: state-dependent (exact)",
                                                           z=table.z_state_dependent)
-    sns.stripplot(data=pd.concat([fixed, exact]), x="z", y="kind", hue="theory", dodge=True, ax=ax, size=2.5)
+    # seaborn jitters strip plots with numpy's global generator: seed it here (and
+    # restore it) so that the same results give the same figure
+    state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        sns.stripplot(data=pd.concat([fixed, exact]), x="z", y="kind", hue="theory", dodge=True, ax=ax, size=2.5)
+    finally:
+        np.random.set_state(state)
     ax.legend(fontsize=6, loc="lower left")
     ax.axvline(-2, color="0.6", lw=0.8, ls="--")
     ax.axvline(2, color="0.6", lw=0.8, ls="--")
