@@ -48,19 +48,22 @@ def merged(files) -> dict:
 
 
 def cost(cfg: dict, n_train: int, n_test: int) -> dict:
-    from limiting_dynamics.config import burn_in_steps, expand_cells
+    from limiting_dynamics.config import all_cells, burn_in_start, burn_in_steps, probed
 
-    cells = expand_cells(cfg["cells"])
+    cells = all_cells(cfg)
+    probed_cells = [hp for hp in cells if probed(hp, cfg)]
     lim, h, nz, land = cfg["limiting"], cfg["hessian"], cfg["noise"], cfg["landscape"]
     held = min(cfg["data"].get("stream_subset") or n_train, n_train) + n_test
     out = {"cells": len(cells)}
     out["converge"] = 0 if cfg["converge"]["checkpoint"] else cfg["converge"]["epochs"] * (n_train + held / 3)
-    out["burn_in"] = sum(burn_in_steps(hp, lim["burn_in"]) * hp.batch_size for hp in cells)
+    out["burn_in"] = sum(burn_in_steps(hp, lim["burn_in"], chained=burn_in_start(hp, cfg) is not None)
+                         * hp.batch_size for hp in cells)
     out["limiting"] = sum(lim["steps"] * hp.batch_size for hp in cells)
     out["evaluation"] = len(cells) * (lim["steps"] // lim["eval_every"] + 1) * held / 3
     hvps = h["max_iter"] + h["slq_vectors"] * h["slq_iterations"] + h["hutchinson_samples"]
-    out["hessian"] = len(cells) * hvps * h["n_samples"] * HVP_PER_GRADIENT if h["enabled"] else 0
-    out["noise"] = sum(nz["n_batches"] * hp.batch_size for hp in cells) if nz["enabled"] else 0
+    n_hessian = (n_train if h["n_samples"] == "all" else h["n_samples"]) * h["draws"]
+    out["hessian"] = len(probed_cells) * hvps * n_hessian * HVP_PER_GRADIENT if h["enabled"] else 0
+    out["noise"] = sum(nz["n_batches"] * hp.batch_size for hp in probed_cells) if nz["enabled"] else 0
     out["landscape"] = land["grid"] ** 2 * (land["n_samples"] + n_test) / 3 if land["enabled"] else 0
     out["total"] = sum(v for k, v in out.items() if k != "cells")
     return out

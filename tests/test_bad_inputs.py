@@ -78,7 +78,7 @@ CONFIG_CASES = [
      "significant digits)"),
     ("typo in a key", _set("limiting.stpes", 100),
      "config key 'limiting': unknown key(s) ['stpes'] (a typo?); allowed keys: ['augment_shift', 'burn_in', "
-     "'eval_every', 'phase_space', 'sampling', 'steps', 'tensor_every']"),
+     "'eval_every', 'label_noise', 'phase_space', 'sampling', 'steps', 'tensor_every']"),
     ("missing key", _set("limiting.steps", KeyError),
      "config key 'limiting': missing required key: 'steps'"),
     ("batch larger than the data", _set("cells.sweeps.batch_size", [5000]),
@@ -135,12 +135,13 @@ def env(tmp_path_factory):
 def _cell_params(**kw) -> dict:
     return {"cell": CELL, "hyperparameters": HP, "device": "cpu", "model": MODEL, "steps": 20, "eval_every": 10,
             "tensor_every": 5, "compile_recording": "never", "sampling": "reshuffle", "augment_shift": 1,
+            "label_noise": 0.0,
             "burn_in_steps": 0, "phase_space": {"modes": 0, "sketch_dim": 0, "sketch_seed": 0}, **kw}
 
 
 def _export_params() -> dict:
     return {"cell": CELL, "hyperparameters": HP, "dataset": "digits", "model": MODEL, "sampling": "reshuffle",
-            "augment_shift": 1}
+            "augment_shift": 1, "label_noise": 0.0}
 
 
 def _cli(*args) -> tuple[int, str]:
@@ -239,8 +240,8 @@ COMMAND_CASES = [
      lambda e, o: _run_cell(e, o, hyperparameters=_with_lr(0.04)),
      "limiting-dynamics run-cell: error: burn-in state of cell " + CELL + " was written with hyperparameters "
      "{'lr': 0.05, 'batch_size': 32, 'momentum': 0.9, 'weight_decay': 0.005, 'seed': 0}, sampling 'reshuffle', "
-     "augment_shift 1; this run has {'lr': 0.04, 'batch_size': 32, 'momentum': 0.9, 'weight_decay': 0.005, "
-     "'seed': 0}, 'reshuffle', 1"),
+     "augment_shift 1, label_noise 0.0; this run has {'lr': 0.04, 'batch_size': 32, 'momentum': 0.9, "
+     "'weight_decay': 0.005, 'seed': 0}, 'reshuffle', 1, 0.0"),
     ("cuda asked for without a GPU",
      lambda e, o: _run_cell(e, o, device="cuda"),
      "limiting-dynamics run-cell: error: compute.device is 'cuda' but no CUDA GPU is visible to this job; use "
@@ -260,7 +261,7 @@ COMMAND_CASES = [
      "(hessian)"),
     ("trajectory of another format version",
      lambda e, o: _analyze(_trajectory_variant(e, "v2.nc", lambda d: d.assign_attrs(format_version=2)), o),
-     "limiting-dynamics analyze-cell: error: {root}/v2.nc: format version 2 is not the supported version 3; "
+     "limiting-dynamics analyze-cell: error: {root}/v2.nc: format version 2 is not the supported version 4; "
      "re-export it"),
     ("trajectory with a gap in its steps",
      lambda e, o: _analyze(_trajectory_variant(e, "gap.nc", lambda d: d.drop_sel(step=[7])), o),

@@ -45,7 +45,8 @@ def test_sketch_lag_msd_is_the_lag_msd_of_the_sketched_walk():
 
 
 def _quadratic_cell(sampling="replacement", steps=40000, seed=0):
-    """SGD with momentum on independent quadratic modes, recorded like a real cell."""
+    """SGD with momentum on independent quadratic modes, recorded like a real cell
+    (each mode its own "tensor"; the minimum at the origin, theta = x)."""
     rng = np.random.default_rng(seed)
     lr, s, beta, wd, n_train = 0.05, 8, 0.9, 1e-3, 10**6
     lam = np.concatenate([[6.0, 3.0, 1.5], np.linspace(0.05, 1.0, 40)])
@@ -55,17 +56,20 @@ def _quadratic_cell(sampling="replacement", steps=40000, seed=0):
     for _ in range(5000):  # burn-in to stationarity
         v = beta * v + a * x + rng.standard_normal(lam.size) * np.sqrt(sigma2 / s)
         x = x - lr * v
-    x0 = x.copy()
-    xs, vs = np.empty((steps, lam.size)), np.empty((steps, lam.size))
+    x0, v0 = x.copy(), v.copy()
+    xs, vs, gs = np.empty((steps, lam.size)), np.empty((steps, lam.size)), np.empty((steps, lam.size))
     for k in range(steps):
-        v = beta * v + a * x + rng.standard_normal(lam.size) * np.sqrt(sigma2 / s)
+        g = lam * x + rng.standard_normal(lam.size) * np.sqrt(sigma2 / s)  # minibatch gradient at theta_{k-1}
+        v = beta * v + g + wd * x
         x = x - lr * v
-        xs[k], vs[k] = x, v
+        xs[k], vs[k], gs[k] = x, v, g
     d = xs - x0
     step = np.arange(1, steps + 1)
     traj = xr.Dataset({"mode_position": (("step", "mode"), d[:, :3]), "mode_velocity": (("step", "mode"), vs[:, :3]),
-                       "sq_dist_from_start": ("step", (d ** 2).sum(1)), "sketch": (("step", "sketch_dim"), d)},
-                      coords={"step": step, "mode": [1, 2, 3]},
+                       "mode_offset": ("mode", x0[:3]), "mode_velocity_start": ("mode", v0[:3]),
+                       "sq_dist_from_start": ("step", (d ** 2).sum(1)), "sketch": (("step", "sketch_dim"), d),
+                       "sq_grad_by_tensor": (("tensor_step", "tensor"), gs ** 2)},
+                      coords={"step": step, "mode": [1, 2, 3], "tensor_step": step},
                       attrs={"lr": lr, "batch_size": s, "momentum": beta, "weight_decay": wd, "sampling": sampling,
                              "cell": "quadratic"})
     hess = xr.Dataset({"hessian_eigenvalues": ("mode", lam[:3]),
@@ -79,17 +83,47 @@ def _quadratic_cell(sampling="replacement", steps=40000, seed=0):
 
 def test_compare_cell_matches_a_simulated_quadratic_with_known_answer():
     traj, hess, noise = _quadratic_cell()
-    cmp = comparison.compare_cell(traj, hess, noise, stationary_window=(0.0, 1.0), fit_window=(0.001, 0.5))
-    np.testing.assert_allclose(cmp.noise_var, 0.5 * hess.hessian_eigenvalues)
-    assert cmp.attrs["noise_curvature_slope"] == pytest.approx(1.0)
-    assert cmp.attrs["bulk_noise_fraction"] == pytest.approx(1 - 0.5 * 10.5 / (0.5 * (10.5 + np.linspace(0.05, 1, 40).sum())))
+    cmp = comparison.compare_cell(traj, hess, noise, stationary_window=(0.0, 1.0), fit_window=(0.001, 0.5),
+                                  mode_window=(0.0, 0.5), curvature_block=5000)
+    lam = hess.hessian_eigenvalues.values
+    # curvature and noise read off the run's momentum buffer (no snapshot, no Hessian used)
+    np.testing.assert_allclose(cmp.curvature_in_run, lam, rtol=0.05)
+    np.testing.assert_allclose(cmp.noise_var, 0.5 * lam, rtol=0.05)
+    np.testing.assert_allclose(cmp.noise_var_snapshot, 0.5 * lam)
+    np.testing.assert_allclose(cmp.curvature_along_run, np.broadcast_to(lam, cmp.curvature_along_run.shape), rtol=0.1)
+    assert cmp.attrs["noise_curvature_slope"] == pytest.approx(1.0, abs=0.05)
+    assert cmp.attrs["bulk_noise_fraction"] == pytest.approx(1 - 0.5 * 10.5 / (0.5 * (10.5 + np.linspace(0.05, 1, 40).sum())),
+                                                             rel=0.05)
     np.testing.assert_allclose(cmp.position_var_measured, cmp.position_var_predicted, rtol=0.1)
     np.testing.assert_allclose(cmp.velocity_var_measured, cmp.velocity_var_predicted, rtol=0.05)
+    np.testing.assert_allclose(cmp.oscillation_frequency_measured, cmp.oscillation_frequency_predicted, rtol=0.1)
+    np.testing.assert_allclose(cmp.pole_radius_measured, np.sqrt(0.9), atol=0.02)
     # the whole-spectrum lag-MSD (top + bulk) matches the sketch (here the full vector) at every lag
     np.testing.assert_allclose(cmp.lag_msd_sketch, cmp.lag_msd_predicted, rtol=0.12)
     assert np.all(cmp.lag_msd_predicted_top < cmp.lag_msd_predicted)
     assert cmp.attrs["c_lag_msd_sketch"] == pytest.approx(cmp.attrs["c_lag_msd_predicted"], abs=0.1)
 
+
+def test_curvature_along_the_run_shows_a_direction_going_stale():
+    """A direction that stops being an eigenvector: halfway through, the mode's
+    curvature drops to a tenth; the blocks after the change show it."""
+    rng = np.random.default_rng(3)
+    lr, beta, steps = 0.05, 0.9, 8000
+    x, v = 0.0, 0.0
+    xs, vs = np.empty(steps), np.empty(steps)
+    for k in range(steps):
+        lam = 4.0 if k < steps // 2 else 0.4
+        v = beta * v + lam * x + rng.standard_normal() * 0.3
+        x = x - lr * v
+        xs[k], vs[k] = x, v
+    traj = xr.Dataset({"mode_position": (("step", "mode"), xs[:, None]), "mode_velocity": (("step", "mode"), vs[:, None]),
+                       "mode_offset": ("mode", [0.0]), "mode_velocity_start": ("mode", [0.0])},
+                      attrs={"lr": lr, "momentum": beta, "weight_decay": 0.0})
+    g, at = comparison.mode_gradients(traj)
+    ends, slopes = comparison.curvature_along_run(g, at, 1000)
+    assert list(ends) == list(range(1000, 8001, 1000))
+    np.testing.assert_allclose(slopes[:4, 0], 4.0, rtol=0.1)
+    np.testing.assert_allclose(slopes[4:, 0], 0.4, rtol=0.25)
 
 
 def test_loss_plane_is_centred_on_theta0_curves_like_the_hessian_and_leaves_the_model_alone():

@@ -1,6 +1,8 @@
 """Hessian estimators on a known matrix and on a small network against the exact
 Hessian from torch.autograd.functional.hessian."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -149,7 +151,41 @@ def test_bad_settings_raise_clear_errors(small_setup, call, message):
 
 def test_loss_batching_uses_the_cells_batches_in_train_mode():
     cfg = {"batch_size": 256, "n_samples": 500, "bn_mode": "train"}
-    assert Hs.loss_batching(cfg, 64) == (448, 64)
-    assert Hs.loss_batching(cfg, 1000) == (1000, 1000)
-    assert Hs.loss_batching({**cfg, "bn_mode": "eval"}, 64) == (500, 256)
-    assert Hs.loss_batching(cfg) == (500, 256)
+    assert Hs.loss_batching(cfg, 1438, 64) == (448, 64)
+    assert Hs.loss_batching(cfg, 1438, 1000) == (1000, 1000)
+    assert Hs.loss_batching({**cfg, "bn_mode": "eval"}, 1438, 64) == (500, 256)
+    assert Hs.loss_batching(cfg, 1438) == (500, 256)
+    assert Hs.loss_batching({**cfg, "n_samples": "all"}, 1438, 64) == (1408, 64)  # every training example
+
+
+def test_fixed_batches_draw_new_compositions_and_shifts_reproducibly():
+    x = torch.arange(40, dtype=torch.float32).view(10, 1, 2, 2).repeat(1, 1, 2, 2)
+    y = torch.arange(10)
+    one = Hs.fixed_batches(x, y, 8, 4, seed=0)
+    two = Hs.fixed_batches(x, y, 8, 4, seed=0, draws=2)
+    assert len(one) == 2 and len(two) == 4
+    for i in range(2):  # the first draw is the one-draw batches; the second covers the same subset anew
+        assert torch.equal(one[i][1], two[i][1])
+    first = torch.cat([two[i][1] for i in range(2)]).sort().values
+    second = torch.cat([two[i][1] for i in range(2, 4)])
+    assert torch.equal(first, second.sort().values) and not torch.equal(torch.cat([two[0][1], two[1][1]]), second)
+    shifted = Hs.fixed_batches(x, y, 8, 4, seed=0, shift=1, fill=torch.zeros(1, 1, 1, 1))
+    a, b = shifted[0][0], shifted[0][0]
+    assert torch.equal(a, b) and not torch.equal(a, one[0][0])  # translated, the same every time it is cut
+
+
+def test_label_smoothing_hessian_is_the_expected_hessian_under_label_noise():
+    """Labels replaced by a uniform class with probability p: the expected loss is
+    (1 - p) CE(y) + p mean_c CE(c), the cross-entropy with label smoothing p."""
+    torch.manual_seed(0)
+    model = Small(activation=torch.tanh).double().eval()
+    x, y = torch.randn(12, 1, 4, 4, dtype=torch.float64), torch.randint(0, 4, (12,))
+    p = 0.3
+    smooth = Hs.HessianOperator(model, [(x, y)], bn_mode="eval", dtype=torch.float64,
+                                loss=functools.partial(F.cross_entropy, label_smoothing=p))
+    clean = Hs.HessianOperator(model, [(x, y)], bn_mode="eval", dtype=torch.float64)
+    each = [Hs.HessianOperator(model, [(x, torch.full_like(y, c))], bn_mode="eval", dtype=torch.float64)
+            for c in range(4)]
+    v = torch.randn(smooth.numel, dtype=torch.float64)
+    expected = (1 - p) * clean.matvec(v) + p * sum(op.matvec(v) for op in each) / 4
+    assert torch.allclose(smooth.matvec(v), expected, rtol=1e-10, atol=1e-12)

@@ -140,3 +140,32 @@ def test_compile_failure_falls_back_to_plain_kernels_with_a_warning():
     assert said == ["warning: fused recording unavailable (RuntimeError); using plain kernels"]
     assert rec._fused is None and rec._fused_segments is None
     assert torch.isfinite(rec.by_tensor).all()
+
+
+@pytest.mark.parametrize("mode", ["never", "always"])
+def test_per_tensor_velocity_and_the_gradient_read_off_the_momentum_buffers(mode):
+    """Rows 2 and 3 of the per-tensor record are ||v_j||^2 and the squared norm of
+    the minibatch gradient of that step, recovered from v_k, v_{k-1} and theta_k
+    (PyTorch's update with weight decay); the gradient is compared with autograd's."""
+    lr, beta, wd = 0.05, 0.9, 1e-2
+    model, flat, opt, flat_v = _flat_sgd(4, lr=lr, momentum=beta, weight_decay=wd)
+    _train(model, opt, 2)
+    rec = StepRecorder(flat, flat_v, steps=6, tensor_every=2, compile=mode, log=lambda s: None,
+                       gradient_coefficients=(lr, beta, wd))
+    assert rec.TENSOR_ROWS == ("sq_dist_from_start", "sq_param_norm", "sq_velocity", "sq_grad")
+    row = 0
+    for k in range(6):
+        x, y = _batch(400 + k)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        grads = [p.grad.detach().clone() for p in model.parameters()]
+        opt.step()
+        rec.record(loss)
+        if k + 1 in rec.tensor_steps:
+            g2 = torch.stack([(g.double() ** 2).sum() for g in grads])
+            v2 = torch.stack([(v.double() ** 2).sum() for v in flat.views(flat_v)])
+            assert torch.allclose(rec.by_tensor[row, 2].double(), v2, rtol=1e-5, atol=1e-10)
+            assert torch.allclose(rec.by_tensor[row, 3].double(), g2, rtol=2e-3, atol=1e-8)
+            row += 1
+    assert row == len(rec.tensor_steps) == 4

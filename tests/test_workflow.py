@@ -19,7 +19,7 @@ from conftest import REPO, TINY, Workflow
 
 pytestmark = pytest.mark.integration
 
-PLOT_RULES = {"plot_convergence", "plot_msd", "plot_local_displacement", "plot_scaling", "plot_metrics",
+PLOT_RULES = {"plot_convergence", "plot_msd", "plot_rotation", "plot_local_displacement", "plot_scaling", "plot_metrics",
               "plot_linreg", "plot_theory", "plot_hessian", "plot_comparison"}
 COMPARISON_FIGURES = ("theory_modes", "phase_space", "theory_msd", "noise_curvature", "loss_landscape")
 LINREG_FIGURES = ("linreg_phase_space", "linreg_frequency", "linreg_theory", "linreg_sampling",
@@ -73,9 +73,15 @@ def test_full_run_produces_every_output(wf):
     assert len(table) > 0 and np.isfinite(table["z_discrete"]).all()
     pred = pd.read_csv(wf.path("results/analysis/predictions.csv"), index_col="cell")
     assert set(pred.index) == {DEFAULT, SWEPT}
-    for col in ("lr", "batch_size", "momentum", "weight_decay", "sq_step_measured", "sq_step_predicted"):
-        assert col in pred.columns and np.all(np.isfinite(pred[col]))
-    assert np.all(pred["sq_step_predicted"] > 0)
+    for col in ("lr", "batch_size", "momentum", "weight_decay", "sq_step_measured", "sq_step_predicted_noise",
+                "sq_step_predicted_identity", "sq_step_predicted_snapshot", "stationarity_ratio"):
+        assert col in pred.columns and np.all(np.isfinite(pred[col])), col
+    assert np.all(pred["sq_step_predicted_noise"] > 0) and np.all(pred["sq_step_predicted_identity"] > 0)
+    assert np.all(summary["stationarity_ratio"] >= 1) and set(summary["small_angle_fit"]) <= {0, 1}
+    reps = pd.read_csv(wf.path("results/analysis/replicates.csv"))
+    assert len(reps) == 2 and set(reps["n_seeds"]) == {1} and "c_mean" in reps.columns
+    page = wf.path("results/analysis/results.md").read_text()
+    assert page.startswith("# Measured results") and "| default |" in page and "seed spread" in page
     for col in ("noise_curvature_slope", "c_sq_dist_measured", "c_lag_msd_sketch", "c_lag_msd_predicted"):
         assert np.all(np.isfinite(pred[col])), col
     noise_nc = xr.load_dataset(wf.path(f"results/noise/{DEFAULT}.nc"))
@@ -86,7 +92,8 @@ def test_full_run_produces_every_output(wf):
     assert hess.hessian_eigenvalues.dims == ("mode",) and hess.sizes["mode"] == 3
     assert np.all(np.diff(hess.hessian_eigenvalues.values) <= 0)
     assert hess.hessian_eigenvectors.shape[1] == hess.attrs["n_params"] and hess.attrs["bn_mode"] == "train"
-    assert hess.attrs["chunk_size"] == 32 and hess.attrs["n_samples"] == 64
+    assert hess.attrs["chunk_size"] == 32 and hess.attrs["n_samples"] == 64 and hess.attrs["draws"] == 2
+    assert hess.attrs["n_batches"] == 4 and hess.attrs["label_smoothing"] == TINY["limiting"]["label_noise"]
     assert not np.allclose(hess.hessian_eigenvalues, other.hessian_eigenvalues)
     # phase space: projections on that cell's eigenvectors and the sketch, every step
     assert ds.mode_position.dims == ("step", "mode") and ds.sizes["mode"] == 3
@@ -95,10 +102,12 @@ def test_full_run_produces_every_output(wf):
     assert np.all((ds.mode_position ** 2).sum("mode") <= ds.sq_dist_from_start * (1 + 1e-4))
     modes = pd.read_csv(wf.path("results/analysis/modes.csv"))
     assert len(modes) == 2 * 3 and np.all(modes["position_var_predicted"] > 0)
-    assert np.all(np.isfinite(modes["position_var_measured_over_predicted"]))
+    for col in ("position_var_measured_over_predicted", "oscillation_frequency_measured_over_predicted",
+                "curvature_in_run_over_eigenvalue", "position_var_measured_over_snapshot"):
+        assert np.all(np.isfinite(modes[col])), col
     pnc = xr.load_dataset(wf.path("results/analysis/predictions.nc"))  # both tables, with provenance
-    np.testing.assert_allclose(pnc["sq_step_predicted"].sel(cell=list(pred.index)), pred["sq_step_predicted"],
-                               rtol=1e-5)
+    np.testing.assert_allclose(pnc["sq_step_predicted_noise"].sel(cell=list(pred.index)),
+                               pred["sq_step_predicted_noise"], rtol=1e-5)
     row = modes.iloc[-1]
     assert float(pnc["position_var_predicted"].sel(cell=row["cell"], mode=row["mode"])) == \
         pytest.approx(row["position_var_predicted"], rel=1e-5)
@@ -109,7 +118,7 @@ def test_full_run_produces_every_output(wf):
     assert land.train_loss.shape == (5, 5) and np.all(np.isfinite(land.test_loss))
     # the grid is centred on theta_0: the centre is the loss at theta_0 (eval mode)
     assert land.train_loss.values[2, 2] <= land.train_loss.values.max()
-    for name in ("convergence", "msd", "local_displacement", "scaling", "metrics", "hessian_spectrum") + \
+    for name in ("convergence", "msd", "rotation", "local_displacement", "scaling", "metrics", "hessian_spectrum") + \
             LINREG_FIGURES + COMPARISON_FIGURES:
         png = wf.path(f"results/figures/{name}.png")
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
@@ -135,7 +144,7 @@ def test_plot_setting_change_reruns_only_plotting(wf):
     wf.write_config(cfg)
     ran = executed(wf.run())
     assert set(ran) == PLOT_RULES
-    assert ran["plot_linreg"] == 4 and ran["plot_theory"] == 2 and ran["plot_comparison"] == 5
+    assert ran["plot_linreg"] == 4 and ran["plot_theory"] == 2 and ran["plot_comparison"] == 6
 
 
 def test_changing_one_cell_reruns_that_cells_chain_only(wf):
@@ -156,8 +165,8 @@ def test_changing_one_cell_reruns_that_cells_chain_only(wf):
 def test_forcerun_of_one_stage_reruns_it_and_its_dependents(wf):
     ran = executed(wf.run("--forcerun", "analyze_cell"))
     assert ran["analyze_cell"] == 2 and ran["summarize"] == 1
-    assert set(ran) == {"analyze_cell", "summarize", "plot_msd", "plot_local_displacement", "plot_scaling", "predict",
-                        "plot_comparison"}
+    assert set(ran) == {"analyze_cell", "summarize", "plot_msd", "plot_rotation", "plot_local_displacement",
+                        "plot_scaling", "predict", "results_tables", "plot_comparison"}
     assert ran["plot_comparison"] == 1  # theory_modes reads predictions.csv; the other comparison figures do not
 
 
@@ -187,7 +196,8 @@ def test_diverging_cell_stops_with_a_clear_error_and_no_complete_output(tmp_path
     cfg = copy.deepcopy(TINY)
     cfg["cells"]["sweeps"]["lr"] = [1.0e30]
     cfg["cells"]["default"]["weight_decay"] = 0.0
-    cfg["limiting"]["burn_in"] = {"relaxation_times": 0.0, "min_steps": 0, "max_steps": 0}
+    cfg["limiting"]["burn_in"] = {"relaxation_times": 0.0, "chained_relaxation_times": None, "min_steps": 0,
+                                  "max_steps": 0}
     cfg["linear_regression"]["enabled"] = False
     cfg["hessian"]["enabled"] = False
     cfg["noise"]["enabled"] = False
@@ -213,7 +223,8 @@ def test_torchvision_resnet18_runs_through_the_pipeline(tmp_path):
     cfg["data"].update(image_size=16, channels=3)
     cfg["converge"]["epochs"] = 1
     cfg["limiting"].update(steps=12, eval_every=6)
-    cfg["limiting"]["burn_in"] = {"relaxation_times": 0.0, "min_steps": 2, "max_steps": 2}
+    cfg["limiting"]["burn_in"] = {"relaxation_times": 0.0, "chained_relaxation_times": None, "min_steps": 2,
+                                  "max_steps": 2}
     cfg["cells"]["sweeps"]["lr"] = []
     cfg["linear_regression"]["enabled"] = False
     cfg["hessian"].update(n_samples=16, batch_size=16, top_k=2, max_iter=4, slq_iterations=3)
@@ -255,6 +266,7 @@ def test_analysis_and_plot_stages_do_not_load_torch():
     torch (~1.5-2 s each) would be most of their time."""
     code = ("import sys\n"
             "from limiting_dynamics import cli, comparison, comparison_plots, diffusion, plots, theory_plots, trajectory\n"
+            "from limiting_dynamics import geometry, local_displacement, replicates, results_tables, spectra\n"
             "from limiting_dynamics.errors import LimitingDynamicsError\n"
             "trajectory.provenance_attrs()\n"
             "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))\n")

@@ -10,6 +10,13 @@ with the same batches. Two sources share that interface:
   translation (``augment_shift``);
 * :class:`.streaming.StreamBatches`: ImageNet decoded from its files on
   DataLoader workers with the standard random-resized-crop and flip.
+
+Both can add label noise (``label_noise = p``): every time an example is
+drawn, with probability ``p`` its label is replaced by a class drawn uniformly
+from all classes (the true one included), afresh at every draw. No network can
+fit it, so the training loss stays above the entropy of the resulting soft
+target and the gradient noise never vanishes; the expected loss is the
+cross-entropy with label smoothing ``p`` (what the Hessian stage uses).
 """
 
 from __future__ import annotations
@@ -102,28 +109,43 @@ class CounterSampler:
         return {"scheme": self.scheme, "batch_size": self.batch_size, "n": self.n, "seed": self.seed}
 
 
+def noisy_labels(y: torch.Tensor, p: float, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """``y`` with each label replaced, with probability ``p``, by a class drawn
+    uniformly from all ``num_classes`` (draws from the CPU ``generator``)."""
+    flip = torch.rand(y.shape, generator=generator) < p
+    new = torch.randint(num_classes, y.shape, generator=generator)
+    return torch.where(flip.to(y.device), new.to(y.device), y)
+
+
 class MemoryBatches:
     """Batches of an in-memory :class:`.data.TensorData`: :class:`BatchSampler`
     indices, then :func:`.data.random_shift` by up to ``shift`` pixels (a
-    generator seeded ``seed + 1``)."""
+    generator seeded ``seed + 1``) and :func:`noisy_labels` with probability
+    ``label_noise`` (a generator seeded ``seed + 2``; none drawn when 0)."""
 
-    def __init__(self, data, batch_size: int, scheme: str, seed: int, shift: int):
-        self.data, self.shift = data, int(shift)
+    def __init__(self, data, batch_size: int, scheme: str, seed: int, shift: int, label_noise: float = 0.0):
+        self.data, self.shift, self.label_noise = data, int(shift), float(label_noise)
         self.sampler = BatchSampler(data.n_train, batch_size, scheme, seed, data.x_train.device)
         self.aug_gen = torch.Generator().manual_seed(int(seed) + 1)
+        self.label_gen = torch.Generator().manual_seed(int(seed) + 2)
         self.per_epoch = self.sampler.per_epoch
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.sampler.next()
-        return random_shift(self.data.x_train[idx], self.shift, self.aug_gen, self.data.background), \
-            self.data.y_train[idx]
+        y = self.data.y_train[idx]
+        if self.label_noise > 0:
+            y = noisy_labels(y, self.label_noise, self.data.num_classes, self.label_gen)
+        return random_shift(self.data.x_train[idx], self.shift, self.aug_gen, self.data.background), y
 
     def state_dict(self) -> dict:
-        return {"sampler": self.sampler.state_dict(), "augment_rng": self.aug_gen.get_state()}
+        return {"sampler": self.sampler.state_dict(), "augment_rng": self.aug_gen.get_state(),
+                "label_rng": self.label_gen.get_state()}
 
     def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
-        for key in ("sampler", "augment_rng"):
+        for key in ("sampler", "augment_rng", "label_rng"):
             if key not in state:
-                raise CheckpointError(f"{source} has no {key!r}: it was not written by an in-memory run")
+                raise CheckpointError(f"{source} has no {key!r}: it was not written by an in-memory run "
+                                      "of this version")
         self.sampler.load_state_dict(state["sampler"])
         self.aug_gen.set_state(state["augment_rng"])
+        self.label_gen.set_state(state["label_rng"])

@@ -171,7 +171,7 @@ def cmd_burn_in(a) -> None:
         state = _diverged(a, p, hp, lambda: training.burn_in(
             model, d, hp, steps=p["burn_in_steps"], sampling=p["sampling"], device=device,
             augment_shift=p["augment_shift"], cell=p["cell"], checkpointer=ckpt, log=_log,
-            numerics=training.Numerics.from_config(p.get("numerics"))))
+            numerics=training.Numerics.from_config(p.get("numerics")), label_noise=p["label_noise"]))
     checkpoints.save_checkpoint({**state, "model_config": p["model"], "cell": p["cell"]}, a.out)
     ckpt.finish()
     _log(f"cell {p['cell']}: theta_0 after {p['burn_in_steps']} burn-in steps -> {a.out}")
@@ -210,7 +210,7 @@ def cmd_run_cell(a) -> None:
             device=device, augment_shift=p["augment_shift"], tensor_every=p["tensor_every"],
             compile=p["compile_recording"], directions=directions, sketch_dim=sketch_dim,
             sketch_seed=int(phase.get("sketch_seed", 0)), cell=p["cell"], checkpointer=ckpt, log=_log,
-            numerics=training.Numerics.from_config(p.get("numerics"))))
+            numerics=training.Numerics.from_config(p.get("numerics")), label_noise=p["label_noise"]))
     if eig is not None:
         record["hessian_eigenvalue"] = eig
     record["tensor_name"] = np.asarray(record["tensor_name"], dtype=str)
@@ -236,7 +236,8 @@ def cmd_export_trajectory(a) -> None:
     record["tensor_name"] = [str(s) for s in record["tensor_name"]]
     attrs = {**p["hyperparameters"], "cell": p["cell"], "dataset": p["dataset"],
              "model": json.dumps(p["model"]), "sampling": p["sampling"],
-             "augment_shift": p["augment_shift"], "optimizer": str(record["optimizer"]),
+             "augment_shift": p["augment_shift"], "label_noise": p["label_noise"],
+             "optimizer": str(record["optimizer"]),
              "numerics": str(record["numerics"]),
              **trajectory.provenance_attrs(p, str(record["device"]), str(record["precision"]))}
     ds = trajectory.build_dataset(record, attrs)
@@ -270,17 +271,25 @@ def cmd_summarize(a) -> None:
 
     from .trajectory import HYPERPARAMETER_ATTRS, write_netcdf
 
+    from . import replicates
+
     rows = [json.loads(Path(f).read_text()) for f in a.inputs]
     df = pd.DataFrame(rows)
     lead = ["cell", *HYPERPARAMETER_ATTRS, "burn_in_steps", "steps",
-            "c", "c_low", "c_high", "c_radial", "c_radial_low", "c_radial_high",
+            "c", "c_low", "c_high", "c_geodesic", "c_geodesic_low", "c_geodesic_high", "c_small_angle",
+            "c_small_angle_low", "c_small_angle_high", "rotation_angle_fit_end", "small_angle_steps",
+            "small_angle_fit", "stationarity_ratio", "c_radial", "c_radial_low", "c_radial_high",
             "c_angular", "c_angular_low", "c_angular_high", "sq_step_mean", "sq_step_stderr",
             "theory_scale", "noise_trace_estimate"]
     df = df[lead + [c for c in df.columns if c not in lead]].set_index("cell")
     with atomic_path(a.out_csv) as tmp:
         df.to_csv(tmp, float_format="%.6g")
     write_netcdf(_cell_table_dataset(df, "diffusion summary per cell", "summarize"), a.out_nc)
-    _log(f"summary of {len(df)} cells -> {a.out_csv}, {a.out_nc}")
+    agg = replicates.aggregate(df)
+    with atomic_path(a.out_replicates) as tmp:
+        agg.to_csv(tmp, index=False, float_format="%.6g")
+    _log(f"summary of {len(df)} cells ({len(agg)} hyperparameter cells) -> {a.out_csv}, {a.out_nc}, "
+         f"{a.out_replicates}")
 
 
 def cmd_linreg_cell(a) -> None:
@@ -332,6 +341,20 @@ def cmd_linreg_summary(a) -> None:
          f"({(z > 3).sum()} above 3) -> {a.out_csv}")
 
 
+def _hessian_loss(p: dict, d):
+    """The loss whose Hessian the stages take (the ``hessian`` config with the
+    cell's batch size, augmentation and label noise): its fixed batches, the
+    number of examples, the chunk (batch) size, and the label smoothing."""
+    from . import hessian
+
+    cfg = p["hessian"]
+    n_samples, chunk = hessian.loss_batching(cfg, d.n_train, p.get("cell_batch_size"))
+    batches = hessian.fixed_batches(d.x_train, d.y_train, n_samples, chunk, int(cfg["seed"]),
+                                    draws=int(cfg.get("draws", 1)), shift=int(p.get("augment_shift", 0)),
+                                    fill=d.background)
+    return batches, n_samples, chunk, float(p.get("label_noise", 0.0))
+
+
 def cmd_hessian(a) -> None:
     from . import checkpoints, hessian
     from .trajectory import now_iso, provenance_attrs, write_netcdf
@@ -340,21 +363,76 @@ def cmd_hessian(a) -> None:
     p = json.loads(a.params)
     cfg = p["hessian"]
     device, d, model = _theta0(a, p)
-    n_samples, chunk = hessian.loss_batching(cfg, p.get("cell_batch_size"))
-    batches = hessian.fixed_batches(d.x_train, d.y_train, n_samples, chunk, int(cfg["seed"]))
+    batches, n_samples, chunk, label_noise = _hessian_loss(p, d)
+    shift = int(p.get("augment_shift", 0))
     start = time.perf_counter()
     with checkpoints.stop_on_signals() as stop:
         ckpt = _checkpointer(a, "hessian", p, device, {"data": a.data, "checkpoint": a.checkpoint}, stop)
-        ds = hessian.analyze(model, batches, cfg, device, log=_log, checkpointer=ckpt)
+        ds = hessian.analyze(model, batches, cfg, device, log=_log, checkpointer=ckpt, label_smoothing=label_noise)
     ds.attrs.update(Conventions="CF-1.10", title=f"Hessian of the training loss at theta_0 of cell {p.get('cell', '')}",
                     history=f"{now_iso()} created by limiting-dynamics hessian", dataset=d.name, cell=p.get("cell", ""),
-                    chunk_size=chunk,
+                    chunk_size=chunk, draws=int(cfg.get("draws", 1)), augment_shift=shift, label_smoothing=label_noise,
+                    n_samples=n_samples, n_examples_per_product=int(ds.attrs["n_samples"]),
                     model=json.dumps(p["model"]), seconds=time.perf_counter() - start,
                     **provenance_attrs(p, device, cfg["precision"]))
     enc = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars if ds[v].dtype != object}
     write_netcdf(ds, a.out, enc)
     ckpt.finish()
     _log(f"Hessian at theta_0: {ds.attrs['total_hvps']} HVPs in {ds.attrs['seconds']:.1f} s -> {a.out}")
+
+
+def cmd_eigenvector_drift(a) -> None:
+    import functools
+
+    import torch
+    import torch.nn.functional as F
+    import xarray as xr
+
+    from . import hessian, training
+    from .result_files import open_result
+    from .trajectory import now_iso, provenance_attrs, write_netcdf
+
+    _threads(a.threads)
+    p = json.loads(a.params)
+    cfg = p["hessian"]
+    hp = training.Hyperparameters(**p["hyperparameters"])
+    device, d, model, start = _theta0(a, p, with_checkpoint=True)
+    h = open_result(a.hessian, "hessian")
+    k = min(int(cfg["drift_modes"]), h.sizes["mode"])
+    vectors = torch.tensor(h.hessian_eigenvectors.values[:k], dtype=torch.float32, device=device)
+    eig = h.hessian_eigenvalues.values[:k]
+    batches, n_samples, chunk, label_noise = _hessian_loss(p, d)
+    loss = functools.partial(F.cross_entropy, label_smoothing=label_noise) if label_noise else F.cross_entropy
+    steps = [0] + sorted(int(s) for s in cfg["drift_steps"])
+    rq, res = [], []
+    clock = time.perf_counter()
+    for step, m in training.replay(model, d, hp, start, steps, sampling=p["sampling"], device=device,
+                                   augment_shift=int(p["augment_shift"]), label_noise=label_noise,
+                                   numerics=training.Numerics.from_config(p.get("numerics"))):
+        op = hessian.HessianOperator(m, batches, bn_mode=cfg["bn_mode"], device=device, loss=loss,
+                                     reuse_graph=bool(cfg["reuse_graph"]))
+        r, e = hessian.rayleigh_and_residual(op.matvec, vectors)
+        rq.append(r)
+        res.append(e)
+        _log(f"step {step}: Rayleigh quotient / eigenvalue " + " ".join(f"{x:.2f}" for x in r / eig) +
+             "; relative residual " + " ".join(f"{x:.2f}" for x in e))
+    ds = xr.Dataset({"rayleigh_quotient": (("drift_step", "mode"), np.asarray(rq)),
+                     "relative_residual": (("drift_step", "mode"), np.asarray(res))},
+                    coords={"drift_step": steps, "mode": np.arange(1, k + 1), "eigenvalue": ("mode", eig)})
+    meta = {"drift_step": ("1", "SGD steps since theta_0 (the limiting run replayed)"),
+            "mode": ("1", "Hessian eigenvector of theta_0 (1 = largest eigenvalue)"),
+            "eigenvalue": ("1", "eigenvalue lam_i at theta_0"),
+            "rayleigh_quotient": ("1", "u_i^T H u_i with the Hessian at the step and u_i from theta_0"),
+            "relative_residual": ("1", "||H u_i - (u_i^T H u_i) u_i|| / |u_i^T H u_i|: 0 for an eigenvector")}
+    for name, (units, long_name) in meta.items():
+        ds[name].attrs.update(units=units, long_name=long_name)
+    ds.attrs.update(Conventions="CF-1.10", title=f"Drift of the Hessian eigenvectors of theta_0 along the run of cell "
+                    f"{p['cell']}", history=f"{now_iso()} created by limiting-dynamics eigenvector-drift",
+                    cell=p["cell"], **hp.as_dict(), n_samples=n_samples, chunk_size=chunk, draws=int(cfg["draws"]),
+                    label_smoothing=label_noise, bn_mode=cfg["bn_mode"], seconds=time.perf_counter() - clock,
+                    **provenance_attrs(p, device, "float32"))
+    write_netcdf(ds, a.out)
+    _log(f"eigenvector drift of {k} modes at steps {steps} in {ds.attrs['seconds']:.1f} s -> {a.out}")
 
 
 def cmd_gradient_noise(a) -> None:
@@ -379,9 +457,11 @@ def cmd_gradient_noise(a) -> None:
     shift = int(p["augment_shift"])
     # batches as the limiting runs draw them (sampling scheme, augmentation; streamed
     # crops and flips with data.loader: stream), from the noise stage's own seed
-    batches = d.train_batches(bs, p["sampling"], int(cfg["seed"]), shift)
+    batches = d.train_batches(bs, p["sampling"], int(cfg["seed"]), shift, float(p.get("label_noise", 0.0)))
     mb = noise.minibatch_noise(model, batches, int(cfg["n_batches"]), directions=dirs, bn_mode=cfg["bn_mode"])
-    attrs = {"cell": p.get("cell", ""), "n_train": int(d.n_train), "batch_size": bs, "augment_shift": shift, "trace_cov": mb["trace_cov"], "trace_cov_stderr": mb["trace_cov_stderr"],
+    attrs = {"cell": p.get("cell", ""), "n_train": int(d.n_train), "batch_size": bs, "augment_shift": shift,
+             "label_noise": float(p.get("label_noise", 0.0)), "trace_cov": mb["trace_cov"],
+             "trace_cov_stderr": mb["trace_cov_stderr"],
              "mean_grad_sq_norm": mb["mean_grad_sq_norm"], "n_batches": int(cfg["n_batches"]),
              "bn_mode": cfg["bn_mode"], "sampling": p["sampling"], "seed": int(cfg["seed"]),
              "batch_source": type(batches).__name__}
@@ -414,8 +494,11 @@ def cmd_compare_cell(a) -> None:
 
     p = json.loads(a.params)
     traj = trajectory.open_trajectory(a.trajectory)
-    ds = comparison.compare_cell(traj, open_result(a.hessian, "hessian"), open_result(a.noise, "noise"),
-                                 stationary_window=tuple(p["stationary_window"]), fit_window=tuple(p["fit_window"]))
+    drift = open_result(a.drift, "drift") if a.drift else None
+    ds = comparison.compare_cell(traj, open_result(a.hessian, "hessian"), open_result(a.noise, "noise"), drift=drift,
+                                 stationary_window=tuple(p["stationary_window"]), fit_window=tuple(p["fit_window"]),
+                                 mode_window=tuple(p["mode_window"]), curvature_block=int(p["curvature_block"]),
+                                 nperseg=int(p["spectrum_segment"]))
     ds.attrs.update(Conventions="CF-1.10", title=f"Theory vs experiment for cell {ds.attrs['cell']}",
                     history=f"{now_iso()} created by limiting-dynamics compare-cell", **provenance_attrs(p))
     write_netcdf(ds, a.out)
@@ -478,35 +561,46 @@ def cmd_landscape(a) -> None:
 
 
 COMPARISON_COLUMNS = ("noise_curvature_slope", "c_sq_dist_measured", "c_lag_msd_sketch", "c_lag_msd_predicted",
-                      "bulk_noise_fraction", "sketch_over_exact_sq_dist")
+                      "bulk_noise_fraction", "sketch_over_exact_sq_dist", "grad_sq_norm_in_run")
+PREDICTION_COLUMNS = ("sq_step_measured", "sq_step_stderr", "sq_step_predicted_noise", "measured_over_noise",
+                      "sq_step_predicted_identity", "measured_over_identity", "sq_step_measured_si",
+                      "sq_step_noise_si", "sq_step_identity_si", "measured_over_noise_si", "measured_over_identity_si",
+                      "identity_ratio_min", "identity_ratio_median", "identity_ratio_max", "sq_step_measured_other",
+                      "sq_step_noise_other", "measured_over_noise_other", "other_fraction", "norm_drift_fraction",
+                      "grad_sq_norm", "stationarity_ratio")
+MODE_RATIOS = {  # per-mode ratio column -> (numerator, denominator)
+    "position_var_measured_over_predicted": ("position_var_measured", "position_var_predicted"),
+    "velocity_var_measured_over_predicted": ("velocity_var_measured", "velocity_var_predicted"),
+    "oscillation_frequency_measured_over_predicted": ("oscillation_frequency_measured",
+                                                      "oscillation_frequency_predicted"),
+    "position_var_measured_over_snapshot": ("position_var_measured", "position_var_predicted_snapshot"),
+    "velocity_var_measured_over_snapshot": ("velocity_var_measured", "velocity_var_predicted_snapshot"),
+    "curvature_in_run_over_eigenvalue": ("curvature_in_run", "eigenvalue"),
+}
 
 
 def cmd_predict(a) -> None:
-    from .result_files import open_result
+    """Both parameter-free predictions of the local displacement per cell (from
+    the cell analyses), the one from the noise at the snapshot theta_0 where it
+    was measured, and the per-mode comparisons; reads no model (torch-free)."""
     import pandas as pd
 
-    from . import models, noise, trajectory
+    from . import trajectory
+    from .result_files import open_result
 
-    rows = []
-    by_cell = {}
-    for f in a.noise:
+    snapshot = {}
+    for f in a.noise or []:
         attrs = dict(open_result(f, "noise").attrs)
-        by_cell[str(attrs["cell"])] = attrs
-    for traj, ana in zip(a.trajectories, a.analyses):
-        ds = trajectory.open_trajectory(traj)
-        measured = json.loads(Path(ana).read_text())
-        si = set(noise.scale_invariant_tensors(models.build_model(json.loads(ds.attrs["model"]), 10, 1)))
-        names = [str(n) for n in ds["tensor"].values]
-        sq_si = float(sum(v for n, v in zip(names, ds["sq_param_norm_start_by_tensor"].values) if n in si))
-        if ds.attrs["cell"] not in by_cell:
-            raise OSError(f"no gradient-noise file for cell {ds.attrs['cell']}")
-        nz = by_cell[ds.attrs["cell"]]
-        row = {"cell": ds.attrs["cell"], **{k: ds.attrs[k] for k in trajectory.HYPERPARAMETER_ATTRS},
-               "sq_step_measured": measured["sq_step_mean"], "sq_step_measured_stderr": measured["sq_step_stderr"],
-               "trace_cov_minibatch": nz["trace_cov"], "trace_cov_minibatch_stderr": nz["trace_cov_stderr"],
-               "sq_param_norm_scale_invariant": sq_si}
-        row.update(noise.predicted_sq_step(row["lr"], row["momentum"], row["weight_decay"], nz["trace_cov"], sq_si))
-        row["measured_over_predicted"] = row["sq_step_measured"] / row["sq_step_predicted"]
+        snapshot[str(attrs["cell"])] = float(attrs["trace_cov"])
+    rows = []
+    for ana in a.analyses:
+        m = json.loads(Path(ana).read_text())
+        row = {"cell": m["cell"], **{k: m[k] for k in trajectory.HYPERPARAMETER_ATTRS}}
+        row.update({k: m[k] for k in PREDICTION_COLUMNS})
+        if m["cell"] in snapshot:  # the noise of independent minibatches at theta_0 alone
+            row["trace_cov_snapshot"] = snapshot[m["cell"]]
+            row["sq_step_predicted_snapshot"] = m["lr"] ** 2 * snapshot[m["cell"]] / (1 - m["momentum"] ** 2)
+            row["measured_over_snapshot"] = m["sq_step_measured"] / row["sq_step_predicted_snapshot"]
         rows.append(row)
     df = pd.DataFrame(rows).set_index("cell")
     mode_rows = []
@@ -521,9 +615,9 @@ def cmd_predict(a) -> None:
                 mode_rows.append(per_mode.reset_index().assign(cell=cell))
     modes = pd.concat(mode_rows) if mode_rows else pd.DataFrame(columns=["cell", "mode"])
     modes = modes[["cell", "mode"] + [c for c in modes.columns if c not in ("cell", "mode")]]
-    for q in ("position_var", "velocity_var", "spectral_peak"):
-        if f"{q}_measured" in modes:
-            modes[f"{q}_measured_over_predicted"] = modes[f"{q}_measured"] / modes[f"{q}_predicted"]
+    for name, (num, den) in MODE_RATIOS.items():
+        if num in modes and den in modes:
+            modes[name] = modes[num] / modes[den]
     with atomic_path(a.out_csv) as tmp:
         df.to_csv(tmp, float_format="%.6g")
     if a.out_modes:
@@ -532,8 +626,25 @@ def cmd_predict(a) -> None:
     if a.out_nc:
         title = "parameter-free predictions against measurements per cell"
         trajectory.write_netcdf(_cell_table_dataset(df, title, "predict", modes), a.out_nc)
-    _log("measured / predicted sq_step: " + ", ".join(f"{c} {r:.2f}" for c, r in
-                                                       df["measured_over_predicted"].items()))
+    _log("measured / predicted sq_step (noise formula, norm equilibrium): " + ", ".join(
+        f"{c} {r.measured_over_noise:.2f} {r.measured_over_identity:.2f}" for c, r in df.iterrows()))
+
+
+def cmd_tables(a) -> None:
+    import pandas as pd
+
+    from . import results_tables
+    from .trajectory import git_revision, now_iso
+
+    p = json.loads(a.params)
+    summary = pd.read_csv(a.summary, index_col="cell")
+    predictions = pd.read_csv(a.predictions, index_col="cell")
+    modes = pd.read_csv(a.modes)
+    text = results_tables.render(summary, predictions, modes, p["default"],
+                                 {"date": now_iso(), "git": git_revision(), "machine": results_tables.machine()})
+    with atomic_path(a.out) as tmp:
+        Path(tmp).write_text(text + "\n")
+    _log(f"results tables of {len(summary)} runs -> {a.out}")
 
 
 def _cell_table_dataset(df, title: str, command: str, modes=None):
@@ -589,6 +700,8 @@ def cmd_plot(a) -> None:
             comparison_plots.theory_msd(nc, a.out, dpi)
         elif a.figure == "noise-curvature":
             comparison_plots.noise_curvature(nc, a.out, dpi)
+        elif a.figure == "eigenvector-drift":
+            comparison_plots.eigenvector_drift(nc, a.out, dpi)
         else:
             comparison_plots.loss_landscape(nc[0], a.out, dpi)
         return
@@ -601,6 +714,8 @@ def cmd_plot(a) -> None:
     summary = pd.read_csv(a.inputs[1], index_col="cell") if len(a.inputs) > 1 else None
     if a.figure == "msd":
         plots.msd(traj, summary, a.out, dpi)
+    elif a.figure == "rotation":
+        plots.rotation(traj, summary, a.out, dpi)
     elif a.figure == "local-displacement":
         plots.local_displacement(traj, summary, a.out, int(p["smoothing"]), dpi)
     elif a.figure == "scaling":
@@ -609,9 +724,10 @@ def cmd_plot(a) -> None:
         plots.metrics(traj, a.out, dpi)
 
 
-PLOT_FIGURES = ["convergence", "msd", "local-displacement", "scaling", "metrics", "linreg-phase-space",
+PLOT_FIGURES = ["convergence", "msd", "rotation", "local-displacement", "scaling", "metrics", "linreg-phase-space",
                 "linreg-frequency", "linreg-theory", "linreg-sampling", "ou-currents", "power-law",
-                "hessian-spectrum", "theory-modes", "phase-space", "theory-msd", "noise-curvature", "loss-landscape"]
+                "hessian-spectrum", "theory-modes", "phase-space", "theory-msd", "noise-curvature", "loss-landscape",
+                "eigenvector-drift"]
 
 # subcommand -> (function, help, options). An option is required unless marked:
 # "name+" one or more values, "name*" zero or more (default None), "name?" optional
@@ -628,17 +744,22 @@ COMMANDS = {
     "combine": (cmd_combine, "all cell trajectories -> one NetCDF over cells", "inputs+ cells+ out"),
     "analyze-cell": (cmd_analyze_cell, "diffusion exponent and stationary level of one cell",
                      "trajectory params out"),
-    "summarize": (cmd_summarize, "per-cell analyses -> summary CSV and NetCDF", "inputs+ out-csv out-nc"),
+    "summarize": (cmd_summarize, "per-cell analyses -> summary CSV and NetCDF, and the spread between seeds",
+                  "inputs+ out-csv out-nc out-replicates"),
     "hessian": (cmd_hessian, "top eigenpairs, spectral density and trace of the Hessian at theta_0",
                 "data checkpoint params out resume? checkpoint-every threads"),
+    "eigenvector-drift": (cmd_eigenvector_drift, "how the Hessian eigenvectors of theta_0 hold along the "
+                          "replayed run", "data checkpoint hessian params out threads"),
     "gradient-noise": (cmd_gradient_noise, "minibatch (and per-sample) gradient noise at theta_0 for one S",
                        "data checkpoint hessian? params out threads"),
     "compare-cell": (cmd_compare_cell, "theory vs experiment for one cell (phase space, lag-MSD)",
-                     "trajectory hessian noise params out"),
+                     "trajectory hessian noise drift? params out"),
     "landscape": (cmd_landscape, "train/test loss on the plane of two Hessian eigenvectors around theta_0",
                   "data checkpoint hessian trajectory params out threads"),
-    "predict": (cmd_predict, "parameter-free prediction of the stationary local displacement per cell",
-                "trajectories+ analyses+ noise+ comparisons* out-csv out-modes? out-nc?"),
+    "predict": (cmd_predict, "parameter-free predictions of the stationary local displacement and per-mode "
+                "comparisons per cell", "analyses+ noise* comparisons* out-csv out-modes? out-nc?"),
+    "tables": (cmd_tables, "the measured results as markdown tables (spread between seeds, targets)",
+               "summary predictions modes params out"),
     "linreg-cell": (cmd_linreg_cell, "linear regression on digits: SGD chains vs theory for one cell", "params out"),
     "linreg-summary": (cmd_linreg_summary, "linear-regression cells -> comparison tables",
                        "inputs+ out-csv out-continuous"),

@@ -1,13 +1,14 @@
 """Theory vs experiment for one cell of the ResNet experiment, without fitted constants.
 
-Inputs are measurements at the cell's theta_0 (after its burn-in): the Hessian
-(top eigenpairs and the SLQ spectral density) and the minibatch gradient noise
-at the cell's batch size (its total ``tr Cov(g_S)`` and the variance along each
-top eigenvector), plus the cell's hyperparameters. The theory engine
+Inputs: the Hessian at the cell's theta_0 (after its burn-in: top eigenpairs
+and the SLQ spectral density), the gradient noise measured along the run
+itself, the same noise at the snapshot theta_0 (the gradient-noise stage, kept
+for comparison) and the cell's hyperparameters. The theory engine
 (:mod:`.theory`, exact discrete recursion) turns them into predictions:
 
-* per top mode: stationary position and velocity variance, and the frequency
-  at which the position's power spectrum peaks;
+* per top mode: stationary position and velocity variance and the oscillation
+  frequency, compared with the run over the first ``mode_window`` of it, where
+  the eigenvectors of theta_0 still describe the curvature the run feels;
 * the stationary lag-MSD ``E||theta_{t+tau} - theta_t||^2``: the top modes with
   their measured noise, plus the bulk of the spectrum from the SLQ quadrature
   nodes (multiplicity ``P x weight``), whose noise is the measured remainder
@@ -16,20 +17,33 @@ top eigenvector), plus the cell's hyperparameters. The theory engine
   modes by :func:`noise_curvature_slope`). theta_0 is a sample of the
   stationary state, so the same curve predicts ``E||theta_t - theta_0||^2``.
 
-The measured side: variances and spectra of the recorded projections
-(``mode_position``, ``mode_velocity``) and the lag-MSD of the block-sign
-sketch. Noise is converted to the theory's per-sample ``sigma^2 = u^T C u``
-with the sampling scheme's finite-population factor, so the theory's own
+**Noise and curvature along the run.** The momentum buffer gives every
+step's minibatch gradient along each recorded direction:
+``u^T g_k = (1 - lr wd) u^T v_k - beta u^T v_{k-1} - wd u^T theta_k``
+(:func:`mode_gradients`). Near a minimum ``u^T g_k = lam (x_{k-1} - x*) + xi_k``
+with ``x = u^T theta`` and ``xi`` the minibatch noise, independent of the
+position it is evaluated at, so a least-squares line of ``u^T g_k`` on
+``x_{k-1}`` (:func:`curvature_and_noise`) measures the curvature the run feels
+along ``u`` (its slope: ``u^T H u`` of the current point when the noise is
+proportional to the curvature) and the noise along ``u`` (the residual
+variance). Taken over consecutive blocks of the run, the slope shows how long
+the eigenvectors of theta_0 stay valid.
+
+**Oscillations** are fitted as oscillations (:mod:`.spectra`): the damped
+oscillator's velocity spectrum, with free frequency and damping, fitted to
+each ``u_i^T v``.
+
+Noise is converted to the theory's per-sample ``sigma^2 = u^T C u`` with the
+sampling scheme's finite-population factor, so the theory's own
 ``replacement``/``reshuffle`` treatment applies.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import scipy.signal
 import xarray as xr
 
-from . import theory
+from . import spectra, theory
 
 
 def per_sample_noise_var(minibatch_var, batch_size: int, sampling: str, n_train: int):
@@ -63,6 +77,29 @@ def bulk_modes(slq_nodes, slq_weights, n_params: int, top_eigvals) -> tuple[np.n
     return nodes[keep], mult[keep]
 
 
+def gradient_mean_square(eigvals, noise_var, kw: dict) -> np.ndarray:
+    """Per mode, the stationary mean square of the minibatch gradient along it:
+    the step's noise plus the restoring force, ``f sigma^2 + lam^2 Var[x]``
+    (``f``: the sampling scheme's per-step factor, ``Var[x]`` from the exact
+    discrete theory)."""
+    lam = np.asarray(eigvals, float)
+    var = theory.stationary_moments(lam, noise_var, **kw).position_var.values
+    s, n = kw["batch_size"], kw.get("n_samples")
+    f = 1.0 / s if kw["sampling"] == "replacement" else (n - s) / (s * (n - 1))
+    return f * np.asarray(noise_var, float) + lam**2 * var
+
+
+def bulk_noise_scale(grad_sq: float, top_lam, top_sigma2, bulk_lam, bulk_mult, kw: dict) -> float:
+    """``kappa`` in ``sigma_j^2 = kappa lam_j`` for the bulk modes (``C ~ H``)
+    such that the predicted mean square of the minibatch gradient, top modes
+    plus bulk, equals the measured ``grad_sq = E||g_k||^2`` (0 if the top modes
+    already account for it). The gradient's mean square holds the restoring
+    force as well as the noise, so it is matched with both."""
+    top = float(gradient_mean_square(top_lam, top_sigma2, kw).sum()) if len(top_lam) else 0.0
+    per_unit = float((gradient_mean_square(bulk_lam, bulk_lam, kw) * bulk_mult).sum())
+    return max(grad_sq - top, 0.0) / per_unit if per_unit > 0 else 0.0
+
+
 def sketch_lag_msd(sketch: np.ndarray, lags) -> np.ndarray:
     """Time-averaged ``||s_{t+tau} - s_t||^2`` of a sketch series (steps x dim) per lag."""
     s = np.asarray(sketch, dtype=np.float64)
@@ -75,12 +112,52 @@ def log_lags(steps: int, n: int = 40, max_fraction: float = 0.5) -> np.ndarray:
     return np.unique(np.round(np.logspace(0, np.log10(hi), n)).astype(int))
 
 
-def spectral_peak(series: np.ndarray, max_segment: int = 2048) -> np.ndarray:
-    """Frequency (cycles per step) of the largest Welch power of each column, 0 excluded."""
-    x = np.asarray(series, float)
-    nper = min(max_segment, x.shape[0])
-    f, pxx = scipy.signal.welch(x, nperseg=nper, axis=0, detrend="linear")
-    return f[1:][np.argmax(pxx[1:], axis=0)]
+VALID_RESIDUAL = 0.5  # an eigenvector of theta_0 counts as valid while its relative residual stays below this
+
+
+def valid_steps(drift: xr.Dataset, threshold: float = VALID_RESIDUAL) -> np.ndarray:
+    """Per mode, the last replayed step before the relative residual first
+    reaches ``threshold`` (0: already at the first step after theta_0)."""
+    steps, res = drift.drift_step.values, drift.relative_residual.values
+    out = []
+    for j in range(res.shape[1]):
+        bad = np.flatnonzero(res[:, j] >= threshold)
+        out.append(steps[-1] if bad.size == 0 else steps[bad[0] - 1])
+    return np.asarray(out)
+
+
+def mode_gradients(traj: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Every step's minibatch gradient along each recorded eigenvector,
+    ``u^T g_k = (1 - lr wd) u^T v_k - beta u^T v_{k-1} - wd u^T theta_k``, and
+    the position ``u^T (theta_{k-1} - theta_0)`` it was evaluated at
+    (``steps x modes`` each; ``k = 1..T``)."""
+    lr, beta, wd = (float(traj.attrs[k]) for k in ("lr", "momentum", "weight_decay"))
+    x = traj.mode_position.values.astype(float)
+    v = traj.mode_velocity.values.astype(float)
+    v_prev = np.vstack([traj.mode_velocity_start.values[None, :], v[:-1]])
+    g = (1 - lr * wd) * v - beta * v_prev - wd * (traj.mode_offset.values[None, :] + x)
+    x_prev = np.vstack([np.zeros((1, x.shape[1])), x[:-1]])
+    return g, x_prev
+
+
+def curvature_and_noise(g: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, the least-squares slope of ``g`` on ``x`` (the curvature
+    felt along the direction) and the residual variance (the minibatch noise
+    variance along it)."""
+    xc, gc = x - x.mean(axis=0), g - g.mean(axis=0)
+    slope = (xc * gc).sum(axis=0) / (xc * xc).sum(axis=0)
+    resid = gc - slope * xc
+    return slope, (resid**2).sum(axis=0) / (len(g) - 2)
+
+
+def curvature_along_run(g: np.ndarray, x: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`curvature_and_noise`'s slope over consecutive blocks of ``block``
+    steps: block ends (steps) and ``blocks x modes`` slopes."""
+    n = len(g) // block
+    ends = np.arange(1, n + 1) * block
+    slopes = np.stack([curvature_and_noise(g[i * block:(i + 1) * block], x[i * block:(i + 1) * block])[0]
+                       for i in range(n)]) if n else np.empty((0, g.shape[1]))
+    return ends, slopes
 
 
 def fit_exponent(t, y, window: tuple[float, float], steps: int) -> float:
@@ -93,9 +170,16 @@ def fit_exponent(t, y, window: tuple[float, float], steps: int) -> float:
 
 
 def compare_cell(traj: xr.Dataset, hess: xr.Dataset, noise: xr.Dataset, *, n_train: int | None = None,
-                 stationary_window=(0.5, 1.0), fit_window=(0.01, 1.0), n_lags: int = 40) -> xr.Dataset:
+                 stationary_window=(0.5, 1.0), fit_window=(0.01, 1.0), mode_window=(0.0, 0.25),
+                 curvature_block: int = 250, n_lags: int = 40, nperseg: int = 256,
+                 drift: xr.Dataset | None = None) -> xr.Dataset:
     """Measured against predicted phase-space statistics and lag-MSD of one cell
-    (see module doc). ``n_train`` defaults to the noise file's ``n_train``."""
+    (see module doc). ``n_train`` defaults to the noise file's ``n_train``.
+    Per-mode statistics are taken over ``mode_window`` (fractions of the run);
+    the curvature along the run over blocks of ``curvature_block`` steps; the
+    total noise for the lag-MSD over ``stationary_window``. ``drift`` (the
+    eigenvector-drift stage's output) adds, per mode, the last replayed step at
+    which the eigenvector of theta_0 was still one (``valid_steps``)."""
     n_train = int(noise.attrs["n_train"] if n_train is None else n_train)
     lr, bs = float(traj.attrs["lr"]), int(traj.attrs["batch_size"])
     beta, wd = float(traj.attrs["momentum"]), float(traj.attrs["weight_decay"])
@@ -104,54 +188,79 @@ def compare_cell(traj: xr.Dataset, hess: xr.Dataset, noise: xr.Dataset, *, n_tra
     steps = int(traj.sizes["step"])
 
     lam_all = hess.hessian_eigenvalues.values
-    mb_var_all = noise.minibatch_var_along_eigenvector.values
-    sigma2_all = per_sample_noise_var(mb_var_all, bs, sampling, n_train)
+    snapshot_sigma2 = per_sample_noise_var(noise.minibatch_var_along_eigenvector.values, bs, sampling, n_train)
     out = {}
     coords = {"lag": log_lags(steps, n_lags)}
-    attrs = {"cell": traj.attrs["cell"], "lr": lr, "batch_size": bs, "momentum": beta, "weight_decay": wd,
+    attrs = {"cell": traj.attrs["cell"], "seed": int(traj.attrs.get("seed", 0)), "lr": lr, "batch_size": bs,
+             "momentum": beta, "weight_decay": wd,
              "sampling": sampling, "n_train": n_train, "steps": steps,
-             "noise_curvature_slope": noise_curvature_slope(lam_all, sigma2_all),
-             "trace_cov_minibatch": float(noise.attrs["trace_cov"])}
+             "noise_curvature_slope_snapshot": noise_curvature_slope(lam_all, snapshot_sigma2),
+             "trace_cov_minibatch_snapshot": float(noise.attrs["trace_cov"])}
+    sig_top = snapshot_sigma2
 
-    # per mode: measured over the stationary window vs the exact discrete theory
+    # per mode: the first part of the run vs the exact discrete theory, with the noise measured in it
     if "mode_position" in traj:
         k = traj.sizes["mode"]
-        lam, sigma2 = lam_all[:k], sigma2_all[:k]
-        lo, hi = int(stationary_window[0] * steps), int(stationary_window[1] * steps)
+        lam = lam_all[:k]
+        lo, hi = int(mode_window[0] * steps), max(int(mode_window[1] * steps), int(mode_window[0] * steps) + 2)
+        g, x_at = mode_gradients(traj)
+        curvature, noise_run = curvature_and_noise(g[lo:hi], x_at[lo:hi])
+        sigma2 = per_sample_noise_var(noise_run, bs, sampling, n_train)
+        ends, along = curvature_along_run(g, x_at, curvature_block)
         pos = traj.mode_position.values[lo:hi].astype(float)
         vel = traj.mode_velocity.values[lo:hi].astype(float)
         stable = (lr * (lam + wd) > 0) & (lr * (lam + wd) < 2 * (1 + beta))
         lam_ok = np.where(stable, lam, 1.0)  # placeholder for unstable modes; their predictions become NaN
         pred = theory.stationary_moments(lam_ok, sigma2, **kw)
+        pred_snapshot = theory.stationary_moments(lam_ok, snapshot_sigma2[:k], **kw)
         nan = np.where(stable, 1.0, np.nan)
+        osc = spectra.fit_oscillator(vel, nperseg=min(nperseg, hi - lo))
         out.update({
             "eigenvalue": ("mode", lam),
+            "curvature_in_run": ("mode", curvature),
+            "curvature_along_run": (("block", "mode"), along),
             "noise_var": ("mode", sigma2),
+            "noise_var_snapshot": ("mode", snapshot_sigma2[:k]),
             "position_var_measured": ("mode", pos.var(axis=0)),
             "position_var_predicted": ("mode", pred.position_var.values * nan),
+            "position_var_predicted_snapshot": ("mode", pred_snapshot.position_var.values * nan),
             "velocity_var_measured": ("mode", vel.var(axis=0)),
             "velocity_var_predicted": ("mode", pred.velocity_var.values * nan),
+            "velocity_var_predicted_snapshot": ("mode", pred_snapshot.velocity_var.values * nan),
             "position_velocity_cov_measured": ("mode", np.mean((pos - pos.mean(0)) * (vel - vel.mean(0)), axis=0)),
             "position_velocity_cov_predicted": ("mode", pred.position_velocity_cov.values * nan),
-            "spectral_peak_measured": ("mode", spectral_peak(traj.mode_position.values.astype(float))),
-            "spectral_peak_predicted": ("mode", theory.fluctuation_spectrum_peak(lam_ok, lr, beta, wd) * nan),
+            "oscillation_frequency_measured": ("mode", osc.frequency),
             "oscillation_frequency_predicted": ("mode", theory.oscillation_frequency(lam_ok, lr, beta, wd) * nan),
+            "pole_radius_measured": ("mode", osc.radius),
+            "oscillator_fit_converged": ("mode", osc.converged.astype(np.int8)),
         })
-        coords["mode"] = np.arange(1, k + 1)
-        attrs["unstable_top_modes"] = int((~stable).sum())
+        coords.update(mode=np.arange(1, k + 1), block=ends)
+        attrs.update(unstable_top_modes=int((~stable).sum()), mode_window_start=lo + 1, mode_window_end=hi,
+                     pole_radius_predicted=float(np.sqrt(beta)),
+                     noise_curvature_slope=noise_curvature_slope(lam, sigma2))
+        sig_top = np.concatenate([sigma2, snapshot_sigma2[k:]])
+        if drift is not None:
+            valid = np.full(k, np.nan)
+            tested = min(k, drift.sizes["mode"])
+            valid[:tested] = valid_steps(drift)[:tested]
+            out["valid_steps"] = ("mode", valid)
+            attrs["eigenvectors_valid_steps"] = float(np.nanmedian(valid))
 
-    # lag-MSD: top modes (measured noise) + bulk (remaining noise ~ eigenvalue)
+    # lag-MSD: top modes (measured noise) + bulk (the rest of the in-run noise ~ eigenvalue)
     lags = coords["lag"]
-    lam_top, sig_top = lam_all, sigma2_all
+    lam_top = lam_all
     bulk_lam, bulk_mult = bulk_modes(hess.slq_nodes.values, hess.slq_weights.values, int(hess.attrs["n_params"]),
                                      lam_all)
-    total_sigma2 = float(per_sample_noise_var(noise.attrs["trace_cov"], bs, sampling, n_train))
-    rest = max(total_sigma2 - float(sig_top.sum()), 0.0)
-    pos_bulk = np.clip(bulk_lam, 0.0, None)
-    denom = float((pos_bulk * bulk_mult).sum())
-    bulk_sigma2 = rest * pos_bulk / denom if denom > 0 else np.zeros_like(bulk_lam)
+    ts = traj.tensor_step.values
+    in_window = (ts > stationary_window[0] * steps) & (ts <= stationary_window[1] * steps)
+    grad_sq = float(traj.sq_grad_by_tensor.transpose("tensor_step", "tensor").values[in_window].sum(axis=1).mean())
+    attrs["grad_sq_norm_in_run"] = grad_sq
     ok_top = (lam_top + wd > 0) & (lr * (lam_top + wd) < 2 * (1 + beta))
-    ok_bulk = (bulk_lam + wd > 0) & (lr * (bulk_lam + wd) < 2 * (1 + beta))
+    ok_bulk = (bulk_lam > 0) & (lr * (bulk_lam + wd) < 2 * (1 + beta))
+    bulk_sigma2 = np.zeros_like(bulk_lam)
+    bulk_sigma2[ok_bulk] = bulk_lam[ok_bulk] * bulk_noise_scale(
+        grad_sq, lam_top[ok_top], sig_top[ok_top], bulk_lam[ok_bulk], bulk_mult[ok_bulk], kw)
+    bulk_total = float((bulk_sigma2 * bulk_mult).sum())
     msd_top = theory.lag_msd(lam_top[ok_top], sig_top[ok_top], lags, **kw)
     # each bulk node stands for `mult` identical modes: scale its noise by mult (MSD is linear in it)
     msd_bulk = theory.lag_msd(bulk_lam[ok_bulk], bulk_sigma2[ok_bulk] * bulk_mult[ok_bulk], lags, **kw) \
@@ -159,7 +268,7 @@ def compare_cell(traj: xr.Dataset, hess: xr.Dataset, noise: xr.Dataset, *, n_tra
     out["lag_msd_predicted_top"] = ("lag", msd_top)
     out["lag_msd_predicted"] = ("lag", msd_top + msd_bulk)
     out["sq_dist_from_start_measured"] = ("lag", traj.sq_dist_from_start.values[lags - 1])
-    attrs.update(bulk_noise_fraction=rest / total_sigma2 if total_sigma2 > 0 else float("nan"),
+    attrs.update(bulk_noise_fraction=bulk_total / (bulk_total + float(sig_top[ok_top].sum())),
                  bulk_modes_dropped_unstable=float(bulk_mult[~ok_bulk].sum()),
                  c_sq_dist_measured=fit_exponent(lags, traj.sq_dist_from_start.values[lags - 1], fit_window, steps),
                  c_lag_msd_predicted=fit_exponent(lags, msd_top + msd_bulk, fit_window, steps))
@@ -174,17 +283,26 @@ def compare_cell(traj: xr.Dataset, hess: xr.Dataset, noise: xr.Dataset, *, n_tra
     ds = xr.Dataset(out, coords=coords, attrs=attrs)
     meta = {
         "lag": "lag tau (SGD steps); for sq_dist_from_start the number of steps since theta_0",
+        "block": "last step of a block of the run over which the curvature along each eigenvector is fitted",
         "eigenvalue": "Hessian eigenvalue lam_i at the cell's theta_0",
-        "noise_var": "per-sample noise sigma_i^2 = u_i^T C u_i from the minibatch variance at S",
-        "position_var_measured": "variance of u_i^T (theta_t - theta_0) over the stationary window",
-        "position_var_predicted": "stationary Var[x_i], exact discrete theory",
-        "velocity_var_measured": "variance of u_i^T v_t (momentum buffer) over the stationary window",
-        "velocity_var_predicted": "stationary Var[v_i], exact discrete theory",
+        "curvature_in_run": "slope of u_i^T g_k against u_i^T theta_{k-1} over the mode window (curvature felt)",
+        "curvature_along_run": "the same slope over each block of the run",
+        "noise_var": "per-sample noise sigma_i^2 = u_i^T C u_i from the in-run gradients over the mode window",
+        "noise_var_snapshot": "per-sample noise sigma_i^2 from independent minibatches at theta_0",
+        "position_var_measured": "variance of u_i^T (theta_t - theta_0) over the mode window",
+        "position_var_predicted": "stationary Var[x_i], exact discrete theory, in-run noise",
+        "position_var_predicted_snapshot": "stationary Var[x_i], exact discrete theory, noise at theta_0",
+        "velocity_var_measured": "variance of u_i^T v_t (momentum buffer) over the mode window",
+        "velocity_var_predicted": "stationary Var[v_i], exact discrete theory, in-run noise",
+        "velocity_var_predicted_snapshot": "stationary Var[v_i], exact discrete theory, noise at theta_0",
         "position_velocity_cov_measured": "covariance of position and velocity projections",
         "position_velocity_cov_predicted": "stationary Cov[x_i, v_i], exact discrete theory",
-        "spectral_peak_measured": "frequency of the Welch power maximum of u_i^T theta_t (cycles per step)",
-        "spectral_peak_predicted": "frequency of the theory's stationary power maximum (cycles per step)",
+        "oscillation_frequency_measured": "pole angle / 2 pi of the damped oscillator fitted to the spectrum of "
+                                          "u_i^T v over the mode window (cycles per step)",
         "oscillation_frequency_predicted": "damped frequency of the mean motion (cycles per step)",
+        "pole_radius_measured": "pole radius of the fitted oscillator (theory: sqrt(beta))",
+        "oscillator_fit_converged": "1 if the spectral fit converged",
+        "valid_steps": "last replayed step at which the eigenvector of theta_0 had a relative residual below 0.5",
         "lag_msd_predicted_top": "stationary lag-MSD of the top modes alone (theory)",
         "lag_msd_predicted": "stationary lag-MSD of top modes plus SLQ bulk (theory)",
         "sq_dist_from_start_measured": "measured ||theta_t - theta_0||^2 at t = lag",

@@ -9,6 +9,7 @@ import pandas as pd
 import seaborn as sns
 import xarray as xr
 
+from .comparison import VALID_RESIDUAL, valid_steps
 from .plots import _grid, plt, save
 
 
@@ -28,39 +29,48 @@ def _identity(ax, values) -> None:
 
 
 def theory_modes(cells: list[xr.Dataset], predictions: pd.DataFrame, path, dpi: int = 150) -> None:
-    """Per top Hessian mode, measured against predicted stationary position and
-    velocity variance and spectral peak frequency (every cell), and the
-    stationary local displacement per cell."""
+    """Per top Hessian mode (every probed cell), measured against predicted
+    position and velocity variance over the mode window (filled: noise measured
+    along the run; open: noise at the snapshot theta_0) and the oscillation
+    frequency of the fitted damped oscillator; and per cell the stationary local
+    displacement against both parameter-free predictions."""
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
     colors = sns.color_palette("viridis", len(cells))
     for (key, title), ax in zip((("position_var", "position variance $u_i^T\\theta$"),
                                  ("velocity_var", "velocity variance $u_i^T v$"),
-                                 ("spectral_peak", "position spectral peak (cycles/step)")), axes):
-        allv = []
+                                 ("oscillation_frequency", "oscillation frequency (cycles/step)")), axes):
+        allv, ratios = [], []
         for ds, color in zip(cells, colors):
             if f"{key}_measured" not in ds:
                 continue
             x, y = ds[f"{key}_predicted"].values, ds[f"{key}_measured"].values
             ax.scatter(x, y, s=14, color=color, label=_cell_label(ds))
+            if f"{key}_predicted_snapshot" in ds:
+                xs = ds[f"{key}_predicted_snapshot"].values
+                ax.scatter(xs, y, s=14, facecolors="none", edgecolors=color, lw=0.6)
+                allv.append(xs)
             allv += [x, y]
+            ratios.append(y / x)
         _identity(ax, np.concatenate(allv) if allv else [])
-        ratio = np.concatenate([ds[f"{key}_measured"].values / ds[f"{key}_predicted"].values
-                                for ds in cells if f"{key}_measured" in ds]) if allv else np.array([np.nan])
+        ratio = np.concatenate(ratios) if ratios else np.array([np.nan])
         ax.set(xlabel="predicted (exact discrete theory)", ylabel="measured",
                title=f"{title}\nmedian measured/predicted {np.nanmedian(ratio):.2g}")
     axes[0].legend(fontsize=6)
     ax = axes[3]
     p = predictions
-    ax.errorbar(p["sq_step_predicted"], p["sq_step_measured"], yerr=2 * p["sq_step_measured_stderr"], fmt="o",
-                ms=4, color="C0", label="noise + weight-decay term")
-    ax.scatter(p["sq_step_predicted_noise"], p["sq_step_measured"], s=14, marker="x", color="C3",
-               label="noise term alone")
-    _identity(ax, np.concatenate([p["sq_step_predicted"], p["sq_step_predicted_noise"], p["sq_step_measured"]]))
+    ax.errorbar(p["sq_step_predicted_noise"], p["sq_step_measured"], yerr=2 * p["sq_step_stderr"], fmt="o", ms=4,
+                color="C0", label="noise formula (in-run gradients)")
+    ax.scatter(p["sq_step_predicted_identity"], p["sq_step_measured"], s=18, marker="^", color="C3",
+               label="norm equilibrium $2\\eta\\lambda_{wd}\\|\\theta_{SI}\\|^2/(1+\\beta)$ + rest")
+    _identity(ax, np.concatenate([p["sq_step_predicted_noise"], p["sq_step_predicted_identity"],
+                                  p["sq_step_measured"]]))
     ax.set(xlabel="predicted", ylabel="measured", title="stationary $\\|\\theta_{k+1}-\\theta_k\\|^2$ per cell\n"
-           f"median measured/predicted {np.median(p['measured_over_predicted']):.2g}")
-    ax.legend(fontsize=7)
-    fig.suptitle("Theory vs experiment with no fitted constant: Hessian and gradient noise measured at each "
-                 "cell's $\\theta_0$ (dashed: equality)", fontsize=10)
+           f"median measured/predicted {np.median(p['measured_over_noise']):.2g} (noise), "
+           f"{np.median(p['measured_over_identity']):.2g} (equilibrium)")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=6)
+    fig.suptitle("Theory vs experiment with no fitted constant: Hessian at each cell's $\\theta_0$, gradient noise "
+                 "read off the run's momentum buffer (dashed: equality)", fontsize=10)
     fig.tight_layout()
     save(fig, path, dpi)
 
@@ -75,13 +85,15 @@ def _ellipse(var_x: float, var_v: float, cov: float, n_std: float = 2.0, n: int 
 def phase_space(traj: xr.Dataset, cmp: xr.Dataset, path, dpi: int = 150, n_modes: int = 3,
                 last_steps: int = 400) -> None:
     """Position against velocity along the top Hessian eigenvectors (the last
-    ``last_steps`` steps, coloured by time), with the theory's stationary 95%
-    ellipse about the measured mean; bottom row: position over time."""
+    ``last_steps`` steps of the mode window, coloured by time), with the
+    theory's stationary 95% ellipse about the window's mean; bottom row:
+    position over the whole run with the mode window shaded."""
     k = min(n_modes, traj.sizes["mode"])
     fig, axes = plt.subplots(2, k, figsize=(4.3 * k, 7.2), squeeze=False)
     pos, vel = traj.mode_position.values, traj.mode_velocity.values
     steps = traj.step.values
-    sl = slice(max(0, len(steps) - last_steps), None)
+    lo, hi = int(cmp.attrs["mode_window_start"]) - 1, int(cmp.attrs["mode_window_end"])
+    sl = slice(max(lo, hi - last_steps), hi)
     for i in range(k):
         ax = axes[0, i]
         x, v = pos[sl, i], vel[sl, i]
@@ -89,7 +101,7 @@ def phase_space(traj: xr.Dataset, cmp: xr.Dataset, path, dpi: int = 150, n_modes
         sc = ax.scatter(x, v, c=steps[sl], s=3, cmap="viridis", zorder=2)
         ell = _ellipse(float(cmp.position_var_predicted[i]), float(cmp.velocity_var_predicted[i]),
                        float(cmp.position_velocity_cov_predicted[i]))
-        mx, mv = float(np.mean(pos[len(steps) // 2:, i])), float(np.mean(vel[len(steps) // 2:, i]))
+        mx, mv = float(np.mean(pos[lo:hi, i])), float(np.mean(vel[lo:hi, i]))
         ax.plot(ell[0] + mx, ell[1] + mv, color="C3", lw=1.2, label="theory 95% (stationary)")
         ax.set(xlabel=f"$u_{i + 1}^T(\\theta_k-\\theta_0)$", ylabel=f"$u_{i + 1}^T v_k$",
                title=f"mode {i + 1}: $\\lambda$={float(cmp.eigenvalue[i]):.3g}, Var x meas/pred "
@@ -100,6 +112,7 @@ def phase_space(traj: xr.Dataset, cmp: xr.Dataset, path, dpi: int = 150, n_modes
         ax.plot(steps, pos[:, i], lw=0.4)
         sd = np.sqrt(float(cmp.position_var_predicted[i]))
         ax.axhspan(mx - 2 * sd, mx + 2 * sd, color="C3", alpha=0.15, label="theory ±2 sd")
+        ax.axvspan(steps[lo], steps[hi - 1], color="0.85", zorder=0, label="mode window")
         ax.set(xlabel="step k", ylabel=f"$u_{i + 1}^T(\\theta_k-\\theta_0)$")
     fig.colorbar(sc, ax=axes[0, -1], label="step")
     fig.suptitle(f"Phase space along the top Hessian eigenvectors, cell {traj.attrs['cell']}", fontsize=10)
@@ -107,9 +120,20 @@ def phase_space(traj: xr.Dataset, cmp: xr.Dataset, path, dpi: int = 150, n_modes
     save(fig, path, dpi)
 
 
+def agreement_lag(ds: xr.Dataset, factor: float = 1.25) -> int:
+    """The largest lag up to which the quadratic theory's lag-MSD stays within
+    ``factor`` of the measured one (the sketch, else the distance from the
+    start); 0 if it misses at the first lag."""
+    measured = ds.lag_msd_sketch.values if "lag_msd_sketch" in ds else ds.sq_dist_from_start_measured.values
+    ratio = measured / ds.lag_msd_predicted.values
+    bad = np.flatnonzero((ratio > factor) | (ratio < 1 / factor))
+    return int(ds.lag.values[-1] if bad.size == 0 else (ds.lag.values[bad[0] - 1] if bad[0] > 0 else 0))
+
+
 def theory_msd(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
     """Per cell: measured ``||theta_t - theta_0||^2`` and sketch lag-MSD against
-    the theory's stationary lag-MSD (top modes + SLQ bulk, and top modes alone)."""
+    the theory's stationary lag-MSD (top modes + SLQ bulk, and top modes
+    alone), and up to which lag the theory holds (within 25%)."""
     fig, axes = _grid(len(cells), ncols=4, size=(4.0, 3.3))
     for ax, ds in zip(axes, cells):
         lag = ds.lag.values
@@ -119,12 +143,18 @@ def theory_msd(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
         ax.loglog(lag, ds.lag_msd_predicted, "--", color="C3", label="theory: top modes + bulk")
         ax.loglog(lag, ds.lag_msd_predicted_top, ":", color="C3", label="theory: top modes")
         c_meas, c_th = ds.attrs["c_sq_dist_measured"], ds.attrs["c_lag_msd_predicted"]
+        agree = agreement_lag(ds)
+        if agree:
+            ax.axvspan(ds.lag.values[0], agree, color="C2", alpha=0.12, zorder=0, label="theory within 25%")
         ax.set(xlabel="t or lag (steps)", ylabel="squared distance",
-               title=f"{_cell_label(ds)}\nc measured {c_meas:.2f}, theory {c_th:.2f}")
+               title=f"{_cell_label(ds)}, seed {ds.attrs.get('seed', '')}\nc measured {c_meas:.2f}, theory "
+                     f"{c_th:.2f}; holds to lag {agree}")
         ax.title.set_fontsize(8)
     axes[0].legend(fontsize=6)
-    fig.suptitle("Diffusion: measured against the quadratic theory built from the measured Hessian "
-                 "spectrum and noise", fontsize=10)
+    fig.suptitle("What a fixed quadratic explains: the theory built from the Hessian at $\\theta_0$ and the noise "
+                 "measured along the run follows the measured lag-MSD over the oscillation and damping times (shaded), "
+                 "then saturates;\nthe weights keep moving on the spheres of the scale-invariant weights, which no "
+                 "fixed quadratic basin holds", fontsize=9)
     fig.tight_layout()
     save(fig, path, dpi)
 
@@ -177,4 +207,40 @@ def loss_landscape(ds: xr.Dataset, path, dpi: int = 150) -> None:
     save(fig, path, dpi)
 
 
-FIGURES = {"theory-modes", "phase-space", "theory-msd", "noise-curvature", "loss-landscape"}
+def eigenvector_drift(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
+    """How long the Hessian eigenvectors of theta_0 stay eigenvectors along the
+    run: relative residual and Rayleigh quotient over eigenvalue at the
+    replayed steps, per mode (colour) and seed (one line each), with one
+    oscillation period of the top mode."""
+    from . import theory
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = sns.color_palette("viridis", max(ds.sizes["mode"] for ds in cells))
+    for ds in cells:
+        t = np.maximum(ds.drift_step.values, 0.5)  # theta_0 drawn at half a step on the log axis
+        for j in range(ds.sizes["mode"]):
+            label = f"mode {j + 1}" if ds is cells[0] else None
+            axes[0].plot(t, ds.relative_residual.values[:, j], "o-", ms=3, lw=0.8, color=colors[j], label=label)
+            axes[1].plot(t, ds.rayleigh_quotient.values[:, j] / ds.eigenvalue.values[j], "o-", ms=3, lw=0.8,
+                         color=colors[j])
+    a = cells[0].attrs
+    period = 1 / float(theory.oscillation_frequency([float(cells[0].eigenvalue[0])], a["lr"], a["momentum"],
+                                                    a["weight_decay"])[0])
+    valid = np.concatenate([valid_steps(ds) for ds in cells])
+    for ax in axes:
+        ax.axvline(period, color="0.4", ls=":", lw=1, label=f"one oscillation period of mode 1 ({period:.0f} steps)")
+        ax.set(xscale="log", xlabel="steps since $\\theta_0$ (replayed run)")
+    axes[0].axhline(VALID_RESIDUAL, color="C3", ls="--", lw=0.8, label="valid below")
+    axes[0].set(ylabel="$\\|H u_i - (u_i^T H u_i) u_i\\| / u_i^T H u_i$",
+                title=f"relative residual (0: an eigenvector); valid up to step {int(np.median(valid))} "
+                      f"(median over modes and seeds)")
+    axes[1].axhline(1.0, color="0.5", lw=0.8)
+    axes[1].set(ylabel="$u_i^T H u_i / \\lambda_i$", title="curvature along $u_i$ over its eigenvalue at $\\theta_0$")
+    axes[0].legend(fontsize=7, frameon=False)
+    fig.suptitle(f"Do the Hessian eigenvectors of $\\theta_0$ stay eigenvectors? Hessian of the loss SGD samples at "
+                 f"the replayed steps ({len(cells)} seed(s) of the default cell)", fontsize=10)
+    fig.tight_layout()
+    save(fig, path, dpi)
+
+
+FIGURES = {"theory-modes", "phase-space", "theory-msd", "noise-curvature", "loss-landscape", "eigenvector-drift"}

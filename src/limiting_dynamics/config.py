@@ -62,11 +62,13 @@ def schema_errors(config: dict, schema_path: str | Path) -> list[str]:
 
 
 def expand_cells(cells_cfg: dict) -> list[Hyperparameters]:
-    """The default cell, one-at-a-time sweeps around it, and the grid, without repeats.
+    """The default cell, one-at-a-time sweeps around it, and the grid, without
+    repeats, each run as ``replicates`` seeds (its own seed and the next ones).
 
-    Order: default, then sweeps in the order of :data:`HYPERPARAMETERS`, then
-    the grid. A cell reached twice (e.g. a sweep value equal to the default) is
-    kept once.
+    Order: the default cell's replicates, then sweeps in the order of
+    :data:`HYPERPARAMETERS`, then the grid, every cell followed by its
+    replicates. A cell reached twice (e.g. a sweep value equal to the default)
+    is kept once.
     """
     default = {k: cells_cfg["default"][k] for k in HYPERPARAMETERS}
     combos = [dict(default)]
@@ -80,13 +82,48 @@ def expand_cells(cells_cfg: dict) -> list[Hyperparameters]:
             combos.append({**default, **dict(zip(keys, values))})
     seen, cells = set(), []
     for c in combos:
-        hp = Hyperparameters(lr=float(c["lr"]), batch_size=int(c["batch_size"]),
-                             momentum=float(c["momentum"]), weight_decay=float(c["weight_decay"]),
-                             seed=int(c["seed"]))
-        if hp not in seen:
-            seen.add(hp)
-            cells.append(hp)
+        for r in range(int(cells_cfg.get("replicates", 1))):
+            hp = Hyperparameters(lr=float(c["lr"]), batch_size=int(c["batch_size"]),
+                                 momentum=float(c["momentum"]), weight_decay=float(c["weight_decay"]),
+                                 seed=int(c["seed"]) + r)
+            if hp not in seen:
+                seen.add(hp)
+                cells.append(hp)
     return cells
+
+
+def default_cell(cells_cfg: dict, seed: int | None = None) -> Hyperparameters:
+    """The default cell, with its own seed or ``seed``."""
+    d = cells_cfg["default"]
+    return Hyperparameters(lr=float(d["lr"]), batch_size=int(d["batch_size"]), momentum=float(d["momentum"]),
+                           weight_decay=float(d["weight_decay"]), seed=int(d["seed"] if seed is None else seed))
+
+
+def is_default(hp: Hyperparameters, cells_cfg: dict) -> bool:
+    """Whether ``hp`` is the default cell up to its seed (one of its replicates)."""
+    return hp == default_cell(cells_cfg, hp.seed)
+
+
+def burn_in_start(hp: Hyperparameters, config: dict) -> Hyperparameters | None:
+    """The cell whose theta_0 the burn-in of ``hp`` starts from: the default
+    cell of the same seed when ``limiting.burn_in.chained_relaxation_times`` is
+    set and ``hp`` is not a default cell itself, else ``None`` (the converged
+    weights). The default cell of that seed is run too (it is added to the
+    cells when the config does not list it)."""
+    if config["limiting"]["burn_in"].get("chained_relaxation_times") is None or is_default(hp, config["cells"]):
+        return None
+    return default_cell(config["cells"], hp.seed)
+
+
+def all_cells(config: dict) -> list[Hyperparameters]:
+    """The configured cells plus the default cells their burn-ins start from."""
+    cells = expand_cells(config["cells"])
+    extra = []
+    for hp in cells:
+        start = burn_in_start(hp, config)
+        if start is not None and start not in cells and start not in extra:
+            extra.append(start)
+    return extra + cells
 
 
 def cell_id(hp: Hyperparameters) -> str:
@@ -96,11 +133,13 @@ def cell_id(hp: Hyperparameters) -> str:
 
 
 def cells_by_id(config: dict) -> dict[str, Hyperparameters]:
-    return {cell_id(hp): hp for hp in expand_cells(config["cells"])}
+    return {cell_id(hp): hp for hp in all_cells(config)}
 
 
-def burn_in_steps(hp: Hyperparameters, burn_cfg: dict) -> int:
-    """Burn-in length: ``relaxation_times`` x ``(1-beta)/(lr wd)``, clipped to [min, max].
+def burn_in_steps(hp: Hyperparameters, burn_cfg: dict, chained: bool = False) -> int:
+    """Burn-in length: ``relaxation_times`` (``chained_relaxation_times`` for a
+    burn-in that starts from the default cell's theta_0) x ``(1-beta)/(lr wd)``,
+    clipped to [min, max].
 
     Without weight decay the relaxation time is infinite and ``max_steps`` is used.
     """
@@ -108,7 +147,15 @@ def burn_in_steps(hp: Hyperparameters, burn_cfg: dict) -> int:
     t = hp.relaxation_steps
     if not math.isfinite(t):
         return hi
-    return int(min(max(math.ceil(burn_cfg["relaxation_times"] * t), lo), hi))
+    times = burn_cfg["chained_relaxation_times"] if chained else burn_cfg["relaxation_times"]
+    return int(min(max(math.ceil(times * t), lo), hi))
+
+
+def probed(hp: Hyperparameters, config: dict) -> bool:
+    """Whether the Hessian and gradient-noise stages (where enabled), and so
+    the per-mode comparison, run for the cell: ``hessian.cells`` is ``all``, or
+    ``default`` and the cell is a replicate of the default cell."""
+    return config["hessian"]["cells"] == "all" or is_default(hp, config["cells"])
 
 
 # torchvision's ImageNet weights (IMAGENET1K_V1) for the architectures it names; a
@@ -167,7 +214,7 @@ def semantic_errors(config: dict) -> list[str]:
         errors.append(f"config key 'data.path': value {local!r} is not allowed: {config['data']['name']} is read "
                       f"from a local directory (nothing is downloaded); {LOCAL_DATASETS[config['data']['name']]}")
     errors += _stream_errors(config)
-    for key in ("fit_window", "stationary_window"):
+    for key in ("fit_window", "stationary_window", "mode_window"):
         lo, hi = config["analysis"][key]
         if not lo < hi:
             errors.append(f"config key 'analysis.{key}': value {[lo, hi]} is not allowed: "
@@ -191,7 +238,7 @@ def semantic_errors(config: dict) -> list[str]:
             errors.append(f"config key 'cells.grid.{key}': value {values} is not allowed: repeats a value")
     hess = config["hessian"]
     held, held_text = _held_examples(config, n_train)
-    if held is not None and hess["n_samples"] > held:
+    if held is not None and hess["n_samples"] != "all" and hess["n_samples"] > held:
         errors.append(f"config key 'hessian.n_samples': value {hess['n_samples']} is not allowed: "
                       f"must be <= {held_text}")
     phase = config["limiting"]["phase_space"]

@@ -114,11 +114,11 @@ class TensorData:
     def in_channels(self) -> int:
         return int(self.x_train.shape[1])
 
-    def train_batches(self, batch_size: int, scheme: str, seed: int, shift: int = 0):
+    def train_batches(self, batch_size: int, scheme: str, seed: int, shift: int = 0, label_noise: float = 0.0):
         """The run's batch source (:class:`.batches.MemoryBatches`)."""
         from .batches import MemoryBatches
 
-        return MemoryBatches(self, batch_size, scheme, seed, shift)
+        return MemoryBatches(self, batch_size, scheme, seed, shift, label_noise)
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import geometry, local_displacement
+
 
 @dataclass
 class ExponentFit:
@@ -121,14 +123,44 @@ def theory_scale(lr: float, batch_size: int, momentum: float) -> float:
 
 
 def tensor_parts(ds) -> dict[str, np.ndarray]:
-    """Per-tensor ``(tensor_step, tensor)`` contributions to the total, radial and angular distance."""
+    """Per-tensor ``(tensor_step, tensor)`` contributions to the total, radial
+    and angular distance, and to the distance with the scale-invariant tensors
+    measured along their spheres (:func:`.geometry.geodesic_parts`)."""
     d2 = ds["sq_dist_from_start_by_tensor"].transpose("tensor_step", "tensor").values
-    r = np.sqrt(np.maximum(ds["sq_param_norm_by_tensor"].transpose("tensor_step", "tensor").values, 0))
-    r0 = np.sqrt(np.maximum(ds["sq_param_norm_start_by_tensor"].values, 0))
+    p2 = ds["sq_param_norm_by_tensor"].transpose("tensor_step", "tensor").values
+    p2_start = ds["sq_param_norm_start_by_tensor"].values
+    r = np.sqrt(np.maximum(p2, 0))
+    r0 = np.sqrt(np.maximum(p2_start, 0))
     radial = (r - r0[None, :]) ** 2
-    return {"sq_dist_from_start": d2, "sq_dist_radial": radial, "sq_dist_angular": d2 - radial}
+    geodesic = geometry.geodesic_parts(d2, p2, p2_start, ds["tensor_scale_invariant"].values)
+    return {"sq_dist_from_start": d2, "sq_dist_radial": radial, "sq_dist_angular": d2 - radial,
+            "sq_dist_geodesic": geodesic}
 
-_SHORT = {"sq_dist_from_start": "c", "sq_dist_radial": "c_radial", "sq_dist_angular": "c_angular"}
+
+_SHORT = {"sq_dist_from_start": "c", "sq_dist_radial": "c_radial", "sq_dist_angular": "c_angular",
+          "sq_dist_geodesic": "c_geodesic"}
+SMALL_ANGLE_SLOPE = 0.95  # the small-angle regime: a Brownian walk on the sphere would still show c >= this
+SMALL_ANGLE_FIRST_STEP = 10  # c_small_angle is fitted from this step at the earliest
+
+
+def sphere_geometry(ds, fit_end: int) -> dict:
+    """How far the scale-invariant weights have turned (module :mod:`.geometry`):
+    the norm-weighted rms angle at the end of the fit window
+    (``rotation_angle_fit_end``, rad), the step at which it passes
+    :func:`.geometry.small_angle_limit` (``small_angle_steps``, the run's
+    length if never), and whether the whole fit window is inside that limit
+    (``small_angle_fit``: 1 or 0)."""
+    si = ds["tensor_scale_invariant"].values.astype(bool)
+    ts = ds["tensor_step"].values
+    if not si.any():
+        return {"rotation_angle_fit_end": 0.0, "small_angle_steps": int(ts[-1]), "small_angle_fit": 1}
+    angle = ds["rotation_angle_by_tensor"].transpose("tensor_step", "tensor").values[:, si]
+    rms = geometry.rms_angle(angle, ds["sq_param_norm_start_by_tensor"].values[si])
+    limit = geometry.small_angle_limit(SMALL_ANGLE_SLOPE)
+    at_end = float(rms[np.searchsorted(ts, fit_end)] if fit_end <= ts[-1] else rms[-1])
+    beyond = np.flatnonzero(rms > limit)
+    return {"rotation_angle_fit_end": at_end, "small_angle_steps": int(ts[beyond[0]] if beyond.size else ts[-1]),
+            "small_angle_fit": int(at_end <= limit)}
 
 
 def analyze_trajectory(ds, cfg: dict) -> dict:
@@ -154,8 +186,22 @@ def analyze_trajectory(ds, cfg: dict) -> dict:
                     f"{name}_log_prefactor": fit.log_prefactor})
         if var == "sq_dist_from_start":
             row.update(fit_t_start=fit.t_start, fit_t_end=fit.t_end)
+    geo = sphere_geometry(ds, row["fit_t_end"])
+    row.update(geo)
+    # the decade of the run that ends where the scale-invariant weights reach the small-angle limit
+    # (from step 10 at the earliest, past the momentum's memory; none if that leaves less than 5x)
+    end = float(geo["small_angle_steps"])
+    start = max(SMALL_ANGLE_FIRST_STEP, end / 10)
+    small = (start / float(tensor_steps[-1]), end / float(tensor_steps[-1]))
+    fit = fit_exponent(tensor_steps, tensor_parts(ds)["sq_dist_from_start"], small, int(cfg["fit_points"]),
+                       int(cfg["bootstrap_samples"]), rng=rng) if end >= 5 * start else None
+    row.update(c_small_angle=fit.c if fit else float("nan"), c_small_angle_low=fit.c_low if fit else float("nan"),
+               c_small_angle_high=fit.c_high if fit else float("nan"))
     lvl = stationary_level(ds["sq_step"].values, tuple(cfg["stationary_window"]), int(cfg["stationary_batches"]))
     row.update(sq_step_mean=lvl.mean, sq_step_stderr=lvl.stderr)
+    row["stationarity_ratio"] = local_displacement.stationarity_ratio(ds["sq_step"].values,
+                                                                       int(cfg["stationarity_window"]))
+    row.update(local_displacement.predictions(ds, tuple(cfg["stationary_window"])))
     row["theory_scale"] = theory_scale(row["lr"], row["batch_size"], row["momentum"])
     row["noise_trace_estimate"] = lvl.mean / row["theory_scale"]
     row["radial_fraction_end"] = float(ds["sq_dist_radial"].values[-1] / ds["sq_dist_from_start"].values[-1])

@@ -14,6 +14,7 @@ random vector comes from an explicit seed.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -117,6 +118,20 @@ class HessianOperator:
             total += torch.cat([h.reshape(-1) for h in hv])
         self.n_products += 1
         return total
+
+
+def rayleigh_and_residual(matvec: Callable[[torch.Tensor], torch.Tensor], vectors: torch.Tensor
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """For each unit vector ``u`` (rows of ``vectors``): the Rayleigh quotient
+    ``u^T H u`` and the relative residual ``||H u - (u^T H u) u|| / |u^T H u|``
+    (0 for an eigenvector; about 1 once ``u`` is no longer close to one)."""
+    rq, res = [], []
+    for u in vectors:
+        hu = matvec(u).to(u.device, u.dtype)
+        r = float(torch.dot(u, hu))
+        rq.append(r)
+        res.append(float((hu - r * u).norm()) / max(abs(r), 1e-30))
+    return np.asarray(rq), np.asarray(res)
 
 
 def _random_unit(n: int, generator: torch.Generator, dtype, device, rademacher: bool = False) -> torch.Tensor:
@@ -356,15 +371,17 @@ def hutchinson_trace(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, n_s
     return _mean_stderr([hutchinson_probe(matvec, n, gen, device, dtype) for _ in range(n_samples)])
 
 
-def loss_batching(cfg: dict, cell_batch_size: int | None = None) -> tuple[int, int]:
+def loss_batching(cfg: dict, n_train: int, cell_batch_size: int | None = None) -> tuple[int, int]:
     """``(n_samples, chunk)`` of the loss whose Hessian is taken.
 
-    Eval mode: ``cfg["batch_size"]`` only bounds memory. Train mode with a
-    cell's batch size: BatchNorm normalises within each chunk, so the chunks are
-    batches of the cell's ``S`` (the loss SGD descends) and ``n_samples`` is
-    rounded down to a multiple of it (at least one batch).
+    ``n_samples`` ``"all"`` is the ``n_train`` training examples. Eval mode:
+    ``cfg["batch_size"]`` only bounds memory. Train mode with a cell's batch
+    size: BatchNorm normalises within each chunk, so the chunks are batches of
+    the cell's ``S`` (the loss SGD descends) and ``n_samples`` is rounded down
+    to a multiple of it (at least one batch).
     """
-    chunk, n_samples = int(cfg["batch_size"]), int(cfg["n_samples"])
+    chunk = int(cfg["batch_size"])
+    n_samples = int(n_train) if cfg["n_samples"] == "all" else int(cfg["n_samples"])
     if cfg["bn_mode"] == "train" and cell_batch_size is not None:
         chunk = int(cell_batch_size)
         n_samples = max(chunk, n_samples // chunk * chunk)
@@ -376,41 +393,64 @@ class FixedBatches(Sequence):
     normalised, for :class:`.data.Images`, and moved to ``device``/``dtype``
     then), so memory holds the data once plus one batch however many batches
     there are: at paper scale (40,960 images of 224 x 224 x 3, 6.2 GB as
-    uint8) a materialised list would hold 24.7 GB in float32."""
+    uint8) a materialised list would hold 24.7 GB in float32. With ``shift``
+    > 0, batch ``i`` is translated by :func:`.data.random_shift` with a
+    generator seeded ``(seed, i)``: the same images every time it is cut."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, index: list[torch.Tensor],
-                 device: torch.device | None = None, dtype: torch.dtype | None = None):
+                 device: torch.device | None = None, dtype: torch.dtype | None = None, shift: int = 0,
+                 fill: torch.Tensor | None = None, seed: int = 0):
         self.x, self.y, self.index = x, y, index
         self.device, self.dtype = device or x.device, dtype or x.dtype
+        self.shift, self.fill, self.seed = int(shift), fill, int(seed)
 
     def to(self, device: torch.device, dtype: torch.dtype) -> "FixedBatches":
-        return FixedBatches(self.x, self.y, self.index, device, dtype)
+        return FixedBatches(self.x, self.y, self.index, device, dtype, self.shift, self.fill, self.seed)
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.index[i]
-        return self.x[idx].to(self.device, self.dtype), self.y[idx].to(self.device)
+        x = self.x[idx]
+        if self.shift:
+            from .data import random_shift
+
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+            x = random_shift(x, self.shift, gen, self.fill.to(x.device, x.dtype))
+        return x.to(self.device, self.dtype), self.y[idx].to(self.device)
 
 
-def fixed_batches(x: torch.Tensor, y: torch.Tensor, n_samples: int, batch_size: int, seed: int) -> FixedBatches:
-    """A seeded subset of ``n_samples`` training examples cut into fixed batches."""
+def fixed_batches(x: torch.Tensor, y: torch.Tensor, n_samples: int, batch_size: int, seed: int, draws: int = 1,
+                  shift: int = 0, fill: torch.Tensor | None = None) -> FixedBatches:
+    """A seeded subset of ``n_samples`` training examples cut into fixed batches,
+    ``draws`` times: the first draw in the subset's order, each further one a
+    fresh permutation of it (new batch compositions, which change the loss in
+    train-mode BatchNorm) and, with ``shift``, fresh translations of every
+    image, so the loss averages over the distribution SGD samples."""
     if n_samples > x.shape[0]:
         raise HessianError(f"hessian.n_samples = {n_samples} exceeds the {x.shape[0]} training examples")
-    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n_samples]
-    idx = idx.to(x.device)
-    return FixedBatches(x, y, [idx[s:s + batch_size] for s in range(0, n_samples, batch_size)])
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(x.shape[0], generator=gen)[:n_samples]
+    index = []
+    for d in range(int(draws)):
+        order = idx if d == 0 else idx[torch.randperm(n_samples, generator=gen)]
+        order = order.to(x.device)
+        index += [order[s:s + batch_size] for s in range(0, n_samples, batch_size)]
+    return FixedBatches(x, y, index, shift=shift, fill=fill, seed=seed)
 
 
-def analyze(model: nn.Module, batches, cfg: dict, device: torch.device, log=print, checkpointer=None):
+def analyze(model: nn.Module, batches, cfg: dict, device: torch.device, log=print, checkpointer=None,
+            label_smoothing: float = 0.0):
     """Top eigenpairs (Lanczos), spectral density (SLQ) and trace (Hutchinson) of
     the training-loss Hessian at the model's parameters, as an xarray Dataset.
 
     ``cfg``: ``bn_mode``, ``precision`` (float32/float64), ``top_k``, ``tol``,
     ``max_iter``, ``slq_vectors``, ``slq_iterations``, ``hutchinson_samples``,
     ``reuse_graph`` (optional, default false: see :class:`HessianOperator`),
-    ``seed``.
+    ``seed``. ``label_smoothing``: the loss is the cross-entropy with this
+    label smoothing, the expected loss under the runs' label noise
+    (:mod:`.batches`).
 
     ``checkpointer`` (a :class:`.checkpoints.Checkpointer`): the work is done
     in parts (the Lanczos run, each SLQ probe, the Hutchinson probes) and a
@@ -424,8 +464,10 @@ def analyze(model: nn.Module, batches, cfg: dict, device: torch.device, log=prin
 
     _check_probes(int(cfg["hutchinson_samples"]))  # before any work
     dtype = {"float32": torch.float32, "float64": torch.float64}[cfg["precision"]]
+    loss = functools.partial(F.cross_entropy, label_smoothing=float(label_smoothing)) if label_smoothing \
+        else F.cross_entropy
     op = HessianOperator(model, batches, bn_mode=cfg["bn_mode"], device=device, dtype=dtype,
-                         reuse_graph=bool(cfg.get("reuse_graph", False)))
+                         reuse_graph=bool(cfg.get("reuse_graph", False)), loss=loss)
     n = op.numel
     seed = int(cfg["seed"])
     grad = op.gradient()

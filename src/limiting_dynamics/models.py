@@ -100,3 +100,17 @@ def build_model(cfg: dict, num_classes: int, in_channels: int) -> nn.Module:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def scale_invariant_tensors(model: nn.Module) -> list[str]:
+    """Names of the weights whose scale the loss ignores: convolution/linear
+    weights whose module is followed directly by a BatchNorm (in registration
+    order, which is the forward order in torchvision's ResNets). With BatchNorm
+    in train mode the loss does not change when such a tensor is rescaled, so
+    its gradient is orthogonal to it."""
+    mods = list(model.named_modules())
+    out = []
+    for (name, m), (_, nxt) in zip(mods, mods[1:]):
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and isinstance(nxt, nn.modules.batchnorm._BatchNorm):
+            out.append(f"{name}.weight" if name else "weight")
+    return out

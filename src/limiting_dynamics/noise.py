@@ -288,26 +288,3 @@ def per_sample_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, directi
         p = np.concatenate(proj)
         out["projection_var"] = p.var(axis=0)
     return out
-
-
-def scale_invariant_tensors(model: nn.Module) -> list[str]:
-    """Names of the weights whose scale the loss ignores: convolution/linear
-    weights whose module is followed directly by a BatchNorm (in registration
-    order, which is the forward order in torchvision's ResNets)."""
-    mods = list(model.named_modules())
-    out = []
-    for (name, m), (_, nxt) in zip(mods, mods[1:]):
-        if isinstance(m, (nn.Conv2d, nn.Linear)) and isinstance(nxt, nn.modules.batchnorm._BatchNorm):
-            out.append(f"{name}.weight" if name else "weight")
-    return out
-
-
-def predicted_sq_step(lr: float, momentum: float, weight_decay: float, trace_cov: float,
-                      sq_norm_scale_invariant: float) -> dict:
-    """Parameter-free prediction of the stationary ``||theta_{t+1} - theta_t||^2``:
-    the noise term ``lr^2 tr Cov(g_S) / (1 - beta^2)`` plus the deterministic
-    shrink of the scale-invariant weights ``lr^2 wd^2 ||theta_SI||^2 / (1 - beta)^2``."""
-    noise_term = lr**2 * trace_cov / (1 - momentum**2)
-    wd_term = lr**2 * weight_decay**2 * sq_norm_scale_invariant / (1 - momentum) ** 2
-    return {"sq_step_predicted_noise": noise_term, "sq_step_predicted_weight_decay": wd_term,
-            "sq_step_predicted": noise_term + wd_term}

@@ -44,6 +44,25 @@ def _label(row) -> str:
             f"wd={row['weight_decay']:.3g}, seed={int(row['seed'])}")
 
 
+def _group_label(row) -> str:
+    return f"lr={row['lr']:.3g}, S={int(row['batch_size'])}, β={row['momentum']:.3g}, wd={row['weight_decay']:.3g}"
+
+
+def cell_groups(summary: pd.DataFrame) -> list[tuple[str, list[str]]]:
+    """The summary's cells grouped by hyperparameters (seeds together), in table order."""
+    from .replicates import HYPERPARAMETERS
+
+    groups: dict[tuple, list[str]] = {}
+    for cell, row in summary.iterrows():
+        groups.setdefault(tuple(row[k] for k in HYPERPARAMETERS), []).append(cell)
+    return [(_group_label(summary.loc[cells[0]]), cells) for cells in groups.values()]
+
+
+def _spread(values) -> str:
+    v = np.asarray(values, float)
+    return f"{v.mean():.2f}" if len(v) == 1 else f"{v.mean():.2f} ± {v.std(ddof=1):.2f}"
+
+
 def _grid(n: int, ncols: int = 3, size=(4.0, 3.2)):
     ncols = min(ncols, n)
     nrows = math.ceil(n / ncols)
@@ -53,54 +72,99 @@ def _grid(n: int, ncols: int = 3, size=(4.0, 3.2)):
     return fig, axes.flat
 
 
+def _series(traj: xr.Dataset, var: str, cell: str) -> tuple[np.ndarray, np.ndarray]:
+    s = traj[var].sel(cell=cell)
+    s = s.dropna(s.dims[0])
+    return s[s.dims[0]].values, s.values
+
+
 def msd(traj: xr.Dataset, summary: pd.DataFrame, path, dpi: int = 150) -> None:
-    """D(t) log-log per cell, split into radial and angular parts, with fitted power laws."""
-    cells = list(traj["cell"].values)
-    fig, axes = _grid(len(cells))
+    """D(t) log-log per hyperparameter cell, one colour per seed: the squared
+    distance (solid, with its fitted power law), the same along the spheres of
+    the scale-invariant weights (dashed), and where they pass the small-angle
+    limit (dotted)."""
+    groups = cell_groups(summary)
+    fig, axes = _grid(len(groups))
     palette = sns.color_palette()
-    for ax, cell in zip(axes, cells):
-        row = summary.loc[cell]
-        ds = traj.sel(cell=cell)
-        for var, name, color, key in (("sq_dist_from_start", "total", palette[0], "c"),
-                                      ("sq_dist_radial", "radial", palette[1], "c_radial"),
-                                      ("sq_dist_angular", "angular", palette[2], "c_angular")):
-            series = ds[var].dropna(ds[var].dims[0])
-            t, y = series[series.dims[0]].values, series.values
+    for ax, (label, cells) in zip(axes, groups):
+        for i, cell in enumerate(cells):
+            row, color = summary.loc[cell], palette[i % len(palette)]
+            t, y = _series(traj, "sq_dist_from_start", cell)
             ok = y > 0
-            ax.plot(t[ok], y[ok], color=color, lw=1.2, label=f"{name}: c={row[key]:.2f} "
-                    f"[{row[key + '_low']:.2f}, {row[key + '_high']:.2f}]")
-            if np.isfinite(row[key]):
+            ax.plot(t[ok], y[ok], color=color, lw=1.1, label=f"seed {int(row['seed'])}: c={row['c']:.2f} "
+                    f"[{row['c_low']:.2f}, {row['c_high']:.2f}], geodesic {row['c_geodesic']:.2f}")
+            t, y = _series(traj, "sq_dist_geodesic", cell)
+            ax.plot(t[y > 0], y[y > 0], color=color, lw=0.8, ls="--")
+            if np.isfinite(row["c"]):
                 tf = np.geomspace(row["fit_t_start"], row["fit_t_end"], 50)
-                ax.plot(tf, np.exp(row[key + "_log_prefactor"]) * tf ** row[key], "--", color="k", lw=0.8)
-        ax.set(xscale="log", yscale="log", xlabel="steps since $\\theta_0$",
-               ylabel="$\\|\\theta_t-\\theta_0\\|^2$", title=_label(row))
+                ax.plot(tf, np.exp(row["c_log_prefactor"]) * tf ** row["c"], ":", color="k", lw=0.7)
+            if row["small_angle_steps"] < row["steps"]:
+                ax.axvline(row["small_angle_steps"], color=color, ls=":", lw=0.8)
+        sub = summary.loc[cells]
+        ax.set(xscale="log", yscale="log", xlabel="steps since $\\theta_0$", ylabel="$\\|\\theta_t-\\theta_0\\|^2$",
+               title=f"{label}\nc = {_spread(sub['c'])} over {len(cells)} seed(s)")
         ax.title.set_fontsize(8)
-        ax.legend(fontsize=7, loc="upper left", frameon=False)
-    fig.suptitle("Squared distance from $\\theta_0$ (dashed: fitted power law $t^c$; "
-                 "[95% interval, bootstrap over parameter tensors])")
+        ax.legend(fontsize=6, loc="upper left", frameon=False)
+    fig.suptitle("Squared distance from $\\theta_0$ (solid; black dotted: fitted $t^c$ [95% bootstrap over tensors]), "
+                 "along the spheres (dashed); vertical: rms angle of the scale-invariant weights passes 0.44 rad",
+                 fontsize=9)
     fig.tight_layout()
     save(fig, path, dpi)
 
 
-def local_displacement(traj: xr.Dataset, summary: pd.DataFrame, path, smoothing: int = 100,
+def local_displacement(traj: xr.Dataset, summary: pd.DataFrame, path, smoothing: int = 200,
                        dpi: int = 150) -> None:
-    """Per-step squared displacement over time (rolling mean) with the stationary level."""
-    cells = list(traj["cell"].values)
-    fig, axes = _grid(len(cells))
-    for ax, cell in zip(axes, cells):
-        row = summary.loc[cell]
-        s = traj["sq_step"].sel(cell=cell).dropna("step")
-        t = s["step"].values
-        ax.plot(t, s.values, color="0.8", lw=0.3, label="every step")
-        smooth = pd.Series(s.values).rolling(smoothing, min_periods=1, center=True).mean()
-        ax.plot(t, smooth, lw=1.2, label=f"rolling mean ({smoothing} steps)")
-        ax.axhline(row["sq_step_mean"], color="k", ls="--", lw=0.8,
-                   label=f"stationary level {row['sq_step_mean']:.3g} ± {row['sq_step_stderr']:.2g}")
-        ax.set(yscale="log", xlabel="steps since $\\theta_0$",
-               ylabel="$\\|\\theta_{t+1}-\\theta_t\\|^2$", title=_label(row))
+    """Per hyperparameter cell: the per-step squared displacement as a rolling
+    mean (one colour per seed; its max/min is the stationarity ratio) and the
+    two parameter-free predictions of its stationary level (means over seeds)."""
+    groups = cell_groups(summary)
+    fig, axes = _grid(len(groups))
+    palette = sns.color_palette()
+    for ax, (label, cells) in zip(axes, groups):
+        for i, cell in enumerate(cells):
+            row, color = summary.loc[cell], palette[i % len(palette)]
+            t, y = _series(traj, "sq_step", cell)
+            smooth = pd.Series(y).rolling(smoothing, center=True).mean()
+            ax.plot(t, smooth, lw=1.0, color=color,
+                    label=f"seed {int(row['seed'])}: max/min {row['stationarity_ratio']:.2f}")
+        sub = summary.loc[cells]
+        ax.axhline(sub["sq_step_predicted_noise"].mean(), color="k", ls="--", lw=0.9,
+                   label=f"noise formula (measured/pred. {_spread(sub['measured_over_noise'])})")
+        ax.axhline(sub["sq_step_predicted_identity"].mean(), color="C3", ls=":", lw=1.2,
+                   label=f"norm equilibrium ({_spread(sub['measured_over_identity'])})")
+        ax.set(yscale="log", xlabel="steps since $\\theta_0$", ylabel="$\\|\\theta_{t+1}-\\theta_t\\|^2$",
+               title=f"{label}\nstationarity ratio up to {sub['stationarity_ratio'].max():.2f}")
         ax.title.set_fontsize(8)
-        ax.legend(fontsize=7, frameon=False)
-    fig.suptitle("Local displacement per step")
+        ax.legend(fontsize=6, frameon=False)
+    fig.suptitle(f"Local displacement per step ({smoothing}-step rolling mean) and its parameter-free predictions",
+                 fontsize=10)
+    fig.tight_layout()
+    save(fig, path, dpi)
+
+
+def rotation(traj: xr.Dataset, summary: pd.DataFrame, path, dpi: int = 150) -> None:
+    """Per hyperparameter cell, the norm-weighted rms angle of the
+    scale-invariant weights from theta_0 over the run (one colour per seed),
+    with the small-angle limit and the end of the fit window."""
+    from .geometry import small_angle_limit
+
+    groups = cell_groups(summary)
+    fig, axes = _grid(len(groups))
+    palette = sns.color_palette()
+    limit = small_angle_limit()
+    for ax, (label, cells) in zip(axes, groups):
+        for i, cell in enumerate(cells):
+            t, y = _series(traj, "rotation_angle_si", cell)
+            ok = (t > 0) & (y > 0)
+            ax.plot(t[ok], y[ok], color=palette[i % len(palette)], lw=1.0,
+                    label=f"seed {int(summary.loc[cell, 'seed'])}")
+        ax.axhline(limit, color="k", ls="--", lw=0.8, label=f"small-angle limit {limit:.2f} rad")
+        ax.axvline(summary.loc[cells[0], "fit_t_end"], color="0.5", ls=":", lw=0.8, label="end of fit window")
+        ax.set(xscale="log", yscale="log", xlabel="steps since $\\theta_0$", ylabel="rms angle (rad)", title=label)
+        ax.title.set_fontsize(8)
+        ax.legend(fontsize=6, frameon=False)
+    fig.suptitle("How far the scale-invariant weights have turned on their spheres (a walk on a sphere saturates "
+                 "beyond the dashed line whatever its dynamics)", fontsize=9)
     fig.tight_layout()
     save(fig, path, dpi)
 
@@ -151,7 +215,8 @@ def hyperparameter_scaling(summary: pd.DataFrame, default: dict, path, dpi: int 
         x = sub[hp].astype(float).values
         replicated = hp != "seed" and sub.groupby(hp).size().max() > 1
         ax = axes[0, j]
-        for col, fmt, colour, name in (("c", "o", "C0", "total"), ("c_angular", "s", "C1", "angular part")):
+        for col, fmt, colour, name in (("c", "o", "C0", "fit window"), ("c_small_angle", "s", "C1",
+                                                                          "small-angle part of the run")):
             err = [sub[col] - sub[f"{col}_low"], sub[f"{col}_high"] - sub[col]]
             if replicated:
                 ax.errorbar(x, sub[col], yerr=err, fmt=fmt, ms=3, capsize=2, alpha=0.35, color=colour)
@@ -168,10 +233,14 @@ def hyperparameter_scaling(summary: pd.DataFrame, default: dict, path, dpi: int 
         ax = axes[1, j]
         ax.errorbar(x, sub["sq_step_mean"], yerr=2 * sub["sq_step_stderr"], fmt="o", capsize=3,
                     alpha=0.6 if replicated else 1.0, label="measured (±2 s.e.)" + (", every seed" if replicated else ""))
+        ax.scatter(x, sub["sq_step_predicted_noise"], marker="x", color="C3", zorder=3,
+                   label="noise formula, in-run gradients")
+        ax.scatter(x, sub["sq_step_predicted_identity"], marker="^", facecolors="none", edgecolors="C2", zorder=3,
+                   label="norm equilibrium")
         xs = np.unique(x)  # sub is sorted by hp: one theory value per distinct x
         theory = sub.drop_duplicates(hp)["theory_scale"].values * anchor["noise_trace_estimate"]
         ax.plot(xs, theory, "k--", lw=1,
-                label="$\\eta^2 \\mathrm{tr}C / (S(1-\\beta^2))$, tr C from default cell")
+                label="$\\eta^2 \\mathrm{tr}C / (S(1-\\beta^2))$, tr C fitted on the default cell (the paper's)")
         ax.set(yscale="log", xlabel=HP_LABELS.get(hp, hp), ylabel="stationary $\\|\\theta_{t+1}-\\theta_t\\|^2$")
         for a in (axes[0, j], ax):
             if hp in ("lr", "batch_size", "theory_scale"):
@@ -185,23 +254,27 @@ def hyperparameter_scaling(summary: pd.DataFrame, default: dict, path, dpi: int 
 
 
 def metrics(traj: xr.Dataset, path, dpi: int = 150) -> None:
-    """Train/test loss and accuracy (eval mode) over each limiting run."""
+    """Train/test loss and accuracy (eval mode) over each limiting run: one
+    colour per hyperparameter cell, its seeds averaged (band: their spread)."""
     frames = []
     for cell in traj["cell"].values:
         ds = traj.sel(cell=cell).dropna("eval_step", subset=["eval_train_loss"])
+        label = _group_label({k: float(ds[k]) for k in ("lr", "batch_size", "momentum", "weight_decay")})
         for split in ("train", "test"):
             frames.append(pd.DataFrame({
-                "step": ds["eval_step"].values, "cell": cell, "split": split,
+                "step": ds["eval_step"].values, "cell": label, "split": split,
                 "loss": ds[f"eval_{split}_loss"].values, "accuracy": ds[f"eval_{split}_accuracy"].values}))
     df = pd.concat(frames, ignore_index=True)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     sns.lineplot(df, x="step", y="loss", hue="cell", style="split", ax=axes[0], legend=False, marker="o",
-                 markersize=3)
-    sns.lineplot(df, x="step", y="accuracy", hue="cell", style="split", ax=axes[1], marker="o", markersize=3)
+                 markersize=3, errorbar=("pi", 100))
+    sns.lineplot(df, x="step", y="accuracy", hue="cell", style="split", ax=axes[1], marker="o", markersize=3,
+                 errorbar=("pi", 100))
     axes[0].set(yscale="log", xlabel="steps since $\\theta_0$", ylabel="cross-entropy (nat)")
     axes[1].set(xlabel="steps since $\\theta_0$", ylabel="accuracy", ylim=(max(0, df["accuracy"].min() - 0.05), 1.005))
     sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, frameon=False)
-    fig.suptitle("Train (solid) and test (dashed) metrics during the limiting runs (eval mode)")
+    fig.suptitle("Train (solid) and test (dashed) metrics during the limiting runs (eval mode, clean labels; "
+                 "band: range over seeds)")
     fig.tight_layout()
     save(fig, path, dpi)
 

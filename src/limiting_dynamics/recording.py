@@ -108,13 +108,24 @@ def _fused_norms(theta: torch.Tensor, theta0: torch.Tensor, v: torch.Tensor) -> 
     return torch.stack([(d * d).sum(), (v * v).sum(), (theta * theta).sum()])
 
 
-def _segment_norms(theta: torch.Tensor, theta0: torch.Tensor, v: torch.Tensor,
-                   sizes: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The three norms of :func:`_fused_norms` and, per parameter segment,
-    ``||theta_j - theta0_j||^2`` and ``||theta_j||^2``: compiled, one pass."""
-    dist = torch.stack([((a - b) * (a - b)).sum() for a, b in zip(theta.split(sizes), theta0.split(sizes))])
-    norm = torch.stack([(a * a).sum() for a in theta.split(sizes)])
-    return torch.stack([dist.sum(), (v * v).sum(), norm.sum()]), dist, norm
+def _gradient(theta: torch.Tensor, v: torch.Tensor, v_prev: torch.Tensor, coef: tuple[float, float, float]):
+    """The minibatch gradient of the step that made ``v`` from ``v_prev``:
+    ``v_k = beta v_{k-1} + g_k + wd theta_{k-1}`` and ``theta_{k-1} = theta_k + lr v_k``
+    give ``g_k = (1 - lr wd) v_k - beta v_{k-1} - wd theta_k``; ``coef`` is
+    ``(1 - lr wd, beta, wd)``."""
+    return coef[0] * v - coef[1] * v_prev - coef[2] * theta
+
+
+def _segment_norms(theta: torch.Tensor, theta0: torch.Tensor, v: torch.Tensor, v_prev: torch.Tensor,
+                   sizes: tuple[int, ...], coef: tuple[float, float, float]):
+    """The three norms of :func:`_fused_norms` and, per parameter segment (rows),
+    ``||theta_j - theta0_j||^2``, ``||theta_j||^2``, ``||v_j||^2`` and the
+    squared norm of the minibatch gradient (:func:`_gradient`): compiled, one pass."""
+    g = _gradient(theta, v, v_prev, coef)
+    pieces = zip(theta.split(sizes), theta0.split(sizes), v.split(sizes), g.split(sizes))
+    rows = torch.stack([torch.stack([((a - b) * (a - b)).sum(), (a * a).sum(), (c * c).sum(), (d * d).sum()])
+                        for a, b, c, d in pieces], dim=1)
+    return torch.stack([rows[0].sum(), rows[2].sum(), rows[1].sum()]), rows
 
 
 COMPILE_THRESHOLD = 1_000_000
@@ -157,10 +168,17 @@ class StepRecorder:
 
     Columns of :attr:`scalars` (every step): ``train_loss``,
     ``sq_dist_from_start``, ``sq_velocity``, ``sq_param_norm``; ``sq_step`` is
-    derived as ``lr^2 sq_velocity``. :attr:`by_tensor` holds the squared
-    distance from the start and the squared norm of every parameter tensor
-    (for the radial/angular split and the bootstrap over tensors) at the steps
-    :attr:`tensor_steps` (see :func:`tensor_record_steps`).
+    derived as ``lr^2 sq_velocity``. :attr:`by_tensor` holds, for every
+    parameter tensor at the steps :attr:`tensor_steps` (see
+    :func:`tensor_record_steps`), the rows :attr:`TENSOR_ROWS`: the squared
+    distance from the start and the squared norm (for the radial/angular split,
+    the rotation angles and the bootstrap over tensors), the squared norm of
+    the momentum buffer (the step per tensor) and of the minibatch gradient of
+    that step, read off the momentum buffers as
+    ``g_k = (1 - lr wd) v_k - beta v_{k-1} - wd theta_k`` (``gradient_coefficients``
+    gives ``lr, beta, wd``; the buffer of the step before is kept only before
+    the steps that take these), so the gradient noise is measured along the
+    run at no extra forward or backward pass.
 
     The three per-step norms cost one pass over ``theta``, ``theta0`` and ``v``
     when fused, and so do they together with the per-tensor norms at the
@@ -173,25 +191,36 @@ class StepRecorder:
     at theta_0) give :attr:`mode_position` ``= U (theta_k - theta_0)`` and
     :attr:`mode_velocity` ``= U v_k`` every step; ``sketch_dim`` > 0 records a
     :class:`BlockSignSketch` of ``theta_k - theta_0`` every step. Either uses the
-    plain-kernel path, which materialises ``theta_k - theta_0`` anyway.
+    plain-kernel path, which materialises ``theta_k - theta_0`` anyway. With
+    directions, :attr:`mode_start` holds ``U theta_0`` and ``U v_0``, from
+    which every step's minibatch gradient along each direction follows (the
+    same identity as above).
     """
 
     COLUMNS = ("train_loss", "sq_dist_from_start", "sq_velocity", "sq_param_norm")
+    TENSOR_ROWS = ("sq_dist_from_start", "sq_param_norm", "sq_velocity", "sq_grad")
 
     def __init__(self, flat: FlatParameters, flat_v: torch.Tensor, steps: int, tensor_every: int = 10,
                  compile: str = "auto", log=print, directions: torch.Tensor | None = None,
-                 sketch_dim: int = 0, sketch_seed: int = 0):
+                 sketch_dim: int = 0, sketch_seed: int = 0, gradient_coefficients=(0.0, 0.0, 0.0)):
         self.flat = flat
         self.flat_v = flat_v
         self.theta0 = flat.flat.detach().clone()
+        self.v_prev = flat_v.detach().clone()  # v_{k-1}, kept before the steps that record per-tensor norms
+        lr, beta, wd = (float(c) for c in gradient_coefficients)
+        self.coef = (1.0 - lr * wd, beta, wd)
         self.diff = torch.empty_like(self.theta0)
         self.diff_views = flat.views(self.diff)
         self.param_views = flat.views(flat.flat)
+        self.v_views = flat.views(flat_v)
+        self._grad = self._grad_views = None
         dev = self.theta0.device
         self.steps, self.tensor_every = steps, max(1, int(tensor_every))
         self.tensor_steps = tensor_record_steps(steps, self.tensor_every)
+        self._tensor_step_set = set(self.tensor_steps)
         self.scalars = torch.full((steps, len(self.COLUMNS)), float("nan"), device=dev)
-        self.by_tensor = torch.full((len(self.tensor_steps), 2, len(flat.sizes)), float("nan"), device=dev)
+        self.by_tensor = torch.full((len(self.tensor_steps), len(self.TENSOR_ROWS), len(flat.sizes)), float("nan"),
+                                    device=dev)
         self.count = 0
         self._tensor_count = 0
         self._log = log
@@ -201,6 +230,8 @@ class StepRecorder:
         k = 0 if directions is None else directions.shape[0]
         self.mode_position = torch.full((steps, k), float("nan"), device=dev)
         self.mode_velocity = torch.full((steps, k), float("nan"), device=dev)
+        self.mode_start = None if directions is None else \
+            torch.stack([directions @ self.theta0, directions @ self.v_prev], dim=1)  # (k, 2): U theta_0, U v_0
         self.sketch = BlockSignSketch(flat.numel, sketch_dim, sketch_seed, dev, self.theta0.dtype) if sketch_dim else None
         self.sketch_values = torch.full((steps, sketch_dim), float("nan"), device=dev)
         self.sketch_seed = sketch_seed
@@ -225,17 +256,21 @@ class StepRecorder:
             return None
 
     def _tensor_norms(self, row: torch.Tensor, bt: torch.Tensor) -> None:
-        """The per-step norms into ``row`` and the per-tensor ones into ``bt``."""
+        """The per-step norms into ``row`` and the per-tensor rows (:attr:`TENSOR_ROWS`) into ``bt``."""
         if self._fused_segments is not None:
-            out = self._compiled(self._fused_segments, self._sizes)
+            out = self._compiled(self._fused_segments, self.v_prev, self._sizes, self.coef)
             if out is not None:
-                row[1:], bt[0], bt[1] = out
+                row[1:], bt[:] = out
                 return
         row[1:] = _step_norms(self.flat.flat, self.theta0, self.flat_v, self.diff)
-        dist = torch.stack(torch._foreach_norm(self.diff_views))
-        norm = torch.stack(torch._foreach_norm(self.param_views))
-        torch.mul(dist, dist, out=bt[0])
-        torch.mul(norm, norm, out=bt[1])
+        if self._grad is None:  # scratch for the gradient, allocated once
+            self._grad = torch.empty_like(self.theta0)
+            self._grad_views = self.flat.views(self._grad)
+        torch.mul(self.flat_v, self.coef[0], out=self._grad)  # _gradient, in place
+        self._grad.sub_(self.v_prev, alpha=self.coef[1]).sub_(self.flat.flat, alpha=self.coef[2])
+        for i, views in enumerate((self.diff_views, self.param_views, self.v_views, self._grad_views)):
+            norm = torch.stack(torch._foreach_norm(views))
+            torch.mul(norm, norm, out=bt[i])
 
     @torch.no_grad()
     def record(self, loss: torch.Tensor) -> None:
@@ -256,12 +291,16 @@ class StepRecorder:
             torch.mv(self.directions, self.flat_v, out=self.mode_velocity[k])
         if self.sketch is not None:
             self.sketch(self.diff, out=self.sketch_values[k])
+        if step + 1 in self._tensor_step_set:  # the next step reads its gradient off v_prev
+            self.v_prev.copy_(self.flat_v)
         self.count = step
 
     def state(self) -> dict:
         """What was recorded so far, and theta_0 (CPU tensors, for a checkpoint)."""
         n, t = self.count, self._tensor_count
-        return {"theta0": self.theta0.cpu().clone(), "count": n, "tensor_count": t,
+        return {"theta0": self.theta0.cpu().clone(), "v_prev": self.v_prev.cpu().clone(),
+                "mode_start": None if self.mode_start is None else self.mode_start.cpu().clone(),
+                "count": n, "tensor_count": t,
                 "scalars": self.scalars[:n].cpu().clone(), "by_tensor": self.by_tensor[:t].cpu().clone(),
                 "mode_position": self.mode_position[:n].cpu().clone(),
                 "mode_velocity": self.mode_velocity[:n].cpu().clone(),
@@ -270,6 +309,9 @@ class StepRecorder:
     def load(self, state: dict) -> None:
         """Continue from :meth:`state` of a recorder with the same settings."""
         n, t = int(state["count"]), int(state["tensor_count"])
+        if "v_prev" not in state:
+            raise ValueError("recorder state does not fit this run: written by an older version (no momentum "
+                             "buffer of the step before)")
         expect = {"theta0": tuple(self.theta0.shape), "scalars": (n, *self.scalars.shape[1:]),
                   "by_tensor": (t, *self.by_tensor.shape[1:]), "mode_position": (n, *self.mode_position.shape[1:]),
                   "mode_velocity": (n, *self.mode_velocity.shape[1:]),
@@ -279,6 +321,9 @@ class StepRecorder:
         if wrong or n > self.steps or t > len(self.tensor_steps):
             raise ValueError("recorder state does not fit this run: " + "; ".join(wrong or [f"{n} steps"]))
         self.theta0.copy_(state["theta0"])
+        self.v_prev.copy_(state["v_prev"])
+        if self.mode_start is not None:
+            self.mode_start.copy_(state["mode_start"])
         self.scalars[:n] = state["scalars"]
         self.by_tensor[:t] = state["by_tensor"]
         self.mode_position[:n] = state["mode_position"]
@@ -292,6 +337,8 @@ class StepRecorder:
         if self.directions is not None:
             out["mode_position"] = self.mode_position[: self.count].cpu().double().numpy()
             out["mode_velocity"] = self.mode_velocity[: self.count].cpu().double().numpy()
+            out["mode_offset"] = self.mode_start[:, 0].cpu().double().numpy()
+            out["mode_velocity_start"] = self.mode_start[:, 1].cpu().double().numpy()
         if self.sketch is not None:
             out["sketch"] = self.sketch_values[: self.count].cpu().double().numpy()
             out["sketch_seed"] = int(self.sketch_seed)

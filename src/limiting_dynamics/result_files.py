@@ -22,6 +22,7 @@ REQUIRED = {
                 ("n_params", "bn_mode", "hessian_trace_hutchinson"), "hessian"),
     "noise": ((), ("cell", "batch_size", "trace_cov", "n_train", "bn_mode"), "gradient_noise"),
     "comparison": ((), ("cell",), "compare_cell"),
+    "drift": (("rayleigh_quotient", "relative_residual"), ("cell", "lr", "momentum"), "eigenvector_drift"),
 }
 
 

@@ -82,9 +82,11 @@ def load_train_image(path: Path, size: int, channels: int, rng: np.random.Genera
 class _TrainImages(torch.utils.data.Dataset):
     """Items are keys ``(step, position, index)``; the key seeds the augmentation."""
 
-    def __init__(self, root: Path, files: list[str], labels: np.ndarray, size: int, channels: int, seed: int):
+    def __init__(self, root: Path, files: list[str], labels: np.ndarray, size: int, channels: int, seed: int,
+                 label_noise: float = 0.0, num_classes: int = 1):
         self.root, self.files, self.labels = root, files, labels
         self.size, self.channels, self.seed = size, channels, seed
+        self.label_noise, self.num_classes = float(label_noise), int(num_classes)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -93,7 +95,12 @@ class _TrainImages(torch.utils.data.Dataset):
         step, pos, index = key
         rng = np.random.default_rng([self.seed, 2, step, pos])
         x = load_train_image(self.root / self.files[index], self.size, self.channels, rng)
-        return torch.from_numpy(x), int(self.labels[index])
+        label = int(self.labels[index])
+        if self.label_noise > 0:  # its own stream, so the crops do not depend on it
+            noise = np.random.default_rng([self.seed, 3, step, pos])
+            if noise.random() < self.label_noise:
+                label = int(noise.integers(self.num_classes))
+        return torch.from_numpy(x), label
 
 
 class _StepKeys:
@@ -128,11 +135,12 @@ class StreamBatches:
     without blocking when it is a GPU, then normalised there.
     """
 
-    def __init__(self, data: "StreamData", batch_size: int, scheme: str, seed: int):
+    def __init__(self, data: "StreamData", batch_size: int, scheme: str, seed: int, label_noise: float = 0.0):
         self.data = data
         self.sampler = CounterSampler(len(data.files), batch_size, scheme, seed)
         self.per_epoch = self.sampler.per_epoch
-        self.images = _TrainImages(data.root, data.files, data.labels, data.image_size, data.in_channels, int(seed))
+        self.images = _TrainImages(data.root, data.files, data.labels, data.image_size, data.in_channels, int(seed),
+                                   label_noise, data.num_classes)
         self.step = 0
         self._it = None
 
@@ -158,14 +166,14 @@ class StreamBatches:
         self._it = None  # shuts the workers down
 
     def state_dict(self) -> dict:
-        return {"stream": {**self.sampler.describe(), "step": self.step}}
+        return {"stream": {**self.sampler.describe(), "label_noise": self.images.label_noise, "step": self.step}}
 
     def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
         s = state.get("stream")
         if s is None:
             raise CheckpointError(f"{source} has no 'stream' state: it was not written by a streaming run")
-        here = self.sampler.describe()
-        if {k: s[k] for k in here} != here:
+        here = {**self.sampler.describe(), "label_noise": self.images.label_noise}
+        if {k: s.get(k) for k in here} != here:
             raise CheckpointError(f"{source} streamed {s['scheme']} batches of {s['batch_size']} from {s['n']} "
                                   f"images with seed {s['seed']}; this run: {here}")
         self.step = int(s["step"])
@@ -205,8 +213,9 @@ class StreamData:
     def device(self) -> torch.device:
         return self.memory.x_train.device
 
-    def train_batches(self, batch_size: int, scheme: str, seed: int, shift: int = 0) -> StreamBatches:
+    def train_batches(self, batch_size: int, scheme: str, seed: int, shift: int = 0,
+                      label_noise: float = 0.0) -> StreamBatches:
         if shift:
             raise DataError("augment_shift must be 0 with data.loader: stream (the streamed images are "
                             "randomly cropped and flipped instead)")
-        return StreamBatches(self, batch_size, scheme, seed)
+        return StreamBatches(self, batch_size, scheme, seed, label_noise)

@@ -20,6 +20,7 @@ from torch import nn
 from .data import TensorData
 from .checkpoints import Checkpointer, CheckpointError, load_weights
 from .errors import ConfigError, DivergenceError
+from .models import scale_invariant_tensors
 from .recording import FlatParameters, StepRecorder
 
 
@@ -172,7 +173,7 @@ def pretrain(model: nn.Module, data: TensorData, cfg: dict, device: torch.device
 
     ``cfg`` is the ``converge`` config section (``epochs``, ``lr``,
     ``batch_size``, ``momentum``, ``weight_decay``, ``seed``, ``sampling``,
-    ``augment_shift``).
+    ``augment_shift``, ``label_noise``).
     Returns per-epoch train/test loss and accuracy and the learning rate.
     ``checkpointer`` (per epoch): resume from its newest checkpoint, write new
     ones on its schedule and on a signal.
@@ -183,7 +184,8 @@ def pretrain(model: nn.Module, data: TensorData, cfg: dict, device: torch.device
         model.to(memory_format=torch.channels_last)
     forward = numerics.prepare(model)
     opt = sgd(model, cfg["lr"], cfg["momentum"], cfg["weight_decay"])
-    batches = data.train_batches(int(cfg["batch_size"]), cfg["sampling"], int(cfg["seed"]), int(cfg["augment_shift"]))
+    batches = data.train_batches(int(cfg["batch_size"]), cfg["sampling"], int(cfg["seed"]), int(cfg["augment_shift"]),
+                                 float(cfg.get("label_noise", 0.0)))
     epochs = int(cfg["epochs"])
     total = epochs * batches.per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * k / total)))
@@ -245,15 +247,16 @@ class _Run:
     continues bit-identically."""
 
     def __init__(self, model: nn.Module, data: TensorData, hp: Hyperparameters, sampling: str,
-                 device: torch.device, augment_shift: int, numerics: Numerics = Numerics()):
+                 device: torch.device, augment_shift: int, numerics: Numerics = Numerics(), label_noise: float = 0.0):
         torch.manual_seed(hp.seed)
         self.model, self.hp, self.device = model.to(device).train(), hp, device
         self.sampling, self.augment_shift, self.numerics = sampling, int(augment_shift), numerics
+        self.label_noise = float(label_noise)
         self.flat = FlatParameters(model, channels_last=numerics.channels_last)
         self.forward = numerics.prepare(model)
         self.opt = sgd(model, hp.lr, hp.momentum, hp.weight_decay)
         self.flat_v = self.flat.install_momentum_buffers(self.opt)
-        self.batches = data.train_batches(hp.batch_size, sampling, hp.seed, self.augment_shift)
+        self.batches = data.train_batches(hp.batch_size, sampling, hp.seed, self.augment_shift, self.label_noise)
         self.step_count = 0
 
     def step(self) -> torch.Tensor:
@@ -272,7 +275,7 @@ class _Run:
                 **_rng_states(),
                 "step": self.step_count,
                 "hyperparameters": self.hp.as_dict(),
-                "sampling": self.sampling, "augment_shift": self.augment_shift,
+                "sampling": self.sampling, "augment_shift": self.augment_shift, "label_noise": self.label_noise,
                 "optimizer": optimizer_name(self.opt), "channels_last": self.flat.channels_last}
 
     def load(self, state: dict, source: str = "checkpoint") -> None:
@@ -281,11 +284,13 @@ class _Run:
             if key not in state:
                 raise CheckpointError(f"{source} is not a burn-in checkpoint (no {key!r})")
         if state["hyperparameters"] != self.hp.as_dict() or state.get("sampling") != self.sampling \
-                or int(state.get("augment_shift", -1)) != self.augment_shift:
+                or int(state.get("augment_shift", -1)) != self.augment_shift \
+                or float(state.get("label_noise", -1)) != self.label_noise:
             raise CheckpointError(
                 f"{source} was written with hyperparameters {state['hyperparameters']}, sampling "
-                f"{state.get('sampling')!r}, augment_shift {state.get('augment_shift')}; this run has "
-                f"{self.hp.as_dict()}, {self.sampling!r}, {self.augment_shift}")
+                f"{state.get('sampling')!r}, augment_shift {state.get('augment_shift')}, label_noise "
+                f"{state.get('label_noise')}; this run has {self.hp.as_dict()}, {self.sampling!r}, "
+                f"{self.augment_shift}, {self.label_noise}")
         if state.get("optimizer") != optimizer_name(self.opt):
             raise CheckpointError(f"{source} was written by {state.get('optimizer')}, this run uses "
                                   f"{optimizer_name(self.opt)}; they round differently (not bit-identical)")
@@ -334,14 +339,14 @@ class _Run:
 def burn_in(model: nn.Module, data: TensorData, hp: Hyperparameters, *, steps: int, sampling: str,
             device: torch.device, augment_shift: int = 0, cell: str = "cell", check_every: int = 500,
             checkpointer: Checkpointer | None = None, log: Callable[[str], None] = print,
-            numerics: Numerics = Numerics()) -> dict:
+            numerics: Numerics = Numerics(), label_noise: float = 0.0) -> dict:
     """Run ``steps`` unrecorded SGD steps at the cell's hyperparameters from the
     model's weights and return the full state after them (the cell's theta_0):
     a checkpoint dict that :func:`limiting_run` continues from bit-identically
     (``start=``). The caller's model is moved to ``device`` and trained in place.
     ``checkpointer``: resume from its newest checkpoint, write new ones on its
     schedule and on a signal; cleared when the burn-in completes."""
-    run = _Run(model, data, hp, sampling, device, augment_shift, numerics)
+    run = _Run(model, data, hp, sampling, device, augment_shift, numerics, label_noise)
     saved = checkpointer.resume() if checkpointer is not None else None
     if saved is not None:
         run.load(saved["run"], source=str(checkpointer.store.path))
@@ -351,13 +356,28 @@ def burn_in(model: nn.Module, data: TensorData, hp: Hyperparameters, *, steps: i
     return {**run.state(), "burn_in_steps": int(steps), "burn_in_loss": run.burn_loss}
 
 
+def replay(model: nn.Module, data: TensorData, hp: Hyperparameters, start: dict, at_steps, *, sampling: str,
+           device: torch.device, augment_shift: int = 0, label_noise: float = 0.0, numerics: Numerics = Numerics()):
+    """Run the limiting run of a cell again from its burn-in state ``start``
+    (the same batches, so the same parameters as the recorded run) and yield
+    ``(step, model)`` at each of the increasing ``at_steps`` (0 is theta_0)."""
+    run = _Run(model, data, hp, sampling, device, augment_shift, numerics, label_noise)
+    run.load(start, source="burn-in state")
+    done = 0
+    for k in at_steps:
+        while done < k:
+            run.step()
+            done += 1
+        yield k, model
+
+
 def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, steps: int,
                  eval_every: int, sampling: str, device: torch.device, burn_in: int = 0,
                  start: dict | None = None, augment_shift: int = 0, tensor_every: int = 10,
                  compile: str = "auto", directions: torch.Tensor | None = None, sketch_dim: int = 0,
                  sketch_seed: int = 0, cell: str = "cell", check_every: int = 500,
                  checkpointer: Checkpointer | None = None, log: Callable[[str], None] = print,
-                 numerics: Numerics = Numerics()) -> dict:
+                 numerics: Numerics = Numerics(), label_noise: float = 0.0) -> dict:
     """Continue SGD at constant ``hp``, recording every step.
 
     The run starts from ``start`` (a :func:`burn_in` state: weights, momentum
@@ -365,7 +385,9 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
     with a zero momentum buffer after ``burn_in`` unrecorded steps; either way
     theta_0 is the state where recording starts. ``augment_shift`` > 0
     translates every training image by a random offset of up to that many
-    pixels (a fresh one each time it is drawn). Step ``k`` (1-based) of the
+    pixels (a fresh one each time it is drawn); ``label_noise`` replaces each
+    drawn label by a uniformly random class with that probability
+    (:mod:`.batches`). Step ``k`` (1-based) of the
     record holds the minibatch loss of update ``k`` (evaluated at
     theta_{k-1}) and the norms after it; per-tensor norms are kept at the
     steps ``tensor_step`` (see :class:`.recording.StepRecorder`, which also
@@ -380,7 +402,7 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
 
     Returns a dict of numpy arrays and metadata (see :mod:`.trajectory`).
     """
-    run = _Run(model, data, hp, sampling, device, augment_shift, numerics)
+    run = _Run(model, data, hp, sampling, device, augment_shift, numerics, label_noise)
     saved = checkpointer.resume() if checkpointer is not None else None
     if start is not None and burn_in:
         raise ValueError("give either start (a burn-in state) or burn_in steps, not both")
@@ -397,7 +419,8 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
     if directions is not None:
         directions = flat.from_standard_layout(directions.to(device=flat.flat.device, dtype=flat.flat.dtype))
     rec = StepRecorder(flat, flat_v, steps, tensor_every=tensor_every, compile=compile, log=log,
-                       directions=directions, sketch_dim=sketch_dim, sketch_seed=sketch_seed)
+                       directions=directions, sketch_dim=sketch_dim, sketch_seed=sketch_seed,
+                       gradient_coefficients=(hp.lr, hp.momentum, hp.weight_decay))
     if saved is not None:
         rec.load(saved["recorder"])
         sq_velocity_start, eval_steps, evals = saved["sq_velocity_start"], saved["eval_steps"], saved["evals"]
@@ -435,10 +458,10 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
         "sq_step": hp.lr**2 * scalars[:, 2],
         "sq_param_norm": scalars[:, 3],
         "tensor_step": np.asarray(rec.tensor_steps),
-        "sq_dist_from_start_by_tensor": by_tensor[:, 0, :],
-        "sq_param_norm_by_tensor": by_tensor[:, 1, :],
+        **{f"{row}_by_tensor": by_tensor[:, i, :] for i, row in enumerate(rec.TENSOR_ROWS)},
         "sq_param_norm_start_by_tensor": start_norms,
         "tensor_name": list(flat.names),
+        "tensor_scale_invariant": np.isin(flat.names, scale_invariant_tensors(model)).astype(np.int8),
         "tensor_size": np.asarray(flat.sizes),
         "eval_step": np.asarray(eval_steps),
         **{f"eval_{k}": np.asarray([e[k] for e in evals]) for k in evals[0]},

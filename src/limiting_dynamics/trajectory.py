@@ -26,10 +26,11 @@ import xarray as xr
 
 from . import __version__
 from .atomic import atomic_path
+from .geometry import geodesic_parts, rms_angle, rotation_angle
 from .errors import TrajectoryFormatError
 
 FORMAT_NAME = "limiting-dynamics-trajectory"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 HYPERPARAMETER_ATTRS = ("lr", "batch_size", "momentum", "weight_decay", "seed")
 STEP_VARIABLES = ("train_loss", "sq_dist_from_start", "sq_step", "sq_velocity", "sq_param_norm")
 
@@ -46,9 +47,20 @@ VARIABLE_META = {
     "sq_param_norm": ("1", "squared parameter norm ||theta_k||^2"),
     "sq_dist_radial": ("1", "radial part of the squared distance: sum over tensors of (||w_k|| - ||w_0||)^2"),
     "sq_dist_angular": ("1", "non-radial part of the squared distance: sq_dist_from_start - sq_dist_radial"),
+    "sq_dist_geodesic": ("1", "squared distance with the scale-invariant tensors measured along their spheres: "
+                              "sum of (r_k - r_0)^2 + r_k r_0 phi_k^2 over them plus the rest's squared distance"),
+    "rotation_angle_si": ("rad", "norm-weighted rms angle of the scale-invariant tensors from theta_0"),
     "sq_dist_from_start_by_tensor": ("1", "squared distance from start per parameter tensor"),
     "sq_param_norm_by_tensor": ("1", "squared norm per parameter tensor"),
     "sq_param_norm_start_by_tensor": ("1", "squared norm per parameter tensor at theta_0"),
+    "sq_velocity_by_tensor": ("1", "squared norm of the momentum buffer per parameter tensor ||v_k||^2"),
+    "sq_grad_by_tensor": ("1", "squared norm of the minibatch gradient of update k per parameter tensor, "
+                               "(1 - lr wd) v_k - beta v_{k-1} - wd theta_k"),
+    "rotation_angle_by_tensor": ("rad", "angle between the parameter tensor at step k and at theta_0"),
+    "tensor_scale_invariant": ("1", "1 if the loss is invariant to the tensor's scale (weights feeding "
+                                    "BatchNorm), else 0"),
+    "mode_offset": ("1", "projection u_i^T theta_0 of the start on the Hessian eigenvector u_i"),
+    "mode_velocity_start": ("1", "projection u_i^T v_0 of the momentum buffer at theta_0"),
     "tensor_size": ("1", "number of scalars in the parameter tensor"),
     "eval_train_loss": ("nat", "mean cross-entropy on the full training set (eval mode)"),
     "eval_train_accuracy": ("1", "accuracy on the full training set (eval mode)"),
@@ -141,15 +153,26 @@ def build_dataset(record: dict, attrs: dict) -> xr.Dataset:
                           record["sq_param_norm_start_by_tensor"])
     step_vars = {k: ("step", np.asarray(record[k], dtype=np.float64)) for k in STEP_VARIABLES}
     d2_total = record["sq_dist_from_start_by_tensor"].sum(axis=1)
+    si = np.asarray(record["tensor_scale_invariant"], bool)
+    by_tensor = (record["sq_dist_from_start_by_tensor"], record["sq_param_norm_by_tensor"],
+                 record["sq_param_norm_start_by_tensor"])
+    angles = rotation_angle(*by_tensor)
+    rotation_si = rms_angle(angles[:, si], by_tensor[2][si]) if si.any() else np.zeros(len(d2_total))
     ds = xr.Dataset(
         {
             **step_vars,
             "sq_dist_radial": ("tensor_step", radial),
             "sq_dist_angular": ("tensor_step", d2_total - radial),
+            "sq_dist_geodesic": ("tensor_step", geodesic_parts(*by_tensor, si).sum(axis=1)),
+            "rotation_angle_si": ("tensor_step", rotation_si),
             "sq_dist_from_start_by_tensor": (("tensor_step", "tensor"), record["sq_dist_from_start_by_tensor"]),
             "sq_param_norm_by_tensor": (("tensor_step", "tensor"), record["sq_param_norm_by_tensor"]),
             "sq_param_norm_start_by_tensor": ("tensor", record["sq_param_norm_start_by_tensor"]),
+            "sq_velocity_by_tensor": (("tensor_step", "tensor"), record["sq_velocity_by_tensor"]),
+            "sq_grad_by_tensor": (("tensor_step", "tensor"), record["sq_grad_by_tensor"]),
+            "rotation_angle_by_tensor": (("tensor_step", "tensor"), angles),
             "tensor_size": ("tensor", np.asarray(record["tensor_size"], dtype=np.int64)),
+            "tensor_scale_invariant": ("tensor", np.asarray(record["tensor_scale_invariant"], dtype=np.int8)),
             **{k: ("eval_step", np.asarray(record[k], dtype=np.float64))
                for k in ("eval_train_loss", "eval_train_accuracy", "eval_test_loss", "eval_test_accuracy")},
         },
@@ -165,6 +188,8 @@ def build_dataset(record: dict, attrs: dict) -> xr.Dataset:
         # float32: the precision they were computed in (halves the file)
         ds["mode_position"] = (("step", "mode"), np.asarray(record["mode_position"], np.float32))
         ds["mode_velocity"] = (("step", "mode"), np.asarray(record["mode_velocity"], np.float32))
+        ds["mode_offset"] = ("mode", np.asarray(record["mode_offset"], np.float64))
+        ds["mode_velocity_start"] = ("mode", np.asarray(record["mode_velocity_start"], np.float64))
         if "hessian_eigenvalue" in record:
             ds = ds.assign_coords(hessian_eigenvalue=("mode", np.asarray(record["hessian_eigenvalue"], float)))
     if "sketch" in record:

@@ -20,6 +20,30 @@ rule analyze_cell:
         " --out {output} > {log} 2>&1"
 
 
+rule results_tables:
+    input:
+        summary="results/analysis/summary.csv",
+        predictions="results/analysis/predictions.csv",
+        modes="results/analysis/modes.csv",
+    output:
+        "results/analysis/results.md",
+    log:
+        "results/logs/results_tables.log",
+    benchmark:
+        "results/benchmarks/results_tables.tsv"
+    conda:
+        "../envs/limiting-dynamics.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        default=default_cell_params(),
+    shell:
+        "limiting-dynamics tables --summary {input.summary} --predictions {input.predictions}"
+        " --modes {input.modes} --params {params.default:q} --out {output} > {log} 2>&1"
+
+
 rule summarize:
     input:
         cell_files("results/analysis/cells/{cell}.json"),
@@ -30,6 +54,11 @@ rule summarize:
             category="Summary",
         ),
         nc="results/analysis/summary.nc",
+        replicates=report(
+            "results/analysis/replicates.csv",
+            caption="../report/replicates.rst",
+            category="Summary",
+        ),
     log:
         "results/logs/summarize.log",
     benchmark:
@@ -42,4 +71,4 @@ rule summarize:
         runtime=10,
     shell:
         "limiting-dynamics summarize --inputs {input} --out-csv {output.csv}"
-        " --out-nc {output.nc} > {log} 2>&1"
+        " --out-nc {output.nc} --out-replicates {output.replicates} > {log} 2>&1"

@@ -6,10 +6,13 @@ from snakemake.utils import validate
 
 from limiting_dynamics.config import (
     ConfigError,
+    burn_in_start,
     burn_in_steps,
     cell_id,
     cells_by_id,
     check_config,
+    default_cell,
+    probed,
 )
 
 SCHEMA = "workflow/schemas/config.schema.yaml"
@@ -20,8 +23,9 @@ except ConfigError as exc:
 validate(config, schema="../schemas/config.schema.yaml")
 
 CELLS = cells_by_id(config)
+PROBED = [c for c, hp in CELLS.items() if probed(hp, config)]
 DATASET = config["data"]["name"]
-DEFAULT_CELL = cell_id(next(iter(CELLS.values())))
+DEFAULT_CELL = cell_id(default_cell(config["cells"]))
 
 
 wildcard_constraints:
@@ -30,7 +34,7 @@ wildcard_constraints:
     linreg="mom[0-9.e-]+_(replacement|reshuffle)",
     linreg_figure="phase_space|frequency|theory|sampling",
     theory_figure="ou_currents|power_law",
-    comparison_figure="theory_modes|phase_space|theory_msd|noise_curvature|loss_landscape",
+    comparison_figure="theory_modes|phase_space|theory_msd|noise_curvature|loss_landscape|eigenvector_drift",
 
 
 def as_json(obj):
@@ -80,16 +84,29 @@ def cell_params(wildcards):
             "compile_recording": config["compute"]["compile_recording"],
             "sampling": lim["sampling"],
             "augment_shift": lim["augment_shift"],
-            "burn_in_steps": burn_in_steps(hp, lim["burn_in"]),
+            "label_noise": lim["label_noise"],
+            "burn_in_steps": burn_in_steps(
+                hp, lim["burn_in"], chained=burn_in_start(hp, config) is not None
+            ),
             "phase_space": lim["phase_space"],
         }
     )
 
 
-def records_modes():
-    """Limiting runs project on Hessian eigenvectors (and so wait for the Hessian)."""
+def burn_in_checkpoint(wildcards):
+    """The converged weights, or the theta_0 of the seed's default cell (chained burn-in)."""
+    start = burn_in_start(CELLS[wildcards.cell], config)
+    if start is None:
+        return "results/converge/theta0.pt"
+    return f"results/runs/{cell_id(start)}/theta0.pt"
+
+
+def records_modes(cell):
+    """Limiting runs of probed cells project on Hessian eigenvectors (and so wait for the Hessian)."""
     return (
-        config["hessian"]["enabled"] and config["limiting"]["phase_space"]["modes"] > 0
+        config["hessian"]["enabled"]
+        and config["limiting"]["phase_space"]["modes"] > 0
+        and cell in PROBED
     )
 
 
@@ -98,7 +115,7 @@ def run_inputs(wildcards):
         "data": f"results/data/{DATASET}.npz",
         "checkpoint": f"results/runs/{wildcards.cell}/theta0.pt",
     }
-    if records_modes():
+    if records_modes(wildcards.cell):
         inputs["hessian"] = f"results/hessian/{wildcards.cell}.nc"
     return inputs
 
@@ -116,6 +133,7 @@ def export_params(wildcards):
             "model": config["model"],
             "sampling": config["limiting"]["sampling"],
             "augment_shift": config["limiting"]["augment_shift"],
+            "label_noise": config["limiting"]["label_noise"],
         }
     )
 
@@ -128,28 +146,78 @@ def plot_params():
     return as_json({**config["plots"], "default": CELLS[DEFAULT_CELL].as_dict()})
 
 
+def default_cell_params():
+    return as_json({"default": CELLS[DEFAULT_CELL].as_dict()})
+
+
 def cell_files(pattern):
     return expand(pattern, cell=list(CELLS))
+
+
+def probed_files(pattern):
+    return expand(pattern, cell=PROBED)
 
 
 def figure(name):
     return f"results/figures/{name}.{config['plots']['format']}"
 
 
+def hessian_settings(wildcards, with_drift=False):
+    """The loss the Hessian is taken of (the drift keys only where they are used)."""
+    hess = {
+        k: v
+        for k, v in config["hessian"].items()
+        if with_drift or not k.startswith("drift_")
+    }
+    return {
+        "cell": wildcards.cell,
+        "cell_batch_size": CELLS[wildcards.cell].batch_size,
+        "device": config["compute"]["device"],
+        "model": config["model"],
+        "hessian": hess,
+        "augment_shift": config["limiting"]["augment_shift"],
+        "label_noise": config["limiting"]["label_noise"],
+    }
+
+
 def hessian_params(wildcards):
+    return as_json(hessian_settings(wildcards))
+
+
+def drift_params(wildcards):
+    """The Hessian's settings and the cell's run (replayed to the drift steps)."""
     return as_json(
         {
-            "cell": wildcards.cell,
-            "cell_batch_size": CELLS[wildcards.cell].batch_size,
-            "device": config["compute"]["device"],
-            "model": config["model"],
-            "hessian": config["hessian"],
+            **hessian_settings(wildcards, with_drift=True),
+            "hyperparameters": CELLS[wildcards.cell].as_dict(),
+            "sampling": config["limiting"]["sampling"],
+            "numerics": numerics(),
         }
     )
 
 
+def drifts():
+    """The eigenvector-drift stage runs where there is a Hessian and drift steps."""
+    return config["hessian"]["enabled"] and bool(config["hessian"]["drift_steps"])
+
+
+def compare_inputs(wildcards):
+    inputs = {
+        "trajectory": f"results/trajectories/{wildcards.cell}.nc",
+        "hessian": f"results/hessian/{wildcards.cell}.nc",
+        "noise": f"results/noise/{wildcards.cell}.nc",
+    }
+    if drifts():
+        inputs["drift"] = f"results/drift/{wildcards.cell}.nc"
+    return inputs
+
+
+def drift_arg(wildcards, input):
+    return f"--drift {input.drift}" if "drift" in input.keys() else ""
+
+
 def noise_files():
-    return cell_files("results/noise/{cell}.nc")
+    return probed_files("results/noise/{cell}.nc")
 
 
 def noise_inputs(wildcards):
@@ -172,6 +240,7 @@ def noise_params(wildcards):
             "batch_size": CELLS[wildcards.cell].batch_size,
             "sampling": config["limiting"]["sampling"],
             "augment_shift": config["limiting"]["augment_shift"],
+            "label_noise": config["limiting"]["label_noise"],
         }
     )
 
@@ -183,17 +252,20 @@ def compares():
 
 def predict_inputs(wildcards):
     inputs = {
-        "trajectories": cell_files("results/trajectories/{cell}.nc"),
         "analyses": cell_files("results/analysis/cells/{cell}.json"),
-        "noise": noise_files(),
+        "noise": noise_files() if config["noise"]["enabled"] else [],
     }
     if compares():
-        inputs["comparisons"] = cell_files("results/analysis/theory/{cell}.nc")
+        inputs["comparisons"] = probed_files("results/analysis/theory/{cell}.nc")
     return inputs
 
 
+def noise_arg(wildcards, input):
+    return f"--noise {input.noise}" if config["noise"]["enabled"] and PROBED else ""
+
+
 def comparisons_arg(wildcards, input):
-    return f"--comparisons {input.comparisons}" if compares() else ""
+    return f"--comparisons {input.comparisons}" if compares() and PROBED else ""
 
 
 def landscape_params():
@@ -212,7 +284,7 @@ def comparison_figure_name(wildcards):
 
 
 def comparison_figure_inputs(wildcards):
-    theory = cell_files("results/analysis/theory/{cell}.nc")
+    theory = probed_files("results/analysis/theory/{cell}.nc")
     return {
         "theory_modes": theory + ["results/analysis/predictions.csv"],
         "phase_space": [
@@ -222,18 +294,17 @@ def comparison_figure_inputs(wildcards):
         "theory_msd": theory,
         "noise_curvature": theory,
         "loss_landscape": ["results/landscape/landscape.nc"],
+        "eigenvector_drift": probed_files("results/drift/{cell}.nc"),
     }[wildcards.comparison_figure]
 
 
-def noise_outputs():
-    if not config["noise"]["enabled"]:
-        return []
+def prediction_outputs():
     out = [
         "results/analysis/predictions.csv",
         "results/analysis/modes.csv",
         "results/analysis/predictions.nc",
     ]
-    if compares():
+    if compares() and PROBED:
         out += [figure(f) for f in ("theory_msd", "noise_curvature")]
         if config["limiting"]["phase_space"]["modes"] > 0:
             out += [figure(f) for f in ("theory_modes", "phase_space")]
@@ -243,7 +314,9 @@ def noise_outputs():
 def hessian_outputs():
     if not config["hessian"]["enabled"]:
         return []
-    out = cell_files("results/hessian/{cell}.nc") + [figure("hessian_spectrum")]
+    out = probed_files("results/hessian/{cell}.nc") + [figure("hessian_spectrum")]
+    if drifts():
+        out += probed_files("results/drift/{cell}.nc") + [figure("eigenvector_drift")]
     if config["landscape"]["enabled"]:
         out.append(figure("loss_landscape"))
     return out
@@ -292,15 +365,17 @@ def linreg_outputs():
 
 def all_outputs():
     return (
-        noise_outputs()
+        prediction_outputs()
         + hessian_outputs()
         + linreg_outputs()
         + [
             "results/trajectories/all_cells.nc",
             "results/analysis/summary.csv",
             "results/analysis/summary.nc",
+            "results/analysis/results.md",
             figure("convergence"),
             figure("msd"),
+            figure("rotation"),
             figure("local_displacement"),
             figure("scaling"),
             figure("metrics"),

@@ -4,9 +4,7 @@
 
 rule compare_cell:
     input:
-        trajectory="results/trajectories/{cell}.nc",
-        hessian="results/hessian/{cell}.nc",
-        noise="results/noise/{cell}.nc",
+        unpack(compare_inputs),
     output:
         "results/analysis/theory/{cell}.nc",
     log:
@@ -21,9 +19,10 @@ rule compare_cell:
         runtime=10,
     params:
         analysis=analysis_params(),
+        drift=drift_arg,
     shell:
         "limiting-dynamics compare-cell --trajectory {input.trajectory} --hessian {input.hessian}"
-        " --noise {input.noise} --params {params.analysis:q} --out {output} > {log} 2>&1"
+        " --noise {input.noise} {params.drift} --params {params.analysis:q} --out {output} > {log} 2>&1"
 
 
 rule predict:
@@ -52,10 +51,11 @@ rule predict:
         mem_mb=2000,
         runtime=10,
     params:
+        noise=noise_arg,
         comparisons=comparisons_arg,
     shell:
-        "limiting-dynamics predict --trajectories {input.trajectories} --analyses {input.analyses}"
-        " --noise {input.noise} {params.comparisons} --out-csv {output.csv}"
+        "limiting-dynamics predict --analyses {input.analyses}"
+        " {params.noise} {params.comparisons} --out-csv {output.csv}"
         " --out-modes {output.modes} --out-nc {output.nc} > {log} 2>&1"
 
 

@@ -29,9 +29,34 @@ rule hessian:
         " --checkpoint-every {resources.checkpoint_every} --threads {threads} > {log} 2>&1"
 
 
+rule eigenvector_drift:
+    input:
+        data=f"results/data/{DATASET}.npz",
+        checkpoint="results/runs/{cell}/theta0.pt",
+        hessian="results/hessian/{cell}.nc",
+    output:
+        "results/drift/{cell}.nc",
+    log:
+        "results/logs/eigenvector_drift/{cell}.log",
+    benchmark:
+        "results/benchmarks/eigenvector_drift/{cell}.tsv"
+    conda:
+        "../envs/limiting-dynamics.yaml"
+    threads: config["compute"]["threads"]
+    resources:
+        mem_mb=config["compute"]["mem_mb"],
+        runtime=120,
+        gpu=gpus(),
+    params:
+        run=drift_params,
+    shell:
+        "limiting-dynamics eigenvector-drift --data {input.data} --checkpoint {input.checkpoint}"
+        " --hessian {input.hessian} --params {params.run:q} --out {output} --threads {threads} > {log} 2>&1"
+
+
 rule plot_hessian:
     input:
-        cell_files("results/hessian/{cell}.nc"),
+        probed_files("results/hessian/{cell}.nc"),
     output:
         report(
             figure("hessian_spectrum"),

@@ -55,6 +55,33 @@ rule plot_msd:
         " --out {output} > {log} 2>&1"
 
 
+rule plot_rotation:
+    input:
+        "results/trajectories/all_cells.nc",
+        "results/analysis/summary.csv",
+    output:
+        report(
+            figure("rotation"),
+            caption="../report/rotation.rst",
+            category="Diffusion",
+        ),
+    log:
+        "results/logs/plots/rotation.log",
+    benchmark:
+        "results/benchmarks/plots/rotation.tsv"
+    conda:
+        "../envs/limiting-dynamics.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        plots=plot_params(),
+    shell:
+        "limiting-dynamics plot rotation --inputs {input} --params {params.plots:q}"
+        " --out {output} > {log} 2>&1"
+
+
 rule plot_local_displacement:
     input:
         "results/trajectories/all_cells.nc",

@@ -29,7 +29,7 @@ rule converge:
 rule burn_in:
     input:
         data=f"results/data/{DATASET}.npz",
-        checkpoint="results/converge/theta0.pt",
+        checkpoint=burn_in_checkpoint,
     output:
         "results/runs/{cell}/theta0.pt",
     log:
