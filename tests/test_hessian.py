@@ -189,3 +189,14 @@ def test_label_smoothing_hessian_is_the_expected_hessian_under_label_noise():
     v = torch.randn(smooth.numel, dtype=torch.float64)
     expected = (1 - p) * clean.matvec(v) + p * sum(op.matvec(v) for op in each) / 4
     assert torch.allclose(smooth.matvec(v), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_rayleigh_quotient_and_residual_tell_an_eigenvector_from_a_turned_one():
+    op, eig, mat = known_operator()
+    vecs = torch.linalg.eigh(mat).eigenvectors.flip(1)  # columns, largest eigenvalue first
+    u = vecs[:, 0].clone()
+    rq, res = Hs.rayleigh_and_residual(op, torch.stack([u]))
+    assert rq[0] == pytest.approx(eig[0], rel=1e-10) and res[0] < 1e-10
+    w = torch.cos(torch.tensor(0.3, dtype=u.dtype)) * u + torch.sin(torch.tensor(0.3, dtype=u.dtype)) * vecs[:, 5]
+    rq, res = Hs.rayleigh_and_residual(op, torch.stack([w]))
+    assert rq[0] < eig[0] and res[0] > 0.1

@@ -224,3 +224,42 @@ def test_block_sign_sketch_is_linear_and_unbiased():
     assert abs(est / float(x @ x) - 1) < 0.05
     with pytest.raises(ValueError, match="sketch dimension"):
         BlockSignSketch(10, 11, 0, "cpu")
+
+
+def test_replay_from_the_burn_in_state_retraces_the_recorded_run(digits):
+    """The eigenvector-drift stage replays a run from theta_0: at every requested
+    step its parameters are the recorded run's, bit for bit (distance from the
+    start and the label-noise batches included)."""
+    from limiting_dynamics.training import burn_in, replay
+
+    hp = Hyperparameters(0.05, 32, 0.9, 5e-3, 2)
+    torch.manual_seed(0)
+    state = burn_in(build_model(MODEL, 10, 1), digits, hp, steps=10, sampling="reshuffle",
+                    device=torch.device("cpu"), label_noise=0.2, log=lambda s: None)
+    recorded = _run(digits, hp, steps=12, burn_in=0, start=state, label_noise=0.2)
+    model = build_model(MODEL, 10, 1)
+    theta0 = None
+    for step, m in replay(model, digits, hp, state, [0, 3, 12], sampling="reshuffle", device=torch.device("cpu"),
+                          label_noise=0.2):
+        theta = torch.cat([p.detach().reshape(-1).double() for p in m.parameters()])
+        theta0 = theta.clone() if step == 0 else theta0
+        if step:
+            assert float(((theta - theta0) ** 2).sum()) == pytest.approx(recorded["sq_dist_from_start"][step - 1],
+                                                                          rel=1e-5)
+
+
+def test_label_noise_replaces_the_drawn_fraction_and_resumes_identically(digits):
+    from limiting_dynamics.batches import MemoryBatches
+
+    a = MemoryBatches(digits, 64, "reshuffle", seed=0, shift=0, label_noise=0.3)
+    clean = MemoryBatches(digits, 64, "reshuffle", seed=0, shift=0)
+    changed = []
+    for _ in range(200):
+        (_, y), (_, y0) = a.next(), clean.next()
+        changed.append((y != y0).float().mean().item())
+    assert np.mean(changed) == pytest.approx(0.3 * 0.9, abs=0.02)  # a uniform class is the true one 1 time in 10
+    state = a.state_dict()
+    b = MemoryBatches(digits, 64, "reshuffle", seed=0, shift=0, label_noise=0.3)
+    b.load_state_dict(state)
+    for _ in range(5):
+        assert torch.equal(a.next()[1], b.next()[1])

@@ -15,7 +15,7 @@ from .plots import _grid, plt, save
 
 def _cell_label(ds: xr.Dataset) -> str:
     a = ds.attrs
-    return f"lr={a['lr']:.3g}, S={int(a['batch_size'])}, β={a['momentum']:.3g}"
+    return f"lr={a['lr']:.3g}, S={int(a['batch_size'])}, β={a['momentum']:.3g}, seed {int(a.get('seed', 0))}"
 
 
 def _identity(ax, values) -> None:
@@ -147,14 +147,13 @@ def theory_msd(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
         if agree:
             ax.axvspan(ds.lag.values[0], agree, color="C2", alpha=0.12, zorder=0, label="theory within 25%")
         ax.set(xlabel="t or lag (steps)", ylabel="squared distance",
-               title=f"{_cell_label(ds)}, seed {ds.attrs.get('seed', '')}\nc measured {c_meas:.2f}, theory "
-                     f"{c_th:.2f}; holds to lag {agree}")
+               title=f"{_cell_label(ds)}\nc measured {c_meas:.2f}, theory {c_th:.2f}; within 25% up to lag {agree}")
         ax.title.set_fontsize(8)
     axes[0].legend(fontsize=6)
-    fig.suptitle("What a fixed quadratic explains: the theory built from the Hessian at $\\theta_0$ and the noise "
-                 "measured along the run follows the measured lag-MSD over the oscillation and damping times (shaded), "
-                 "then saturates;\nthe weights keep moving on the spheres of the scale-invariant weights, which no "
-                 "fixed quadratic basin holds", fontsize=9)
+    fig.suptitle("What a fixed quadratic explains: the stationary lag-MSD of the quadratic theory built from the Hessian "
+                 "spectrum at $\\theta_0$ (positive curvature) and the noise measured along the run,\nagainst the "
+                 "measured one (shaded: lags where they agree within 25%); beyond, every mode of the theory has "
+                 "saturated while the weights keep moving", fontsize=9)
     fig.tight_layout()
     save(fig, path, dpi)
 

@@ -107,21 +107,27 @@ def modes_table(modes: pd.DataFrame, n_modes: int = 5) -> str:
     m = modes[modes["mode"] <= n_modes]
     rows = []
     for mode, g in m.groupby("mode"):
-        rows.append([str(int(mode)), _spread(g["eigenvalue"]), _spread(g["curvature_in_run_over_eigenvalue"]),
+        rows.append([str(int(mode)), _spread(g["eigenvalue"]), _spread(g["valid_steps"], 0)
+                     if "valid_steps" in g else "-", _spread(g["curvature_in_run_over_eigenvalue"]),
+                     _spread(g["noise_var"] / g["noise_var_snapshot"]),
                      _spread(g["oscillation_frequency_predicted"], 3),
-                     _spread(g["oscillation_frequency_measured_over_predicted"]),
+                     _spread(g["oscillation_frequency_measured_over_predicted"]), _spread(g["pole_radius_measured"]),
                      _spread(g["position_var_measured_over_predicted"]),
                      _spread(g["velocity_var_measured_over_predicted"]),
-                     _spread(g["position_var_measured_over_snapshot"])])
-    rows.append(["all (median)", "", _fmt(m["curvature_in_run_over_eigenvalue"].median()), "",
-                 _fmt(m["oscillation_frequency_measured_over_predicted"].median()),
-                 _fmt(m["position_var_measured_over_predicted"].median()),
-                 _fmt(m["velocity_var_measured_over_predicted"].median()),
-                 _fmt(m["position_var_measured_over_snapshot"].median())])
-    return _table(["mode", "eigenvalue", "in-run curvature / eigenvalue", "predicted frequency (cycles/step)",
-                   "frequency measured / predicted", "position variance measured / predicted",
-                   "velocity variance measured / predicted", "position variance / prediction from theta_0 noise"],
-                  rows)
+                     _spread(g["position_var_measured_over_snapshot"]),
+                     _spread(g["velocity_var_measured_over_snapshot"])])
+    med = lambda c: _fmt(m[c].median())  # noqa: E731
+    rows.append(["all (median)", "", _fmt(m["valid_steps"].median(), 0) if "valid_steps" in m else "-",
+                 med("curvature_in_run_over_eigenvalue"), _fmt((m["noise_var"] / m["noise_var_snapshot"]).median()),
+                 "", med("oscillation_frequency_measured_over_predicted"), med("pole_radius_measured"),
+                 med("position_var_measured_over_predicted"), med("velocity_var_measured_over_predicted"),
+                 med("position_var_measured_over_snapshot"), med("velocity_var_measured_over_snapshot")])
+    return _table(["mode", "eigenvalue", "eigenvector valid up to step", "in-run curvature / eigenvalue",
+                   "in-run noise / noise at theta_0", "predicted frequency (cycles/step)",
+                   "frequency measured / predicted", "pole radius (theory sqrt(beta))",
+                   "position variance measured / predicted", "velocity variance measured / predicted",
+                   "position variance / prediction with theta_0 noise",
+                   "velocity variance / prediction with theta_0 noise"], rows)
 
 
 def trend_lines(summary: pd.DataFrame, default: dict, column: str = "c") -> list[str]:
@@ -195,7 +201,9 @@ def render(summary: pd.DataFrame, predictions: pd.DataFrame, modes: pd.DataFrame
         "against beta, per seed):",
         "",
         *trend_lines(summary, default, "c"),
-        *trend_lines(summary, default, "c_small_angle"),
+        "",
+        "`c small-angle` is fitted over a different decade in every cell (it ends where that cell's weights reach "
+        "the small-angle limit), so its values are not compared across cells.",
         "",
         "## The stationary local displacement, predicted two ways",
         "",
@@ -216,11 +224,22 @@ def render(summary: pd.DataFrame, predictions: pd.DataFrame, modes: pd.DataFrame
             f"Over the first part of each run (`analysis.mode_window`), every seed of the default cell "
             f"({modes['cell'].nunique()} runs, e.g. `{cell}`). Frequencies from the damped-oscillator fit to the "
             "velocity spectra; curvature and noise along each eigenvector read off the run's momentum buffer; "
-            "predictions from the exact discrete theory with that noise and the Hessian's eigenvalue.",
+            "predictions from the exact discrete theory with that noise and the Hessian's eigenvalue (and, in the "
+            "last two columns, with the noise of independent minibatches at theta_0 instead). An eigenvector counts "
+            "as valid while the relative residual `||H u - (u^T H u) u|| / u^T H u` of the Hessian at the replayed "
+            "step stays below 0.5.",
             "",
             modes_table(modes),
             "",
         ]
+        if "noise_curvature_slope" in predictions:
+            p = predictions.loc[predictions.index.isin(modes["cell"].unique())]
+            lines += ["Slope of log in-run noise against log eigenvalue over the top ten directions (1 if `C ~ H`): "
+                      f"{_spread(p['noise_curvature_slope'])}.", ""]
+        if {"c_lag_msd_predicted", "c_lag_msd_sketch"} <= set(predictions.columns):
+            p = predictions.loc[predictions.index.isin(modes["cell"].unique())]
+            lines += ["Exponent over the fit window of the measured lag-MSD (sketch) and of the quadratic theory's: "
+                      f"{_spread(p['c_lag_msd_sketch'])} and {_spread(p['c_lag_msd_predicted'])}.", ""]
     if "measured_over_snapshot" in predictions:
         p = predictions.dropna(subset=["measured_over_snapshot"])
         lines += ["Measured step over the noise formula with the noise of independent minibatches at the snapshot "
