@@ -561,7 +561,8 @@ def cmd_landscape(a) -> None:
 
 
 COMPARISON_COLUMNS = ("noise_curvature_slope", "c_sq_dist_measured", "c_lag_msd_sketch", "c_lag_msd_predicted",
-                      "bulk_noise_fraction", "sketch_over_exact_sq_dist", "grad_sq_norm_in_run")
+                      "bulk_noise_fraction", "sketch_over_exact_sq_dist", "grad_sq_norm_in_run",
+                      "theory_agreement_lag", "eigenvectors_valid_steps")
 PREDICTION_COLUMNS = ("sq_step_measured", "sq_step_stderr", "sq_step_predicted_noise", "measured_over_noise",
                       "sq_step_predicted_identity", "measured_over_identity", "sq_step_measured_si",
                       "sq_step_noise_si", "sq_step_identity_si", "measured_over_noise_si", "measured_over_identity_si",

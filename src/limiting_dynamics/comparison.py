@@ -126,6 +126,17 @@ def valid_steps(drift: xr.Dataset, threshold: float = VALID_RESIDUAL) -> np.ndar
     return np.asarray(out)
 
 
+def agreement_lag(ds: xr.Dataset, factor: float = 1.25) -> int:
+    """The largest lag up to which the quadratic theory's lag-MSD stays within
+    ``factor`` of the measured one (the sketch, else the distance from the
+    start); 0 if it misses at the first lag: how far a fixed quadratic
+    explains the diffusion."""
+    measured = ds.lag_msd_sketch.values if "lag_msd_sketch" in ds else ds.sq_dist_from_start_measured.values
+    ratio = measured / ds.lag_msd_predicted.values
+    bad = np.flatnonzero((ratio > factor) | (ratio < 1 / factor))
+    return int(ds.lag.values[-1] if bad.size == 0 else (ds.lag.values[bad[0] - 1] if bad[0] > 0 else 0))
+
+
 def mode_gradients(traj: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
     """Every step's minibatch gradient along each recorded eigenvector,
     ``u^T g_k = (1 - lr wd) u^T v_k - beta u^T v_{k-1} - wd u^T theta_k``, and
@@ -281,6 +292,7 @@ def compare_cell(traj: xr.Dataset, hess: xr.Dataset, noise: xr.Dataset, *, n_tra
         attrs["sketch_over_exact_sq_dist"] = float(np.mean((traj.sketch.values.astype(float) ** 2).sum(1)) /
                                                    np.mean(exact))
     ds = xr.Dataset(out, coords=coords, attrs=attrs)
+    ds.attrs["theory_agreement_lag"] = agreement_lag(ds)
     meta = {
         "lag": "lag tau (SGD steps); for sq_dist_from_start the number of steps since theta_0",
         "block": "last step of a block of the run over which the curvature along each eigenvector is fitted",

@@ -9,7 +9,7 @@ import pandas as pd
 import seaborn as sns
 import xarray as xr
 
-from .comparison import VALID_RESIDUAL, valid_steps
+from .comparison import VALID_RESIDUAL, agreement_lag, valid_steps
 from .plots import _grid, plt, save
 
 
@@ -118,16 +118,6 @@ def phase_space(traj: xr.Dataset, cmp: xr.Dataset, path, dpi: int = 150, n_modes
     fig.suptitle(f"Phase space along the top Hessian eigenvectors, cell {traj.attrs['cell']}", fontsize=10)
     fig.tight_layout()
     save(fig, path, dpi)
-
-
-def agreement_lag(ds: xr.Dataset, factor: float = 1.25) -> int:
-    """The largest lag up to which the quadratic theory's lag-MSD stays within
-    ``factor`` of the measured one (the sketch, else the distance from the
-    start); 0 if it misses at the first lag."""
-    measured = ds.lag_msd_sketch.values if "lag_msd_sketch" in ds else ds.sq_dist_from_start_measured.values
-    ratio = measured / ds.lag_msd_predicted.values
-    bad = np.flatnonzero((ratio > factor) | (ratio < 1 / factor))
-    return int(ds.lag.values[-1] if bad.size == 0 else (ds.lag.values[bad[0] - 1] if bad[0] > 0 else 0))
 
 
 def theory_msd(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
