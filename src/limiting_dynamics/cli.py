@@ -404,9 +404,10 @@ def cmd_eigenvector_drift(a) -> None:
     batches, n_samples, chunk, label_noise = _hessian_loss(p, d)
     loss = functools.partial(F.cross_entropy, label_smoothing=label_noise) if label_noise else F.cross_entropy
     steps = [0] + sorted(int(s) for s in cfg["drift_steps"])
-    rq, res = [], []
+    # at theta_0 the Hessian stage's own Lanczos pairs: u^T H u = lam, residual |beta_m s_m| / lam
+    rq, res = [eig], [np.abs(h.hessian_eigenvalue_residual.values[:k]) / np.abs(eig)]
     clock = time.perf_counter()
-    for step, m in training.replay(model, d, hp, start, steps, sampling=p["sampling"], device=device,
+    for step, m in training.replay(model, d, hp, start, steps[1:], sampling=p["sampling"], device=device,
                                    augment_shift=int(p["augment_shift"]), label_noise=label_noise,
                                    numerics=training.Numerics.from_config(p.get("numerics"))):
         op = hessian.HessianOperator(m, batches, bn_mode=cfg["bn_mode"], device=device, loss=loss,
