@@ -51,7 +51,7 @@ def run(name: str, v: dict, steps: int, seed: int) -> dict:
                                  "label_noise": noise}, torch.device("cpu"), log=lambda s: None)
     si = set(models.scale_invariant_tensors(model))
     hp = training.Hyperparameters(lr, cell["batch_size"], beta, wd, seed)
-    run = training._Run(model, d, hp, "reshuffle", torch.device("cpu"), v["shift"], label_noise=noise)
+    run = training._Run(model, d, hp, cfg["limiting"]["sampling"], torch.device("cpu"), v["shift"], label_noise=noise)
     if v.get("input_noise"):
         gen, draw = torch.Generator().manual_seed(seed + 10), run.batches.next
         run.batches.next = lambda: (lambda x, y: (x + v["input_noise"] * torch.randn(x.shape, generator=gen), y))(
@@ -62,7 +62,7 @@ def run(name: str, v: dict, steps: int, seed: int) -> dict:
     rec = np.zeros((burn + steps, 4))
     start = time.perf_counter()
     for k in range(burn + steps):
-        loss = run.step()
+        loss = run.step().detach()
         with torch.no_grad():
             v2 = torch.stack([(x * x).sum() for x in vv])
             w2 = torch.stack([(x * x).sum() for x in ww])

@@ -19,8 +19,8 @@ def _summary(cells) -> pd.DataFrame:
         hp = {**DEFAULT, **cell}
         c = 0.5 + 10 * hp["lr"] + 0.01 * hp["seed"]  # a known value per cell
         scale = hp["lr"] ** 2 / (hp["batch_size"] * (1 - hp["momentum"] ** 2))
-        rows.append({**hp, "c": c, "c_low": c - 0.05, "c_high": c + 0.05, "c_small_angle": c + 0.01,
-                     "c_small_angle_low": c - 0.04, "c_small_angle_high": c + 0.06,
+        rows.append({**hp, "c": c, "c_low": c - 0.05, "c_high": c + 0.05, "c_geodesic": c + 0.01,
+                     "c_geodesic_low": c - 0.04, "c_geodesic_high": c + 0.06,
                      "sq_step_mean": 60 * scale * (1 + 0.01 * i), "sq_step_stderr": 3 * scale,
                      "sq_step_predicted_noise": 62 * scale, "sq_step_predicted_identity": 61 * scale,
                      "theory_scale": scale, "noise_trace_estimate": 60.0})
@@ -64,9 +64,9 @@ def test_the_figure_joins_means_over_seeds_with_their_spread(drawn):
     (fig,) = drawn
     top = fig.axes[0]  # panels: lr (c, displacement), seed (c, displacement)
     labels = top.get_legend_handles_labels()[1]
-    assert "fit window: mean of 3 seeds ± 1 sd" in labels
-    assert "small-angle part of the run: mean of 3 seeds ± 1 sd" in labels
-    (mean,) = [c for c in top.containers if c.get_label() == "fit window: mean of 3 seeds ± 1 sd"]
+    assert "squared distance: mean of 3 seeds ± 1 sd" in labels
+    assert "along the spheres: mean of 3 seeds ± 1 sd" in labels
+    (mean,) = [c for c in top.containers if c.get_label() == "squared distance: mean of 3 seeds ± 1 sd"]
     np.testing.assert_allclose(np.asarray(mean.lines[0].get_ydata(), float), [0.61, 0.71, 0.91])
     runs = [c for c in top.containers if c.get_label().startswith("_")]  # every seed run, unlabelled
     assert sorted(len(c.lines[0].get_xdata()) for c in runs) == [9, 9]
@@ -78,4 +78,4 @@ def test_the_figure_without_replicates_keeps_one_point_per_cell(drawn):
     plots.hyperparameter_scaling(_summary(cells), DEFAULT, "unused.png")
     (fig,) = drawn
     labels = fig.axes[0].get_legend_handles_labels()[1]
-    assert set(labels) == {"fit window", "small-angle part of the run", "Brownian (c=1)"}
+    assert set(labels) == {"squared distance", "along the spheres", "Brownian (c=1)"}

@@ -72,6 +72,25 @@ def _grid(n: int, ncols: int = 3, size=(4.0, 3.2)):
     return fig, axes.flat
 
 
+def _seed_panels(summary: pd.DataFrame):
+    """One panel per hyperparameter cell: the figure and, per panel, ``(axis,
+    label, cells, [(cell, summary row, colour)])`` with one colour per seed."""
+    groups = cell_groups(summary)
+    fig, axes = _grid(len(groups))
+    palette = sns.color_palette()
+    return fig, [(ax, label, cells, [(c, summary.loc[c], palette[i % len(palette)]) for i, c in enumerate(cells)])
+                 for ax, (label, cells) in zip(axes, groups)]
+
+
+def _finish_panels(fig, panels, suptitle: str, path, dpi: int, fontsize: int = 9, **legend) -> None:
+    for ax, *_ in panels:
+        ax.title.set_fontsize(8)
+        ax.legend(fontsize=6, frameon=False, **legend)
+    fig.suptitle(suptitle, fontsize=fontsize)
+    fig.tight_layout()
+    save(fig, path, dpi)
+
+
 def _series(traj: xr.Dataset, var: str, cell: str) -> tuple[np.ndarray, np.ndarray]:
     s = traj[var].sel(cell=cell)
     s = s.dropna(s.dims[0])
@@ -83,12 +102,9 @@ def msd(traj: xr.Dataset, summary: pd.DataFrame, path, dpi: int = 150) -> None:
     distance (solid, with its fitted power law), the same along the spheres of
     the scale-invariant weights (dashed), and where they pass the small-angle
     limit (dotted)."""
-    groups = cell_groups(summary)
-    fig, axes = _grid(len(groups))
-    palette = sns.color_palette()
-    for ax, (label, cells) in zip(axes, groups):
-        for i, cell in enumerate(cells):
-            row, color = summary.loc[cell], palette[i % len(palette)]
+    fig, panels = _seed_panels(summary)
+    for ax, label, cells, seeds in panels:
+        for cell, row, color in seeds:
             t, y = _series(traj, "sq_dist_from_start", cell)
             ok = y > 0
             ax.plot(t[ok], y[ok], color=color, lw=1.1, label=f"seed {int(row['seed'])}: c={row['c']:.2f} "
@@ -103,13 +119,9 @@ def msd(traj: xr.Dataset, summary: pd.DataFrame, path, dpi: int = 150) -> None:
         sub = summary.loc[cells]
         ax.set(xscale="log", yscale="log", xlabel="steps since $\\theta_0$", ylabel="$\\|\\theta_t-\\theta_0\\|^2$",
                title=f"{label}\nc = {_spread(sub['c'])} over {len(cells)} seed(s)")
-        ax.title.set_fontsize(8)
-        ax.legend(fontsize=6, loc="upper left", frameon=False)
-    fig.suptitle("Squared distance from $\\theta_0$ (solid; black dotted: fitted $t^c$ [95% bootstrap over tensors]), "
-                 "along the spheres (dashed); vertical: rms angle of the scale-invariant weights passes 0.44 rad",
-                 fontsize=9)
-    fig.tight_layout()
-    save(fig, path, dpi)
+    _finish_panels(fig, panels, "Squared distance from $\\theta_0$ (solid; black dotted: fitted $t^c$ [95% bootstrap "
+                   "over tensors]), along the spheres (dashed); vertical: rms angle of the scale-invariant weights "
+                   "passes 0.44 rad", path, dpi, loc="upper left")
 
 
 def local_displacement(traj: xr.Dataset, summary: pd.DataFrame, path, smoothing: int = 200,
@@ -117,12 +129,9 @@ def local_displacement(traj: xr.Dataset, summary: pd.DataFrame, path, smoothing:
     """Per hyperparameter cell: the per-step squared displacement as a rolling
     mean (one colour per seed; its max/min is the stationarity ratio) and the
     two parameter-free predictions of its stationary level (means over seeds)."""
-    groups = cell_groups(summary)
-    fig, axes = _grid(len(groups))
-    palette = sns.color_palette()
-    for ax, (label, cells) in zip(axes, groups):
-        for i, cell in enumerate(cells):
-            row, color = summary.loc[cell], palette[i % len(palette)]
+    fig, panels = _seed_panels(summary)
+    for ax, label, cells, seeds in panels:
+        for cell, row, color in seeds:
             t, y = _series(traj, "sq_step", cell)
             smooth = pd.Series(y).rolling(smoothing, center=True).mean()
             ax.plot(t, smooth, lw=1.0, color=color,
@@ -134,12 +143,8 @@ def local_displacement(traj: xr.Dataset, summary: pd.DataFrame, path, smoothing:
                    label=f"norm equilibrium ({_spread(sub['measured_over_identity'])})")
         ax.set(yscale="log", xlabel="steps since $\\theta_0$", ylabel="$\\|\\theta_{t+1}-\\theta_t\\|^2$",
                title=f"{label}\nstationarity ratio up to {sub['stationarity_ratio'].max():.2f}")
-        ax.title.set_fontsize(8)
-        ax.legend(fontsize=6, frameon=False)
-    fig.suptitle(f"Local displacement per step ({smoothing}-step rolling mean) and its parameter-free predictions",
-                 fontsize=10)
-    fig.tight_layout()
-    save(fig, path, dpi)
+    _finish_panels(fig, panels, f"Local displacement per step ({smoothing}-step rolling mean) and its parameter-free "
+                   "predictions", path, dpi, fontsize=10)
 
 
 def rotation(traj: xr.Dataset, summary: pd.DataFrame, path, dpi: int = 150) -> None:
@@ -148,25 +153,18 @@ def rotation(traj: xr.Dataset, summary: pd.DataFrame, path, dpi: int = 150) -> N
     with the small-angle limit and the end of the fit window."""
     from .geometry import small_angle_limit
 
-    groups = cell_groups(summary)
-    fig, axes = _grid(len(groups))
-    palette = sns.color_palette()
+    fig, panels = _seed_panels(summary)
     limit = small_angle_limit()
-    for ax, (label, cells) in zip(axes, groups):
-        for i, cell in enumerate(cells):
+    for ax, label, cells, seeds in panels:
+        for cell, row, color in seeds:
             t, y = _series(traj, "rotation_angle_si", cell)
             ok = (t > 0) & (y > 0)
-            ax.plot(t[ok], y[ok], color=palette[i % len(palette)], lw=1.0,
-                    label=f"seed {int(summary.loc[cell, 'seed'])}")
+            ax.plot(t[ok], y[ok], color=color, lw=1.0, label=f"seed {int(row['seed'])}")
         ax.axhline(limit, color="k", ls="--", lw=0.8, label=f"small-angle limit {limit:.2f} rad")
         ax.axvline(summary.loc[cells[0], "fit_t_end"], color="0.5", ls=":", lw=0.8, label="end of fit window")
         ax.set(xscale="log", yscale="log", xlabel="steps since $\\theta_0$", ylabel="rms angle (rad)", title=label)
-        ax.title.set_fontsize(8)
-        ax.legend(fontsize=6, frameon=False)
-    fig.suptitle("How far the scale-invariant weights have turned on their spheres (a walk on a sphere saturates "
-                 "beyond the dashed line whatever its dynamics)", fontsize=9)
-    fig.tight_layout()
-    save(fig, path, dpi)
+    _finish_panels(fig, panels, "How far the scale-invariant weights have turned on their spheres (a walk on a sphere "
+                   "saturates beyond the dashed line whatever its dynamics)", path, dpi)
 
 
 def sweeps_of(summary: pd.DataFrame, default: dict) -> dict[str, pd.DataFrame]:
@@ -215,8 +213,8 @@ def hyperparameter_scaling(summary: pd.DataFrame, default: dict, path, dpi: int 
         x = sub[hp].astype(float).values
         replicated = hp != "seed" and sub.groupby(hp).size().max() > 1
         ax = axes[0, j]
-        for col, fmt, colour, name in (("c", "o", "C0", "fit window"), ("c_small_angle", "s", "C1",
-                                                                          "small-angle part of the run")):
+        for col, fmt, colour, name in (("c", "o", "C0", "squared distance"), ("c_geodesic", "s", "C1",
+                                                                                "along the spheres")):
             err = [sub[col] - sub[f"{col}_low"], sub[f"{col}_high"] - sub[col]]
             if replicated:
                 ax.errorbar(x, sub[col], yerr=err, fmt=fmt, ms=3, capsize=2, alpha=0.35, color=colour)
