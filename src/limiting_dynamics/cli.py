@@ -382,10 +382,7 @@ def cmd_hessian(a) -> None:
 
 
 def cmd_eigenvector_drift(a) -> None:
-    import functools
-
     import torch
-    import torch.nn.functional as F
     import xarray as xr
 
     from . import hessian, training
@@ -402,7 +399,7 @@ def cmd_eigenvector_drift(a) -> None:
     vectors = torch.tensor(h.hessian_eigenvectors.values[:k], dtype=torch.float32, device=device)
     eig = h.hessian_eigenvalues.values[:k]
     batches, n_samples, chunk, label_noise = _hessian_loss(p, d)
-    loss = functools.partial(F.cross_entropy, label_smoothing=label_noise) if label_noise else F.cross_entropy
+    loss = hessian.expected_loss(label_noise)
     steps = [0] + sorted(int(s) for s in cfg["drift_steps"])
     # at theta_0 the Hessian stage's own Lanczos pairs: u^T H u = lam, residual |beta_m s_m| / lam
     rq, res = [eig], [np.abs(h.hessian_eigenvalue_residual.values[:k]) / np.abs(eig)]

@@ -120,6 +120,13 @@ class HessianOperator:
         return total
 
 
+def expected_loss(label_noise: float = 0.0) -> Callable:
+    """The cross-entropy SGD descends on average when every drawn label is
+    replaced by a uniformly random class with probability ``label_noise``:
+    the cross-entropy with that label smoothing (plain for 0)."""
+    return functools.partial(F.cross_entropy, label_smoothing=float(label_noise)) if label_noise else F.cross_entropy
+
+
 def rayleigh_and_residual(matvec: Callable[[torch.Tensor], torch.Tensor], vectors: torch.Tensor
                           ) -> tuple[np.ndarray, np.ndarray]:
     """For each unit vector ``u`` (rows of ``vectors``): the Rayleigh quotient
@@ -464,8 +471,7 @@ def analyze(model: nn.Module, batches, cfg: dict, device: torch.device, log=prin
 
     _check_probes(int(cfg["hutchinson_samples"]))  # before any work
     dtype = {"float32": torch.float32, "float64": torch.float64}[cfg["precision"]]
-    loss = functools.partial(F.cross_entropy, label_smoothing=float(label_smoothing)) if label_smoothing \
-        else F.cross_entropy
+    loss = expected_loss(label_smoothing)
     op = HessianOperator(model, batches, bn_mode=cfg["bn_mode"], device=device, dtype=dtype,
                          reuse_graph=bool(cfg.get("reuse_graph", False)), loss=loss)
     n = op.numel
