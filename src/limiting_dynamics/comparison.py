@@ -7,8 +7,10 @@ for comparison) and the cell's hyperparameters. The theory engine
 (:mod:`.theory`, exact discrete recursion) turns them into predictions:
 
 * per top mode: stationary position and velocity variance and the oscillation
-  frequency, compared with the run over the first ``mode_window`` of it, where
-  the eigenvectors of theta_0 still describe the curvature the run feels;
+  frequency, compared with the run over the first ``mode_window`` of it, with
+  the eigenvectors of theta_0 as fixed probe directions (in the default they
+  stop being eigenvectors within a few steps, as the eigenvector-drift stage
+  measures) and the curvature and noise felt along them measured there;
 * the stationary lag-MSD ``E||theta_{t+tau} - theta_t||^2``: the top modes with
   their measured noise, plus the bulk of the spectrum from the SLQ quadrature
   nodes (multiplicity ``P x weight``), whose noise is the measured remainder
@@ -26,8 +28,9 @@ position it is evaluated at, so a least-squares line of ``u^T g_k`` on
 ``x_{k-1}`` (:func:`curvature_and_noise`) measures the curvature the run feels
 along ``u`` (its slope: ``u^T H u`` of the current point when the noise is
 proportional to the curvature) and the noise along ``u`` (the residual
-variance). Taken over consecutive blocks of the run, the slope shows how long
-the eigenvectors of theta_0 stay valid.
+variance). Taken over consecutive blocks of the run, the slope shows how the
+curvature along a fixed direction evolves; whether the direction is still an
+eigenvector is what the eigenvector-drift stage measures directly.
 
 **Oscillations** are fitted as oscillations (:mod:`.spectra`): the damped
 oscillator's velocity spectrum, with free frequency and damping, fitted to
