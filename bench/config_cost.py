@@ -33,8 +33,12 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 HVP_PER_GRADIENT = 2.6
-PAPER = [("paper_imagenet.yaml", "paper_sweeps.yaml"), ("paper_imagenet.yaml", "paper_grid.yaml"),
-         ("paper_imagenet.yaml", "paper_phase_space.yaml"), ("cifar10.yaml",)]
+PAPER = [
+    ("paper_imagenet.yaml", "paper_sweeps.yaml"),
+    ("paper_imagenet.yaml", "paper_grid.yaml"),
+    ("paper_imagenet.yaml", "paper_phase_space.yaml"),
+    ("cifar10.yaml",),
+]
 
 
 def merged(files) -> dict:
@@ -56,8 +60,9 @@ def cost(cfg: dict, n_train: int, n_test: int) -> dict:
     held = min(cfg["data"].get("stream_subset") or n_train, n_train) + n_test
     out = {"cells": len(cells)}
     out["converge"] = 0 if cfg["converge"]["checkpoint"] else cfg["converge"]["epochs"] * (n_train + held / 3)
-    out["burn_in"] = sum(burn_in_steps(hp, lim["burn_in"], chained=burn_in_start(hp, cfg) is not None)
-                         * hp.batch_size for hp in cells)
+    out["burn_in"] = sum(
+        burn_in_steps(hp, lim["burn_in"], chained=burn_in_start(hp, cfg) is not None) * hp.batch_size for hp in cells
+    )
     out["limiting"] = sum(lim["steps"] * hp.batch_size for hp in cells)
     out["evaluation"] = len(cells) * (lim["steps"] // lim["eval_every"] + 1) * held / 3
     hvps = h["max_iter"] + h["slq_vectors"] * h["slq_iterations"] + h["hutchinson_samples"]
@@ -76,14 +81,18 @@ def main() -> None:
     ap.add_argument("--images-per-s", type=float, default=None)
     ap.add_argument("--n-train", type=int, default=None, help="training-set size (default: ImageNet or CIFAR-10)")
     a = ap.parse_args()
-    for files in (PAPER if a.all else [a.files]):
+    for files in PAPER if a.all else [a.files]:
         cfg = merged(files)
         imagenet = cfg["data"]["name"] == "imagenet"
         n_train = a.n_train or (1_281_167 if imagenet else 50_000)
         n_test = (1000 * (cfg["data"].get("max_test_per_class") or 50)) if imagenet else 10_000
         c = cost(cfg, n_train, n_test)
-        line = " + ".join(files) + f": {c['cells']} cells, {c['total'] / 1e6:.0f} M image-passes (" + ", ".join(
-            f"{k} {v / 1e6:.0f} M" for k, v in c.items() if k not in ("cells", "total") and v) + ")"
+        line = (
+            " + ".join(files)
+            + f": {c['cells']} cells, {c['total'] / 1e6:.0f} M image-passes ("
+            + ", ".join(f"{k} {v / 1e6:.0f} M" for k, v in c.items() if k not in ("cells", "total") and v)
+            + ")"
+        )
         if a.images_per_s:
             line += f"; {c['total'] / a.images_per_s / 3600:.0f} GPU-hours at {a.images_per_s:g} images/s"
         print(line)

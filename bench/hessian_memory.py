@@ -67,7 +67,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model({"arch": "resnet18"}, 1000, 3)
     n_params = sum(p.numel() for p in model.parameters())
-    px = 3 * args.image_size ** 2
+    px = 3 * args.image_size**2
     peaks = {}
     for b in [args.sizes[0]] + list(args.sizes):  # the first size twice: warm-up (allocator, kernels)
         x = torch.randn(b, 3, args.image_size, args.image_size)
@@ -91,10 +91,15 @@ def main() -> None:
         "hvp_graph_one_batch": (fixed + per_image * args.batch) / gb,
     }
     report = {
-        "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "threads": args.threads,
-        "torch": torch.__version__, "image_size": args.image_size, "n_params": n_params,
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "image_size": args.image_size,
+        "n_params": n_params,
         "peak_added_bytes_by_batch": {str(b): int(peaks[b]) for b in args.sizes},
-        "fit_per_image_MB": per_image / 1e6, "fit_fixed_MB": fixed / 1e6,
+        "fit_per_image_MB": per_image / 1e6,
+        "fit_fixed_MB": fixed / 1e6,
         "paper_estimate_GB": {k: round(v, 2) for k, v in parts.items()},
         "paper_total_GB": round(sum(parts.values()), 1),
     }

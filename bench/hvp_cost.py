@@ -120,7 +120,7 @@ def measure(case: str, n_samples: int, batch_size: int, repeats: int, device: to
     torch.manual_seed(0)
     model = build_model(cfg, 10, channels)
     x, y = digits(size, channels, n_samples, device)
-    batches = [(x[s:s + batch_size], y[s:s + batch_size]) for s in range(0, n_samples, batch_size)]
+    batches = [(x[s : s + batch_size], y[s : s + batch_size]) for s in range(0, n_samples, batch_size)]
     op = HessianOperator(model, batches, bn_mode="eval", device=device, dtype=torch.float32)
     v = torch.randn(op.numel, generator=torch.Generator().manual_seed(1)).to(device)
     v /= v.norm()
@@ -134,8 +134,7 @@ def measure(case: str, n_samples: int, batch_size: int, repeats: int, device: to
 
     reuse = ReuseGraph(op)
     fwd_rev = ForwardOverReverse(op)
-    op_reuse = HessianOperator(model, batches, bn_mode="eval", device=device, dtype=torch.float32,
-                               reuse_graph=True)
+    op_reuse = HessianOperator(model, batches, bn_mode="eval", device=device, dtype=torch.float32, reuse_graph=True)
     methods = {
         "gradient": op.gradient,
         "hvp_rebuild": lambda: op.matvec(v),
@@ -159,12 +158,20 @@ def measure(case: str, n_samples: int, batch_size: int, repeats: int, device: to
     low = {k: min(t) for k, t in times.items()}
     cmed = {k: statistics.median(t) for k, t in cpu.items()}
     return {
-        "case": case, "n_params": count_parameters(model), "n_samples": n_samples, "batch_size": batch_size,
-        "input": f"digits {channels}x{size}x{size}", "init": "random (seed 0)", "bn_mode": "eval",
-        "repeats": repeats, "seconds_median": med, "seconds_all": times,
+        "case": case,
+        "n_params": count_parameters(model),
+        "n_samples": n_samples,
+        "batch_size": batch_size,
+        "input": f"digits {channels}x{size}x{size}",
+        "init": "random (seed 0)",
+        "bn_mode": "eval",
+        "repeats": repeats,
+        "seconds_median": med,
+        "seconds_all": times,
         "ratio_to_gradient": {k: med[k] / med["gradient"] for k in med},
         "ratio_to_gradient_of_minima": {k: low[k] / low["gradient"] for k in low},  # a check on noise
-        "cpu_seconds_median": cmed, "cpu_seconds_all": cpu,
+        "cpu_seconds_median": cmed,
+        "cpu_seconds_all": cpu,
         "cpu_ratio_to_gradient": {k: cmed[k] / cmed["gradient"] for k in cmed},
         "rel_error_vs_rebuild": rel_err,
     }
@@ -186,18 +193,32 @@ def main() -> None:
     for c in a.cases:
         r = measure(c, a.n_samples, a.batch_size, a.repeats, device)
         rows.append(r)
-        print(f"{c} ({r['n_params']} params, {r['input']}, {r['n_samples']} samples, median of {r['repeats']}): "
-              f"gradient {r['seconds_median']['gradient']:.3f} s")
+        print(
+            f"{c} ({r['n_params']} params, {r['input']}, {r['n_samples']} samples, median of {r['repeats']}): "
+            f"gradient {r['seconds_median']['gradient']:.3f} s"
+        )
         for k, ratio in r["ratio_to_gradient"].items():
             err = r["rel_error_vs_rebuild"].get(k)
-            print(f"  {k:26s} {r['seconds_median'][k]:8.3f} s  {ratio:6.2f} x gradient "
-                  f"(minima: {r['ratio_to_gradient_of_minima'][k]:5.2f} x; "
-                  f"CPU time: {r['cpu_ratio_to_gradient'][k]:5.2f} x)"
-                  + (f"  rel. err. vs rebuild {err:.1e}" if err is not None else ""))
+            print(
+                f"  {k:26s} {r['seconds_median'][k]:8.3f} s  {ratio:6.2f} x gradient "
+                f"(minima: {r['ratio_to_gradient_of_minima'][k]:5.2f} x; "
+                f"CPU time: {r['cpu_ratio_to_gradient'][k]:5.2f} x)"
+                + (f"  rel. err. vs rebuild {err:.1e}" if err is not None else "")
+            )
     with open(a.out, "w") as fh:
-        json.dump({"device": str(device), "machine": platform.processor() or platform.machine(),
-                   "cpu_count": os.cpu_count(), "load_average_after": os.getloadavg(),
-                   "threads": a.threads, "torch": torch.__version__, "rows": rows}, fh, indent=2)
+        json.dump(
+            {
+                "device": str(device),
+                "machine": platform.processor() or platform.machine(),
+                "cpu_count": os.cpu_count(),
+                "load_average_after": os.getloadavg(),
+                "threads": a.threads,
+                "torch": torch.__version__,
+                "rows": rows,
+            },
+            fh,
+            indent=2,
+        )
 
 
 if __name__ == "__main__":

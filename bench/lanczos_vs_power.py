@@ -116,8 +116,11 @@ def compare(mv, n, ref, dtype, lanczos_max_iter, power_max_iter) -> dict:
         t = time.perf_counter()
         out = fn(c)
         rows[name] = {**out, "hvps": c.n, "seconds": time.perf_counter() - t}
-        print(f"  {name:26s} {c.n:6d} HVPs  accuracy {rows[name].get('accuracy', float('nan')):.2e}  "
-              f"{rows[name]['seconds']:.1f} s", flush=True)
+        print(
+            f"  {name:26s} {c.n:6d} HVPs  accuracy {rows[name].get('accuracy', float('nan')):.2e}  "
+            f"{rows[name]['seconds']:.1f} s",
+            flush=True,
+        )
 
     def lz(c):
         r = Hs.lanczos(c, n, K, tol=TARGET, max_iter=lanczos_max_iter, seed=0, dtype=dtype, vectors=False)
@@ -129,12 +132,15 @@ def compare(mv, n, ref, dtype, lanczos_max_iter, power_max_iter) -> dict:
 
     def arpack(tol):
         def f(c):
-            op = sla.LinearOperator((n, n), dtype=np.float64,
-                                    matvec=lambda x: c(torch.from_numpy(np.ascontiguousarray(x).ravel())
-                                                       .to(dtype)).double().numpy())
+            op = sla.LinearOperator(
+                (n, n),
+                dtype=np.float64,
+                matvec=lambda x: c(torch.from_numpy(np.ascontiguousarray(x).ravel()).to(dtype)).double().numpy(),
+            )
             v0 = np.random.default_rng(0).standard_normal(n)
             vals = sla.eigsh(op, k=K, which="LA", tol=tol, v0=v0, return_eigenvectors=False)
             return {"accuracy": accuracy(vals, ref), "converged": True}
+
         return f
 
     run("lanczos_tol1e-3", lz)
@@ -144,15 +150,20 @@ def compare(mv, n, ref, dtype, lanczos_max_iter, power_max_iter) -> dict:
     for name, fn, cap in (("lanczos", lanczos_trace, lanczos_max_iter), ("block_power", power_trace, power_max_iter)):
         t = time.perf_counter()
         hv = fn(mv, n, ref, dtype, cap)
-        rows[f"{name}_to_1e-3"] = {"hvps": hv, "seconds": time.perf_counter() - t,
-                                   "note": None if hv is not None else f"not reached within max_iter={cap}"}
+        rows[f"{name}_to_1e-3"] = {
+            "hvps": hv,
+            "seconds": time.perf_counter() - t,
+            "note": None if hv is not None else f"not reached within max_iter={cap}",
+        }
         print(f"  {name + '_to_1e-3 (oracle)':26s} {hv if hv is not None else 'n/a':>6} HVPs", flush=True)
     lo, bo = rows["lanczos_to_1e-3"]["hvps"], rows["block_power_to_1e-3"]["hvps"]
     own = rows["block_power_tol1e-3"]["hvps"] / rows["lanczos_tol1e-3"]["hvps"]
     oracle = (bo / lo) if lo and bo else None
     summary = {"ratio_block_power_over_lanczos_own_stop": own, "ratio_block_power_over_lanczos_to_1e-3": oracle}
-    print(f"  block power / Lanczos HVPs: own stopping rules {own:.1f}x, to 1e-3 (oracle) "
-          + (f"{oracle:.1f}x" if oracle else "n/a"))
+    print(
+        f"  block power / Lanczos HVPs: own stopping rules {own:.1f}x, to 1e-3 (oracle) "
+        + (f"{oracle:.1f}x" if oracle else "n/a")
+    )
     return {"methods": rows, **summary}
 
 
@@ -176,6 +187,7 @@ def resnet8(checkpoint: str, data_path: str, n_samples: int, batch_size: int):
         d = data.load_prepared(data_path)
     else:
         import tempfile
+
         with tempfile.TemporaryDirectory() as tmp:
             cfg = {"name": "digits", "image_size": 8, "channels": 1, "test_fraction": 0.2, "split_seed": 0}
             data.save_prepared(data.prepare(cfg), Path(tmp) / "digits.npz")
@@ -208,34 +220,52 @@ def main() -> None:
     ap.add_argument("--out", default="bench/lanczos_vs_power.json")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    out = {"k": K, "target_relative_accuracy": TARGET, "threads": a.threads, "torch": torch.__version__,
-           "problems": {}}
+    out = {"k": K, "target_relative_accuracy": TARGET, "threads": a.threads, "torch": torch.__version__, "problems": {}}
     if "synthetic" in a.problems:
         mv, eig = synthetic()
         n = len(eig)
         long = Hs.lanczos(mv, n, 12, tol=1e-10, max_iter=400, seed=12345, dtype=torch.float64, vectors=False)
-        print(f"synthetic n={n}: top-12 {np.round(eig[:12], 4).tolist()}; long Lanczos ({long.n_products} HVPs) "
-              f"vs exact: {accuracy(long.eigenvalues, eig):.1e}")
+        print(
+            f"synthetic n={n}: top-12 {np.round(eig[:12], 4).tolist()}; long Lanczos ({long.n_products} HVPs) "
+            f"vs exact: {accuracy(long.eigenvalues, eig):.1e}"
+        )
         res = compare(mv, n, eig, torch.float64, 400, a.power_max_iter)
         out["problems"]["synthetic"] = {
-            "n": n, "spectrum": "outliers 8, 4.2, 3.6, 2.5, 2.2, 1.4; bulk 0.95 j^-0.6; 10% in [-0.05, 0)",
-            "reference": "exact eigenvalues", "reference_top12": eig[:12].tolist(),
-            "long_lanczos_vs_exact": accuracy(long.eigenvalues, eig), "long_lanczos_hvps": long.n_products,
-            "gap_ratio_11_over_10": float(eig[10] / eig[9]), **res}
+            "n": n,
+            "spectrum": "outliers 8, 4.2, 3.6, 2.5, 2.2, 1.4; bulk 0.95 j^-0.6; 10% in [-0.05, 0)",
+            "reference": "exact eigenvalues",
+            "reference_top12": eig[:12].tolist(),
+            "long_lanczos_vs_exact": accuracy(long.eigenvalues, eig),
+            "long_lanczos_hvps": long.n_products,
+            "gap_ratio_11_over_10": float(eig[10] / eig[9]),
+            **res,
+        }
     if "resnet8" in a.problems:
         op, weights, cfg = resnet8(a.checkpoint, a.data, a.n_samples, a.batch_size)
         n = op.numel
         t = time.perf_counter()
         ref = Hs.lanczos(op.matvec, n, 12, tol=1e-6, max_iter=300, seed=12345, vectors=False)
-        print(f"resnet8 ({weights}, n={n}): reference top-12 {np.round(ref.eigenvalues, 4).tolist()} from "
-              f"{ref.n_products} HVPs (converged {ref.converged}, {time.perf_counter() - t:.0f} s)", flush=True)
+        print(
+            f"resnet8 ({weights}, n={n}): reference top-12 {np.round(ref.eigenvalues, 4).tolist()} from "
+            f"{ref.n_products} HVPs (converged {ref.converged}, {time.perf_counter() - t:.0f} s)",
+            flush=True,
+        )
         res = compare(op.matvec, n, ref.eigenvalues, torch.float32, 300, a.power_max_iter)
         out["problems"]["resnet8"] = {
-            "n": n, "weights": weights, "model": cfg, "n_samples": a.n_samples, "batch_size": a.batch_size,
-            "bn_mode": "eval", "precision": "float32",
-            "reference": "Lanczos k=12 tol 1e-6 seed 12345", "reference_hvps": ref.n_products,
-            "reference_converged": bool(ref.converged), "reference_top12": ref.eigenvalues.tolist(),
-            "gap_ratio_11_over_10": float(ref.eigenvalues[10] / ref.eigenvalues[9]), **res}
+            "n": n,
+            "weights": weights,
+            "model": cfg,
+            "n_samples": a.n_samples,
+            "batch_size": a.batch_size,
+            "bn_mode": "eval",
+            "precision": "float32",
+            "reference": "Lanczos k=12 tol 1e-6 seed 12345",
+            "reference_hvps": ref.n_products,
+            "reference_converged": bool(ref.converged),
+            "reference_top12": ref.eigenvalues.tolist(),
+            "gap_ratio_11_over_10": float(ref.eigenvalues[10] / ref.eigenvalues[9]),
+            **res,
+        }
     if Path(a.out).exists():  # keep the other problem's result when only one is rerun
         old = json.loads(Path(a.out).read_text())
         out["problems"] = {**old.get("problems", {}), **out["problems"]}

@@ -59,8 +59,17 @@ def timed(fn):
     return time.perf_counter() - t, out
 
 
-def measure(case: str, n: int, device: torch.device, chunks: list[int], auto_chunks: list[int], repeats: int,
-            uncapped: bool, long_samples: int = 0, long_chunk: int = 64) -> dict:
+def measure(
+    case: str,
+    n: int,
+    device: torch.device,
+    chunks: list[int],
+    auto_chunks: list[int],
+    repeats: int,
+    uncapped: bool,
+    long_samples: int = 0,
+    long_chunk: int = 64,
+) -> dict:
     cfg, size, channels = CASES[case]
     torch.manual_seed(0)
     model = build_model(cfg, 10, channels).to(device)
@@ -112,11 +121,18 @@ def measure(case: str, n: int, device: torch.device, chunks: list[int], auto_chu
         rates = [n / t for t in times[label]]
         rate = statistics.median(rates)
         outs = results[label]
-        row = {"config": label, "method": method, "chunk_requested": requested.get(label, [c]),
-               "chunk_used": [o["chunk"] for o in outs], "samples_per_s": rate, "samples_per_s_all": rates,
-               "ratio_to_loop": rate / loop_rate, "samples_per_s_best": max(rates),
-               "ratio_to_loop_best": max(rates) / loop_best,
-               "max_rel_diff_trace_c_vs_loop": max(abs(o["trace_c"] / ref["trace_c"] - 1) for o in outs)}
+        row = {
+            "config": label,
+            "method": method,
+            "chunk_requested": requested.get(label, [c]),
+            "chunk_used": [o["chunk"] for o in outs],
+            "samples_per_s": rate,
+            "samples_per_s_all": rates,
+            "ratio_to_loop": rate / loop_rate,
+            "samples_per_s_best": max(rates),
+            "ratio_to_loop_best": max(rates) / loop_best,
+            "max_rel_diff_trace_c_vs_loop": max(abs(o["trace_c"] / ref["trace_c"] - 1) for o in outs),
+        }
         if method == "auto":
             row["chosen"] = [o["method"] for o in outs]
             row["calibration_vmap_samples_per_s"] = [o["calibration_vmap_samples_per_s"] for o in outs]
@@ -140,18 +156,25 @@ def measure(case: str, n: int, device: torch.device, chunks: list[int], auto_chu
         for _ in range(repeats):
             for method in lt:
                 sync(device)
-                t, out = timed(lambda: noise.per_sample_noise(model, xl, yl, directions=dirs, chunk=long_chunk,
-                                                              method=method))
+                t, out = timed(
+                    lambda: noise.per_sample_noise(model, xl, yl, directions=dirs, chunk=long_chunk, method=method)  # noqa: B023
+                )
                 sync(device)
                 lt[method].append(long_samples / t)
                 if method == "auto":
                     chosen.append(f"{out['method']}@{out['chunk']}")
                     trial.append(out["calibration_trial_s"])
-        long = {"n_samples": long_samples, "chunk_requested": long_chunk, "loop_samples_per_s_all": lt["loop"],
-                "auto_samples_per_s_all": lt["auto"], "chosen": chosen, "calibration_trial_s": trial,
-                "auto_ratio_to_loop": statistics.median(lt["auto"]) / statistics.median(lt["loop"]),
-                "auto_ratio_to_loop_best": max(lt["auto"]) / max(lt["loop"]),
-                "auto_slower_than_loop_beyond_noise": statistics.median(lt["auto"]) < min(lt["loop"])}
+        long = {
+            "n_samples": long_samples,
+            "chunk_requested": long_chunk,
+            "loop_samples_per_s_all": lt["loop"],
+            "auto_samples_per_s_all": lt["auto"],
+            "chosen": chosen,
+            "calibration_trial_s": trial,
+            "auto_ratio_to_loop": statistics.median(lt["auto"]) / statistics.median(lt["loop"]),
+            "auto_ratio_to_loop_best": max(lt["auto"]) / max(lt["loop"]),
+            "auto_slower_than_loop_beyond_noise": statistics.median(lt["auto"]) < min(lt["loop"]),
+        }
 
     raw = []
     if uncapped:
@@ -168,11 +191,17 @@ def measure(case: str, n: int, device: torch.device, chunks: list[int], auto_chu
         for c in above:
             psg.vmap(x[:c], y[:c])  # warm-up
             sync(device)
-            t, g = timed(lambda: psg.vmap(x[:c], y[:c]))
+            t, g = timed(lambda: psg.vmap(x[:c], y[:c]))  # noqa: B023
             sync(device)
             del g
-            raw.append({"chunk": c, "gradients_only_samples_per_s": c / t,
-                        "loop_gradients_only_samples_per_s": raw_loop, "ratio_to_loop": c / t / raw_loop})
+            raw.append(
+                {
+                    "chunk": c,
+                    "gradients_only_samples_per_s": c / t,
+                    "loop_gradients_only_samples_per_s": raw_loop,
+                    "ratio_to_loop": c / t / raw_loop,
+                }
+            )
     return {"case": case, "n_params": n_params, "n_samples": n, "rows": rows, "long": long, "raw_vmap_above_cap": raw}
 
 
@@ -186,9 +215,13 @@ def main() -> None:
     ap.add_argument("--auto-chunks", nargs="+", type=int, default=[16, 64])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--uncapped", action="store_true")
-    ap.add_argument("--long-samples", type=int, default=None,
-                    help="loop vs auto (at the largest auto chunk) on this many samples where a case has fewer "
-                         "(default: 16384 for ResNet-8, 2048 for ResNet-18)")
+    ap.add_argument(
+        "--long-samples",
+        type=int,
+        default=None,
+        help="loop vs auto (at the largest auto chunk) on this many samples where a case has fewer "
+        "(default: 16384 for ResNet-8, 2048 for ResNet-18)",
+    )
     ap.add_argument("--out", default="bench/per_sample_gradients.json")
     a = ap.parse_args()
     device = torch.device(a.device)
@@ -198,46 +231,83 @@ def main() -> None:
         torch.set_num_threads(threads)
         t0 = time.perf_counter()
         load = [os.getloadavg()]
-        cases = [measure(c, a.samples or DEFAULT_SAMPLES[c], device, a.chunks, a.auto_chunks, a.repeats, a.uncapped,
-                         a.long_samples or DEFAULT_LONG_SAMPLES[c], max(a.auto_chunks)) for c in a.cases]
+        cases = [
+            measure(
+                c,
+                a.samples or DEFAULT_SAMPLES[c],
+                device,
+                a.chunks,
+                a.auto_chunks,
+                a.repeats,
+                a.uncapped,
+                a.long_samples or DEFAULT_LONG_SAMPLES[c],
+                max(a.auto_chunks),
+            )
+            for c in a.cases
+        ]
         load.append(os.getloadavg())
-        runs.append({"threads": threads, "seconds": time.perf_counter() - t0, "load_average_before_after": load,
-                     "cases": cases})
-        print(f"device {device} ({name}, {os.cpu_count()} cores), {threads} threads, torch {torch.__version__}, "
-              f"{a.repeats} interleaved repeats, {runs[-1]['seconds']:.0f} s; load average (1, 5, 15 min) "
-              f"{tuple(round(v, 2) for v in load[0])} before, {tuple(round(v, 2) for v in load[1])} after")
-        print("samples/s and x loop: median of the repeats (best in brackets); d tr C: largest relative difference "
-              "of tr C from the loop's")
-        print(f"{'case':14s} {'config':10s} {'chunk':>9s} {'samples/s':>18s} {'x loop':>13s} {'d tr C':>8s}  "
-              "auto chose")
+        runs.append(
+            {"threads": threads, "seconds": time.perf_counter() - t0, "load_average_before_after": load, "cases": cases}
+        )
+        print(
+            f"device {device} ({name}, {os.cpu_count()} cores), {threads} threads, torch {torch.__version__}, "
+            f"{a.repeats} interleaved repeats, {runs[-1]['seconds']:.0f} s; load average (1, 5, 15 min) "
+            f"{tuple(round(v, 2) for v in load[0])} before, {tuple(round(v, 2) for v in load[1])} after"
+        )
+        print(
+            "samples/s and x loop: median of the repeats (best in brackets); d tr C: largest relative difference "
+            "of tr C from the loop's"
+        )
+        print(
+            f"{'case':14s} {'config':10s} {'chunk':>9s} {'samples/s':>18s} {'x loop':>13s} {'d tr C':>8s}  auto chose"
+        )
         for case in cases:
             for r in case["rows"]:
                 req = "/".join(map(str, r["chunk_requested"]))
                 used = "/".join(map(str, sorted(set(r["chunk_used"]))))
                 chunk = f"{req}->{used}" if used != req else req
                 chose = ",".join(r.get("chosen", []))
-                print(f"{case['case']:14s} {r['config']:10s} {chunk:>9s} {r['samples_per_s']:8.1f} "
-                      f"({r['samples_per_s_best']:7.1f}) {r['ratio_to_loop']:5.2f} ({r['ratio_to_loop_best']:5.2f}) "
-                      f"{r['max_rel_diff_trace_c_vs_loop']:8.1e}  {chose}")
+                print(
+                    f"{case['case']:14s} {r['config']:10s} {chunk:>9s} {r['samples_per_s']:8.1f} "
+                    f"({r['samples_per_s_best']:7.1f}) {r['ratio_to_loop']:5.2f} ({r['ratio_to_loop_best']:5.2f}) "
+                    f"{r['max_rel_diff_trace_c_vs_loop']:8.1e}  {chose}"
+                )
             lg = case["long"]
             if lg:
                 n_l = f"n={lg['n_samples']}"
                 lo, au = lg["loop_samples_per_s_all"], lg["auto_samples_per_s_all"]
-                print(f"{case['case']:14s} {'loop':10s} {n_l:>9s} {statistics.median(lo):8.1f} ({max(lo):7.1f}) "
-                      f"{1:5.2f} ({1:5.2f})")
-                print(f"{case['case']:14s} {'auto@' + str(lg['chunk_requested']):10s} {n_l:>9s} "
-                      f"{statistics.median(au):8.1f} ({max(au):7.1f}) {lg['auto_ratio_to_loop']:5.2f} "
-                      f"({lg['auto_ratio_to_loop_best']:5.2f}) {'':8s}  {','.join(lg['chosen'])}; trial cost "
-                      f"beyond the loop {', '.join(f'{t:.2f}' for t in lg['calibration_trial_s'])} s")
+                print(
+                    f"{case['case']:14s} {'loop':10s} {n_l:>9s} {statistics.median(lo):8.1f} ({max(lo):7.1f}) "
+                    f"{1:5.2f} ({1:5.2f})"
+                )
+                print(
+                    f"{case['case']:14s} {'auto@' + str(lg['chunk_requested']):10s} {n_l:>9s} "
+                    f"{statistics.median(au):8.1f} ({max(au):7.1f}) {lg['auto_ratio_to_loop']:5.2f} "
+                    f"({lg['auto_ratio_to_loop_best']:5.2f}) {'':8s}  {','.join(lg['chosen'])}; trial cost "
+                    f"beyond the loop {', '.join(f'{t:.2f}' for t in lg['calibration_trial_s'])} s"
+                )
             for r in case["raw_vmap_above_cap"]:
-                print(f"{case['case']:14s} {'raw vmap':10s} {r['chunk']:9d} {r['gradients_only_samples_per_s']:8.1f} "
-                      f"{'':9s} {r['ratio_to_loop']:5.2f}  (gradients only, one chunk above the cap; "
-                      f"the loop's alone: {r['loop_gradients_only_samples_per_s']:.1f}/s)")
+                print(
+                    f"{case['case']:14s} {'raw vmap':10s} {r['chunk']:9d} {r['gradients_only_samples_per_s']:8.1f} "
+                    f"{'':9s} {r['ratio_to_loop']:5.2f}  (gradients only, one chunk above the cap; "
+                    f"the loop's alone: {r['loop_gradients_only_samples_per_s']:.1f}/s)"
+                )
         print()
     with open(a.out, "w") as fh:
-        json.dump({"device": str(device), "device_name": name, "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                   "repeats": a.repeats, "auto_vmap_margin": noise.AUTO_VMAP_MARGIN,
-                   "auto_trial_budget": noise.AUTO_TRIAL_BUDGET, "runs": runs}, fh, indent=2)
+        json.dump(
+            {
+                "device": str(device),
+                "device_name": name,
+                "cpu_count": os.cpu_count(),
+                "torch": torch.__version__,
+                "repeats": a.repeats,
+                "auto_vmap_margin": noise.AUTO_VMAP_MARGIN,
+                "auto_trial_budget": noise.AUTO_TRIAL_BUDGET,
+                "runs": runs,
+            },
+            fh,
+            indent=2,
+        )
 
 
 if __name__ == "__main__":

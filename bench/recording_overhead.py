@@ -45,8 +45,15 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def measure(case: str, batch_size: int, device: torch.device, blocks: int, steps_per_block: int,
-            modes: int = 10, sketch_dim: int = 128) -> dict:
+def measure(
+    case: str,
+    batch_size: int,
+    device: torch.device,
+    blocks: int,
+    steps_per_block: int,
+    modes: int = 10,
+    sketch_dim: int = 128,
+) -> dict:
     cfg, size, channels = CASES[case]
     torch.manual_seed(0)
     model = build_model(cfg, 10, channels).to(device).train()
@@ -58,8 +65,9 @@ def measure(case: str, batch_size: int, device: torch.device, blocks: int, steps
     g = torch.Generator().manual_seed(0)
     rec = StepRecorder(flat, flat_v, steps=blocks * steps_per_block + 1)
     dirs = torch.linalg.qr(torch.randn(flat.numel, modes, generator=torch.Generator().manual_seed(1)))[0].T
-    rec_phase = StepRecorder(flat, flat_v, steps=blocks * steps_per_block + 1, directions=dirs.contiguous().to(device),
-                             sketch_dim=sketch_dim)
+    rec_phase = StepRecorder(
+        flat, flat_v, steps=blocks * steps_per_block + 1, directions=dirs.contiguous().to(device), sketch_dim=sketch_dim
+    )
 
     def block(record) -> float:
         sync(device)
@@ -98,11 +106,23 @@ def measure(case: str, batch_size: int, device: torch.device, blocks: int, steps
         return (time.perf_counter() - t) / n_alone
 
     alone, phase_alone = alone_ms(rec), alone_ms(rec_phase)
-    return {"case": case, "batch_size": batch_size, "n_params": count_parameters(model),
-            "optimizer": optimizer_name(opt), "step_ms_plain": 1e3 * p, "step_ms_recorded": 1e3 * r,
-            "overhead": r / p - 1, "record_ms_alone": 1e3 * alone, "overhead_alone": alone / p,
-            "modes": modes, "sketch_dim": sketch_dim, "step_ms_phase": 1e3 * ph, "overhead_phase": ph / p - 1,
-            "record_phase_ms_alone": 1e3 * phase_alone, "overhead_phase_alone": phase_alone / p}
+    return {
+        "case": case,
+        "batch_size": batch_size,
+        "n_params": count_parameters(model),
+        "optimizer": optimizer_name(opt),
+        "step_ms_plain": 1e3 * p,
+        "step_ms_recorded": 1e3 * r,
+        "overhead": r / p - 1,
+        "record_ms_alone": 1e3 * alone,
+        "overhead_alone": alone / p,
+        "modes": modes,
+        "sketch_dim": sketch_dim,
+        "step_ms_phase": 1e3 * ph,
+        "overhead_phase": ph / p - 1,
+        "record_phase_ms_alone": 1e3 * phase_alone,
+        "overhead_phase_alone": phase_alone / p,
+    }
 
 
 def main() -> None:
@@ -118,17 +138,26 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     rows = [measure(c, b, device, a.blocks, a.steps_per_block) for c in a.cases for b in a.batch_sizes]
-    print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else platform.processor() or 'cpu'}), "
-          f"{a.threads} threads, torch {torch.__version__}")
-    print(f"optimizer {rows[0]['optimizer']}; 'A/B': recorded/plain - 1 from interleaved blocks; "
-          f"'alone': cost of the recording calls alone / plain step")
-    print(f"{'case':16s} {'S':>4s} {'params':>10s} {'plain ms':>9s} {'recorded ms':>12s} {'A/B':>8s} "
-          f"{'record ms':>10s} {'alone':>7s} | {'phase A/B':>9s} {'alone':>7s}")
+    print(
+        f"device {device} "
+        f"({torch.cuda.get_device_name() if device.type == 'cuda' else platform.processor() or 'cpu'}), "
+        f"{a.threads} threads, torch {torch.__version__}"
+    )
+    print(
+        f"optimizer {rows[0]['optimizer']}; 'A/B': recorded/plain - 1 from interleaved blocks; "
+        f"'alone': cost of the recording calls alone / plain step"
+    )
+    print(
+        f"{'case':16s} {'S':>4s} {'params':>10s} {'plain ms':>9s} {'recorded ms':>12s} {'A/B':>8s} "
+        f"{'record ms':>10s} {'alone':>7s} | {'phase A/B':>9s} {'alone':>7s}"
+    )
     for r in rows:
-        print(f"{r['case']:16s} {r['batch_size']:4d} {r['n_params']:10d} {r['step_ms_plain']:9.2f} "
-              f"{r['step_ms_recorded']:12.2f} {100 * r['overhead']:7.2f}% {r['record_ms_alone']:10.3f} "
-              f"{100 * r['overhead_alone']:6.2f}% | {100 * r['overhead_phase']:8.2f}% "
-              f"{100 * r['overhead_phase_alone']:6.2f}%")
+        print(
+            f"{r['case']:16s} {r['batch_size']:4d} {r['n_params']:10d} {r['step_ms_plain']:9.2f} "
+            f"{r['step_ms_recorded']:12.2f} {100 * r['overhead']:7.2f}% {r['record_ms_alone']:10.3f} "
+            f"{100 * r['overhead_alone']:6.2f}% | {100 * r['overhead_phase']:8.2f}% "
+            f"{100 * r['overhead_phase_alone']:6.2f}%"
+        )
     with open(a.out, "w") as fh:
         json.dump({"device": str(device), "threads": a.threads, "torch": torch.__version__, "rows": rows}, fh, indent=2)
 

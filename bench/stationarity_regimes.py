@@ -1,7 +1,8 @@
 """Which default regime is stationary? (by hand; the numbers behind config/README.md)
 
 Trains the default model (``config/config.yaml``: ResNet-8 on the digits,
-its pretraining and its default cell) and runs one limiting cell per variant: the previous default (1-pixel shifts, no label noise), fresh label
+its pretraining and its default cell) and runs one limiting cell per variant:
+the previous default (1-pixel shifts, no label noise), fresh label
 noise at several rates with and without shifts, fresh Gaussian input noise,
 and a four times larger weight decay. For each it reports the 200-step rolling
 mean's max/min of the step (the stationarity ratio), the minibatch loss SGD
@@ -47,15 +48,21 @@ def run(name: str, v: dict, steps: int, seed: int) -> dict:
     noise = v.get("label_noise", 0.0)
     torch.manual_seed(0)
     model = models.build_model(cfg["model"], 10, 1)
-    training.pretrain(model, d, {**cfg["converge"], "weight_decay": wd, "augment_shift": v["shift"],
-                                 "label_noise": noise}, torch.device("cpu"), log=lambda s: None)
+    training.pretrain(
+        model,
+        d,
+        {**cfg["converge"], "weight_decay": wd, "augment_shift": v["shift"], "label_noise": noise},
+        torch.device("cpu"),
+        log=lambda s: None,
+    )
     si = set(models.scale_invariant_tensors(model))
     hp = training.Hyperparameters(lr, cell["batch_size"], beta, wd, seed)
     run = training._Run(model, d, hp, cfg["limiting"]["sampling"], torch.device("cpu"), v["shift"], label_noise=noise)
     if v.get("input_noise"):
         gen, draw = torch.Generator().manual_seed(seed + 10), run.batches.next
         run.batches.next = lambda: (lambda x, y: (x + v["input_noise"] * torch.randn(x.shape, generator=gen), y))(
-            *draw())
+            *draw()
+        )
     is_si = torch.tensor([n in si for n in run.flat.names])
     vv, ww = run.flat.views(run.flat_v), run.flat.views(run.flat.flat)
     burn = v.get("burn", 3000)
@@ -71,11 +78,18 @@ def run(name: str, v: dict, steps: int, seed: int) -> dict:
     r = rec[burn:]
     roll = np.convolve(r[:, 1], np.ones(200) / 200, mode="valid")
     ev = training.evaluate_all(model, d)
-    return {"variant": name, "seed": seed, "stationarity_ratio": float(roll.max() / roll.min()),
-            "minibatch_loss": float(r[:, 0].mean()), "eval_train_loss": ev["train_loss"],
-            "test_accuracy": ev["test_accuracy"], "sq_norm_si_start": float(r[0, 3]), "sq_norm_si_end": float(r[-1, 3]),
-            "si_step_over_identity": float(r[:, 2].mean() / (2 * lr * wd * r[:, 3].mean() / (1 + beta))),
-            "ms_per_step": 1000 * seconds / (burn + steps)}
+    return {
+        "variant": name,
+        "seed": seed,
+        "stationarity_ratio": float(roll.max() / roll.min()),
+        "minibatch_loss": float(r[:, 0].mean()),
+        "eval_train_loss": ev["train_loss"],
+        "test_accuracy": ev["test_accuracy"],
+        "sq_norm_si_start": float(r[0, 3]),
+        "sq_norm_si_end": float(r[-1, 3]),
+        "si_step_over_identity": float(r[:, 2].mean() / (2 * lr * wd * r[:, 3].mean() / (1 + beta))),
+        "ms_per_step": 1000 * seconds / (burn + steps),
+    }
 
 
 def markdown(path: str) -> str:
@@ -89,12 +103,17 @@ def markdown(path: str) -> str:
         v = [r[key] for r in rs]
         return fmt.format(min(v)) if len(v) == 1 else f"{fmt.format(min(v))}-{fmt.format(max(v))}"
 
-    out = ["| variant | seeds | stationarity ratio | minibatch loss | clean train loss (eval) | test accuracy | "
-           "scale-invariant step / identity | ms per step |", "|" + "---|" * 8]
+    out = [
+        "| variant | seeds | stationarity ratio | minibatch loss | clean train loss (eval) | test accuracy | "
+        "scale-invariant step / identity | ms per step |",
+        "|" + "---|" * 8,
+    ]
     for name, rs in rows.items():
-        out.append(f"| {name} | {len(rs)} | {span(rs, 'stationarity_ratio')} | {span(rs, 'minibatch_loss', '{:.3f}')} | "
-                   f"{span(rs, 'eval_train_loss', '{:.3f}')} | {span(rs, 'test_accuracy', '{:.3f}')} | "
-                   f"{span(rs, 'si_step_over_identity')} | {span(rs, 'ms_per_step', '{:.1f}')} |")
+        out.append(
+            f"| {name} | {len(rs)} | {span(rs, 'stationarity_ratio')} | {span(rs, 'minibatch_loss', '{:.3f}')} | "
+            f"{span(rs, 'eval_train_loss', '{:.3f}')} | {span(rs, 'test_accuracy', '{:.3f}')} | "
+            f"{span(rs, 'si_step_over_identity')} | {span(rs, 'ms_per_step', '{:.1f}')} |"
+        )
     return "\n".join(out)
 
 

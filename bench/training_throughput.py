@@ -80,7 +80,7 @@ def gemm_tflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
         a @ b
         sync(device)
         best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best / 1e12
+    return 2 * n**3 / best / 1e12
 
 
 def sync(device):
@@ -127,8 +127,18 @@ def main() -> None:
     t0 = time.perf_counter()
     root = write_jpeg_folder(tmp / "imagenet", n_images)
     gen_s = time.perf_counter() - t0
-    prepared = data.prepare({"name": "imagenet", "path": str(root), "image_size": 224, "channels": 3,
-                             "loader": "stream", "stream_subset": 10, "split_seed": 0}, workers=max(1, a.workers))
+    prepared = data.prepare(
+        {
+            "name": "imagenet",
+            "path": str(root),
+            "image_size": 224,
+            "channels": 3,
+            "loader": "stream",
+            "stream_subset": 10,
+            "split_seed": 0,
+        },
+        workers=max(1, a.workers),
+    )
     data.save_prepared(prepared, tmp / "imagenet.npz")
     stream = data.load_prepared(tmp / "imagenet.npz", device, workers=a.workers)
     batches = stream.train_batches(a.batch_size, "reshuffle", 0)
@@ -168,8 +178,11 @@ def main() -> None:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         key = next((k for k in PEAK_TFLOPS if k in name), None)
-        column = 2 if a.autocast == "bfloat16" else (1 if torch.backends.cuda.matmul.allow_tf32 or
-                                                   torch.backends.cudnn.allow_tf32 else 0)
+        column = (
+            2
+            if a.autocast == "bfloat16"
+            else (1 if torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32 else 0)
+        )
         peak = a.peak_tflops or (PEAK_TFLOPS[key][column] if key else None)
         peak_source = "--peak-tflops" if a.peak_tflops else (f"datasheet {key}" if key else "unknown")
     else:
@@ -178,14 +191,23 @@ def main() -> None:
         peak_source = "--peak-tflops" if a.peak_tflops else "measured float32 GEMM (2048^3)"
     achieved = med["synthetic"] * 3 * FORWARD_GFLOP / 1e3  # TFLOP/s
     report = {
-        "device": name, "torch": torch.__version__, "batch_size": a.batch_size, "steps": a.steps,
-        "repeats": a.repeats, "workers": a.workers, "threads": a.threads, "numerics": numerics.describe(),
-        "jpeg_images": n_images, "jpeg_generation_s": round(gen_s, 1),
+        "device": name,
+        "torch": torch.__version__,
+        "batch_size": a.batch_size,
+        "steps": a.steps,
+        "repeats": a.repeats,
+        "workers": a.workers,
+        "threads": a.threads,
+        "numerics": numerics.describe(),
+        "jpeg_images": n_images,
+        "jpeg_generation_s": round(gen_s, 1),
         "images_per_s": {m: round(v, 2) for m, v in med.items()},
         "images_per_s_all": {m: [round(x, 2) for x in v] for m, v in rates.items()},
         "loader_efficiency": med["loader"] / med["synthetic"],
         "recording_overhead": med["synthetic"] / med["recorded"] - 1,
-        "achieved_tflops": achieved, "peak_tflops": peak, "peak_source": peak_source,
+        "achieved_tflops": achieved,
+        "peak_tflops": peak,
+        "peak_source": peak_source,
         "fraction_of_peak": achieved / peak if peak else None,
     }
     print(json.dumps(report, indent=2))

@@ -105,7 +105,7 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         self.pids[name] = proc.pid
 
-    def start(self, timeout: float = 60.0) -> "SingleNodeSlurm":
+    def start(self, timeout: float = 60.0) -> SingleNodeSlurm:
         self._write_config()
         if not self._munge_works():
             # munged on its default socket (slurmd fetches its configuration before it could be told another)
@@ -116,9 +116,18 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
                 key.write_bytes(os.urandom(1024))
                 key.chmod(0o600)
             MUNGE_SOCKET.parent.mkdir(parents=True, exist_ok=True)
-            self._start("munged", ["munged", "--foreground", "--force", f"--key-file={key}",
-                                   f"--pid-file={m / 'munged.pid'}", f"--log-file={m / 'munged.log'}",
-                                   f"--seed-file={m / 'munged.seed'}"])
+            self._start(
+                "munged",
+                [
+                    "munged",
+                    "--foreground",
+                    "--force",
+                    f"--key-file={key}",
+                    f"--pid-file={m / 'munged.pid'}",
+                    f"--log-file={m / 'munged.log'}",
+                    f"--seed-file={m / 'munged.seed'}",
+                ],
+            )
             self._wait(self._munge_works, timeout, "munged")
         self._start("slurmctld", ["slurmctld", "-D", "-f", str(self.conf)])
         self._wait(lambda: self._run("scontrol", "ping").returncode == 0, timeout, "slurmctld")
@@ -131,8 +140,10 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         if not MUNGE_SOCKET.exists():
             return False
         cred = subprocess.run(["munge", "-n"], capture_output=True, timeout=10)
-        return cred.returncode == 0 and subprocess.run(["unmunge"], input=cred.stdout, capture_output=True,
-                                                       timeout=10).returncode == 0
+        return (
+            cred.returncode == 0
+            and subprocess.run(["unmunge"], input=cred.stdout, capture_output=True, timeout=10).returncode == 0
+        )
 
     def _run(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(list(args), env=self.env, capture_output=True, text=True, timeout=30)
@@ -142,8 +153,10 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         while not ready():
             dead = [n for n, pid in self.pids.items() if not _alive(pid)]
             if dead or time.monotonic() > deadline:
-                logs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}"
-                                 for p in sorted(self.root.glob("*.out")) + sorted(self.root.glob("*.log")))
+                logs = "\n".join(
+                    f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}"
+                    for p in sorted(self.root.glob("*.out")) + sorted(self.root.glob("*.log"))
+                )
                 self.stop()
                 raise RuntimeError(f"{what} did not come up (dead: {dead})\n{logs}")
             time.sleep(0.2)

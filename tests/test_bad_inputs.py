@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-
 from conftest import SCHEMA, TINY
+
 from limiting_dynamics import data
 from limiting_dynamics.checkpoints import read_checkpoint, save_checkpoint
 from limiting_dynamics.cli import EXIT_ERROR, main
@@ -41,6 +41,7 @@ CELL = "lr0.05_bs32_mom0.9_wd0.005_seed0"
 
 # ------------------------------------------------------------------ config
 
+
 def _set(path: str, value):
     def edit(cfg):
         *parents, last = path.split(".")
@@ -51,54 +52,102 @@ def _set(path: str, value):
             del node[last]
         else:
             node[last] = value
+
     return edit
 
 
 CONFIG_CASES = [
-    ("learning rate zero", _set("cells.default.lr", 0),
-     "config key 'cells.default.lr': value 0 is not allowed: must be > 0"),
-    ("learning rate as text", _set("cells.default.lr", "fast"),
-     "config key 'cells.default.lr': value 'fast' is not allowed: must be of type number"),
-    ("fractional batch size", _set("cells.default.batch_size", 2.5),
-     "config key 'cells.default.batch_size': value 2.5 is not allowed: must be of type integer"),
-    ("momentum one", _set("cells.default.momentum", 1.0),
-     "config key 'cells.default.momentum': value 1.0 is not allowed: must be < 1"),
-    ("negative weight decay", _set("cells.default.weight_decay", -0.1),
-     "config key 'cells.default.weight_decay': value -0.1 is not allowed: must be >= 0"),
-    ("negative seed", _set("cells.sweeps.seed", [1, -2]),
-     "config key 'cells.sweeps.seed.1': value -2 is not allowed: must be >= 0"),
-    ("empty grid", _set("cells.grid", {"lr": []}),
-     "config key 'cells.grid.lr': value [] is not allowed: must have at least 1 item(s)"),
-    ("repeated sweep value", _set("cells.sweeps.lr", [0.02, 0.02]),
-     "config key 'cells.sweeps.lr': value [0.02, 0.02] is not allowed: must not repeat a value"),
-    ("two cells with one name", _set("cells.sweeps.lr", [0.0500000001]),
-     "config key 'cells': cells {'lr': 0.05, 'batch_size': 32, 'momentum': 0.9, 'weight_decay': 0.005, "
-     "'seed': 0} and {'lr': 0.0500000001, 'batch_size': 32, 'momentum': 0.9, 'weight_decay': 0.005, "
-     "'seed': 0} get the same name 'lr0.05_bs32_mom0.9_wd0.005_seed0' (values must differ within 6 "
-     "significant digits)"),
-    ("typo in a key", _set("limiting.stpes", 100),
-     "config key 'limiting': unknown key(s) ['stpes'] (a typo?); allowed keys: ['augment_shift', 'burn_in', "
-     "'eval_every', 'label_noise', 'phase_space', 'sampling', 'steps', 'tensor_every']"),
-    ("missing key", _set("limiting.steps", KeyError),
-     "config key 'limiting': missing required key: 'steps'"),
-    ("batch larger than the data", _set("cells.sweeps.batch_size", [5000]),
-     "config key 'cells' (batch_size): value 5000 is not allowed: must be <= the 1438 training examples of digits"),
-    ("unknown device", _set("compute.device", "gpu"),
-     "config key 'compute.device': value 'gpu' is not allowed: must be one of ['auto', 'cpu', 'cuda']"),
-    ("converged weights path missing", _set("converge.checkpoint", "/nonexistent/resnet.pt"),
-     "config key 'converge.checkpoint': value '/nonexistent/resnet.pt' is not allowed: no such file (give the "
-     "local path of a converged checkpoint, or null to train)"),
-    ("CIFAR-10 without a local directory", _set("data", {**TINY["data"], "name": "cifar10", "path": "/no/cifar"}),
-     "config key 'data.path': value '/no/cifar' is not allowed: cifar10 is read from a local directory (nothing is "
-     "downloaded); download 'CIFAR-10 python version' (cifar-10-python.tar.gz) from "
-     "https://www.cs.toronto.edu/~kriz/cifar.html on a machine with internet, unpack it and set data.path to the "
-     "cifar-10-batches-py directory"),
-    ("fit window reversed", _set("analysis.fit_window", [0.9, 0.1]),
-     "config key 'analysis.fit_window': value [0.9, 0.1] is not allowed: must be [start, end] with start < end "
-     "(fractions of the run)"),
-    ("more phase-space modes than eigenvectors", _set("limiting.phase_space.modes", 5),
-     "config key 'limiting.phase_space.modes': value 5 is not allowed: must be <= hessian.top_k (3), the "
-     "eigenvectors computed"),
+    (
+        "learning rate zero",
+        _set("cells.default.lr", 0),
+        "config key 'cells.default.lr': value 0 is not allowed: must be > 0",
+    ),
+    (
+        "learning rate as text",
+        _set("cells.default.lr", "fast"),
+        "config key 'cells.default.lr': value 'fast' is not allowed: must be of type number",
+    ),
+    (
+        "fractional batch size",
+        _set("cells.default.batch_size", 2.5),
+        "config key 'cells.default.batch_size': value 2.5 is not allowed: must be of type integer",
+    ),
+    (
+        "momentum one",
+        _set("cells.default.momentum", 1.0),
+        "config key 'cells.default.momentum': value 1.0 is not allowed: must be < 1",
+    ),
+    (
+        "negative weight decay",
+        _set("cells.default.weight_decay", -0.1),
+        "config key 'cells.default.weight_decay': value -0.1 is not allowed: must be >= 0",
+    ),
+    (
+        "negative seed",
+        _set("cells.sweeps.seed", [1, -2]),
+        "config key 'cells.sweeps.seed.1': value -2 is not allowed: must be >= 0",
+    ),
+    (
+        "empty grid",
+        _set("cells.grid", {"lr": []}),
+        "config key 'cells.grid.lr': value [] is not allowed: must have at least 1 item(s)",
+    ),
+    (
+        "repeated sweep value",
+        _set("cells.sweeps.lr", [0.02, 0.02]),
+        "config key 'cells.sweeps.lr': value [0.02, 0.02] is not allowed: must not repeat a value",
+    ),
+    (
+        "two cells with one name",
+        _set("cells.sweeps.lr", [0.0500000001]),
+        "config key 'cells': cells {'lr': 0.05, 'batch_size': 32, 'momentum': 0.9, 'weight_decay': 0.005, "
+        "'seed': 0} and {'lr': 0.0500000001, 'batch_size': 32, 'momentum': 0.9, 'weight_decay': 0.005, "
+        "'seed': 0} get the same name 'lr0.05_bs32_mom0.9_wd0.005_seed0' (values must differ within 6 "
+        "significant digits)",
+    ),
+    (
+        "typo in a key",
+        _set("limiting.stpes", 100),
+        "config key 'limiting': unknown key(s) ['stpes'] (a typo?); allowed keys: ['augment_shift', 'burn_in', "
+        "'eval_every', 'label_noise', 'phase_space', 'sampling', 'steps', 'tensor_every']",
+    ),
+    ("missing key", _set("limiting.steps", KeyError), "config key 'limiting': missing required key: 'steps'"),
+    (
+        "batch larger than the data",
+        _set("cells.sweeps.batch_size", [5000]),
+        "config key 'cells' (batch_size): value 5000 is not allowed: must be <= the 1438 training examples of digits",
+    ),
+    (
+        "unknown device",
+        _set("compute.device", "gpu"),
+        "config key 'compute.device': value 'gpu' is not allowed: must be one of ['auto', 'cpu', 'cuda']",
+    ),
+    (
+        "converged weights path missing",
+        _set("converge.checkpoint", "/nonexistent/resnet.pt"),
+        "config key 'converge.checkpoint': value '/nonexistent/resnet.pt' is not allowed: no such file (give the "
+        "local path of a converged checkpoint, or null to train)",
+    ),
+    (
+        "CIFAR-10 without a local directory",
+        _set("data", {**TINY["data"], "name": "cifar10", "path": "/no/cifar"}),
+        "config key 'data.path': value '/no/cifar' is not allowed: cifar10 is read from a local directory (nothing is "
+        "downloaded); download 'CIFAR-10 python version' (cifar-10-python.tar.gz) from "
+        "https://www.cs.toronto.edu/~kriz/cifar.html on a machine with internet, unpack it and set data.path to the "
+        "cifar-10-batches-py directory",
+    ),
+    (
+        "fit window reversed",
+        _set("analysis.fit_window", [0.9, 0.1]),
+        "config key 'analysis.fit_window': value [0.9, 0.1] is not allowed: must be [start, end] with start < end "
+        "(fractions of the run)",
+    ),
+    (
+        "more phase-space modes than eigenvectors",
+        _set("limiting.phase_space.modes", 5),
+        "config key 'limiting.phase_space.modes': value 5 is not allowed: must be <= hessian.top_k (3), the "
+        "eigenvectors computed",
+    ),
 ]
 
 
@@ -113,6 +162,7 @@ def test_bad_config_is_one_clear_line(name, edit, message):
 
 # ------------------------------------------------------------------ stage commands
 
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """Prepared digits, an (untrained) theta_0, a cell's burn-in state and an exported trajectory."""
@@ -121,27 +171,82 @@ def env(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model(MODEL, 10, 1)
     save_checkpoint({"model": model.state_dict()}, root / "theta0.pt")
-    assert _cli("burn-in", "--data", root / "digits.npz", "--checkpoint", root / "theta0.pt", "--params",
-                json.dumps(_cell_params(burn_in_steps=3)), "--out", root / "burn.pt",
-                "--diverged-record", root / "diverged.json")[0] == 0
-    assert _cli("run-cell", "--data", root / "digits.npz", "--checkpoint", root / "burn.pt", "--params",
-                json.dumps(_cell_params()), "--out", root / "record.npz",
-                "--diverged-record", root / "diverged.json")[0] == 0
-    assert _cli("export-trajectory", "--raw", root / "record.npz", "--params", json.dumps(_export_params()),
-                "--out", root / "traj.nc")[0] == 0
+    assert (
+        _cli(
+            "burn-in",
+            "--data",
+            root / "digits.npz",
+            "--checkpoint",
+            root / "theta0.pt",
+            "--params",
+            json.dumps(_cell_params(burn_in_steps=3)),
+            "--out",
+            root / "burn.pt",
+            "--diverged-record",
+            root / "diverged.json",
+        )[0]
+        == 0
+    )
+    assert (
+        _cli(
+            "run-cell",
+            "--data",
+            root / "digits.npz",
+            "--checkpoint",
+            root / "burn.pt",
+            "--params",
+            json.dumps(_cell_params()),
+            "--out",
+            root / "record.npz",
+            "--diverged-record",
+            root / "diverged.json",
+        )[0]
+        == 0
+    )
+    assert (
+        _cli(
+            "export-trajectory",
+            "--raw",
+            root / "record.npz",
+            "--params",
+            json.dumps(_export_params()),
+            "--out",
+            root / "traj.nc",
+        )[0]
+        == 0
+    )
     return root
 
 
 def _cell_params(**kw) -> dict:
-    return {"cell": CELL, "hyperparameters": HP, "device": "cpu", "model": MODEL, "steps": 20, "eval_every": 10,
-            "tensor_every": 5, "compile_recording": "never", "sampling": "reshuffle", "augment_shift": 1,
-            "label_noise": 0.0,
-            "burn_in_steps": 0, "phase_space": {"modes": 0, "sketch_dim": 0, "sketch_seed": 0}, **kw}
+    return {
+        "cell": CELL,
+        "hyperparameters": HP,
+        "device": "cpu",
+        "model": MODEL,
+        "steps": 20,
+        "eval_every": 10,
+        "tensor_every": 5,
+        "compile_recording": "never",
+        "sampling": "reshuffle",
+        "augment_shift": 1,
+        "label_noise": 0.0,
+        "burn_in_steps": 0,
+        "phase_space": {"modes": 0, "sketch_dim": 0, "sketch_seed": 0},
+        **kw,
+    }
 
 
 def _export_params() -> dict:
-    return {"cell": CELL, "hyperparameters": HP, "dataset": "digits", "model": MODEL, "sampling": "reshuffle",
-            "augment_shift": 1, "label_noise": 0.0}
+    return {
+        "cell": CELL,
+        "hyperparameters": HP,
+        "dataset": "digits",
+        "model": MODEL,
+        "sampling": "reshuffle",
+        "augment_shift": 1,
+        "label_noise": 0.0,
+    }
 
 
 def _cli(*args) -> tuple[int, str]:
@@ -157,8 +262,19 @@ def _weights(root: Path, name: str, state: dict) -> Path:
 
 
 def _run_cell(env: Path, out: Path, start: Path | None = None, data_file: Path | None = None, **kw):
-    return ("run-cell", "--data", data_file or env / "digits.npz", "--checkpoint", start or env / "burn.pt",
-            "--params", json.dumps(_cell_params(**kw)), "--out", out, "--diverged-record", out.with_suffix(".json"))
+    return (
+        "run-cell",
+        "--data",
+        data_file or env / "digits.npz",
+        "--checkpoint",
+        start or env / "burn.pt",
+        "--params",
+        json.dumps(_cell_params(**kw)),
+        "--out",
+        out,
+        "--diverged-record",
+        out.with_suffix(".json"),
+    )
 
 
 def _nan_start(env: Path) -> Path:
@@ -177,8 +293,14 @@ def _trajectory_variant(env: Path, name: str, change) -> Path:
 
 
 def _analyze(path: Path, out: Path):
-    params = {"fit_window": [0.1, 1.0], "fit_points": 8, "bootstrap_samples": 20, "stationary_window": [0.5, 1.0],
-              "stationary_batches": 2, "seed": 0}
+    params = {
+        "fit_window": [0.1, 1.0],
+        "fit_points": 8,
+        "bootstrap_samples": 20,
+        "stationary_window": [0.5, 1.0],
+        "stationary_batches": 2,
+        "seed": 0,
+    }
     return ("analyze-cell", "--trajectory", path, "--params", json.dumps(params), "--out", out)
 
 
@@ -189,95 +311,161 @@ def _with_lr(lr: float) -> dict:
 def _burn_in(env: Path, name: str, hp: dict) -> Path:
     """A burn-in state (no steps) at other hyperparameters."""
     out = env / f"{name}.pt"
-    rc, err = _cli("burn-in", "--data", env / "digits.npz", "--checkpoint", env / "theta0.pt", "--params",
-                   json.dumps(_cell_params(hyperparameters=hp)), "--out", out, "--diverged-record", env / "d.json")
+    rc, err = _cli(
+        "burn-in",
+        "--data",
+        env / "digits.npz",
+        "--checkpoint",
+        env / "theta0.pt",
+        "--params",
+        json.dumps(_cell_params(hyperparameters=hp)),
+        "--out",
+        out,
+        "--diverged-record",
+        env / "d.json",
+    )
     assert rc == 0, err
     return out
 
 
 COMMAND_CASES = [
-    ("prepared data file missing",
-     lambda e, o: _run_cell(e, o, data_file=e / "nothere.npz"),
-     "limiting-dynamics run-cell: error: prepared data file {root}/nothere.npz does not exist; run the "
-     "prepare_data rule first"),
-    ("prepared data file garbage",
-     lambda e, o: (Path(e / "garbage.npz").write_bytes(b"not an npz file"), _run_cell(e, o, data_file=e / "garbage.npz"))[1],
-     "limiting-dynamics run-cell: error: prepared data file {root}/garbage.npz is not a prepared data set (not "
-     "an .npz archive); rerun the prepare_data rule"),
-    ("prepared data file cut short",
-     lambda e, o: (Path(e / "short.npz").write_bytes((e / "digits.npz").read_bytes()[:3000]),
-                   _run_cell(e, o, data_file=e / "short.npz"))[1],
-     "limiting-dynamics run-cell: error: prepared data file {root}/short.npz is damaged or truncated (..."),
-    ("start checkpoint missing",
-     lambda e, o: _run_cell(e, o, start=e / "nostart.pt"),
-     "limiting-dynamics run-cell: error: checkpoint {root}/nostart.pt does not exist"),
-    ("weights file of another width",
-     lambda e, o: _run_cell(e, o, start=_weights(e, "wide.pt", build_model({**MODEL, "width": 16}, 10, 1).state_dict())),
-     "limiting-dynamics run-cell: error: weights in {root}/wide.pt do not fit the configured model (shape mismatch "
-     "['stem.0.weight: file (16, 1, 3, 3) vs model (8, 1, 3, 3)', 'stem.1.weight: file (16,) vs model (8,)'])"),
-    ("weights of another architecture",
-     lambda e, o: _run_cell(e, o, start=_weights(e, "r18.pt", build_model({"arch": "resnet18"}, 10, 1).state_dict())),
-     "limiting-dynamics run-cell: error: weights in {root}/r18.pt do not fit the configured model (missing "
-     "['stem.0.weight', 'stem.1.weight', 'stem.1.bias']; unexpected ['conv1.weight', 'bn1.weight', 'bn1.bias']; "
-     "shape mismatch ['fc.weight: file (10, 512) vs model (10, 8)'])"),
-    ("weights for another number of classes",
-     lambda e, o: _run_cell(e, o, start=_weights(e, "c1000.pt", build_model(MODEL, 1000, 1).state_dict())),
-     "limiting-dynamics run-cell: error: weights in {root}/c1000.pt end in a classifier for 1000 classes, but the "
-     "data set has 10: they belong to another data set"),
-    ("weights file that is text",
-     lambda e, o: (Path(e / "text.pt").write_text("hello"), _run_cell(e, o, start=e / "text.pt"))[1],
-     "limiting-dynamics run-cell: error: checkpoint {root}/text.pt is not a PyTorch checkpoint (neither this "
-     "package's format nor a torch.save file)"),
-    ("truncated checkpoint",
-     lambda e, o: (Path(e / "cut.pt").write_bytes((e / "burn.pt").read_bytes()[:5000]), _run_cell(e, o, start=e / "cut.pt"))[1],
-     "limiting-dynamics run-cell: error: checkpoint {root}/cut.pt is truncated or damaged (its SHA-256 does not "
-     "match the header; 4926 bytes after the header)"),
-    ("plain weights where a burn-in state is needed",
-     lambda e, o: _run_cell(e, o, start=e / "theta0.pt"),
-     "limiting-dynamics run-cell: error: burn-in state of cell " + CELL + " is not a burn-in checkpoint (no "
-     "'momentum_buffer')"),
-    ("burn-in state of another cell",
-     lambda e, o: _run_cell(e, o, hyperparameters=_with_lr(0.04)),
-     "limiting-dynamics run-cell: error: burn-in state of cell " + CELL + " was written with hyperparameters "
-     "{'lr': 0.05, 'batch_size': 32, 'momentum': 0.9, 'weight_decay': 0.005, 'seed': 0}, sampling 'reshuffle', "
-     "augment_shift 1, label_noise 0.0; this run has {'lr': 0.04, 'batch_size': 32, 'momentum': 0.9, "
-     "'weight_decay': 0.005, 'seed': 0}, 'reshuffle', 1, 0.0"),
-    ("cuda asked for without a GPU",
-     lambda e, o: _run_cell(e, o, device="cuda"),
-     "limiting-dynamics run-cell: error: compute.device is 'cuda' but no CUDA GPU is visible to this job; use "
-     "device: auto or cpu, or run it where a GPU is allocated"),
-    ("non-finite loss at the first step",
-     lambda e, o: _run_cell(e, o, start=_nan_start(e)),
-     "limiting-dynamics run-cell: error: cell " + CELL + " diverged at step 1: train_loss=nan, "
-     "sq_dist_from_start=nan, sq_velocity=nan, sq_param_norm=nan"),
-    ("divergence mid-run",
-     lambda e, o: _run_cell(e, o, start=_burn_in(e, "lr1000", _with_lr(1000.0)), hyperparameters=_with_lr(1000.0),
-                            steps=50),
-     "limiting-dynamics run-cell: error: cell " + CELL + " diverged at step 10: train_loss=..."),
-    ("a trajectory given as the Hessian file",
-     lambda e, o: _run_cell(e, o, phase_space={"modes": 2, "sketch_dim": 0, "sketch_seed": 0}) + ("--hessian", e / "traj.nc"),
-     "limiting-dynamics run-cell: error: {root}/traj.nc: not a complete hessian result (missing hessian_eigenvalues, "
-     "hessian_eigenvectors, slq_nodes, slq_weights, bn_mode, hessian_trace_hutchinson); rerun its rule "
-     "(hessian)"),
-    ("trajectory of another format version",
-     lambda e, o: _analyze(_trajectory_variant(e, "v2.nc", lambda d: d.assign_attrs(format_version=2)), o),
-     "limiting-dynamics analyze-cell: error: {root}/v2.nc: format version 2 is not the supported version 4; "
-     "re-export it"),
-    ("trajectory with a gap in its steps",
-     lambda e, o: _analyze(_trajectory_variant(e, "gap.nc", lambda d: d.drop_sel(step=[7])), o),
-     "limiting-dynamics analyze-cell: error: {root}/gap.nc: steps must run 1, 2, ..., N without gaps"),
-    ("trajectory with NaN",
-     lambda e, o: _analyze(_trajectory_variant(e, "nan.nc", _poison), o),
-     "limiting-dynamics analyze-cell: error: {root}/nan.nc: variable sq_step has non-finite values"),
-    ("trajectory that is not NetCDF",
-     lambda e, o: (Path(e / "text.nc").write_text("hello"), _analyze(e / "text.nc", o))[1],
-     "limiting-dynamics analyze-cell: error: {root}/text.nc: cannot be read as NetCDF (..."),
+    (
+        "prepared data file missing",
+        lambda e, o: _run_cell(e, o, data_file=e / "nothere.npz"),
+        "limiting-dynamics run-cell: error: prepared data file {root}/nothere.npz does not exist; run the "
+        "prepare_data rule first",
+    ),
+    (
+        "prepared data file garbage",
+        lambda e, o: (
+            Path(e / "garbage.npz").write_bytes(b"not an npz file"),
+            _run_cell(e, o, data_file=e / "garbage.npz"),
+        )[1],
+        "limiting-dynamics run-cell: error: prepared data file {root}/garbage.npz is not a prepared data set (not "
+        "an .npz archive); rerun the prepare_data rule",
+    ),
+    (
+        "prepared data file cut short",
+        lambda e, o: (
+            Path(e / "short.npz").write_bytes((e / "digits.npz").read_bytes()[:3000]),
+            _run_cell(e, o, data_file=e / "short.npz"),
+        )[1],
+        "limiting-dynamics run-cell: error: prepared data file {root}/short.npz is damaged or truncated (...",
+    ),
+    (
+        "start checkpoint missing",
+        lambda e, o: _run_cell(e, o, start=e / "nostart.pt"),
+        "limiting-dynamics run-cell: error: checkpoint {root}/nostart.pt does not exist",
+    ),
+    (
+        "weights file of another width",
+        lambda e, o: _run_cell(
+            e, o, start=_weights(e, "wide.pt", build_model({**MODEL, "width": 16}, 10, 1).state_dict())
+        ),
+        "limiting-dynamics run-cell: error: weights in {root}/wide.pt do not fit the configured model (shape mismatch "
+        "['stem.0.weight: file (16, 1, 3, 3) vs model (8, 1, 3, 3)', 'stem.1.weight: file (16,) vs model (8,)'])",
+    ),
+    (
+        "weights of another architecture",
+        lambda e, o: _run_cell(
+            e, o, start=_weights(e, "r18.pt", build_model({"arch": "resnet18"}, 10, 1).state_dict())
+        ),
+        "limiting-dynamics run-cell: error: weights in {root}/r18.pt do not fit the configured model (missing "
+        "['stem.0.weight', 'stem.1.weight', 'stem.1.bias']; unexpected ['conv1.weight', 'bn1.weight', 'bn1.bias']; "
+        "shape mismatch ['fc.weight: file (10, 512) vs model (10, 8)'])",
+    ),
+    (
+        "weights for another number of classes",
+        lambda e, o: _run_cell(e, o, start=_weights(e, "c1000.pt", build_model(MODEL, 1000, 1).state_dict())),
+        "limiting-dynamics run-cell: error: weights in {root}/c1000.pt end in a classifier for 1000 classes, but the "
+        "data set has 10: they belong to another data set",
+    ),
+    (
+        "weights file that is text",
+        lambda e, o: (Path(e / "text.pt").write_text("hello"), _run_cell(e, o, start=e / "text.pt"))[1],
+        "limiting-dynamics run-cell: error: checkpoint {root}/text.pt is not a PyTorch checkpoint (neither this "
+        "package's format nor a torch.save file)",
+    ),
+    (
+        "truncated checkpoint",
+        lambda e, o: (
+            Path(e / "cut.pt").write_bytes((e / "burn.pt").read_bytes()[:5000]),
+            _run_cell(e, o, start=e / "cut.pt"),
+        )[1],
+        "limiting-dynamics run-cell: error: checkpoint {root}/cut.pt is truncated or damaged (its SHA-256 does not "
+        "match the header; 4926 bytes after the header)",
+    ),
+    (
+        "plain weights where a burn-in state is needed",
+        lambda e, o: _run_cell(e, o, start=e / "theta0.pt"),
+        "limiting-dynamics run-cell: error: burn-in state of cell " + CELL + " is not a burn-in checkpoint (no "
+        "'momentum_buffer')",
+    ),
+    (
+        "burn-in state of another cell",
+        lambda e, o: _run_cell(e, o, hyperparameters=_with_lr(0.04)),
+        "limiting-dynamics run-cell: error: burn-in state of cell " + CELL + " was written with hyperparameters "
+        "{'lr': 0.05, 'batch_size': 32, 'momentum': 0.9, 'weight_decay': 0.005, 'seed': 0}, sampling 'reshuffle', "
+        "augment_shift 1, label_noise 0.0; this run has {'lr': 0.04, 'batch_size': 32, 'momentum': 0.9, "
+        "'weight_decay': 0.005, 'seed': 0}, 'reshuffle', 1, 0.0",
+    ),
+    (
+        "cuda asked for without a GPU",
+        lambda e, o: _run_cell(e, o, device="cuda"),
+        "limiting-dynamics run-cell: error: compute.device is 'cuda' but no CUDA GPU is visible to this job; use "
+        "device: auto or cpu, or run it where a GPU is allocated",
+    ),
+    (
+        "non-finite loss at the first step",
+        lambda e, o: _run_cell(e, o, start=_nan_start(e)),
+        "limiting-dynamics run-cell: error: cell " + CELL + " diverged at step 1: train_loss=nan, "
+        "sq_dist_from_start=nan, sq_velocity=nan, sq_param_norm=nan",
+    ),
+    (
+        "divergence mid-run",
+        lambda e, o: _run_cell(
+            e, o, start=_burn_in(e, "lr1000", _with_lr(1000.0)), hyperparameters=_with_lr(1000.0), steps=50
+        ),
+        "limiting-dynamics run-cell: error: cell " + CELL + " diverged at step 10: train_loss=...",
+    ),
+    (
+        "a trajectory given as the Hessian file",
+        lambda e, o: (
+            _run_cell(e, o, phase_space={"modes": 2, "sketch_dim": 0, "sketch_seed": 0}) + ("--hessian", e / "traj.nc")
+        ),
+        "limiting-dynamics run-cell: error: {root}/traj.nc: not a complete hessian result "
+        "(missing hessian_eigenvalues, "
+        "hessian_eigenvectors, slq_nodes, slq_weights, bn_mode, hessian_trace_hutchinson); rerun its rule "
+        "(hessian)",
+    ),
+    (
+        "trajectory of another format version",
+        lambda e, o: _analyze(_trajectory_variant(e, "v2.nc", lambda d: d.assign_attrs(format_version=2)), o),
+        "limiting-dynamics analyze-cell: error: {root}/v2.nc: format version 2 is not the supported version 4; "
+        "re-export it",
+    ),
+    (
+        "trajectory with a gap in its steps",
+        lambda e, o: _analyze(_trajectory_variant(e, "gap.nc", lambda d: d.drop_sel(step=[7])), o),
+        "limiting-dynamics analyze-cell: error: {root}/gap.nc: steps must run 1, 2, ..., N without gaps",
+    ),
+    (
+        "trajectory with NaN",
+        lambda e, o: _analyze(_trajectory_variant(e, "nan.nc", _poison), o),
+        "limiting-dynamics analyze-cell: error: {root}/nan.nc: variable sq_step has non-finite values",
+    ),
+    (
+        "trajectory that is not NetCDF",
+        lambda e, o: (Path(e / "text.nc").write_text("hello"), _analyze(e / "text.nc", o))[1],
+        "limiting-dynamics analyze-cell: error: {root}/text.nc: cannot be read as NetCDF (...",
+    ),
 ]
 
 
 def _poison(ds):
     ds["sq_step"].values[5] = np.nan
     return ds
+
 
 @pytest.mark.parametrize("name,make,message", COMMAND_CASES, ids=[c[0] for c in COMMAND_CASES])
 def test_bad_input_to_a_stage_is_one_line_and_leaves_no_output(env, tmp_path, name, make, message):
@@ -303,6 +491,7 @@ def _assert_nothing_written(out: Path) -> None:
 
 # ------------------------------------------------------------------ the file system says no
 
+
 def _unprivileged():
     """Run a child without the power to ignore file permissions, which root has:
     CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH leave the capability bounding set
@@ -315,6 +504,7 @@ def _unprivileged():
         for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
             if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
                 raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
     return drop
 
 
@@ -322,12 +512,18 @@ def _limited_file_size(limit: int):
     def setup():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return setup
 
 
 def _stage(args, preexec) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "limiting_dynamics.cli", *map(str, args)], capture_output=True,
-                          text=True, preexec_fn=preexec, cwd="/")
+    return subprocess.run(
+        [sys.executable, "-m", "limiting_dynamics.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        preexec_fn=preexec,
+        cwd="/",
+    )
 
 
 @pytest.fixture
@@ -346,10 +542,23 @@ def test_result_directory_without_write_permission(shared):
     ro = shared / "ro"
     ro.mkdir(mode=0o555)
     ro.chmod(0o555)
-    proc = _stage(["export-trajectory", "--raw", shared / "record.npz", "--params", json.dumps(_export_params()),
-                   "--out", ro / "traj.nc"], _unprivileged())
+    proc = _stage(
+        [
+            "export-trajectory",
+            "--raw",
+            shared / "record.npz",
+            "--params",
+            json.dumps(_export_params()),
+            "--out",
+            ro / "traj.nc",
+        ],
+        _unprivileged(),
+    )
     assert proc.returncode == EXIT_ERROR and "Traceback" not in proc.stderr, proc.stderr
-    assert proc.stderr.strip() == f"limiting-dynamics export-trajectory: error: cannot write {ro}/traj.nc: Permission denied"
+    assert (
+        proc.stderr.strip()
+        == f"limiting-dynamics export-trajectory: error: cannot write {ro}/traj.nc: Permission denied"
+    )
     assert list(ro.iterdir()) == []
 
 
@@ -358,8 +567,9 @@ def test_unreadable_data_file(shared):
     out = shared / "out" / "record.npz"
     proc = _stage(_run_cell(shared, out), _unprivileged())
     assert proc.returncode == EXIT_ERROR and "Traceback" not in proc.stderr, proc.stderr
-    assert proc.stderr.strip() == (f"limiting-dynamics run-cell: error: prepared data file {shared}/digits.npz is "
-                                   "unreadable (Permission denied)")
+    assert proc.stderr.strip() == (
+        f"limiting-dynamics run-cell: error: prepared data file {shared}/digits.npz is unreadable (Permission denied)"
+    )
     _assert_nothing_written(out)
 
 
@@ -368,12 +578,30 @@ def test_disk_full_mid_write_leaves_nothing(env, tmp_path, stage):
     """A file size limit (RLIMIT_FSIZE) stands in for a full disk: the write fails part way."""
     if stage == "export-trajectory":
         out = tmp_path / "traj.nc"
-        args = ["export-trajectory", "--raw", env / "record.npz", "--params", json.dumps(_export_params()),
-                "--out", out]
+        args = [
+            "export-trajectory",
+            "--raw",
+            env / "record.npz",
+            "--params",
+            json.dumps(_export_params()),
+            "--out",
+            out,
+        ]
     else:
         out = tmp_path / "burn.pt"
-        args = ["burn-in", "--data", env / "digits.npz", "--checkpoint", env / "theta0.pt", "--params",
-                json.dumps(_cell_params(burn_in_steps=2)), "--out", out, "--diverged-record", tmp_path / "d.json"]
+        args = [
+            "burn-in",
+            "--data",
+            env / "digits.npz",
+            "--checkpoint",
+            env / "theta0.pt",
+            "--params",
+            json.dumps(_cell_params(burn_in_steps=2)),
+            "--out",
+            out,
+            "--diverged-record",
+            tmp_path / "d.json",
+        ]
     proc = _stage(args, _limited_file_size(8192))
     assert proc.returncode == EXIT_ERROR and "Traceback" not in proc.stderr, proc.stderr
     line = proc.stderr.strip()

@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import xarray as xr
+from test_hessian import Small
 
 from limiting_dynamics import comparison, hessian, landscape
 from limiting_dynamics.recording import BlockSignSketch
-from test_hessian import Small
 
 
 def test_per_sample_noise_from_minibatch_variance_both_samplings():
@@ -65,26 +65,52 @@ def _quadratic_cell(sampling="replacement", steps=40000, seed=0):
         xs[k], vs[k], gs[k] = x, v, g
     d = xs - x0
     step = np.arange(1, steps + 1)
-    traj = xr.Dataset({"mode_position": (("step", "mode"), d[:, :3]), "mode_velocity": (("step", "mode"), vs[:, :3]),
-                       "mode_offset": ("mode", x0[:3]), "mode_velocity_start": ("mode", v0[:3]),
-                       "sq_dist_from_start": ("step", (d ** 2).sum(1)), "sketch": (("step", "sketch_dim"), d),
-                       "sq_grad_by_tensor": (("tensor_step", "tensor"), gs ** 2)},
-                      coords={"step": step, "mode": [1, 2, 3], "tensor_step": step},
-                      attrs={"lr": lr, "batch_size": s, "momentum": beta, "weight_decay": wd, "sampling": sampling,
-                             "cell": "quadratic"})
-    hess = xr.Dataset({"hessian_eigenvalues": ("mode", lam[:3]),
-                       "slq_nodes": (("probe", "node"), lam[None, 3:]),
-                       "slq_weights": (("probe", "node"), np.full((1, 40), 1 / lam.size))},
-                      attrs={"n_params": lam.size})
-    noise = xr.Dataset({"minibatch_var_along_eigenvector": ("mode", sigma2[:3] / s)},
-                       attrs={"trace_cov": sigma2.sum() / s, "n_train": n_train})
+    traj = xr.Dataset(
+        {
+            "mode_position": (("step", "mode"), d[:, :3]),
+            "mode_velocity": (("step", "mode"), vs[:, :3]),
+            "mode_offset": ("mode", x0[:3]),
+            "mode_velocity_start": ("mode", v0[:3]),
+            "sq_dist_from_start": ("step", (d**2).sum(1)),
+            "sketch": (("step", "sketch_dim"), d),
+            "sq_grad_by_tensor": (("tensor_step", "tensor"), gs**2),
+        },
+        coords={"step": step, "mode": [1, 2, 3], "tensor_step": step},
+        attrs={
+            "lr": lr,
+            "batch_size": s,
+            "momentum": beta,
+            "weight_decay": wd,
+            "sampling": sampling,
+            "cell": "quadratic",
+        },
+    )
+    hess = xr.Dataset(
+        {
+            "hessian_eigenvalues": ("mode", lam[:3]),
+            "slq_nodes": (("probe", "node"), lam[None, 3:]),
+            "slq_weights": (("probe", "node"), np.full((1, 40), 1 / lam.size)),
+        },
+        attrs={"n_params": lam.size},
+    )
+    noise = xr.Dataset(
+        {"minibatch_var_along_eigenvector": ("mode", sigma2[:3] / s)},
+        attrs={"trace_cov": sigma2.sum() / s, "n_train": n_train},
+    )
     return traj, hess, noise
 
 
 def test_compare_cell_matches_a_simulated_quadratic_with_known_answer():
     traj, hess, noise = _quadratic_cell()
-    cmp = comparison.compare_cell(traj, hess, noise, stationary_window=(0.0, 1.0), fit_window=(0.001, 0.5),
-                                  mode_window=(0.0, 0.5), curvature_block=5000)
+    cmp = comparison.compare_cell(
+        traj,
+        hess,
+        noise,
+        stationary_window=(0.0, 1.0),
+        fit_window=(0.001, 0.5),
+        mode_window=(0.0, 0.5),
+        curvature_block=5000,
+    )
     lam = hess.hessian_eigenvalues.values
     # curvature and noise read off the run's momentum buffer (no snapshot, no Hessian used)
     np.testing.assert_allclose(cmp.curvature_in_run, lam, rtol=0.05)
@@ -92,8 +118,9 @@ def test_compare_cell_matches_a_simulated_quadratic_with_known_answer():
     np.testing.assert_allclose(cmp.noise_var_snapshot, 0.5 * lam)
     np.testing.assert_allclose(cmp.curvature_along_run, np.broadcast_to(lam, cmp.curvature_along_run.shape), rtol=0.1)
     assert cmp.attrs["noise_curvature_slope"] == pytest.approx(1.0, abs=0.05)
-    assert cmp.attrs["bulk_noise_fraction"] == pytest.approx(1 - 0.5 * 10.5 / (0.5 * (10.5 + np.linspace(0.05, 1, 40).sum())),
-                                                             rel=0.05)
+    assert cmp.attrs["bulk_noise_fraction"] == pytest.approx(
+        1 - 0.5 * 10.5 / (0.5 * (10.5 + np.linspace(0.05, 1, 40).sum())), rel=0.05
+    )
     np.testing.assert_allclose(cmp.position_var_measured, cmp.position_var_predicted, rtol=0.1)
     np.testing.assert_allclose(cmp.velocity_var_measured, cmp.velocity_var_predicted, rtol=0.05)
     np.testing.assert_allclose(cmp.oscillation_frequency_measured, cmp.oscillation_frequency_predicted, rtol=0.1)
@@ -116,9 +143,15 @@ def test_curvature_along_the_run_shows_a_direction_going_stale():
         v = beta * v + lam * x + rng.standard_normal() * 0.3
         x = x - lr * v
         xs[k], vs[k] = x, v
-    traj = xr.Dataset({"mode_position": (("step", "mode"), xs[:, None]), "mode_velocity": (("step", "mode"), vs[:, None]),
-                       "mode_offset": ("mode", [0.0]), "mode_velocity_start": ("mode", [0.0])},
-                      attrs={"lr": lr, "momentum": beta, "weight_decay": 0.0})
+    traj = xr.Dataset(
+        {
+            "mode_position": (("step", "mode"), xs[:, None]),
+            "mode_velocity": (("step", "mode"), vs[:, None]),
+            "mode_offset": ("mode", [0.0]),
+            "mode_velocity_start": ("mode", [0.0]),
+        },
+        attrs={"lr": lr, "momentum": beta, "weight_decay": 0.0},
+    )
     g, at = comparison.mode_gradients(traj)
     ends, slopes = comparison.curvature_along_run(g, at, 1000)
     assert list(ends) == list(range(1000, 8001, 1000))
@@ -159,10 +192,21 @@ def test_predictions_dataset_with_and_without_per_mode_rows():
 
     from limiting_dynamics.cli import _cell_table_dataset
 
-    df = pd.DataFrame({"cell": ["a", "b"], "lr": [0.1, 0.2], "batch_size": [8, 8], "momentum": [0.9, 0.9],
-                       "weight_decay": [0.0, 0.0], "seed": [0, 0], "sq_step_predicted": [1.0, 2.0]}).set_index("cell")
+    df = pd.DataFrame(
+        {
+            "cell": ["a", "b"],
+            "lr": [0.1, 0.2],
+            "batch_size": [8, 8],
+            "momentum": [0.9, 0.9],
+            "weight_decay": [0.0, 0.0],
+            "seed": [0, 0],
+            "sq_step_predicted": [1.0, 2.0],
+        }
+    ).set_index("cell")
     empty = pd.DataFrame(columns=["cell", "mode"])
-    ds = _cell_table_dataset(df, "predictions", "predict", empty)  # no comparisons (e.g. no phase space): the per-cell table alone
+    ds = _cell_table_dataset(
+        df, "predictions", "predict", empty
+    )  # no comparisons (e.g. no phase space): the per-cell table alone
     assert "mode" not in ds.dims and ds["lr"].dims == ("cell",) and "git_revision" in ds.attrs
     modes = pd.DataFrame({"cell": ["a", "a", "b"], "mode": [1, 2, 1], "position_var_predicted": [1.0, 2.0, 3.0]})
     ds = _cell_table_dataset(df, "predictions", "predict", modes)

@@ -1,8 +1,8 @@
 import copy
 
 import pytest
-
 from conftest import SCHEMA, TINY
+
 from limiting_dynamics.config import (
     ConfigError,
     burn_in_steps,
@@ -19,7 +19,6 @@ def test_tiny_config_is_valid():
 
 def test_repository_default_config_is_valid():
     import yaml
-
     from conftest import REPO
 
     check_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()), SCHEMA)
@@ -71,38 +70,81 @@ BAD = [
     ("cells.default.lr", -1e-3, "'cells.default.lr': value -0.001 is not allowed: must be > 0"),
     ("cells.default.lr", "fast", "'cells.default.lr': value 'fast' is not allowed: must be of type number"),
     ("cells.default.batch_size", 0, "'cells.default.batch_size': value 0 is not allowed: must be >= 1"),
-    ("cells.default.batch_size", 64.5, "'cells.default.batch_size': value 64.5 is not allowed: must be of type integer"),
-    ("cells.default.batch_size", 5000, "'cells' (batch_size): value 5000 is not allowed: must be <= the 1438 training examples"),
+    (
+        "cells.default.batch_size",
+        64.5,
+        "'cells.default.batch_size': value 64.5 is not allowed: must be of type integer",
+    ),
+    (
+        "cells.default.batch_size",
+        5000,
+        "'cells' (batch_size): value 5000 is not allowed: must be <= the 1438 training examples",
+    ),
     ("converge.batch_size", 5000, "'converge.batch_size': value 5000 is not allowed: must be <= the 1438"),
     ("cells.default.weight_decay", -1e-4, "'cells.default.weight_decay': value -0.0001 is not allowed: must be >= 0"),
     ("cells.sweeps.lr", [0.1, 0.1], "'cells.sweeps.lr': value [0.1, 0.1] is not allowed: must not repeat a value"),
     ("cells.sweeps.momentum", [0.5, 1.5], "'cells.sweeps.momentum.1': value 1.5 is not allowed: must be < 1"),
     ("cells.grid", {"lr": []}, "'cells.grid.lr': value [] is not allowed: must have at least 1 item(s)"),
     ("cells.default.lrr", 0.1, "'cells.default': unknown key(s) ['lrr'] (a typo?)"),
-    ("data.name", "mnist", "'data.name': value 'mnist' is not allowed: must be one of ['digits', 'cifar10', 'imagenet']"),
+    (
+        "data.name",
+        "mnist",
+        "'data.name': value 'mnist' is not allowed: must be one of ['digits', 'cifar10', 'imagenet']",
+    ),
     ("data.test_fraction", 1.0, "'data.test_fraction': value 1.0 is not allowed: must be < 1"),
     ("model.arch", "vgg", "'model.arch': value 'vgg' is not allowed: must be one of"),
     ("compute.device", "tpu", "'compute.device': value 'tpu' is not allowed: must be one of ['auto', 'cpu', 'cuda']"),
     ("limiting.steps", 5, "'limiting.steps': value 5 is not allowed: must be >= 10"),
     ("limiting.sampling", "random", "'limiting.sampling': value 'random' is not allowed: must be one of"),
-    ("converge.checkpoint", "/no/such/weights.pt", "'converge.checkpoint': value '/no/such/weights.pt' is not allowed: no such file"),
+    (
+        "converge.checkpoint",
+        "/no/such/weights.pt",
+        "'converge.checkpoint': value '/no/such/weights.pt' is not allowed: no such file",
+    ),
     ("analysis.fit_window", [0.9, 0.1], "'analysis.fit_window': value [0.9, 0.1] is not allowed: must be [start, end]"),
     ("analysis.fit_window", [0.1, 1.5], "'analysis.fit_window.1': value 1.5 is not allowed: must be <= 1"),
-    ("limiting.burn_in.min_steps", 10_000, "'limiting.burn_in.min_steps': value 10000 is not allowed: must be <= limiting.burn_in.max_steps"),
+    (
+        "limiting.burn_in.min_steps",
+        10_000,
+        "'limiting.burn_in.min_steps': value 10000 is not allowed: must be <= limiting.burn_in.max_steps",
+    ),
     ("plots.dpi", 10, "'plots.dpi': value 10 is not allowed: must be >= 50"),
     ("analysis", _DELETE, "'<top level>': missing required key: 'analysis'"),
-    ("linear_regression.samplings", ["shuffle"], "'linear_regression.samplings.0': value 'shuffle' is not allowed: must be one of"),
-    ("linear_regression.momenta", [], "'linear_regression.momenta': value [] is not allowed: must have at least 1 item(s)"),
+    (
+        "linear_regression.samplings",
+        ["shuffle"],
+        "'linear_regression.samplings.0': value 'shuffle' is not allowed: must be one of",
+    ),
+    (
+        "linear_regression.momenta",
+        [],
+        "'linear_regression.momenta': value [] is not allowed: must have at least 1 item(s)",
+    ),
     ("linear_regression.weight_decay", 0.0, "'linear_regression.weight_decay': value 0.0 is not allowed: must be > 0"),
-    ("linear_regression.lags", [1, 100], "'linear_regression.lags': value [1, 100] is not allowed: lag_anchor * steps + max(lags) = 120 must be <= steps (40)"),
-    ("linear_regression.kept_chains", 99, "'linear_regression.kept_chains': value 99 is not allowed: must be <= chains (16)"),
+    (
+        "linear_regression.lags",
+        [1, 100],
+        "'linear_regression.lags': value [1, 100] is not allowed: "
+        "lag_anchor * steps + max(lags) = 120 must be <= steps (40)",
+    ),
+    (
+        "linear_regression.kept_chains",
+        99,
+        "'linear_regression.kept_chains': value 99 is not allowed: must be <= chains (16)",
+    ),
     ("hessian.bn_mode", "frozen", "'hessian.bn_mode': value 'frozen' is not allowed: must be one of ['eval', 'train']"),
-    ("hessian.n_samples", 5000, "'hessian.n_samples': value 5000 is not allowed: must be <= the 1438 training examples"),
+    (
+        "hessian.n_samples",
+        5000,
+        "'hessian.n_samples': value 5000 is not allowed: must be <= the 1438 training examples",
+    ),
     ("linear_regression.lag_anchor", 1.0, "'linear_regression.lag_anchor': value 1.0 is not allowed: must be < 1"),
 ]
 
 
-@pytest.mark.parametrize("key,value,message", BAD, ids=[f"{k}=<deleted>" if v is _DELETE else f"{k}={v!r}" for k, v, _ in BAD])
+@pytest.mark.parametrize(
+    "key,value,message", BAD, ids=[f"{k}=<deleted>" if v is _DELETE else f"{k}={v!r}" for k, v, _ in BAD]
+)
 def test_bad_config_names_key_value_and_rule(key, value, message):
     cfg = _set(copy.deepcopy(TINY), key, value)
     with pytest.raises(ConfigError) as err:

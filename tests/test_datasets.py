@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-
 from conftest import TINY, Workflow
+
 from limiting_dynamics import data
 from limiting_dynamics.errors import DataError, ModelError
 from limiting_dynamics.models import TORCHVISION_ARCHS, build_model
@@ -29,8 +29,12 @@ def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 20, seed: int =
         labels = [int(k % 10) for k in range(n)]
         images = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
         images[:, 0] = (np.asarray(labels) * 25).astype(np.uint8)[:, None, None]  # a learnable red channel
-        return {b"batch_label": label.encode(), b"labels": labels, b"data": images.reshape(n, 3072),
-                b"filenames": [f"img_{k}.png".encode() for k in range(n)]}
+        return {
+            b"batch_label": label.encode(),
+            b"labels": labels,
+            b"data": images.reshape(n, 3072),
+            b"filenames": [f"img_{k}.png".encode() for k in range(n)],
+        }
 
     for i in range(1, 6):
         with open(root / f"data_batch_{i}", "wb") as fh:
@@ -38,14 +42,39 @@ def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 20, seed: int =
     with open(root / "test_batch", "wb") as fh:
         pickle.dump(batch(n_test, "testing batch 1 of 1"), fh, protocol=2)
     with open(root / "batches.meta", "wb") as fh:
-        pickle.dump({b"label_names": [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog",
-                                      b"horse", b"ship", b"truck"], b"num_cases_per_batch": per_batch}, fh, protocol=2)
+        pickle.dump(
+            {
+                b"label_names": [
+                    b"airplane",
+                    b"automobile",
+                    b"bird",
+                    b"cat",
+                    b"deer",
+                    b"dog",
+                    b"frog",
+                    b"horse",
+                    b"ship",
+                    b"truck",
+                ],
+                b"num_cases_per_batch": per_batch,
+            },
+            fh,
+            protocol=2,
+        )
     return root
 
 
 def _cfg(path, **kw) -> dict:
-    return {"name": "cifar10", "path": str(path), "image_size": 32, "channels": 3, "test_fraction": 0.2,
-            "split_seed": 0, "loader": "memory", **kw}
+    return {
+        "name": "cifar10",
+        "path": str(path),
+        "image_size": 32,
+        "channels": 3,
+        "test_fraction": 0.2,
+        "split_seed": 0,
+        "loader": "memory",
+        **kw,
+    }
 
 
 def test_cifar10_from_the_python_batches(tmp_path):
@@ -64,12 +93,21 @@ def test_cifar10_from_the_python_batches(tmp_path):
     assert abs(small.x_train[20:40].mean() - luma.mean()) < 1.0
 
 
-@pytest.mark.parametrize("damage,message", [
-    (lambda r: None, "data.path is required for CIFAR-10"),
-    (lambda r: (r / "data_batch_3").unlink(), "data_batch_3 does not exist; download 'CIFAR-10 python version'"),
-    (lambda r: (r / "test_batch").write_bytes((r / "test_batch").read_bytes()[:500]), "is not in the CIFAR-10 python format"),
-    (lambda r: (r / "data_batch_1").write_bytes(pickle.dumps(__import__("os").getcwd)), "refusing to unpickle posix.getcwd"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda r: None, "data.path is required for CIFAR-10"),
+        (lambda r: (r / "data_batch_3").unlink(), "data_batch_3 does not exist; download 'CIFAR-10 python version'"),
+        (
+            lambda r: (r / "test_batch").write_bytes((r / "test_batch").read_bytes()[:500]),
+            "is not in the CIFAR-10 python format",
+        ),
+        (
+            lambda r: (r / "data_batch_1").write_bytes(pickle.dumps(__import__("os").getcwd)),
+            "refusing to unpickle posix.getcwd",
+        ),
+    ],
+)
 def test_cifar10_problems_are_clear(tmp_path, damage, message):
     root = write_cifar10(tmp_path / "c")
     damage(root)
@@ -105,15 +143,25 @@ def test_imagenet_image_folder_is_packed_with_the_eval_geometry(tmp_path):
     stripes = np.zeros((30, 60, 3), dtype=np.uint8)
     stripes[:, :15, 0] = stripes[:, 15:45, 1] = stripes[:, 45:, 2] = 255
     Image.fromarray(stripes).save(root / "train" / "n02" / "n02_zz.png")
-    prepared = data.prepare({"name": "imagenet", "path": str(root), "image_size": 16, "channels": 3,
-                             "test_fraction": 0.2, "split_seed": 0})
+    prepared = data.prepare(
+        {"name": "imagenet", "path": str(root), "image_size": 16, "channels": 3, "test_fraction": 0.2, "split_seed": 0}
+    )
     assert prepared.x_train.shape == (16, 3, 16, 16) and prepared.x_test.shape == (6, 3, 16, 16)
     assert prepared.num_classes == 3 and list(np.bincount(prepared.y_train)) == [5, 6, 5]
     green = prepared.x_train[10]  # n02's files sorted: n02_0..n02_4, n02_zz
     inner = green[:, :, 1:-1]  # the outermost columns blend with the neighbouring bands in the resize
     assert inner[1].mean() > 250 and inner[0].mean() < 10 and inner[2].mean() < 10
-    subset = data.prepare({"name": "imagenet", "path": str(root), "image_size": 8, "channels": 1,
-                           "test_fraction": 0.2, "split_seed": 0, "max_train_per_class": 2})
+    subset = data.prepare(
+        {
+            "name": "imagenet",
+            "path": str(root),
+            "image_size": 8,
+            "channels": 1,
+            "test_fraction": 0.2,
+            "split_seed": 0,
+            "max_train_per_class": 2,
+        }
+    )
     assert subset.x_train.shape == (6, 1, 8, 8) and list(np.bincount(subset.y_train)) == [2, 2, 2]
 
 
@@ -168,8 +216,9 @@ def test_torchvision_weight_files_load_and_a_missing_one_says_where_to_get_it(tm
     from limiting_dynamics.checkpoints import CheckpointError, load_checkpoint, load_weights
     from limiting_dynamics.config import TORCHVISION_WEIGHTS, semantic_errors
 
-    assert TORCHVISION_WEIGHTS == {a: torchvision.models.get_model_weights(a).IMAGENET1K_V1.url
-                                   for a in TORCHVISION_ARCHS}
+    assert TORCHVISION_WEIGHTS == {
+        a: torchvision.models.get_model_weights(a).IMAGENET1K_V1.url for a in TORCHVISION_ARCHS
+    }
     # a bare state_dict saved with torch.save: the format of torchvision's weight files
     torch.manual_seed(0)
     path = tmp_path / "resnet18-f37072fd.pth"

@@ -37,8 +37,9 @@ def test_bootstrap_interval_covers_the_true_exponent_at_about_the_nominal_rate()
     t = np.arange(1, 3001)
     covered = 0
     for seed in range(40):
-        fit = fit_exponent(t, _walk_parts(100 + seed), window=(0.01, 1.0), n_points=64, n_boot=500,
-                           rng=np.random.default_rng(seed))
+        fit = fit_exponent(
+            t, _walk_parts(100 + seed), window=(0.01, 1.0), n_points=64, n_boot=500, rng=np.random.default_rng(seed)
+        )
         covered += fit.c_low <= 1.0 <= fit.c_high
     # nominal 95%: 38 of 40 expected; fewer than 32 would mean a badly calibrated interval
     assert covered >= 32

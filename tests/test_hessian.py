@@ -16,8 +16,9 @@ from limiting_dynamics import hessian as Hs
 def known_operator(n=200, seed=0):
     rng = np.random.default_rng(seed)
     q, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    eig = np.concatenate([np.array([50.0, 30.0, 20.0, 12.0, 9.0, 7.0, 5.5, 4.5, 3.7, 3.1]),
-                          rng.uniform(-0.5, 2.0, n - 10)])
+    eig = np.concatenate(
+        [np.array([50.0, 30.0, 20.0, 12.0, 9.0, 7.0, 5.5, 4.5, 3.7, 3.1]), rng.uniform(-0.5, 2.0, n - 10)]
+    )
     mat = torch.tensor(q @ np.diag(eig) @ q.T)
     return (lambda v: mat @ v), np.sort(eig)[::-1], mat
 
@@ -81,7 +82,7 @@ def exact_hessian(model, x, y, bn_mode):
     def loss(flat):
         params, off = {}, 0
         for n, s, k in zip(names, shapes, sizes):
-            params[n] = flat[off:off + k].view(s)
+            params[n] = flat[off : off + k].view(s)
             off += k
         out = torch.cat([functional_call(m, ({**params, **buffers}), (xb,)) for xb in (x[:12], x[12:])])
         return F.cross_entropy(out, y)
@@ -137,12 +138,15 @@ def test_hutchinson_and_slq_estimate_trace_and_moments(small_setup):
     assert np.trapezoid(dens.density(grid, 0.05), grid) == pytest.approx(1.0, abs=1e-3)
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda m, b: Hs.HessianOperator(m, b, bn_mode="frozen"), "bn_mode"),
-    (lambda m, b: Hs.HessianOperator(m, [], bn_mode="eval"), "no data"),
-    (lambda m, b: Hs.lanczos(lambda v: v, 10, 11), "k must be"),
-    (lambda m, b: Hs.hutchinson_trace(lambda v: v, 10, n_samples=1), "at least 2"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda m, b: Hs.HessianOperator(m, b, bn_mode="frozen"), "bn_mode"),
+        (lambda m, b: Hs.HessianOperator(m, [], bn_mode="eval"), "no data"),
+        (lambda m, b: Hs.lanczos(lambda v: v, 10, 11), "k must be"),
+        (lambda m, b: Hs.hutchinson_trace(lambda v: v, 10, n_samples=1), "at least 2"),
+    ],
+)
 def test_bad_settings_raise_clear_errors(small_setup, call, message):
     model, _, _, batches = small_setup
     with pytest.raises(Hs.HessianError, match=message):
@@ -181,11 +185,13 @@ def test_label_smoothing_hessian_is_the_expected_hessian_under_label_noise():
     model = Small(activation=torch.tanh).double().eval()
     x, y = torch.randn(12, 1, 4, 4, dtype=torch.float64), torch.randint(0, 4, (12,))
     p = 0.3
-    smooth = Hs.HessianOperator(model, [(x, y)], bn_mode="eval", dtype=torch.float64,
-                                loss=functools.partial(F.cross_entropy, label_smoothing=p))
+    smooth = Hs.HessianOperator(
+        model, [(x, y)], bn_mode="eval", dtype=torch.float64, loss=functools.partial(F.cross_entropy, label_smoothing=p)
+    )
     clean = Hs.HessianOperator(model, [(x, y)], bn_mode="eval", dtype=torch.float64)
-    each = [Hs.HessianOperator(model, [(x, torch.full_like(y, c))], bn_mode="eval", dtype=torch.float64)
-            for c in range(4)]
+    each = [
+        Hs.HessianOperator(model, [(x, torch.full_like(y, c))], bn_mode="eval", dtype=torch.float64) for c in range(4)
+    ]
     v = torch.randn(smooth.numel, dtype=torch.float64)
     expected = (1 - p) * clean.matvec(v) + p * sum(op.matvec(v) for op in each) / 4
     assert torch.allclose(smooth.matvec(v), expected, rtol=1e-10, atol=1e-12)

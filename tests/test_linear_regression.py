@@ -26,8 +26,18 @@ def test_state_dependent_theory_matches_monte_carlo_and_fixed_point_noise_does_n
     steps, chains = 60, 6000
     sim = L.simulate(p, cell, start, steps, chains, 2, modes, 30, np.array([5]), np.random.default_rng(1))
     exact, _ = L.state_dependent_path(p, cell, start - fp, steps, modes, 30, np.array([5]))
-    fixed = T.dense_path(p.hessian, L.noise_covariance(p, fp), start - fp, np.zeros(p.d), steps, cell.lr,
-                         cell.batch_size, cell.momentum, cell.weight_decay, project=modes)
+    fixed = T.dense_path(
+        p.hessian,
+        L.noise_covariance(p, fp),
+        start - fp,
+        np.zeros(p.d),
+        steps,
+        cell.lr,
+        cell.batch_size,
+        cell.momentum,
+        cell.weight_decay,
+        project=modes,
+    )
     for k in (5, 20, 60):
         z_exact = (sim["position_var"][k] - exact.position_var.values[k]) / sim["position_var_stderr"][k]
         z_fixed = (sim["position_var"][k] - fixed.position_var.values[k]) / sim["position_var_stderr"][k]
@@ -50,8 +60,9 @@ def test_digits_cell_exports_simulation_and_all_theories():
     p = L.digits_problem()
     assert p.x.shape == (1797, 65) and p.eigvals[0] == pytest.approx(11.44, abs=0.01)
     cell = L.Cell(lr=2e-4, batch_size=32, momentum=0.99, weight_decay=0.01, sampling="reshuffle")
-    ds = L.run_cell(p, cell, steps=30, chains=16, kept=2, top_modes=3, displacement=0.1, lag_anchor=10,
-                    lags=[1, 5], seed=0)
+    ds = L.run_cell(
+        p, cell, steps=30, chains=16, kept=2, top_modes=3, displacement=0.1, lag_anchor=10, lags=[1, 5], seed=0
+    )
     for model in ("sim", "discrete", "iid", "continuous"):
         assert f"{model}_position_var" in ds and f"{model}_msd_from_start" in ds
     assert "statedep_position_var" not in ds  # exact state dependence: replacement only
@@ -64,9 +75,11 @@ def test_digits_cell_exports_simulation_and_all_theories():
 
 
 def test_unstable_learning_rate_is_a_one_line_error(capsys, tmp_path):
-    params = ('{"lr": 1.0, "batch_size": 32, "momentum": 0.9, "weight_decay": 0.01, "sampling": "replacement",'
-              ' "steps": 10, "chains": 8, "kept_chains": 2, "top_modes": 2, "displacement": 0.1,'
-              ' "lag_anchor": 0.5, "lags": [1], "seed": 0}')
+    params = (
+        '{"lr": 1.0, "batch_size": 32, "momentum": 0.9, "weight_decay": 0.01, "sampling": "replacement",'
+        ' "steps": 10, "chains": 8, "kept_chains": 2, "top_modes": 2, "displacement": 0.1,'
+        ' "lag_anchor": 0.5, "lags": [1], "seed": 0}'
+    )
     assert main(["linreg-cell", "--params", params, "--out", str(tmp_path / "x.nc")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unstable" in err[0] and "Traceback" not in err[0]

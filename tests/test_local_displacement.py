@@ -21,8 +21,7 @@ class ScaleInvariantToy(nn.Module):
     def __init__(self, dims=(300, 200), other=50, seed=0):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
-        self.ws = nn.ParameterList([nn.Parameter(torch.randn(d, generator=g) * 3.0, requires_grad=True)
-                                    for d in dims])
+        self.ws = nn.ParameterList([nn.Parameter(torch.randn(d, generator=g) * 3.0, requires_grad=True) for d in dims])
         self.b = nn.Parameter(torch.zeros(other))
         self.gen = torch.Generator().manual_seed(seed + 1)
 
@@ -55,17 +54,26 @@ def _simulate(burn_in=600, steps=4000):
         rec.record(step())
     scalars = rec.scalars.double().numpy()
     by_tensor = rec.by_tensor.double().numpy()
-    record = {"step": np.arange(1, steps + 1), "train_loss": scalars[:, 0], "sq_dist_from_start": scalars[:, 1],
-              "sq_velocity": scalars[:, 2], "sq_step": LR**2 * scalars[:, 2], "sq_param_norm": scalars[:, 3],
-              "tensor_step": np.asarray(rec.tensor_steps),
-              **{f"{r}_by_tensor": by_tensor[:, i] for i, r in enumerate(rec.TENSOR_ROWS)},
-              "sq_param_norm_start_by_tensor": np.array([float((v.double() ** 2).sum())
-                                                         for v in flat.views(rec.theta0)]),
-              "tensor_name": list(flat.names), "tensor_size": np.asarray(flat.sizes),
-              "tensor_scale_invariant": np.array([n.startswith("ws.") for n in flat.names], np.int8),
-              "eval_step": np.array([0]), **{f"eval_{k}": np.array([0.0]) for k in
-                                             ("train_loss", "train_accuracy", "test_loss", "test_accuracy")},
-              "sq_param_norm_start": 1.0, "sq_velocity_start": 1.0, "burn_in_steps": burn_in, "n_params": flat.numel}
+    record = {
+        "step": np.arange(1, steps + 1),
+        "train_loss": scalars[:, 0],
+        "sq_dist_from_start": scalars[:, 1],
+        "sq_velocity": scalars[:, 2],
+        "sq_step": LR**2 * scalars[:, 2],
+        "sq_param_norm": scalars[:, 3],
+        "tensor_step": np.asarray(rec.tensor_steps),
+        **{f"{r}_by_tensor": by_tensor[:, i] for i, r in enumerate(rec.TENSOR_ROWS)},
+        "sq_param_norm_start_by_tensor": np.array([float((v.double() ** 2).sum()) for v in flat.views(rec.theta0)]),
+        "tensor_name": list(flat.names),
+        "tensor_size": np.asarray(flat.sizes),
+        "tensor_scale_invariant": np.array([n.startswith("ws.") for n in flat.names], np.int8),
+        "eval_step": np.array([0]),
+        **{f"eval_{k}": np.array([0.0]) for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")},
+        "sq_param_norm_start": 1.0,
+        "sq_velocity_start": 1.0,
+        "burn_in_steps": burn_in,
+        "n_params": flat.numel,
+    }
     attrs = {"lr": LR, "batch_size": 1, "momentum": BETA, "weight_decay": WD, "seed": 0}
     return trajectory.build_dataset(record, attrs)
 

@@ -27,7 +27,7 @@ def mlp_setup():
     per = []
     for i in range(80):  # per-sample gradients by a plain loop: the reference
         model.zero_grad()
-        F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
+        F.cross_entropy(model(x[i : i + 1]), y[i : i + 1]).backward()
         per.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone())
     g = torch.stack(per)
     c = torch.cov(g.T, correction=0)
@@ -61,8 +61,16 @@ def test_every_per_sample_method_matches_the_reference_loop(mlp_setup, method):
 
 def _small_bn_convnet():
     torch.manual_seed(3)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2),
-                          nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 9, 3))
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, stride=2),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 9, 3),
+    )
     model.train()
     with torch.no_grad():  # non-trivial running statistics, then the eval-mode per-sample gradients use them
         model(torch.randn(32, 1, 8, 8) * 2 + 0.5)
@@ -86,8 +94,9 @@ def test_vmap_loop_and_auto_agree_in_float32_with_batchnorm_and_leave_the_model_
         assert res[m]["n_samples"] == n
         assert res[m]["trace_c"] == pytest.approx(ref["trace_c"], rel=1e-5)
         assert res[m]["mean_grad_sq_norm"] == pytest.approx(ref["mean_grad_sq_norm"], rel=1e-5)
-        np.testing.assert_allclose(res[m]["projection_var"], ref["projection_var"], rtol=1e-5,
-                                   atol=1e-5 * ref["projection_var"].max())  # float32 rounding of tiny ones
+        np.testing.assert_allclose(
+            res[m]["projection_var"], ref["projection_var"], rtol=1e-5, atol=1e-5 * ref["projection_var"].max()
+        )  # float32 rounding of tiny ones
     assert model.training
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
@@ -159,27 +168,36 @@ class _CostedGradients:
         return torch.zeros(c, 1)
 
 
-@pytest.mark.parametrize("n, vmap_cost, method, chunk, calls", [
-    # a large model on a CPU: vmap 2.2x slower than the loop at any size; tried until
-    # it stops improving, its cost beyond the loop within 1% of the loop's time
-    (20_000, lambda c: 2.2, "loop", 17, [1, 2, 4]),
-    # a small model: vmap slow per sample at first, then several times faster
-    (20_000, lambda c: {1: 5.0, 2: 3.4, 4: 1.7, 8: 1.1, 16: 0.8, 32: 0.5, 64: 0.35}[c], "vmap", 64,
-     [1, 2, 4, 8, 16, 32, 64]),
-    # too small a job to spend anything on trying: the loop itself
-    (800, lambda c: 0.1, "loop", 64, []),
-    # enough for the first vmap sample only: the loop (no piece of 2+ was timed)
-    (1_000, lambda c: 9.5 if c == 1 else 0.1, "loop", 64, [1]),
-    # where vmap beats the loop, trying it further costs nothing: on to the chunk
-    (1_000, lambda c: 0.2 / (1 + c / 64), "vmap", 64, [1, 2, 4, 8, 16, 32, 64]),
-])
+@pytest.mark.parametrize(
+    "n, vmap_cost, method, chunk, calls",
+    [
+        # a large model on a CPU: vmap 2.2x slower than the loop at any size; tried until
+        # it stops improving, its cost beyond the loop within 1% of the loop's time
+        (20_000, lambda c: 2.2, "loop", 17, [1, 2, 4]),
+        # a small model: vmap slow per sample at first, then several times faster
+        (
+            20_000,
+            lambda c: {1: 5.0, 2: 3.4, 4: 1.7, 8: 1.1, 16: 0.8, 32: 0.5, 64: 0.35}[c],
+            "vmap",
+            64,
+            [1, 2, 4, 8, 16, 32, 64],
+        ),
+        # too small a job to spend anything on trying: the loop itself
+        (800, lambda c: 0.1, "loop", 64, []),
+        # enough for the first vmap sample only: the loop (no piece of 2+ was timed)
+        (1_000, lambda c: 9.5 if c == 1 else 0.1, "loop", 64, [1]),
+        # where vmap beats the loop, trying it further costs nothing: on to the chunk
+        (1_000, lambda c: 0.2 / (1 + c / 64), "vmap", 64, [1, 2, 4, 8, 16, 32, 64]),
+    ],
+)
 def test_auto_calibration_keeps_trying_vmap_within_its_budget(monkeypatch, n, vmap_cost, method, chunk, calls):
     clock = _Clock()
     monkeypatch.setattr(N.time, "perf_counter", clock)
     psg = _CostedGradients(clock, vmap_cost)
     seen = []
-    chosen, used_chunk, pos, calib = N._calibrate(psg, torch.zeros(n, 1), torch.zeros(n), min(chunk, 64),
-                                                  lambda flat: seen.append(flat.shape[0]))
+    chosen, used_chunk, pos, calib = N._calibrate(
+        psg, torch.zeros(n, 1), torch.zeros(n), min(chunk, 64), lambda flat: seen.append(flat.shape[0])
+    )
     assert (chosen, used_chunk, psg.vmap_calls) == (method, chunk, calls)
     assert pos == sum(seen) == N.AUTO_LOOP_PIECE + sum(calls)  # every sample once
     assert calib["loop"] == 1.0  # the median leaves the warm-up out
@@ -218,8 +236,9 @@ def test_minibatch_covariance_with_replacement_is_c_over_s(mlp_setup):
 
 def test_reshuffled_batches_have_less_variance_and_the_model_is_untouched():
     torch.manual_seed(1)
-    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(2 * 16, 3)).double()
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 16, 3)
+    ).double()
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(64, 1, 4, 4, dtype=torch.float64)
@@ -231,10 +250,13 @@ def test_reshuffled_batches_have_less_variance_and_the_model_is_untouched():
         assert torch.equal(v, before[k]), k
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"n_batches": 2}, "at least 4"),
-    ({"n_batches": 10, "bn_mode": "frozen"}, "bn_mode"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"n_batches": 2}, "at least 4"),
+        ({"n_batches": 10, "bn_mode": "frozen"}, "bn_mode"),
+    ],
+)
 def test_bad_settings_raise_clear_errors(mlp_setup, kwargs, message):
     model, x, y, _, _ = mlp_setup
     with pytest.raises(N.NoiseError, match=message):
@@ -248,7 +270,8 @@ def test_bad_settings_raise_clear_errors(mlp_setup, kwargs, message):
 def test_scale_invariant_weights_are_the_ones_before_batchnorm():
     from limiting_dynamics.models import build_model, scale_invariant_tensors
 
-    names = scale_invariant_tensors(build_model({"arch": "resnet18", "blocks": [2, 2, 2, 2], "width": 64,
-                                                 "stem": "imagenet"}, 10, 3))
+    names = scale_invariant_tensors(
+        build_model({"arch": "resnet18", "blocks": [2, 2, 2, 2], "width": 64, "stem": "imagenet"}, 10, 3)
+    )
     assert len(names) == 20 and "conv1.weight" in names and "layer2.0.downsample.0.weight" in names
     assert "fc.weight" not in names and "bn1.weight" not in names

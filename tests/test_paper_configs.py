@@ -9,16 +9,15 @@ import re
 
 import pytest
 import yaml
-from snakemake.utils import update_config
-
 from conftest import REPO, Workflow
-from limiting_dynamics.config import cells_by_id
+from snakemake.utils import update_config
 from test_datasets import write_cifar10, write_image_folder
+
+from limiting_dynamics.config import cells_by_id
 
 pytestmark = pytest.mark.integration
 
-PER_CELL = ("burn_in", "hessian", "gradient_noise", "limiting_run", "export_trajectory", "analyze_cell",
-            "compare_cell")
+PER_CELL = ("burn_in", "hessian", "gradient_noise", "limiting_run", "export_trajectory", "analyze_cell", "compare_cell")
 GPU_RULES = ("converge", "burn_in", "hessian", "gradient_noise", "limiting_run", "landscape")
 
 
@@ -41,13 +40,16 @@ def data_dirs(tmp_path_factory):
     return {"imagenet": write_image_folder(root / "imagenet"), "cifar10": write_cifar10(root / "cifar-10-batches-py")}
 
 
-@pytest.mark.parametrize("files,n_cells", [
-    (("paper_imagenet.yaml", "paper_sweeps.yaml"), 60),
-    (("paper_imagenet.yaml", "paper_grid.yaml"), 27),
-    (("paper_imagenet.yaml", "paper_phase_space.yaml"), 2),
-    (("cifar10.yaml",), 7),
-    (("cifar10.yaml", "paper_sweeps.yaml"), 60),
-])
+@pytest.mark.parametrize(
+    "files,n_cells",
+    [
+        (("paper_imagenet.yaml", "paper_sweeps.yaml"), 60),
+        (("paper_imagenet.yaml", "paper_grid.yaml"), 27),
+        (("paper_imagenet.yaml", "paper_phase_space.yaml"), 2),
+        (("cifar10.yaml",), 7),
+        (("cifar10.yaml", "paper_sweeps.yaml"), 60),
+    ],
+)
 def test_paper_config_plans_every_cell_on_a_gpu(tmp_path, data_dirs, files, n_cells):
     base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     wf = Workflow(tmp_path, base)
@@ -75,4 +77,6 @@ def test_paper_config_plans_every_cell_on_a_gpu(tmp_path, data_dirs, files, n_ce
     assert "gpu" not in resources["plot_msd"] or resources["plot_msd"]["gpu"] == "0"
     assert resources["limiting_run"]["checkpoint_every"] == str(merged["compute"]["checkpoint_steps"])
     hess = merged["hessian"]
-    assert (hess["top_k"], hess["n_samples"], merged["landscape"]["grid"]) == (30, 40960, 40) or files[0] == "cifar10.yaml"
+    assert (hess["top_k"], hess["n_samples"], merged["landscape"]["grid"]) == (30, 40960, 40) or files[
+        0
+    ] == "cifar10.yaml"

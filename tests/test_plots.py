@@ -19,11 +19,23 @@ def _summary(cells) -> pd.DataFrame:
         hp = {**DEFAULT, **cell}
         c = 0.5 + 10 * hp["lr"] + 0.01 * hp["seed"]  # a known value per cell
         scale = hp["lr"] ** 2 / (hp["batch_size"] * (1 - hp["momentum"] ** 2))
-        rows.append({**hp, "c": c, "c_low": c - 0.05, "c_high": c + 0.05, "c_geodesic": c + 0.01,
-                     "c_geodesic_low": c - 0.04, "c_geodesic_high": c + 0.06,
-                     "sq_step_mean": 60 * scale * (1 + 0.01 * i), "sq_step_stderr": 3 * scale,
-                     "sq_step_predicted_noise": 62 * scale, "sq_step_predicted_identity": 61 * scale,
-                     "theory_scale": scale, "noise_trace_estimate": 60.0})
+        rows.append(
+            {
+                **hp,
+                "c": c,
+                "c_low": c - 0.05,
+                "c_high": c + 0.05,
+                "c_geodesic": c + 0.01,
+                "c_geodesic_low": c - 0.04,
+                "c_geodesic_high": c + 0.06,
+                "sq_step_mean": 60 * scale * (1 + 0.01 * i),
+                "sq_step_stderr": 3 * scale,
+                "sq_step_predicted_noise": 62 * scale,
+                "sq_step_predicted_identity": 61 * scale,
+                "theory_scale": scale,
+                "noise_trace_estimate": 60.0,
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -89,8 +89,9 @@ def test_recorder_matches_naive_norms():
         assert torch.allclose(theta - prev, -lr * flat_v, atol=1e-7)
         step2 = float(((theta - prev) ** 2).sum())
         assert abs(step2 - lr**2 * float(row[2])) < 1e-4 * step2
-        per_tensor = torch.stack([((p.detach() - t0) ** 2).sum() for p, t0 in
-                                  zip(model.parameters(), flat.views(theta0))])
+        per_tensor = torch.stack(
+            [((p.detach() - t0) ** 2).sum() for p, t0 in zip(model.parameters(), flat.views(theta0))]
+        )
         assert torch.allclose(rec.by_tensor[k, 0], per_tensor, rtol=1e-4, atol=1e-12)
         prev = theta.clone()
     assert rec.count == 6
@@ -114,8 +115,9 @@ def test_plain_and_fused_norms_agree_and_sparse_tensor_rows_line_up(mode):
         assert abs(float(rec.scalars[k, 2]) - float((flat_v**2).sum())) <= 1e-4 * float((flat_v**2).sum())
     assert rec.tensor_steps == [1, 2, 3, 6, 7]
     # per-tensor rows sum to the per-step total at the matching steps
-    last = torch.stack([((p.detach().double() - t0.double()) ** 2).sum()
-                        for p, t0 in zip(model.parameters(), flat.views(theta0))])
+    last = torch.stack(
+        [((p.detach().double() - t0.double()) ** 2).sum() for p, t0 in zip(model.parameters(), flat.views(theta0))]
+    )
     assert torch.allclose(rec.by_tensor[-1, 0].double(), last, rtol=1e-5, atol=0)
     for row, step in enumerate(rec.tensor_steps):
         assert torch.isclose(rec.by_tensor[row, 0].sum(), rec.scalars[step - 1, 1], rtol=1e-4)
@@ -150,8 +152,9 @@ def test_per_tensor_velocity_and_the_gradient_read_off_the_momentum_buffers(mode
     lr, beta, wd = 0.05, 0.9, 1e-2
     model, flat, opt, flat_v = _flat_sgd(4, lr=lr, momentum=beta, weight_decay=wd)
     _train(model, opt, 2)
-    rec = StepRecorder(flat, flat_v, steps=6, tensor_every=2, compile=mode, log=lambda s: None,
-                       gradient_coefficients=(lr, beta, wd))
+    rec = StepRecorder(
+        flat, flat_v, steps=6, tensor_every=2, compile=mode, log=lambda s: None, gradient_coefficients=(lr, beta, wd)
+    )
     assert rec.TENSOR_ROWS == ("sq_dist_from_start", "sq_param_norm", "sq_velocity", "sq_grad")
     row = 0
     for k in range(6):

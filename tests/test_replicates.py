@@ -12,8 +12,17 @@ DEFAULT = {"lr": 0.02, "batch_size": 64, "momentum": 0.9, "weight_decay": 5e-3}
 def _summary(c_by_seed_lr: dict) -> pd.DataFrame:
     rows = []
     for (seed, lr), c in c_by_seed_lr.items():
-        rows.append({"cell": f"lr{lr}_seed{seed}", "lr": lr, "batch_size": 64, "momentum": 0.9,
-                     "weight_decay": 5e-3, "seed": seed, "c": c})
+        rows.append(
+            {
+                "cell": f"lr{lr}_seed{seed}",
+                "lr": lr,
+                "batch_size": 64,
+                "momentum": 0.9,
+                "weight_decay": 5e-3,
+                "seed": seed,
+                "c": c,
+            }
+        )
     return pd.DataFrame(rows).set_index("cell")
 
 
@@ -27,8 +36,7 @@ def test_aggregate_gives_the_spread_between_seeds_per_cell():
 
 
 def test_a_trend_is_stated_only_where_every_seed_agrees():
-    agree = _summary({(0, 0.01): 0.9, (0, 0.02): 0.7, (0, 0.04): 0.5, (1, 0.01): 0.8, (1, 0.02): 0.75,
-                      (1, 0.04): 0.6})
+    agree = _summary({(0, 0.01): 0.9, (0, 0.02): 0.7, (0, 0.04): 0.5, (1, 0.01): 0.8, (1, 0.02): 0.75, (1, 0.04): 0.6})
     t = replicates.trend(agree, DEFAULT, "lr", "c")
     assert t == {"signs": {0: -1, 1: -1}, "agree": True, "sign": -1}
     disagree = _summary({(0, 0.01): 0.9, (0, 0.04): 0.5, (1, 0.01): 0.5, (1, 0.04): 0.9})
@@ -36,8 +44,9 @@ def test_a_trend_is_stated_only_where_every_seed_agrees():
     assert t["signs"] == {0: -1, 1: 1} and not t["agree"] and t["sign"] == 0
     lines = results_tables.trend_lines(disagree, DEFAULT, "c")
     assert lines == ["- `c` against the learning rate: the seeds disagree (seed 0: -, seed 1: +); no trend is stated."]
-    assert results_tables.trend_lines(agree, DEFAULT, "c")[0].startswith("- `c` decreases with the learning rate in "
-                                                                         "every seed")
+    assert results_tables.trend_lines(agree, DEFAULT, "c")[0].startswith(
+        "- `c` decreases with the learning rate in every seed"
+    )
 
 
 def test_spread_formatting():

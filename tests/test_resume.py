@@ -12,10 +12,17 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-
 from conftest import TINY, Workflow
-from limiting_dynamics.checkpoints import (Checkpointer, CheckpointError, ResumeStore, load_checkpoint, read_checkpoint,
-                                           save_checkpoint, stop_on_signals)
+
+from limiting_dynamics.checkpoints import (
+    Checkpointer,
+    CheckpointError,
+    ResumeStore,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+    stop_on_signals,
+)
 from limiting_dynamics.errors import Interrupted
 from limiting_dynamics.models import build_model
 from limiting_dynamics.training import Hyperparameters, burn_in, limiting_run, pretrain
@@ -27,6 +34,7 @@ DEFAULT = "lr0.05_bs32_mom0.9_wd0.005_seed0"
 
 
 # ---------------------------------------------------------------- checkpoint files
+
 
 def test_checkpoint_round_trip_and_damage_is_detected_by_name(tmp_path):
     path = tmp_path / "c.pt"
@@ -88,6 +96,7 @@ def test_resume_store_rotates_falls_back_and_refuses_other_settings(tmp_path):
 
 # ---------------------------------------------------------------- interrupted loops
 
+
 class StopAt:
     """A stop flag that reports SIGTERM once the loop has called it ``n`` times."""
 
@@ -105,9 +114,23 @@ def _limiting(digits, checkpointer=None):
     model = build_model(MODEL, 10, 1)
     n = sum(p.numel() for p in model.parameters())
     directions = torch.linalg.qr(torch.randn(n, 3, generator=torch.Generator().manual_seed(5)))[0].T.contiguous()
-    return limiting_run(model, digits, Hyperparameters(0.05, 32, 0.9, 5e-3, 1), steps=50, burn_in=7,
-                        eval_every=20, sampling="reshuffle", augment_shift=1, device=CPU, directions=directions,
-                        sketch_dim=8, tensor_every=3, cell="c", checkpointer=checkpointer, **QUIET)
+    return limiting_run(
+        model,
+        digits,
+        Hyperparameters(0.05, 32, 0.9, 5e-3, 1),
+        steps=50,
+        burn_in=7,
+        eval_every=20,
+        sampling="reshuffle",
+        augment_shift=1,
+        device=CPU,
+        directions=directions,
+        sketch_dim=8,
+        tensor_every=3,
+        cell="c",
+        checkpointer=checkpointer,
+        **QUIET,
+    )
 
 
 def _assert_same_record(a: dict, b: dict) -> None:
@@ -147,8 +170,17 @@ def test_burn_in_stopped_and_resumed_is_bit_identical(digits, tmp_path):
 
     def run(checkpointer=None):
         torch.manual_seed(0)
-        return burn_in(build_model(MODEL, 10, 1), digits, hp, steps=40, sampling="replacement", device=CPU,
-                       augment_shift=1, checkpointer=checkpointer, **QUIET)
+        return burn_in(
+            build_model(MODEL, 10, 1),
+            digits,
+            hp,
+            steps=40,
+            sampling="replacement",
+            device=CPU,
+            augment_shift=1,
+            checkpointer=checkpointer,
+            **QUIET,
+        )
 
     whole = run()
     store = ResumeStore(tmp_path / "burn.pt", {"cell": "c"}, **QUIET)
@@ -162,8 +194,16 @@ def test_burn_in_stopped_and_resumed_is_bit_identical(digits, tmp_path):
 
 
 def test_pretraining_stopped_and_resumed_is_bit_identical(digits, tmp_path):
-    cfg = {"epochs": 3, "lr": 0.1, "batch_size": 128, "momentum": 0.9, "weight_decay": 5e-4,
-           "sampling": "reshuffle", "augment_shift": 1, "seed": 4}
+    cfg = {
+        "epochs": 3,
+        "lr": 0.1,
+        "batch_size": 128,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "sampling": "reshuffle",
+        "augment_shift": 1,
+        "seed": 4,
+    }
 
     def run(checkpointer=None):
         torch.manual_seed(4)
@@ -190,6 +230,7 @@ def test_stop_on_signals_sets_a_flag_and_restores_the_handler():
 
 
 # ---------------------------------------------------------------- a real Snakemake run, killed
+
 
 def _run_cell_pid(cell: str) -> int | None:
     """The Python process of ``limiting-dynamics run-cell`` for ``cell`` (not its shell)."""
@@ -272,7 +313,6 @@ def test_snakemake_run_stopped_by_sigterm_then_sigkill_resumes_bit_identically(t
     assert {k: v for k, v in a.attrs.items() if k != "history"} == {k: v for k, v in b.attrs.items() if k != "history"}
 
 
-
 def test_hessian_stopped_in_each_part_and_resumed_gives_the_same_numbers(digits, tmp_path):
     """Stopped during the Lanczos run (nothing to keep yet), during the second
     SLQ probe, and among the Hutchinson probes: the resumed result equals an
@@ -282,8 +322,18 @@ def test_hessian_stopped_in_each_part_and_resumed_gives_the_same_numbers(digits,
     torch.manual_seed(0)
     model = build_model(MODEL, 10, 1)
     batches = hessian.fixed_batches(digits.x_train, digits.y_train, 64, 32, seed=0)
-    cfg = {"bn_mode": "train", "precision": "float32", "top_k": 3, "tol": 1e-2, "max_iter": 20, "slq_vectors": 3,
-           "slq_iterations": 6, "hutchinson_samples": 5, "reuse_graph": False, "seed": 0}
+    cfg = {
+        "bn_mode": "train",
+        "precision": "float32",
+        "top_k": 3,
+        "tol": 1e-2,
+        "max_iter": 20,
+        "slq_vectors": 3,
+        "slq_iterations": 6,
+        "hutchinson_samples": 5,
+        "reuse_graph": False,
+        "seed": 0,
+    }
 
     calls, marks = [], {}
 
@@ -297,8 +347,9 @@ def test_hessian_stopped_in_each_part_and_resumed_gives_the_same_numbers(digits,
 
     def run(stop, name="h.pt", log=lambda s: None):
         store = ResumeStore(tmp_path / name, {"cell": "c"}, **QUIET)
-        return hessian.analyze(model, batches, cfg, CPU, log=lambda s: None,
-                               checkpointer=Checkpointer(store, every=0, stop=stop, log=log)), store
+        return hessian.analyze(
+            model, batches, cfg, CPU, log=lambda s: None, checkpointer=Checkpointer(store, every=0, stop=stop, log=log)
+        ), store
 
     whole, _ = run(counting, "ref.pt", log)
     with pytest.raises(Interrupted, match="during the Hessian .* nothing to resume from"):

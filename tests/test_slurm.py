@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import xarray as xr
 import yaml
-
 from conftest import REPO, TINY, Workflow, _snakemake_exe
 from slurm_cluster import SingleNodeSlurm, available
 
@@ -44,8 +43,14 @@ def _test_profile(root) -> None:
     # the convergence job asks for a GPU: the plugin submits it with --gpus and the
     # node's fake GPU (File=/dev/null) schedules it; it computes on the CPU (device: cpu)
     prof["set-resources"].setdefault("converge", {})["gpu"] = 1
-    prof.update({"slurm-status-command": "squeue", "slurm-init-seconds-before-status-checks": 2,
-                 "seconds-between-status-checks": 2, "latency-wait": 5})
+    prof.update(
+        {
+            "slurm-status-command": "squeue",
+            "slurm-init-seconds-before-status-checks": 2,
+            "seconds-between-status-checks": 2,
+            "latency-wait": 5,
+        }
+    )
     (root / "testprofile").mkdir()
     (root / "testprofile" / "config.yaml").write_text(yaml.safe_dump(prof))
 
@@ -62,8 +67,14 @@ def test_workflow_runs_through_the_slurm_profile_and_survives_a_requeue(cluster,
     _test_profile(tmp_path)
     env = {**wf._env(), "SLURM_CONF": str(cluster.conf)}
     start = time.monotonic()
-    proc = subprocess.Popen(["timeout", "900", _snakemake_exe(), "--workflow-profile", "testprofile"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        ["timeout", "900", _snakemake_exe(), "--workflow-profile", "testprofile"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     resume = wf.path(f"results/runs/{DEFAULT}/resume.pt")
     requeued, released, gpu_rules = None, False, set()
     deadline = time.monotonic() + 600
@@ -71,8 +82,11 @@ def test_workflow_runs_through_the_slurm_profile_and_survives_a_requeue(cluster,
         jobs, gpu = cluster.squeue(), cluster.gpu_jobs()
         gpu_rules |= {comment.split("_wildcards")[0] for j, comment, _ in jobs if j in gpu}
         if requeued is None and resume.exists():  # the default cell's limiting run is under way on the cluster
-            running = [j for j, comment, state in jobs
-                       if state == "RUNNING" and "limiting_run" in comment and DEFAULT in comment]
+            running = [
+                j
+                for j, comment, state in jobs
+                if state == "RUNNING" and "limiting_run" in comment and DEFAULT in comment
+            ]
             if running:
                 assert cluster.scontrol("requeue", running[0]).returncode == 0
                 requeued = running[0]

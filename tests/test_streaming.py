@@ -10,21 +10,30 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-
 from conftest import TINY, Workflow
+from test_datasets import write_image_folder
+
 from limiting_dynamics import data, models, training
 from limiting_dynamics.batches import CounterSampler
 from limiting_dynamics.errors import CheckpointError, DataError
 from limiting_dynamics.recording import FlatParameters
 from limiting_dynamics.streaming import StreamData, eval_resize, load_train_image, random_resized_crop_box
-from test_datasets import write_image_folder
 
 ARCH = {"arch": "resnet", "blocks": [1], "width": 8, "stem": "cifar"}
 
 
 def _stream_cfg(root, **kw) -> dict:
-    return {"name": "imagenet", "path": str(root), "image_size": 16, "channels": 3, "test_fraction": 0.2,
-            "split_seed": 0, "loader": "stream", "stream_subset": 40, **kw}
+    return {
+        "name": "imagenet",
+        "path": str(root),
+        "image_size": 16,
+        "channels": 3,
+        "test_fraction": 0.2,
+        "split_seed": 0,
+        "loader": "stream",
+        "stream_subset": 40,
+        **kw,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +58,7 @@ def test_random_resized_crop_box_matches_torchvision_in_distribution():
             ratios.append((right - left) / (bottom - top))
         return np.asarray(fractions), np.asarray(ratios)
 
-    ours = draws(lambda w, h, rng=np.random.default_rng(1): random_resized_crop_box(w, h, rng))
+    ours = draws(lambda w, h, rng=np.random.default_rng(1): random_resized_crop_box(w, h, rng))  # noqa: B008
     torch.manual_seed(0)
 
     def theirs_box(w, h):
@@ -74,8 +83,10 @@ def test_a_training_image_is_a_pure_function_of_its_key(tmp_path):
     b = load_train_image(tmp_path / "a.png", 16, 3, np.random.default_rng([0, 2, 5, 1]))
     assert a.shape == (3, 16, 16) and a.dtype == np.uint8 and np.array_equal(a, b)
     # flips: red is on the left in about half of the full-width crops
-    left_red = [load_train_image(tmp_path / "a.png", 16, 3, np.random.default_rng([0, 2, k, 0]))[0, :, 0].mean() > 128
-                for k in range(200)]
+    left_red = [
+        load_train_image(tmp_path / "a.png", 16, 3, np.random.default_rng([0, 2, k, 0]))[0, :, 0].mean() > 128
+        for k in range(200)
+    ]
     assert 0.35 < np.mean(left_red) < 0.65
     (tmp_path / "bad.JPEG").write_bytes(b"not an image")
     with pytest.raises(DataError, match="cannot be decoded"):
@@ -123,12 +134,22 @@ def test_streamed_batches_are_identical_for_any_worker_count_and_resume_from_the
         data.load_prepared(streamed).train_batches(8, "reshuffle", 3, shift=2)
 
 
-def _run(d, numerics=training.Numerics(), steps=12, **kw):
+def _run(d, numerics=training.Numerics(), steps=12, **kw):  # noqa: B008
     torch.manual_seed(0)
     model = models.build_model(ARCH, d.num_classes, d.in_channels)
     hp = training.Hyperparameters(0.05, 8, 0.9, 5e-3, 0)
-    return training.limiting_run(model, d, hp, steps=steps, eval_every=6, sampling="reshuffle",
-                                 device=torch.device("cpu"), numerics=numerics, log=lambda s: None, **kw)
+    return training.limiting_run(
+        model,
+        d,
+        hp,
+        steps=steps,
+        eval_every=6,
+        sampling="reshuffle",
+        device=torch.device("cpu"),
+        numerics=numerics,
+        log=lambda s: None,
+        **kw,
+    )
 
 
 def test_a_streamed_run_split_in_two_equals_the_whole_run(streamed):
@@ -137,13 +158,23 @@ def test_a_streamed_run_split_in_two_equals_the_whole_run(streamed):
     torch.manual_seed(0)
     model = models.build_model(ARCH, d.num_classes, d.in_channels)
     hp = training.Hyperparameters(0.05, 8, 0.9, 5e-3, 0)
-    start = training.burn_in(model, d, hp, steps=5, sampling="reshuffle", device=torch.device("cpu"),
-                             log=lambda s: None)
+    start = training.burn_in(
+        model, d, hp, steps=5, sampling="reshuffle", device=torch.device("cpu"), log=lambda s: None
+    )
     assert start["stream"]["step"] == 5
     torch.manual_seed(0)
     model = models.build_model(ARCH, d.num_classes, d.in_channels)
-    rest = training.limiting_run(model, d, hp, steps=7, eval_every=6, sampling="reshuffle",
-                                 device=torch.device("cpu"), start=start, log=lambda s: None)
+    rest = training.limiting_run(
+        model,
+        d,
+        hp,
+        steps=7,
+        eval_every=6,
+        sampling="reshuffle",
+        device=torch.device("cpu"),
+        start=start,
+        log=lambda s: None,
+    )
     assert np.array_equal(rest["train_loss"], whole["train_loss"][5:])  # same batches, same numbers
 
 
@@ -161,6 +192,7 @@ def test_channels_last_and_bf16_autocast_change_rounding_only(streamed):
 def test_channels_last_views_keep_projections_in_the_standard_layout():
     torch.manual_seed(0)
     model = models.build_model(ARCH, 3, 3)
+
     def standard(m):  # each parameter flattened in its default (contiguous) order
         return torch.cat([q.detach().reshape(-1) for q in m.parameters()])
 

@@ -16,8 +16,9 @@ VAR = np.array([0.5, 1.0, 2.0, 3.0])
 LR, S, BETA, WD = 0.05, 8, 0.9, 1e-3
 
 
-def simulate_modes(lam, var, steps, lr, batch_size, beta, wd, x0, v0, chains, rng, sampling="replacement",
-                   population=None, record=None):
+def simulate_modes(
+    lam, var, steps, lr, batch_size, beta, wd, x0, v0, chains, rng, sampling="replacement", population=None, record=None
+):
     """Chains of the per-mode recursion; noise Gaussian (replacement) or from a finite population
     of per-sample noise values (reshuffle, shape (N, modes), mean zero). Returns x at ``record`` steps."""
     a = lam + wd
@@ -35,7 +36,7 @@ def simulate_modes(lam, var, steps, lr, batch_size, beta, wd, x0, v0, chains, rn
             pos = k % per_epoch
             if pos == 0:
                 perm = np.argsort(rng.random((chains, n)), axis=1)
-            idx = perm[:, pos * batch_size:(pos + 1) * batch_size]
+            idx = perm[:, pos * batch_size : (pos + 1) * batch_size]
             xi = population[idx].mean(axis=1)
         v = beta * v + a * x + xi
         x = x - lr * v
@@ -52,6 +53,7 @@ def z_score(estimate, stderr, theory):
 # closed forms
 # ---------------------------------------------------------------------------
 
+
 def test_discrete_stationary_matches_brute_force_recursion():
     m = T.stationary_moments(LAM, VAR, LR, S, BETA, WD)
     a = LAM + WD
@@ -61,8 +63,11 @@ def test_discrete_stationary_matches_brute_force_recursion():
         cov = np.zeros((2, 2))
         for _ in range(40000):
             cov = A @ cov @ A.T + b @ b.T * VAR[i] / S
-        np.testing.assert_allclose([m.position_var[i], m.velocity_var[i], m.position_velocity_cov[i]],
-                                   [cov[0, 0], cov[1, 1], cov[0, 1]], rtol=1e-8)
+        np.testing.assert_allclose(
+            [m.position_var[i], m.velocity_var[i], m.position_velocity_cov[i]],
+            [cov[0, 0], cov[1, 1], cov[0, 1]],
+            rtol=1e-8,
+        )
 
 
 def test_covariance_at_k_matches_brute_force_and_tends_to_stationary():
@@ -81,8 +86,9 @@ def test_covariance_at_k_matches_brute_force_and_tends_to_stationary():
             np.testing.assert_allclose(c.velocity_var[j], cov[:, 1, 1], rtol=1e-9, atol=1e-15)
         cov = A @ cov @ np.swapaxes(A, 1, 2) + q
     far = T.covariance_at(LAM, VAR, [200000], LR, S, BETA, WD)
-    np.testing.assert_allclose(far.position_var[0], T.stationary_moments(LAM, VAR, LR, S, BETA, WD).position_var,
-                               rtol=1e-9)
+    np.testing.assert_allclose(
+        far.position_var[0], T.stationary_moments(LAM, VAR, LR, S, BETA, WD).position_var, rtol=1e-9
+    )
 
 
 def test_continuous_model_has_the_papers_stationary_moments():
@@ -94,8 +100,9 @@ def test_continuous_model_has_the_papers_stationary_moments():
     p = T.langevin_parameters(LAM, LR, BETA, WD)
     np.testing.assert_allclose(p.gamma, (1 - BETA) / (LR * (1 + BETA)))
     np.testing.assert_allclose(p.omega**2, 2 * a / (LR * (1 + BETA)))
-    assert list(p.regime.values) == ["underdamped" if o > g else "overdamped"
-                                     for o, g in zip(p.omega.values, p.gamma.values)]
+    assert list(p.regime.values) == [
+        "underdamped" if o > g else "overdamped" for o, g in zip(p.omega.values, p.gamma.values)
+    ]
 
 
 def test_discrete_and_continuous_agree_only_when_lr_lam_is_small():
@@ -123,9 +130,14 @@ def test_dense_path_equals_per_mode_path_for_commuting_h_and_c():
         np.testing.assert_allclose(np.diag(u.T @ dense[4:, 4:] @ u), modes.velocity_var, rtol=1e-7)
         np.testing.assert_allclose(
             T.dense_msd_from_start(h, c, u @ x0m, u @ v0m, [3, 50, 700], LR, S, BETA, WD, **kw),
-            T.msd_from_start(LAM, VAR, x0m, v0m, [3, 50, 700], LR, S, BETA, WD, **kw), rtol=1e-7)
-        np.testing.assert_allclose(T.dense_lag_msd(h, c, [1, 9, 90], LR, S, BETA, WD, **kw),
-                                   T.lag_msd(LAM, VAR, [1, 9, 90], LR, S, BETA, WD, **kw), rtol=1e-7)
+            T.msd_from_start(LAM, VAR, x0m, v0m, [3, 50, 700], LR, S, BETA, WD, **kw),
+            rtol=1e-7,
+        )
+        np.testing.assert_allclose(
+            T.dense_lag_msd(h, c, [1, 9, 90], LR, S, BETA, WD, **kw),
+            T.lag_msd(LAM, VAR, [1, 9, 90], LR, S, BETA, WD, **kw),
+            rtol=1e-7,
+        )
 
 
 def test_oscillation_frequency_is_the_mean_motions_frequency():
@@ -142,6 +154,7 @@ def test_oscillation_frequency_is_the_mean_motions_frequency():
 # ---------------------------------------------------------------------------
 # the update convention: torch.optim.SGD
 # ---------------------------------------------------------------------------
+
 
 def test_linear_recursion_is_torch_sgd_on_a_quadratic():
     rng = np.random.default_rng(0)
@@ -172,7 +185,7 @@ def test_linear_recursion_is_torch_sgd_on_a_quadratic():
     # and the mean motion without noise is dense_mean
     p = torch.nn.Parameter(torch.tensor(theta0))
     opt = torch.optim.SGD([p], lr=lr, momentum=beta, weight_decay=wd)
-    for k in range(30):
+    for _ in range(30):
         p.grad = torch.tensor(h @ (p.detach().numpy() - theta_star))
         opt.step()
     x, _ = T.dense_mean(h, theta0 - fp, np.zeros(d), [30], lr, beta, wd)
@@ -182,6 +195,7 @@ def test_linear_recursion_is_torch_sgd_on_a_quadratic():
 # ---------------------------------------------------------------------------
 # Monte Carlo
 # ---------------------------------------------------------------------------
+
 
 def test_msd_and_variance_match_monte_carlo_with_replacement():
     rng = np.random.default_rng(11)
@@ -205,8 +219,9 @@ def test_lag_msd_matches_monte_carlo_at_stationarity():
     rng = np.random.default_rng(5)
     lam, var = np.array([0.3, 2.0]), np.array([1.0, 2.0])
     chains, burn, lags = 4000, 2000, [1, 5, 40]
-    xs, _ = simulate_modes(lam, var, burn + max(lags), LR, S, BETA, WD, 0.0, 0.0, chains, rng,
-                           record=[burn] + [burn + t for t in lags])
+    xs, _ = simulate_modes(
+        lam, var, burn + max(lags), LR, S, BETA, WD, 0.0, 0.0, chains, rng, record=[burn] + [burn + t for t in lags]
+    )
     theory = T.lag_msd(lam, var, lags, LR, S, BETA, WD)
     for j, t in enumerate(lags):
         d2 = ((xs[burn + t] - xs[burn]) ** 2).sum(axis=1)
@@ -228,8 +243,22 @@ def test_reshuffled_batches_match_monte_carlo(population):
     n, bs, chains = population.shape[0], 4, 20000
     steps = [3, 10, 37, 400]
     x0 = np.array([0.5, -0.2])
-    xs, _ = simulate_modes(lam, var, max(steps), LR, bs, BETA, WD, x0, 0.0, chains, rng, sampling="reshuffle",
-                           population=population, record=steps)
+    xs, _ = simulate_modes(
+        lam,
+        var,
+        max(steps),
+        LR,
+        bs,
+        BETA,
+        WD,
+        x0,
+        0.0,
+        chains,
+        rng,
+        sampling="reshuffle",
+        population=population,
+        record=steps,
+    )
     kw = dict(sampling="reshuffle", n_samples=n)
     theory = T.msd_from_start(lam, var, x0, 0.0, steps, LR, bs, BETA, WD, **kw)
     cov = T.covariance_at(lam, var, steps, LR, bs, BETA, WD, **kw)
@@ -249,8 +278,22 @@ def test_reshuffled_lag_msd_and_phase_averaged_variance_match_monte_carlo(popula
     per_epoch = n // bs
     lags = [1, 7, 25]
     record = [burn + p for p in range(per_epoch)] + [burn + p + t for p in range(per_epoch) for t in lags]
-    xs, _ = simulate_modes(lam, var, burn + per_epoch + max(lags), LR, bs, BETA, WD, 0.0, 0.0, chains, rng,
-                           sampling="reshuffle", population=population, record=record)
+    xs, _ = simulate_modes(
+        lam,
+        var,
+        burn + per_epoch + max(lags),
+        LR,
+        bs,
+        BETA,
+        WD,
+        0.0,
+        0.0,
+        chains,
+        rng,
+        sampling="reshuffle",
+        population=population,
+        record=record,
+    )
     kw = dict(sampling="reshuffle", n_samples=n)
     st = T.stationary_moments(lam, var, LR, bs, BETA, WD, **kw)
     per_chain = np.mean([xs[burn + p] ** 2 for p in range(per_epoch)], axis=0)  # phase average per chain
@@ -269,20 +312,28 @@ def test_reshuffled_lag_msd_and_phase_averaged_variance_match_monte_carlo(popula
 # undefined cases
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: T.stationary_moments([1.0, 200.0], 1.0, 0.05, 8, 0.9), "stability region"),
-    (lambda: T.lag_msd([-0.5], 1.0, [1], 0.05, 8, 0.9), "stability region"),
-    (lambda: T.stationary_moments([0.0], 1.0, 0.05, 8, 0.9, model="continuous"), "no stationary"),
-    (lambda: T.stationary_moments([1.0], 1.0, 0.05, 8, 0.9, model="continuous", sampling="reshuffle",
-                                  n_samples=100), "no continuous-time model"),
-    (lambda: T.stationary_moments([1.0], 1.0, 0.05, 8, 0.9, sampling="reshuffle"), "n_samples"),
-    (lambda: T.stationary_moments([1.0], -1.0, 0.05, 8, 0.9), "noise_var"),
-    (lambda: T.stationary_moments([1.0], 1.0, 0.05, 8, 1.0), "momentum"),
-    (lambda: T.stationary_moments([1.0], 1.0, 0.0, 8, 0.9), "lr"),
-    (lambda: T.stationary_moments([1.0], 1.0, 0.05, 8, 0.9, model="exact"), "model"),
-    (lambda: T.msd_from_start([1.0], 1.0, 0.0, 0.0, [1.5], 0.05, 8, 0.9), "whole numbers"),
-    (lambda: T.msd_from_start([np.nan], 1.0, 0.0, 0.0, [1], 0.05, 8, 0.9), "finite"),
-])
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: T.stationary_moments([1.0, 200.0], 1.0, 0.05, 8, 0.9), "stability region"),
+        (lambda: T.lag_msd([-0.5], 1.0, [1], 0.05, 8, 0.9), "stability region"),
+        (lambda: T.stationary_moments([0.0], 1.0, 0.05, 8, 0.9, model="continuous"), "no stationary"),
+        (
+            lambda: T.stationary_moments(
+                [1.0], 1.0, 0.05, 8, 0.9, model="continuous", sampling="reshuffle", n_samples=100
+            ),
+            "no continuous-time model",
+        ),
+        (lambda: T.stationary_moments([1.0], 1.0, 0.05, 8, 0.9, sampling="reshuffle"), "n_samples"),
+        (lambda: T.stationary_moments([1.0], -1.0, 0.05, 8, 0.9), "noise_var"),
+        (lambda: T.stationary_moments([1.0], 1.0, 0.05, 8, 1.0), "momentum"),
+        (lambda: T.stationary_moments([1.0], 1.0, 0.0, 8, 0.9), "lr"),
+        (lambda: T.stationary_moments([1.0], 1.0, 0.05, 8, 0.9, model="exact"), "model"),
+        (lambda: T.msd_from_start([1.0], 1.0, 0.0, 0.0, [1.5], 0.05, 8, 0.9), "whole numbers"),
+        (lambda: T.msd_from_start([np.nan], 1.0, 0.0, 0.0, [1], 0.05, 8, 0.9), "finite"),
+    ],
+)
 def test_undefined_cases_raise_clear_errors(call, message):
     with pytest.raises(T.TheoryError, match=message):
         call()
@@ -294,8 +345,9 @@ def test_marginal_mode_diffuses_without_bound_in_msd_from_start():
     np.testing.assert_allclose(np.diff(msd) / np.diff([1000, 2000, 4000]), 0.05**2 / 8 / 0.1**2, rtol=0.02)
 
 
-@pytest.mark.parametrize("model, sampling", [("discrete", "replacement"), ("discrete", "reshuffle"),
-                                             ("continuous", "replacement")])
+@pytest.mark.parametrize(
+    "model, sampling", [("discrete", "replacement"), ("discrete", "reshuffle"), ("continuous", "replacement")]
+)
 def test_dense_path_and_lag_from_start_agree_with_the_closed_forms(model, sampling):
     rng = np.random.default_rng(1)
     m = rng.standard_normal((3, 3))
@@ -305,14 +357,17 @@ def test_dense_path_and_lag_from_start_agree_with_the_closed_forms(model, sampli
     kw = dict(model=model, sampling=sampling, n_samples=40 if sampling == "reshuffle" else None)
     w, u = np.linalg.eigh(h)
     path = T.dense_path(h, c, x0, v0, 120, LR, 4, BETA, WD, project=u, **kw)
-    np.testing.assert_allclose(path.msd_from_start.sel(step=[5, 37, 120]),
-                               T.dense_msd_from_start(h, c, x0, v0, [5, 37, 120], LR, 4, BETA, WD, **kw),
-                               rtol=1e-9)
+    np.testing.assert_allclose(
+        path.msd_from_start.sel(step=[5, 37, 120]),
+        T.dense_msd_from_start(h, c, x0, v0, [5, 37, 120], LR, 4, BETA, WD, **kw),
+        rtol=1e-9,
+    )
     cov = T.dense_covariance_at(h, c, [37], LR, 4, BETA, WD, **kw)[0]
     np.testing.assert_allclose(path.position_var.sel(step=37), np.diag(u.T @ cov[:3, :3] @ u), rtol=1e-9)
     # at late anchors the lag-MSD from rest is the stationary one (averaged over the epoch's phase)
-    far = np.mean([T.dense_lag_msd_from_start(h, c, x0, v0, 20000 + p, [1, 13], LR, 4, BETA, WD, **kw)
-                   for p in range(10)], axis=0)
+    far = np.mean(
+        [T.dense_lag_msd_from_start(h, c, x0, v0, 20000 + p, [1, 13], LR, 4, BETA, WD, **kw) for p in range(10)], axis=0
+    )
     np.testing.assert_allclose(far, T.dense_lag_msd(h, c, [1, 13], LR, 4, BETA, WD, **kw), rtol=1e-3)
 
 
@@ -322,10 +377,36 @@ def test_lag_msd_from_start_matches_monte_carlo_with_reshuffling(population):
     var = (population**2).mean(axis=0)
     n, bs, chains, anchor = population.shape[0], 4, 20000, 23
     lags = [1, 6, 30]
-    xs, _ = simulate_modes(lam, var, anchor + max(lags), LR, bs, BETA, WD, 0.3, 0.0, chains, rng,
-                           sampling="reshuffle", population=population, record=[anchor] + [anchor + t for t in lags])
-    theory = T.dense_lag_msd_from_start(np.diag(lam), np.diag(var), [0.3, 0.3], [0, 0], anchor, lags, LR, bs,
-                                        BETA, WD, sampling="reshuffle", n_samples=n)
+    xs, _ = simulate_modes(
+        lam,
+        var,
+        anchor + max(lags),
+        LR,
+        bs,
+        BETA,
+        WD,
+        0.3,
+        0.0,
+        chains,
+        rng,
+        sampling="reshuffle",
+        population=population,
+        record=[anchor] + [anchor + t for t in lags],
+    )
+    theory = T.dense_lag_msd_from_start(
+        np.diag(lam),
+        np.diag(var),
+        [0.3, 0.3],
+        [0, 0],
+        anchor,
+        lags,
+        LR,
+        bs,
+        BETA,
+        WD,
+        sampling="reshuffle",
+        n_samples=n,
+    )
     for j, t in enumerate(lags):
         d2 = ((xs[anchor + t] - xs[anchor]) ** 2).sum(axis=1)
         assert abs(z_score(d2.mean(), d2.std(ddof=1) / np.sqrt(chains), theory[j])) < 4.5
@@ -358,6 +439,5 @@ def test_lag_covariance_is_consistent_with_lag_msd_and_decays():
         np.testing.assert_allclose(cov.position.sel(lag=0), st.position_var, rtol=1e-10)
         np.testing.assert_allclose(cov.position_autocorrelation.sel(lag=0), 1.0, rtol=1e-10)
         msd = T.lag_msd(LAM, VAR, lags, LR, S, BETA, WD, model=model)
-        np.testing.assert_allclose(msd, 2 * (st.position_var.sum() - cov.position.sum("mode")), rtol=1e-8,
-                                   atol=1e-14)
+        np.testing.assert_allclose(msd, 2 * (st.position_var.sum() - cov.position.sum("mode")), rtol=1e-8, atol=1e-14)
         assert np.all(np.abs(cov.position_autocorrelation.sel(lag=5000)) < 1e-3)

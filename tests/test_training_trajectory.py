@@ -4,8 +4,8 @@ import torch
 import xarray as xr
 
 from limiting_dynamics import data, trajectory
-from limiting_dynamics.models import build_model
 from limiting_dynamics.batches import BatchSampler
+from limiting_dynamics.models import build_model
 from limiting_dynamics.training import DivergenceError, Hyperparameters, limiting_run
 
 MODEL = {"arch": "resnet", "blocks": [1], "width": 4, "stem": "cifar"}
@@ -14,9 +14,19 @@ MODEL = {"arch": "resnet", "blocks": [1], "width": 4, "stem": "cifar"}
 def _run(digits, hp, steps=40, burn_in=5, **kw):
     torch.manual_seed(0)
     model = build_model(MODEL, 10, 1)
-    return limiting_run(model, digits, hp, steps=steps, burn_in=burn_in, eval_every=20,
-                        sampling=kw.pop("sampling", "reshuffle"), device=torch.device("cpu"),
-                        cell="testcell", log=lambda s: None, **kw)
+    return limiting_run(
+        model,
+        digits,
+        hp,
+        steps=steps,
+        burn_in=burn_in,
+        eval_every=20,
+        sampling=kw.pop("sampling", "reshuffle"),
+        device=torch.device("cpu"),
+        cell="testcell",
+        log=lambda s: None,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +61,7 @@ def test_limiting_run_records_every_step_consistently(record):
     assert np.allclose(record["sq_step"], 0.05**2 * record["sq_velocity"])
     assert list(record["tensor_step"]) == list(range(1, 11)) + [20, 30, 40]
     at = record["tensor_step"] - 1
-    assert np.allclose(record["sq_dist_from_start_by_tensor"].sum(axis=1), record["sq_dist_from_start"][at],
-                       rtol=1e-4)
+    assert np.allclose(record["sq_dist_from_start_by_tensor"].sum(axis=1), record["sq_dist_from_start"][at], rtol=1e-4)
     assert list(record["eval_step"]) == [0, 20, 40]
     assert record["burn_in_steps"] == 5 and record["sq_velocity_start"] > 0
 
@@ -71,8 +80,18 @@ def test_divergence_names_cell_and_step(digits):
 
 def _dataset(record):
     rec = dict(record)
-    attrs = {"lr": 0.05, "batch_size": 32, "momentum": 0.9, "weight_decay": 5e-3, "seed": 0,
-             "cell": "c", "dataset": "digits", "model": "{}", "sampling": "reshuffle", "device": "cpu"}
+    attrs = {
+        "lr": 0.05,
+        "batch_size": 32,
+        "momentum": 0.9,
+        "weight_decay": 5e-3,
+        "seed": 0,
+        "cell": "c",
+        "dataset": "digits",
+        "model": "{}",
+        "sampling": "reshuffle",
+        "device": "cpu",
+    }
     return trajectory.build_dataset(rec, attrs)
 
 
@@ -88,8 +107,18 @@ def test_trajectory_netcdf_round_trip_with_cf_attributes(record, tmp_path):
     assert back["eval_test_accuracy"].dims == ("eval_step",)
     assert back.attrs["Conventions"].startswith("CF-")
     assert back.attrs["history"][:4].isdigit() and "Z " in back.attrs["history"]
-    for a in ("lr", "batch_size", "momentum", "weight_decay", "seed", "n_params", "torch_version",
-              "limiting_dynamics_version", "dataset", "model"):
+    for a in (
+        "lr",
+        "batch_size",
+        "momentum",
+        "weight_decay",
+        "seed",
+        "n_params",
+        "torch_version",
+        "limiting_dynamics_version",
+        "dataset",
+        "model",
+    ):
         assert a in back.attrs
     # radial + angular = total, radial >= 0
     total = back["sq_dist_from_start"].sel(step=back["tensor_step"].values).values
@@ -143,17 +172,45 @@ def test_converge_stage_is_bit_reproducible(tmp_path):
     from limiting_dynamics.cli import main
 
     path = tmp_path / "digits.npz"
-    data.save_prepared(data.prepare({"name": "digits", "image_size": 8, "channels": 1,
-                                     "test_fraction": 0.2, "split_seed": 0}), path)
-    params = json.dumps({"device": "cpu", "model": MODEL,
-                         "converge": {"checkpoint": None, "epochs": 1, "lr": 0.1, "batch_size": 128,
-                                      "momentum": 0.9, "weight_decay": 5e-4, "sampling": "reshuffle",
-                                      "augment_shift": 1, "seed": 3}})
+    data.save_prepared(
+        data.prepare({"name": "digits", "image_size": 8, "channels": 1, "test_fraction": 0.2, "split_seed": 0}), path
+    )
+    params = json.dumps(
+        {
+            "device": "cpu",
+            "model": MODEL,
+            "converge": {
+                "checkpoint": None,
+                "epochs": 1,
+                "lr": 0.1,
+                "batch_size": 128,
+                "momentum": 0.9,
+                "weight_decay": 5e-4,
+                "sampling": "reshuffle",
+                "augment_shift": 1,
+                "seed": 3,
+            },
+        }
+    )
     states = []
     for i in range(2):
         torch.manual_seed(100 + i)  # whatever the global RNG was before must not matter
-        assert main(["converge", "--data", str(path), "--params", params,
-                     "--out-checkpoint", str(tmp_path / f"t{i}.pt"), "--out-history", str(tmp_path / f"h{i}.nc")]) == 0
+        assert (
+            main(
+                [
+                    "converge",
+                    "--data",
+                    str(path),
+                    "--params",
+                    params,
+                    "--out-checkpoint",
+                    str(tmp_path / f"t{i}.pt"),
+                    "--out-history",
+                    str(tmp_path / f"h{i}.nc"),
+                ]
+            )
+            == 0
+        )
         states.append(load_checkpoint(tmp_path / f"t{i}.pt")["model"])
     for k in states[0]:
         assert torch.equal(states[0][k], states[1][k]), k
@@ -168,11 +225,26 @@ def test_burn_in_checkpoint_then_run_is_bit_identical_to_one_process(digits, tmp
         hp = Hyperparameters(0.05, 32, 0.9, 5e-3, 3)
         whole = _run(digits, hp, steps=30, burn_in=47, sampling=sampling, augment_shift=1)
         torch.manual_seed(0)
-        state = burn_in(build_model(MODEL, 10, 1), digits, hp, steps=47, sampling=sampling,
-                        device=torch.device("cpu"), augment_shift=1, log=lambda s: None)
+        state = burn_in(
+            build_model(MODEL, 10, 1),
+            digits,
+            hp,
+            steps=47,
+            sampling=sampling,
+            device=torch.device("cpu"),
+            augment_shift=1,
+            log=lambda s: None,
+        )
         save_checkpoint(state, tmp_path / "theta0.pt")
-        split = _run(digits, hp, steps=30, burn_in=0, sampling=sampling, augment_shift=1,
-                     start=load_checkpoint(tmp_path / "theta0.pt"))
+        split = _run(
+            digits,
+            hp,
+            steps=30,
+            burn_in=0,
+            sampling=sampling,
+            augment_shift=1,
+            start=load_checkpoint(tmp_path / "theta0.pt"),
+        )
         assert split["burn_in_steps"] == 47
         for key in ("train_loss", "sq_dist_from_start", "sq_velocity", "sq_param_norm", "eval_test_loss"):
             np.testing.assert_array_equal(split[key], whole[key], err_msg=f"{sampling}: {key}")
@@ -183,8 +255,15 @@ def test_burn_in_state_refuses_other_hyperparameters(digits):
     from limiting_dynamics.training import burn_in
 
     hp = Hyperparameters(0.05, 32, 0.9, 5e-3, 0)
-    state = burn_in(build_model(MODEL, 10, 1), digits, hp, steps=3, sampling="reshuffle",
-                    device=torch.device("cpu"), log=lambda s: None)
+    state = burn_in(
+        build_model(MODEL, 10, 1),
+        digits,
+        hp,
+        steps=3,
+        sampling="reshuffle",
+        device=torch.device("cpu"),
+        log=lambda s: None,
+    )
     with pytest.raises(CheckpointError, match="hyperparameters"):
         _run(digits, Hyperparameters(0.04, 32, 0.9, 5e-3, 0), steps=3, burn_in=0, start=state)
     with pytest.raises(CheckpointError, match="not a burn-in checkpoint"):
@@ -219,8 +298,12 @@ def test_block_sign_sketch_is_linear_and_unbiased():
     assert s.block == 101
     np.testing.assert_allclose(s(x + 2 * y).numpy(), (s(x) + 2 * s(y)).numpy(), atol=1e-12)
     # over many sign draws E||Sx||^2 = ||x||^2
-    est = np.mean([float((BlockSignSketch(1001, 10, seed=k, device="cpu", dtype=torch.float64)(x) ** 2).sum())
-                   for k in range(400)])
+    est = np.mean(
+        [
+            float((BlockSignSketch(1001, 10, seed=k, device="cpu", dtype=torch.float64)(x) ** 2).sum())
+            for k in range(400)
+        ]
+    )
     assert abs(est / float(x @ x) - 1) < 0.05
     with pytest.raises(ValueError, match="sketch dimension"):
         BlockSignSketch(10, 11, 0, "cpu")
@@ -234,18 +317,28 @@ def test_replay_from_the_burn_in_state_retraces_the_recorded_run(digits):
 
     hp = Hyperparameters(0.05, 32, 0.9, 5e-3, 2)
     torch.manual_seed(0)
-    state = burn_in(build_model(MODEL, 10, 1), digits, hp, steps=10, sampling="reshuffle",
-                    device=torch.device("cpu"), label_noise=0.2, log=lambda s: None)
+    state = burn_in(
+        build_model(MODEL, 10, 1),
+        digits,
+        hp,
+        steps=10,
+        sampling="reshuffle",
+        device=torch.device("cpu"),
+        label_noise=0.2,
+        log=lambda s: None,
+    )
     recorded = _run(digits, hp, steps=12, burn_in=0, start=state, label_noise=0.2)
     model = build_model(MODEL, 10, 1)
     theta0 = None
-    for step, m in replay(model, digits, hp, state, [0, 3, 12], sampling="reshuffle", device=torch.device("cpu"),
-                          label_noise=0.2):
+    for step, m in replay(
+        model, digits, hp, state, [0, 3, 12], sampling="reshuffle", device=torch.device("cpu"), label_noise=0.2
+    ):
         theta = torch.cat([p.detach().reshape(-1).double() for p in m.parameters()])
         theta0 = theta.clone() if step == 0 else theta0
         if step:
-            assert float(((theta - theta0) ** 2).sum()) == pytest.approx(recorded["sq_dist_from_start"][step - 1],
-                                                                          rel=1e-5)
+            assert float(((theta - theta0) ** 2).sum()) == pytest.approx(
+                recorded["sq_dist_from_start"][step - 1], rel=1e-5
+            )
 
 
 def test_label_noise_replaces_the_drawn_fraction_and_resumes_identically(digits):

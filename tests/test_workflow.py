@@ -14,16 +14,31 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-
 from conftest import REPO, TINY, Workflow
 
 pytestmark = pytest.mark.integration
 
-PLOT_RULES = {"plot_convergence", "plot_msd", "plot_rotation", "plot_local_displacement", "plot_scaling", "plot_metrics",
-              "plot_linreg", "plot_theory", "plot_hessian", "plot_comparison"}
+PLOT_RULES = {
+    "plot_convergence",
+    "plot_msd",
+    "plot_rotation",
+    "plot_local_displacement",
+    "plot_scaling",
+    "plot_metrics",
+    "plot_linreg",
+    "plot_theory",
+    "plot_hessian",
+    "plot_comparison",
+}
 COMPARISON_FIGURES = ("theory_modes", "phase_space", "theory_msd", "noise_curvature", "loss_landscape")
-LINREG_FIGURES = ("linreg_phase_space", "linreg_frequency", "linreg_theory", "linreg_sampling",
-                  "theory_ou_currents", "theory_power_law")
+LINREG_FIGURES = (
+    "linreg_phase_space",
+    "linreg_frequency",
+    "linreg_theory",
+    "linreg_sampling",
+    "theory_ou_currents",
+    "theory_power_law",
+)
 DEFAULT = "lr0.05_bs32_mom0.9_wd0.005_seed0"
 SWEPT = "lr0.02_bs32_mom0.9_wd0.005_seed0"
 
@@ -31,8 +46,9 @@ SWEPT = "lr0.02_bs32_mom0.9_wd0.005_seed0"
 def executed(proc) -> collections.Counter:
     """Rules that finished in a real run, with job counts (from Snakemake's log)."""
     text = proc.stdout + proc.stderr
-    return collections.Counter(re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", text)) - \
-        collections.Counter({"all": 10**6})
+    return collections.Counter(re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", text)) - collections.Counter(
+        {"all": 10**6}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +65,12 @@ def test_full_run_produces_every_output(wf):
     for v in ("train_loss", "sq_dist_from_start", "sq_step", "sq_velocity", "sq_param_norm"):
         assert ds[v].sizes["step"] == TINY["limiting"]["steps"]
     assert ds.attrs["lr"] == 0.05 and ds.attrs["dataset"] == "digits"
-    for f in (f"results/trajectories/{DEFAULT}.nc", f"results/hessian/{DEFAULT}.nc", f"results/noise/{DEFAULT}.nc",
-              "results/converge/history.nc"):  # provenance on every result
+    for f in (
+        f"results/trajectories/{DEFAULT}.nc",
+        f"results/hessian/{DEFAULT}.nc",
+        f"results/noise/{DEFAULT}.nc",
+        "results/converge/history.nc",
+    ):  # provenance on every result
         attrs = xr.load_dataset(wf.path(f)).attrs
         assert len(attrs["config_sha256"]) == 64 and attrs["device"] == "cpu" and attrs["precision"] == "float32", f
         assert attrs["git_revision"] and attrs["torch_version"].startswith("2.") and attrs["limiting_dynamics_version"]
@@ -73,8 +93,17 @@ def test_full_run_produces_every_output(wf):
     assert len(table) > 0 and np.isfinite(table["z_discrete"]).all()
     pred = pd.read_csv(wf.path("results/analysis/predictions.csv"), index_col="cell")
     assert set(pred.index) == {DEFAULT, SWEPT}
-    for col in ("lr", "batch_size", "momentum", "weight_decay", "sq_step_measured", "sq_step_predicted_noise",
-                "sq_step_predicted_identity", "sq_step_predicted_snapshot", "stationarity_ratio"):
+    for col in (
+        "lr",
+        "batch_size",
+        "momentum",
+        "weight_decay",
+        "sq_step_measured",
+        "sq_step_predicted_noise",
+        "sq_step_predicted_identity",
+        "sq_step_predicted_snapshot",
+        "stationarity_ratio",
+    ):
         assert col in pred.columns and np.all(np.isfinite(pred[col])), col
     assert np.all(pred["sq_step_predicted_noise"] > 0) and np.all(pred["sq_step_predicted_identity"] > 0)
     assert np.all(summary["stationarity_ratio"] >= 1) and set(summary["small_angle_fit"]) <= {0, 1}
@@ -99,18 +128,24 @@ def test_full_run_produces_every_output(wf):
     assert ds.mode_position.dims == ("step", "mode") and ds.sizes["mode"] == 3
     np.testing.assert_allclose(ds.hessian_eigenvalue, hess.hessian_eigenvalues)
     assert ds.sketch.shape == (TINY["limiting"]["steps"], TINY["limiting"]["phase_space"]["sketch_dim"])
-    assert np.all((ds.mode_position ** 2).sum("mode") <= ds.sq_dist_from_start * (1 + 1e-4))
+    assert np.all((ds.mode_position**2).sum("mode") <= ds.sq_dist_from_start * (1 + 1e-4))
     modes = pd.read_csv(wf.path("results/analysis/modes.csv"))
     assert len(modes) == 2 * 3 and np.all(modes["position_var_predicted"] > 0)
-    for col in ("position_var_measured_over_predicted", "oscillation_frequency_measured_over_predicted",
-                "curvature_in_run_over_eigenvalue", "position_var_measured_over_snapshot"):
+    for col in (
+        "position_var_measured_over_predicted",
+        "oscillation_frequency_measured_over_predicted",
+        "curvature_in_run_over_eigenvalue",
+        "position_var_measured_over_snapshot",
+    ):
         assert np.all(np.isfinite(modes[col])), col
     pnc = xr.load_dataset(wf.path("results/analysis/predictions.nc"))  # both tables, with provenance
-    np.testing.assert_allclose(pnc["sq_step_predicted_noise"].sel(cell=list(pred.index)),
-                               pred["sq_step_predicted_noise"], rtol=1e-5)
+    np.testing.assert_allclose(
+        pnc["sq_step_predicted_noise"].sel(cell=list(pred.index)), pred["sq_step_predicted_noise"], rtol=1e-5
+    )
     row = modes.iloc[-1]
-    assert float(pnc["position_var_predicted"].sel(cell=row["cell"], mode=row["mode"])) == \
-        pytest.approx(row["position_var_predicted"], rel=1e-5)
+    assert float(pnc["position_var_predicted"].sel(cell=row["cell"], mode=row["mode"])) == pytest.approx(
+        row["position_var_predicted"], rel=1e-5
+    )
     assert pnc["lr"].dims == ("cell",) and "git_revision" in pnc.attrs and "history" in pnc.attrs
     cmp = xr.load_dataset(wf.path(f"results/analysis/theory/{DEFAULT}.nc"))
     assert np.all(cmp.lag_msd_predicted >= cmp.lag_msd_predicted_top) and np.all(cmp.lag_msd_sketch > 0)
@@ -118,8 +153,11 @@ def test_full_run_produces_every_output(wf):
     assert land.train_loss.shape == (5, 5) and np.all(np.isfinite(land.test_loss))
     # the grid is centred on theta_0: the centre is the loss at theta_0 (eval mode)
     assert land.train_loss.values[2, 2] <= land.train_loss.values.max()
-    for name in ("convergence", "msd", "rotation", "local_displacement", "scaling", "metrics", "hessian_spectrum") + \
-            LINREG_FIGURES + COMPARISON_FIGURES:
+    for name in (
+        ("convergence", "msd", "rotation", "local_displacement", "scaling", "metrics", "hessian_spectrum")
+        + LINREG_FIGURES
+        + COMPARISON_FIGURES
+    ):
         png = wf.path(f"results/figures/{name}.png")
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert not list(wf.root.rglob("*.tmp")), "temporary files left behind"
@@ -158,15 +196,26 @@ def test_changing_one_cell_reruns_that_cells_chain_only(wf):
     assert "converge" not in ran and "prepare_data" not in ran
     assert wf.path("results/runs/lr0.03_bs32_mom0.9_wd0.005_seed0/record.npz").exists()
     assert set(xr.load_dataset(wf.path("results/trajectories/all_cells.nc"))["cell"].values) == {
-        DEFAULT, "lr0.03_bs32_mom0.9_wd0.005_seed0"}
+        DEFAULT,
+        "lr0.03_bs32_mom0.9_wd0.005_seed0",
+    }
     wf.cfg = cfg
 
 
 def test_forcerun_of_one_stage_reruns_it_and_its_dependents(wf):
     ran = executed(wf.run("--forcerun", "analyze_cell"))
     assert ran["analyze_cell"] == 2 and ran["summarize"] == 1
-    assert set(ran) == {"analyze_cell", "summarize", "plot_msd", "plot_rotation", "plot_local_displacement",
-                        "plot_scaling", "predict", "results_tables", "plot_comparison"}
+    assert set(ran) == {
+        "analyze_cell",
+        "summarize",
+        "plot_msd",
+        "plot_rotation",
+        "plot_local_displacement",
+        "plot_scaling",
+        "predict",
+        "results_tables",
+        "plot_comparison",
+    }
     assert ran["plot_comparison"] == 1  # theory_modes reads predictions.csv; the other comparison figures do not
 
 
@@ -186,8 +235,7 @@ def test_bad_config_stops_before_any_job(tmp_path):
     proc = w.run(check=False)
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
-    assert ("Config error: config key 'cells.default.momentum': value 1.0 is not allowed: must be < 1"
-            in text)
+    assert "Config error: config key 'cells.default.momentum': value 1.0 is not allowed: must be < 1" in text
     assert "Traceback" not in text
     assert not (tmp_path / "results").exists()
 
@@ -196,8 +244,12 @@ def test_diverging_cell_stops_with_a_clear_error_and_no_complete_output(tmp_path
     cfg = copy.deepcopy(TINY)
     cfg["cells"]["sweeps"]["lr"] = [1.0e30]
     cfg["cells"]["default"]["weight_decay"] = 0.0
-    cfg["limiting"]["burn_in"] = {"relaxation_times": 0.0, "chained_relaxation_times": None, "min_steps": 0,
-                                  "max_steps": 0}
+    cfg["limiting"]["burn_in"] = {
+        "relaxation_times": 0.0,
+        "chained_relaxation_times": None,
+        "min_steps": 0,
+        "max_steps": 0,
+    }
     cfg["linear_regression"]["enabled"] = False
     cfg["hessian"]["enabled"] = False
     cfg["noise"]["enabled"] = False
@@ -223,8 +275,12 @@ def test_torchvision_resnet18_runs_through_the_pipeline(tmp_path):
     cfg["data"].update(image_size=16, channels=3)
     cfg["converge"]["epochs"] = 1
     cfg["limiting"].update(steps=12, eval_every=6)
-    cfg["limiting"]["burn_in"] = {"relaxation_times": 0.0, "chained_relaxation_times": None, "min_steps": 2,
-                                  "max_steps": 2}
+    cfg["limiting"]["burn_in"] = {
+        "relaxation_times": 0.0,
+        "chained_relaxation_times": None,
+        "min_steps": 2,
+        "max_steps": 2,
+    }
     cfg["cells"]["sweeps"]["lr"] = []
     cfg["linear_regression"]["enabled"] = False
     cfg["hessian"].update(n_samples=16, batch_size=16, top_k=2, max_iter=4, slq_iterations=3)
@@ -244,18 +300,33 @@ def test_lint_and_format_are_clean():
     exe = Path(sys.executable).parent
     lint = subprocess.run([str(exe / "snakemake"), "--lint"], cwd=REPO, capture_output=True, text=True)
     assert lint.returncode == 0 and "Lints for" not in lint.stdout + lint.stderr, lint.stdout + lint.stderr
-    fmt = subprocess.run([str(exe / "snakefmt"), "--check", "Snakefile", "workflow"], cwd=REPO,
-                         capture_output=True, text=True)
+    fmt = subprocess.run(
+        [str(exe / "snakefmt"), "--check", "Snakefile", "workflow"], cwd=REPO, capture_output=True, text=True
+    )
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
 
 def test_cli_failure_is_one_line_without_traceback(tmp_path):
     exe = shutil.which("limiting-dynamics", path=str(Path(sys.executable).parent)) or "limiting-dynamics"
-    proc = subprocess.run([exe, "run-cell", "--data", str(tmp_path / "none.npz"), "--checkpoint", "x.pt",
-                           "--params", '{"hyperparameters": {"lr": 0.1, "batch_size": 8, "momentum": 0.9,'
-                           ' "weight_decay": 0, "seed": 0}, "device": "cpu"}',
-                           "--out", str(tmp_path / "o.npz"), "--diverged-record", str(tmp_path / "d.json")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            exe,
+            "run-cell",
+            "--data",
+            str(tmp_path / "none.npz"),
+            "--checkpoint",
+            "x.pt",
+            "--params",
+            '{"hyperparameters": {"lr": 0.1, "batch_size": 8, "momentum": 0.9,'
+            ' "weight_decay": 0, "seed": 0}, "device": "cpu"}',
+            "--out",
+            str(tmp_path / "o.npz"),
+            "--diverged-record",
+            str(tmp_path / "d.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -264,23 +335,44 @@ def test_cli_failure_is_one_line_without_traceback(tmp_path):
 def test_analysis_and_plot_stages_do_not_load_torch():
     """About 40 of the default run's jobs only read NetCDF and draw; importing
     torch (~1.5-2 s each) would be most of their time."""
-    code = ("import sys\n"
-            "from limiting_dynamics import cli, comparison, comparison_plots, diffusion, plots, theory_plots, trajectory\n"
-            "from limiting_dynamics import geometry, local_displacement, replicates, results_tables, spectra\n"
-            "from limiting_dynamics.errors import LimitingDynamicsError\n"
-            "trajectory.provenance_attrs()\n"
-            "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))\n")
+    code = (
+        "import sys\n"
+        "from limiting_dynamics import cli, comparison, comparison_plots, diffusion, plots, theory_plots, trajectory\n"
+        "from limiting_dynamics import geometry, local_displacement, replicates, results_tables, spectra\n"
+        "from limiting_dynamics.errors import LimitingDynamicsError\n"
+        "trajectory.provenance_attrs()\n"
+        "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
 
 
 def test_every_expected_error_is_one_kind():
-    from limiting_dynamics import checkpoints, config, data, hessian, linear_regression, models, noise, theory
-    from limiting_dynamics import training, trajectory
+    from limiting_dynamics import (
+        checkpoints,
+        config,
+        data,
+        hessian,
+        linear_regression,
+        models,
+        noise,
+        theory,
+        training,
+        trajectory,
+    )
     from limiting_dynamics.errors import LimitingDynamicsError
 
-    for err in (checkpoints.CheckpointError, config.ConfigError, data.DataError, hessian.HessianError,
-                linear_regression.LinearRegressionError, models.ModelError, noise.NoiseError, theory.TheoryError,
-                training.DivergenceError, trajectory.TrajectoryFormatError):
+    for err in (
+        checkpoints.CheckpointError,
+        config.ConfigError,
+        data.DataError,
+        hessian.HessianError,
+        linear_regression.LinearRegressionError,
+        models.ModelError,
+        noise.NoiseError,
+        theory.TheoryError,
+        training.DivergenceError,
+        trajectory.TrajectoryFormatError,
+    ):
         assert issubclass(err, LimitingDynamicsError)

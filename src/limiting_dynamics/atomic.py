@@ -6,8 +6,8 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .errors import WriteError
 
@@ -38,8 +38,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         except (OSError, RuntimeError) as exc:
             if isinstance(exc, WriteError) or not (isinstance(exc, OSError) or _netcdf_failure(exc)):
                 raise
-            raise WriteError(f"writing {path} failed ({getattr(exc, 'strerror', None) or exc}); check free disk "
-                             f"space, quotas and file size limits; nothing was written") from exc
+            raise WriteError(
+                f"writing {path} failed ({getattr(exc, 'strerror', None) or exc}); check free disk "
+                f"space, quotas and file size limits; nothing was written"
+            ) from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -68,13 +68,21 @@ class BatchSampler:
         return idx.to(self.device, non_blocking=True)
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "permutation": self._perm, "position": self._pos,
-                "scheme": self.scheme, "batch_size": self.batch_size, "n": self.n}
+        return {
+            "generator": self.generator.get_state(),
+            "permutation": self._perm,
+            "position": self._pos,
+            "scheme": self.scheme,
+            "batch_size": self.batch_size,
+            "n": self.n,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if (state["scheme"], int(state["batch_size"]), int(state["n"])) != (self.scheme, self.batch_size, self.n):
-            raise CheckpointError(f"sampler state is for {state['scheme']} batches of {state['batch_size']} "
-                                  f"from {state['n']} examples, not {self.scheme} {self.batch_size} of {self.n}")
+            raise CheckpointError(
+                f"sampler state is for {state['scheme']} batches of {state['batch_size']} "
+                f"from {state['n']} examples, not {self.scheme} {self.batch_size} of {self.n}"
+            )
         self.generator.set_state(state["generator"])
         self._perm = state["permutation"]
         self._pos = int(state["position"])
@@ -138,14 +146,18 @@ class MemoryBatches:
         return random_shift(self.data.x_train[idx], self.shift, self.aug_gen, self.data.background), y
 
     def state_dict(self) -> dict:
-        return {"sampler": self.sampler.state_dict(), "augment_rng": self.aug_gen.get_state(),
-                "label_rng": self.label_gen.get_state()}
+        return {
+            "sampler": self.sampler.state_dict(),
+            "augment_rng": self.aug_gen.get_state(),
+            "label_rng": self.label_gen.get_state(),
+        }
 
     def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
         for key in ("sampler", "augment_rng", "label_rng"):
             if key not in state:
-                raise CheckpointError(f"{source} has no {key!r}: it was not written by an in-memory run "
-                                      "of this version")
+                raise CheckpointError(
+                    f"{source} has no {key!r}: it was not written by an in-memory run of this version"
+                )
         self.sampler.load_state_dict(state["sampler"])
         self.aug_gen.set_state(state["augment_rng"])
         self.label_gen.set_state(state["label_rng"])

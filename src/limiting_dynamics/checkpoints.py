@@ -21,8 +21,8 @@ import io
 import json
 import os
 import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -62,8 +62,10 @@ def _payload(path: Path) -> io.BytesIO:
             head = fh.readline(128)
             if not head.startswith(MAGIC):
                 if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip format, or its legacy pickle
-                    raise CheckpointError(f"checkpoint {path} is not a PyTorch checkpoint (neither this package's "
-                                          f"format nor a torch.save file)")
+                    raise CheckpointError(
+                        f"checkpoint {path} is not a PyTorch checkpoint (neither this package's "
+                        f"format nor a torch.save file)"
+                    )
                 fh.seek(0)
             payload = fh.read()
     except OSError as exc:
@@ -74,8 +76,10 @@ def _payload(path: Path) -> io.BytesIO:
     if expected is None:
         raise CheckpointError(f"checkpoint {path} is truncated or damaged (incomplete header)")
     if hashlib.sha256(payload).hexdigest() != expected:
-        raise CheckpointError(f"checkpoint {path} is truncated or damaged (its SHA-256 does not match the "
-                              f"header; {len(payload)} bytes after the header)")
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or damaged (its SHA-256 does not match the "
+            f"header; {len(payload)} bytes after the header)"
+        )
     return io.BytesIO(payload)
 
 
@@ -89,8 +93,10 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         obj = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} cannot be loaded safely ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+        raise CheckpointError(
+            f"checkpoint {path} cannot be loaded safely ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from exc
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict")
     return obj
@@ -115,15 +121,22 @@ def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:
     shapes = [f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}" for k in bad]
     last = list(own)[-1].rsplit(".", 1)[0]  # the final layer (the classifier of these models)
     weight = f"{last}.weight"
-    if shapes and not missing and not unexpected and weight in own \
-            and set(bad) <= {weight, f"{last}.bias"}:
-        raise CheckpointError(f"weights in {source} end in a classifier for {state_dict[weight].shape[0]} classes, "
-                              f"but the data set has {own[weight].shape[0]}: they belong to another data set")
+    if shapes and not missing and not unexpected and weight in own and set(bad) <= {weight, f"{last}.bias"}:
+        raise CheckpointError(
+            f"weights in {source} end in a classifier for {state_dict[weight].shape[0]} classes, "
+            f"but the data set has {own[weight].shape[0]}: they belong to another data set"
+        )
     if missing or unexpected or shapes:
-        detail = "; ".join(filter(None, [
-            f"missing {missing[:3]}" if missing else "",
-            f"unexpected {unexpected[:3]}" if unexpected else "",
-            f"shape mismatch {shapes[:2]}" if shapes else ""]))
+        detail = "; ".join(
+            filter(
+                None,
+                [
+                    f"missing {missing[:3]}" if missing else "",
+                    f"unexpected {unexpected[:3]}" if unexpected else "",
+                    f"shape mismatch {shapes[:2]}" if shapes else "",
+                ],
+            )
+        )
         raise CheckpointError(f"weights in {source} do not fit the configured model ({detail})")
     model.load_state_dict(state_dict, strict=True)
 
@@ -199,8 +212,13 @@ class ResumeStore:
             self._check_settings(state, path)
             return state
         if problems:
-            raise CheckpointError("no usable checkpoint to resume from (" + "; ".join(problems) + "); delete "
-                                  + ", ".join(str(p) for p in self.files()) + " to start this job over")
+            raise CheckpointError(
+                "no usable checkpoint to resume from ("
+                + "; ".join(problems)
+                + "); delete "
+                + ", ".join(str(p) for p in self.files())
+                + " to start this job over"
+            )
         return None
 
     def _check_settings(self, state: dict, path: Path) -> None:
@@ -209,13 +227,15 @@ class ResumeStore:
         except (TypeError, ValueError):
             theirs = None
         if not isinstance(theirs, dict):
-            raise CheckpointError(f"checkpoint {path} records no settings, so it cannot be matched to this "
-                                  f"job; delete it to start over")
+            raise CheckpointError(
+                f"checkpoint {path} records no settings, so it cannot be matched to this job; delete it to start over"
+            )
         if theirs != self.settings:
             keys = sorted(k for k in set(theirs) | set(self.settings) if theirs.get(k) != self.settings.get(k))
             raise CheckpointError(
                 f"checkpoint {path} was written under other settings (differing: {', '.join(keys)}); resuming "
-                f"would mix two runs. Restore those settings, or delete {path} and {self.prev.name} to start over")
+                f"would mix two runs. Restore those settings, or delete {path} and {self.prev.name} to start over"
+            )
 
     def clear(self) -> None:
         for path in (self.new, self.path, self.prev):
@@ -248,8 +268,13 @@ class Checkpointer:
     ``stop()`` reports a signal, after which it raises :class:`Interrupted`.
     Without a store a signal still stops the loop (with nothing to resume from)."""
 
-    def __init__(self, store: ResumeStore | None = None, every: int = 0,
-                 stop: Callable[[], int | None] | None = None, log: Callable[[str], None] = print):
+    def __init__(
+        self,
+        store: ResumeStore | None = None,
+        every: int = 0,
+        stop: Callable[[], int | None] | None = None,
+        log: Callable[[str], None] = print,
+    ):
         self.store, self.every, self.stop, self.log = store, max(0, int(every)), stop, log
 
     def resume(self) -> dict | None:
@@ -275,8 +300,11 @@ class Checkpointer:
             self.store.save(state())
             self.log(f"checkpoint after {done} {what} -> {self.store.path}")
         if signum is not None:
-            where = (f"checkpoint {self.store.path} written; rerun the same command to continue"
-                     if self.store is not None else "no checkpoint was asked for")
+            where = (
+                f"checkpoint {self.store.path} written; rerun the same command to continue"
+                if self.store is not None
+                else "no checkpoint was asked for"
+            )
             raise Interrupted(f"stopped by {signal.Signals(signum).name} after {done} {what}; {where}")
 
     def interrupt_if_signalled(self, where: str) -> None:
@@ -285,8 +313,11 @@ class Checkpointer:
         checkpoint holds what was finished before)."""
         signum = self._signal()
         if signum is not None:
-            kept = (f"checkpoint {self.store.path} keeps the parts finished before; rerun the same command to "
-                    f"continue" if self.store is not None and self.store.files() else "nothing to resume from")
+            kept = (
+                f"checkpoint {self.store.path} keeps the parts finished before; rerun the same command to continue"
+                if self.store is not None and self.store.files()
+                else "nothing to resume from"
+            )
             raise Interrupted(f"stopped by {signal.Signals(signum).name} {where}; {kept}")
 
     def finish(self) -> None:

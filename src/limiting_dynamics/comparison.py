@@ -169,8 +169,13 @@ def curvature_along_run(g: np.ndarray, x: np.ndarray, block: int) -> tuple[np.nd
     steps: block ends (steps) and ``blocks x modes`` slopes."""
     n = len(g) // block
     ends = np.arange(1, n + 1) * block
-    slopes = np.stack([curvature_and_noise(g[i * block:(i + 1) * block], x[i * block:(i + 1) * block])[0]
-                       for i in range(n)]) if n else np.empty((0, g.shape[1]))
+    slopes = (
+        np.stack(
+            [curvature_and_noise(g[i * block : (i + 1) * block], x[i * block : (i + 1) * block])[0] for i in range(n)]
+        )
+        if n
+        else np.empty((0, g.shape[1]))
+    )
     return ends, slopes
 
 
@@ -183,10 +188,20 @@ def fit_exponent(t, y, window: tuple[float, float], steps: int) -> float:
     return float(np.polyfit(np.log(t[ok]), np.log(y[ok]), 1)[0])
 
 
-def compare_cell(traj: xr.Dataset, hess: xr.Dataset, noise: xr.Dataset, *, n_train: int | None = None,
-                 stationary_window=(0.5, 1.0), fit_window=(0.01, 1.0), mode_window=(0.0, 0.25),
-                 curvature_block: int = 250, n_lags: int = 40, nperseg: int = 256,
-                 drift: xr.Dataset | None = None) -> xr.Dataset:
+def compare_cell(
+    traj: xr.Dataset,
+    hess: xr.Dataset,
+    noise: xr.Dataset,
+    *,
+    n_train: int | None = None,
+    stationary_window=(0.5, 1.0),
+    fit_window=(0.01, 1.0),
+    mode_window=(0.0, 0.25),
+    curvature_block: int = 250,
+    n_lags: int = 40,
+    nperseg: int = 256,
+    drift: xr.Dataset | None = None,
+) -> xr.Dataset:
     """Measured against predicted phase-space statistics and lag-MSD of one cell
     (see module doc). ``n_train`` defaults to the noise file's ``n_train``.
     Per-mode statistics are taken over ``mode_window`` (fractions of the run);
@@ -205,11 +220,19 @@ def compare_cell(traj: xr.Dataset, hess: xr.Dataset, noise: xr.Dataset, *, n_tra
     snapshot_sigma2 = per_sample_noise_var(noise.minibatch_var_along_eigenvector.values, bs, sampling, n_train)
     out = {}
     coords = {"lag": log_lags(steps, n_lags)}
-    attrs = {"cell": traj.attrs["cell"], "seed": int(traj.attrs.get("seed", 0)), "lr": lr, "batch_size": bs,
-             "momentum": beta, "weight_decay": wd,
-             "sampling": sampling, "n_train": n_train, "steps": steps,
-             "noise_curvature_slope_snapshot": noise_curvature_slope(lam_all, snapshot_sigma2),
-             "trace_cov_minibatch_snapshot": float(noise.attrs["trace_cov"])}
+    attrs = {
+        "cell": traj.attrs["cell"],
+        "seed": int(traj.attrs.get("seed", 0)),
+        "lr": lr,
+        "batch_size": bs,
+        "momentum": beta,
+        "weight_decay": wd,
+        "sampling": sampling,
+        "n_train": n_train,
+        "steps": steps,
+        "noise_curvature_slope_snapshot": noise_curvature_slope(lam_all, snapshot_sigma2),
+        "trace_cov_minibatch_snapshot": float(noise.attrs["trace_cov"]),
+    }
     sig_top = snapshot_sigma2
 
     # per mode: the first part of the run vs the exact discrete theory, with the noise measured in it
@@ -229,29 +252,35 @@ def compare_cell(traj: xr.Dataset, hess: xr.Dataset, noise: xr.Dataset, *, n_tra
         pred_snapshot = theory.stationary_moments(lam_ok, snapshot_sigma2[:k], **kw)
         nan = np.where(stable, 1.0, np.nan)
         osc = spectra.fit_oscillator(vel, nperseg=min(nperseg, hi - lo))
-        out.update({
-            "eigenvalue": ("mode", lam),
-            "curvature_in_run": ("mode", curvature),
-            "curvature_along_run": (("block", "mode"), along),
-            "noise_var": ("mode", sigma2),
-            "noise_var_snapshot": ("mode", snapshot_sigma2[:k]),
-            "position_var_measured": ("mode", pos.var(axis=0)),
-            "position_var_predicted": ("mode", pred.position_var.values * nan),
-            "position_var_predicted_snapshot": ("mode", pred_snapshot.position_var.values * nan),
-            "velocity_var_measured": ("mode", vel.var(axis=0)),
-            "velocity_var_predicted": ("mode", pred.velocity_var.values * nan),
-            "velocity_var_predicted_snapshot": ("mode", pred_snapshot.velocity_var.values * nan),
-            "position_velocity_cov_measured": ("mode", np.mean((pos - pos.mean(0)) * (vel - vel.mean(0)), axis=0)),
-            "position_velocity_cov_predicted": ("mode", pred.position_velocity_cov.values * nan),
-            "oscillation_frequency_measured": ("mode", osc.frequency),
-            "oscillation_frequency_predicted": ("mode", theory.oscillation_frequency(lam_ok, lr, beta, wd) * nan),
-            "pole_radius_measured": ("mode", osc.radius),
-            "oscillator_fit_converged": ("mode", osc.converged.astype(np.int8)),
-        })
+        out.update(
+            {
+                "eigenvalue": ("mode", lam),
+                "curvature_in_run": ("mode", curvature),
+                "curvature_along_run": (("block", "mode"), along),
+                "noise_var": ("mode", sigma2),
+                "noise_var_snapshot": ("mode", snapshot_sigma2[:k]),
+                "position_var_measured": ("mode", pos.var(axis=0)),
+                "position_var_predicted": ("mode", pred.position_var.values * nan),
+                "position_var_predicted_snapshot": ("mode", pred_snapshot.position_var.values * nan),
+                "velocity_var_measured": ("mode", vel.var(axis=0)),
+                "velocity_var_predicted": ("mode", pred.velocity_var.values * nan),
+                "velocity_var_predicted_snapshot": ("mode", pred_snapshot.velocity_var.values * nan),
+                "position_velocity_cov_measured": ("mode", np.mean((pos - pos.mean(0)) * (vel - vel.mean(0)), axis=0)),
+                "position_velocity_cov_predicted": ("mode", pred.position_velocity_cov.values * nan),
+                "oscillation_frequency_measured": ("mode", osc.frequency),
+                "oscillation_frequency_predicted": ("mode", theory.oscillation_frequency(lam_ok, lr, beta, wd) * nan),
+                "pole_radius_measured": ("mode", osc.radius),
+                "oscillator_fit_converged": ("mode", osc.converged.astype(np.int8)),
+            }
+        )
         coords.update(mode=np.arange(1, k + 1), block=ends)
-        attrs.update(unstable_top_modes=int((~stable).sum()), mode_window_start=lo + 1, mode_window_end=hi,
-                     pole_radius_predicted=float(np.sqrt(beta)),
-                     noise_curvature_slope=noise_curvature_slope(lam, sigma2))
+        attrs.update(
+            unstable_top_modes=int((~stable).sum()),
+            mode_window_start=lo + 1,
+            mode_window_end=hi,
+            pole_radius_predicted=float(np.sqrt(beta)),
+            noise_curvature_slope=noise_curvature_slope(lam, sigma2),
+        )
         sig_top = np.concatenate([sigma2, snapshot_sigma2[k:]])
         if drift is not None:
             valid = np.full(k, np.nan)
@@ -263,8 +292,9 @@ def compare_cell(traj: xr.Dataset, hess: xr.Dataset, noise: xr.Dataset, *, n_tra
     # lag-MSD: top modes (measured noise) + bulk (the rest of the in-run noise ~ eigenvalue)
     lags = coords["lag"]
     lam_top = lam_all
-    bulk_lam, bulk_mult = bulk_modes(hess.slq_nodes.values, hess.slq_weights.values, int(hess.attrs["n_params"]),
-                                     lam_all)
+    bulk_lam, bulk_mult = bulk_modes(
+        hess.slq_nodes.values, hess.slq_weights.values, int(hess.attrs["n_params"]), lam_all
+    )
     ts = traj.tensor_step.values
     in_window = (ts > stationary_window[0] * steps) & (ts <= stationary_window[1] * steps)
     grad_sq = float(traj.sq_grad_by_tensor.transpose("tensor_step", "tensor").values[in_window].sum(axis=1).mean())
@@ -273,27 +303,34 @@ def compare_cell(traj: xr.Dataset, hess: xr.Dataset, noise: xr.Dataset, *, n_tra
     ok_bulk = (bulk_lam > 0) & (lr * (bulk_lam + wd) < 2 * (1 + beta))
     bulk_sigma2 = np.zeros_like(bulk_lam)
     bulk_sigma2[ok_bulk] = bulk_lam[ok_bulk] * bulk_noise_scale(
-        grad_sq, lam_top[ok_top], sig_top[ok_top], bulk_lam[ok_bulk], bulk_mult[ok_bulk], kw)
+        grad_sq, lam_top[ok_top], sig_top[ok_top], bulk_lam[ok_bulk], bulk_mult[ok_bulk], kw
+    )
     bulk_total = float((bulk_sigma2 * bulk_mult).sum())
     msd_top = theory.lag_msd(lam_top[ok_top], sig_top[ok_top], lags, **kw)
     # each bulk node stands for `mult` identical modes: scale its noise by mult (MSD is linear in it)
-    msd_bulk = theory.lag_msd(bulk_lam[ok_bulk], bulk_sigma2[ok_bulk] * bulk_mult[ok_bulk], lags, **kw) \
-        if ok_bulk.any() else np.zeros(len(lags))
+    msd_bulk = (
+        theory.lag_msd(bulk_lam[ok_bulk], bulk_sigma2[ok_bulk] * bulk_mult[ok_bulk], lags, **kw)
+        if ok_bulk.any()
+        else np.zeros(len(lags))
+    )
     out["lag_msd_predicted_top"] = ("lag", msd_top)
     out["lag_msd_predicted"] = ("lag", msd_top + msd_bulk)
     out["sq_dist_from_start_measured"] = ("lag", traj.sq_dist_from_start.values[lags - 1])
-    attrs.update(bulk_noise_fraction=bulk_total / (bulk_total + float(sig_top[ok_top].sum())),
-                 bulk_modes_dropped_unstable=float(bulk_mult[~ok_bulk].sum()),
-                 c_sq_dist_measured=fit_exponent(lags, traj.sq_dist_from_start.values[lags - 1], fit_window, steps),
-                 c_lag_msd_predicted=fit_exponent(lags, msd_top + msd_bulk, fit_window, steps))
+    attrs.update(
+        bulk_noise_fraction=bulk_total / (bulk_total + float(sig_top[ok_top].sum())),
+        bulk_modes_dropped_unstable=float(bulk_mult[~ok_bulk].sum()),
+        c_sq_dist_measured=fit_exponent(lags, traj.sq_dist_from_start.values[lags - 1], fit_window, steps),
+        c_lag_msd_predicted=fit_exponent(lags, msd_top + msd_bulk, fit_window, steps),
+    )
     if "sketch" in traj:
         sk = sketch_lag_msd(traj.sketch.values, lags)
         out["lag_msd_sketch"] = ("lag", sk)
         attrs["c_lag_msd_sketch"] = fit_exponent(lags, sk, fit_window, steps)
         # check of the sketch against the exact distances it compresses
         exact = traj.sq_dist_from_start.values
-        attrs["sketch_over_exact_sq_dist"] = float(np.mean((traj.sketch.values.astype(float) ** 2).sum(1)) /
-                                                   np.mean(exact))
+        attrs["sketch_over_exact_sq_dist"] = float(
+            np.mean((traj.sketch.values.astype(float) ** 2).sum(1)) / np.mean(exact)
+        )
     ds = xr.Dataset(out, coords=coords, attrs=attrs)
     ds.attrs["theory_agreement_lag"] = agreement_lag(ds)
     meta = {
@@ -313,7 +350,7 @@ def compare_cell(traj: xr.Dataset, hess: xr.Dataset, noise: xr.Dataset, *, n_tra
         "position_velocity_cov_measured": "covariance of position and velocity projections",
         "position_velocity_cov_predicted": "stationary Cov[x_i, v_i], exact discrete theory",
         "oscillation_frequency_measured": "pole angle / 2 pi of the damped oscillator fitted to the spectrum of "
-                                          "u_i^T v over the mode window (cycles per step)",
+        "u_i^T v over the mode window (cycles per step)",
         "oscillation_frequency_predicted": "damped frequency of the mean motion (cycles per step)",
         "pole_radius_measured": "pole radius of the fitted oscillator (theory: sqrt(beta))",
         "oscillator_fit_converged": "1 if the spectral fit converged",

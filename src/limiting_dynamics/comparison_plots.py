@@ -36,9 +36,14 @@ def theory_modes(cells: list[xr.Dataset], predictions: pd.DataFrame, path, dpi: 
     displacement against both parameter-free predictions."""
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
     colors = sns.color_palette("viridis", len(cells))
-    for (key, title), ax in zip((("position_var", "position variance $u_i^T\\theta$"),
-                                 ("velocity_var", "velocity variance $u_i^T v$"),
-                                 ("oscillation_frequency", "oscillation frequency (cycles/step)")), axes):
+    for (key, title), ax in zip(
+        (
+            ("position_var", "position variance $u_i^T\\theta$"),
+            ("velocity_var", "velocity variance $u_i^T v$"),
+            ("oscillation_frequency", "oscillation frequency (cycles/step)"),
+        ),
+        axes,
+    ):
         allv, ratios = [], []
         for ds, color in zip(cells, colors):
             if f"{key}_measured" not in ds:
@@ -53,24 +58,48 @@ def theory_modes(cells: list[xr.Dataset], predictions: pd.DataFrame, path, dpi: 
             ratios.append(y / x)
         _identity(ax, np.concatenate(allv) if allv else [])
         ratio = np.concatenate(ratios) if ratios else np.array([np.nan])
-        ax.set(xlabel="predicted (exact discrete theory)", ylabel="measured",
-               title=f"{title}\nmedian measured/predicted {np.nanmedian(ratio):.2g}")
+        ax.set(
+            xlabel="predicted (exact discrete theory)",
+            ylabel="measured",
+            title=f"{title}\nmedian measured/predicted {np.nanmedian(ratio):.2g}",
+        )
     axes[0].legend(fontsize=6)
     ax = axes[3]
     p = predictions
-    ax.errorbar(p["sq_step_predicted_noise"], p["sq_step_measured"], yerr=2 * p["sq_step_stderr"], fmt="o", ms=4,
-                color="C0", label="noise formula (in-run gradients)")
-    ax.scatter(p["sq_step_predicted_identity"], p["sq_step_measured"], s=18, marker="^", color="C3",
-               label="norm equilibrium $2\\eta\\lambda_{wd}\\|\\theta_{SI}\\|^2/(1+\\beta)$ + rest")
-    _identity(ax, np.concatenate([p["sq_step_predicted_noise"], p["sq_step_predicted_identity"],
-                                  p["sq_step_measured"]]))
-    ax.set(xlabel="predicted", ylabel="measured", title="stationary $\\|\\theta_{k+1}-\\theta_k\\|^2$ per cell\n"
-           f"median measured/predicted {np.median(p['measured_over_noise']):.2g} (noise), "
-           f"{np.median(p['measured_over_identity']):.2g} (equilibrium)")
+    ax.errorbar(
+        p["sq_step_predicted_noise"],
+        p["sq_step_measured"],
+        yerr=2 * p["sq_step_stderr"],
+        fmt="o",
+        ms=4,
+        color="C0",
+        label="noise formula (in-run gradients)",
+    )
+    ax.scatter(
+        p["sq_step_predicted_identity"],
+        p["sq_step_measured"],
+        s=18,
+        marker="^",
+        color="C3",
+        label="norm equilibrium $2\\eta\\lambda_{wd}\\|\\theta_{SI}\\|^2/(1+\\beta)$ + rest",
+    )
+    _identity(
+        ax, np.concatenate([p["sq_step_predicted_noise"], p["sq_step_predicted_identity"], p["sq_step_measured"]])
+    )
+    ax.set(
+        xlabel="predicted",
+        ylabel="measured",
+        title="stationary $\\|\\theta_{k+1}-\\theta_k\\|^2$ per cell\n"
+        f"median measured/predicted {np.median(p['measured_over_noise']):.2g} (noise), "
+        f"{np.median(p['measured_over_identity']):.2g} (equilibrium)",
+    )
     ax.title.set_fontsize(9)
     ax.legend(fontsize=6)
-    fig.suptitle("Theory vs experiment with no fitted constant: Hessian at each cell's $\\theta_0$, gradient noise "
-                 "read off the run's momentum buffer (dashed: equality)", fontsize=10)
+    fig.suptitle(
+        "Theory vs experiment with no fitted constant: Hessian at each cell's $\\theta_0$, gradient noise "
+        "read off the run's momentum buffer (dashed: equality)",
+        fontsize=10,
+    )
     fig.tight_layout()
     save(fig, path, dpi)
 
@@ -82,8 +111,9 @@ def _ellipse(var_x: float, var_v: float, cov: float, n_std: float = 2.0, n: int 
     return (vecs @ (np.sqrt(np.maximum(vals, 0))[:, None] * circle)) * n_std
 
 
-def phase_space(traj: xr.Dataset, cmp: xr.Dataset, path, dpi: int = 150, n_modes: int = 3,
-                last_steps: int = 400) -> None:
+def phase_space(
+    traj: xr.Dataset, cmp: xr.Dataset, path, dpi: int = 150, n_modes: int = 3, last_steps: int = 400
+) -> None:
     """Position against velocity along the top Hessian eigenvectors (the last
     ``last_steps`` steps of the mode window, coloured by time), with the
     theory's stationary 95% ellipse about the window's mean; bottom row:
@@ -99,13 +129,19 @@ def phase_space(traj: xr.Dataset, cmp: xr.Dataset, path, dpi: int = 150, n_modes
         x, v = pos[sl, i], vel[sl, i]
         ax.plot(x, v, color="0.75", lw=0.5, zorder=1)
         sc = ax.scatter(x, v, c=steps[sl], s=3, cmap="viridis", zorder=2)
-        ell = _ellipse(float(cmp.position_var_predicted[i]), float(cmp.velocity_var_predicted[i]),
-                       float(cmp.position_velocity_cov_predicted[i]))
+        ell = _ellipse(
+            float(cmp.position_var_predicted[i]),
+            float(cmp.velocity_var_predicted[i]),
+            float(cmp.position_velocity_cov_predicted[i]),
+        )
         mx, mv = float(np.mean(pos[lo:hi, i])), float(np.mean(vel[lo:hi, i]))
         ax.plot(ell[0] + mx, ell[1] + mv, color="C3", lw=1.2, label="theory 95% (stationary)")
-        ax.set(xlabel=f"$u_{i + 1}^T(\\theta_k-\\theta_0)$", ylabel=f"$u_{i + 1}^T v_k$",
-               title=f"mode {i + 1}: $\\lambda$={float(cmp.eigenvalue[i]):.3g}, Var x meas/pred "
-                     f"{float(cmp.position_var_measured[i] / cmp.position_var_predicted[i]):.2g}")
+        ax.set(
+            xlabel=f"$u_{i + 1}^T(\\theta_k-\\theta_0)$",
+            ylabel=f"$u_{i + 1}^T v_k$",
+            title=f"mode {i + 1}: $\\lambda$={float(cmp.eigenvalue[i]):.3g}, Var x meas/pred "
+            f"{float(cmp.position_var_measured[i] / cmp.position_var_predicted[i]):.2g}",
+        )
         if i == 0:
             ax.legend(fontsize=7)
         ax = axes[1, i]
@@ -136,14 +172,20 @@ def theory_msd(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
         agree = agreement_lag(ds)
         if agree:
             ax.axvspan(ds.lag.values[0], agree, color="C2", alpha=0.12, zorder=0, label="theory within 25%")
-        ax.set(xlabel="t or lag (steps)", ylabel="squared distance",
-               title=f"{_cell_label(ds)}\nc measured {c_meas:.2f}, theory {c_th:.2f}; within 25% up to lag {agree}")
+        ax.set(
+            xlabel="t or lag (steps)",
+            ylabel="squared distance",
+            title=f"{_cell_label(ds)}\nc measured {c_meas:.2f}, theory {c_th:.2f}; within 25% up to lag {agree}",
+        )
         ax.title.set_fontsize(8)
     axes[0].legend(fontsize=6)
-    fig.suptitle("What a fixed quadratic explains: the stationary lag-MSD of the quadratic theory built from the Hessian "
-                 "spectrum at $\\theta_0$ (positive curvature) and the noise measured along the run,\nagainst the "
-                 "measured one (shaded: lags where they agree within 25%); beyond, every mode of the theory has "
-                 "saturated while the weights keep moving", fontsize=9)
+    fig.suptitle(
+        "What a fixed quadratic explains: the stationary lag-MSD of the quadratic theory built from the Hessian "
+        "spectrum at $\\theta_0$ (positive curvature) and the noise measured along the run,\nagainst the "
+        "measured one (shaded: lags where they agree within 25%); beyond, every mode of the theory has "
+        "saturated while the weights keep moving",
+        fontsize=9,
+    )
     fig.tight_layout()
     save(fig, path, dpi)
 
@@ -155,19 +197,29 @@ def noise_curvature(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
     for ds, color in zip(cells, colors):
         if "noise_var" not in ds:
             continue
-        ax.loglog(ds.eigenvalue, ds.noise_var, "o", ms=4, color=color,
-                  label=f"{_cell_label(ds)}: slope {ds.attrs['noise_curvature_slope']:.2f}")
+        ax.loglog(
+            ds.eigenvalue,
+            ds.noise_var,
+            "o",
+            ms=4,
+            color=color,
+            label=f"{_cell_label(ds)}: slope {ds.attrs['noise_curvature_slope']:.2f}",
+        )
     lam = np.concatenate([ds.eigenvalue.values for ds in cells if "eigenvalue" in ds] or [np.array([1.0])])
     lam = lam[lam > 0]
     if lam.size:
         ref = np.geomspace(lam.min(), lam.max(), 10)
-        mid = np.median(np.concatenate([ds.noise_var.values / ds.eigenvalue.values for ds in cells
-                                        if "noise_var" in ds]))
+        mid = np.median(
+            np.concatenate([ds.noise_var.values / ds.eigenvalue.values for ds in cells if "noise_var" in ds])
+        )
         ax.loglog(ref, mid * ref, color="0.5", ls="--", lw=0.8, label="$\\sigma^2 \\propto \\lambda$ ($C \\sim H$)")
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set(xlabel="Hessian eigenvalue $\\lambda_i$", ylabel="$\\sigma_i^2 = u_i^T C u_i$ (per sample)",
-           title="Gradient noise against curvature along the top eigenvectors")
+    ax.set(
+        xlabel="Hessian eigenvalue $\\lambda_i$",
+        ylabel="$\\sigma_i^2 = u_i^T C u_i$ (per sample)",
+        title="Gradient noise against curvature along the top eigenvectors",
+    )
     ax.legend(fontsize=6)
     fig.tight_layout()
     save(fig, path, dpi)
@@ -186,12 +238,18 @@ def loss_landscape(ds: xr.Dataset, path, dpi: int = 150) -> None:
         fig.colorbar(cs, ax=ax, label=f"{var.replace('_', ' ')} (nat)")
         ax.plot(ds.trajectory_a, ds.trajectory_b, color="C0", lw=0.4, alpha=0.8, label="trajectory")
         ax.plot([0], [0], "w*", ms=9, mec="k", label="$\\theta_0$")
-        ax.set(xlabel=f"$u_{{{i}}}$ coordinate", ylabel=f"$u_{{{j}}}$ coordinate",
-               title=f"{var.replace('_', ' ')} ({ds.attrs['n_' + var.split('_')[0]]} examples, eval mode)")
+        ax.set(
+            xlabel=f"$u_{{{i}}}$ coordinate",
+            ylabel=f"$u_{{{j}}}$ coordinate",
+            title=f"{var.replace('_', ' ')} ({ds.attrs['n_' + var.split('_')[0]]} examples, eval mode)",
+        )
     axes[0].legend(fontsize=7, loc="upper right")
-    fig.suptitle(f"Loss landscape in the plane of Hessian eigenvectors {i} and {j} at $\\theta_0$ of cell "
-                 f"{ds.attrs['cell']} ($\\lambda_{{{i}}}$={ds.attrs['eigenvalue_a']:.3g}, "
-                 f"$\\lambda_{{{j}}}$={ds.attrs['eigenvalue_b']:.3g})", fontsize=10)
+    fig.suptitle(
+        f"Loss landscape in the plane of Hessian eigenvectors {i} and {j} at $\\theta_0$ of cell "
+        f"{ds.attrs['cell']} ($\\lambda_{{{i}}}$={ds.attrs['eigenvalue_a']:.3g}, "
+        f"$\\lambda_{{{j}}}$={ds.attrs['eigenvalue_b']:.3g})",
+        fontsize=10,
+    )
     fig.tight_layout()
     save(fig, path, dpi)
 
@@ -210,24 +268,31 @@ def eigenvector_drift(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
         for j in range(ds.sizes["mode"]):
             label = f"mode {j + 1}" if ds is cells[0] else None
             axes[0].plot(t, ds.relative_residual.values[:, j], "o-", ms=3, lw=0.8, color=colors[j], label=label)
-            axes[1].plot(t, ds.rayleigh_quotient.values[:, j] / ds.eigenvalue.values[j], "o-", ms=3, lw=0.8,
-                         color=colors[j])
+            axes[1].plot(
+                t, ds.rayleigh_quotient.values[:, j] / ds.eigenvalue.values[j], "o-", ms=3, lw=0.8, color=colors[j]
+            )
     a = cells[0].attrs
-    period = 1 / float(theory.oscillation_frequency([float(cells[0].eigenvalue[0])], a["lr"], a["momentum"],
-                                                    a["weight_decay"])[0])
+    period = 1 / float(
+        theory.oscillation_frequency([float(cells[0].eigenvalue[0])], a["lr"], a["momentum"], a["weight_decay"])[0]
+    )
     valid = np.concatenate([valid_steps(ds) for ds in cells])
     for ax in axes:
         ax.axvline(period, color="0.4", ls=":", lw=1, label=f"one oscillation period of mode 1 ({period:.0f} steps)")
         ax.set(xscale="log", xlabel="steps since $\\theta_0$ (replayed run)")
     axes[0].axhline(VALID_RESIDUAL, color="C3", ls="--", lw=0.8, label="valid below")
-    axes[0].set(ylabel="$\\|H u_i - (u_i^T H u_i) u_i\\| / u_i^T H u_i$",
-                title=f"relative residual (0: an eigenvector); valid up to step {int(np.median(valid))} "
-                      f"(median over modes and seeds)")
+    axes[0].set(
+        ylabel="$\\|H u_i - (u_i^T H u_i) u_i\\| / u_i^T H u_i$",
+        title=f"relative residual (0: an eigenvector); valid up to step {int(np.median(valid))} "
+        f"(median over modes and seeds)",
+    )
     axes[1].axhline(1.0, color="0.5", lw=0.8)
     axes[1].set(ylabel="$u_i^T H u_i / \\lambda_i$", title="curvature along $u_i$ over its eigenvalue at $\\theta_0$")
     axes[0].legend(fontsize=7, frameon=False)
-    fig.suptitle(f"Do the Hessian eigenvectors of $\\theta_0$ stay eigenvectors? Hessian of the loss SGD samples at "
-                 f"the replayed steps ({len(cells)} seed(s) of the default cell)", fontsize=10)
+    fig.suptitle(
+        f"Do the Hessian eigenvectors of $\\theta_0$ stay eigenvectors? Hessian of the loss SGD samples at "
+        f"the replayed steps ({len(cells)} seed(s) of the default cell)",
+        fontsize=10,
+    )
     fig.tight_layout()
     save(fig, path, dpi)
 

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import yaml
 
-from .training import Hyperparameters
 from .errors import ConfigError
+from .training import Hyperparameters
 
 HYPERPARAMETERS = ("lr", "batch_size", "momentum", "weight_decay", "seed")
-
 
 
 def _key(path) -> str:
@@ -83,9 +82,13 @@ def expand_cells(cells_cfg: dict) -> list[Hyperparameters]:
     seen, cells = set(), []
     for c in combos:
         for r in range(int(cells_cfg.get("replicates", 1))):
-            hp = Hyperparameters(lr=float(c["lr"]), batch_size=int(c["batch_size"]),
-                                 momentum=float(c["momentum"]), weight_decay=float(c["weight_decay"]),
-                                 seed=int(c["seed"]) + r)
+            hp = Hyperparameters(
+                lr=float(c["lr"]),
+                batch_size=int(c["batch_size"]),
+                momentum=float(c["momentum"]),
+                weight_decay=float(c["weight_decay"]),
+                seed=int(c["seed"]) + r,
+            )
             if hp not in seen:
                 seen.add(hp)
                 cells.append(hp)
@@ -95,8 +98,13 @@ def expand_cells(cells_cfg: dict) -> list[Hyperparameters]:
 def default_cell(cells_cfg: dict, seed: int | None = None) -> Hyperparameters:
     """The default cell, with its own seed or ``seed``."""
     d = cells_cfg["default"]
-    return Hyperparameters(lr=float(d["lr"]), batch_size=int(d["batch_size"]), momentum=float(d["momentum"]),
-                           weight_decay=float(d["weight_decay"]), seed=int(d["seed"] if seed is None else seed))
+    return Hyperparameters(
+        lr=float(d["lr"]),
+        batch_size=int(d["batch_size"]),
+        momentum=float(d["momentum"]),
+        weight_decay=float(d["weight_decay"]),
+        seed=int(d["seed"] if seed is None else seed),
+    )
 
 
 def is_default(hp: Hyperparameters, cells_cfg: dict) -> bool:
@@ -128,8 +136,7 @@ def all_cells(config: dict) -> list[Hyperparameters]:
 
 def cell_id(hp: Hyperparameters) -> str:
     """A readable, filesystem-safe name that determines the cell uniquely."""
-    return (f"lr{hp.lr:.6g}_bs{hp.batch_size}_mom{hp.momentum:.6g}"
-            f"_wd{hp.weight_decay:.6g}_seed{hp.seed}")
+    return f"lr{hp.lr:.6g}_bs{hp.batch_size}_mom{hp.momentum:.6g}_wd{hp.weight_decay:.6g}_seed{hp.seed}"
 
 
 def cells_by_id(config: dict) -> dict[str, Hyperparameters]:
@@ -183,8 +190,10 @@ def weights_hint(arch: str) -> str:
     url = TORCHVISION_WEIGHTS.get(arch)
     if not url:
         return ""
-    return (f"torchvision's ImageNet weights for {arch} are {url} (fetch the file on a machine with internet and "
-            f"give its local path; they fit 1000-class, 3-channel ImageNet data)")
+    return (
+        f"torchvision's ImageNet weights for {arch} are {url} (fetch the file on a machine with internet and "
+        f"give its local path; they fit 1000-class, 3-channel ImageNet data)"
+    )
 
 
 def semantic_errors(config: dict) -> list[str]:
@@ -197,38 +206,51 @@ def semantic_errors(config: dict) -> list[str]:
     if n_train is not None:
         for name, bs in (("converge.batch_size", config["converge"]["batch_size"]),):
             if bs > n_train:
-                errors.append(f"config key '{name}': value {bs} is not allowed: "
-                              f"must be <= the {n_train} training examples")
+                errors.append(
+                    f"config key '{name}': value {bs} is not allowed: must be <= the {n_train} training examples"
+                )
         for hp in cells:
             if hp.batch_size > n_train:
-                errors.append(f"config key 'cells' (batch_size): value {hp.batch_size} is not allowed: "
-                              f"must be <= the {n_train} training examples of {config['data']['name']}")
+                errors.append(
+                    f"config key 'cells' (batch_size): value {hp.batch_size} is not allowed: "
+                    f"must be <= the {n_train} training examples of {config['data']['name']}"
+                )
                 break
     ckpt = config["converge"].get("checkpoint")
     if ckpt and not Path(ckpt).is_file():
-        errors.append(f"config key 'converge.checkpoint': value {ckpt!r} is not allowed: "
-                      "no such file (give the local path of a converged checkpoint, or null to train)"
-                      + weights_suffix(config["model"]["arch"]))
+        errors.append(
+            f"config key 'converge.checkpoint': value {ckpt!r} is not allowed: "
+            "no such file (give the local path of a converged checkpoint, or null to train)"
+            + weights_suffix(config["model"]["arch"])
+        )
     local = config["data"].get("path")
     if config["data"]["name"] in LOCAL_DATASETS and not (local and Path(local).expanduser().is_dir()):
-        errors.append(f"config key 'data.path': value {local!r} is not allowed: {config['data']['name']} is read "
-                      f"from a local directory (nothing is downloaded); {LOCAL_DATASETS[config['data']['name']]}")
+        errors.append(
+            f"config key 'data.path': value {local!r} is not allowed: {config['data']['name']} is read "
+            f"from a local directory (nothing is downloaded); {LOCAL_DATASETS[config['data']['name']]}"
+        )
     errors += _stream_errors(config)
     for key in ("fit_window", "stationary_window", "mode_window"):
         lo, hi = config["analysis"][key]
         if not lo < hi:
-            errors.append(f"config key 'analysis.{key}': value {[lo, hi]} is not allowed: "
-                          "must be [start, end] with start < end (fractions of the run)")
+            errors.append(
+                f"config key 'analysis.{key}': value {[lo, hi]} is not allowed: "
+                "must be [start, end] with start < end (fractions of the run)"
+            )
     burn = config["limiting"]["burn_in"]
     if burn["min_steps"] > burn["max_steps"]:
-        errors.append(f"config key 'limiting.burn_in.min_steps': value {burn['min_steps']} is not allowed: "
-                      f"must be <= limiting.burn_in.max_steps ({burn['max_steps']})")
+        errors.append(
+            f"config key 'limiting.burn_in.min_steps': value {burn['min_steps']} is not allowed: "
+            f"must be <= limiting.burn_in.max_steps ({burn['max_steps']})"
+        )
     by_name: dict[str, Hyperparameters] = {}
     for hp in cells:
         other = by_name.setdefault(cell_id(hp), hp)
         if other != hp:
-            errors.append(f"config key 'cells': cells {other.as_dict()} and {hp.as_dict()} get the same name "
-                          f"{cell_id(hp)!r} (values must differ within 6 significant digits)")
+            errors.append(
+                f"config key 'cells': cells {other.as_dict()} and {hp.as_dict()} get the same name "
+                f"{cell_id(hp)!r} (values must differ within 6 significant digits)"
+            )
             break
     for key, values in (config["cells"].get("sweeps") or {}).items():
         if len(set(values)) != len(values):
@@ -239,32 +261,43 @@ def semantic_errors(config: dict) -> list[str]:
     hess = config["hessian"]
     held, held_text = _held_examples(config, n_train)
     if held is not None and hess["n_samples"] != "all" and hess["n_samples"] > held:
-        errors.append(f"config key 'hessian.n_samples': value {hess['n_samples']} is not allowed: "
-                      f"must be <= {held_text}")
+        errors.append(
+            f"config key 'hessian.n_samples': value {hess['n_samples']} is not allowed: must be <= {held_text}"
+        )
     phase = config["limiting"]["phase_space"]
     if hess["enabled"] and phase["modes"] > hess["top_k"]:
-        errors.append(f"config key 'limiting.phase_space.modes': value {phase['modes']} is not allowed: "
-                      f"must be <= hessian.top_k ({hess['top_k']}), the eigenvectors computed")
+        errors.append(
+            f"config key 'limiting.phase_space.modes': value {phase['modes']} is not allowed: "
+            f"must be <= hessian.top_k ({hess['top_k']}), the eigenvectors computed"
+        )
     land = config["landscape"]
     if land["enabled"] and hess["enabled"]:
         a, b = land["modes"]
         if a == b:
-            errors.append(f"config key 'landscape.modes': value {land['modes']} is not allowed: "
-                          "needs two different eigenvectors")
+            errors.append(
+                f"config key 'landscape.modes': value {land['modes']} is not allowed: needs two different eigenvectors"
+            )
         if max(a, b) > phase["modes"]:
-            errors.append(f"config key 'landscape.modes': value {land['modes']} is not allowed: "
-                          f"must be <= limiting.phase_space.modes ({phase['modes']}), the recorded projections")
+            errors.append(
+                f"config key 'landscape.modes': value {land['modes']} is not allowed: "
+                f"must be <= limiting.phase_space.modes ({phase['modes']}), the recorded projections"
+            )
         if held is not None and land["n_samples"] > held:
-            errors.append(f"config key 'landscape.n_samples': value {land['n_samples']} is not allowed: "
-                          f"must be <= {held_text}")
+            errors.append(
+                f"config key 'landscape.n_samples': value {land['n_samples']} is not allowed: must be <= {held_text}"
+            )
     lin = config["linear_regression"]
     anchor = int(lin["lag_anchor"] * lin["steps"])
     if anchor + max(lin["lags"]) > lin["steps"]:
-        errors.append(f"config key 'linear_regression.lags': value {lin['lags']} is not allowed: "
-                      f"lag_anchor * steps + max(lags) = {anchor + max(lin['lags'])} must be <= steps ({lin['steps']})")
+        errors.append(
+            f"config key 'linear_regression.lags': value {lin['lags']} is not allowed: "
+            f"lag_anchor * steps + max(lags) = {anchor + max(lin['lags'])} must be <= steps ({lin['steps']})"
+        )
     if lin["kept_chains"] > lin["chains"]:
-        errors.append(f"config key 'linear_regression.kept_chains': value {lin['kept_chains']} is not allowed: "
-                      f"must be <= chains ({lin['chains']})")
+        errors.append(
+            f"config key 'linear_regression.kept_chains': value {lin['kept_chains']} is not allowed: "
+            f"must be <= chains ({lin['chains']})"
+        )
     return errors
 
 
@@ -285,18 +318,26 @@ def _stream_errors(config: dict) -> list[str]:
     if d.get("loader", "memory") != "stream":
         return []
     if d["name"] != "imagenet":
-        return [f"config key 'data.loader': value 'stream' is not allowed: only data.name imagenet is streamed "
-                f"({d['name']} is held in memory; use loader: memory)"]
+        return [
+            f"config key 'data.loader': value 'stream' is not allowed: only data.name imagenet is streamed "
+            f"({d['name']} is held in memory; use loader: memory)"
+        ]
     subset = d.get("stream_subset")
     if not subset:
-        return ["config key 'data.stream_subset': value None is not allowed: data.loader stream needs the number of "
-                "training images held in memory for the train metrics and the Hessian, noise and landscape stages"]
+        return [
+            "config key 'data.stream_subset': value None is not allowed: data.loader stream needs the number of "
+            "training images held in memory for the train metrics and the Hessian, noise and landscape stages"
+        ]
     errors = []
-    for key, section in (("converge.augment_shift", config["converge"]),
-                         ("limiting.augment_shift", config["limiting"])):
+    for key, section in (
+        ("converge.augment_shift", config["converge"]),
+        ("limiting.augment_shift", config["limiting"]),
+    ):
         if section["augment_shift"]:
-            errors.append(f"config key '{key}': value {section['augment_shift']} is not allowed: must be 0 with "
-                          "data.loader stream (streamed images are randomly cropped and flipped instead)")
+            errors.append(
+                f"config key '{key}': value {section['augment_shift']} is not allowed: must be 0 with "
+                "data.loader stream (streamed images are randomly cropped and flipped instead)"
+            )
     return errors
 
 

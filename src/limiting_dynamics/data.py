@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -25,7 +25,6 @@ from .atomic import atomic_path
 from .errors import DataError
 
 FORMAT_VERSION = 1
-
 
 
 @dataclass
@@ -169,18 +168,25 @@ def prepare_digits(cfg: dict, workers: int = 1) -> PreparedData:
 
 
 CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-CIFAR10_HINT = ("download 'CIFAR-10 python version' (cifar-10-python.tar.gz) from "
-                "https://www.cs.toronto.edu/~kriz/cifar.html on a machine with internet, unpack it and set "
-                "data.path to the cifar-10-batches-py directory")
+CIFAR10_HINT = (
+    "download 'CIFAR-10 python version' (cifar-10-python.tar.gz) from "
+    "https://www.cs.toronto.edu/~kriz/cifar.html on a machine with internet, unpack it and set "
+    "data.path to the cifar-10-batches-py directory"
+)
 
 
 class _ArraysOnly(pickle.Unpickler):
     """Unpickles the CIFAR batch format (dicts of bytes, lists, ints and one
     numpy array) and refuses any other global, so a file cannot run code."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("builtins", "bytes"),
-               ("_codecs", "encode")}  # how Python 3 writes bytes at protocol 2 (safe: str -> bytes)
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("builtins", "bytes"),
+        ("_codecs", "encode"),
+    }  # how Python 3 writes bytes at protocol 2 (safe: str -> bytes)
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
@@ -199,12 +205,15 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except DataError:
         raise
     except Exception as exc:  # truncated or foreign file: pickle, key and shape errors alike
-        raise DataError(f"CIFAR-10 batch {path} is not in the CIFAR-10 python format ({type(exc).__name__}: "
-                        f"{exc}); {CIFAR10_HINT}") from exc
+        raise DataError(
+            f"CIFAR-10 batch {path} is not in the CIFAR-10 python format ({type(exc).__name__}: {exc}); {CIFAR10_HINT}"
+        ) from exc
     if x.shape[0] != y.shape[0] or y.size == 0 or y.min() < 0 or y.max() > 9:
-        raise DataError(f"CIFAR-10 batch {path} has {x.shape[0]} images and {y.shape[0]} labels in "
-                        f"[{y.min() if y.size else '-'}, {y.max() if y.size else '-'}]; expected matching counts "
-                        f"and labels 0..9")
+        raise DataError(
+            f"CIFAR-10 batch {path} has {x.shape[0]} images and {y.shape[0]} labels in "
+            f"[{y.min() if y.size else '-'}, {y.max() if y.size else '-'}]; expected matching counts "
+            f"and labels 0..9"
+        )
     return x, y
 
 
@@ -218,8 +227,9 @@ def prepare_cifar10(cfg: dict, workers: int = 1) -> PreparedData:
     y_train = np.concatenate([p[1] for p in parts[:-1]])
     x_test, y_test = parts[-1]
     size, channels = int(cfg["image_size"]), int(cfg["channels"])
-    return PreparedData("cifar10", _convert_uint8(x_train, size, channels), y_train,
-                        _convert_uint8(x_test, size, channels), y_test, 10)
+    return PreparedData(
+        "cifar10", _convert_uint8(x_train, size, channels), y_train, _convert_uint8(x_test, size, channels), y_test, 10
+    )
 
 
 def _local_path(cfg: dict, what: str, hint: str) -> Path:
@@ -240,16 +250,18 @@ def _convert_uint8(x: np.ndarray, size: int, channels: int, chunk: int = 4096) -
     out = np.empty((x.shape[0], channels, size, size), dtype=np.uint8)
     luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
     for s in range(0, x.shape[0], chunk):
-        t = torch.from_numpy(x[s:s + chunk]).float()
+        t = torch.from_numpy(x[s : s + chunk]).float()
         if channels == 1:
             t = (t * luma).sum(1, keepdim=True)
-        out[s:s + chunk] = _resize(t, size).clamp(0, 255).round().to(torch.uint8).numpy()
+        out[s : s + chunk] = _resize(t, size).clamp(0, 255).round().to(torch.uint8).numpy()
     return out
 
 
-IMAGENET_HINT = ("give the local ImageNet (ILSVRC-2012) directory with train/ and val/, each holding one "
-                 "sub-directory of images per class (ImageFolder layout; the official val images must first be "
-                 "sorted into class directories), obtained from https://image-net.org on a machine with internet")
+IMAGENET_HINT = (
+    "give the local ImageNet (ILSVRC-2012) directory with train/ and val/, each holding one "
+    "sub-directory of images per class (ImageFolder layout; the official val images must first be "
+    "sorted into class directories), obtained from https://image-net.org on a machine with internet"
+)
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 
 
@@ -262,8 +274,9 @@ def _image_folder(root: Path, classes: list[str] | None) -> tuple[list[Path], np
         classes = found
     elif found != classes:
         missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
-        raise DataError(f"{root} has other classes than train/ (missing {missing[:3]}, extra {extra[:3]}); "
-                        f"{IMAGENET_HINT}")
+        raise DataError(
+            f"{root} has other classes than train/ (missing {missing[:3]}, extra {extra[:3]}); {IMAGENET_HINT}"
+        )
     if not classes:
         raise DataError(f"{root} has no class sub-directories; {IMAGENET_HINT}")
     files, labels = [], []
@@ -305,8 +318,9 @@ def _load_center_crop(path: Path, size: int, channels: int, resize: int | None =
         w, h = im.size
         short = resize or size
         scale = short / min(w, h)
-        im = im.resize((max(short, round(w * scale)), max(short, round(h * scale))),
-                       Image.Resampling.BILINEAR, reducing_gap=None)
+        im = im.resize(
+            (max(short, round(w * scale)), max(short, round(h * scale))), Image.Resampling.BILINEAR, reducing_gap=None
+        )
         w, h = im.size
         left, top = (w - size) // 2, (h - size) // 2
         return im.crop((left, top, left + size, top + size))
@@ -344,8 +358,9 @@ def prepare_imagenet(cfg: dict, workers: int = 1) -> PreparedData:
     train_files, y_train = _per_class(train_files, y_train, cfg.get("max_train_per_class"))
     test_files, y_test = _per_class(test_files, y_test, cfg.get("max_test_per_class"))
     if not train_files or not test_files:
-        raise DataError(f"no images under {root}/train or {root}/val (looked for {sorted(IMAGE_SUFFIXES)}); "
-                        f"{IMAGENET_HINT}")
+        raise DataError(
+            f"no images under {root}/train or {root}/val (looked for {sorted(IMAGE_SUFFIXES)}); {IMAGENET_HINT}"
+        )
     size, channels = int(cfg["image_size"]), int(cfg["channels"])
     workers = max(1, int(workers))
     if cfg.get("loader", "memory") == "stream":
@@ -353,21 +368,40 @@ def prepare_imagenet(cfg: dict, workers: int = 1) -> PreparedData:
 
         n_sub = int(cfg["stream_subset"])
         if n_sub > len(train_files):
-            raise DataError(f"data.stream_subset = {n_sub} exceeds the {len(train_files)} training images "
-                            f"under {root}/train")
+            raise DataError(
+                f"data.stream_subset = {n_sub} exceeds the {len(train_files)} training images under {root}/train"
+            )
         sub = np.random.default_rng(int(cfg["split_seed"])).permutation(len(train_files))[:n_sub]
         resize = eval_resize(size)
-        stream = {"root": str(root.resolve()), "labels": y_train,
-                  "files": [str(f.relative_to(root)) for f in train_files]}
-        return PreparedData("imagenet", _pack([train_files[i] for i in sub], size, channels, workers, resize),
-                            y_train[sub], _pack(test_files, size, channels, workers, resize), y_test,
-                            len(classes), stream)
-    return PreparedData("imagenet", _pack(train_files, size, channels, workers), y_train,
-                        _pack(test_files, size, channels, workers), y_test, len(classes))
+        stream = {
+            "root": str(root.resolve()),
+            "labels": y_train,
+            "files": [str(f.relative_to(root)) for f in train_files],
+        }
+        return PreparedData(
+            "imagenet",
+            _pack([train_files[i] for i in sub], size, channels, workers, resize),
+            y_train[sub],
+            _pack(test_files, size, channels, workers, resize),
+            y_test,
+            len(classes),
+            stream,
+        )
+    return PreparedData(
+        "imagenet",
+        _pack(train_files, size, channels, workers),
+        y_train,
+        _pack(test_files, size, channels, workers),
+        y_test,
+        len(classes),
+    )
 
 
-PREPARERS: dict[str, Callable[..., PreparedData]] = {"digits": prepare_digits, "cifar10": prepare_cifar10,
-                                                          "imagenet": prepare_imagenet}
+PREPARERS: dict[str, Callable[..., PreparedData]] = {
+    "digits": prepare_digits,
+    "cifar10": prepare_cifar10,
+    "imagenet": prepare_imagenet,
+}
 LOCAL_DATASETS = {"cifar10": CIFAR10_HINT, "imagenet": IMAGENET_HINT}  # name -> how to get what data.path points to
 
 
@@ -396,9 +430,15 @@ def save_prepared(data: PreparedData, path: str | Path) -> None:
                 y_test=data.y_test,
                 mean=mean,
                 std=std,
-                **({} if data.stream is None else
-                   {"stream_root": np.str_(data.stream["root"]), "stream_labels": data.stream["labels"],
-                    "stream_files": np.asarray(data.stream["files"], dtype=str)}),
+                **(
+                    {}
+                    if data.stream is None
+                    else {
+                        "stream_root": np.str_(data.stream["root"]),
+                        "stream_labels": data.stream["labels"],
+                        "stream_files": np.asarray(data.stream["files"], dtype=str),
+                    }
+                ),
             )
 
 
@@ -417,18 +457,23 @@ def load_prepared(path: str | Path, device: torch.device | str = "cpu", workers:
     except OSError as exc:
         raise DataError(f"prepared data file {path} is unreadable ({exc.strerror or exc})") from exc
     if not is_zip:
-        raise DataError(f"prepared data file {path} is not a prepared data set (not an .npz archive); "
-                        "rerun the prepare_data rule")
+        raise DataError(
+            f"prepared data file {path} is not a prepared data set (not an .npz archive); rerun the prepare_data rule"
+        )
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except OSError as exc:
         raise DataError(f"prepared data file {path} is unreadable ({exc.strerror or exc})") from exc
     except (ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"prepared data file {path} is damaged or truncated ({exc}); rerun the prepare_data rule") from exc
+        raise DataError(
+            f"prepared data file {path} is damaged or truncated ({exc}); rerun the prepare_data rule"
+        ) from exc
     if int(arrays.get("format_version", -1)) != FORMAT_VERSION:
-        raise DataError(f"prepared data file {path} has format version "
-                        f"{arrays.get('format_version')}, expected {FORMAT_VERSION}; rerun prepare_data")
+        raise DataError(
+            f"prepared data file {path} has format version "
+            f"{arrays.get('format_version')}, expected {FORMAT_VERSION}; rerun prepare_data"
+        )
     mean = torch.tensor(arrays["mean"], dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(arrays["std"], dtype=torch.float32).view(1, -1, 1, 1)
 
@@ -453,14 +498,16 @@ def load_prepared(path: str | Path, device: torch.device | str = "cpu", workers:
 
     root = Path(str(arrays["stream_root"]))
     if not root.is_dir():
-        raise DataError(f"the streamed training images of {path} were under {root}, which is not a directory "
-                        "now; restore it or rerun prepare_data with data.path set to where ImageNet is")
-    return StreamData(memory, root, [str(f) for f in arrays["stream_files"]], arrays["stream_labels"],
-                      mean, std, workers)
+        raise DataError(
+            f"the streamed training images of {path} were under {root}, which is not a directory "
+            "now; restore it or rerun prepare_data with data.path set to where ImageNet is"
+        )
+    return StreamData(
+        memory, root, [str(f) for f in arrays["stream_files"]], arrays["stream_labels"], mean, std, workers
+    )
 
 
-def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator,
-                 fill: torch.Tensor) -> torch.Tensor:
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator, fill: torch.Tensor) -> torch.Tensor:
     """Translate every image by its own random offset in ``[-max_shift, max_shift]^2``.
 
     Pixels shifted in are ``fill`` (per channel); offsets come from
@@ -489,6 +536,13 @@ def expected_train_size(cfg: dict) -> int | None:
 
 
 __all__ = [
-    "DataError", "PreparedData", "TensorData", "prepare", "save_prepared",
-    "load_prepared", "expected_train_size", "split_indices", "PREPARERS",
+    "DataError",
+    "PreparedData",
+    "TensorData",
+    "prepare",
+    "save_prepared",
+    "load_prepared",
+    "expected_train_size",
+    "split_indices",
+    "PREPARERS",
 ]

@@ -58,9 +58,15 @@ def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return slope, float(ym - slope * xm)
 
 
-def fit_exponent(steps: np.ndarray, parts: np.ndarray, window=(0.05, 1.0), n_points: int = 64,
-                 n_boot: int = 1000, level: float = 0.95,
-                 rng: np.random.Generator | None = None) -> ExponentFit:
+def fit_exponent(
+    steps: np.ndarray,
+    parts: np.ndarray,
+    window=(0.05, 1.0),
+    n_points: int = 64,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    rng: np.random.Generator | None = None,
+) -> ExponentFit:
     """Fit ``D ~ A steps^c`` where ``D = parts.sum(axis=1)``, with a cluster-bootstrap interval.
 
     ``parts`` is ``(n_steps, n_parts)``: additive contributions to the curve,
@@ -133,12 +139,20 @@ def tensor_parts(ds) -> dict[str, np.ndarray]:
     r0 = np.sqrt(np.maximum(p2_start, 0))
     radial = (r - r0[None, :]) ** 2
     geodesic = geometry.geodesic_parts(d2, p2, p2_start, ds["tensor_scale_invariant"].values)
-    return {"sq_dist_from_start": d2, "sq_dist_radial": radial, "sq_dist_angular": d2 - radial,
-            "sq_dist_geodesic": geodesic}
+    return {
+        "sq_dist_from_start": d2,
+        "sq_dist_radial": radial,
+        "sq_dist_angular": d2 - radial,
+        "sq_dist_geodesic": geodesic,
+    }
 
 
-_SHORT = {"sq_dist_from_start": "c", "sq_dist_radial": "c_radial", "sq_dist_angular": "c_angular",
-          "sq_dist_geodesic": "c_geodesic"}
+_SHORT = {
+    "sq_dist_from_start": "c",
+    "sq_dist_radial": "c_radial",
+    "sq_dist_angular": "c_angular",
+    "sq_dist_geodesic": "c_geodesic",
+}
 SMALL_ANGLE_SLOPE = 0.95  # the small-angle regime: a Brownian walk on the sphere would still show c >= this
 SMALL_ANGLE_FIRST_STEP = 10  # c_small_angle is fitted from this step at the earliest
 
@@ -159,8 +173,11 @@ def sphere_geometry(ds, fit_end: int) -> dict:
     limit = geometry.small_angle_limit(SMALL_ANGLE_SLOPE)
     at_end = float(rms[np.searchsorted(ts, fit_end)] if fit_end <= ts[-1] else rms[-1])
     beyond = np.flatnonzero(rms > limit)
-    return {"rotation_angle_fit_end": at_end, "small_angle_steps": int(ts[beyond[0]] if beyond.size else ts[-1]),
-            "small_angle_fit": int(at_end <= limit)}
+    return {
+        "rotation_angle_fit_end": at_end,
+        "small_angle_steps": int(ts[beyond[0]] if beyond.size else ts[-1]),
+        "small_angle_fit": int(at_end <= limit),
+    }
 
 
 def analyze_trajectory(ds, cfg: dict) -> dict:
@@ -179,11 +196,23 @@ def analyze_trajectory(ds, cfg: dict) -> dict:
     row["burn_in_steps"] = int(ds.attrs["burn_in_steps"])
     row["steps"] = int(steps[-1])
     for var, parts in tensor_parts(ds).items():
-        fit = fit_exponent(tensor_steps, parts, tuple(cfg["fit_window"]), int(cfg["fit_points"]),
-                           int(cfg["bootstrap_samples"]), rng=rng)
+        fit = fit_exponent(
+            tensor_steps,
+            parts,
+            tuple(cfg["fit_window"]),
+            int(cfg["fit_points"]),
+            int(cfg["bootstrap_samples"]),
+            rng=rng,
+        )
         name = _SHORT[var]
-        row.update({name: fit.c, f"{name}_low": fit.c_low, f"{name}_high": fit.c_high,
-                    f"{name}_log_prefactor": fit.log_prefactor})
+        row.update(
+            {
+                name: fit.c,
+                f"{name}_low": fit.c_low,
+                f"{name}_high": fit.c_high,
+                f"{name}_log_prefactor": fit.log_prefactor,
+            }
+        )
         if var == "sq_dist_from_start":
             row.update(fit_t_start=fit.t_start, fit_t_end=fit.t_end)
     geo = sphere_geometry(ds, row["fit_t_end"])
@@ -193,14 +222,28 @@ def analyze_trajectory(ds, cfg: dict) -> dict:
     end = float(geo["small_angle_steps"])
     start = max(SMALL_ANGLE_FIRST_STEP, end / 10)
     small = (start / float(tensor_steps[-1]), end / float(tensor_steps[-1]))
-    fit = fit_exponent(tensor_steps, tensor_parts(ds)["sq_dist_from_start"], small, int(cfg["fit_points"]),
-                       int(cfg["bootstrap_samples"]), rng=rng) if end >= 5 * start else None
-    row.update(c_small_angle=fit.c if fit else float("nan"), c_small_angle_low=fit.c_low if fit else float("nan"),
-               c_small_angle_high=fit.c_high if fit else float("nan"))
+    fit = (
+        fit_exponent(
+            tensor_steps,
+            tensor_parts(ds)["sq_dist_from_start"],
+            small,
+            int(cfg["fit_points"]),
+            int(cfg["bootstrap_samples"]),
+            rng=rng,
+        )
+        if end >= 5 * start
+        else None
+    )
+    row.update(
+        c_small_angle=fit.c if fit else float("nan"),
+        c_small_angle_low=fit.c_low if fit else float("nan"),
+        c_small_angle_high=fit.c_high if fit else float("nan"),
+    )
     lvl = stationary_level(ds["sq_step"].values, tuple(cfg["stationary_window"]), int(cfg["stationary_batches"]))
     row.update(sq_step_mean=lvl.mean, sq_step_stderr=lvl.stderr)
-    row["stationarity_ratio"] = local_displacement.stationarity_ratio(ds["sq_step"].values,
-                                                                       int(cfg["stationarity_window"]))
+    row["stationarity_ratio"] = local_displacement.stationarity_ratio(
+        ds["sq_step"].values, int(cfg["stationarity_window"])
+    )
     row.update(local_displacement.predictions(ds, tuple(cfg["stationary_window"])))
     row["theory_scale"] = theory_scale(row["lr"], row["batch_size"], row["momentum"])
     row["noise_trace_estimate"] = lvl.mean / row["theory_scale"]

@@ -58,8 +58,9 @@ def rms_angle(angles: np.ndarray, sq_norm_start: np.ndarray) -> np.ndarray:
     return np.sqrt((np.asarray(angles, dtype=float) ** 2 @ w) / w.sum())
 
 
-def geodesic_parts(d2_by_tensor: np.ndarray, p2_by_tensor: np.ndarray, p2_start: np.ndarray,
-                   scale_invariant: np.ndarray) -> np.ndarray:
+def geodesic_parts(
+    d2_by_tensor: np.ndarray, p2_by_tensor: np.ndarray, p2_start: np.ndarray, scale_invariant: np.ndarray
+) -> np.ndarray:
     """Per-tensor squared distance with the scale-invariant tensors measured
     along their sphere: ``(r - r0)^2 + r r0 phi^2`` (the arc instead of the
     chord, equal for small angles), the other tensors' squared distance as it is."""

@@ -16,18 +16,18 @@ from __future__ import annotations
 import copy
 import functools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import scipy.linalg
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from .errors import HessianError
 
 BN_MODES = ("eval", "train")
-
 
 
 class HessianOperator:
@@ -47,9 +47,16 @@ class HessianOperator:
     the double-backward graph of all batches at once.
     """
 
-    def __init__(self, model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                 bn_mode: str = "eval", device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 loss: Callable = F.cross_entropy, reuse_graph: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+        bn_mode: str = "eval",
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        loss: Callable = F.cross_entropy,
+        reuse_graph: bool = False,
+    ):
         if bn_mode not in BN_MODES:
             raise HessianError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
         if not batches:
@@ -68,8 +75,9 @@ class HessianOperator:
             self.batches = batches.to(self.device, dtype)
             self.n_samples = sum(len(i) for i in batches.index)
         else:
-            self.batches = [(x.to(self.device, dtype if x.is_floating_point() else x.dtype), y.to(self.device))
-                            for x, y in batches]
+            self.batches = [
+                (x.to(self.device, dtype if x.is_floating_point() else x.dtype), y.to(self.device)) for x, y in batches
+            ]
             self.n_samples = sum(int(y.shape[0]) for _, y in self.batches)
         self.loss = loss
         self.n_products = 0
@@ -79,7 +87,7 @@ class HessianOperator:
     def _split(self, flat: torch.Tensor) -> list[torch.Tensor]:
         out, offset = [], 0
         for p in self.params:
-            out.append(flat[offset: offset + p.numel()].view_as(p))
+            out.append(flat[offset : offset + p.numel()].view_as(p))
             offset += p.numel()
         return out
 
@@ -127,8 +135,9 @@ def expected_loss(label_noise: float = 0.0) -> Callable:
     return functools.partial(F.cross_entropy, label_smoothing=float(label_noise)) if label_noise else F.cross_entropy
 
 
-def rayleigh_and_residual(matvec: Callable[[torch.Tensor], torch.Tensor], vectors: torch.Tensor
-                          ) -> tuple[np.ndarray, np.ndarray]:
+def rayleigh_and_residual(
+    matvec: Callable[[torch.Tensor], torch.Tensor], vectors: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
     """For each unit vector ``u`` (rows of ``vectors``): the Rayleigh quotient
     ``u^T H u`` and the relative residual ``||H u - (u^T H u) u|| / |u^T H u|``
     (0 for an eigenvector; about 1 once ``u`` is no longer close to one)."""
@@ -224,9 +233,14 @@ def _ritz(alphas: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return np.asarray(alphas, dtype=float), np.ones((1, 1))
 
 
-def _lanczos_iteration(matvec: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor, max_iter: int,
-                       device, dtype, stop: Callable[[np.ndarray, np.ndarray, float], bool] | None = None
-                       ) -> _Krylov:
+def _lanczos_iteration(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    q: torch.Tensor,
+    max_iter: int,
+    device,
+    dtype,
+    stop: Callable[[np.ndarray, np.ndarray, float], bool] | None = None,
+) -> _Krylov:
     """The one Lanczos loop (used by :func:`lanczos` and :func:`slq`): at most
     ``max_iter`` products from the unit vector ``q``, each new vector fully
     reorthogonalised against the whole basis (two passes of classical
@@ -260,10 +274,19 @@ def _top(theta: np.ndarray, k: int, which: str) -> np.ndarray:
     return np.argsort(-theta if which == "LA" else -np.abs(theta))[:k]
 
 
-def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, k: int, tol: float = 1e-3,
-            max_iter: int = 200, seed: int = 0, device: torch.device | str = "cpu",
-            dtype: torch.dtype = torch.float32, which: str = "LA", vectors: bool = True,
-            start: torch.Tensor | None = None) -> LanczosResult:
+def lanczos(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    n: int,
+    k: int,
+    tol: float = 1e-3,
+    max_iter: int = 200,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    which: str = "LA",
+    vectors: bool = True,
+    start: torch.Tensor | None = None,
+) -> LanczosResult:
     """Top-``k`` eigenpairs of a symmetric operator by Lanczos with full
     reorthogonalisation (two passes of classical Gram-Schmidt per step).
 
@@ -297,8 +320,16 @@ def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, k: int, tol:
     return LanczosResult(theta[top], vecs, res, m, converged)
 
 
-def block_power_iteration(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, k: int, tol: float = 1e-3,
-                          max_iter: int = 200, seed: int = 0, device="cpu", dtype=torch.float32) -> LanczosResult:
+def block_power_iteration(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    n: int,
+    k: int,
+    tol: float = 1e-3,
+    max_iter: int = 200,
+    seed: int = 0,
+    device="cpu",
+    dtype=torch.float32,
+) -> LanczosResult:
     """Subspace iteration with QR (the paper's code): ``V <- qr(H V)`` until the
     Rayleigh-Ritz values change by less than ``tol`` (relative). Counts products."""
     gen = torch.Generator().manual_seed(seed)
@@ -334,8 +365,14 @@ class SpectralDensity:
         return float((self.weights * self.nodes**j).sum(axis=-1).mean())
 
 
-def slq_probe(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, iterations: int, generator: torch.Generator,
-              device="cpu", dtype=torch.float32) -> tuple[np.ndarray, np.ndarray]:
+def slq_probe(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    n: int,
+    iterations: int,
+    generator: torch.Generator,
+    device="cpu",
+    dtype=torch.float32,
+) -> tuple[np.ndarray, np.ndarray]:
     """One probe of stochastic Lanczos quadrature: ``iterations`` Lanczos steps
     (full reorthogonalisation) from a Rademacher start drawn from ``generator``;
     nodes and weights, zero-padded to ``iterations`` on early breakdown."""
@@ -345,16 +382,28 @@ def slq_probe(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, iterations
     return np.pad(theta, (0, pad)), np.pad(s[0] ** 2, (0, pad))
 
 
-def slq(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, n_vectors: int = 4, iterations: int = 40,
-        seed: int = 0, device="cpu", dtype=torch.float32) -> SpectralDensity:
+def slq(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    n: int,
+    n_vectors: int = 4,
+    iterations: int = 40,
+    seed: int = 0,
+    device="cpu",
+    dtype=torch.float32,
+) -> SpectralDensity:
     """Stochastic Lanczos quadrature over ``n_vectors`` probes (:func:`slq_probe`)."""
     gen = torch.Generator().manual_seed(seed)
     probes = [slq_probe(matvec, n, iterations, gen, device, dtype) for _ in range(n_vectors)]
     return SpectralDensity(np.asarray([p[0] for p in probes]), np.asarray([p[1] for p in probes]))
 
 
-def hutchinson_probe(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, generator: torch.Generator,
-                     device="cpu", dtype=torch.float32) -> float:
+def hutchinson_probe(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    n: int,
+    generator: torch.Generator,
+    device="cpu",
+    dtype=torch.float32,
+) -> float:
     """``z^T H z`` for one Rademacher vector ``z`` drawn from ``generator``."""
     z = (torch.randint(0, 2, (n,), generator=generator) * 2 - 1).to(device=device, dtype=dtype)
     return float(torch.dot(z, matvec(z).to(device, dtype)))
@@ -370,8 +419,14 @@ def _check_probes(n_samples: int) -> None:
         raise HessianError("Hutchinson needs at least 2 probe vectors for an error estimate")
 
 
-def hutchinson_trace(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, n_samples: int = 32, seed: int = 0,
-                     device="cpu", dtype=torch.float32) -> tuple[float, float]:
+def hutchinson_trace(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    n: int,
+    n_samples: int = 32,
+    seed: int = 0,
+    device="cpu",
+    dtype=torch.float32,
+) -> tuple[float, float]:
     """``tr H`` from Rademacher probes: mean and its standard error."""
     _check_probes(n_samples)
     gen = torch.Generator().manual_seed(seed)
@@ -404,14 +459,22 @@ class FixedBatches(Sequence):
     > 0, batch ``i`` is translated by :func:`.data.random_shift` with a
     generator seeded ``(seed, i)``: the same images every time it is cut."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, index: list[torch.Tensor],
-                 device: torch.device | None = None, dtype: torch.dtype | None = None, shift: int = 0,
-                 fill: torch.Tensor | None = None, seed: int = 0):
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        index: list[torch.Tensor],
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        shift: int = 0,
+        fill: torch.Tensor | None = None,
+        seed: int = 0,
+    ):
         self.x, self.y, self.index = x, y, index
         self.device, self.dtype = device or x.device, dtype or x.dtype
         self.shift, self.fill, self.seed = int(shift), fill, int(seed)
 
-    def to(self, device: torch.device, dtype: torch.dtype) -> "FixedBatches":
+    def to(self, device: torch.device, dtype: torch.dtype) -> FixedBatches:
         return FixedBatches(self.x, self.y, self.index, device, dtype, self.shift, self.fill, self.seed)
 
     def __len__(self) -> int:
@@ -428,8 +491,16 @@ class FixedBatches(Sequence):
         return x.to(self.device, self.dtype), self.y[idx].to(self.device)
 
 
-def fixed_batches(x: torch.Tensor, y: torch.Tensor, n_samples: int, batch_size: int, seed: int, draws: int = 1,
-                  shift: int = 0, fill: torch.Tensor | None = None) -> FixedBatches:
+def fixed_batches(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_samples: int,
+    batch_size: int,
+    seed: int,
+    draws: int = 1,
+    shift: int = 0,
+    fill: torch.Tensor | None = None,
+) -> FixedBatches:
     """A seeded subset of ``n_samples`` training examples cut into fixed batches,
     ``draws`` times: the first draw in the subset's order, each further one a
     fresh permutation of it (new batch compositions, which change the loss in
@@ -443,12 +514,19 @@ def fixed_batches(x: torch.Tensor, y: torch.Tensor, n_samples: int, batch_size: 
     for d in range(int(draws)):
         order = idx if d == 0 else idx[torch.randperm(n_samples, generator=gen)]
         order = order.to(x.device)
-        index += [order[s:s + batch_size] for s in range(0, n_samples, batch_size)]
+        index += [order[s : s + batch_size] for s in range(0, n_samples, batch_size)]
     return FixedBatches(x, y, index, shift=shift, fill=fill, seed=seed)
 
 
-def analyze(model: nn.Module, batches, cfg: dict, device: torch.device, log=print, checkpointer=None,
-            label_smoothing: float = 0.0):
+def analyze(
+    model: nn.Module,
+    batches,
+    cfg: dict,
+    device: torch.device,
+    log=print,
+    checkpointer=None,
+    label_smoothing: float = 0.0,
+):
     """Top eigenpairs (Lanczos), spectral density (SLQ) and trace (Hutchinson) of
     the training-loss Hessian at the model's parameters, as an xarray Dataset.
 
@@ -472,8 +550,15 @@ def analyze(model: nn.Module, batches, cfg: dict, device: torch.device, log=prin
     _check_probes(int(cfg["hutchinson_samples"]))  # before any work
     dtype = {"float32": torch.float32, "float64": torch.float64}[cfg["precision"]]
     loss = expected_loss(label_smoothing)
-    op = HessianOperator(model, batches, bn_mode=cfg["bn_mode"], device=device, dtype=dtype,
-                         reuse_graph=bool(cfg.get("reuse_graph", False)), loss=loss)
+    op = HessianOperator(
+        model,
+        batches,
+        bn_mode=cfg["bn_mode"],
+        device=device,
+        dtype=dtype,
+        reuse_graph=bool(cfg.get("reuse_graph", False)),
+        loss=loss,
+    )
     n = op.numel
     seed = int(cfg["seed"])
     grad = op.gradient()
@@ -498,19 +583,36 @@ def analyze(model: nn.Module, batches, cfg: dict, device: torch.device, log=prin
             checkpointer.save(op.n_products, f"Hessian-vector products ({part})", lambda: state)
 
     if "lanczos_eigenvalues" in state:
-        top = LanczosResult(state["lanczos_eigenvalues"].numpy(), state["lanczos_eigenvectors"].to(device, dtype),
-                            state["lanczos_residuals"].numpy(), int(state["lanczos_products"]),
-                            bool(state["lanczos_converged"]))
+        top = LanczosResult(
+            state["lanczos_eigenvalues"].numpy(),
+            state["lanczos_eigenvectors"].to(device, dtype),
+            state["lanczos_residuals"].numpy(),
+            int(state["lanczos_products"]),
+            bool(state["lanczos_converged"]),
+        )
     else:
-        top = lanczos(matvec, n, int(cfg["top_k"]), tol=float(cfg["tol"]), max_iter=int(cfg["max_iter"]),
-                      seed=seed, device=device, dtype=dtype)
-        state.update(lanczos_eigenvalues=torch.from_numpy(np.ascontiguousarray(top.eigenvalues)),
-                     lanczos_eigenvectors=top.eigenvectors.detach().cpu(),
-                     lanczos_residuals=torch.from_numpy(np.ascontiguousarray(top.residuals)),
-                     lanczos_products=top.n_products, lanczos_converged=bool(top.converged))
+        top = lanczos(
+            matvec,
+            n,
+            int(cfg["top_k"]),
+            tol=float(cfg["tol"]),
+            max_iter=int(cfg["max_iter"]),
+            seed=seed,
+            device=device,
+            dtype=dtype,
+        )
+        state.update(
+            lanczos_eigenvalues=torch.from_numpy(np.ascontiguousarray(top.eigenvalues)),
+            lanczos_eigenvectors=top.eigenvectors.detach().cpu(),
+            lanczos_residuals=torch.from_numpy(np.ascontiguousarray(top.residuals)),
+            lanczos_products=top.n_products,
+            lanczos_converged=bool(top.converged),
+        )
         finished("the Lanczos run")
-    log(f"Lanczos: top {cfg['top_k']} eigenvalues in {top.n_products} Hessian-vector products "
-        f"(converged: {top.converged}): " + " ".join(f"{v:.4g}" for v in top.eigenvalues))
+    log(
+        f"Lanczos: top {cfg['top_k']} eigenvalues in {top.n_products} Hessian-vector products "
+        f"(converged: {top.converged}): " + " ".join(f"{v:.4g}" for v in top.eigenvalues)
+    )
     n_lanczos = top.n_products
 
     gen = torch.Generator().manual_seed(seed + 1)
@@ -553,16 +655,29 @@ def analyze(model: nn.Module, batches, cfg: dict, device: torch.device, log=prin
             "spectral_density": ("eigenvalue", dens.density(grid, width)),
             "tensor_size": ("tensor", np.asarray(sizes)),
         },
-        coords={"mode": np.arange(1, len(top.eigenvalues) + 1), "eigenvalue": grid,
-                "tensor": np.asarray(names, dtype=object)},
+        coords={
+            "mode": np.arange(1, len(top.eigenvalues) + 1),
+            "eigenvalue": grid,
+            "tensor": np.asarray(names, dtype=object),
+        },
         attrs={
-            "hessian_trace_hutchinson": trace, "hessian_trace_hutchinson_stderr": trace_err,
-            "hessian_trace_slq": dens.moment(1) * n, "n_params": n, "n_samples": op.n_samples,
-            "n_batches": len(batches), "bn_mode": cfg["bn_mode"], "precision": cfg["precision"],
-            "seed": seed, "lanczos_hvps": n_lanczos, "lanczos_converged": int(top.converged),
-            "lanczos_tol": float(cfg["tol"]), "total_hvps": op.n_products,
-            "loss_at_theta0": op.loss_value(), "grad_norm_at_theta0": float(grad.norm()),
-            "density_smoothing_width": width, "device": str(device),
+            "hessian_trace_hutchinson": trace,
+            "hessian_trace_hutchinson_stderr": trace_err,
+            "hessian_trace_slq": dens.moment(1) * n,
+            "n_params": n,
+            "n_samples": op.n_samples,
+            "n_batches": len(batches),
+            "bn_mode": cfg["bn_mode"],
+            "precision": cfg["precision"],
+            "seed": seed,
+            "lanczos_hvps": n_lanczos,
+            "lanczos_converged": int(top.converged),
+            "lanczos_tol": float(cfg["tol"]),
+            "total_hvps": op.n_products,
+            "loss_at_theta0": op.loss_value(),
+            "grad_norm_at_theta0": float(grad.norm()),
+            "density_smoothing_width": width,
+            "device": str(device),
             "reuse_graph": int(op.reuse_graph),
         },
     )

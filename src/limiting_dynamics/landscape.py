@@ -17,9 +17,16 @@ from torch.func import functional_call
 
 
 @torch.no_grad()
-def loss_plane(model: nn.Module, u: torch.Tensor, w: torch.Tensor, alphas, betas,
-               datasets: dict[str, tuple[torch.Tensor, torch.Tensor]], device: torch.device,
-               batch_size: int = 1024) -> dict[str, np.ndarray]:
+def loss_plane(
+    model: nn.Module,
+    u: torch.Tensor,
+    w: torch.Tensor,
+    alphas,
+    betas,
+    datasets: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    batch_size: int = 1024,
+) -> dict[str, np.ndarray]:
     """Mean cross-entropy (eval-mode BatchNorm) of each data set at
     ``theta_0 + a u + b w`` for ``a`` in ``alphas``, ``b`` in ``betas``.
 
@@ -43,8 +50,8 @@ def loss_plane(model: nn.Module, u: torch.Tensor, w: torch.Tensor, alphas, betas
             for name, (x, y) in datasets.items():
                 total = 0.0
                 for s in range(0, x.shape[0], batch_size):
-                    logits = functional_call(net, (params, buffers), (x[s:s + batch_size],))
-                    total += float(F.cross_entropy(logits, y[s:s + batch_size], reduction="sum"))
+                    logits = functional_call(net, (params, buffers), (x[s : s + batch_size],))
+                    total += float(F.cross_entropy(logits, y[s : s + batch_size], reduction="sum"))
                 out[name][i, j] = total / x.shape[0]
     return out
 

@@ -85,8 +85,9 @@ def state_dependent_noise(problem: Problem, position_cov: np.ndarray) -> float:
     return float(np.trace(extra))
 
 
-def state_dependent_path(problem: Problem, cell: "Cell", x0: np.ndarray, steps: int, modes: np.ndarray,
-                         lag_anchor: int, lags: np.ndarray) -> tuple[xr.Dataset, np.ndarray]:
+def state_dependent_path(
+    problem: Problem, cell: Cell, x0: np.ndarray, steps: int, modes: np.ndarray, lag_anchor: int, lags: np.ndarray
+) -> tuple[xr.Dataset, np.ndarray]:
     """Exact moments of SGD on least squares with batches drawn with replacement,
     state-dependent noise included.
 
@@ -97,8 +98,17 @@ def state_dependent_path(problem: Problem, cell: "Cell", x0: np.ndarray, steps: 
     and the lag-MSD from ``lag_anchor`` (``Cov(z_{k+tau}, z_k) = A^tau Sigma_k``).
     """
     fp = theory.fixed_point(problem.hessian, problem.theta_star, cell.weight_decay)
-    sysm = theory._dense_system(problem.hessian, np.zeros_like(problem.hessian), cell.lr, cell.batch_size,
-                                cell.momentum, cell.weight_decay, "discrete", "replacement", None)
+    sysm = theory._dense_system(
+        problem.hessian,
+        np.zeros_like(problem.hessian),
+        cell.lr,
+        cell.batch_size,
+        cell.momentum,
+        cell.weight_decay,
+        "discrete",
+        "replacement",
+        None,
+    )
     a, b = sysm.A, sysm.B
     d = problem.d
     x, y, h = problem.x, problem.y, problem.hessian
@@ -132,8 +142,10 @@ def state_dependent_path(problem: Problem, cell: "Cell", x0: np.ndarray, steps: 
         cross = np.linalg.matrix_power(a, int(t)) @ ca
         diff = ct + ca - cross - cross.T
         lag.append(np.sum((zt[:d] - za[:d]) ** 2) + np.trace(diff[:d, :d]))
-    data = {"msd_from_start": ("step", np.asarray(rows["msd_from_start"])),
-            "sq_velocity": ("step", np.asarray(rows["sq_velocity"]))}
+    data = {
+        "msd_from_start": ("step", np.asarray(rows["msd_from_start"])),
+        "sq_velocity": ("step", np.asarray(rows["sq_velocity"])),
+    }
     for key in keys[2:]:
         data[key] = (("step", "mode"), np.asarray(rows[key]))
     return xr.Dataset(data, coords={"step": np.arange(steps + 1)}), np.asarray(lag)
@@ -152,8 +164,18 @@ class Cell:
         return f"mom{self.momentum:g}_{self.sampling}"
 
 
-def simulate(problem: Problem, cell: Cell, theta_start: np.ndarray, steps: int, chains: int, kept: int,
-             modes: np.ndarray, lag_anchor: int, lags: np.ndarray, rng: np.random.Generator) -> dict:
+def simulate(
+    problem: Problem,
+    cell: Cell,
+    theta_start: np.ndarray,
+    steps: int,
+    chains: int,
+    kept: int,
+    modes: np.ndarray,
+    lag_anchor: int,
+    lags: np.ndarray,
+    rng: np.random.Generator,
+) -> dict:
     """Run ``chains`` independent SGD chains for ``steps`` steps from ``theta_start`` (v = 0).
 
     Returns chain means and standard errors, every step, of ``||theta_k - theta_0||^2``
@@ -168,10 +190,13 @@ def simulate(problem: Problem, cell: Cell, theta_start: np.ndarray, steps: int, 
     v = np.zeros_like(theta)
     k_modes = modes.shape[1]
     out = {
-        "msd": np.empty((steps + 1, 2)), "sq_velocity": np.empty((steps + 1, 2)),
-        "position_mean": np.empty((steps + 1, k_modes)), "position_var": np.empty((steps + 1, k_modes)),
+        "msd": np.empty((steps + 1, 2)),
+        "sq_velocity": np.empty((steps + 1, 2)),
+        "position_mean": np.empty((steps + 1, k_modes)),
+        "position_var": np.empty((steps + 1, k_modes)),
         "position_var_stderr": np.empty((steps + 1, k_modes)),
-        "velocity_mean": np.empty((steps + 1, k_modes)), "velocity_var": np.empty((steps + 1, k_modes)),
+        "velocity_mean": np.empty((steps + 1, k_modes)),
+        "velocity_var": np.empty((steps + 1, k_modes)),
         "chain_position": np.empty((kept, steps + 1, k_modes), dtype=np.float32),
         "chain_velocity": np.empty((kept, steps + 1, k_modes), dtype=np.float32),
         "lag_msd": np.full((len(lags), 2), np.nan),
@@ -216,43 +241,82 @@ def simulate(problem: Problem, cell: Cell, theta_start: np.ndarray, steps: int, 
         v = cell.momentum * v + grad + cell.weight_decay * theta
         theta = theta - cell.lr * v
         if not np.all(np.isfinite(theta)):
-            raise FloatingPointError(f"linear-regression chains diverged at step {k + 1} ({cell.name}, "
-                                     f"lr {cell.lr}); need lr*(lam_max + wd) < 2(1 + momentum)")
+            raise FloatingPointError(
+                f"linear-regression chains diverged at step {k + 1} ({cell.name}, "
+                f"lr {cell.lr}); need lr*(lam_max + wd) < 2(1 + momentum)"
+            )
         record(k + 1)
     return out
 
 
-def run_cell(problem: Problem, cell: Cell, steps: int, chains: int, kept: int, top_modes: int,
-             displacement: float, lag_anchor: int, lags, seed: int) -> xr.Dataset:
+def run_cell(
+    problem: Problem,
+    cell: Cell,
+    steps: int,
+    chains: int,
+    kept: int,
+    top_modes: int,
+    displacement: float,
+    lag_anchor: int,
+    lags,
+    seed: int,
+) -> xr.Dataset:
     """Simulation and exact/continuous theory for one cell, from theta* and from a displaced start."""
     lam_max = problem.eigvals[0]
     if not cell.lr * (lam_max + cell.weight_decay) < 2 * (1 + cell.momentum):
-        raise ValueError(f"lr {cell.lr} is unstable for this problem: lr*(lam_max + wd) = "
-                         f"{cell.lr * (lam_max + cell.weight_decay):.3g} >= 2(1 + momentum)")
+        raise ValueError(
+            f"lr {cell.lr} is unstable for this problem: lr*(lam_max + wd) = "
+            f"{cell.lr * (lam_max + cell.weight_decay):.3g} >= 2(1 + momentum)"
+        )
     modes = problem.eigvecs[:, :top_modes]
     fp = theory.fixed_point(problem.hessian, problem.theta_star, cell.weight_decay)
     c_fp = noise_covariance(problem, fp)
     lags = np.asarray(lags, dtype=np.int64)
-    starts = {"theta_star": problem.theta_star,
-              "displaced": problem.theta_star + displacement * (modes[:, 0] + modes[:, 1]) / np.sqrt(2)}
+    starts = {
+        "theta_star": problem.theta_star,
+        "displaced": problem.theta_star + displacement * (modes[:, 0] + modes[:, 1]) / np.sqrt(2),
+    }
     rng = np.random.default_rng(seed)
     kw = dict(lr=cell.lr, batch_size=cell.batch_size, momentum=cell.momentum, weight_decay=cell.weight_decay)
     per_start = []
-    for name, start in starts.items():
+    for start in starts.values():
         sim = simulate(problem, cell, start, steps, chains, kept, modes, lag_anchor, lags, rng)
         x0, v0 = start - fp, np.zeros(problem.d)
         th = {}
         # discrete: exact for the cell's sampling; iid: discrete with replacement (what the
         # reshuffling changes); continuous: the paper's model (i.i.d. noise only)
-        for name_, model, sampling in (("discrete", "discrete", cell.sampling), ("iid", "discrete", "replacement"),
-                                       ("continuous", "continuous", "replacement")):
+        for name_, model, sampling in (
+            ("discrete", "discrete", cell.sampling),
+            ("iid", "discrete", "replacement"),
+            ("continuous", "continuous", "replacement"),
+        ):
             if name_ == "iid" and cell.sampling == "replacement":
                 th[name_] = th["discrete"]
                 continue
-            path = theory.dense_path(problem.hessian, c_fp, x0, v0, steps, model=model, sampling=sampling,
-                                     n_samples=problem.n, project=modes, **kw)
-            lag = theory.dense_lag_msd_from_start(problem.hessian, c_fp, x0, v0, lag_anchor, lags, model=model,
-                                                  sampling=sampling, n_samples=problem.n, **kw)
+            path = theory.dense_path(
+                problem.hessian,
+                c_fp,
+                x0,
+                v0,
+                steps,
+                model=model,
+                sampling=sampling,
+                n_samples=problem.n,
+                project=modes,
+                **kw,
+            )
+            lag = theory.dense_lag_msd_from_start(
+                problem.hessian,
+                c_fp,
+                x0,
+                v0,
+                lag_anchor,
+                lags,
+                model=model,
+                sampling=sampling,
+                n_samples=problem.n,
+                **kw,
+            )
             th[name_] = (path, lag)
         if cell.sampling == "replacement":
             th["statedep"] = state_dependent_path(problem, cell, x0, steps, modes, lag_anchor, lags)
@@ -274,19 +338,33 @@ def run_cell(problem: Problem, cell: Cell, steps: int, chains: int, kept: int, t
             data[f"{model}_lag_msd"] = (("lag",), lag)
             for key in ("position_mean", "position_var", "velocity_mean", "velocity_var"):
                 data[f"{model}_{key}"] = (("step", "mode"), path[key].values)
-        per_start.append(xr.Dataset(data, coords={"step": np.arange(steps + 1), "lag": lags,
-                                                  "mode": np.arange(1, top_modes + 1)}))
+        per_start.append(
+            xr.Dataset(data, coords={"step": np.arange(steps + 1), "lag": lags, "mode": np.arange(1, top_modes + 1)})
+        )
     ds = xr.concat(per_start, dim=xr.DataArray(list(starts), dims="start", name="start"))
-    stationary = theory.dense_stationary_covariance(problem.hessian, c_fp, sampling=cell.sampling,
-                                                    n_samples=problem.n, **kw)[: problem.d, : problem.d]
-    ds = ds.assign_coords(eigval=("mode", problem.eigvals[:top_modes]),
-                          noise_var=("mode", np.einsum("ij,ik,kj->j", modes, c_fp, modes)))
-    ds.attrs.update(lr=cell.lr, batch_size=cell.batch_size, momentum=cell.momentum,
-                    weight_decay=cell.weight_decay, sampling=cell.sampling, cell=cell.name, n_samples=problem.n,
-                    n_features=problem.d, chains=chains, seed=seed, lag_anchor=int(lag_anchor),
-                    displacement=displacement, noise_trace_at_fixed_point=float(np.trace(c_fp)),
-                    state_dependent_noise_fraction=state_dependent_noise(problem, stationary) / float(np.trace(c_fp)),
-                    continuous_model_noise="i.i.d. (the continuous model has no reshuffling)")
+    stationary = theory.dense_stationary_covariance(
+        problem.hessian, c_fp, sampling=cell.sampling, n_samples=problem.n, **kw
+    )[: problem.d, : problem.d]
+    ds = ds.assign_coords(
+        eigval=("mode", problem.eigvals[:top_modes]), noise_var=("mode", np.einsum("ij,ik,kj->j", modes, c_fp, modes))
+    )
+    ds.attrs.update(
+        lr=cell.lr,
+        batch_size=cell.batch_size,
+        momentum=cell.momentum,
+        weight_decay=cell.weight_decay,
+        sampling=cell.sampling,
+        cell=cell.name,
+        n_samples=problem.n,
+        n_features=problem.d,
+        chains=chains,
+        seed=seed,
+        lag_anchor=int(lag_anchor),
+        displacement=displacement,
+        noise_trace_at_fixed_point=float(np.trace(c_fp)),
+        state_dependent_noise_fraction=state_dependent_noise(problem, stationary) / float(np.trace(c_fp)),
+        continuous_model_noise="i.i.d. (the continuous model has no reshuffling)",
+    )
     return ds
 
 
@@ -305,12 +383,24 @@ def comparison_table(ds: xr.Dataset, steps_at: list[int]) -> list[dict]:
             err = float(p[f"sim_{var_name}_stderr"]) if err is None else err
             disc, iid, cont = (float(p[f"{m}_{var_name}"]) for m in ("discrete", "iid", "continuous"))
             exact = float(p[f"statedep_{var_name}"]) if f"statedep_{var_name}" in p else np.nan
-            rows.append({**base, "start": str(start), "quantity": quantity, "at": where, "simulation": sim,
-                         "stderr": err, "discrete": disc, "z_discrete": (sim - disc) / err if err > 0 else np.nan,
-                         "rel_error_discrete": sim / disc - 1 if disc else np.nan,
-                         "state_dependent": exact, "z_state_dependent": (sim - exact) / err if err > 0 else np.nan,
-                         "sampling_effect": disc / iid - 1 if iid else np.nan,
-                         "continuous": cont, "continuous_rel_error": cont / iid - 1 if iid else np.nan})
+            rows.append(
+                {
+                    **base,
+                    "start": str(start),  # noqa: B023
+                    "quantity": quantity,
+                    "at": where,
+                    "simulation": sim,
+                    "stderr": err,
+                    "discrete": disc,
+                    "z_discrete": (sim - disc) / err if err > 0 else np.nan,
+                    "rel_error_discrete": sim / disc - 1 if disc else np.nan,
+                    "state_dependent": exact,
+                    "z_state_dependent": (sim - exact) / err if err > 0 else np.nan,
+                    "sampling_effect": disc / iid - 1 if iid else np.nan,
+                    "continuous": cont,
+                    "continuous_rel_error": cont / iid - 1 if iid else np.nan,
+                }
+            )
 
         for k in steps_at:
             p = s.sel(step=k)
@@ -323,7 +413,7 @@ def comparison_table(ds: xr.Dataset, steps_at: list[int]) -> list[dict]:
     return rows
 
 
-def discrete_vs_continuous(momenta, lr_lam=np.logspace(-4, 0, 9)) -> list[dict]:
+def discrete_vs_continuous(momenta, lr_lam=np.logspace(-4, 0, 9)) -> list[dict]:  # noqa: B008
     """Relative error of the continuous model's stationary variances against the exact
     discrete ones as ``lr * (lam + wd)`` grows (noise_var and S drop out of the ratio)."""
     rows = []
@@ -332,7 +422,12 @@ def discrete_vs_continuous(momenta, lr_lam=np.logspace(-4, 0, 9)) -> list[dict]:
         d = theory.stationary_moments(lr_lam, 1.0, lr, 1, beta)
         c = theory.stationary_moments(lr_lam, 1.0, lr, 1, beta, model="continuous")
         for i, x in enumerate(lr_lam):
-            rows.append({"momentum": beta, "lr_lam": float(x),
-                         "position_var_rel_error": float(c.position_var[i] / d.position_var[i] - 1),
-                         "velocity_var_rel_error": float(c.velocity_var[i] / d.velocity_var[i] - 1)})
+            rows.append(
+                {
+                    "momentum": beta,
+                    "lr_lam": float(x),
+                    "position_var_rel_error": float(c.position_var[i] / d.position_var[i] - 1),
+                    "velocity_var_rel_error": float(c.velocity_var[i] / d.velocity_var[i] - 1),
+                }
+            )
     return rows

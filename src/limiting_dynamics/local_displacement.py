@@ -79,29 +79,36 @@ def predictions(ds, window=(0.5, 1.0)) -> dict:
     identity = 2 * lr * wd * n2.mean(axis=0) / (1 + beta)
     noise = lr**2 * g2.mean(axis=0) / (1 - beta**2)
     steps = ds["step"].values
-    out = {"sq_step_measured": float(ds["sq_step"].values[_span(steps, window)].mean()),
-           "sq_step_measured_si": float(measured[si].sum()), "sq_step_measured_other": float(measured[~si].sum()),
-           "sq_step_identity_si": float(identity[si].sum()),
-           "sq_step_noise_si": float(noise[si].sum()), "sq_step_noise_other": float(noise[~si].sum()),
-           "grad_sq_norm": float(g2.sum(axis=1).mean())}
+    out = {
+        "sq_step_measured": float(ds["sq_step"].values[_span(steps, window)].mean()),
+        "sq_step_measured_si": float(measured[si].sum()),
+        "sq_step_measured_other": float(measured[~si].sum()),
+        "sq_step_identity_si": float(identity[si].sum()),
+        "sq_step_noise_si": float(noise[si].sum()),
+        "sq_step_noise_other": float(noise[~si].sum()),
+        "grad_sq_norm": float(g2.sum(axis=1).mean()),
+    }
     out["sq_step_predicted_noise"] = out["sq_step_noise_si"] + out["sq_step_noise_other"]
     out["sq_step_predicted_identity"] = out["sq_step_identity_si"] + out["sq_step_noise_other"]
     out["measured_over_noise"] = out["sq_step_measured"] / out["sq_step_predicted_noise"]
-    out["measured_over_identity"] = (out["sq_step_measured"] / out["sq_step_predicted_identity"]
-                                     if si.any() else float("nan"))
+    out["measured_over_identity"] = (
+        out["sq_step_measured"] / out["sq_step_predicted_identity"] if si.any() else float("nan")
+    )
     out["measured_over_noise_si"] = _ratio(out["sq_step_measured_si"], out["sq_step_noise_si"])
     out["measured_over_identity_si"] = _ratio(out["sq_step_measured_si"], out["sq_step_identity_si"])
     out["measured_over_noise_other"] = _ratio(out["sq_step_measured_other"], out["sq_step_noise_other"])
     per_tensor = measured[si] / identity[si] if si.any() else np.array([np.nan])
-    out.update(identity_ratio_min=float(per_tensor.min()), identity_ratio_median=float(np.median(per_tensor)),
-               identity_ratio_max=float(per_tensor.max()))
+    out.update(
+        identity_ratio_min=float(per_tensor.min()),
+        identity_ratio_median=float(np.median(per_tensor)),
+        identity_ratio_max=float(per_tensor.max()),
+    )
     total = out["sq_step_measured_si"] + out["sq_step_measured_other"]
     out["other_fraction"] = out["sq_step_measured_other"] / total if total > 0 else float("nan")
     norm_si = n2[:, si].sum(axis=1) if si.any() else np.zeros(1)
     span_steps = float(ts[keep][-1] - ts[keep][0]) if keep.sum() > 1 else float("nan")
     drift = (1 - beta) * (norm_si[-1] - norm_si[0]) / span_steps
-    out["norm_drift_fraction"] = float(drift / (2 * lr * wd * norm_si.mean())) if si.any() and wd > 0 \
-        else float("nan")
+    out["norm_drift_fraction"] = float(drift / (2 * lr * wd * norm_si.mean())) if si.any() and wd > 0 else float("nan")
     return out
 
 

@@ -20,7 +20,6 @@ from .errors import ModelError
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn")
 
 
-
 class SmallResNet(nn.Module):
     """A ResNet of BasicBlocks with configurable depth, width and stem."""
 
@@ -80,8 +79,14 @@ def build_model(cfg: dict, num_classes: int, in_channels: int) -> nn.Module:
         if in_channels != 3:  # a first convolution for grey images, initialised as torchvision does
             parent, name = (model, "conv1") if arch.startswith("resnet") else (model.features, "0")
             old = getattr(parent, name)
-            new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, stride=old.stride,
-                            padding=old.padding, bias=old.bias is not None)
+            new = nn.Conv2d(
+                in_channels,
+                old.out_channels,
+                old.kernel_size,
+                stride=old.stride,
+                padding=old.padding,
+                bias=old.bias is not None,
+            )
             nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
             if new.bias is not None:
                 nn.init.zeros_(new.bias)

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
-from .errors import NoiseError
 
+from .errors import NoiseError
 
 
 def _flat_grad(model: nn.Module, params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -41,8 +41,9 @@ def _flat_grad(model: nn.Module, params: list[torch.Tensor], x: torch.Tensor, y:
     return torch.cat([g.reshape(-1) for g in grads])
 
 
-def minibatch_noise(model: nn.Module, batches, n_batches: int, directions: torch.Tensor | None = None,
-                    bn_mode: str = "train") -> dict:
+def minibatch_noise(
+    model: nn.Module, batches, n_batches: int, directions: torch.Tensor | None = None, bn_mode: str = "train"
+) -> dict:
     """Statistics of ``n_batches`` independent minibatch gradients.
 
     ``batches``: a batch source (``next() -> (x, y)``, see :mod:`.batches`),
@@ -85,15 +86,21 @@ def minibatch_noise(model: nn.Module, batches, n_batches: int, directions: torch
             proj.append((directions.to(g.device, torch.float64) @ g).cpu().numpy())
     trace = m2 / (n_batches - 1)
     dev = np.asarray(sq_dev[1:])
-    out = {"trace_cov": trace, "trace_cov_stderr": float(dev.std(ddof=1) / math.sqrt(len(dev))),
-           "mean_grad_sq_norm": float(mean.dot(mean)), "n_batches": n_batches, "batch_size": batch_size,
-           "bn_mode": bn_mode}
+    out = {
+        "trace_cov": trace,
+        "trace_cov_stderr": float(dev.std(ddof=1) / math.sqrt(len(dev))),
+        "mean_grad_sq_norm": float(mean.dot(mean)),
+        "n_batches": n_batches,
+        "batch_size": batch_size,
+        "bn_mode": bn_mode,
+    }
     if directions is not None:
         p = np.asarray(proj)
         var = p.var(axis=0, ddof=1)
         centred = (p - p.mean(axis=0)) ** 2
-        out.update(projections=p, projection_var=var,
-                   projection_var_stderr=centred.std(axis=0, ddof=1) / math.sqrt(n_batches))
+        out.update(
+            projections=p, projection_var=var, projection_var_stderr=centred.std(axis=0, ddof=1) / math.sqrt(n_batches)
+        )
     return out
 
 
@@ -146,11 +153,11 @@ class _PerSampleGradients:
         if self._buf is None:
             # zeros, not empty: its pages touched now rather than inside a timed piece
             self._buf = torch.zeros(self.chunk, self.n_params, dtype=ref.dtype, device=ref.device)
-        out = self._buf[:x.shape[0]]
+        out = self._buf[: x.shape[0]]
         with torch.enable_grad():
             for i in range(x.shape[0]):
                 t0 = time.perf_counter() if times is not None else 0.0
-                loss = F.cross_entropy(self.model(x[i:i + 1]), y[i:i + 1])
+                loss = F.cross_entropy(self.model(x[i : i + 1]), y[i : i + 1])
                 grads = torch.autograd.grad(loss, self.param_list)
                 torch.cat([gr.reshape(-1) for gr in grads], out=out[i])
                 if times is not None:
@@ -186,7 +193,7 @@ def _calibrate(psg: _PerSampleGradients, x: torch.Tensor, y: torch.Tensor, chunk
     k = min(n, AUTO_LOOP_PIECE)
     times: list[float] = []
     for s in range(0, k, chunk):  # the loop's buffer holds a chunk
-        accumulate(psg.loop(x[s:min(k, s + chunk)], y[s:min(k, s + chunk)], times=times))
+        accumulate(psg.loop(x[s : min(k, s + chunk)], y[s : min(k, s + chunk)], times=times))
     t_loop = max(float(np.median(times[1:] if k > 1 else times)), 1e-9)
     budget, spent, pos = AUTO_TRIAL_BUDGET * n * t_loop, 0.0, k
     best_rate, best_chunk, previous = 0.0, chunk, None
@@ -197,7 +204,7 @@ def _calibrate(psg: _PerSampleGradients, x: torch.Tensor, y: torch.Tensor, chunk
             break
         _sync(device)
         t0 = time.perf_counter()
-        flat = psg.vmap(x[pos:pos + c], y[pos:pos + c])
+        flat = psg.vmap(x[pos : pos + c], y[pos : pos + c])
         _sync(device)
         dt = time.perf_counter() - t0
         accumulate(flat)
@@ -215,8 +222,14 @@ def _calibrate(psg: _PerSampleGradients, x: torch.Tensor, y: torch.Tensor, chunk
     return method, (best_chunk if method == "vmap" else chunk), pos, calib
 
 
-def per_sample_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, directions: torch.Tensor | None = None,
-                     chunk: int = 64, method: str = "auto") -> dict:
+def per_sample_noise(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    directions: torch.Tensor | None = None,
+    chunk: int = 64,
+    method: str = "auto",
+) -> dict:
     """Per-sample gradient statistics over all of ``x`` in eval mode.
 
     Returns ``trace_c`` (``tr C`` with 1/N), ``mean_grad`` norm squared and, for
@@ -260,14 +273,14 @@ def per_sample_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, directi
         for j in range(0, n_params, block):
             w = min(block, n_params - j)
             if buf64 is None:
-                b = flat[:, j:j + w]
+                b = flat[:, j : j + w]
             else:
                 b = buf64[:rows, :w]
-                b.copy_(flat[:, j:j + w])
-            total[j:j + w] += b.sum(0)
+                b.copy_(flat[:, j : j + w])
+            total[j : j + w] += b.sum(0)
             sq_total.add_(torch.linalg.vecdot(b, b).sum())
             if p is not None:  # while the block is in cache; the blocks' parts added in float64
-                p += flat[:, j:j + w] @ dirs_t[j:j + w]
+                p += flat[:, j : j + w] @ dirs_t[j : j + w]
         if p is not None:
             proj.append(p.cpu().numpy())
 
@@ -276,14 +289,20 @@ def per_sample_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, directi
         chosen, chunk, pos, calib = _calibrate(psg, x, y, chunk, accumulate)
     compute = psg.vmap if chosen == "vmap" else psg.loop
     for s in range(pos, n, chunk):
-        flat = compute(x[s:s + chunk], y[s:s + chunk])
+        flat = compute(x[s : s + chunk], y[s : s + chunk])
         accumulate(flat)
         del flat
     mean = total / n
-    out = {"trace_c": float(sq_total) / n - float(mean.dot(mean)), "mean_grad_sq_norm": float(mean.dot(mean)),
-           "n_samples": n, "method": chosen, "chunk": chunk,
-           "calibration_vmap_samples_per_s": calib["vmap"], "calibration_loop_samples_per_s": calib["loop"],
-           "calibration_trial_s": calib["trial_s"]}
+    out = {
+        "trace_c": float(sq_total) / n - float(mean.dot(mean)),
+        "mean_grad_sq_norm": float(mean.dot(mean)),
+        "n_samples": n,
+        "method": chosen,
+        "chunk": chunk,
+        "calibration_vmap_samples_per_s": calib["vmap"],
+        "calibration_loop_samples_per_s": calib["loop"],
+        "calibration_trial_s": calib["trial_s"],
+    }
     if directions is not None:
         p = np.concatenate(proj)
         out["projection_var"] = p.var(axis=0)

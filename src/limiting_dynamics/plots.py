@@ -18,8 +18,13 @@ import xarray as xr  # noqa: E402
 from . import __version__  # noqa: E402
 from .atomic import atomic_path  # noqa: E402
 
-HP_LABELS = {"lr": "learning rate $\\eta$", "batch_size": "batch size $S$",
-             "momentum": "momentum $\\beta$", "weight_decay": "weight decay $\\lambda$", "seed": "seed"}
+HP_LABELS = {
+    "lr": "learning rate $\\eta$",
+    "batch_size": "batch size $S$",
+    "momentum": "momentum $\\beta$",
+    "weight_decay": "weight decay $\\lambda$",
+    "seed": "seed",
+}
 
 
 def setup(context: str = "paper") -> None:
@@ -34,14 +39,17 @@ def save(fig, path: str | Path, dpi: int) -> None:
     fmt = Path(path).suffix.lstrip(".")
     made_by = f"limiting-dynamics {__version__} (git {git_revision()}, torch {torch_version()})"
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt,
-                    metadata={"Software" if fmt == "png" else "Creator": made_by})
+        fig.savefig(
+            tmp, dpi=dpi, bbox_inches="tight", format=fmt, metadata={"Software" if fmt == "png" else "Creator": made_by}
+        )
     plt.close(fig)
 
 
 def _label(row) -> str:
-    return (f"lr={row['lr']:.3g}, S={int(row['batch_size'])}, β={row['momentum']:.3g}, "
-            f"wd={row['weight_decay']:.3g}, seed={int(row['seed'])}")
+    return (
+        f"lr={row['lr']:.3g}, S={int(row['batch_size'])}, β={row['momentum']:.3g}, "
+        f"wd={row['weight_decay']:.3g}, seed={int(row['seed'])}"
+    )
 
 
 def _group_label(row) -> str:
@@ -78,8 +86,10 @@ def _seed_panels(summary: pd.DataFrame):
     groups = cell_groups(summary)
     fig, axes = _grid(len(groups))
     palette = sns.color_palette()
-    return fig, [(ax, label, cells, [(c, summary.loc[c], palette[i % len(palette)]) for i, c in enumerate(cells)])
-                 for ax, (label, cells) in zip(axes, groups)]
+    return fig, [
+        (ax, label, cells, [(c, summary.loc[c], palette[i % len(palette)]) for i, c in enumerate(cells)])
+        for ax, (label, cells) in zip(axes, groups)
+    ]
 
 
 def _finish_panels(fig, panels, suptitle: str, path, dpi: int, fontsize: int = 9, **legend) -> None:
@@ -107,8 +117,14 @@ def msd(traj: xr.Dataset, summary: pd.DataFrame, path, dpi: int = 150) -> None:
         for cell, row, color in seeds:
             t, y = _series(traj, "sq_dist_from_start", cell)
             ok = y > 0
-            ax.plot(t[ok], y[ok], color=color, lw=1.1, label=f"seed {int(row['seed'])}: c={row['c']:.2f} "
-                    f"[{row['c_low']:.2f}, {row['c_high']:.2f}], geodesic {row['c_geodesic']:.2f}")
+            ax.plot(
+                t[ok],
+                y[ok],
+                color=color,
+                lw=1.1,
+                label=f"seed {int(row['seed'])}: c={row['c']:.2f} "
+                f"[{row['c_low']:.2f}, {row['c_high']:.2f}], geodesic {row['c_geodesic']:.2f}",
+            )
             t, y = _series(traj, "sq_dist_geodesic", cell)
             ax.plot(t[y > 0], y[y > 0], color=color, lw=0.8, ls="--")
             if np.isfinite(row["c"]):
@@ -117,15 +133,26 @@ def msd(traj: xr.Dataset, summary: pd.DataFrame, path, dpi: int = 150) -> None:
             if row["small_angle_steps"] < row["steps"]:
                 ax.axvline(row["small_angle_steps"], color=color, ls=":", lw=0.8)
         sub = summary.loc[cells]
-        ax.set(xscale="log", yscale="log", xlabel="steps since $\\theta_0$", ylabel="$\\|\\theta_t-\\theta_0\\|^2$",
-               title=f"{label}\nc = {_spread(sub['c'])} over {len(cells)} seed(s)")
-    _finish_panels(fig, panels, "Squared distance from $\\theta_0$ (solid; black dotted: fitted $t^c$ [95% bootstrap "
-                   "over tensors]), along the spheres (dashed); vertical: rms angle of the scale-invariant weights "
-                   "passes 0.44 rad", path, dpi, loc="upper left")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="steps since $\\theta_0$",
+            ylabel="$\\|\\theta_t-\\theta_0\\|^2$",
+            title=f"{label}\nc = {_spread(sub['c'])} over {len(cells)} seed(s)",
+        )
+    _finish_panels(
+        fig,
+        panels,
+        "Squared distance from $\\theta_0$ (solid; black dotted: fitted $t^c$ [95% bootstrap "
+        "over tensors]), along the spheres (dashed); vertical: rms angle of the scale-invariant weights "
+        "passes 0.44 rad",
+        path,
+        dpi,
+        loc="upper left",
+    )
 
 
-def local_displacement(traj: xr.Dataset, summary: pd.DataFrame, path, smoothing: int = 200,
-                       dpi: int = 150) -> None:
+def local_displacement(traj: xr.Dataset, summary: pd.DataFrame, path, smoothing: int = 200, dpi: int = 150) -> None:
     """Per hyperparameter cell: the per-step squared displacement as a rolling
     mean (one colour per seed; its max/min is the stationarity ratio) and the
     two parameter-free predictions of its stationary level (means over seeds)."""
@@ -134,17 +161,42 @@ def local_displacement(traj: xr.Dataset, summary: pd.DataFrame, path, smoothing:
         for cell, row, color in seeds:
             t, y = _series(traj, "sq_step", cell)
             smooth = pd.Series(y).rolling(smoothing, center=True).mean()
-            ax.plot(t, smooth, lw=1.0, color=color,
-                    label=f"seed {int(row['seed'])}: max/min {row['stationarity_ratio']:.2f}")
+            ax.plot(
+                t,
+                smooth,
+                lw=1.0,
+                color=color,
+                label=f"seed {int(row['seed'])}: max/min {row['stationarity_ratio']:.2f}",
+            )
         sub = summary.loc[cells]
-        ax.axhline(sub["sq_step_predicted_noise"].mean(), color="k", ls="--", lw=0.9,
-                   label=f"noise formula (measured/pred. {_spread(sub['measured_over_noise'])})")
-        ax.axhline(sub["sq_step_predicted_identity"].mean(), color="C3", ls=":", lw=1.2,
-                   label=f"norm equilibrium ({_spread(sub['measured_over_identity'])})")
-        ax.set(yscale="log", xlabel="steps since $\\theta_0$", ylabel="$\\|\\theta_{t+1}-\\theta_t\\|^2$",
-               title=f"{label}\nstationarity ratio up to {sub['stationarity_ratio'].max():.2f}")
-    _finish_panels(fig, panels, f"Local displacement per step ({smoothing}-step rolling mean) and its parameter-free "
-                   "predictions", path, dpi, fontsize=10)
+        ax.axhline(
+            sub["sq_step_predicted_noise"].mean(),
+            color="k",
+            ls="--",
+            lw=0.9,
+            label=f"noise formula (measured/pred. {_spread(sub['measured_over_noise'])})",
+        )
+        ax.axhline(
+            sub["sq_step_predicted_identity"].mean(),
+            color="C3",
+            ls=":",
+            lw=1.2,
+            label=f"norm equilibrium ({_spread(sub['measured_over_identity'])})",
+        )
+        ax.set(
+            yscale="log",
+            xlabel="steps since $\\theta_0$",
+            ylabel="$\\|\\theta_{t+1}-\\theta_t\\|^2$",
+            title=f"{label}\nstationarity ratio up to {sub['stationarity_ratio'].max():.2f}",
+        )
+    _finish_panels(
+        fig,
+        panels,
+        f"Local displacement per step ({smoothing}-step rolling mean) and its parameter-free predictions",
+        path,
+        dpi,
+        fontsize=10,
+    )
 
 
 def rotation(traj: xr.Dataset, summary: pd.DataFrame, path, dpi: int = 150) -> None:
@@ -163,8 +215,14 @@ def rotation(traj: xr.Dataset, summary: pd.DataFrame, path, dpi: int = 150) -> N
         ax.axhline(limit, color="k", ls="--", lw=0.8, label=f"small-angle limit {limit:.2f} rad")
         ax.axvline(summary.loc[cells[0], "fit_t_end"], color="0.5", ls=":", lw=0.8, label="end of fit window")
         ax.set(xscale="log", yscale="log", xlabel="steps since $\\theta_0$", ylabel="rms angle (rad)", title=label)
-    _finish_panels(fig, panels, "How far the scale-invariant weights have turned on their spheres (a walk on a sphere "
-                   "saturates beyond the dashed line whatever its dynamics)", path, dpi)
+    _finish_panels(
+        fig,
+        panels,
+        "How far the scale-invariant weights have turned on their spheres (a walk on a sphere "
+        "saturates beyond the dashed line whatever its dynamics)",
+        path,
+        dpi,
+    )
 
 
 def sweeps_of(summary: pd.DataFrame, default: dict) -> dict[str, pd.DataFrame]:
@@ -213,32 +271,62 @@ def hyperparameter_scaling(summary: pd.DataFrame, default: dict, path, dpi: int 
         x = sub[hp].astype(float).values
         replicated = hp != "seed" and sub.groupby(hp).size().max() > 1
         ax = axes[0, j]
-        for col, fmt, colour, name in (("c", "o", "C0", "squared distance"), ("c_geodesic", "s", "C1",
-                                                                                "along the spheres")):
+        for col, fmt, colour, name in (
+            ("c", "o", "C0", "squared distance"),
+            ("c_geodesic", "s", "C1", "along the spheres"),
+        ):
             err = [sub[col] - sub[f"{col}_low"], sub[f"{col}_high"] - sub[col]]
             if replicated:
                 ax.errorbar(x, sub[col], yerr=err, fmt=fmt, ms=3, capsize=2, alpha=0.35, color=colour)
                 m = replicate_means(sub, hp, col)
                 seeds = f"{m['n'].min()}" if m["n"].min() == m["n"].max() else f"{m['n'].min()}-{m['n'].max()}"
-                ax.errorbar(m.index.astype(float), m["mean"], yerr=m["sd"].fillna(0.0), fmt=fmt + "-", capsize=4,
-                            color=colour, label=f"{name}: mean of {seeds} seeds ± 1 sd")
+                ax.errorbar(
+                    m.index.astype(float),
+                    m["mean"],
+                    yerr=m["sd"].fillna(0.0),
+                    fmt=fmt + "-",
+                    capsize=4,
+                    color=colour,
+                    label=f"{name}: mean of {seeds} seeds ± 1 sd",
+                )
             else:
-                ax.errorbar(x, sub[col], yerr=err, fmt=fmt + ("-" if col == "c" else "--"), capsize=3,
-                            color=colour, label=name)
+                ax.errorbar(
+                    x, sub[col], yerr=err, fmt=fmt + ("-" if col == "c" else "--"), capsize=3, color=colour, label=name
+                )
         ax.axhline(1.0, color="0.5", lw=0.8, ls=":", label="Brownian (c=1)")
         ax.set(ylabel="diffusion exponent $c$", xlabel=HP_LABELS.get(hp, hp))
         ax.legend(fontsize=7, frameon=False)
         ax = axes[1, j]
-        ax.errorbar(x, sub["sq_step_mean"], yerr=2 * sub["sq_step_stderr"], fmt="o", capsize=3,
-                    alpha=0.6 if replicated else 1.0, label="measured (±2 s.e.)" + (", every seed" if replicated else ""))
-        ax.scatter(x, sub["sq_step_predicted_noise"], marker="x", color="C3", zorder=3,
-                   label="noise formula, in-run gradients")
-        ax.scatter(x, sub["sq_step_predicted_identity"], marker="^", facecolors="none", edgecolors="C2", zorder=3,
-                   label="norm equilibrium")
+        ax.errorbar(
+            x,
+            sub["sq_step_mean"],
+            yerr=2 * sub["sq_step_stderr"],
+            fmt="o",
+            capsize=3,
+            alpha=0.6 if replicated else 1.0,
+            label="measured (±2 s.e.)" + (", every seed" if replicated else ""),
+        )
+        ax.scatter(
+            x, sub["sq_step_predicted_noise"], marker="x", color="C3", zorder=3, label="noise formula, in-run gradients"
+        )
+        ax.scatter(
+            x,
+            sub["sq_step_predicted_identity"],
+            marker="^",
+            facecolors="none",
+            edgecolors="C2",
+            zorder=3,
+            label="norm equilibrium",
+        )
         xs = np.unique(x)  # sub is sorted by hp: one theory value per distinct x
         theory = sub.drop_duplicates(hp)["theory_scale"].values * anchor["noise_trace_estimate"]
-        ax.plot(xs, theory, "k--", lw=1,
-                label="$\\eta^2 \\mathrm{tr}C / (S(1-\\beta^2))$, tr C fitted on the default cell (the paper's)")
+        ax.plot(
+            xs,
+            theory,
+            "k--",
+            lw=1,
+            label="$\\eta^2 \\mathrm{tr}C / (S(1-\\beta^2))$, tr C fitted on the default cell (the paper's)",
+        )
         ax.set(yscale="log", xlabel=HP_LABELS.get(hp, hp), ylabel="stationary $\\|\\theta_{t+1}-\\theta_t\\|^2$")
         for a in (axes[0, j], ax):
             if hp in ("lr", "batch_size", "theory_scale"):
@@ -259,20 +347,49 @@ def metrics(traj: xr.Dataset, path, dpi: int = 150) -> None:
         ds = traj.sel(cell=cell).dropna("eval_step", subset=["eval_train_loss"])
         label = _group_label({k: float(ds[k]) for k in ("lr", "batch_size", "momentum", "weight_decay")})
         for split in ("train", "test"):
-            frames.append(pd.DataFrame({
-                "step": ds["eval_step"].values, "cell": label, "split": split,
-                "loss": ds[f"eval_{split}_loss"].values, "accuracy": ds[f"eval_{split}_accuracy"].values}))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "step": ds["eval_step"].values,
+                        "cell": label,
+                        "split": split,
+                        "loss": ds[f"eval_{split}_loss"].values,
+                        "accuracy": ds[f"eval_{split}_accuracy"].values,
+                    }
+                )
+            )
     df = pd.concat(frames, ignore_index=True)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    sns.lineplot(df, x="step", y="loss", hue="cell", style="split", ax=axes[0], legend=False, marker="o",
-                 markersize=3, errorbar=("pi", 100))
-    sns.lineplot(df, x="step", y="accuracy", hue="cell", style="split", ax=axes[1], marker="o", markersize=3,
-                 errorbar=("pi", 100))
+    sns.lineplot(
+        df,
+        x="step",
+        y="loss",
+        hue="cell",
+        style="split",
+        ax=axes[0],
+        legend=False,
+        marker="o",
+        markersize=3,
+        errorbar=("pi", 100),
+    )
+    sns.lineplot(
+        df,
+        x="step",
+        y="accuracy",
+        hue="cell",
+        style="split",
+        ax=axes[1],
+        marker="o",
+        markersize=3,
+        errorbar=("pi", 100),
+    )
     axes[0].set(yscale="log", xlabel="steps since $\\theta_0$", ylabel="cross-entropy (nat)")
     axes[1].set(xlabel="steps since $\\theta_0$", ylabel="accuracy", ylim=(max(0, df["accuracy"].min() - 0.05), 1.005))
     sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, frameon=False)
-    fig.suptitle("Train (solid) and test (dashed) metrics during the limiting runs (eval mode, clean labels; "
-                 "band: range over seeds)")
+    fig.suptitle(
+        "Train (solid) and test (dashed) metrics during the limiting runs (eval mode, clean labels; "
+        "band: range over seeds)"
+    )
     fig.tight_layout()
     save(fig, path, dpi)
 
@@ -308,13 +425,25 @@ def hessian_spectrum(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
         dens = np.maximum(ds.spectral_density.values, 1e-12)
         axes[1].plot(ds.eigenvalue, dens, color=color, lw=1)
     ref = cells[0]
-    axes[0].set(yscale="log" if positive else "linear", xlabel="rank i", ylabel="eigenvalue $\\lambda_i$",
-                title=f"top {ref.sizes['mode']} eigenvalues (Lanczos, {ref.attrs['lanczos_hvps']} HVPs for the first)")
+    axes[0].set(
+        yscale="log" if positive else "linear",
+        xlabel="rank i",
+        ylabel="eigenvalue $\\lambda_i$",
+        title=f"top {ref.sizes['mode']} eigenvalues (Lanczos, {ref.attrs['lanczos_hvps']} HVPs for the first)",
+    )
     axes[0].legend(fontsize=6)
     top = max(float(ds.spectral_density.max()) for ds in cells)
-    axes[1].set(yscale="log", ylim=(top * 1e-7, top * 2), xlabel="eigenvalue $\\lambda$", ylabel="density",
-                title=f"spectral density (SLQ, {ref.sizes['probe']} probes x {ref.sizes['node']} steps)")
-    fig.suptitle(f"Hessian of the training loss at each cell's $\\theta_0$ ({ref.attrs['n_samples']} training "
-                 f"examples, BatchNorm in {ref.attrs['bn_mode']} mode, {ref.attrs['precision']})", fontsize=10)
+    axes[1].set(
+        yscale="log",
+        ylim=(top * 1e-7, top * 2),
+        xlabel="eigenvalue $\\lambda$",
+        ylabel="density",
+        title=f"spectral density (SLQ, {ref.sizes['probe']} probes x {ref.sizes['node']} steps)",
+    )
+    fig.suptitle(
+        f"Hessian of the training loss at each cell's $\\theta_0$ ({ref.attrs['n_samples']} training "
+        f"examples, BatchNorm in {ref.attrs['bn_mode']} mode, {ref.attrs['precision']})",
+        fontsize=10,
+    )
     fig.tight_layout()
     save(fig, path, dpi)

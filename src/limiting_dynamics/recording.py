@@ -116,15 +116,26 @@ def _gradient(theta: torch.Tensor, v: torch.Tensor, v_prev: torch.Tensor, coef: 
     return coef[0] * v - coef[1] * v_prev - coef[2] * theta
 
 
-def _segment_norms(theta: torch.Tensor, theta0: torch.Tensor, v: torch.Tensor, v_prev: torch.Tensor,
-                   sizes: tuple[int, ...], coef: tuple[float, float, float]):
+def _segment_norms(
+    theta: torch.Tensor,
+    theta0: torch.Tensor,
+    v: torch.Tensor,
+    v_prev: torch.Tensor,
+    sizes: tuple[int, ...],
+    coef: tuple[float, float, float],
+):
     """The three norms of :func:`_fused_norms` and, per parameter segment (rows),
     ``||theta_j - theta0_j||^2``, ``||theta_j||^2``, ``||v_j||^2`` and the
     squared norm of the minibatch gradient (:func:`_gradient`): compiled, one pass."""
     g = _gradient(theta, v, v_prev, coef)
     pieces = zip(theta.split(sizes), theta0.split(sizes), v.split(sizes), g.split(sizes))
-    rows = torch.stack([torch.stack([((a - b) * (a - b)).sum(), (a * a).sum(), (c * c).sum(), (d * d).sum()])
-                        for a, b, c, d in pieces], dim=1)
+    rows = torch.stack(
+        [
+            torch.stack([((a - b) * (a - b)).sum(), (a * a).sum(), (c * c).sum(), (d * d).sum()])
+            for a, b, c, d in pieces
+        ],
+        dim=1,
+    )
     return torch.stack([rows[0].sum(), rows[2].sum(), rows[1].sum()]), rows
 
 
@@ -200,9 +211,19 @@ class StepRecorder:
     COLUMNS = ("train_loss", "sq_dist_from_start", "sq_velocity", "sq_param_norm")
     TENSOR_ROWS = ("sq_dist_from_start", "sq_param_norm", "sq_velocity", "sq_grad")
 
-    def __init__(self, flat: FlatParameters, flat_v: torch.Tensor, steps: int, tensor_every: int = 10,
-                 compile: str = "auto", log=print, directions: torch.Tensor | None = None,
-                 sketch_dim: int = 0, sketch_seed: int = 0, gradient_coefficients=(0.0, 0.0, 0.0)):
+    def __init__(
+        self,
+        flat: FlatParameters,
+        flat_v: torch.Tensor,
+        steps: int,
+        tensor_every: int = 10,
+        compile: str = "auto",
+        log=print,
+        directions: torch.Tensor | None = None,
+        sketch_dim: int = 0,
+        sketch_seed: int = 0,
+        gradient_coefficients=(0.0, 0.0, 0.0),
+    ):
         self.flat = flat
         self.flat_v = flat_v
         self.theta0 = flat.flat.detach().clone()
@@ -219,8 +240,9 @@ class StepRecorder:
         self.tensor_steps = tensor_record_steps(steps, self.tensor_every)
         self._tensor_step_set = set(self.tensor_steps)
         self.scalars = torch.full((steps, len(self.COLUMNS)), float("nan"), device=dev)
-        self.by_tensor = torch.full((len(self.tensor_steps), len(self.TENSOR_ROWS), len(flat.sizes)), float("nan"),
-                                    device=dev)
+        self.by_tensor = torch.full(
+            (len(self.tensor_steps), len(self.TENSOR_ROWS), len(flat.sizes)), float("nan"), device=dev
+        )
         self.count = 0
         self._tensor_count = 0
         self._log = log
@@ -230,9 +252,12 @@ class StepRecorder:
         k = 0 if directions is None else directions.shape[0]
         self.mode_position = torch.full((steps, k), float("nan"), device=dev)
         self.mode_velocity = torch.full((steps, k), float("nan"), device=dev)
-        self.mode_start = None if directions is None else \
-            torch.stack([directions @ self.theta0, directions @ self.v_prev], dim=1)  # (k, 2): U theta_0, U v_0
-        self.sketch = BlockSignSketch(flat.numel, sketch_dim, sketch_seed, dev, self.theta0.dtype) if sketch_dim else None
+        self.mode_start = (
+            None if directions is None else torch.stack([directions @ self.theta0, directions @ self.v_prev], dim=1)
+        )  # (k, 2): U theta_0, U v_0
+        self.sketch = (
+            BlockSignSketch(flat.numel, sketch_dim, sketch_seed, dev, self.theta0.dtype) if sketch_dim else None
+        )
         self.sketch_values = torch.full((steps, sketch_dim), float("nan"), device=dev)
         self.sketch_seed = sketch_seed
         phase = directions is not None or self.sketch is not None
@@ -298,26 +323,38 @@ class StepRecorder:
     def state(self) -> dict:
         """What was recorded so far, and theta_0 (CPU tensors, for a checkpoint)."""
         n, t = self.count, self._tensor_count
-        return {"theta0": self.theta0.cpu().clone(), "v_prev": self.v_prev.cpu().clone(),
-                "mode_start": None if self.mode_start is None else self.mode_start.cpu().clone(),
-                "count": n, "tensor_count": t,
-                "scalars": self.scalars[:n].cpu().clone(), "by_tensor": self.by_tensor[:t].cpu().clone(),
-                "mode_position": self.mode_position[:n].cpu().clone(),
-                "mode_velocity": self.mode_velocity[:n].cpu().clone(),
-                "sketch_values": self.sketch_values[:n].cpu().clone()}
+        return {
+            "theta0": self.theta0.cpu().clone(),
+            "v_prev": self.v_prev.cpu().clone(),
+            "mode_start": None if self.mode_start is None else self.mode_start.cpu().clone(),
+            "count": n,
+            "tensor_count": t,
+            "scalars": self.scalars[:n].cpu().clone(),
+            "by_tensor": self.by_tensor[:t].cpu().clone(),
+            "mode_position": self.mode_position[:n].cpu().clone(),
+            "mode_velocity": self.mode_velocity[:n].cpu().clone(),
+            "sketch_values": self.sketch_values[:n].cpu().clone(),
+        }
 
     def load(self, state: dict) -> None:
         """Continue from :meth:`state` of a recorder with the same settings."""
         n, t = int(state["count"]), int(state["tensor_count"])
         if "v_prev" not in state:
-            raise ValueError("recorder state does not fit this run: written by an older version (no momentum "
-                             "buffer of the step before)")
-        expect = {"theta0": tuple(self.theta0.shape), "scalars": (n, *self.scalars.shape[1:]),
-                  "by_tensor": (t, *self.by_tensor.shape[1:]), "mode_position": (n, *self.mode_position.shape[1:]),
-                  "mode_velocity": (n, *self.mode_velocity.shape[1:]),
-                  "sketch_values": (n, *self.sketch_values.shape[1:])}
-        wrong = [f"{k} {tuple(state[k].shape)} != {shape}" for k, shape in expect.items()
-                 if tuple(state[k].shape) != shape]
+            raise ValueError(
+                "recorder state does not fit this run: written by an older version (no momentum "
+                "buffer of the step before)"
+            )
+        expect = {
+            "theta0": tuple(self.theta0.shape),
+            "scalars": (n, *self.scalars.shape[1:]),
+            "by_tensor": (t, *self.by_tensor.shape[1:]),
+            "mode_position": (n, *self.mode_position.shape[1:]),
+            "mode_velocity": (n, *self.mode_velocity.shape[1:]),
+            "sketch_values": (n, *self.sketch_values.shape[1:]),
+        }
+        wrong = [
+            f"{k} {tuple(state[k].shape)} != {shape}" for k, shape in expect.items() if tuple(state[k].shape) != shape
+        ]
         if wrong or n > self.steps or t > len(self.tensor_steps):
             raise ValueError("recorder state does not fit this run: " + "; ".join(wrong or [f"{n} steps"]))
         self.theta0.copy_(state["theta0"])

@@ -15,10 +15,26 @@ import numpy as np
 import pandas as pd
 
 HYPERPARAMETERS = ("lr", "batch_size", "momentum", "weight_decay")
-COLUMNS = ("c", "c_geodesic", "c_small_angle", "c_radial", "c_angular", "stationarity_ratio", "sq_step_measured",
-           "measured_over_noise", "measured_over_identity", "measured_over_identity_si", "other_fraction",
-           "norm_drift_fraction", "rotation_angle_fit_end", "small_angle_steps", "small_angle_fit",
-           "grad_sq_norm", "train_loss_end", "test_accuracy_end")
+COLUMNS = (
+    "c",
+    "c_geodesic",
+    "c_small_angle",
+    "c_radial",
+    "c_angular",
+    "stationarity_ratio",
+    "sq_step_measured",
+    "measured_over_noise",
+    "measured_over_identity",
+    "measured_over_identity_si",
+    "other_fraction",
+    "norm_drift_fraction",
+    "rotation_angle_fit_end",
+    "small_angle_steps",
+    "small_angle_fit",
+    "grad_sq_norm",
+    "train_loss_end",
+    "test_accuracy_end",
+)
 
 
 def aggregate(summary: pd.DataFrame, columns=COLUMNS) -> pd.DataFrame:
@@ -33,8 +49,14 @@ def aggregate(summary: pd.DataFrame, columns=COLUMNS) -> pd.DataFrame:
         row["seeds"] = " ".join(str(int(s)) for s in sorted(group["seed"]))
         for c in cols:
             v = group[c].astype(float)
-            row.update({f"{c}_mean": v.mean(), f"{c}_sd": v.std(ddof=1) if len(v) > 1 else np.nan,
-                        f"{c}_min": v.min(), f"{c}_max": v.max()})
+            row.update(
+                {
+                    f"{c}_mean": v.mean(),
+                    f"{c}_sd": v.std(ddof=1) if len(v) > 1 else np.nan,
+                    f"{c}_min": v.min(),
+                    f"{c}_max": v.max(),
+                }
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -18,8 +18,11 @@ from .errors import ResultFileError
 
 # kind -> (variables that must be present and finite, attributes that must be present, the rule writing it)
 REQUIRED = {
-    "hessian": (("hessian_eigenvalues", "hessian_eigenvectors", "slq_nodes", "slq_weights"),
-                ("n_params", "bn_mode", "hessian_trace_hutchinson"), "hessian"),
+    "hessian": (
+        ("hessian_eigenvalues", "hessian_eigenvectors", "slq_nodes", "slq_weights"),
+        ("n_params", "bn_mode", "hessian_trace_hutchinson"),
+        "hessian",
+    ),
     "noise": ((), ("cell", "batch_size", "trace_cov", "n_train", "bn_mode"), "gradient_noise"),
     "comparison": ((), ("cell",), "compare_cell"),
     "drift": (("rayleigh_quotient", "relative_residual"), ("cell", "lr", "momentum"), "eigenvector_drift"),
@@ -35,8 +38,9 @@ def open_result(path: str | Path, kind: str) -> xr.Dataset:
         raise ResultFileError(f"{path}: cannot be read as a NetCDF {kind} result ({exc})") from exc
     missing = [v for v in variables if v not in ds] + [a for a in attrs if a not in ds.attrs]
     if missing:
-        raise ResultFileError(f"{path}: not a complete {kind} result (missing {', '.join(missing)}); "
-                              f"rerun its rule ({rule})")
+        raise ResultFileError(
+            f"{path}: not a complete {kind} result (missing {', '.join(missing)}); rerun its rule ({rule})"
+        )
     for v in variables:
         if not np.all(np.isfinite(ds[v].values)):
             raise ResultFileError(f"{path}: variable {v} has non-finite values; rerun its rule ({rule})")

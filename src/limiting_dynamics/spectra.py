@@ -35,8 +35,9 @@ import scipy.optimize
 import scipy.signal
 
 
-def oscillator_velocity_psd(freq, q: float, radius: float, angle: float, q_drift: float = 0.0,
-                            floor: float = 0.0) -> np.ndarray:
+def oscillator_velocity_psd(
+    freq, q: float, radius: float, angle: float, q_drift: float = 0.0, floor: float = 0.0
+) -> np.ndarray:
     """``(q |z - 1|^2 + q_drift) / |D(z)|^2 + floor`` at ``freq`` (cycles per
     step), as Welch's one-sided density for a unit sampling rate (twice the
     two-sided one)."""

@@ -36,8 +36,9 @@ def eval_resize(size: int) -> int:
     return int(round(size * 256 / 224))
 
 
-def random_resized_crop_box(width: int, height: int, rng: np.random.Generator,
-                            scale=SCALE, ratio=RATIO) -> tuple[int, int, int, int]:
+def random_resized_crop_box(
+    width: int, height: int, rng: np.random.Generator, scale=SCALE, ratio=RATIO
+) -> tuple[int, int, int, int]:
     """``(left, top, right, bottom)`` of a random crop with area fraction in
     ``scale`` and aspect ratio (width/height, log-uniform) in ``ratio``; ten
     tries, then the largest centred crop whose ratio is within bounds (the
@@ -82,8 +83,17 @@ def load_train_image(path: Path, size: int, channels: int, rng: np.random.Genera
 class _TrainImages(torch.utils.data.Dataset):
     """Items are keys ``(step, position, index)``; the key seeds the augmentation."""
 
-    def __init__(self, root: Path, files: list[str], labels: np.ndarray, size: int, channels: int, seed: int,
-                 label_noise: float = 0.0, num_classes: int = 1):
+    def __init__(
+        self,
+        root: Path,
+        files: list[str],
+        labels: np.ndarray,
+        size: int,
+        channels: int,
+        seed: int,
+        label_noise: float = 0.0,
+        num_classes: int = 1,
+    ):
         self.root, self.files, self.labels = root, files, labels
         self.size, self.channels, self.seed = size, channels, seed
         self.label_noise, self.num_classes = float(label_noise), int(num_classes)
@@ -135,12 +145,20 @@ class StreamBatches:
     without blocking when it is a GPU, then normalised there.
     """
 
-    def __init__(self, data: "StreamData", batch_size: int, scheme: str, seed: int, label_noise: float = 0.0):
+    def __init__(self, data: StreamData, batch_size: int, scheme: str, seed: int, label_noise: float = 0.0):
         self.data = data
         self.sampler = CounterSampler(len(data.files), batch_size, scheme, seed)
         self.per_epoch = self.sampler.per_epoch
-        self.images = _TrainImages(data.root, data.files, data.labels, data.image_size, data.in_channels, int(seed),
-                                   label_noise, data.num_classes)
+        self.images = _TrainImages(
+            data.root,
+            data.files,
+            data.labels,
+            data.image_size,
+            data.in_channels,
+            int(seed),
+            label_noise,
+            data.num_classes,
+        )
         self.step = 0
         self._it = None
 
@@ -148,9 +166,13 @@ class StreamBatches:
         device = self.data.device
         w = self.data.workers
         loader = torch.utils.data.DataLoader(
-            self.images, batch_sampler=_StepKeys(self.sampler, self.step), num_workers=w,
-            pin_memory=device.type == "cuda", worker_init_fn=_worker_init if w else None,
-            prefetch_factor=4 if w else None)
+            self.images,
+            batch_sampler=_StepKeys(self.sampler, self.step),
+            num_workers=w,
+            pin_memory=device.type == "cuda",
+            worker_init_fn=_worker_init if w else None,
+            prefetch_factor=4 if w else None,
+        )
         return iter(loader)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,8 +196,10 @@ class StreamBatches:
             raise CheckpointError(f"{source} has no 'stream' state: it was not written by a streaming run")
         here = {**self.sampler.describe(), "label_noise": self.images.label_noise}
         if {k: s.get(k) for k in here} != here:
-            raise CheckpointError(f"{source} streamed {s['scheme']} batches of {s['batch_size']} from {s['n']} "
-                                  f"images with seed {s['seed']}; this run: {here}")
+            raise CheckpointError(
+                f"{source} streamed {s['scheme']} batches of {s['batch_size']} from {s['n']} "
+                f"images with seed {s['seed']}; this run: {here}"
+            )
         self.step = int(s["step"])
         self._it = None
 
@@ -190,8 +214,16 @@ class StreamData:
     that :attr:`memory` was normalised with; ``workers``: DataLoader processes
     for training batches. Training crops have the evaluation images' size."""
 
-    def __init__(self, memory, root: Path, files: list[str], labels: np.ndarray, mean: torch.Tensor,
-                 std: torch.Tensor, workers: int = 0):
+    def __init__(
+        self,
+        memory,
+        root: Path,
+        files: list[str],
+        labels: np.ndarray,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        workers: int = 0,
+    ):
         self.memory, self.root, self.files, self.labels = memory, Path(root), list(files), labels
         self.workers = int(workers)
         self.mean, self.std = mean.to(self.device), std.to(self.device)
@@ -213,9 +245,12 @@ class StreamData:
     def device(self) -> torch.device:
         return self.memory.x_train.device
 
-    def train_batches(self, batch_size: int, scheme: str, seed: int, shift: int = 0,
-                      label_noise: float = 0.0) -> StreamBatches:
+    def train_batches(
+        self, batch_size: int, scheme: str, seed: int, shift: int = 0, label_noise: float = 0.0
+    ) -> StreamBatches:
         if shift:
-            raise DataError("augment_shift must be 0 with data.loader: stream (the streamed images are "
-                            "randomly cropped and flipped instead)")
+            raise DataError(
+                "augment_shift must be 0 with data.loader: stream (the streamed images are "
+                "randomly cropped and flipped instead)"
+            )
         return StreamBatches(self, batch_size, scheme, seed, label_noise)

@@ -47,16 +47,17 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 import xarray as xr
+
 from .errors import TheoryError
 
 MODELS = ("discrete", "continuous")
 SAMPLINGS = ("replacement", "reshuffle")
 
 
-
 # ----------------------------------------------------------------------------
 # small batched linear algebra
 # ----------------------------------------------------------------------------
+
 
 def _T(a: np.ndarray) -> np.ndarray:
     return np.swapaxes(a, -1, -2)
@@ -111,6 +112,7 @@ def _as_steps(steps, name: str) -> np.ndarray:
 # the linear systems
 # ----------------------------------------------------------------------------
 
+
 @dataclass
 class _Discrete:
     """``z_{k+1} = A z_k + B xi_k``; Cov(xi_j, xi_l) = Q if j == l, K if j != l in one epoch."""
@@ -142,7 +144,8 @@ class _Discrete:
             raise TheoryError(
                 f"{int(np.sum(bad))} mode(s) are outside the stability region of SGD with momentum "
                 f"(need 0 < lr*(lam + wd) < 2*(1 + beta)); spectral radius up to {float(rho.max()):.6g}: "
-                "no stationary distribution")
+                "no stationary distribution"
+            )
 
     def _partial_sums(self) -> tuple[np.ndarray, np.ndarray]:
         """``P[i] = A^i`` and ``Sg[i] = sum_{j<i} A^j B`` for i = 0..epoch."""
@@ -183,8 +186,7 @@ class _Discrete:
         e, ph = divmod(int(k), self.epoch)
         ak = self.power(k)
         aem = self.power(e * self.epoch)
-        return (w - _sandwich(ak, w) + _sandwich(p[ph], r0 - _sandwich(aem, r0))
-                + _sandwich(s[ph], self.K))
+        return w - _sandwich(ak, w) + _sandwich(p[ph], r0 - _sandwich(aem, r0)) + _sandwich(s[ph], self.K)
 
     def lag_cov_from_rest(self, k: int, tau: int) -> np.ndarray:
         """``Cov(z_{k+tau}, z_k)`` for a run started at rest (at an epoch's beginning)."""
@@ -270,8 +272,9 @@ class _Continuous:
         re = np.real(np.linalg.eigvals(self.G)).max(axis=-1)
         bad = re > 1e-12 if allow_marginal else re >= -1e-12
         if np.any(bad):
-            raise TheoryError(f"{int(np.sum(bad))} mode(s) have lam + wd <= 0 in the continuous model: "
-                              "no stationary distribution")
+            raise TheoryError(
+                f"{int(np.sum(bad))} mode(s) have lam + wd <= 0 in the continuous model: no stationary distribution"
+            )
 
     def stationary(self) -> np.ndarray:
         self.check_stable()
@@ -306,6 +309,7 @@ class _Continuous:
 # building the systems from hyperparameters
 # ----------------------------------------------------------------------------
 
+
 def _check_hyper(lr, batch_size, momentum, weight_decay, model, sampling, n_samples):
     if model not in MODELS:
         raise TheoryError(f"model must be one of {MODELS}, got {model!r}")
@@ -323,8 +327,10 @@ def _check_hyper(lr, batch_size, momentum, weight_decay, model, sampling, n_samp
         if model == "continuous":
             raise TheoryError("sampling='reshuffle' has no continuous-time model; use model='discrete'")
         if n_samples is None or int(n_samples) < 2 * int(batch_size):
-            raise TheoryError("sampling='reshuffle' needs n_samples (training-set size) >= 2 * batch_size, "
-                              f"got n_samples={n_samples}, batch_size={batch_size}")
+            raise TheoryError(
+                "sampling='reshuffle' needs n_samples (training-set size) >= 2 * batch_size, "
+                f"got n_samples={n_samples}, batch_size={batch_size}"
+            )
 
 
 def _noise_scales(batch_size, sampling, n_samples):
@@ -396,6 +402,7 @@ def _dense_system(hessian, noise_cov, lr, batch_size, momentum, weight_decay, mo
 # public API: per mode
 # ----------------------------------------------------------------------------
 
+
 def langevin_parameters(eigvals, lr: float, momentum: float, weight_decay: float = 0.0) -> xr.Dataset:
     """The continuous model per mode: ``gamma`` (half the damping rate), ``omega``
     (natural frequency), both per unit of ``t = lr k``, the damped frequency, and
@@ -407,13 +414,19 @@ def langevin_parameters(eigvals, lr: float, momentum: float, weight_decay: float
     damped = np.sqrt(np.maximum(omega**2 - gamma**2, 0.0))
     regime = np.where(omega > gamma, "underdamped", np.where(omega == gamma, "critical", "overdamped"))
     return xr.Dataset(
-        {"gamma": ("mode", np.full(a.shape, gamma)), "omega": ("mode", omega),
-         "damped_frequency": ("mode", damped), "regime": ("mode", regime.astype(str))},
-        attrs={"time_unit": "t = lr * steps"})
+        {
+            "gamma": ("mode", np.full(a.shape, gamma)),
+            "omega": ("mode", omega),
+            "damped_frequency": ("mode", damped),
+            "regime": ("mode", regime.astype(str)),
+        },
+        attrs={"time_unit": "t = lr * steps"},
+    )
 
 
-def oscillation_frequency(eigvals, lr: float, momentum: float, weight_decay: float = 0.0,
-                          model: str = "discrete") -> np.ndarray:
+def oscillation_frequency(
+    eigvals, lr: float, momentum: float, weight_decay: float = 0.0, model: str = "discrete"
+) -> np.ndarray:
     """Oscillation frequency of each mode's mean motion in cycles per SGD step (0: no oscillation).
 
     Discrete: the argument of the eigenvalues of ``A`` over ``2 pi``; continuous:
@@ -427,8 +440,9 @@ def oscillation_frequency(eigvals, lr: float, momentum: float, weight_decay: flo
     return np.abs(np.angle(mu)).max(axis=-1) / (2 * np.pi)
 
 
-def fluctuation_spectrum_peak(eigvals, lr: float, momentum: float, weight_decay: float = 0.0,
-                              n_freq: int = 20000) -> np.ndarray:
+def fluctuation_spectrum_peak(
+    eigvals, lr: float, momentum: float, weight_decay: float = 0.0, n_freq: int = 20000
+) -> np.ndarray:
     """Frequency (cycles per step) where the stationary power spectrum of each
     mode's position peaks under white noise (discrete model):
     ``|[(e^{2 pi i f} I - A)^{-1} B]_x|^2`` on a grid of ``n_freq`` log-spaced
@@ -447,9 +461,17 @@ def fluctuation_spectrum_peak(eigvals, lr: float, momentum: float, weight_decay:
     return freq[np.argmax(np.abs(x) ** 2, axis=-1)]
 
 
-def stationary_moments(eigvals, noise_var, lr: float, batch_size: int, momentum: float,
-                       weight_decay: float = 0.0, model: str = "discrete", sampling: str = "replacement",
-                       n_samples: int | None = None) -> xr.Dataset:
+def stationary_moments(
+    eigvals,
+    noise_var,
+    lr: float,
+    batch_size: int,
+    momentum: float,
+    weight_decay: float = 0.0,
+    model: str = "discrete",
+    sampling: str = "replacement",
+    n_samples: int | None = None,
+) -> xr.Dataset:
     """Per-mode stationary ``position_var``, ``velocity_var`` (momentum buffer)
     and ``position_velocity_cov``, as an xarray Dataset over ``mode``.
 
@@ -458,36 +480,62 @@ def stationary_moments(eigvals, noise_var, lr: float, batch_size: int, momentum:
     sysm = _mode_system(eigvals, noise_var, lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
     cov = sysm.stationary()
     return xr.Dataset(
-        {"position_var": ("mode", cov[:, 0, 0]), "velocity_var": ("mode", cov[:, 1, 1]),
-         "position_velocity_cov": ("mode", cov[:, 0, 1])},
+        {
+            "position_var": ("mode", cov[:, 0, 0]),
+            "velocity_var": ("mode", cov[:, 1, 1]),
+            "position_velocity_cov": ("mode", cov[:, 0, 1]),
+        },
         coords={"eigval": ("mode", np.asarray(eigvals, dtype=float))},
-        attrs={"model": model, "sampling": sampling, "lr": lr, "batch_size": int(batch_size),
-               "momentum": momentum, "weight_decay": weight_decay})
+        attrs={
+            "model": model,
+            "sampling": sampling,
+            "lr": lr,
+            "batch_size": int(batch_size),
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+        },
+    )
 
 
-def mean_trajectory(eigvals, x0, v0, steps, lr: float, momentum: float, weight_decay: float = 0.0,
-                    model: str = "discrete") -> xr.Dataset:
+def mean_trajectory(
+    eigvals, x0, v0, steps, lr: float, momentum: float, weight_decay: float = 0.0, model: str = "discrete"
+) -> xr.Dataset:
     """Mean position and momentum buffer of each mode at each of ``steps``, from ``(x0, v0)``."""
     k = _as_steps(steps, "steps")
     lam = np.atleast_1d(np.asarray(eigvals, dtype=float))
     sysm = _mode_system(lam, np.zeros_like(lam), lr, 1, momentum, weight_decay, model, "replacement", None)
     z0 = np.stack(np.broadcast_arrays(np.asarray(x0, float), np.asarray(v0, float), lam)[:2], axis=-1)[..., None]
     z = np.stack([(sysm.power(kk) @ z0)[..., 0] for kk in k])
-    return xr.Dataset({"position": (("step", "mode"), z[..., 0]), "velocity": (("step", "mode"), z[..., 1])},
-                      coords={"step": k, "eigval": ("mode", lam)})
+    return xr.Dataset(
+        {"position": (("step", "mode"), z[..., 0]), "velocity": (("step", "mode"), z[..., 1])},
+        coords={"step": k, "eigval": ("mode", lam)},
+    )
 
 
-def covariance_at(eigvals, noise_var, steps, lr: float, batch_size: int, momentum: float,
-                  weight_decay: float = 0.0, model: str = "discrete", sampling: str = "replacement",
-                  n_samples: int | None = None) -> xr.Dataset:
+def covariance_at(
+    eigvals,
+    noise_var,
+    steps,
+    lr: float,
+    batch_size: int,
+    momentum: float,
+    weight_decay: float = 0.0,
+    model: str = "discrete",
+    sampling: str = "replacement",
+    n_samples: int | None = None,
+) -> xr.Dataset:
     """Per-mode covariance of ``(x, v)`` after each of ``steps`` steps from a deterministic start."""
     k = _as_steps(steps, "steps")
     sysm = _mode_system(eigvals, noise_var, lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
     cov = np.stack([sysm.cov_from_rest(kk) for kk in k])
-    return xr.Dataset({"position_var": (("step", "mode"), cov[..., 0, 0]),
-                       "velocity_var": (("step", "mode"), cov[..., 1, 1]),
-                       "position_velocity_cov": (("step", "mode"), cov[..., 0, 1])},
-                      coords={"step": k})
+    return xr.Dataset(
+        {
+            "position_var": (("step", "mode"), cov[..., 0, 0]),
+            "velocity_var": (("step", "mode"), cov[..., 1, 1]),
+            "position_velocity_cov": (("step", "mode"), cov[..., 0, 1]),
+        },
+        coords={"step": k},
+    )
 
 
 def _msd(sysm, z0: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -502,9 +550,20 @@ def _msd(sysm, z0: np.ndarray, k: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
-def msd_from_start(eigvals, noise_var, x0, v0, steps, lr: float, batch_size: int, momentum: float,
-                   weight_decay: float = 0.0, model: str = "discrete", sampling: str = "replacement",
-                   n_samples: int | None = None) -> np.ndarray:
+def msd_from_start(
+    eigvals,
+    noise_var,
+    x0,
+    v0,
+    steps,
+    lr: float,
+    batch_size: int,
+    momentum: float,
+    weight_decay: float = 0.0,
+    model: str = "discrete",
+    sampling: str = "replacement",
+    n_samples: int | None = None,
+) -> np.ndarray:
     """``E||theta_k - theta_0||^2`` summed over modes for each k in ``steps``.
 
     ``x0``, ``v0``: the start's per-mode position relative to the fixed point
@@ -518,18 +577,36 @@ def msd_from_start(eigvals, noise_var, x0, v0, steps, lr: float, batch_size: int
     return _msd(sysm, z0, k)
 
 
-def lag_msd(eigvals, noise_var, lags, lr: float, batch_size: int, momentum: float,
-            weight_decay: float = 0.0, model: str = "discrete", sampling: str = "replacement",
-            n_samples: int | None = None) -> np.ndarray:
+def lag_msd(
+    eigvals,
+    noise_var,
+    lags,
+    lr: float,
+    batch_size: int,
+    momentum: float,
+    weight_decay: float = 0.0,
+    model: str = "discrete",
+    sampling: str = "replacement",
+    n_samples: int | None = None,
+) -> np.ndarray:
     """Stationary ``E||theta_{k+tau} - theta_k||^2`` summed over modes for each tau in ``lags``."""
     tau = _as_steps(lags, "lags")
     sysm = _mode_system(eigvals, noise_var, lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
     return _lag_msd(sysm, tau)
 
 
-def lag_covariance(eigvals, noise_var, lags, lr: float, batch_size: int, momentum: float,
-                   weight_decay: float = 0.0, model: str = "discrete", sampling: str = "replacement",
-                   n_samples: int | None = None) -> xr.Dataset:
+def lag_covariance(
+    eigvals,
+    noise_var,
+    lags,
+    lr: float,
+    batch_size: int,
+    momentum: float,
+    weight_decay: float = 0.0,
+    model: str = "discrete",
+    sampling: str = "replacement",
+    n_samples: int | None = None,
+) -> xr.Dataset:
     """Stationary cross-covariances ``E[x_{k+tau} x_k]``, ``E[v_{k+tau} v_k]``,
     ``E[x_{k+tau} v_k]`` per mode and lag (phase-averaged for reshuffling), and the
     position autocorrelation ``rho(tau) = E[x_{k+tau} x_k] / Var x``."""
@@ -539,22 +616,27 @@ def lag_covariance(eigvals, noise_var, lags, lr: float, batch_size: int, momentu
     var = sysm.stationary()[:, 0, 0]
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = cov[..., 0, 0] / var
-    return xr.Dataset({"position": (("lag", "mode"), cov[..., 0, 0]), "velocity": (("lag", "mode"), cov[..., 1, 1]),
-                       "position_velocity": (("lag", "mode"), cov[..., 0, 1]),
-                       "position_autocorrelation": (("lag", "mode"), rho)},
-                      coords={"lag": tau})
+    return xr.Dataset(
+        {
+            "position": (("lag", "mode"), cov[..., 0, 0]),
+            "velocity": (("lag", "mode"), cov[..., 1, 1]),
+            "position_velocity": (("lag", "mode"), cov[..., 0, 1]),
+            "position_autocorrelation": (("lag", "mode"), rho),
+        },
+        coords={"lag": tau},
+    )
 
 
 def _lag_msd(sysm, tau: np.ndarray) -> np.ndarray:
     n = sysm.n_pos
     var = np.diagonal(sysm.stationary(), axis1=-2, axis2=-1)[..., :n].sum()
-    return np.asarray([2 * var - 2 * np.diagonal(sysm.lag_cov(t), axis1=-2, axis2=-1)[..., :n].sum()
-                       for t in tau])
+    return np.asarray([2 * var - 2 * np.diagonal(sysm.lag_cov(t), axis1=-2, axis2=-1)[..., :n].sum() for t in tau])
 
 
 # ----------------------------------------------------------------------------
 # public API: dense (non-commuting H and C, small dimension)
 # ----------------------------------------------------------------------------
+
 
 def fixed_point(hessian, theta_star, weight_decay: float) -> np.ndarray:
     """``(H + wd I)^{-1} H theta*``: where SGD with weight decay settles on average."""
@@ -562,25 +644,44 @@ def fixed_point(hessian, theta_star, weight_decay: float) -> np.ndarray:
     return np.linalg.solve(h + weight_decay * np.eye(h.shape[0]), h @ np.asarray(theta_star, dtype=float))
 
 
-def dense_stationary_covariance(hessian, noise_cov, lr: float, batch_size: int, momentum: float,
-                                weight_decay: float = 0.0, model: str = "discrete",
-                                sampling: str = "replacement", n_samples: int | None = None) -> np.ndarray:
+def dense_stationary_covariance(
+    hessian,
+    noise_cov,
+    lr: float,
+    batch_size: int,
+    momentum: float,
+    weight_decay: float = 0.0,
+    model: str = "discrete",
+    sampling: str = "replacement",
+    n_samples: int | None = None,
+) -> np.ndarray:
     """Stationary covariance of ``(theta - theta_fp, v)``, shape ``(2d, 2d)``."""
-    return _dense_system(hessian, noise_cov, lr, batch_size, momentum, weight_decay, model, sampling,
-                         n_samples).stationary()
+    return _dense_system(
+        hessian, noise_cov, lr, batch_size, momentum, weight_decay, model, sampling, n_samples
+    ).stationary()
 
 
-def dense_covariance_at(hessian, noise_cov, steps, lr: float, batch_size: int, momentum: float,
-                        weight_decay: float = 0.0, model: str = "discrete", sampling: str = "replacement",
-                        n_samples: int | None = None) -> np.ndarray:
+def dense_covariance_at(
+    hessian,
+    noise_cov,
+    steps,
+    lr: float,
+    batch_size: int,
+    momentum: float,
+    weight_decay: float = 0.0,
+    model: str = "discrete",
+    sampling: str = "replacement",
+    n_samples: int | None = None,
+) -> np.ndarray:
     """Covariance of ``(theta, v)`` after each of ``steps`` from a deterministic start, ``(len(steps), 2d, 2d)``."""
     k = _as_steps(steps, "steps")
     sysm = _dense_system(hessian, noise_cov, lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
     return np.stack([sysm.cov_from_rest(kk) for kk in k])
 
 
-def dense_mean(hessian, x0, v0, steps, lr: float, momentum: float, weight_decay: float = 0.0,
-               model: str = "discrete") -> tuple[np.ndarray, np.ndarray]:
+def dense_mean(
+    hessian, x0, v0, steps, lr: float, momentum: float, weight_decay: float = 0.0, model: str = "discrete"
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean ``theta - theta_fp`` and ``v`` at each of ``steps``: arrays ``(len(steps), d)``."""
     k = _as_steps(steps, "steps")
     h = np.asarray(hessian, dtype=float)
@@ -591,9 +692,20 @@ def dense_mean(hessian, x0, v0, steps, lr: float, momentum: float, weight_decay:
     return z[:, :d], z[:, d:]
 
 
-def dense_msd_from_start(hessian, noise_cov, x0, v0, steps, lr: float, batch_size: int, momentum: float,
-                         weight_decay: float = 0.0, model: str = "discrete", sampling: str = "replacement",
-                         n_samples: int | None = None) -> np.ndarray:
+def dense_msd_from_start(
+    hessian,
+    noise_cov,
+    x0,
+    v0,
+    steps,
+    lr: float,
+    batch_size: int,
+    momentum: float,
+    weight_decay: float = 0.0,
+    model: str = "discrete",
+    sampling: str = "replacement",
+    n_samples: int | None = None,
+) -> np.ndarray:
     """``E||theta_k - theta_0||^2`` with full ``H`` and ``C``; ``x0 = theta_0 - theta_fp``."""
     k = _as_steps(steps, "steps")
     sysm = _dense_system(hessian, noise_cov, lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
@@ -601,18 +713,29 @@ def dense_msd_from_start(hessian, noise_cov, x0, v0, steps, lr: float, batch_siz
     return _msd(sysm, z0, k)
 
 
-def dense_lag_msd(hessian, noise_cov, lags, lr: float, batch_size: int, momentum: float,
-                  weight_decay: float = 0.0, model: str = "discrete", sampling: str = "replacement",
-                  n_samples: int | None = None) -> np.ndarray:
+def dense_lag_msd(
+    hessian,
+    noise_cov,
+    lags,
+    lr: float,
+    batch_size: int,
+    momentum: float,
+    weight_decay: float = 0.0,
+    model: str = "discrete",
+    sampling: str = "replacement",
+    n_samples: int | None = None,
+) -> np.ndarray:
     """Stationary lag-MSD with full ``H`` and ``C``."""
     tau = _as_steps(lags, "lags")
-    return _lag_msd(_dense_system(hessian, noise_cov, lr, batch_size, momentum, weight_decay, model, sampling,
-                                  n_samples), tau)
+    return _lag_msd(
+        _dense_system(hessian, noise_cov, lr, batch_size, momentum, weight_decay, model, sampling, n_samples), tau
+    )
 
 
 # ----------------------------------------------------------------------------
 # whole paths (every step) and lag-MSD of a run started at rest
 # ----------------------------------------------------------------------------
+
 
 def _path(sysm, z0: np.ndarray, n_steps: int, project: np.ndarray | None) -> xr.Dataset:
     """Mean and covariance at every step 0..n_steps by the exact one-step recursion.
@@ -627,8 +750,10 @@ def _path(sysm, z0: np.ndarray, n_steps: int, project: np.ndarray | None) -> xr.
     cov = np.zeros(a.shape)
     sp = None if k_mat is None else np.zeros(sysm.B.shape)
     u = None if project is None else np.asarray(project, dtype=float)
-    rows = {key: [] for key in ("msd_from_start", "sq_velocity", "position_mean", "position_var",
-                                "velocity_mean", "velocity_var")}
+    rows = {
+        key: []
+        for key in ("msd_from_start", "sq_velocity", "position_mean", "position_var", "velocity_mean", "velocity_var")
+    }
     for k in range(n_steps + 1):
         x, v = z[:n], z[n:]
         cxx, cvv = cov[:n, :n], cov[n:, n:]
@@ -648,17 +773,31 @@ def _path(sysm, z0: np.ndarray, n_steps: int, project: np.ndarray | None) -> xr.
             sp = a @ sp + sysm.B
         cov = new
         z = a @ z
-    data = {"msd_from_start": ("step", np.asarray(rows["msd_from_start"])),
-            "sq_velocity": ("step", np.asarray(rows["sq_velocity"]))}
+    data = {
+        "msd_from_start": ("step", np.asarray(rows["msd_from_start"])),
+        "sq_velocity": ("step", np.asarray(rows["sq_velocity"])),
+    }
     if u is not None:
         for key in ("position_mean", "position_var", "velocity_mean", "velocity_var"):
             data[key] = (("step", "mode"), np.asarray(rows[key]))
     return xr.Dataset(data, coords={"step": np.arange(n_steps + 1)})
 
 
-def dense_path(hessian, noise_cov, x0, v0, n_steps: int, lr: float, batch_size: int, momentum: float,
-               weight_decay: float = 0.0, model: str = "discrete", sampling: str = "replacement",
-               n_samples: int | None = None, project=None) -> xr.Dataset:
+def dense_path(
+    hessian,
+    noise_cov,
+    x0,
+    v0,
+    n_steps: int,
+    lr: float,
+    batch_size: int,
+    momentum: float,
+    weight_decay: float = 0.0,
+    model: str = "discrete",
+    sampling: str = "replacement",
+    n_samples: int | None = None,
+    project=None,
+) -> xr.Dataset:
     """Exact moments at every step 0..n_steps from ``(x0, v0)`` with full ``H`` and ``C``.
 
     Returns ``msd_from_start`` (``E||theta_k - theta_0||^2``), ``sq_velocity``
@@ -672,9 +811,21 @@ def dense_path(hessian, noise_cov, x0, v0, n_steps: int, lr: float, batch_size: 
     return _path(sysm, z0, int(n_steps), project)
 
 
-def dense_lag_msd_from_start(hessian, noise_cov, x0, v0, anchor: int, lags, lr: float, batch_size: int,
-                             momentum: float, weight_decay: float = 0.0, model: str = "discrete",
-                             sampling: str = "replacement", n_samples: int | None = None) -> np.ndarray:
+def dense_lag_msd_from_start(
+    hessian,
+    noise_cov,
+    x0,
+    v0,
+    anchor: int,
+    lags,
+    lr: float,
+    batch_size: int,
+    momentum: float,
+    weight_decay: float = 0.0,
+    model: str = "discrete",
+    sampling: str = "replacement",
+    n_samples: int | None = None,
+) -> np.ndarray:
     """``E||theta_{k+tau} - theta_k||^2`` at ``k = anchor`` for a run started at ``(x0, v0)``:
     exact before stationarity is reached (tends to :func:`dense_lag_msd` for large ``anchor``)."""
     tau = _as_steps(lags, "lags")

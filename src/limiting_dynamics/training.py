@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import TensorData
 from .checkpoints import Checkpointer, CheckpointError, load_weights
+from .data import TensorData
 from .errors import ConfigError, DivergenceError
 from .models import scale_invariant_tensors
 from .recording import FlatParameters, StepRecorder
@@ -61,15 +61,18 @@ class Numerics:
     compile_model: bool = False
 
     @classmethod
-    def from_config(cls, compute: dict | None) -> "Numerics":
+    def from_config(cls, compute: dict | None) -> Numerics:
         c = compute or {}
-        return cls(bool(c.get("channels_last", False)), str(c.get("autocast", "none")),
-                   bool(c.get("compile_model", False)))
+        return cls(
+            bool(c.get("channels_last", False)), str(c.get("autocast", "none")), bool(c.get("compile_model", False))
+        )
 
     def describe(self) -> str:
         """One line for the outputs' attributes."""
-        return (f"autocast={self.autocast}; channels_last={str(self.channels_last).lower()}; "
-                f"compile_model={str(self.compile_model).lower()}")
+        return (
+            f"autocast={self.autocast}; channels_last={str(self.channels_last).lower()}; "
+            f"compile_model={str(self.compile_model).lower()}"
+        )
 
     def prepare(self, model: nn.Module) -> Callable:
         """The callable that computes training logits (the model, maybe compiled)."""
@@ -90,8 +93,10 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("compute.device is 'cuda' but no CUDA GPU is visible to this job; "
-                          "use device: auto or cpu, or run it where a GPU is allocated")
+        raise ConfigError(
+            "compute.device is 'cuda' but no CUDA GPU is visible to this job; "
+            "use device: auto or cpu, or run it where a GPU is allocated"
+        )
     return torch.device(name)
 
 
@@ -99,10 +104,16 @@ def _rng_states() -> dict:
     """Every global generator (torch CPU and CUDA, numpy, Python); the runs draw
     from their own seeded generators, and these are kept so that nothing else can differ."""
     np_state = np.random.get_state()
-    states = {"torch_rng": torch.get_rng_state(),
-              "numpy_rng": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                            "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-              "python_rng": dict(zip(("version", "internal", "gauss_next"), random.getstate()))}
+    states = {
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python_rng": dict(zip(("version", "internal", "gauss_next"), random.getstate())),
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda_rng"] = torch.cuda.get_rng_state_all()
     return states
@@ -112,8 +123,9 @@ def _set_rng_states(state: dict) -> None:
     torch.set_rng_state(state["torch_rng"])
     if "numpy_rng" in state:
         s = state["numpy_rng"]
-        np.random.set_state(("MT19937", s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"],
-                             s["cached_gaussian"]))
+        np.random.set_state(
+            ("MT19937", s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["cached_gaussian"])
+        )
     if "python_rng" in state:
         s = state["python_rng"]
         random.setstate((s["version"], tuple(s["internal"]), s["gauss_next"]))
@@ -139,8 +151,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 def evaluate_all(model: nn.Module, data: TensorData) -> dict[str, float]:
     train_loss, train_acc = evaluate(model, data.x_train, data.y_train)
     test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
-    return {"train_loss": train_loss, "train_accuracy": train_acc,
-            "test_loss": test_loss, "test_accuracy": test_acc}
+    return {"train_loss": train_loss, "train_accuracy": train_acc, "test_loss": test_loss, "test_accuracy": test_acc}
 
 
 def sgd(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
@@ -166,9 +177,15 @@ def optimizer_name(opt: torch.optim.SGD) -> str:
     return "torch.optim.SGD(" + ("fused" if group.get("fused") else "foreach") + ")"
 
 
-def pretrain(model: nn.Module, data: TensorData, cfg: dict, device: torch.device,
-             checkpointer: Checkpointer | None = None, log: Callable[[str], None] = print,
-             numerics: Numerics = Numerics()) -> dict[str, list[float]]:
+def pretrain(
+    model: nn.Module,
+    data: TensorData,
+    cfg: dict,
+    device: torch.device,
+    checkpointer: Checkpointer | None = None,
+    log: Callable[[str], None] = print,
+    numerics: Numerics = Numerics(),
+) -> dict[str, list[float]]:
     """Train from scratch with SGD + momentum and a cosine schedule.
 
     ``cfg`` is the ``converge`` config section (``epochs``, ``lr``,
@@ -184,13 +201,19 @@ def pretrain(model: nn.Module, data: TensorData, cfg: dict, device: torch.device
         model.to(memory_format=torch.channels_last)
     forward = numerics.prepare(model)
     opt = sgd(model, cfg["lr"], cfg["momentum"], cfg["weight_decay"])
-    batches = data.train_batches(int(cfg["batch_size"]), cfg["sampling"], int(cfg["seed"]), int(cfg["augment_shift"]),
-                                 float(cfg.get("label_noise", 0.0)))
+    batches = data.train_batches(
+        int(cfg["batch_size"]),
+        cfg["sampling"],
+        int(cfg["seed"]),
+        int(cfg["augment_shift"]),
+        float(cfg.get("label_noise", 0.0)),
+    )
     epochs = int(cfg["epochs"])
     total = epochs * batches.per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * k / total)))
-    history: dict[str, list[float]] = {k: [] for k in
-                                       ("lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy")}
+    history: dict[str, list[float]] = {
+        k: [] for k in ("lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
+    }
     first = 0
     saved = checkpointer.resume() if checkpointer is not None else None
     if saved is not None:
@@ -203,9 +226,15 @@ def pretrain(model: nn.Module, data: TensorData, cfg: dict, device: torch.device
         log(f"resuming after epoch {first} from {checkpointer.store.path}")
 
     def state() -> dict:
-        return {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), **batches.state_dict(),
-                **_rng_states(), "history": history, "epoch": epoch + 1}
+        return {
+            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            **batches.state_dict(),
+            **_rng_states(),
+            "history": history,
+            "epoch": epoch + 1,
+        }
 
     for epoch in range(first, epochs):
         history["lr"].append(opt.param_groups[0]["lr"])
@@ -220,8 +249,10 @@ def pretrain(model: nn.Module, data: TensorData, cfg: dict, device: torch.device
             raise DivergenceError(f"pretraining diverged in epoch {epoch + 1}: train loss {metrics['train_loss']}")
         for k, v in metrics.items():
             history[k].append(v)
-        log(f"epoch {epoch + 1}/{epochs} lr {history['lr'][-1]:.4g} " +
-            " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        log(
+            f"epoch {epoch + 1}/{epochs} lr {history['lr'][-1]:.4g} "
+            + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        )
         if checkpointer is not None and epoch + 1 < epochs:
             checkpointer(epoch + 1, "epochs", state)
     return history
@@ -235,8 +266,7 @@ def _check_finite(rec: StepRecorder, start: int, cell: str, offset: int = 0) -> 
         bad = int(torch.nonzero(~ok)[0, 0]) + start
         values = dict(zip(rec.COLUMNS, rec.scalars[bad].tolist()))
         raise DivergenceError(
-            f"cell {cell} diverged at step {bad + 1 + offset}: "
-            + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+            f"cell {cell} diverged at step {bad + 1 + offset}: " + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
         )
 
 
@@ -246,8 +276,17 @@ class _Run:
     round-trip everything the next step depends on, so a run split at any step
     continues bit-identically."""
 
-    def __init__(self, model: nn.Module, data: TensorData, hp: Hyperparameters, sampling: str,
-                 device: torch.device, augment_shift: int, numerics: Numerics = Numerics(), label_noise: float = 0.0):
+    def __init__(
+        self,
+        model: nn.Module,
+        data: TensorData,
+        hp: Hyperparameters,
+        sampling: str,
+        device: torch.device,
+        augment_shift: int,
+        numerics: Numerics = Numerics(),
+        label_noise: float = 0.0,
+    ):
         torch.manual_seed(hp.seed)
         self.model, self.hp, self.device = model.to(device).train(), hp, device
         self.sampling, self.augment_shift, self.numerics = sampling, int(augment_shift), numerics
@@ -269,35 +308,48 @@ class _Run:
 
     def state(self) -> dict:
         """A checkpoint dict (tensors on the CPU; loadable with ``weights_only=True``)."""
-        return {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-                "momentum_buffer": self.flat_v.detach().cpu().clone(),
-                **self.batches.state_dict(),
-                **_rng_states(),
-                "step": self.step_count,
-                "hyperparameters": self.hp.as_dict(),
-                "sampling": self.sampling, "augment_shift": self.augment_shift, "label_noise": self.label_noise,
-                "optimizer": optimizer_name(self.opt), "channels_last": self.flat.channels_last}
+        return {
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "momentum_buffer": self.flat_v.detach().cpu().clone(),
+            **self.batches.state_dict(),
+            **_rng_states(),
+            "step": self.step_count,
+            "hyperparameters": self.hp.as_dict(),
+            "sampling": self.sampling,
+            "augment_shift": self.augment_shift,
+            "label_noise": self.label_noise,
+            "optimizer": optimizer_name(self.opt),
+            "channels_last": self.flat.channels_last,
+        }
 
     def load(self, state: dict, source: str = "checkpoint") -> None:
         """Continue from :meth:`state` of a run with the same hyperparameters."""
         for key in ("momentum_buffer", "torch_rng", "hyperparameters"):
             if key not in state:
                 raise CheckpointError(f"{source} is not a burn-in checkpoint (no {key!r})")
-        if state["hyperparameters"] != self.hp.as_dict() or state.get("sampling") != self.sampling \
-                or int(state.get("augment_shift", -1)) != self.augment_shift \
-                or float(state.get("label_noise", -1)) != self.label_noise:
+        if (
+            state["hyperparameters"] != self.hp.as_dict()
+            or state.get("sampling") != self.sampling
+            or int(state.get("augment_shift", -1)) != self.augment_shift
+            or float(state.get("label_noise", -1)) != self.label_noise
+        ):
             raise CheckpointError(
                 f"{source} was written with hyperparameters {state['hyperparameters']}, sampling "
                 f"{state.get('sampling')!r}, augment_shift {state.get('augment_shift')}, label_noise "
                 f"{state.get('label_noise')}; this run has {self.hp.as_dict()}, {self.sampling!r}, "
-                f"{self.augment_shift}, {self.label_noise}")
+                f"{self.augment_shift}, {self.label_noise}"
+            )
         if state.get("optimizer") != optimizer_name(self.opt):
-            raise CheckpointError(f"{source} was written by {state.get('optimizer')}, this run uses "
-                                  f"{optimizer_name(self.opt)}; they round differently (not bit-identical)")
+            raise CheckpointError(
+                f"{source} was written by {state.get('optimizer')}, this run uses "
+                f"{optimizer_name(self.opt)}; they round differently (not bit-identical)"
+            )
         if bool(state.get("channels_last", False)) != self.flat.channels_last:
-            raise CheckpointError(f"{source} keeps its momentum buffer in the "
-                                  f"{'channels-last' if state.get('channels_last') else 'default'} layout; this run "
-                                  f"has compute.channels_last {str(self.flat.channels_last).lower()}")
+            raise CheckpointError(
+                f"{source} keeps its momentum buffer in the "
+                f"{'channels-last' if state.get('channels_last') else 'default'} layout; this run "
+                f"has compute.channels_last {str(self.flat.channels_last).lower()}"
+            )
         load_weights(self.model, state["model"], source)
         mom = state["momentum_buffer"]
         if mom.shape != self.flat_v.shape:
@@ -308,8 +360,14 @@ class _Run:
         _set_rng_states(state)
         self.step_count = int(state["step"])
 
-    def burn(self, steps: int, cell: str, check_every: int, checkpointer: Checkpointer | None = None,
-             saved: dict | None = None) -> None:
+    def burn(
+        self,
+        steps: int,
+        cell: str,
+        check_every: int,
+        checkpointer: Checkpointer | None = None,
+        saved: dict | None = None,
+    ) -> None:
         """``steps`` unrecorded steps; with ``checkpointer``, resumable: ``saved``
         is a checkpoint it wrote (the run continues after its step)."""
         losses = torch.empty(steps, device=self.device)
@@ -322,7 +380,7 @@ class _Run:
             if (k + 1) % check_every == 0 or k + 1 == steps:
                 self._check_burn(losses, k + 1, cell)
             if checkpointer is not None and k + 1 < steps:
-                checkpointer(k + 1, "burn-in steps", lambda: self._burn_state(losses, k + 1, cell))
+                checkpointer(k + 1, "burn-in steps", lambda: self._burn_state(losses, k + 1, cell))  # noqa: B023
         self.burn_loss = float(losses[-500:].mean()) if steps else float("nan")
 
     def _check_burn(self, losses: torch.Tensor, done: int, cell: str) -> None:
@@ -336,10 +394,22 @@ class _Run:
         return {"run": self.state(), "burn_step": done, "burn_losses": losses[:done].cpu().clone()}
 
 
-def burn_in(model: nn.Module, data: TensorData, hp: Hyperparameters, *, steps: int, sampling: str,
-            device: torch.device, augment_shift: int = 0, cell: str = "cell", check_every: int = 500,
-            checkpointer: Checkpointer | None = None, log: Callable[[str], None] = print,
-            numerics: Numerics = Numerics(), label_noise: float = 0.0) -> dict:
+def burn_in(
+    model: nn.Module,
+    data: TensorData,
+    hp: Hyperparameters,
+    *,
+    steps: int,
+    sampling: str,
+    device: torch.device,
+    augment_shift: int = 0,
+    cell: str = "cell",
+    check_every: int = 500,
+    checkpointer: Checkpointer | None = None,
+    log: Callable[[str], None] = print,
+    numerics: Numerics = Numerics(),
+    label_noise: float = 0.0,
+) -> dict:
     """Run ``steps`` unrecorded SGD steps at the cell's hyperparameters from the
     model's weights and return the full state after them (the cell's theta_0):
     a checkpoint dict that :func:`limiting_run` continues from bit-identically
@@ -356,8 +426,19 @@ def burn_in(model: nn.Module, data: TensorData, hp: Hyperparameters, *, steps: i
     return {**run.state(), "burn_in_steps": int(steps), "burn_in_loss": run.burn_loss}
 
 
-def replay(model: nn.Module, data: TensorData, hp: Hyperparameters, start: dict, at_steps, *, sampling: str,
-           device: torch.device, augment_shift: int = 0, label_noise: float = 0.0, numerics: Numerics = Numerics()):
+def replay(
+    model: nn.Module,
+    data: TensorData,
+    hp: Hyperparameters,
+    start: dict,
+    at_steps,
+    *,
+    sampling: str,
+    device: torch.device,
+    augment_shift: int = 0,
+    label_noise: float = 0.0,
+    numerics: Numerics = Numerics(),
+):
     """Run the limiting run of a cell again from its burn-in state ``start``
     (the same batches, so the same parameters as the recorded run) and yield
     ``(step, model)`` at each of the increasing ``at_steps`` (0 is theta_0)."""
@@ -371,13 +452,30 @@ def replay(model: nn.Module, data: TensorData, hp: Hyperparameters, start: dict,
         yield k, model
 
 
-def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, steps: int,
-                 eval_every: int, sampling: str, device: torch.device, burn_in: int = 0,
-                 start: dict | None = None, augment_shift: int = 0, tensor_every: int = 10,
-                 compile: str = "auto", directions: torch.Tensor | None = None, sketch_dim: int = 0,
-                 sketch_seed: int = 0, cell: str = "cell", check_every: int = 500,
-                 checkpointer: Checkpointer | None = None, log: Callable[[str], None] = print,
-                 numerics: Numerics = Numerics(), label_noise: float = 0.0) -> dict:
+def limiting_run(
+    model: nn.Module,
+    data: TensorData,
+    hp: Hyperparameters,
+    *,
+    steps: int,
+    eval_every: int,
+    sampling: str,
+    device: torch.device,
+    burn_in: int = 0,
+    start: dict | None = None,
+    augment_shift: int = 0,
+    tensor_every: int = 10,
+    compile: str = "auto",
+    directions: torch.Tensor | None = None,
+    sketch_dim: int = 0,
+    sketch_seed: int = 0,
+    cell: str = "cell",
+    check_every: int = 500,
+    checkpointer: Checkpointer | None = None,
+    log: Callable[[str], None] = print,
+    numerics: Numerics = Numerics(),
+    label_noise: float = 0.0,
+) -> dict:
     """Continue SGD at constant ``hp``, recording every step.
 
     The run starts from ``start`` (a :func:`burn_in` state: weights, momentum
@@ -418,9 +516,18 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
     flat, flat_v = run.flat, run.flat_v
     if directions is not None:
         directions = flat.from_standard_layout(directions.to(device=flat.flat.device, dtype=flat.flat.dtype))
-    rec = StepRecorder(flat, flat_v, steps, tensor_every=tensor_every, compile=compile, log=log,
-                       directions=directions, sketch_dim=sketch_dim, sketch_seed=sketch_seed,
-                       gradient_coefficients=(hp.lr, hp.momentum, hp.weight_decay))
+    rec = StepRecorder(
+        flat,
+        flat_v,
+        steps,
+        tensor_every=tensor_every,
+        compile=compile,
+        log=log,
+        directions=directions,
+        sketch_dim=sketch_dim,
+        sketch_seed=sketch_seed,
+        gradient_coefficients=(hp.lr, hp.momentum, hp.weight_decay),
+    )
     if saved is not None:
         rec.load(saved["recorder"])
         sq_velocity_start, eval_steps, evals = saved["sq_velocity_start"], saved["eval_steps"], saved["evals"]
@@ -432,8 +539,14 @@ def limiting_run(model: nn.Module, data: TensorData, hp: Hyperparameters, *, ste
 
     def state() -> dict:
         _check_finite(rec, checked, cell)  # never checkpoint a diverged state
-        return {"run": run.state(), "recorder": rec.state(), "burn_in": burn_in,
-                "sq_velocity_start": sq_velocity_start, "eval_steps": list(eval_steps), "evals": list(evals)}
+        return {
+            "run": run.state(),
+            "recorder": rec.state(),
+            "burn_in": burn_in,
+            "sq_velocity_start": sq_velocity_start,
+            "eval_steps": list(eval_steps),
+            "evals": list(evals),
+        }
 
     for k in range(rec.count + 1, steps + 1):
         rec.record(run.step())

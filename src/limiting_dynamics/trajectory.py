@@ -15,10 +15,10 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import platform
 import re
 import subprocess
 import sys
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +26,8 @@ import xarray as xr
 
 from . import __version__
 from .atomic import atomic_path
-from .geometry import geodesic_parts, rms_angle, rotation_angle
 from .errors import TrajectoryFormatError
+from .geometry import geodesic_parts, rms_angle, rotation_angle
 
 FORMAT_NAME = "limiting-dynamics-trajectory"
 FORMAT_VERSION = 4
@@ -47,18 +47,26 @@ VARIABLE_META = {
     "sq_param_norm": ("1", "squared parameter norm ||theta_k||^2"),
     "sq_dist_radial": ("1", "radial part of the squared distance: sum over tensors of (||w_k|| - ||w_0||)^2"),
     "sq_dist_angular": ("1", "non-radial part of the squared distance: sq_dist_from_start - sq_dist_radial"),
-    "sq_dist_geodesic": ("1", "squared distance with the scale-invariant tensors measured along their spheres: "
-                              "sum of (r_k - r_0)^2 + r_k r_0 phi_k^2 over them plus the rest's squared distance"),
+    "sq_dist_geodesic": (
+        "1",
+        "squared distance with the scale-invariant tensors measured along their spheres: "
+        "sum of (r_k - r_0)^2 + r_k r_0 phi_k^2 over them plus the rest's squared distance",
+    ),
     "rotation_angle_si": ("rad", "norm-weighted rms angle of the scale-invariant tensors from theta_0"),
     "sq_dist_from_start_by_tensor": ("1", "squared distance from start per parameter tensor"),
     "sq_param_norm_by_tensor": ("1", "squared norm per parameter tensor"),
     "sq_param_norm_start_by_tensor": ("1", "squared norm per parameter tensor at theta_0"),
     "sq_velocity_by_tensor": ("1", "squared norm of the momentum buffer per parameter tensor ||v_k||^2"),
-    "sq_grad_by_tensor": ("1", "squared norm of the minibatch gradient of update k per parameter tensor, "
-                               "(1 - lr wd) v_k - beta v_{k-1} - wd theta_k"),
+    "sq_grad_by_tensor": (
+        "1",
+        "squared norm of the minibatch gradient of update k per parameter tensor, "
+        "(1 - lr wd) v_k - beta v_{k-1} - wd theta_k",
+    ),
     "rotation_angle_by_tensor": ("rad", "angle between the parameter tensor at step k and at theta_0"),
-    "tensor_scale_invariant": ("1", "1 if the loss is invariant to the tensor's scale (weights feeding "
-                                    "BatchNorm), else 0"),
+    "tensor_scale_invariant": (
+        "1",
+        "1 if the loss is invariant to the tensor's scale (weights feeding BatchNorm), else 0",
+    ),
     "mode_offset": ("1", "projection u_i^T theta_0 of the start on the Hessian eigenvector u_i"),
     "mode_velocity_start": ("1", "projection u_i^T v_0 of the momentum buffer at theta_0"),
     "tensor_size": ("1", "number of scalars in the parameter tensor"),
@@ -74,9 +82,8 @@ VARIABLE_META = {
 }
 
 
-
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def torch_version() -> str:
@@ -87,8 +94,11 @@ def torch_version() -> str:
     spec = importlib.util.find_spec("torch")
     if spec is not None and spec.submodule_search_locations:
         version_file = Path(list(spec.submodule_search_locations)[0]) / "version.py"
-        match = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", version_file.read_text(), re.M) \
-            if version_file.is_file() else None
+        match = (
+            re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", version_file.read_text(), re.M)
+            if version_file.is_file()
+            else None
+        )
         if match:
             return match.group(1)
     return importlib.metadata.version("torch")
@@ -103,8 +113,12 @@ def git_revision() -> str:
         rev = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if rev.returncode != 0:
             return "unknown (not a git checkout)"
-        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=30)
+        dirty = subprocess.run(
+            ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown (git not available)"
     return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
@@ -149,13 +163,19 @@ def radial_split(d2_by_tensor: np.ndarray, p2_by_tensor: np.ndarray, p2_start: n
 
 def build_dataset(record: dict, attrs: dict) -> xr.Dataset:
     """The per-cell Dataset from the dict :func:`training.limiting_run` returns."""
-    radial = radial_split(record["sq_dist_from_start_by_tensor"], record["sq_param_norm_by_tensor"],
-                          record["sq_param_norm_start_by_tensor"])
+    radial = radial_split(
+        record["sq_dist_from_start_by_tensor"],
+        record["sq_param_norm_by_tensor"],
+        record["sq_param_norm_start_by_tensor"],
+    )
     step_vars = {k: ("step", np.asarray(record[k], dtype=np.float64)) for k in STEP_VARIABLES}
     d2_total = record["sq_dist_from_start_by_tensor"].sum(axis=1)
     si = np.asarray(record["tensor_scale_invariant"], bool)
-    by_tensor = (record["sq_dist_from_start_by_tensor"], record["sq_param_norm_by_tensor"],
-                 record["sq_param_norm_start_by_tensor"])
+    by_tensor = (
+        record["sq_dist_from_start_by_tensor"],
+        record["sq_param_norm_by_tensor"],
+        record["sq_param_norm_start_by_tensor"],
+    )
     angles = rotation_angle(*by_tensor)
     rotation_si = rms_angle(angles[:, si], by_tensor[2][si]) if si.any() else np.zeros(len(d2_total))
     ds = xr.Dataset(
@@ -173,8 +193,10 @@ def build_dataset(record: dict, attrs: dict) -> xr.Dataset:
             "rotation_angle_by_tensor": (("tensor_step", "tensor"), angles),
             "tensor_size": ("tensor", np.asarray(record["tensor_size"], dtype=np.int64)),
             "tensor_scale_invariant": ("tensor", np.asarray(record["tensor_scale_invariant"], dtype=np.int8)),
-            **{k: ("eval_step", np.asarray(record[k], dtype=np.float64))
-               for k in ("eval_train_loss", "eval_train_accuracy", "eval_test_loss", "eval_test_accuracy")},
+            **{
+                k: ("eval_step", np.asarray(record[k], dtype=np.float64))
+                for k in ("eval_train_loss", "eval_train_accuracy", "eval_test_loss", "eval_test_accuracy")
+            },
         },
         coords={
             "step": np.asarray(record["step"], dtype=np.int64),
@@ -223,8 +245,7 @@ def encoding_for(ds: xr.Dataset, chunk_steps: int = 4096) -> dict:
     for name, var in ds.data_vars.items():
         if var.dtype.kind not in "fiu":
             continue
-        chunks = tuple(min(chunk_steps, n) if d in ("step", "tensor_step") else n
-                       for d, n in zip(var.dims, var.shape))
+        chunks = tuple(min(chunk_steps, n) if d in ("step", "tensor_step") else n for d, n in zip(var.dims, var.shape))
         enc[name] = {"zlib": True, "complevel": 4, "shuffle": True, "chunksizes": chunks}
     return enc
 
@@ -234,8 +255,10 @@ def validate_trajectory(ds: xr.Dataset, source: str = "trajectory") -> None:
     if ds.attrs.get("format_name") != FORMAT_NAME:
         raise TrajectoryFormatError(f"{source}: not a {FORMAT_NAME} file")
     if int(ds.attrs.get("format_version", -1)) != FORMAT_VERSION:
-        raise TrajectoryFormatError(f"{source}: format version {ds.attrs.get('format_version')} "
-                                    f"is not the supported version {FORMAT_VERSION}; re-export it")
+        raise TrajectoryFormatError(
+            f"{source}: format version {ds.attrs.get('format_version')} "
+            f"is not the supported version {FORMAT_VERSION}; re-export it"
+        )
     missing = [v for v in STEP_VARIABLES if v not in ds]
     if missing:
         raise TrajectoryFormatError(f"{source}: missing variables {missing}")
@@ -284,9 +307,16 @@ def combine(paths: list[str | Path], cells: list[str]) -> xr.Dataset:
         parts.append(part)
     out = xr.concat(parts, dim="cell", join="outer", combine_attrs="drop_conflicts")
     for a in HYPERPARAMETER_ATTRS:
-        out[a].attrs.update(long_name={"lr": "learning rate", "batch_size": "batch size S",
-                                       "momentum": "momentum beta", "weight_decay": "weight decay",
-                                       "seed": "cell seed"}[a], units="1")
+        out[a].attrs.update(
+            long_name={
+                "lr": "learning rate",
+                "batch_size": "batch size S",
+                "momentum": "momentum beta",
+                "weight_decay": "weight decay",
+                "seed": "cell seed",
+            }[a],
+            units="1",
+        )
         out.attrs.pop(a, None)
     out.attrs.pop("burn_in_steps", None)
     out.attrs.update(
