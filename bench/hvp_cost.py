@@ -6,7 +6,7 @@ Run by hand (never from the tests):
     python bench/hvp_cost.py --cases resnet8@8px --repeats 9
 
 Over the same 512 training images (scikit-learn's digits, resized and normalised
-by ``limiting_dynamics.data``: 3x32x32 for torchvision's ResNet-18, native 1x8x8
+by ``limiting_dynamics.data.datasets``: 3x32x32 for torchvision's ResNet-18, native 1x8x8
 for ResNet-8), cut into two fixed batches of 256 like the ``hessian`` stage,
 with BatchNorm in eval mode and random (seeded) initialisation, it times:
 
@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 from torch.func import functional_call, grad, jvp
 
-from limiting_dynamics import data as D
+from limiting_dynamics.data import datasets as D
 from limiting_dynamics.hessian import HessianOperator
 from limiting_dynamics.models import build_model, count_parameters
 

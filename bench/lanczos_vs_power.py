@@ -181,7 +181,8 @@ def synthetic(n: int = 3000, seed: int = 0):
 
 
 def resnet8(checkpoint: str, data_path: str, n_samples: int, batch_size: int):
-    from limiting_dynamics import checkpoints, data, models
+    from limiting_dynamics import checkpoints, models
+    from limiting_dynamics.data import datasets as data
 
     if Path(data_path).is_file():
         d = data.load_prepared(data_path)

@@ -38,7 +38,8 @@ def run(name: str, v: dict, steps: int, seed: int) -> dict:
     import torch
     import yaml
 
-    from limiting_dynamics import data, models, training
+    from limiting_dynamics import models, training
+    from limiting_dynamics.data import datasets as data
 
     torch.set_num_threads(1)
     cfg = yaml.safe_load(open("config/config.yaml"))  # the default's model, pretraining and cell

@@ -16,7 +16,7 @@ that drift of the machine hits all alike; medians are reported:
 
 * ``synthetic``: one batch of random images resident on the device, reused:
   the compute ceiling;
-* ``loader``: batches streamed by ``limiting_dynamics.streaming`` from a
+* ``loader``: batches streamed by ``limiting_dynamics.data.streaming`` from a
   generated ImageFolder of JPEG files (``--images`` of about ImageNet's mean
   size, 400 x 350), decoded, randomly cropped to 224 and flipped on
   ``--workers`` DataLoader processes, pinned and copied without blocking;
@@ -106,7 +106,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
 
-    from limiting_dynamics import data
+    from limiting_dynamics.data import datasets as data
     from limiting_dynamics.models import build_model
     from limiting_dynamics.recording import FlatParameters, StepRecorder
     from limiting_dynamics.training import Numerics, sgd

@@ -187,7 +187,7 @@ def workflow_factory(tmp_path):
 @pytest.fixture(scope="session")
 def digits(tmp_path_factory):
     """The prepared digits (8x8, one channel) as tensors, for unit tests of training."""
-    from limiting_dynamics import data
+    from limiting_dynamics.data import datasets as data
 
     path = tmp_path_factory.mktemp("data") / "digits.npz"
     data.save_prepared(data.prepare(TINY["data"]), path)

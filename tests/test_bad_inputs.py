@@ -27,10 +27,10 @@ import torch
 import xarray as xr
 from conftest import SCHEMA, TINY
 
-from limiting_dynamics import data
 from limiting_dynamics.checkpoints import read_checkpoint, save_checkpoint
 from limiting_dynamics.cli import EXIT_ERROR, main
 from limiting_dynamics.config import check_config
+from limiting_dynamics.data import datasets as data
 from limiting_dynamics.errors import ConfigError
 from limiting_dynamics.models import build_model
 

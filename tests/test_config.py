@@ -10,7 +10,7 @@ from limiting_dynamics.config import (
     check_config,
     expand_cells,
 )
-from limiting_dynamics.training import Hyperparameters
+from limiting_dynamics.hyperparameters import Hyperparameters
 
 
 def test_tiny_config_is_valid():

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from limiting_dynamics import data
 from limiting_dynamics.checkpoints import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from limiting_dynamics.data import catalog, images
+from limiting_dynamics.data import datasets as data
 from limiting_dynamics.models import build_model, count_parameters
 
 DIGITS = {"name": "digits", "image_size": 16, "channels": 3, "test_fraction": 0.2, "split_seed": 0}
@@ -13,7 +14,7 @@ def test_digits_are_resized_split_stratified_and_round_trip(tmp_path):
     p = data.prepare(DIGITS)
     assert p.x_train.dtype == np.uint8 and p.x_train.shape[1:] == (3, 16, 16)
     assert len(p.y_train) + len(p.y_test) == 1797
-    assert len(p.y_train) == data.expected_train_size(DIGITS)
+    assert len(p.y_train) == catalog.expected_train_size(DIGITS)
     # stratified: every class in both parts, in proportion
     frac = np.bincount(p.y_test) / np.bincount(np.concatenate([p.y_train, p.y_test]))
     assert np.all(np.abs(frac - 0.2) < 0.02)
@@ -85,8 +86,8 @@ def test_random_shift_translates_each_image_and_fills_with_background():
     x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4)
     fill = torch.full((1, 1, 1, 1), -1.0)
     g = torch.Generator().manual_seed(0)
-    assert data.random_shift(x, 0, g, fill) is x
-    out = data.random_shift(x, 1, torch.Generator().manual_seed(3), fill)
+    assert images.random_shift(x, 0, g, fill) is x
+    out = images.random_shift(x, 1, torch.Generator().manual_seed(3), fill)
     off = torch.randint(0, 3, (2, 2), generator=torch.Generator().manual_seed(3))
     for n in range(2):
         dy, dx = int(off[0, n]) - 1, int(off[1, n]) - 1

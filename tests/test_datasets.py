@@ -13,7 +13,7 @@ import torch
 import xarray as xr
 from conftest import TINY, Workflow
 
-from limiting_dynamics import data
+from limiting_dynamics.data import datasets as data
 from limiting_dynamics.errors import DataError, ModelError
 from limiting_dynamics.models import TORCHVISION_ARCHS, build_model
 

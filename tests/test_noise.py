@@ -214,7 +214,7 @@ def test_per_sample_method_must_be_known(mlp_setup):
 
 def _batches(x, y, batch_size, seed, scheme="replacement"):
     """The workflow's batch source over tensors (what ``data.train_batches`` gives)."""
-    from limiting_dynamics.data import TensorData
+    from limiting_dynamics.data.datasets import TensorData
 
     d = TensorData("t", x, y, x[:1], y[:1], int(y.max()) + 1, torch.zeros(1))
     return d.train_batches(batch_size, scheme, seed)

@@ -13,11 +13,13 @@ import xarray as xr
 from conftest import TINY, Workflow
 from test_datasets import write_image_folder
 
-from limiting_dynamics import data, models, training
-from limiting_dynamics.batches import CounterSampler
+from limiting_dynamics import models, training
+from limiting_dynamics.data import datasets as data
+from limiting_dynamics.data.batches import CounterSampler
+from limiting_dynamics.data.images import eval_resize
+from limiting_dynamics.data.streaming import StreamData, load_train_image, random_resized_crop_box
 from limiting_dynamics.errors import CheckpointError, DataError
 from limiting_dynamics.recording import FlatParameters
-from limiting_dynamics.streaming import StreamData, eval_resize, load_train_image, random_resized_crop_box
 
 ARCH = {"arch": "resnet", "blocks": [1], "width": 8, "stem": "cifar"}
 

@@ -3,8 +3,9 @@ import pytest
 import torch
 import xarray as xr
 
-from limiting_dynamics import data, trajectory
-from limiting_dynamics.batches import BatchSampler
+from limiting_dynamics import trajectory
+from limiting_dynamics.data import datasets as data
+from limiting_dynamics.data.batches import BatchSampler
 from limiting_dynamics.models import build_model
 from limiting_dynamics.training import DivergenceError, Hyperparameters, limiting_run
 
@@ -342,7 +343,7 @@ def test_replay_from_the_burn_in_state_retraces_the_recorded_run(digits):
 
 
 def test_label_noise_replaces_the_drawn_fraction_and_resumes_identically(digits):
-    from limiting_dynamics.batches import MemoryBatches
+    from limiting_dynamics.data.batches import MemoryBatches
 
     a = MemoryBatches(digits, 64, "reshuffle", seed=0, shift=0, label_noise=0.3)
     clean = MemoryBatches(digits, 64, "reshuffle", seed=0, shift=0)

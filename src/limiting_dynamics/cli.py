@@ -39,7 +39,8 @@ def _loader_workers(a) -> int:
 def _theta0(a, p: dict, with_checkpoint: bool = False):
     """Device, prepared data (``--data``) and the model with the theta_0 weights
     (``--checkpoint``); with ``with_checkpoint`` also the checkpoint dict."""
-    from . import checkpoints, data, models, training
+    from . import checkpoints, models, training
+    from .data import datasets as data
 
     device = training.resolve_device(p["device"])
     d = data.load_prepared(a.data, device, workers=_loader_workers(a))
@@ -72,7 +73,7 @@ def _checkpointer(a, stage: str, p: dict, device, inputs: dict, stop):
 
 
 def cmd_prepare_data(a) -> None:
-    from . import data
+    from .data import datasets as data
 
     p = json.loads(a.params)
     prepared = data.prepare(p, workers=a.threads)
@@ -108,7 +109,8 @@ def _history_dataset(history: dict, attrs: dict, first_epoch: int):
 
 
 def cmd_converge(a) -> None:
-    from . import checkpoints, data, models, training, trajectory
+    from . import checkpoints, models, training, trajectory
+    from .data import datasets as data
     from .trajectory import provenance_attrs
 
     _threads(a.threads)

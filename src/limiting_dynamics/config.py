@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
-from .training import Hyperparameters
+from .hyperparameters import Hyperparameters
 
 HYPERPARAMETERS = ("lr", "batch_size", "momentum", "weight_decay", "seed")
 
@@ -198,7 +198,7 @@ def weights_hint(arch: str) -> str:
 
 def semantic_errors(config: dict) -> list[str]:
     """Checks the schema cannot express; assumes the schema passed."""
-    from .data import LOCAL_DATASETS, expected_train_size
+    from .data.catalog import LOCAL_DATASETS, expected_train_size
 
     errors = []
     cells = expand_cells(config["cells"])

@@ -456,7 +456,7 @@ class FixedBatches(Sequence):
     then), so memory holds the data once plus one batch however many batches
     there are: at paper scale (40,960 images of 224 x 224 x 3, 6.2 GB as
     uint8) a materialised list would hold 24.7 GB in float32. With ``shift``
-    > 0, batch ``i`` is translated by :func:`.data.random_shift` with a
+    > 0, batch ``i`` is translated by :func:`.data.images.random_shift` with a
     generator seeded ``(seed, i)``: the same images every time it is cut."""
 
     def __init__(
@@ -484,7 +484,7 @@ class FixedBatches(Sequence):
         idx = self.index[i]
         x = self.x[idx]
         if self.shift:
-            from .data import random_shift
+            from .data.images import random_shift
 
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
             x = random_shift(x, self.shift, gen, self.fill.to(x.device, x.dtype))

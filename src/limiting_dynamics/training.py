@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,31 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import Checkpointer, CheckpointError, load_weights
-from .data import TensorData
+from .data.datasets import TensorData
 from .errors import ConfigError, DivergenceError
+from .hyperparameters import Hyperparameters
 from .models import scale_invariant_tensors
 from .recording import FlatParameters, StepRecorder
-
-
-@dataclass(frozen=True)
-class Hyperparameters:
-    """One cell of the experiment: constant SGD hyperparameters and a seed."""
-
-    lr: float
-    batch_size: int
-    momentum: float
-    weight_decay: float
-    seed: int
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @property
-    def relaxation_steps(self) -> float:
-        """``(1 - beta) / (lr wd)``: steps for weight decay to relax scale-invariant weights."""
-        if self.weight_decay == 0:
-            return math.inf
-        return (1.0 - self.momentum) / (self.lr * self.weight_decay)
 
 
 @dataclass(frozen=True)

@@ -24,16 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import CheckpointError, DataError
 from .batches import CounterSampler
-from .errors import CheckpointError, DataError
+from .images import decode_image
 
 SCALE = (0.08, 1.0)
 RATIO = (3.0 / 4.0, 4.0 / 3.0)
-
-
-def eval_resize(size: int) -> int:
-    """Shorter side before the evaluation centre crop: the 256/224 convention."""
-    return int(round(size * 256 / 224))
 
 
 def random_resized_crop_box(
@@ -69,8 +65,6 @@ def load_train_image(path: Path, size: int, channels: int, rng: np.random.Genera
     """One training image: decoded, randomly cropped and resized to ``size``
     (bilinear, antialiased), flipped with probability 1/2; ``(C, size, size)`` uint8."""
     from PIL import Image
-
-    from .data import decode_image
 
     def crop_flip(im):
         box = random_resized_crop_box(*im.size, rng)

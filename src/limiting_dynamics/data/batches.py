@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .data import random_shift
-from .errors import CheckpointError, ConfigError, DataError
+from ..errors import CheckpointError, ConfigError, DataError
+from .images import random_shift
 
 SCHEMES = ("reshuffle", "replacement")
 
@@ -127,7 +127,7 @@ def noisy_labels(y: torch.Tensor, p: float, num_classes: int, generator: torch.G
 
 class MemoryBatches:
     """Batches of an in-memory :class:`.data.TensorData`: :class:`BatchSampler`
-    indices, then :func:`.data.random_shift` by up to ``shift`` pixels (a
+    indices, then :func:`.images.random_shift` by up to ``shift`` pixels (a
     generator seeded ``seed + 1``) and :func:`noisy_labels` with probability
     ``label_noise`` (a generator seeded ``seed + 2``; none drawn when 0)."""
 

@@ -19,10 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .atomic import atomic_path
-from .errors import DataError
+from ..atomic import atomic_path
+from ..errors import DataError
+from .batches import MemoryBatches
+from .catalog import CIFAR10_HINT, IMAGENET_HINT
+from .images import convert_uint8, decode_image, eval_resize, resize_uint8
+from .streaming import StreamData
 
 FORMAT_VERSION = 1
 
@@ -115,23 +118,7 @@ class TensorData:
 
     def train_batches(self, batch_size: int, scheme: str, seed: int, shift: int = 0, label_noise: float = 0.0):
         """The run's batch source (:class:`.batches.MemoryBatches`)."""
-        from .batches import MemoryBatches
-
         return MemoryBatches(self, batch_size, scheme, seed, shift, label_noise)
-
-
-def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Square images ``(N, C, H, W)`` resized to ``size`` (bilinear, antialiased), unchanged if already."""
-    if x.shape[-1] == size:
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-
-
-def _resize_uint8(images: np.ndarray, size: int, channels: int) -> np.ndarray:
-    """Resize ``(N, H, W)`` float images in [0, 1] to ``(N, channels, size, size)`` uint8."""
-    x = _resize(torch.from_numpy(images.astype(np.float32))[:, None], size)
-    x = x.clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
-    return x.expand(-1, channels, -1, -1).contiguous().numpy()
 
 
 def split_indices(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -147,14 +134,6 @@ def split_indices(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def n_train_digits(test_fraction: float) -> int:
-    """Training-set size of the digits split (1,797 images, stratified rounding)."""
-    from sklearn.datasets import load_digits
-
-    counts = np.bincount(load_digits().target)
-    return int(sum(c - round(test_fraction * c) for c in counts))
-
-
 def prepare_digits(cfg: dict, workers: int = 1) -> PreparedData:
     """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes); no download."""
     from sklearn.datasets import load_digits
@@ -162,17 +141,12 @@ def prepare_digits(cfg: dict, workers: int = 1) -> PreparedData:
     digits = load_digits()
     images = digits.images / 16.0  # pixel values are 0..16
     labels = digits.target.astype(np.int64)
-    x = _resize_uint8(images, int(cfg["image_size"]), int(cfg["channels"]))
+    x = resize_uint8(images, int(cfg["image_size"]), int(cfg["channels"]))
     train, test = split_indices(labels, float(cfg["test_fraction"]), int(cfg["split_seed"]))
     return PreparedData("digits", x[train], labels[train], x[test], labels[test], 10)
 
 
 CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-CIFAR10_HINT = (
-    "download 'CIFAR-10 python version' (cifar-10-python.tar.gz) from "
-    "https://www.cs.toronto.edu/~kriz/cifar.html on a machine with internet, unpack it and set "
-    "data.path to the cifar-10-batches-py directory"
-)
 
 
 class _ArraysOnly(pickle.Unpickler):
@@ -228,7 +202,7 @@ def prepare_cifar10(cfg: dict, workers: int = 1) -> PreparedData:
     x_test, y_test = parts[-1]
     size, channels = int(cfg["image_size"]), int(cfg["channels"])
     return PreparedData(
-        "cifar10", _convert_uint8(x_train, size, channels), y_train, _convert_uint8(x_test, size, channels), y_test, 10
+        "cifar10", convert_uint8(x_train, size, channels), y_train, convert_uint8(x_test, size, channels), y_test, 10
     )
 
 
@@ -242,26 +216,6 @@ def _local_path(cfg: dict, what: str, hint: str) -> Path:
     return root
 
 
-def _convert_uint8(x: np.ndarray, size: int, channels: int, chunk: int = 4096) -> np.ndarray:
-    """``(N, 3, H, W)`` uint8 RGB -> ``(N, channels, size, size)`` uint8 (antialiased
-    bilinear resize; grey = ITU-R 601 luma), in chunks to bound memory."""
-    if x.shape[2] == size and channels == 3:
-        return np.ascontiguousarray(x)
-    out = np.empty((x.shape[0], channels, size, size), dtype=np.uint8)
-    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    for s in range(0, x.shape[0], chunk):
-        t = torch.from_numpy(x[s : s + chunk]).float()
-        if channels == 1:
-            t = (t * luma).sum(1, keepdim=True)
-        out[s : s + chunk] = _resize(t, size).clamp(0, 255).round().to(torch.uint8).numpy()
-    return out
-
-
-IMAGENET_HINT = (
-    "give the local ImageNet (ILSVRC-2012) directory with train/ and val/, each holding one "
-    "sub-directory of images per class (ImageFolder layout; the official val images must first be "
-    "sorted into class directories), obtained from https://image-net.org on a machine with internet"
-)
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 
 
@@ -293,20 +247,6 @@ def _per_class(files: list[Path], labels: np.ndarray, limit: int | None) -> tupl
         return files, labels
     keep = np.concatenate([np.flatnonzero(labels == k)[:limit] for k in np.unique(labels)])
     return [files[i] for i in keep], labels[keep]
-
-
-def decode_image(path: Path, channels: int, transform: Callable) -> np.ndarray:
-    """Decode one image file as RGB (``channels`` 3) or grey, apply ``transform``
-    (PIL image -> PIL image) and return ``(C, H, W)`` uint8; a file PIL cannot
-    read is a :class:`DataError` naming it."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(transform(im.convert("RGB" if channels == 3 else "L")), dtype=np.uint8)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"image {path} cannot be decoded ({exc})") from exc
-    return np.ascontiguousarray(arr.transpose(2, 0, 1)) if channels == 3 else arr[None].copy()
 
 
 def _load_center_crop(path: Path, size: int, channels: int, resize: int | None = None) -> np.ndarray:
@@ -364,8 +304,6 @@ def prepare_imagenet(cfg: dict, workers: int = 1) -> PreparedData:
     size, channels = int(cfg["image_size"]), int(cfg["channels"])
     workers = max(1, int(workers))
     if cfg.get("loader", "memory") == "stream":
-        from .streaming import eval_resize
-
         n_sub = int(cfg["stream_subset"])
         if n_sub > len(train_files):
             raise DataError(
@@ -402,7 +340,6 @@ PREPARERS: dict[str, Callable[..., PreparedData]] = {
     "cifar10": prepare_cifar10,
     "imagenet": prepare_imagenet,
 }
-LOCAL_DATASETS = {"cifar10": CIFAR10_HINT, "imagenet": IMAGENET_HINT}  # name -> how to get what data.path points to
 
 
 def prepare(cfg: dict, workers: int = 1) -> PreparedData:
@@ -494,8 +431,6 @@ def load_prepared(path: str | Path, device: torch.device | str = "cpu", workers:
     )
     if "stream_files" not in arrays:
         return memory
-    from .streaming import StreamData
-
     root = Path(str(arrays["stream_root"]))
     if not root.is_dir():
         raise DataError(
@@ -507,34 +442,6 @@ def load_prepared(path: str | Path, device: torch.device | str = "cpu", workers:
     )
 
 
-def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator, fill: torch.Tensor) -> torch.Tensor:
-    """Translate every image by its own random offset in ``[-max_shift, max_shift]^2``.
-
-    Pixels shifted in are ``fill`` (per channel); offsets come from
-    ``generator`` (CPU), so a seeded run is reproducible. ``max_shift = 0``
-    returns ``x`` unchanged.
-    """
-    if max_shift == 0:
-        return x
-    n, c, h, w = x.shape
-    s = max_shift
-    padded = fill.expand(n, c, h + 2 * s, w + 2 * s).clone()
-    padded[:, :, s : s + h, s : s + w] = x
-    off = torch.randint(0, 2 * s + 1, (2, n), generator=generator).to(x.device)
-    rows = off[0][:, None] + torch.arange(h, device=x.device)[None, :]
-    cols = off[1][:, None] + torch.arange(w, device=x.device)[None, :]
-    batch = torch.arange(n, device=x.device)[:, None, None]
-    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
-    return out.permute(0, 3, 1, 2).contiguous()
-
-
-def expected_train_size(cfg: dict) -> int | None:
-    """Training-set size implied by the data config, when known without preparing."""
-    if cfg["name"] == "digits":
-        return n_train_digits(float(cfg["test_fraction"]))
-    return None
-
-
 __all__ = [
     "DataError",
     "PreparedData",
@@ -542,7 +449,6 @@ __all__ = [
     "prepare",
     "save_prepared",
     "load_prepared",
-    "expected_train_size",
     "split_indices",
     "PREPARERS",
 ]
