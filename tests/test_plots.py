@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from limiting_dynamics import plots
+from limiting_dynamics.plots import runs as plots
 
 DEFAULT = {"lr": 0.02, "batch_size": 64, "momentum": 0.9, "weight_decay": 0.005, "seed": 0}
 

@@ -4,6 +4,7 @@ import torch
 import xarray as xr
 
 from limiting_dynamics import trajectory
+from limiting_dynamics.atomic import write_netcdf
 from limiting_dynamics.data import datasets as data
 from limiting_dynamics.data.batches import BatchSampler
 from limiting_dynamics.models import build_model
@@ -99,7 +100,7 @@ def _dataset(record):
 def test_trajectory_netcdf_round_trip_with_cf_attributes(record, tmp_path):
     ds = _dataset(record)
     path = tmp_path / "t.nc"
-    trajectory.write_netcdf(ds, path, trajectory.encoding_for(ds))
+    write_netcdf(ds, path, trajectory.encoding_for(ds))
     back = trajectory.open_trajectory(path)
     for v in ("train_loss", "sq_dist_from_start", "sq_step", "sq_velocity", "sq_param_norm"):
         assert back[v].dims == ("step",)
@@ -156,7 +157,7 @@ def test_combine_puts_hyperparameters_on_the_cell_dimension(record, tmp_path):
         if i == 1:
             ds = ds.isel(step=slice(0, 30))
         p = tmp_path / f"{i}.nc"
-        trajectory.write_netcdf(ds, p)
+        write_netcdf(ds, p)
         paths.append(p)
     comb = trajectory.combine(paths, ["a", "b"])
     assert comb.sizes["cell"] == 2 and comb.sizes["step"] == 40

@@ -337,10 +337,11 @@ def test_analysis_and_plot_stages_do_not_load_torch():
     torch (~1.5-2 s each) would be most of their time."""
     code = (
         "import sys\n"
-        "from limiting_dynamics import cli, comparison, comparison_plots, diffusion, plots, theory_plots, trajectory\n"
+        "from limiting_dynamics import cli, comparison, diffusion, provenance, trajectory\n"
+        "from limiting_dynamics.plots import comparison as _c, runs, theory as _t\n"
         "from limiting_dynamics import geometry, local_displacement, replicates, results_tables, spectra\n"
         "from limiting_dynamics.errors import LimitingDynamicsError\n"
-        "trajectory.provenance_attrs()\n"
+        "provenance.provenance_attrs()\n"
         "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -64,3 +64,9 @@ def write_json(obj, path: str | os.PathLike) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_plain) + "\n")
+
+
+def write_netcdf(ds, path: str | Path, encoding: dict | None = None) -> None:
+    """Write ``ds`` to ``path`` through a temporary file (complete or absent)."""
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding or {})

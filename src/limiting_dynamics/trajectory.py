@@ -9,25 +9,15 @@ written to a temporary name, validated, then renamed.
 
 from __future__ import annotations
 
-import datetime as _dt
-import functools
-import hashlib
-import importlib.metadata
-import importlib.util
-import json
-import platform
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 from . import __version__
-from .atomic import atomic_path
 from .errors import TrajectoryFormatError
 from .geometry import geodesic_parts, rms_angle, rotation_angle
+from .provenance import now_iso, provenance_attrs
 
 FORMAT_NAME = "limiting-dynamics-trajectory"
 FORMAT_VERSION = 4
@@ -80,73 +70,6 @@ VARIABLE_META = {
     "mode_velocity": ("1", "projection u_i^T v_k of the momentum buffer on the Hessian eigenvector u_i"),
     "sketch": ("1", "block-sign random sketch S (theta_k - theta_0); E||S x||^2 = ||x||^2 over the signs"),
 }
-
-
-def now_iso() -> str:
-    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def torch_version() -> str:
-    """``torch.__version__`` (with its build tag, e.g. ``+cu130``) without
-    importing torch in stages that do not need it."""
-    if "torch" in sys.modules:
-        return sys.modules["torch"].__version__
-    spec = importlib.util.find_spec("torch")
-    if spec is not None and spec.submodule_search_locations:
-        version_file = Path(list(spec.submodule_search_locations)[0]) / "version.py"
-        match = (
-            re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", version_file.read_text(), re.M)
-            if version_file.is_file()
-            else None
-        )
-        if match:
-            return match.group(1)
-    return importlib.metadata.version("torch")
-
-
-@functools.lru_cache(maxsize=1)
-def git_revision() -> str:
-    """The commit of the package's source tree (``-dirty`` with uncommitted
-    changes to tracked files), or why it is unknown."""
-    here = str(Path(__file__).resolve().parent)
-    try:
-        rev = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        if rev.returncode != 0:
-            return "unknown (not a git checkout)"
-        dirty = subprocess.run(
-            ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (git not available)"
-    return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def config_sha256(params: dict) -> str:
-    """SHA-256 of a stage's settings (the config sections it reads) as canonical JSON."""
-    return hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def provenance_attrs(params: dict | None = None, device: str | None = None, precision: str | None = None) -> dict:
-    """Attributes every result carries: package, torch, xarray and Python
-    versions, the git revision, and where known the stage's ``config_sha256``,
-    ``device`` and ``precision``."""
-    out = {
-        "limiting_dynamics_version": __version__,
-        "git_revision": git_revision(),
-        "torch_version": torch_version(),
-        "xarray_version": xr.__version__,
-        "python_version": platform.python_version(),
-    }
-    if params is not None:
-        out["config_sha256"] = config_sha256(params)
-    if device is not None:
-        out["device"] = str(device)
-    if precision is not None:
-        out["precision"] = str(precision)
-    return out
 
 
 def radial_split(d2_by_tensor: np.ndarray, p2_by_tensor: np.ndarray, p2_start: np.ndarray) -> np.ndarray:
@@ -271,12 +194,6 @@ def validate_trajectory(ds: xr.Dataset, source: str = "trajectory") -> None:
     for a in HYPERPARAMETER_ATTRS:
         if a not in ds.attrs:
             raise TrajectoryFormatError(f"{source}: missing attribute {a}")
-
-
-def write_netcdf(ds: xr.Dataset, path: str | Path, encoding: dict | None = None) -> None:
-    """Write ``ds`` to ``path`` through a temporary file (complete or absent)."""
-    with atomic_path(path) as tmp:
-        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding or {})
 
 
 def open_trajectory(path: str | Path) -> xr.Dataset:

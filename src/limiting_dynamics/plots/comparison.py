@@ -9,8 +9,8 @@ import pandas as pd
 import seaborn as sns
 import xarray as xr
 
-from .comparison import VALID_RESIDUAL, agreement_lag, valid_steps
-from .plots import _grid, plt, save
+from ..comparison import VALID_RESIDUAL, agreement_lag, valid_steps
+from .style import grid, plt, save
 
 
 def _cell_label(ds: xr.Dataset) -> str:
@@ -160,7 +160,7 @@ def theory_msd(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
     """Per cell: measured ``||theta_t - theta_0||^2`` and sketch lag-MSD against
     the theory's stationary lag-MSD (top modes + SLQ bulk, and top modes
     alone), and up to which lag the theory holds (within 25%)."""
-    fig, axes = _grid(len(cells), ncols=4, size=(4.0, 3.3))
+    fig, axes = grid(len(cells), ncols=4, size=(4.0, 3.3))
     for ax, ds in zip(axes, cells):
         lag = ds.lag.values
         ax.loglog(lag, ds.sq_dist_from_start_measured, "o", ms=2.5, label="measured $\\|\\theta_t-\\theta_0\\|^2$")

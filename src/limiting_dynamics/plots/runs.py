@@ -1,48 +1,16 @@
-"""Figures (seaborn/matplotlib), each a function of exported data only."""
+"""Figures of the limiting runs: MSD and its fits, local displacement,
+rotation on the spheres, hyperparameter scaling, metrics, convergence and
+the Hessian spectrum; each a function of exported data only."""
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
-
-import matplotlib
 import matplotlib.ticker
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import xarray as xr
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-import xarray as xr  # noqa: E402
-
-from . import __version__  # noqa: E402
-from .atomic import atomic_path  # noqa: E402
-
-HP_LABELS = {
-    "lr": "learning rate $\\eta$",
-    "batch_size": "batch size $S$",
-    "momentum": "momentum $\\beta$",
-    "weight_decay": "weight decay $\\lambda$",
-    "seed": "seed",
-}
-
-
-def setup(context: str = "paper") -> None:
-    sns.set_theme(context=context, style="ticks", palette="colorblind")
-
-
-def save(fig, path: str | Path, dpi: int) -> None:
-    """Save atomically (the format follows the suffix) with the provenance in
-    the file's metadata (PNG ``Software``, PDF/SVG ``Creator``) and close."""
-    from .trajectory import git_revision, torch_version
-
-    fmt = Path(path).suffix.lstrip(".")
-    made_by = f"limiting-dynamics {__version__} (git {git_revision()}, torch {torch_version()})"
-    with atomic_path(path) as tmp:
-        fig.savefig(
-            tmp, dpi=dpi, bbox_inches="tight", format=fmt, metadata={"Software" if fmt == "png" else "Creator": made_by}
-        )
-    plt.close(fig)
+from .style import HP_LABELS, grid, plt, save
 
 
 def _label(row) -> str:
@@ -58,7 +26,7 @@ def _group_label(row) -> str:
 
 def cell_groups(summary: pd.DataFrame) -> list[tuple[str, list[str]]]:
     """The summary's cells grouped by hyperparameters (seeds together), in table order."""
-    from .replicates import HYPERPARAMETERS
+    from ..replicates import HYPERPARAMETERS
 
     groups: dict[tuple, list[str]] = {}
     for cell, row in summary.iterrows():
@@ -71,20 +39,11 @@ def _spread(values) -> str:
     return f"{v.mean():.2f}" if len(v) == 1 else f"{v.mean():.2f} ± {v.std(ddof=1):.2f}"
 
 
-def _grid(n: int, ncols: int = 3, size=(4.0, 3.2)):
-    ncols = min(ncols, n)
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False)
-    for ax in axes.flat[n:]:
-        ax.set_visible(False)
-    return fig, axes.flat
-
-
 def _seed_panels(summary: pd.DataFrame):
     """One panel per hyperparameter cell: the figure and, per panel, ``(axis,
     label, cells, [(cell, summary row, colour)])`` with one colour per seed."""
     groups = cell_groups(summary)
-    fig, axes = _grid(len(groups))
+    fig, axes = grid(len(groups))
     palette = sns.color_palette()
     return fig, [
         (ax, label, cells, [(c, summary.loc[c], palette[i % len(palette)]) for i, c in enumerate(cells)])

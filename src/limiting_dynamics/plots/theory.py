@@ -9,8 +9,8 @@ import pandas as pd
 import seaborn as sns
 import xarray as xr
 
-from . import theory
-from .plots import plt, save
+from .. import theory
+from .style import plt, save
 
 Z95 = 1.959964
 
