@@ -1,0 +1,80 @@
+"""What the stages share: logging, torch threads, the settings of a stage
+(``--params``), theta_0 with its data, checkpoints of long stages, and the
+record left by a diverging run."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..atomic import write_json
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def params(a) -> dict:
+    """The stage's settings: one JSON object (``--params``)."""
+    return json.loads(a.params)
+
+
+def set_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, int(n)))
+
+
+def loader_workers(a) -> int:
+    """DataLoader processes for a streamed data set: the job's threads but one."""
+    return max(0, int(getattr(a, "threads", 1)) - 1)
+
+
+def theta0(a, p: dict, with_checkpoint: bool = False):
+    """Device, prepared data (``--data``) and the model with the theta_0 weights
+    (``--checkpoint``); with ``with_checkpoint`` also the checkpoint dict."""
+    from .. import checkpoints, models, training
+    from ..data import datasets as data
+
+    device = training.resolve_device(p["device"])
+    d = data.load_prepared(a.data, device, workers=loader_workers(a))
+    ckpt = checkpoints.load_checkpoint(a.checkpoint)
+    model = models.build_model(p["model"], d.num_classes, d.in_channels)
+    checkpoints.load_weights(model, ckpt["model"], a.checkpoint)
+    return (device, d, model, ckpt) if with_checkpoint else (device, d, model)
+
+
+def checkpointer_for(a, stage: str, p: dict, device, inputs: dict, stop):
+    """The :class:`.checkpoints.Checkpointer` of a long stage: checkpoints in
+    ``--resume`` every ``--checkpoint-every`` steps/epochs and on a signal, tied
+    to the stage's settings, the contents of its input files, the device, the
+    thread count and the torch version (what a bit-identical continuation needs)."""
+    import torch
+
+    from .. import checkpoints
+
+    if not a.resume:
+        return checkpoints.Checkpointer(None, 0, stop, log)
+    settings = {
+        "stage": stage,
+        "params": p,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "inputs": {k: checkpoints.file_identity(v) for k, v in inputs.items() if v},
+    }
+    return checkpoints.Checkpointer(checkpoints.ResumeStore(a.resume, settings, log), a.checkpoint_every, stop, log)
+
+
+def recording_divergence(a, p: dict, hp, run):
+    """Run ``run()``; on divergence leave ``--diverged-record`` (a JSON note) and re-raise."""
+    from .. import training
+
+    diverged = Path(a.diverged_record)
+    diverged.unlink(missing_ok=True)
+    try:
+        return run()
+    except training.DivergenceError as exc:
+        write_json({"cell": p["cell"], "error": str(exc), "hyperparameters": hp.as_dict()}, diverged)
+        raise

@@ -1,0 +1,147 @@
+"""Hessian stages: eigenpairs, spectral density and trace at theta_0, and how the eigenvectors hold along the run."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import torch
+import xarray as xr
+
+from .. import checkpoints, hessian, training
+from ..atomic import write_netcdf
+from ..hyperparameters import Hyperparameters
+from ..provenance import stamp
+from ..result_files import open_result
+from .common import checkpointer_for, log, params, set_threads, theta0
+
+
+def hessian_loss(p: dict, d):
+    """The loss whose Hessian the stages take (the ``hessian`` config with the
+    cell's batch size, augmentation and label noise): its fixed batches, the
+    number of examples, the chunk (batch) size, and the label smoothing."""
+    cfg = p["hessian"]
+    n_samples, chunk = hessian.loss_batching(cfg, d.n_train, p.get("cell_batch_size"))
+    batches = hessian.fixed_batches(
+        d.x_train,
+        d.y_train,
+        n_samples,
+        chunk,
+        int(cfg["seed"]),
+        draws=int(cfg.get("draws", 1)),
+        shift=int(p.get("augment_shift", 0)),
+        fill=d.background,
+    )
+    return batches, n_samples, chunk, float(p.get("label_noise", 0.0))
+
+
+def cmd_hessian(a) -> None:
+    set_threads(a.threads)
+    p = params(a)
+    cfg = p["hessian"]
+    device, d, model = theta0(a, p)
+    batches, n_samples, chunk, label_noise = hessian_loss(p, d)
+    shift = int(p.get("augment_shift", 0))
+    start = time.perf_counter()
+    with checkpoints.stop_on_signals() as stop:
+        ckpt = checkpointer_for(a, "hessian", p, device, {"data": a.data, "checkpoint": a.checkpoint}, stop)
+        ds = hessian.analyze(model, batches, cfg, device, log=log, checkpointer=ckpt, label_smoothing=label_noise)
+    stamp(
+        ds,
+        f"Hessian of the training loss at theta_0 of cell {p.get('cell', '')}",
+        "hessian",
+        p,
+        device,
+        cfg["precision"],
+        dataset=d.name,
+        cell=p.get("cell", ""),
+        chunk_size=chunk,
+        draws=int(cfg.get("draws", 1)),
+        augment_shift=shift,
+        label_smoothing=label_noise,
+        n_samples=n_samples,
+        n_examples_per_product=int(ds.attrs["n_samples"]),
+        model=json.dumps(p["model"]),
+        seconds=time.perf_counter() - start,
+    )
+    enc = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars if ds[v].dtype != object}
+    write_netcdf(ds, a.out, enc)
+    ckpt.finish()
+    log(f"Hessian at theta_0: {ds.attrs['total_hvps']} HVPs in {ds.attrs['seconds']:.1f} s -> {a.out}")
+
+
+def cmd_eigenvector_drift(a) -> None:
+    set_threads(a.threads)
+    p = params(a)
+    cfg = p["hessian"]
+    hp = Hyperparameters(**p["hyperparameters"])
+    device, d, model, start = theta0(a, p, with_checkpoint=True)
+    h = open_result(a.hessian, "hessian")
+    k = min(int(cfg["drift_modes"]), h.sizes["mode"])
+    vectors = torch.tensor(h.hessian_eigenvectors.values[:k], dtype=torch.float32, device=device)
+    eig = h.hessian_eigenvalues.values[:k]
+    batches, n_samples, chunk, label_noise = hessian_loss(p, d)
+    loss = hessian.expected_loss(label_noise)
+    steps = [0] + sorted(int(s) for s in cfg["drift_steps"])
+    # at theta_0 the Hessian stage's own Lanczos pairs: u^T H u = lam, residual |beta_m s_m| / lam
+    rq, res = [eig], [np.abs(h.hessian_eigenvalue_residual.values[:k]) / np.abs(eig)]
+    clock = time.perf_counter()
+    for step, m in training.replay(
+        model,
+        d,
+        hp,
+        start,
+        steps[1:],
+        sampling=p["sampling"],
+        device=device,
+        augment_shift=int(p["augment_shift"]),
+        label_noise=label_noise,
+        numerics=training.Numerics.from_config(p.get("numerics")),
+    ):
+        op = hessian.HessianOperator(
+            m, batches, bn_mode=cfg["bn_mode"], device=device, loss=loss, reuse_graph=bool(cfg["reuse_graph"])
+        )
+        r, e = hessian.rayleigh_and_residual(op.matvec, vectors)
+        rq.append(r)
+        res.append(e)
+        log(
+            f"step {step}: Rayleigh quotient / eigenvalue "
+            + " ".join(f"{x:.2f}" for x in r / eig)
+            + "; relative residual "
+            + " ".join(f"{x:.2f}" for x in e)
+        )
+    ds = xr.Dataset(
+        {
+            "rayleigh_quotient": (("drift_step", "mode"), np.asarray(rq)),
+            "relative_residual": (("drift_step", "mode"), np.asarray(res)),
+        },
+        coords={"drift_step": steps, "mode": np.arange(1, k + 1), "eigenvalue": ("mode", eig)},
+    )
+    meta = {
+        "drift_step": ("1", "SGD steps since theta_0 (the limiting run replayed)"),
+        "mode": ("1", "Hessian eigenvector of theta_0 (1 = largest eigenvalue)"),
+        "eigenvalue": ("1", "eigenvalue lam_i at theta_0"),
+        "rayleigh_quotient": ("1", "u_i^T H u_i with the Hessian at the step and u_i from theta_0"),
+        "relative_residual": ("1", "||H u_i - (u_i^T H u_i) u_i|| / |u_i^T H u_i|: 0 for an eigenvector"),
+    }
+    for name, (units, long_name) in meta.items():
+        ds[name].attrs.update(units=units, long_name=long_name)
+    stamp(
+        ds,
+        f"Drift of the Hessian eigenvectors of theta_0 along the run of cell {p['cell']}",
+        "eigenvector-drift",
+        p,
+        device,
+        "float32",
+        cell=p["cell"],
+        **hp.as_dict(),
+        n_samples=n_samples,
+        chunk_size=chunk,
+        draws=int(cfg["draws"]),
+        label_smoothing=label_noise,
+        bn_mode=cfg["bn_mode"],
+        seconds=time.perf_counter() - clock,
+    )
+    write_netcdf(ds, a.out)
+    log(f"eigenvector drift of {k} modes at steps {steps} in {ds.attrs['seconds']:.1f} s -> {a.out}")

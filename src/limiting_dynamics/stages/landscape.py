@@ -1,0 +1,85 @@
+"""The landscape stage: train and test loss on the plane of two Hessian eigenvectors around theta_0."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import xarray as xr
+
+from .. import hessian, landscape, trajectory
+from ..atomic import write_netcdf
+from ..provenance import stamp
+from ..result_files import open_result
+from .common import log, params, set_threads, theta0
+
+
+def cmd_landscape(a) -> None:
+    set_threads(a.threads)
+    p = params(a)
+    cfg = p["landscape"]
+    device, d, model = theta0(a, p)
+    i, j = (int(m) for m in cfg["modes"])
+    h = open_result(a.hessian, "hessian")
+    traj = trajectory.open_trajectory(a.trajectory)
+    if "mode_position" not in traj or traj.sizes["mode"] < max(i, j):
+        raise OSError(
+            f"{a.trajectory} has no projections on Hessian modes {i} and {j} "
+            "(limiting.phase_space.modes must be >= the landscape modes)"
+        )
+    ta, tb = traj.mode_position.values[:, i - 1], traj.mode_position.values[:, j - 1]
+    n = int(cfg["grid"])
+    alphas = np.linspace(-1, 1, n) * landscape.grid_extent(ta, float(cfg["extent_factor"]))
+    betas = np.linspace(-1, 1, n) * landscape.grid_extent(tb, float(cfg["extent_factor"]))
+    vecs = torch.tensor(h.hessian_eigenvectors.values[[i - 1, j - 1]])
+    ((xs, ys),) = hessian.fixed_batches(
+        d.x_train, d.y_train, int(cfg["n_samples"]), int(cfg["n_samples"]), int(cfg["seed"])
+    )
+    start = time.perf_counter()
+    loss = landscape.loss_plane(
+        model, vecs[0], vecs[1], alphas, betas, {"train": (xs, ys), "test": (d.x_test, d.y_test)}, device
+    )
+    ds = xr.Dataset(
+        {
+            "train_loss": (("alpha", "beta"), loss["train"]),
+            "test_loss": (("alpha", "beta"), loss["test"]),
+            "trajectory_a": ("step", ta),
+            "trajectory_b": ("step", tb),
+        },
+        coords={"alpha": alphas, "beta": betas, "step": traj.step.values},
+    )
+    meta = {
+        "alpha": ("1", f"coordinate along Hessian eigenvector u_{i} from theta_0"),
+        "beta": ("1", f"coordinate along Hessian eigenvector u_{j} from theta_0"),
+        "train_loss": ("nat", "mean cross-entropy on the training subset at theta_0 + alpha u_a + beta u_b"),
+        "test_loss": ("nat", "mean cross-entropy on the test set at theta_0 + alpha u_a + beta u_b"),
+        "trajectory_a": ("1", f"u_{i}^T (theta_k - theta_0) of the limiting run"),
+        "trajectory_b": ("1", f"u_{j}^T (theta_k - theta_0) of the limiting run"),
+    }
+    for k, (units, long_name) in meta.items():
+        ds[k].attrs.update(units=units, long_name=long_name)
+    stamp(
+        ds,
+        f"Loss landscape around theta_0 of cell {p['cell']}",
+        "landscape",
+        p,
+        device,
+        "float32",
+        cell=p["cell"],
+        mode_a=i,
+        mode_b=j,
+        eigenvalue_a=float(h.hessian_eigenvalues[i - 1]),
+        eigenvalue_b=float(h.hessian_eigenvalues[j - 1]),
+        n_train=len(ys),
+        n_test=len(d.y_test),
+        bn_mode="eval",
+        extent_factor=float(cfg["extent_factor"]),
+        seed=int(cfg["seed"]),
+        seconds=time.perf_counter() - start,
+    )
+    write_netcdf(ds, a.out, {v: {"zlib": True, "complevel": 4} for v in ds.data_vars})
+    log(
+        f"loss landscape {n}x{n} in the (u{i}, u{j}) plane in {ds.attrs['seconds']:.1f} s: train loss "
+        f"{loss['train'].min():.4g}..{loss['train'].max():.4g} -> {a.out}"
+    )
