@@ -10,6 +10,7 @@ import xarray as xr
 
 from .. import hessian, landscape, trajectory
 from ..atomic import write_netcdf
+from ..errors import ResultFileError
 from ..provenance import stamp
 from ..result_files import open_result
 from .common import log, params, set_threads, theta0
@@ -24,7 +25,7 @@ def cmd_landscape(a) -> None:
     h = open_result(a.hessian, "hessian")
     traj = trajectory.open_trajectory(a.trajectory)
     if "mode_position" not in traj or traj.sizes["mode"] < max(i, j):
-        raise OSError(
+        raise ResultFileError(
             f"{a.trajectory} has no projections on Hessian modes {i} and {j} "
             "(limiting.phase_space.modes must be >= the landscape modes)"
         )

@@ -1,0 +1,106 @@
+"""The package's layers: no import cycles (lazy imports included), a torch-free
+base that the Snakefile imports, torch-free analysis and plot stages, and a
+command table whose every entry reaches a stage body."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from limiting_dynamics import cli
+
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "limiting_dynamics"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports anywhere in its source (so an
+    import inside a function counts: lazy imports must not hide a cycle)."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                target = ".".join(base + [node.module] if node.module else base)
+                for alias in node.names:
+                    full = f"{target}.{alias.name}"
+                    deps.add(full if full in modules else target)
+            elif isinstance(node, ast.Import):
+                deps.update(alias.name for alias in node.names)
+        graph[name] = {d for d in deps if d in modules and d != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    state, found = {}, []
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                found.append(path[path.index(nxt) :] + [nxt])
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return found
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_package_has_no_import_cycle():
+    graph = import_graph()
+    assert "limiting_dynamics.data.datasets" in graph and len(graph) > 30
+    assert cycles(graph) == []
+
+
+def _loaded_heavy_modules(*modules: str) -> list[str]:
+    code = (
+        f"import sys\nimport {', '.join(modules)}\n"
+        "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return eval(proc.stdout)
+
+
+def test_the_base_the_snakefile_imports_is_torch_free():
+    base = ("errors", "atomic", "provenance", "hyperparameters", "config", "data.catalog", "run_record")
+    assert _loaded_heavy_modules(*(f"limiting_dynamics.{m}" for m in base)) == []
+
+
+def test_analysis_and_plot_stages_do_not_load_torch():
+    """About 40 of the default run's jobs only read NetCDF and draw; importing
+    torch (~1.5-2 s each) would be most of their time."""
+    stages = ("analysis", "comparison", "trajectory", "plot", "linear_regression")
+    assert _loaded_heavy_modules("limiting_dynamics.cli", *(f"limiting_dynamics.stages.{s}" for s in stages)) == []
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_every_command_reaches_its_stage_body(command):
+    module = importlib.import_module(f"limiting_dynamics.stages.{cli.COMMANDS[command][0]}")
+    assert callable(getattr(module, "cmd_" + command.replace("-", "_")))
+
+
+def test_every_figure_name_has_a_drawing():
+    from limiting_dynamics.stages import plot
+
+    assert sorted(cli.PLOT_FIGURES) == sorted(plot.FIGURES)
