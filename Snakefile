@@ -11,6 +11,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
@@ -23,8 +26,9 @@ include: "workflow/rules/noise.smk"
 include: "workflow/rules/comparison.smk"
 
 
-# Small jobs (reading NetCDF, tables, figures) run on the submitting machine
-# under a cluster executor; only data, training, Hessian and noise jobs are submitted.
+# Small jobs (reading NetCDF, tables, figures; resources from small_job() in common.smk)
+# run on the submitting machine under a cluster executor; only data, training, Hessian,
+# noise, landscape and linear-regression jobs are submitted.
 localrules:
     all,
     export_trajectory,
@@ -35,16 +39,7 @@ localrules:
     compare_cell,
     predict,
     linreg_summary,
-    plot_convergence,
-    plot_msd,
-    plot_rotation,
-    plot_local_displacement,
-    plot_scaling,
-    plot_metrics,
-    plot_hessian,
-    plot_linreg,
-    plot_theory,
-    plot_comparison,
+    plot,
 
 
 rule all:

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from conftest import SCHEMA, TINY
+from conftest import SCHEMA, TINY, Workflow
 
 from limiting_dynamics.checkpoints import read_checkpoint, save_checkpoint
 from limiting_dynamics.cli import EXIT_ERROR, main
@@ -158,6 +158,21 @@ def test_bad_config_is_one_clear_line(name, edit, message):
     with pytest.raises(ConfigError) as info:
         check_config(cfg, SCHEMA)
     assert str(info.value) == message
+
+
+def test_target_of_a_cell_not_in_the_config_is_one_line(tmp_path):
+    """The README's kind of target, for a cell the config does not list: a dry run
+    stops with one line naming the cell and the configured ones (no KeyError)."""
+    unknown = "lr0.05_bs64_mom0.9_wd0.005_seed0"
+    proc = Workflow(tmp_path, copy.deepcopy(TINY)).run("-n", f"results/trajectories/{unknown}.nc", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "Traceback" not in out and "KeyError" not in out and "Exception" not in out
+    lines = [line for line in out.splitlines() if unknown in line and "Command:" not in line]
+    assert lines == [
+        f"Unknown cell '{unknown}': it is not a cell of the config; configured cells: "
+        "lr0.05_bs32_mom0.9_wd0.005_seed0, lr0.02_bs32_mom0.9_wd0.005_seed0"
+    ]
 
 
 # ------------------------------------------------------------------ stage commands

@@ -69,7 +69,7 @@ BAD = [
     ("cells.default.lr", 0.0, "'cells.default.lr': value 0.0 is not allowed: must be > 0"),
     ("cells.default.lr", -1e-3, "'cells.default.lr': value -0.001 is not allowed: must be > 0"),
     ("cells.default.lr", "fast", "'cells.default.lr': value 'fast' is not allowed: must be of type number"),
-    ("cells.default.batch_size", 0, "'cells.default.batch_size': value 0 is not allowed: must be >= 1"),
+    ("cells.default.batch_size", 0, "'cells.default.batch_size': value 0 is not allowed: must be >= 2"),
     (
         "cells.default.batch_size",
         64.5,
@@ -152,3 +152,65 @@ def test_bad_config_names_key_value_and_rule(key, value, message):
     text = str(err.value)
     assert "\n" not in text
     assert message in text
+
+
+def _numeric_keys(node, path=()):
+    """Dotted paths of every number in a config (list items by index), booleans aside."""
+    if isinstance(node, dict):
+        return [k for key, v in node.items() for k in _numeric_keys(v, (*path, key))]
+    if isinstance(node, list):
+        return [k for i, v in enumerate(node) for k in _numeric_keys(v, (*path, i))]
+    return [path] if isinstance(node, (int, float)) and not isinstance(node, bool) else []
+
+
+def _default_config() -> dict:
+    import yaml
+    from conftest import REPO
+
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+NUMERIC_KEYS = _numeric_keys(_default_config())
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("path", NUMERIC_KEYS, ids=[".".join(map(str, p)) for p in NUMERIC_KEYS])
+def test_non_finite_number_in_any_numeric_key_is_rejected(path, value):
+    cfg = _default_config()
+    node = cfg
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg, SCHEMA)
+    key = ".".join(map(str, path))
+    assert str(err.value) == f"config key '{key}': value {value!r} is not allowed: must be a finite number"
+
+
+def test_non_finite_numbers_are_found_in_every_section():
+    assert len(NUMERIC_KEYS) > 60 and {p[0] for p in NUMERIC_KEYS} >= {"compute", "cells", "limiting", "hessian"}
+
+
+BATCH_SIZES = [
+    ("cells.default.batch_size", 1, "cells.default.batch_size"),
+    ("cells.sweeps.batch_size", [32, 1], "cells.sweeps.batch_size.1"),
+    ("cells.grid", {"batch_size": [1]}, "cells.grid.batch_size.0"),
+    ("converge.batch_size", 1, "converge.batch_size"),
+]
+
+
+@pytest.mark.parametrize("key,value,where", BATCH_SIZES, ids=[k for k, _, _ in BATCH_SIZES])
+def test_batch_size_the_network_cannot_train_on_is_rejected(key, value, where):
+    cfg = _set(copy.deepcopy(TINY), key, value)
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg, SCHEMA)
+    assert str(err.value) == (
+        f"config key '{where}': value 1 is not allowed: must be >= 2 "
+        "(BatchNorm in train mode needs at least 2 examples per batch)"
+    )
+
+
+@pytest.mark.parametrize("key", ["hessian.batch_size", "linear_regression.batch_size"])
+def test_batch_sizes_without_batchnorm_statistics_may_be_one(key):
+    """The Hessian's chunk (eval mode) and least squares have no batch statistics."""
+    check_config(_set(copy.deepcopy(TINY), key, 1), SCHEMA)

@@ -1,4 +1,4 @@
-"""The README's two commands are the ones CI and users run."""
+"""The README's two commands are the ones CI and users run, and the README stays a front door."""
 
 from conftest import REPO
 
@@ -11,3 +11,8 @@ def test_ci_runs_the_readme_test_command():
     ci = (REPO / ".ci" / "run").read_text()
     assert TEST_COMMAND in readme and RUN_COMMAND in readme
     assert ci.strip().splitlines()[-1] == TEST_COMMAND
+
+
+def test_readme_is_short():
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines: move details to docs/"

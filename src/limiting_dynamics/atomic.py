@@ -67,6 +67,12 @@ def write_json(obj, path: str | os.PathLike) -> None:
 
 
 def write_netcdf(ds, path: str | Path, encoding: dict | None = None) -> None:
-    """Write ``ds`` to ``path`` through a temporary file (complete or absent)."""
+    """Write the xarray Dataset ``ds`` to ``path`` through a temporary file
+    (complete or absent). Floating-point dimension coordinates get no
+    ``_FillValue`` (CF: a coordinate variable has no missing values)."""
+    encoding = dict(encoding or {})
+    for dim in ds.dims:
+        if dim in ds.coords and ds[dim].dtype.kind == "f":
+            encoding[dim] = {"_FillValue": None, **encoding.get(dim, {})}
     with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding or {})

@@ -1,10 +1,11 @@
 """Config checking and the expansion of hyperparameter cells.
 
-The workflow's config is checked twice before any job runs: against the JSON
-schema (types, ranges, unknown keys) and against facts the schema cannot
-express (batch size against the training-set size, local paths that must
-exist, ordered windows). Every failure is a :class:`ConfigError` whose one-line
-message names the key, the value and what is allowed.
+The workflow's config is checked once before any job runs, in three steps: no
+number may be NaN or infinite, then the JSON schema (types, ranges, unknown
+keys), then facts the schema cannot express (batch size against the
+training-set size, local paths that must exist, ordered windows). Every
+failure is a :class:`ConfigError` whose one-line message names the key, the
+value and what is allowed.
 """
 
 from __future__ import annotations
@@ -47,7 +48,17 @@ def _describe(error) -> str:
         return f"unknown key(s) {extra} (a typo?); allowed keys: {known}"
     if v == "required":
         return f"missing required key: {error.message.split(' is a required')[0]}"
-    return f"value {error.instance!r} is not allowed: {allowed.get(v, error.message)}"
+    why = error.schema.get("description") if v in ("minimum", "maximum") else None  # why a bound is what it is
+    return f"value {error.instance!r} is not allowed: {allowed.get(v, error.message)}" + (f" ({why})" if why else "")
+
+
+def non_finite_errors(config, path=()) -> list[str]:
+    """Every NaN or infinity in ``config`` (YAML ``.nan``, ``.inf``), one line each: the
+    schema's number checks let them through (NaN compares false to every bound)."""
+    if isinstance(config, float) and not math.isfinite(config):
+        return [f"config key '{_key(path)}': value {config!r} is not allowed: must be a finite number"]
+    items = config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else ()
+    return [e for k, v in items for e in non_finite_errors(v, (*path, k))]
 
 
 def schema_errors(config: dict, schema_path: str | Path) -> list[str]:
@@ -343,7 +354,7 @@ def _stream_errors(config: dict) -> list[str]:
 
 def check_config(config: dict, schema_path: str | Path) -> None:
     """Raise :class:`ConfigError` with the first problem found, if any."""
-    errors = schema_errors(config, schema_path)
+    errors = non_finite_errors(config) or schema_errors(config, schema_path)
     if not errors:
         errors = semantic_errors(config)
     if errors:

@@ -689,6 +689,9 @@ def analyze(
         "slq_weights": ("1", "stochastic Lanczos quadrature weights per probe vector"),
         "spectral_density": ("1", "Gaussian-smoothed spectral density of the Hessian (integrates to 1)"),
         "tensor_size": ("1", "scalars per parameter tensor (order of the flattened parameters)"),
+        "mode": ("1", "Hessian eigen-mode at theta_0 (1 = largest eigenvalue)"),
+        "eigenvalue": ("1", "Hessian eigenvalue (grid of the spectral density)"),
+        "tensor": ("1", "parameter tensor name (model.named_parameters order)"),
     }
     for k, (units, long_name) in meta.items():
         ds[k].attrs.update(units=units, long_name=long_name)

@@ -34,6 +34,15 @@ from torch.func import functional_call, grad, vmap
 
 from .errors import NoiseError
 
+# units and long names of the gradient-noise file's variables (the stage applies them with table_columns.describe)
+VARIABLES = {
+    "mode": ("1", "Hessian eigen-mode at theta_0 (1 = largest eigenvalue)"),
+    "hessian_eigenvalue": ("1", "Hessian eigenvalue of the mode at theta_0"),
+    "minibatch_var_along_eigenvector": ("1", "variance of u_i^T g_S over independent minibatch gradients"),
+    "minibatch_var_along_eigenvector_stderr": ("1", "standard error of minibatch_var_along_eigenvector"),
+    "per_sample_var_along_eigenvector": ("1", "per-sample gradient variance u_i^T C u_i (eval mode)"),
+}
+
 
 def _flat_grad(model: nn.Module, params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     loss = F.cross_entropy(model(x), y)

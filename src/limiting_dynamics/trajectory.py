@@ -236,6 +236,8 @@ def combine(paths: list[str | Path], cells: list[str]) -> xr.Dataset:
         )
         out.attrs.pop(a, None)
     out.attrs.pop("burn_in_steps", None)
+    out["burn_in_steps"].attrs.update(long_name="SGD steps before theta_0", units="1")
+    out["cell"].attrs.update(long_name="cell name (hyperparameters and seed)", units="1")
     out.attrs.update(
         title="Limiting dynamics of SGD: trajectories of all cells",
         history=f"{now_iso()} combined by limiting-dynamics {__version__} from {len(paths)} cell files",

@@ -9,12 +9,10 @@ rule analyze_cell:
         "results/benchmarks/analyze_cell/{cell}.tsv"
     conda:
         "../envs/limiting-dynamics.yaml"
-    threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **small_job(),
     params:
-        analysis=analysis_params(),
+        analysis=params_for("analysis"),
     shell:
         "limiting-dynamics analyze-cell --trajectory {input} --params {params.analysis:q}"
         " --out {output} > {log} 2>&1"
@@ -33,12 +31,10 @@ rule results_tables:
         "results/benchmarks/results_tables.tsv"
     conda:
         "../envs/limiting-dynamics.yaml"
-    threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **small_job(),
     params:
-        default=default_cell_params(),
+        default=params_for("tables"),
     shell:
         "limiting-dynamics tables --summary {input.summary} --predictions {input.predictions}"
         " --modes {input.modes} --params {params.default:q} --out {output} > {log} 2>&1"
@@ -65,10 +61,8 @@ rule summarize:
         "results/benchmarks/summarize.tsv"
     conda:
         "../envs/limiting-dynamics.yaml"
-    threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **small_job(),
     shell:
         "limiting-dynamics summarize --inputs {input} --out-csv {output.csv}"
         " --out-nc {output.nc} --out-replicates {output.replicates} > {log} 2>&1"

@@ -1,8 +1,6 @@
-# Helpers shared by all rules: config checking, cells, per-rule parameters.
+# Helpers shared by all rules: config checking, cells, per-stage parameters, figures.
 import json
 import sys
-
-from snakemake.utils import validate
 
 from limiting_dynamics.config import (
     ConfigError,
@@ -15,12 +13,10 @@ from limiting_dynamics.config import (
     probed,
 )
 
-SCHEMA = "workflow/schemas/config.schema.yaml"
 try:
     check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 except ConfigError as exc:
     sys.exit(f"Config error: {exc}")
-validate(config, schema="../schemas/config.schema.yaml")
 
 CELLS = cells_by_id(config)
 PROBED = [c for c, hp in CELLS.items() if probed(hp, config)]
@@ -32,14 +28,11 @@ wildcard_constraints:
     cell="lr[^/]+",
     dataset="[a-z0-9_]+",
     linreg="mom[0-9.e-]+_(replacement|reshuffle)",
-    linreg_figure="phase_space|frequency|theory|sampling",
-    theory_figure="ou_currents|power_law",
-    comparison_figure="theory_modes|phase_space|theory_msd|noise_curvature|loss_landscape|eigenvector_drift",
 
 
-def as_json(obj):
-    """Parameters travel to the CLI as one JSON string (compared by Snakemake on reruns)."""
-    return json.dumps(obj, sort_keys=True)
+def small_job(mem_mb=2000):
+    """Resources of the jobs that read NetCDF files and tables or draw figures (one thread)."""
+    return {"mem_mb": mem_mb, "runtime": 10}
 
 
 def gpus():
@@ -47,55 +40,156 @@ def gpus():
     return 1 if config["compute"]["device"] == "cuda" else 0
 
 
-def data_params():
-    return as_json(config["data"])
+def hyperparameters(wildcards):
+    """The cell a job's ``cell`` wildcard names; one line and exit for a cell not in the config."""
+    try:
+        return CELLS[wildcards.cell]
+    except KeyError:
+        sys.exit(
+            f"Unknown cell {wildcards.cell!r}: it is not a cell of the config; configured cells: "
+            + ", ".join(CELLS)
+        )
 
 
-def numerics():
-    """How training steps are computed (they change the numbers, so they are params)."""
-    c = config["compute"]
-    return {k: c[k] for k in ("channels_last", "autocast", "compile_model")}
+# ------------------------------------------------------------- stage parameters
+# Parameters travel to the CLI as one JSON string (sorted keys), which Snakemake
+# compares on reruns and the stages keep in their checkpoints. A stage's JSON is a
+# config section (or nothing) plus named values, most of them from FIELDS.
 
 
-def converge_params():
-    return as_json(
+def section(name, without=()):
+    return lambda w: {k: v for k, v in config[name].items() if k not in without}
+
+
+def limiting(key):
+    return lambda w: config["limiting"][key]
+
+
+def cell_batch_size(w):
+    return hyperparameters(w).batch_size
+
+
+def cell_burn_in_steps(w):
+    hp = hyperparameters(w)
+    chained = burn_in_start(hp, config) is not None
+    return burn_in_steps(hp, config["limiting"]["burn_in"], chained=chained)
+
+
+FIELDS = {
+    "cell": lambda w: w.cell,
+    "hyperparameters": lambda w: hyperparameters(w).as_dict(),
+    "default": lambda w: CELLS[DEFAULT_CELL].as_dict(),
+    "device": lambda w: config["compute"]["device"],
+    "model": section("model"),
+    # how training steps are computed (they change the numbers)
+    "numerics": lambda w: {
+        k: config["compute"][k] for k in ("channels_last", "autocast", "compile_model")
+    },
+    **{k: section(k) for k in ("converge", "noise", "landscape")},
+    **{
+        k: limiting(k)
+        for k in (
+            "steps",
+            "eval_every",
+            "tensor_every",
+            "sampling",
+            "augment_shift",
+            "label_noise",
+            "phase_space",
+        )
+    },
+}
+
+
+def fields(*names, **getters):
+    return {**{n: FIELDS[n] for n in names}, **getters}
+
+
+BATCHES = ("sampling", "augment_shift", "label_noise")  # how a cell's batches are drawn
+HESSIAN = fields(  # the loss the Hessian is taken of
+    "cell",
+    "device",
+    "model",
+    "augment_shift",
+    "label_noise",
+    cell_batch_size=cell_batch_size,
+    hessian=section("hessian", without=("drift_steps", "drift_modes")),
+)
+
+STAGE_PARAMS = {  # stage: (config section the JSON starts from, or None; values added)
+    "prepare_data": (section("data"), {}),
+    "converge": (None, fields("device", "numerics", "model", "converge")),
+    "run": (  # a cell's burn-in and limiting run
+        None,
+        fields(
+            "cell",
+            "hyperparameters",
+            "device",
+            "numerics",
+            "model",
+            "steps",
+            "eval_every",
+            "tensor_every",
+            *BATCHES,
+            "phase_space",
+            compile_recording=lambda w: config["compute"]["compile_recording"],
+            burn_in_steps=cell_burn_in_steps,
+        ),
+    ),
+    "export": (
+        None,
+        fields("cell", "hyperparameters", "model", *BATCHES, dataset=lambda w: DATASET),
+    ),
+    "analysis": (section("analysis"), {}),
+    "plots": (section("plots"), fields("default")),
+    "tables": (None, fields("default")),
+    "hessian": (None, HESSIAN),
+    "eigenvector_drift": (  # the Hessian's loss and the cell's run, replayed to the drift steps
+        None,
         {
-            "device": config["compute"]["device"],
-            "numerics": numerics(),
-            "model": config["model"],
-            "converge": config["converge"],
-        }
-    )
-
-
-def cell_params(wildcards):
-    hp = CELLS[wildcards.cell]
-    lim = config["limiting"]
-    return as_json(
+            **HESSIAN,
+            **fields("hyperparameters", "sampling", "numerics"),
+            "hessian": section("hessian"),
+        },
+    ),
+    "noise": (
+        None,
+        fields(
+            "cell", "device", "model", "noise", *BATCHES, batch_size=cell_batch_size
+        ),
+    ),
+    "landscape": (
+        None,
+        fields("device", "model", "landscape", cell=lambda w: DEFAULT_CELL),
+    ),
+    "linreg": (
+        section("linear_regression", without=("enabled", "momenta", "samplings")),
         {
-            "cell": wildcards.cell,
-            "hyperparameters": hp.as_dict(),
-            "device": config["compute"]["device"],
-            "numerics": numerics(),
-            "model": config["model"],
-            "steps": lim["steps"],
-            "eval_every": lim["eval_every"],
-            "tensor_every": lim["tensor_every"],
-            "compile_recording": config["compute"]["compile_recording"],
-            "sampling": lim["sampling"],
-            "augment_shift": lim["augment_shift"],
-            "label_noise": lim["label_noise"],
-            "burn_in_steps": burn_in_steps(
-                hp, lim["burn_in"], chained=burn_in_start(hp, config) is not None
-            ),
-            "phase_space": lim["phase_space"],
-        }
-    )
+            "momentum": lambda w: LINREG_CELLS[w.linreg]["momentum"],
+            "sampling": lambda w: LINREG_CELLS[w.linreg]["sampling"],
+        },
+    ),
+}
+
+
+def params_for(stage):
+    """A function of a job's wildcards: the stage's parameters as JSON."""
+    base, values = STAGE_PARAMS[stage]
+
+    def params(wildcards):
+        out = base(wildcards) if base else {}
+        out.update({k: get(wildcards) for k, get in values.items()})
+        return json.dumps(out, sort_keys=True)
+
+    return params
+
+
+# ------------------------------------------------------------- cells and inputs
 
 
 def burn_in_checkpoint(wildcards):
     """The converged weights, or the theta_0 of the seed's default cell (chained burn-in)."""
-    start = burn_in_start(CELLS[wildcards.cell], config)
+    start = burn_in_start(hyperparameters(wildcards), config)
     if start is None:
         return "results/converge/theta0.pt"
     return f"results/runs/{cell_id(start)}/theta0.pt"
@@ -124,76 +218,12 @@ def hessian_arg(wildcards, input):
     return f"--hessian {input.hessian}" if "hessian" in input.keys() else ""
 
 
-def export_params(wildcards):
-    return as_json(
-        {
-            "cell": wildcards.cell,
-            "hyperparameters": CELLS[wildcards.cell].as_dict(),
-            "dataset": DATASET,
-            "model": config["model"],
-            "sampling": config["limiting"]["sampling"],
-            "augment_shift": config["limiting"]["augment_shift"],
-            "label_noise": config["limiting"]["label_noise"],
-        }
-    )
-
-
-def analysis_params():
-    return as_json(config["analysis"])
-
-
-def plot_params():
-    return as_json({**config["plots"], "default": CELLS[DEFAULT_CELL].as_dict()})
-
-
-def default_cell_params():
-    return as_json({"default": CELLS[DEFAULT_CELL].as_dict()})
-
-
 def cell_files(pattern):
     return expand(pattern, cell=list(CELLS))
 
 
 def probed_files(pattern):
     return expand(pattern, cell=PROBED)
-
-
-def figure(name):
-    return f"results/figures/{name}.{config['plots']['format']}"
-
-
-def hessian_settings(wildcards, with_drift=False):
-    """The loss the Hessian is taken of (the drift keys only where they are used)."""
-    hess = {
-        k: v
-        for k, v in config["hessian"].items()
-        if with_drift or not k.startswith("drift_")
-    }
-    return {
-        "cell": wildcards.cell,
-        "cell_batch_size": CELLS[wildcards.cell].batch_size,
-        "device": config["compute"]["device"],
-        "model": config["model"],
-        "hessian": hess,
-        "augment_shift": config["limiting"]["augment_shift"],
-        "label_noise": config["limiting"]["label_noise"],
-    }
-
-
-def hessian_params(wildcards):
-    return as_json(hessian_settings(wildcards))
-
-
-def drift_params(wildcards):
-    """The Hessian's settings and the cell's run (replayed to the drift steps)."""
-    return as_json(
-        {
-            **hessian_settings(wildcards, with_drift=True),
-            "hyperparameters": CELLS[wildcards.cell].as_dict(),
-            "sampling": config["limiting"]["sampling"],
-            "numerics": numerics(),
-        }
-    )
 
 
 def drifts():
@@ -216,10 +246,6 @@ def drift_arg(wildcards, input):
     return f"--drift {input.drift}" if "drift" in input.keys() else ""
 
 
-def noise_files():
-    return probed_files("results/noise/{cell}.nc")
-
-
 def noise_inputs(wildcards):
     inputs = {
         "data": f"results/data/{DATASET}.npz",
@@ -230,21 +256,6 @@ def noise_inputs(wildcards):
     return inputs
 
 
-def noise_params(wildcards):
-    return as_json(
-        {
-            "device": config["compute"]["device"],
-            "model": config["model"],
-            "noise": config["noise"],
-            "cell": wildcards.cell,
-            "batch_size": CELLS[wildcards.cell].batch_size,
-            "sampling": config["limiting"]["sampling"],
-            "augment_shift": config["limiting"]["augment_shift"],
-            "label_noise": config["limiting"]["label_noise"],
-        }
-    )
-
-
 def compares():
     """Theory vs experiment needs both measurements at theta_0."""
     return config["hessian"]["enabled"] and config["noise"]["enabled"]
@@ -253,7 +264,11 @@ def compares():
 def predict_inputs(wildcards):
     inputs = {
         "analyses": cell_files("results/analysis/cells/{cell}.json"),
-        "noise": noise_files() if config["noise"]["enabled"] else [],
+        "noise": (
+            probed_files("results/noise/{cell}.nc")
+            if config["noise"]["enabled"]
+            else []
+        ),
     }
     if compares():
         inputs["comparisons"] = probed_files("results/analysis/theory/{cell}.nc")
@@ -268,24 +283,74 @@ def comparisons_arg(wildcards, input):
     return f"--comparisons {input.comparisons}" if compares() and PROBED else ""
 
 
-def landscape_params():
-    return as_json(
-        {
-            "cell": DEFAULT_CELL,
-            "device": config["compute"]["device"],
-            "model": config["model"],
-            "landscape": config["landscape"],
-        }
-    )
+LINREG = config["linear_regression"]
+LINREG_CELLS = {
+    f"mom{m:g}_{s}": {"momentum": m, "sampling": s}
+    for m in LINREG["momenta"]
+    for s in LINREG["samplings"]
+}
 
 
-def comparison_figure_name(wildcards):
-    return wildcards.comparison_figure.replace("_", "-")
+def linreg_files():
+    return expand("results/linear_regression/{linreg}.nc", linreg=list(LINREG_CELLS))
 
 
-def comparison_figure_inputs(wildcards):
+# ------------------------------------------------------------- figures
+# figure: (report category, `limiting-dynamics plot` command); inputs in figure_inputs.
+FIGURES = {
+    "convergence": ("Convergence", "convergence"),
+    "msd": ("Diffusion", "msd"),
+    "rotation": ("Diffusion", "rotation"),
+    "local_displacement": ("Diffusion", "local-displacement"),
+    "scaling": ("Hyperparameters", "scaling"),
+    "metrics": ("Performance", "metrics"),
+    "hessian_spectrum": ("Hessian", "hessian-spectrum"),
+    **{
+        f: ("Theory vs experiment", f.replace("_", "-"))
+        for f in (
+            "theory_modes",
+            "phase_space",
+            "theory_msd",
+            "noise_curvature",
+            "loss_landscape",
+            "eigenvector_drift",
+        )
+    },
+    **{
+        f"linreg_{f}": ("Linear regression", f"linreg-{f.replace('_', '-')}")
+        for f in ("phase_space", "frequency", "theory", "sampling")
+    },
+    **{
+        f"theory_{f}": ("Theory", f.replace("_", "-"))
+        for f in ("ou_currents", "power_law")
+    },
+}
+
+
+wildcard_constraints:
+    figure="|".join(FIGURES),
+
+
+def figure(name):
+    return f"results/figures/{name}.{config['plots']['format']}"
+
+
+def figure_inputs(wildcards):
+    """The files a figure is drawn from, in the order its plot command reads them."""
+    runs = ["results/trajectories/all_cells.nc", "results/analysis/summary.csv"]
     theory = probed_files("results/analysis/theory/{cell}.nc")
-    return {
+    linreg = linreg_files() + [
+        "results/linear_regression/comparison.csv",
+        "results/linear_regression/discrete_vs_continuous.csv",
+    ]
+    inputs = {
+        "convergence": ["results/converge/history.nc"],
+        "msd": runs,
+        "rotation": runs,
+        "local_displacement": runs,
+        "scaling": runs,
+        "metrics": runs[:1],
+        "hessian_spectrum": probed_files("results/hessian/{cell}.nc"),
         "theory_modes": theory + ["results/analysis/predictions.csv"],
         "phase_space": [
             f"results/trajectories/{DEFAULT_CELL}.nc",
@@ -295,7 +360,30 @@ def comparison_figure_inputs(wildcards):
         "noise_curvature": theory,
         "loss_landscape": ["results/landscape/landscape.nc"],
         "eigenvector_drift": probed_files("results/drift/{cell}.nc"),
-    }[wildcards.comparison_figure]
+        **{
+            f: linreg
+            for f, (category, _) in FIGURES.items()
+            if category == "Linear regression"
+        },
+        **{f: [] for f, (category, _) in FIGURES.items() if category == "Theory"},
+    }
+    return inputs[wildcards.figure]
+
+
+def figure_category(wildcards):
+    return FIGURES[wildcards.figure][0]
+
+
+def figure_command(wildcards):
+    return FIGURES[wildcards.figure][1]
+
+
+def figure_inputs_arg(wildcards, input):
+    """The theory figures read no file."""
+    return " ".join(input) or "none"
+
+
+# ------------------------------------------------------------- targets
 
 
 def prediction_outputs():
@@ -322,44 +410,13 @@ def hessian_outputs():
     return out
 
 
-LINREG = config["linear_regression"]
-LINREG_CELLS = {
-    f"mom{m:g}_{s}": {"momentum": m, "sampling": s}
-    for m in LINREG["momenta"]
-    for s in LINREG["samplings"]
-}
-
-
-def linreg_params(wildcards):
-    settings = {
-        k: v for k, v in LINREG.items() if k not in ("enabled", "momenta", "samplings")
-    }
-    return as_json({**settings, **LINREG_CELLS[wildcards.linreg]})
-
-
-def linreg_files():
-    return expand("results/linear_regression/{linreg}.nc", linreg=list(LINREG_CELLS))
-
-
-def linreg_figure_name(wildcards):
-    name = wildcards.linreg_figure.replace("_", "-")
-    return f"linreg-{name}"
-
-
-def theory_figure_name(wildcards):
-    return wildcards.theory_figure.replace("_", "-")
-
-
 def linreg_outputs():
     if not LINREG["enabled"]:
         return []
-    return [
-        "results/linear_regression/comparison.csv",
-        *(
-            figure(f"linreg_{f}")
-            for f in ("phase_space", "frequency", "theory", "sampling")
-        ),
-        *(figure(f"theory_{f}") for f in ("ou_currents", "power_law")),
+    return ["results/linear_regression/comparison.csv"] + [
+        figure(f)
+        for f, (category, _) in FIGURES.items()
+        if category in ("Linear regression", "Theory")
     ]
 
 
@@ -373,11 +430,16 @@ def all_outputs():
             "results/analysis/summary.csv",
             "results/analysis/summary.nc",
             "results/analysis/results.md",
-            figure("convergence"),
-            figure("msd"),
-            figure("rotation"),
-            figure("local_displacement"),
-            figure("scaling"),
-            figure("metrics"),
+        ]
+        + [
+            figure(f)
+            for f in (
+                "convergence",
+                "msd",
+                "rotation",
+                "local_displacement",
+                "scaling",
+                "metrics",
+            )
         ]
     )

@@ -1,5 +1,5 @@
 # Theory vs experiment per cell (no fitted constants), the predictions tables, the
-# loss landscape of the default cell and their figures.
+# loss landscape of the default cell (their figures: plots.smk).
 
 
 rule compare_cell:
@@ -13,12 +13,10 @@ rule compare_cell:
         "results/benchmarks/compare_cell/{cell}.tsv"
     conda:
         "../envs/limiting-dynamics.yaml"
-    threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **small_job(),
     params:
-        analysis=analysis_params(),
+        analysis=params_for("analysis"),
         drift=drift_arg,
     shell:
         "limiting-dynamics compare-cell --trajectory {input.trajectory} --hessian {input.hessian}"
@@ -46,10 +44,8 @@ rule predict:
         "results/benchmarks/predict.tsv"
     conda:
         "../envs/limiting-dynamics.yaml"
-    threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **small_job(),
     params:
         noise=noise_arg,
         comparisons=comparisons_arg,
@@ -79,35 +75,8 @@ rule landscape:
         runtime=60,
         gpu=gpus(),
     params:
-        run=landscape_params(),
+        run=params_for("landscape"),
     shell:
         "limiting-dynamics landscape --data {input.data} --checkpoint {input.checkpoint}"
         " --hessian {input.hessian} --trajectory {input.trajectory} --params {params.run:q}"
         " --out {output} --threads {threads} > {log} 2>&1"
-
-
-rule plot_comparison:
-    input:
-        comparison_figure_inputs,
-    output:
-        report(
-            figure("{comparison_figure}"),
-            caption="../report/comparison_figure.rst",
-            category="Theory vs experiment",
-        ),
-    log:
-        "results/logs/plots/{comparison_figure}.log",
-    benchmark:
-        "results/benchmarks/plots/{comparison_figure}.tsv"
-    conda:
-        "../envs/limiting-dynamics.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        plots=plot_params(),
-        name=comparison_figure_name,
-    shell:
-        "limiting-dynamics plot {params.name} --inputs {input} --params {params.plots:q}"
-        " --out {output} > {log} 2>&1"

@@ -12,7 +12,7 @@ rule prepare_data:
         mem_mb=config["compute"]["mem_mb"],
         runtime=120,
     params:
-        data=data_params(),
+        data=params_for("prepare_data"),
     shell:
         "limiting-dynamics prepare-data --params {params.data:q} --out {output}"
         " --threads {threads} > {log} 2>&1"

@@ -9,12 +9,10 @@ rule export_trajectory:
         "results/benchmarks/export_trajectory/{cell}.tsv"
     conda:
         "../envs/limiting-dynamics.yaml"
-    threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **small_job(),
     params:
-        run=export_params,
+        run=params_for("export"),
     shell:
         "limiting-dynamics export-trajectory --raw {input} --params {params.run:q}"
         " --out {output} > {log} 2>&1"
@@ -31,10 +29,8 @@ rule combine_trajectories:
         "results/benchmarks/combine_trajectories.tsv"
     conda:
         "../envs/limiting-dynamics.yaml"
-    threads: 1
     resources:
-        mem_mb=4000,
-        runtime=10,
+        **small_job(mem_mb=4000),
     params:
         cells=list(CELLS),
     shell:

@@ -21,7 +21,7 @@ rule hessian:
         gpu=gpus(),
         checkpoint_every=config["compute"]["checkpoint_steps"],
     params:
-        run=hessian_params,
+        run=params_for("hessian"),
         resume="results/runs/{cell}/hessian_resume.pt",
     shell:
         "limiting-dynamics hessian --data {input.data} --checkpoint {input.checkpoint}"
@@ -48,33 +48,7 @@ rule eigenvector_drift:
         runtime=120,
         gpu=gpus(),
     params:
-        run=drift_params,
+        run=params_for("eigenvector_drift"),
     shell:
         "limiting-dynamics eigenvector-drift --data {input.data} --checkpoint {input.checkpoint}"
         " --hessian {input.hessian} --params {params.run:q} --out {output} --threads {threads} > {log} 2>&1"
-
-
-rule plot_hessian:
-    input:
-        probed_files("results/hessian/{cell}.nc"),
-    output:
-        report(
-            figure("hessian_spectrum"),
-            caption="../report/hessian_spectrum.rst",
-            category="Hessian",
-        ),
-    log:
-        "results/logs/plots/hessian_spectrum.log",
-    benchmark:
-        "results/benchmarks/plots/hessian_spectrum.tsv"
-    conda:
-        "../envs/limiting-dynamics.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        plots=plot_params(),
-    shell:
-        "limiting-dynamics plot hessian-spectrum --inputs {input} --params {params.plots:q}"
-        " --out {output} > {log} 2>&1"

@@ -16,7 +16,7 @@ rule linreg_cell:
         mem_mb=2000,
         runtime=30,
     params:
-        linreg=linreg_params,
+        linreg=params_for("linreg"),
     shell:
         "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
         " limiting-dynamics linreg-cell --params {params.linreg:q} --out {output} > {log} 2>&1"
@@ -38,64 +38,8 @@ rule linreg_summary:
         "results/benchmarks/linear_regression/summary.tsv"
     conda:
         "../envs/limiting-dynamics.yaml"
-    threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **small_job(),
     shell:
         "limiting-dynamics linreg-summary --inputs {input} --out-csv {output.csv}"
         " --out-continuous {output.continuous} > {log} 2>&1"
-
-
-rule plot_linreg:
-    input:
-        linreg_files(),
-        "results/linear_regression/comparison.csv",
-        "results/linear_regression/discrete_vs_continuous.csv",
-    output:
-        report(
-            figure("linreg_{linreg_figure}"),
-            caption="../report/linreg_figure.rst",
-            category="Linear regression",
-        ),
-    log:
-        "results/logs/plots/linreg_{linreg_figure}.log",
-    benchmark:
-        "results/benchmarks/plots/linreg_{linreg_figure}.tsv"
-    conda:
-        "../envs/limiting-dynamics.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        plots=plot_params(),
-        name=linreg_figure_name,
-    shell:
-        "limiting-dynamics plot {params.name} --inputs {input} --params {params.plots:q}"
-        " --out {output} > {log} 2>&1"
-
-
-rule plot_theory:
-    output:
-        report(
-            figure("theory_{theory_figure}"),
-            caption="../report/theory_figure.rst",
-            category="Theory",
-        ),
-    log:
-        "results/logs/plots/theory_{theory_figure}.log",
-    benchmark:
-        "results/benchmarks/plots/theory_{theory_figure}.tsv"
-    conda:
-        "../envs/limiting-dynamics.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        plots=plot_params(),
-        name=theory_figure_name,
-    shell:
-        "limiting-dynamics plot {params.name} --inputs none --params {params.plots:q}"
-        " --out {output} > {log} 2>&1"

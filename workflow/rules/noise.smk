@@ -18,7 +18,7 @@ rule gradient_noise:
         runtime=60,
         gpu=gpus(),
     params:
-        run=noise_params,
+        run=params_for("noise"),
         hessian=hessian_arg,
     shell:
         "limiting-dynamics gradient-noise --data {input.data} --checkpoint {input.checkpoint}"

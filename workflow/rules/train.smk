@@ -17,7 +17,7 @@ rule converge:
         gpu=gpus(),
         checkpoint_every=config["compute"]["checkpoint_epochs"],
     params:
-        run=converge_params(),
+        run=params_for("converge"),
         resume="results/converge/resume.pt",
     shell:
         "limiting-dynamics converge --data {input.data} --params {params.run:q}"
@@ -45,7 +45,7 @@ rule burn_in:
         gpu=gpus(),
         checkpoint_every=config["compute"]["checkpoint_steps"],
     params:
-        run=cell_params,
+        run=params_for("run"),
         diverged="results/runs/{cell}/diverged.json",
         resume="results/runs/{cell}/burn_in_resume.pt",
     shell:
@@ -73,7 +73,7 @@ rule limiting_run:
         gpu=gpus(),
         checkpoint_every=config["compute"]["checkpoint_steps"],
     params:
-        run=cell_params,
+        run=params_for("run"),
         hessian=hessian_arg,
         diverged="results/runs/{cell}/diverged.json",
         resume="results/runs/{cell}/resume.pt",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import xarray as xr
 
-from .. import diffusion, replicates, results_tables, trajectory
+from .. import diffusion, replicates, results_tables, table_columns, trajectory
 from ..atomic import atomic_path, write_json, write_netcdf
 from ..provenance import git_revision, now_iso, stamp
 from ..result_files import open_result
@@ -196,5 +196,5 @@ def cell_table_dataset(df, title: str, command: str, modes=None):
     if modes is not None and len(modes):
         per_mode = xr.Dataset.from_dataframe(modes.astype({"mode": int}).set_index(["cell", "mode"]))
         ds = xr.merge([ds, per_mode], join="outer")
-        ds["mode"].attrs["long_name"] = "Hessian eigenvector index at theta_0 (1 = largest eigenvalue)"
+    table_columns.describe(ds)
     return stamp(ds, f"Limiting dynamics of SGD: {title}", command)

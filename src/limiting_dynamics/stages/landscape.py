@@ -57,6 +57,7 @@ def cmd_landscape(a) -> None:
         "test_loss": ("nat", "mean cross-entropy on the test set at theta_0 + alpha u_a + beta u_b"),
         "trajectory_a": ("1", f"u_{i}^T (theta_k - theta_0) of the limiting run"),
         "trajectory_b": ("1", f"u_{j}^T (theta_k - theta_0) of the limiting run"),
+        "step": ("1", "number of SGD updates since theta_0"),
     }
     for k, (units, long_name) in meta.items():
         ds[k].attrs.update(units=units, long_name=long_name)

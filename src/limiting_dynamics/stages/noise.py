@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .. import noise
+from .. import noise, table_columns
 from ..atomic import write_netcdf
 from ..provenance import stamp
 from ..result_files import open_result
@@ -58,6 +58,7 @@ def cmd_gradient_noise(a) -> None:
             data_vars["per_sample_var_along_eigenvector"] = ("mode", ps["projection_var"])
     coords = {"mode": np.arange(1, len(eig) + 1), "hessian_eigenvalue": ("mode", eig)} if dirs is not None else {}
     ds = xr.Dataset(data_vars, coords=coords)
+    table_columns.describe(ds, noise.VARIABLES)
     stamp(
         ds,
         f"Gradient noise at theta_0 of cell {p.get('cell', '')}, batch size {bs}",

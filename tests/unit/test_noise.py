@@ -34,6 +34,68 @@ def mlp_setup():
     return model, x, y, g, c
 
 
+def _small_bn_convnet():
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, stride=2),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 9, 3),
+    )
+    model.train()
+    with torch.no_grad():  # non-trivial running statistics, then the eval-mode per-sample gradients use them
+        model(torch.randn(32, 1, 8, 8) * 2 + 0.5)
+    return model
+
+
+class _Clock:
+    """A fake ``time.perf_counter`` advanced by the fake gradient methods below."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class _CostedGradients:
+    """Stands in for ``_PerSampleGradients`` with set costs on a fake clock:
+    the loop takes 1 time unit per sample (2 for its first, a warm-up), a vmap
+    call of ``c`` samples ``c * vmap_cost(c)``. Tests the calibration's
+    scheduling, which real timings on a shared machine cannot pin down."""
+
+    def __init__(self, clock, vmap_cost):
+        self.clock, self.vmap_cost = clock, vmap_cost
+        self.param_list = [torch.zeros(1)]
+        self.vmap_calls, self.loop_samples = [], 0
+
+    def loop(self, x, y, times=None):
+        for _ in range(x.shape[0]):
+            dt = 2.0 if self.loop_samples == 0 else 1.0
+            self.clock.now += dt
+            times.append(dt)
+            self.loop_samples += 1
+        return torch.zeros(x.shape[0], 1)
+
+    def vmap(self, x, y):
+        c = x.shape[0]
+        self.vmap_calls.append(c)
+        self.clock.now += c * self.vmap_cost(c)
+        return torch.zeros(c, 1)
+
+
+def _batches(x, y, batch_size, seed, scheme="replacement"):
+    """The workflow's batch source over tensors (what ``data.train_batches`` gives)."""
+    from limiting_dynamics.data.datasets import TensorData
+
+    d = TensorData("t", x, y, x[:1], y[:1], int(y.max()) + 1, torch.zeros(1))
+    return d.train_batches(batch_size, scheme, seed)
+
+
 def test_per_sample_statistics_match_a_plain_loop(mlp_setup):
     model, x, y, g, c = mlp_setup
     w, u = torch.linalg.eigh(c)
@@ -57,24 +119,6 @@ def test_every_per_sample_method_matches_the_reference_loop(mlp_setup, method):
     assert out["mean_grad_sq_norm"] == pytest.approx(float(g.mean(0).dot(g.mean(0))), rel=1e-10)
     timed = out["calibration_vmap_samples_per_s"] is not None
     assert timed == (method == "auto") and timed == (out["calibration_loop_samples_per_s"] is not None)
-
-
-def _small_bn_convnet():
-    torch.manual_seed(3)
-    model = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1),
-        nn.BatchNorm2d(4),
-        nn.ReLU(),
-        nn.Conv2d(4, 4, 3, stride=2),
-        nn.BatchNorm2d(4),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(4 * 9, 3),
-    )
-    model.train()
-    with torch.no_grad():  # non-trivial running statistics, then the eval-mode per-sample gradients use them
-        model(torch.randn(32, 1, 8, 8) * 2 + 0.5)
-    return model
 
 
 @pytest.mark.parametrize("n, chunk", [(96, 8), (40, 16), (20, 4), (2, 8)])
@@ -132,42 +176,6 @@ def test_auto_on_a_small_job_is_the_loop_without_trying_vmap(mlp_setup):
     assert out["calibration_loop_samples_per_s"] > 0
 
 
-class _Clock:
-    """A fake ``time.perf_counter`` advanced by the fake gradient methods below."""
-
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-
-class _CostedGradients:
-    """Stands in for ``_PerSampleGradients`` with set costs on a fake clock:
-    the loop takes 1 time unit per sample (2 for its first, a warm-up), a vmap
-    call of ``c`` samples ``c * vmap_cost(c)``. Tests the calibration's
-    scheduling, which real timings on a shared machine cannot pin down."""
-
-    def __init__(self, clock, vmap_cost):
-        self.clock, self.vmap_cost = clock, vmap_cost
-        self.param_list = [torch.zeros(1)]
-        self.vmap_calls, self.loop_samples = [], 0
-
-    def loop(self, x, y, times=None):
-        for _ in range(x.shape[0]):
-            dt = 2.0 if self.loop_samples == 0 else 1.0
-            self.clock.now += dt
-            times.append(dt)
-            self.loop_samples += 1
-        return torch.zeros(x.shape[0], 1)
-
-    def vmap(self, x, y):
-        c = x.shape[0]
-        self.vmap_calls.append(c)
-        self.clock.now += c * self.vmap_cost(c)
-        return torch.zeros(c, 1)
-
-
 @pytest.mark.parametrize(
     "n, vmap_cost, method, chunk, calls",
     [
@@ -210,14 +218,6 @@ def test_per_sample_method_must_be_known(mlp_setup):
     model, x, y, _, _ = mlp_setup
     with pytest.raises(N.NoiseError, match="method"):
         N.per_sample_noise(model, x, y, method="fast")
-
-
-def _batches(x, y, batch_size, seed, scheme="replacement"):
-    """The workflow's batch source over tensors (what ``data.train_batches`` gives)."""
-    from limiting_dynamics.data.datasets import TensorData
-
-    d = TensorData("t", x, y, x[:1], y[:1], int(y.max()) + 1, torch.zeros(1))
-    return d.train_batches(batch_size, scheme, seed)
 
 
 def test_minibatch_covariance_with_replacement_is_c_over_s(mlp_setup):
@@ -265,13 +265,3 @@ def test_bad_settings_raise_clear_errors(mlp_setup, kwargs, message):
 
     with pytest.raises(DataError, match="batch size 1000 exceeds the 80 training examples"):
         _batches(x, y, 1000, seed=0)
-
-
-def test_scale_invariant_weights_are_the_ones_before_batchnorm():
-    from limiting_dynamics.models import build_model, scale_invariant_tensors
-
-    names = scale_invariant_tensors(
-        build_model({"arch": "resnet18", "blocks": [2, 2, 2, 2], "width": 64, "stem": "imagenet"}, 10, 3)
-    )
-    assert len(names) == 20 and "conv1.weight" in names and "layer2.0.downsample.0.weight" in names
-    assert "fc.weight" not in names and "bn1.weight" not in names

@@ -6,6 +6,8 @@ import pytest
 from limiting_dynamics import spectra, theory
 
 LR, BETA, WD = 0.05, 0.9, 1e-3
+
+
 LAMS = np.array([8.0, 4.0, 1.9, 1.0, 0.5])
 
 

@@ -1,14 +1,26 @@
+"""Training: limiting runs record every step consistently and reproducibly,
+divergence is named, burn-in states, phase-space projections, replay, label
+noise, and runs stopped and resumed bit for bit."""
+
+from __future__ import annotations
+
+import signal
+
 import numpy as np
 import pytest
 import torch
-import xarray as xr
 
-from limiting_dynamics import trajectory
-from limiting_dynamics.atomic import write_netcdf
-from limiting_dynamics.data import datasets as data
-from limiting_dynamics.data.batches import BatchSampler
+from limiting_dynamics.checkpoints import (
+    Checkpointer,
+    CheckpointError,
+    ResumeStore,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+from limiting_dynamics.errors import Interrupted
 from limiting_dynamics.models import build_model
-from limiting_dynamics.training import DivergenceError, Hyperparameters, limiting_run
+from limiting_dynamics.training import DivergenceError, Hyperparameters, burn_in, limiting_run, pretrain
 
 MODEL = {"arch": "resnet", "blocks": [1], "width": 4, "stem": "cifar"}
 
@@ -36,24 +48,55 @@ def record(digits):
     return _run(digits, Hyperparameters(0.05, 32, 0.9, 5e-3, 0))
 
 
-def test_reshuffle_visits_every_example_once_per_epoch():
-    s = BatchSampler(100, 10, "reshuffle", seed=0, device=torch.device("cpu"))
-    first = torch.cat([s.next() for _ in range(10)])
-    assert sorted(first.tolist()) == list(range(100))
-    s2 = BatchSampler(100, 10, "reshuffle", seed=0, device=torch.device("cpu"))
-    assert torch.equal(torch.cat([s2.next() for _ in range(10)]), first)
+CPU = torch.device("cpu")
 
 
-def test_replacement_draws_are_iid_uniform():
-    s = BatchSampler(50, 25, "replacement", seed=0, device=torch.device("cpu"))
-    idx = torch.cat([s.next() for _ in range(400)])
-    counts = torch.bincount(idx, minlength=50).double()
-    assert counts.min() > 0
-    # chi-square with 49 dof: far below 100 unless the draws are not uniform
-    chi2 = float(((counts - counts.mean()) ** 2 / counts.mean()).sum())
-    assert chi2 < 100
-    # with replacement, a batch can repeat an example (it does, with 25 of 50)
-    assert any(len(set(s.next().tolist())) < 25 for _ in range(20))
+QUIET = {"log": lambda s: None}
+
+
+class StopAt:
+    """A stop flag that reports SIGTERM once the loop has called it ``n`` times."""
+
+    def __init__(self, n: int):
+        self.n, self.calls = n, 0
+
+    def __call__(self):
+        self.calls += 1
+        return signal.SIGTERM if self.calls >= self.n else None
+
+
+def _limiting(digits, checkpointer=None):
+    """50 recorded steps with phase space (3 directions, an 8-number sketch)."""
+    torch.manual_seed(0)
+    model = build_model(MODEL, 10, 1)
+    n = sum(p.numel() for p in model.parameters())
+    directions = torch.linalg.qr(torch.randn(n, 3, generator=torch.Generator().manual_seed(5)))[0].T.contiguous()
+    return limiting_run(
+        model,
+        digits,
+        Hyperparameters(0.05, 32, 0.9, 5e-3, 1),
+        steps=50,
+        burn_in=7,
+        eval_every=20,
+        sampling="reshuffle",
+        augment_shift=1,
+        device=CPU,
+        directions=directions,
+        sketch_dim=8,
+        tensor_every=3,
+        cell="c",
+        checkpointer=checkpointer,
+        **QUIET,
+    )
+
+
+def _assert_same_record(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        if isinstance(a[k], np.ndarray):
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        else:
+            assert a[k] == b[k], k
 
 
 def test_limiting_run_records_every_step_consistently(record):
@@ -80,147 +123,8 @@ def test_divergence_names_cell_and_step(digits):
         _run(digits, Hyperparameters(1e4, 32, 0.9, 0.0, 0), steps=40, burn_in=0, check_every=10)
 
 
-def _dataset(record):
-    rec = dict(record)
-    attrs = {
-        "lr": 0.05,
-        "batch_size": 32,
-        "momentum": 0.9,
-        "weight_decay": 5e-3,
-        "seed": 0,
-        "cell": "c",
-        "dataset": "digits",
-        "model": "{}",
-        "sampling": "reshuffle",
-        "device": "cpu",
-    }
-    return trajectory.build_dataset(rec, attrs)
-
-
-def test_trajectory_netcdf_round_trip_with_cf_attributes(record, tmp_path):
-    ds = _dataset(record)
-    path = tmp_path / "t.nc"
-    write_netcdf(ds, path, trajectory.encoding_for(ds))
-    back = trajectory.open_trajectory(path)
-    for v in ("train_loss", "sq_dist_from_start", "sq_step", "sq_velocity", "sq_param_norm"):
-        assert back[v].dims == ("step",)
-        assert back[v].attrs["units"] and back[v].attrs["long_name"]
-        np.testing.assert_array_equal(back[v].values, ds[v].values)
-    assert back["eval_test_accuracy"].dims == ("eval_step",)
-    assert back.attrs["Conventions"].startswith("CF-")
-    assert back.attrs["history"][:4].isdigit() and "Z " in back.attrs["history"]
-    for a in (
-        "lr",
-        "batch_size",
-        "momentum",
-        "weight_decay",
-        "seed",
-        "n_params",
-        "torch_version",
-        "limiting_dynamics_version",
-        "dataset",
-        "model",
-    ):
-        assert a in back.attrs
-    # radial + angular = total, radial >= 0
-    total = back["sq_dist_from_start"].sel(step=back["tensor_step"].values).values
-    assert np.allclose(back["sq_dist_radial"] + back["sq_dist_angular"], total, rtol=1e-4)
-    assert np.all(back["sq_dist_radial"].values >= 0)
-    import netCDF4
-
-    with netCDF4.Dataset(path) as nc:
-        assert nc["sq_dist_from_start"].filters()["zlib"] is True
-
-
-def test_invalid_trajectories_are_rejected(record, tmp_path):
-    ds = _dataset(record)
-    bad = ds.copy(deep=True)
-    bad["sq_step"][3] = np.nan
-    with pytest.raises(trajectory.TrajectoryFormatError, match="sq_step has non-finite"):
-        trajectory.validate_trajectory(bad)
-    with pytest.raises(trajectory.TrajectoryFormatError, match="without gaps"):
-        trajectory.validate_trajectory(ds.drop_sel(step=[10]))
-    old = ds.copy()
-    old.attrs["format_version"] = 1
-    with pytest.raises(trajectory.TrajectoryFormatError, match="format version 1 is not the supported version 4"):
-        trajectory.validate_trajectory(old)
-    (tmp_path / "junk.nc").write_text("junk")
-    with pytest.raises(trajectory.TrajectoryFormatError, match="cannot be read"):
-        trajectory.open_trajectory(tmp_path / "junk.nc")
-
-
-def test_combine_puts_hyperparameters_on_the_cell_dimension(record, tmp_path):
-    paths = []
-    for i, lr in enumerate((0.05, 0.1)):
-        ds = _dataset(record)
-        ds.attrs["lr"] = lr
-        if i == 1:
-            ds = ds.isel(step=slice(0, 30))
-        p = tmp_path / f"{i}.nc"
-        write_netcdf(ds, p)
-        paths.append(p)
-    comb = trajectory.combine(paths, ["a", "b"])
-    assert comb.sizes["cell"] == 2 and comb.sizes["step"] == 40
-    assert list(comb["lr"].values) == [0.05, 0.1]
-    assert np.isnan(comb["sq_step"].sel(cell="b", step=35))
-    assert isinstance(comb, xr.Dataset) and "tensor" not in comb.dims
-
-
-def test_converge_stage_is_bit_reproducible(tmp_path):
-    """The whole stage, initialisation included, depends only on the config's seeds."""
-    import json
-
-    from limiting_dynamics.checkpoints import load_checkpoint
-    from limiting_dynamics.cli import main
-
-    path = tmp_path / "digits.npz"
-    data.save_prepared(
-        data.prepare({"name": "digits", "image_size": 8, "channels": 1, "test_fraction": 0.2, "split_seed": 0}), path
-    )
-    params = json.dumps(
-        {
-            "device": "cpu",
-            "model": MODEL,
-            "converge": {
-                "checkpoint": None,
-                "epochs": 1,
-                "lr": 0.1,
-                "batch_size": 128,
-                "momentum": 0.9,
-                "weight_decay": 5e-4,
-                "sampling": "reshuffle",
-                "augment_shift": 1,
-                "seed": 3,
-            },
-        }
-    )
-    states = []
-    for i in range(2):
-        torch.manual_seed(100 + i)  # whatever the global RNG was before must not matter
-        assert (
-            main(
-                [
-                    "converge",
-                    "--data",
-                    str(path),
-                    "--params",
-                    params,
-                    "--out-checkpoint",
-                    str(tmp_path / f"t{i}.pt"),
-                    "--out-history",
-                    str(tmp_path / f"h{i}.nc"),
-                ]
-            )
-            == 0
-        )
-        states.append(load_checkpoint(tmp_path / f"t{i}.pt")["model"])
-    for k in states[0]:
-        assert torch.equal(states[0][k], states[1][k]), k
-
-
 def test_burn_in_checkpoint_then_run_is_bit_identical_to_one_process(digits, tmp_path):
     """burn-in -> checkpoint on disk -> limiting run == burn-in and run in one go, for both samplings."""
-    from limiting_dynamics.checkpoints import load_checkpoint, save_checkpoint
     from limiting_dynamics.training import burn_in
 
     for sampling in ("reshuffle", "replacement"):
@@ -253,7 +157,6 @@ def test_burn_in_checkpoint_then_run_is_bit_identical_to_one_process(digits, tmp
 
 
 def test_burn_in_state_refuses_other_hyperparameters(digits):
-    from limiting_dynamics.checkpoints import CheckpointError
     from limiting_dynamics.training import burn_in
 
     hp = Hyperparameters(0.05, 32, 0.9, 5e-3, 0)
@@ -289,26 +192,6 @@ def test_phase_space_projections_and_sketch_match_the_parameters(digits):
     # the sketch is unbiased: its squared norm tracks ||theta_k - theta_0||^2 within sketch noise (~sqrt(2/64))
     ratio = (rec["sketch"] ** 2).sum(1) / rec["sq_dist_from_start"]
     assert 0.6 < np.median(ratio) < 1.6, np.median(ratio)
-
-
-def test_block_sign_sketch_is_linear_and_unbiased():
-    from limiting_dynamics.recording import BlockSignSketch
-
-    x = torch.randn(1001, dtype=torch.float64)
-    y = torch.randn(1001, dtype=torch.float64)
-    s = BlockSignSketch(1001, 10, seed=0, device="cpu", dtype=torch.float64)
-    assert s.block == 101
-    np.testing.assert_allclose(s(x + 2 * y).numpy(), (s(x) + 2 * s(y)).numpy(), atol=1e-12)
-    # over many sign draws E||Sx||^2 = ||x||^2
-    est = np.mean(
-        [
-            float((BlockSignSketch(1001, 10, seed=k, device="cpu", dtype=torch.float64)(x) ** 2).sum())
-            for k in range(400)
-        ]
-    )
-    assert abs(est / float(x @ x) - 1) < 0.05
-    with pytest.raises(ValueError, match="sketch dimension"):
-        BlockSignSketch(10, 11, 0, "cpu")
 
 
 def test_replay_from_the_burn_in_state_retraces_the_recorded_run(digits):
@@ -358,3 +241,81 @@ def test_label_noise_replaces_the_drawn_fraction_and_resumes_identically(digits)
     b.load_state_dict(state)
     for _ in range(5):
         assert torch.equal(a.next()[1], b.next()[1])
+
+
+def test_limiting_run_stopped_twice_and_resumed_is_bit_identical(digits, tmp_path):
+    whole = _limiting(digits)
+    store = ResumeStore(tmp_path / "resume.pt", {"cell": "c"}, **QUIET)
+    # stopped by a signal at step 13 (no scheduled checkpoint before), then at step 31 (after one at 20)
+    with pytest.raises(Interrupted, match="stopped by SIGTERM after 13 steps"):
+        _limiting(digits, Checkpointer(store, every=20, stop=StopAt(13), **QUIET))
+    assert read_checkpoint(store.path)["recorder"]["count"] == 13
+    with pytest.raises(Interrupted, match="after 31 steps"):
+        _limiting(digits, Checkpointer(store, every=20, stop=StopAt(18), **QUIET))
+    resumed = _limiting(digits, Checkpointer(store, every=20, **QUIET))
+    _assert_same_record(whole, resumed)
+
+
+def test_limiting_run_resumes_from_the_previous_checkpoint_when_the_last_is_damaged(digits, tmp_path):
+    whole = _limiting(digits)
+    store = ResumeStore(tmp_path / "resume.pt", {"cell": "c"}, **QUIET)
+    with pytest.raises(Interrupted):
+        _limiting(digits, Checkpointer(store, every=10, stop=StopAt(35), **QUIET))
+    store.path.write_bytes(store.path.read_bytes()[:1000])  # the step-35 checkpoint, truncated
+    assert read_checkpoint(store.prev)["recorder"]["count"] == 30
+    _assert_same_record(whole, _limiting(digits, Checkpointer(store, every=10, **QUIET)))
+
+
+def test_burn_in_stopped_and_resumed_is_bit_identical(digits, tmp_path):
+    hp = Hyperparameters(0.05, 32, 0.9, 5e-3, 2)
+
+    def run(checkpointer=None):
+        torch.manual_seed(0)
+        return burn_in(
+            build_model(MODEL, 10, 1),
+            digits,
+            hp,
+            steps=40,
+            sampling="replacement",
+            device=CPU,
+            augment_shift=1,
+            checkpointer=checkpointer,
+            **QUIET,
+        )
+
+    whole = run()
+    store = ResumeStore(tmp_path / "burn.pt", {"cell": "c"}, **QUIET)
+    with pytest.raises(Interrupted, match="after 17 burn-in steps"):
+        run(Checkpointer(store, every=0, stop=StopAt(17), **QUIET))
+    resumed = run(Checkpointer(store, every=0, **QUIET))
+    assert resumed["burn_in_loss"] == whole["burn_in_loss"]
+    for k, v in whole["model"].items():
+        assert torch.equal(v, resumed["model"][k]), k
+    assert torch.equal(whole["momentum_buffer"], resumed["momentum_buffer"])
+
+
+def test_pretraining_stopped_and_resumed_is_bit_identical(digits, tmp_path):
+    cfg = {
+        "epochs": 3,
+        "lr": 0.1,
+        "batch_size": 128,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "sampling": "reshuffle",
+        "augment_shift": 1,
+        "seed": 4,
+    }
+
+    def run(checkpointer=None):
+        torch.manual_seed(4)
+        model = build_model(MODEL, 10, 1)
+        return model, pretrain(model, digits, cfg, CPU, checkpointer=checkpointer, **QUIET)
+
+    whole_model, whole = run()
+    store = ResumeStore(tmp_path / "conv.pt", {"converge": 1}, **QUIET)
+    with pytest.raises(Interrupted, match="after 1 epochs"):
+        run(Checkpointer(store, every=0, stop=StopAt(1), **QUIET))
+    model, history = run(Checkpointer(store, every=1, **QUIET))
+    assert history == whole
+    for k, v in whole_model.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k

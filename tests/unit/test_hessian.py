@@ -1,16 +1,46 @@
 """Hessian estimators on a known matrix and on a small network against the exact
-Hessian from torch.autograd.functional.hessian."""
+Hessian from torch.autograd.functional.hessian; a stopped Hessian job resumes
+to the same numbers."""
+
+from __future__ import annotations
 
 import functools
+import signal
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from small_networks import Small
 from torch.func import functional_call
 
 from limiting_dynamics import hessian as Hs
+from limiting_dynamics.checkpoints import (
+    Checkpointer,
+    ResumeStore,
+    read_checkpoint,
+)
+from limiting_dynamics.errors import Interrupted
+from limiting_dynamics.models import build_model
+
+MODEL = {"arch": "resnet", "blocks": [1], "width": 4, "stem": "cifar"}
+
+
+CPU = torch.device("cpu")
+
+
+QUIET = {"log": lambda s: None}
+
+
+class StopAt:
+    """A stop flag that reports SIGTERM once the loop has called it ``n`` times."""
+
+    def __init__(self, n: int):
+        self.n, self.calls = n, 0
+
+    def __call__(self):
+        self.calls += 1
+        return signal.SIGTERM if self.calls >= self.n else None
 
 
 def known_operator(n=200, seed=0):
@@ -21,39 +51,6 @@ def known_operator(n=200, seed=0):
     )
     mat = torch.tensor(q @ np.diag(eig) @ q.T)
     return (lambda v: mat @ v), np.sort(eig)[::-1], mat
-
-
-def test_lanczos_finds_the_top_eigenpairs_of_a_known_matrix():
-    mv, eig, mat = known_operator()
-    res = Hs.lanczos(mv, 200, 10, tol=1e-8, max_iter=200, dtype=torch.float64)
-    assert res.converged
-    np.testing.assert_allclose(res.eigenvalues, eig[:10], rtol=1e-8)
-    for i in range(10):
-        v = res.eigenvectors[:, i]
-        assert torch.allclose(mat @ v, res.eigenvalues[i] * v, atol=1e-6 * eig[0])
-    assert res.n_products < 120
-
-
-def test_lanczos_needs_far_fewer_products_than_block_power_iteration():
-    mv, eig, _ = known_operator()
-    lz = Hs.lanczos(mv, 200, 10, tol=1e-3, dtype=torch.float64)
-    bp = Hs.block_power_iteration(mv, 200, 10, tol=1e-3, max_iter=500, dtype=torch.float64)
-    np.testing.assert_allclose(lz.eigenvalues, eig[:10], rtol=1e-3)
-    assert lz.n_products * 3 < bp.n_products
-
-
-class Small(nn.Module):
-    """conv -> BatchNorm -> activation -> linear on 1x4x4 inputs, 4 classes."""
-
-    def __init__(self, activation=torch.relu):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 3, 3, padding=1)
-        self.bn = nn.BatchNorm2d(3)
-        self.fc = nn.Linear(3 * 4 * 4, 4)
-        self.activation = activation
-
-    def forward(self, x):
-        return self.fc(self.activation(self.bn(self.conv(x))).flatten(1))
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +85,78 @@ def exact_hessian(model, x, y, bn_mode):
         return F.cross_entropy(out, y)
 
     return torch.autograd.functional.hessian(loss, flat0)
+
+
+def test_hessian_stopped_in_each_part_and_resumed_gives_the_same_numbers(digits, tmp_path):
+    """Stopped during the Lanczos run (nothing to keep yet), during the second
+    SLQ probe, and among the Hutchinson probes: the resumed result equals an
+    uninterrupted one in every number, the count of products included."""
+    from limiting_dynamics import hessian
+
+    torch.manual_seed(0)
+    model = build_model(MODEL, 10, 1)
+    batches = hessian.fixed_batches(digits.x_train, digits.y_train, 64, 32, seed=0)
+    cfg = {
+        "bn_mode": "train",
+        "precision": "float32",
+        "top_k": 3,
+        "tol": 1e-2,
+        "max_iter": 20,
+        "slq_vectors": 3,
+        "slq_iterations": 6,
+        "hutchinson_samples": 5,
+        "reuse_graph": False,
+        "seed": 0,
+    }
+
+    calls, marks = [], {}
+
+    def counting():
+        calls.append(1)
+
+    def log(msg):
+        for part in ("(the Lanczos run)", "(SLQ probe 1)"):
+            if part in msg:
+                marks[part] = len(calls)
+
+    def run(stop, name="h.pt", log=lambda s: None):
+        store = ResumeStore(tmp_path / name, {"cell": "c"}, **QUIET)
+        return hessian.analyze(
+            model, batches, cfg, CPU, log=lambda s: None, checkpointer=Checkpointer(store, every=0, stop=stop, log=log)
+        ), store
+
+    whole, _ = run(counting, "ref.pt", log)
+    with pytest.raises(Interrupted, match="during the Hessian .* nothing to resume from"):
+        run(StopAt(marks["(the Lanczos run)"] - 2))
+    with pytest.raises(Interrupted, match="during the Hessian .* keeps the parts finished before"):
+        run(StopAt(marks["(SLQ probe 1)"] + 3))
+    assert read_checkpoint(tmp_path / "h.pt")["parts_done"] == "SLQ probe 1"
+    # resumed: SLQ probes 2 and 3 (6 products and a checkpoint each), then Hutchinson probe 1 and its check
+    with pytest.raises(Interrupted, match="after 1 Hutchinson probes"):
+        run(StopAt(2 * 7 + 2))
+    resumed, store = run(None)
+    assert resumed.attrs == whole.attrs
+    for name in whole.variables:
+        np.testing.assert_array_equal(resumed[name].values, whole[name].values, err_msg=name)
+
+
+def test_lanczos_finds_the_top_eigenpairs_of_a_known_matrix():
+    mv, eig, mat = known_operator()
+    res = Hs.lanczos(mv, 200, 10, tol=1e-8, max_iter=200, dtype=torch.float64)
+    assert res.converged
+    np.testing.assert_allclose(res.eigenvalues, eig[:10], rtol=1e-8)
+    for i in range(10):
+        v = res.eigenvectors[:, i]
+        assert torch.allclose(mat @ v, res.eigenvalues[i] * v, atol=1e-6 * eig[0])
+    assert res.n_products < 120
+
+
+def test_lanczos_needs_far_fewer_products_than_block_power_iteration():
+    mv, eig, _ = known_operator()
+    lz = Hs.lanczos(mv, 200, 10, tol=1e-3, dtype=torch.float64)
+    bp = Hs.block_power_iteration(mv, 200, 10, tol=1e-3, max_iter=500, dtype=torch.float64)
+    np.testing.assert_allclose(lz.eigenvalues, eig[:10], rtol=1e-3)
+    assert lz.n_products * 3 < bp.n_products
 
 
 @pytest.mark.parametrize("reuse_graph", [False, True])

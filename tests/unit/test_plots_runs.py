@@ -39,6 +39,13 @@ def _summary(cells) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@pytest.fixture
+def drawn(monkeypatch):
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, path, dpi: figures.append(fig))
+    return figures
+
+
 def test_seeds_are_replicates_of_every_sweep():
     # a grid over lr and seed, plus a momentum sweep at the default seed only
     cells = [{"lr": lr, "seed": s} for lr, s in itertools.product((0.01, 0.02, 0.04), (0, 1, 2))]
@@ -61,13 +68,6 @@ def test_one_seed_per_value_is_the_plain_one_at_a_time_sweep():
     assert set(sweeps) == {"lr", "batch_size"}
     assert list(sweeps["lr"]["lr"]) == [0.01, 0.02, 0.04]
     assert list(sweeps["batch_size"]["batch_size"]) == [32, 64, 128]
-
-
-@pytest.fixture
-def drawn(monkeypatch):
-    figures = []
-    monkeypatch.setattr(plots, "save", lambda fig, path, dpi: figures.append(fig))
-    return figures
 
 
 def test_the_figure_joins_means_over_seeds_with_their_spread(drawn):

@@ -16,6 +16,8 @@ from conftest import REPO, TINY, Workflow, _snakemake_exe
 from slurm_cluster import SingleNodeSlurm, available
 
 pytestmark = pytest.mark.integration
+
+
 DEFAULT = "lr0.05_bs32_mom0.9_wd0.005_seed0"
 
 

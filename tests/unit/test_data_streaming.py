@@ -1,25 +1,19 @@
-"""ImageNet streamed from generated image files: the random-resized-crop
-geometry, counter-based batches (independent of the worker count, resumable
-from the step alone), training numerics options, and a real Snakemake run."""
+"""ImageNet streamed from generated image files: the random-resized-crop geometry,
+batches independent of the worker count and resumable from the step, and the
+training numerics options on streamed data."""
 
 from __future__ import annotations
-
-import copy
 
 import numpy as np
 import pytest
 import torch
-import xarray as xr
-from conftest import TINY, Workflow
-from test_datasets import write_image_folder
+from generated_data import write_image_folder
 
 from limiting_dynamics import models, training
 from limiting_dynamics.data import datasets as data
-from limiting_dynamics.data.batches import CounterSampler
 from limiting_dynamics.data.images import eval_resize
 from limiting_dynamics.data.streaming import StreamData, load_train_image, random_resized_crop_box
 from limiting_dynamics.errors import CheckpointError, DataError
-from limiting_dynamics.recording import FlatParameters
 
 ARCH = {"arch": "resnet", "blocks": [1], "width": 8, "stem": "cifar"}
 
@@ -44,6 +38,24 @@ def streamed(tmp_path_factory):
     root = write_image_folder(tmp / "imagenet", n_train=30, n_val=5)
     data.save_prepared(data.prepare(_stream_cfg(root)), tmp / "imagenet.npz")
     return tmp / "imagenet.npz"
+
+
+def _run(d, numerics=training.Numerics(), steps=12, **kw):  # noqa: B008
+    torch.manual_seed(0)
+    model = models.build_model(ARCH, d.num_classes, d.in_channels)
+    hp = training.Hyperparameters(0.05, 8, 0.9, 5e-3, 0)
+    return training.limiting_run(
+        model,
+        d,
+        hp,
+        steps=steps,
+        eval_every=6,
+        sampling="reshuffle",
+        device=torch.device("cpu"),
+        numerics=numerics,
+        log=lambda s: None,
+        **kw,
+    )
 
 
 def test_random_resized_crop_box_matches_torchvision_in_distribution():
@@ -95,16 +107,6 @@ def test_a_training_image_is_a_pure_function_of_its_key(tmp_path):
         load_train_image(tmp_path / "bad.JPEG", 16, 3, np.random.default_rng(0))
 
 
-def test_counter_sampler_batches_depend_on_seed_and_step_only():
-    s = CounterSampler(10, 3, "reshuffle", seed=4)
-    epoch = np.concatenate([s.indices(k) for k in range(3)])  # floor(10/3) = 3 batches per epoch
-    assert len(set(epoch.tolist())) == 9
-    again = CounterSampler(10, 3, "reshuffle", seed=4)
-    assert np.array_equal(again.indices(4), s.indices(4)) and not np.array_equal(s.indices(3)[:3], epoch[:3])
-    r = CounterSampler(10, 5, "replacement", seed=4)
-    assert np.array_equal(r.indices(7), CounterSampler(10, 5, "replacement", seed=4).indices(7))
-
-
 def test_prepare_packs_the_eval_images_and_lists_the_training_files(streamed):
     d = data.load_prepared(streamed)
     assert isinstance(d, StreamData)
@@ -134,24 +136,6 @@ def test_streamed_batches_are_identical_for_any_worker_count_and_resume_from_the
         other.load_state_dict(state)
     with pytest.raises(DataError, match="augment_shift must be 0"):
         data.load_prepared(streamed).train_batches(8, "reshuffle", 3, shift=2)
-
-
-def _run(d, numerics=training.Numerics(), steps=12, **kw):  # noqa: B008
-    torch.manual_seed(0)
-    model = models.build_model(ARCH, d.num_classes, d.in_channels)
-    hp = training.Hyperparameters(0.05, 8, 0.9, 5e-3, 0)
-    return training.limiting_run(
-        model,
-        d,
-        hp,
-        steps=steps,
-        eval_every=6,
-        sampling="reshuffle",
-        device=torch.device("cpu"),
-        numerics=numerics,
-        log=lambda s: None,
-        **kw,
-    )
 
 
 def test_a_streamed_run_split_in_two_equals_the_whole_run(streamed):
@@ -189,42 +173,3 @@ def test_channels_last_and_bf16_autocast_change_rounding_only(streamed):
     np.testing.assert_allclose(cl["sq_dist_from_start"], base["sq_dist_from_start"], rtol=1e-4)
     np.testing.assert_allclose(bf["train_loss"][:3], base["train_loss"][:3], rtol=2e-2)
     assert not np.array_equal(bf["train_loss"], base["train_loss"])
-
-
-def test_channels_last_views_keep_projections_in_the_standard_layout():
-    torch.manual_seed(0)
-    model = models.build_model(ARCH, 3, 3)
-
-    def standard(m):  # each parameter flattened in its default (contiguous) order
-        return torch.cat([q.detach().reshape(-1) for q in m.parameters()])
-
-    vec = standard(model).clone()
-    flat = FlatParameters(model, channels_last=True)
-    assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters())
-    assert torch.equal(standard(model), vec)  # same values
-    u = torch.randn(2, vec.numel())
-    assert torch.allclose(flat.from_standard_layout(u) @ flat.flat, u @ vec, rtol=1e-5)
-
-
-@pytest.mark.integration
-def test_workflow_streams_an_imagenet_folder(tmp_path):
-    root = write_image_folder(tmp_path / "imagenet", n_train=30, n_val=5)
-    cfg = copy.deepcopy(TINY)
-    cfg["compute"]["threads"] = 2  # one DataLoader worker process
-    cfg["data"] = _stream_cfg(root, stream_subset=48)
-    cfg["converge"].update(batch_size=32, augment_shift=0)
-    cfg["limiting"]["augment_shift"] = 0
-    cfg["hessian"]["n_samples"] = cfg["landscape"]["n_samples"] = 48
-    cfg["linear_regression"]["enabled"] = False
-    (tmp_path / "wf").mkdir()
-    wf = Workflow(tmp_path / "wf", cfg)
-    target = "results/analysis/theory/lr0.05_bs32_mom0.9_wd0.005_seed0.nc"
-    wf.run(target)
-    traj = xr.load_dataset(wf.path("results/trajectories/lr0.05_bs32_mom0.9_wd0.005_seed0.nc"))
-    assert traj.attrs["dataset"] == "imagenet" and np.isfinite(traj.sq_dist_from_start.values).all()
-    assert traj.attrs["numerics"] == "autocast=none; channels_last=false; compile_model=false"
-    assert "resuming" not in wf.path("results/logs/limiting_run/lr0.05_bs32_mom0.9_wd0.005_seed0.log").read_text()
-    # the gradient noise is that of the streamed, cropped and flipped batches SGD sees
-    nz = xr.load_dataset(wf.path("results/noise/lr0.05_bs32_mom0.9_wd0.005_seed0.nc"))
-    assert nz.attrs["batch_source"] == "StreamBatches" and nz.attrs["n_train"] == 3 * 30  # all files, 3 classes
-    assert np.isfinite(nz.attrs["trace_cov"]) and nz.attrs["trace_cov"] > 0

@@ -1,3 +1,5 @@
+"""Atomic writes: complete or absent."""
+
 import json
 
 import numpy as np

@@ -10,14 +10,17 @@ import re
 import pytest
 import yaml
 from conftest import REPO, Workflow
+from generated_data import write_cifar10, write_image_folder
 from snakemake.utils import update_config
-from test_datasets import write_cifar10, write_image_folder
 
 from limiting_dynamics.config import cells_by_id
 
 pytestmark = pytest.mark.integration
 
+
 PER_CELL = ("burn_in", "hessian", "gradient_noise", "limiting_run", "export_trajectory", "analyze_cell", "compare_cell")
+
+
 GPU_RULES = ("converge", "burn_in", "hessian", "gradient_noise", "limiting_run", "landscape")
 
 
@@ -74,7 +77,7 @@ def test_paper_config_plans_every_cell_on_a_gpu(tmp_path, data_dirs, files, n_ce
     for rule in GPU_RULES:
         assert resources[rule]["gpu"] == "1", rule
         assert resources[rule]["mem_mb"] == str(merged["compute"]["mem_mb"]), rule
-    assert "gpu" not in resources["plot_msd"] or resources["plot_msd"]["gpu"] == "0"
+    assert "gpu" not in resources["plot"] or resources["plot"]["gpu"] == "0"
     assert resources["limiting_run"]["checkpoint_every"] == str(merged["compute"]["checkpoint_steps"])
     hess = merged["hessian"]
     assert (hess["top_k"], hess["n_samples"], merged["landscape"]["grid"]) == (30, 40960, 40) or files[

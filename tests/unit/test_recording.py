@@ -1,9 +1,20 @@
+"""The per-step recorder: flat parameters, norms against naive ones, per-tensor rows,
+the gradient read off the momentum buffers, the block-sign sketch, and
+projections under channels-last layouts."""
+
+from __future__ import annotations
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from limiting_dynamics import models
 from limiting_dynamics.models import build_model
 from limiting_dynamics.recording import FlatParameters, StepRecorder, tensor_record_steps
+
+ARCH = {"arch": "resnet", "blocks": [1], "width": 8, "stem": "cifar"}
+
 
 SMALL = {"arch": "resnet", "blocks": [1], "width": 4, "stem": "cifar"}
 
@@ -40,6 +51,41 @@ def _train(model, opt, steps, recorder=None):
             recorder.record(loss)
         thetas.append(torch.cat([p.detach().reshape(-1).clone() for p in model.parameters()]))
     return thetas
+
+
+def test_channels_last_views_keep_projections_in_the_standard_layout():
+    torch.manual_seed(0)
+    model = models.build_model(ARCH, 3, 3)
+
+    def standard(m):  # each parameter flattened in its default (contiguous) order
+        return torch.cat([q.detach().reshape(-1) for q in m.parameters()])
+
+    vec = standard(model).clone()
+    flat = FlatParameters(model, channels_last=True)
+    assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters())
+    assert torch.equal(standard(model), vec)  # same values
+    u = torch.randn(2, vec.numel())
+    assert torch.allclose(flat.from_standard_layout(u) @ flat.flat, u @ vec, rtol=1e-5)
+
+
+def test_block_sign_sketch_is_linear_and_unbiased():
+    from limiting_dynamics.recording import BlockSignSketch
+
+    x = torch.randn(1001, dtype=torch.float64)
+    y = torch.randn(1001, dtype=torch.float64)
+    s = BlockSignSketch(1001, 10, seed=0, device="cpu", dtype=torch.float64)
+    assert s.block == 101
+    np.testing.assert_allclose(s(x + 2 * y).numpy(), (s(x) + 2 * s(y)).numpy(), atol=1e-12)
+    # over many sign draws E||Sx||^2 = ||x||^2
+    est = np.mean(
+        [
+            float((BlockSignSketch(1001, 10, seed=k, device="cpu", dtype=torch.float64)(x) ** 2).sum())
+            for k in range(400)
+        ]
+    )
+    assert abs(est / float(x @ x) - 1) < 0.05
+    with pytest.raises(ValueError, match="sketch dimension"):
+        BlockSignSketch(10, 11, 0, "cpu")
 
 
 def test_flat_parameters_keep_outputs_and_share_storage():

@@ -47,9 +47,3 @@ def test_a_trend_is_stated_only_where_every_seed_agrees():
     assert results_tables.trend_lines(agree, DEFAULT, "c")[0].startswith(
         "- `c` decreases with the learning rate in every seed"
     )
-
-
-def test_spread_formatting():
-    assert results_tables._spread([1.0, 2.0, 3.0]) == "2.00 ± 1.00 [1.00, 3.00]"
-    assert results_tables._spread([0.5]) == "0.50"
-    assert results_tables._spread([np.nan]) == "-"
