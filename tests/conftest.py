@@ -94,3 +94,10 @@ def digits(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "digits.npz"
     data.save_prepared(data.prepare(TINY["data"]), path)
     return data.load_prepared(path)
+
+
+def pytest_collection_modifyitems(items):
+    """Everything under tests/integration is marked ``integration`` (``-m "not integration"`` skips it)."""
+    for item in items:
+        if "integration" in Path(str(item.fspath)).parts:
+            item.add_marker(pytest.mark.integration)

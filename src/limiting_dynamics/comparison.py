@@ -47,6 +47,7 @@ import numpy as np
 import xarray as xr
 
 from . import spectra, theory
+from .hyperparameters import Hyperparameters
 
 
 def per_sample_noise_var(minibatch_var, batch_size: int, sampling: str, n_train: int):
@@ -80,26 +81,38 @@ def bulk_modes(slq_nodes, slq_weights, n_params: int, top_eigvals) -> tuple[np.n
     return nodes[keep], mult[keep]
 
 
-def gradient_mean_square(eigvals, noise_var, kw: dict) -> np.ndarray:
+def gradient_mean_square(
+    eigvals, noise_var, hp: Hyperparameters, sampling: str, n_samples: int | None = None
+) -> np.ndarray:
     """Per mode, the stationary mean square of the minibatch gradient along it:
     the step's noise plus the restoring force, ``f sigma^2 + lam^2 Var[x]``
     (``f``: the sampling scheme's per-step factor, ``Var[x]`` from the exact
     discrete theory)."""
     lam = np.asarray(eigvals, float)
-    var = theory.stationary_moments(lam, noise_var, **kw).position_var.values
-    s, n = kw["batch_size"], kw.get("n_samples")
-    f = 1.0 / s if kw["sampling"] == "replacement" else (n - s) / (s * (n - 1))
+    var = theory.stationary_moments(lam, noise_var, hp, sampling=sampling, n_samples=n_samples).position_var.values
+    s, n = hp.batch_size, n_samples
+    f = 1.0 / s if sampling == "replacement" else (n - s) / (s * (n - 1))
     return f * np.asarray(noise_var, float) + lam**2 * var
 
 
-def bulk_noise_scale(grad_sq: float, top_lam, top_sigma2, bulk_lam, bulk_mult, kw: dict) -> float:
+def bulk_noise_scale(
+    grad_sq: float,
+    top_lam,
+    top_sigma2,
+    bulk_lam,
+    bulk_mult,
+    hp: Hyperparameters,
+    sampling: str,
+    n_samples: int | None = None,
+) -> float:
     """``kappa`` in ``sigma_j^2 = kappa lam_j`` for the bulk modes (``C ~ H``)
     such that the predicted mean square of the minibatch gradient, top modes
     plus bulk, equals the measured ``grad_sq = E||g_k||^2`` (0 if the top modes
     already account for it). The gradient's mean square holds the restoring
     force as well as the noise, so it is matched with both."""
-    top = float(gradient_mean_square(top_lam, top_sigma2, kw).sum()) if len(top_lam) else 0.0
-    per_unit = float((gradient_mean_square(bulk_lam, bulk_lam, kw) * bulk_mult).sum())
+    kw = dict(sampling=sampling, n_samples=n_samples)
+    top = float(gradient_mean_square(top_lam, top_sigma2, hp, **kw).sum()) if len(top_lam) else 0.0
+    per_unit = float((gradient_mean_square(bulk_lam, bulk_lam, hp, **kw) * bulk_mult).sum())
     return max(grad_sq - top, 0.0) / per_unit if per_unit > 0 else 0.0
 
 
@@ -210,10 +223,10 @@ def compare_cell(
     eigenvector-drift stage's output) adds, per mode, the last replayed step at
     which the eigenvector of theta_0 was still one (``valid_steps``)."""
     n_train = int(noise.attrs["n_train"] if n_train is None else n_train)
-    lr, bs = float(traj.attrs["lr"]), int(traj.attrs["batch_size"])
-    beta, wd = float(traj.attrs["momentum"]), float(traj.attrs["weight_decay"])
+    hp = Hyperparameters.from_attrs(traj.attrs)
+    lr, bs, beta, wd = hp.lr, hp.batch_size, hp.momentum, hp.weight_decay
     sampling = str(traj.attrs["sampling"])
-    kw = dict(lr=lr, batch_size=bs, momentum=beta, weight_decay=wd, sampling=sampling, n_samples=n_train)
+    kw = dict(sampling=sampling, n_samples=n_train)  # the theory's noise model
     steps = int(traj.sizes["step"])
 
     lam_all = hess.hessian_eigenvalues.values
@@ -222,7 +235,7 @@ def compare_cell(
     coords = {"lag": log_lags(steps, n_lags)}
     attrs = {
         "cell": traj.attrs["cell"],
-        "seed": int(traj.attrs.get("seed", 0)),
+        "seed": hp.seed,
         "lr": lr,
         "batch_size": bs,
         "momentum": beta,
@@ -248,8 +261,8 @@ def compare_cell(
         vel = traj.mode_velocity.values[lo:hi].astype(float)
         stable = (lr * (lam + wd) > 0) & (lr * (lam + wd) < 2 * (1 + beta))
         lam_ok = np.where(stable, lam, 1.0)  # placeholder for unstable modes; their predictions become NaN
-        pred = theory.stationary_moments(lam_ok, sigma2, **kw)
-        pred_snapshot = theory.stationary_moments(lam_ok, snapshot_sigma2[:k], **kw)
+        pred = theory.stationary_moments(lam_ok, sigma2, hp, **kw)
+        pred_snapshot = theory.stationary_moments(lam_ok, snapshot_sigma2[:k], hp, **kw)
         nan = np.where(stable, 1.0, np.nan)
         osc = spectra.fit_oscillator(vel, nperseg=min(nperseg, hi - lo))
         out.update(
@@ -268,7 +281,7 @@ def compare_cell(
                 "position_velocity_cov_measured": ("mode", np.mean((pos - pos.mean(0)) * (vel - vel.mean(0)), axis=0)),
                 "position_velocity_cov_predicted": ("mode", pred.position_velocity_cov.values * nan),
                 "oscillation_frequency_measured": ("mode", osc.frequency),
-                "oscillation_frequency_predicted": ("mode", theory.oscillation_frequency(lam_ok, lr, beta, wd) * nan),
+                "oscillation_frequency_predicted": ("mode", theory.oscillation_frequency(lam_ok, hp) * nan),
                 "pole_radius_measured": ("mode", osc.radius),
                 "oscillator_fit_converged": ("mode", osc.converged.astype(np.int8)),
             }
@@ -303,13 +316,13 @@ def compare_cell(
     ok_bulk = (bulk_lam > 0) & (lr * (bulk_lam + wd) < 2 * (1 + beta))
     bulk_sigma2 = np.zeros_like(bulk_lam)
     bulk_sigma2[ok_bulk] = bulk_lam[ok_bulk] * bulk_noise_scale(
-        grad_sq, lam_top[ok_top], sig_top[ok_top], bulk_lam[ok_bulk], bulk_mult[ok_bulk], kw
+        grad_sq, lam_top[ok_top], sig_top[ok_top], bulk_lam[ok_bulk], bulk_mult[ok_bulk], hp, **kw
     )
     bulk_total = float((bulk_sigma2 * bulk_mult).sum())
-    msd_top = theory.lag_msd(lam_top[ok_top], sig_top[ok_top], lags, **kw)
+    msd_top = theory.lag_msd(lam_top[ok_top], sig_top[ok_top], lags, hp, **kw)
     # each bulk node stands for `mult` identical modes: scale its noise by mult (MSD is linear in it)
     msd_bulk = (
-        theory.lag_msd(bulk_lam[ok_bulk], bulk_sigma2[ok_bulk] * bulk_mult[ok_bulk], lags, **kw)
+        theory.lag_msd(bulk_lam[ok_bulk], bulk_sigma2[ok_bulk] * bulk_mult[ok_bulk], lags, hp, **kw)
         if ok_bulk.any()
         else np.zeros(len(lags))
     )
@@ -334,6 +347,7 @@ def compare_cell(
     ds = xr.Dataset(out, coords=coords, attrs=attrs)
     ds.attrs["theory_agreement_lag"] = agreement_lag(ds)
     meta = {
+        "mode": "Hessian eigenvector index at theta_0 (1 = largest eigenvalue)",
         "lag": "lag tau (SGD steps); for sq_dist_from_start the number of steps since theta_0",
         "block": "last step of a block of the run over which the curvature along each eigenvector is fitted",
         "eigenvalue": "Hessian eigenvalue lam_i at the cell's theta_0",

@@ -22,6 +22,7 @@ import xarray as xr
 
 from . import theory
 from .errors import LinearRegressionError  # noqa: F401  (re-exported: lr.LinearRegressionError)
+from .hyperparameters import Hyperparameters
 
 
 @dataclass
@@ -86,7 +87,13 @@ def state_dependent_noise(problem: Problem, position_cov: np.ndarray) -> float:
 
 
 def state_dependent_path(
-    problem: Problem, cell: Cell, x0: np.ndarray, steps: int, modes: np.ndarray, lag_anchor: int, lags: np.ndarray
+    problem: Problem,
+    hp: Hyperparameters,
+    x0: np.ndarray,
+    steps: int,
+    modes: np.ndarray,
+    lag_anchor: int,
+    lags: np.ndarray,
 ) -> tuple[xr.Dataset, np.ndarray]:
     """Exact moments of SGD on least squares with batches drawn with replacement,
     state-dependent noise included.
@@ -94,74 +101,52 @@ def state_dependent_path(
     The minibatch gradient is linear in theta and the batch draw independent of
     it, so the second moments close: ``E[Cov(xi | theta)] = E[C(theta)] / S`` with
     ``E C(theta) = C(mu) + (1/N) sum_n (x_n^T Sigma x_n) x_n x_n^T - H Sigma H`` for
-    ``theta ~ (mu, Sigma)``. Returns the same fields as :func:`theory.dense_path`
-    and the lag-MSD from ``lag_anchor`` (``Cov(z_{k+tau}, z_k) = A^tau Sigma_k``).
+    ``theta ~ (mu, Sigma)``, the noise term of :func:`theory.moment_path`. Returns
+    the same fields as :func:`theory.dense_path` and the lag-MSD from
+    ``lag_anchor`` (``Cov(z_{k+tau}, z_k) = A^tau Sigma_k``).
     """
-    fp = theory.fixed_point(problem.hessian, problem.theta_star, cell.weight_decay)
-    sysm = theory._dense_system(
-        problem.hessian,
-        np.zeros_like(problem.hessian),
-        cell.lr,
-        cell.batch_size,
-        cell.momentum,
-        cell.weight_decay,
-        "discrete",
-        "replacement",
-        None,
-    )
-    a, b = sysm.A, sysm.B
+    fp = theory.fixed_point(problem.hessian, problem.theta_star, hp.weight_decay)
+    sysm = theory.dense_system(problem.hessian, np.zeros_like(problem.hessian), hp)
     d = problem.d
     x, y, h = problem.x, problem.y, problem.hessian
-    z0 = np.concatenate([x0, np.zeros(d)])
-    z, cov = z0.copy(), np.zeros((2 * d, 2 * d))
-    keys = ("msd_from_start", "sq_velocity", "position_mean", "position_var", "velocity_mean", "velocity_var")
-    rows = {k: [] for k in keys}
-    needed = {int(lag_anchor)} | {int(lag_anchor) + int(t) for t in lags}
-    kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for k in range(steps + 1):
-        mx, mv, cxx, cvv = z[:d], z[d:], cov[:d, :d], cov[d:, d:]
-        rows["msd_from_start"].append(np.sum((mx - x0) ** 2) + np.trace(cxx))
-        rows["sq_velocity"].append(np.sum(mv**2) + np.trace(cvv))
-        rows["position_mean"].append(modes.T @ mx)
-        rows["velocity_mean"].append(modes.T @ mv)
-        rows["position_var"].append(((cxx @ modes) * modes).sum(axis=0))
-        rows["velocity_var"].append(((cvv @ modes) * modes).sum(axis=0))
-        if k in needed:
-            kept[k] = (z.copy(), cov.copy())
-        theta = fp + mx
-        resid = x @ theta - y
+
+    def noise(z: np.ndarray, cov: np.ndarray) -> np.ndarray:
+        cxx = cov[:d, :d]
+        resid = x @ (fp + z[:d]) - y
         weight = resid**2 + ((x @ cxx) * x).sum(axis=1)
         gbar = x.T @ resid / problem.n
         c_mean = (x * weight[:, None]).T @ x / problem.n - np.outer(gbar, gbar) - h @ cxx @ h
-        cov = a @ cov @ a.T + b @ (c_mean / cell.batch_size) @ b.T
-        z = a @ z
+        return c_mean / hp.batch_size
+
+    anchor = int(lag_anchor)
+    path, kept = theory.moment_path(
+        sysm,
+        np.concatenate([x0, np.zeros(d)]),
+        steps,
+        project=modes,
+        extra_noise=noise,
+        keep={anchor} | {anchor + int(t) for t in lags},
+    )
     lag = []
-    za, ca = kept[int(lag_anchor)]
+    za, ca = kept[anchor]
     for t in lags:
-        zt, ct = kept[int(lag_anchor) + int(t)]
-        cross = np.linalg.matrix_power(a, int(t)) @ ca
+        zt, ct = kept[anchor + int(t)]
+        cross = np.linalg.matrix_power(sysm.A, int(t)) @ ca
         diff = ct + ca - cross - cross.T
         lag.append(np.sum((zt[:d] - za[:d]) ** 2) + np.trace(diff[:d, :d]))
-    data = {
-        "msd_from_start": ("step", np.asarray(rows["msd_from_start"])),
-        "sq_velocity": ("step", np.asarray(rows["sq_velocity"])),
-    }
-    for key in keys[2:]:
-        data[key] = (("step", "mode"), np.asarray(rows[key]))
-    return xr.Dataset(data, coords={"step": np.arange(steps + 1)}), np.asarray(lag)
+    return path, np.asarray(lag)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Cell:
-    lr: float
-    batch_size: int
-    momentum: float
-    weight_decay: float
+    """One cell of the check: the hyperparameters (their seed seeds the chains) and the sampling scheme."""
+
+    hp: Hyperparameters
     sampling: str
 
     @property
     def name(self) -> str:
-        return f"mom{self.momentum:g}_{self.sampling}"
+        return f"mom{self.hp.momentum:g}_{self.sampling}"
 
 
 def simulate(
@@ -183,8 +168,9 @@ def simulate(
     ``theta - theta_fp`` and ``v`` on the columns of ``modes``; the projections
     of the first ``kept`` chains; and the lag-MSD from ``lag_anchor``.
     """
-    fp = theory.fixed_point(problem.hessian, problem.theta_star, cell.weight_decay)
-    n, bs = problem.n, cell.batch_size
+    hp = cell.hp
+    fp = theory.fixed_point(problem.hessian, problem.theta_star, hp.weight_decay)
+    n, bs = problem.n, hp.batch_size
     per_epoch = n // bs
     theta = np.tile(theta_start, (chains, 1))
     v = np.zeros_like(theta)
@@ -238,12 +224,12 @@ def simulate(
         xb = problem.x[idx]  # (chains, S, d)
         resid = np.einsum("csd,cd->cs", xb, theta) - problem.y[idx]
         grad = np.einsum("csd,cs->cd", xb, resid) / bs
-        v = cell.momentum * v + grad + cell.weight_decay * theta
-        theta = theta - cell.lr * v
+        v = hp.momentum * v + grad + hp.weight_decay * theta
+        theta = theta - hp.lr * v
         if not np.all(np.isfinite(theta)):
             raise FloatingPointError(
                 f"linear-regression chains diverged at step {k + 1} ({cell.name}, "
-                f"lr {cell.lr}); need lr*(lam_max + wd) < 2(1 + momentum)"
+                f"lr {hp.lr}); need lr*(lam_max + wd) < 2(1 + momentum)"
             )
         record(k + 1)
     return out
@@ -259,25 +245,25 @@ def run_cell(
     displacement: float,
     lag_anchor: int,
     lags,
-    seed: int,
 ) -> xr.Dataset:
-    """Simulation and exact/continuous theory for one cell, from theta* and from a displaced start."""
+    """Simulation (seeded by ``cell.hp.seed``) and exact/continuous theory for one cell,
+    from theta* and from a displaced start."""
+    hp = cell.hp
     lam_max = problem.eigvals[0]
-    if not cell.lr * (lam_max + cell.weight_decay) < 2 * (1 + cell.momentum):
+    if not hp.lr * (lam_max + hp.weight_decay) < 2 * (1 + hp.momentum):
         raise ValueError(
-            f"lr {cell.lr} is unstable for this problem: lr*(lam_max + wd) = "
-            f"{cell.lr * (lam_max + cell.weight_decay):.3g} >= 2(1 + momentum)"
+            f"lr {hp.lr} is unstable for this problem: lr*(lam_max + wd) = "
+            f"{hp.lr * (lam_max + hp.weight_decay):.3g} >= 2(1 + momentum)"
         )
     modes = problem.eigvecs[:, :top_modes]
-    fp = theory.fixed_point(problem.hessian, problem.theta_star, cell.weight_decay)
+    fp = theory.fixed_point(problem.hessian, problem.theta_star, hp.weight_decay)
     c_fp = noise_covariance(problem, fp)
     lags = np.asarray(lags, dtype=np.int64)
     starts = {
         "theta_star": problem.theta_star,
         "displaced": problem.theta_star + displacement * (modes[:, 0] + modes[:, 1]) / np.sqrt(2),
     }
-    rng = np.random.default_rng(seed)
-    kw = dict(lr=cell.lr, batch_size=cell.batch_size, momentum=cell.momentum, weight_decay=cell.weight_decay)
+    rng = np.random.default_rng(hp.seed)
     per_start = []
     for start in starts.values():
         sim = simulate(problem, cell, start, steps, chains, kept, modes, lag_anchor, lags, rng)
@@ -299,11 +285,11 @@ def run_cell(
                 x0,
                 v0,
                 steps,
+                hp,
                 model=model,
                 sampling=sampling,
                 n_samples=problem.n,
                 project=modes,
-                **kw,
             )
             lag = theory.dense_lag_msd_from_start(
                 problem.hessian,
@@ -312,14 +298,14 @@ def run_cell(
                 v0,
                 lag_anchor,
                 lags,
+                hp,
                 model=model,
                 sampling=sampling,
                 n_samples=problem.n,
-                **kw,
             )
             th[name_] = (path, lag)
         if cell.sampling == "replacement":
-            th["statedep"] = state_dependent_path(problem, cell, x0, steps, modes, lag_anchor, lags)
+            th["statedep"] = state_dependent_path(problem, hp, x0, steps, modes, lag_anchor, lags)
         data = {
             "sim_msd_from_start": (("step",), sim["msd"][:, 0]),
             "sim_msd_from_start_stderr": (("step",), sim["msd"][:, 1]),
@@ -343,29 +329,71 @@ def run_cell(
         )
     ds = xr.concat(per_start, dim=xr.DataArray(list(starts), dims="start", name="start"))
     stationary = theory.dense_stationary_covariance(
-        problem.hessian, c_fp, sampling=cell.sampling, n_samples=problem.n, **kw
+        problem.hessian, c_fp, hp, sampling=cell.sampling, n_samples=problem.n
     )[: problem.d, : problem.d]
     ds = ds.assign_coords(
         eigval=("mode", problem.eigvals[:top_modes]), noise_var=("mode", np.einsum("ij,ik,kj->j", modes, c_fp, modes))
     )
     ds.attrs.update(
-        lr=cell.lr,
-        batch_size=cell.batch_size,
-        momentum=cell.momentum,
-        weight_decay=cell.weight_decay,
+        lr=hp.lr,
+        batch_size=hp.batch_size,
+        momentum=hp.momentum,
+        weight_decay=hp.weight_decay,
         sampling=cell.sampling,
         cell=cell.name,
         n_samples=problem.n,
         n_features=problem.d,
         chains=chains,
-        seed=seed,
+        seed=hp.seed,
         lag_anchor=int(lag_anchor),
         displacement=displacement,
         noise_trace_at_fixed_point=float(np.trace(c_fp)),
         state_dependent_noise_fraction=state_dependent_noise(problem, stationary) / float(np.trace(c_fp)),
         continuous_model_noise="i.i.d. (the continuous model has no reshuffling)",
     )
+    _describe(ds)
     return ds
+
+
+_QUANTITIES = {  # variable name without its source prefix -> what it is
+    "msd_from_start": "E||theta_k - theta_0||^2",
+    "sq_velocity": "E||v_k||^2",
+    "lag_msd": "E||theta_{k+tau} - theta_k||^2 from k = lag_anchor",
+    "position_mean": "mean of u_i^T (theta_k - theta_fp)",
+    "position_var": "variance of u_i^T (theta_k - theta_fp)",
+    "velocity_mean": "mean of u_i^T v_k",
+    "velocity_var": "variance of u_i^T v_k",
+}
+_SOURCES = {
+    "sim": "simulated chains",
+    "discrete": "exact discrete theory for the cell's sampling",
+    "iid": "exact discrete theory, batches drawn with replacement",
+    "continuous": "continuous model (i.i.d. noise)",
+    "statedep": "exact theory with state-dependent noise",
+}
+_NAMES = {
+    "start": "starting point: theta_star, or displaced along (u_1 + u_2) / sqrt(2)",
+    "step": "SGD steps since the start",
+    "lag": "lag tau (SGD steps)",
+    "mode": "Hessian eigenvector (1 = largest eigenvalue)",
+    "eigval": "Hessian eigenvalue of the mode",
+    "noise_var": "per-sample gradient variance along the eigenvector at the fixed point",
+    "chain_position": "u_i^T (theta_k - theta_fp) of single chains",
+    "chain_velocity": "u_i^T v_k of single chains",
+}
+
+
+def _describe(ds: xr.Dataset) -> None:
+    """CF ``units`` and ``long_name`` on every variable of a :func:`run_cell` Dataset."""
+    for name in ds.variables:
+        if name in _NAMES:
+            long_name = _NAMES[name]
+        else:
+            source, _, rest = str(name).partition("_")
+            long_name = f"{_QUANTITIES[rest.removesuffix('_stderr')]}: {_SOURCES[source]}"
+            if rest.endswith("_stderr"):
+                long_name = "standard error of " + long_name
+        ds[name].attrs.update(units="1", long_name=long_name)
 
 
 def comparison_table(ds: xr.Dataset, steps_at: list[int]) -> list[dict]:
@@ -417,10 +445,10 @@ def discrete_vs_continuous(momenta, lr_lam=np.logspace(-4, 0, 9)) -> list[dict]:
     """Relative error of the continuous model's stationary variances against the exact
     discrete ones as ``lr * (lam + wd)`` grows (noise_var and S drop out of the ratio)."""
     rows = []
-    lr = 1.0
     for beta in momenta:
-        d = theory.stationary_moments(lr_lam, 1.0, lr, 1, beta)
-        c = theory.stationary_moments(lr_lam, 1.0, lr, 1, beta, model="continuous")
+        hp = Hyperparameters(lr=1.0, batch_size=1, momentum=beta, weight_decay=0.0)
+        d = theory.stationary_moments(lr_lam, 1.0, hp)
+        c = theory.stationary_moments(lr_lam, 1.0, hp, model="continuous")
         for i, x in enumerate(lr_lam):
             rows.append(
                 {

@@ -37,7 +37,10 @@ accepts marginal modes (``a = 0``), whose variance grows without bound.
 
 Per-mode functions take arrays over modes and are vectorised over them; the
 ``dense_*`` functions take full ``H`` and ``C`` (they need not commute) in small
-dimension.
+dimension. The functions take the cell's :class:`.Hyperparameters` as ``hp``
+(the seed is not used, nor the batch size where no noise enters) and ``model``,
+``sampling``, ``n_samples`` as keywords; :func:`moment_path` is the one-step
+moment recursion that :func:`dense_path` and the linear-regression check share.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import scipy.linalg
 import xarray as xr
 
 from .errors import TheoryError
+from .hyperparameters import Hyperparameters
 
 MODELS = ("discrete", "continuous")
 SAMPLINGS = ("replacement", "reshuffle")
@@ -114,7 +118,7 @@ def _as_steps(steps, name: str) -> np.ndarray:
 
 
 @dataclass
-class _Discrete:
+class DiscreteSystem:
     """``z_{k+1} = A z_k + B xi_k``; Cov(xi_j, xi_l) = Q if j == l, K if j != l in one epoch."""
 
     A: np.ndarray  # (..., n, n)
@@ -257,7 +261,7 @@ class _Doubling:
 
 
 @dataclass
-class _Continuous:
+class ContinuousSystem:
     """``dz = G z dt + noise`` with diffusion ``N`` (per unit time); ``dt = lr`` per SGD step."""
 
     G: np.ndarray
@@ -310,7 +314,8 @@ class _Continuous:
 # ----------------------------------------------------------------------------
 
 
-def _check_hyper(lr, batch_size, momentum, weight_decay, model, sampling, n_samples):
+def _check_hyper(hp: Hyperparameters, model, sampling, n_samples):
+    lr, batch_size, momentum, weight_decay = hp.lr, hp.batch_size, hp.momentum, hp.weight_decay
     if model not in MODELS:
         raise TheoryError(f"model must be one of {MODELS}, got {model!r}")
     if sampling not in SAMPLINGS:
@@ -342,8 +347,9 @@ def _noise_scales(batch_size, sampling, n_samples):
     return (n - s) / (s * (n - 1)), -1.0 / (n - 1), n // s
 
 
-def _mode_system(eigvals, noise_var, lr, batch_size, momentum, weight_decay, model, sampling, n_samples):
-    _check_hyper(lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
+def _mode_system(eigvals, noise_var, hp: Hyperparameters, model, sampling, n_samples):
+    _check_hyper(hp, model, sampling, n_samples)
+    lr, batch_size, momentum, weight_decay = hp.lr, hp.batch_size, hp.momentum, hp.weight_decay
     lam = np.atleast_1d(np.asarray(eigvals, dtype=float))
     var = np.broadcast_to(np.asarray(noise_var, dtype=float), lam.shape)
     if lam.ndim != 1:
@@ -363,7 +369,7 @@ def _mode_system(eigvals, noise_var, lr, batch_size, momentum, weight_decay, mod
         g[:, 1, 1] = -2 * gamma
         n_ = np.zeros_like(g)
         n_[:, 1, 1] = lr * var / batch_size / mass**2
-        return _Continuous(g, n_, lr, 1)
+        return ContinuousSystem(g, n_, lr, 1)
     A = np.zeros(lam.shape + (2, 2))
     A[:, 0, 0] = 1 - lr * a
     A[:, 0, 1] = -lr * beta
@@ -373,11 +379,22 @@ def _mode_system(eigvals, noise_var, lr, batch_size, momentum, weight_decay, mod
     f_var, f_cov, epoch = _noise_scales(batch_size, sampling, n_samples)
     Q = (f_var * var)[:, None, None]
     K = None if f_cov is None else (f_cov * var)[:, None, None]
-    return _Discrete(A, B, Q, K, epoch, 1)
+    return DiscreteSystem(A, B, Q, K, epoch, 1)
 
 
-def _dense_system(hessian, noise_cov, lr, batch_size, momentum, weight_decay, model, sampling, n_samples):
-    _check_hyper(lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
+def dense_system(
+    hessian,
+    noise_cov,
+    hp: Hyperparameters,
+    *,
+    model: str = "discrete",
+    sampling: str = "replacement",
+    n_samples: int | None = None,
+) -> DiscreteSystem | ContinuousSystem:
+    """The linear system of ``z = (theta - theta_fp, v)`` with full ``H`` and ``C``
+    (``C``: the per-sample gradient covariance, taken at the fixed point)."""
+    _check_hyper(hp, model, sampling, n_samples)
+    lr, batch_size, momentum, weight_decay = hp.lr, hp.batch_size, hp.momentum, hp.weight_decay
     h = np.asarray(hessian, dtype=float)
     c = np.asarray(noise_cov, dtype=float)
     if h.ndim != 2 or h.shape[0] != h.shape[1] or c.shape != h.shape:
@@ -391,11 +408,11 @@ def _dense_system(hessian, noise_cov, lr, batch_size, momentum, weight_decay, mo
         g = np.block([[np.zeros((d, d)), -eye], [2 * ha / (lr * (1 + beta)), -2 * gamma * eye]])
         n_ = np.zeros((2 * d, 2 * d))
         n_[d:, d:] = lr * c / batch_size / mass**2
-        return _Continuous(g, n_, lr, d)
+        return ContinuousSystem(g, n_, lr, d)
     A = np.block([[eye - lr * ha, -lr * beta * eye], [ha, beta * eye]])
     B = np.vstack([-lr * eye, eye])
     f_var, f_cov, epoch = _noise_scales(batch_size, sampling, n_samples)
-    return _Discrete(A, B, f_var * c, None if f_cov is None else f_cov * c, epoch, d)
+    return DiscreteSystem(A, B, f_var * c, None if f_cov is None else f_cov * c, epoch, d)
 
 
 # ----------------------------------------------------------------------------
@@ -403,12 +420,13 @@ def _dense_system(hessian, noise_cov, lr, batch_size, momentum, weight_decay, mo
 # ----------------------------------------------------------------------------
 
 
-def langevin_parameters(eigvals, lr: float, momentum: float, weight_decay: float = 0.0) -> xr.Dataset:
+def langevin_parameters(eigvals, hp: Hyperparameters) -> xr.Dataset:
     """The continuous model per mode: ``gamma`` (half the damping rate), ``omega``
     (natural frequency), both per unit of ``t = lr k``, the damped frequency, and
     the regime (``underdamped`` when ``omega > gamma``)."""
-    _check_hyper(lr, 1, momentum, weight_decay, "continuous", "replacement", None)
-    a = np.asarray(eigvals, dtype=float) + weight_decay
+    _check_hyper(hp, "continuous", "replacement", None)
+    lr, momentum = hp.lr, hp.momentum
+    a = np.asarray(eigvals, dtype=float) + hp.weight_decay
     gamma = (1 - momentum) / (lr * (1 + momentum))
     omega = np.sqrt(np.maximum(2 * a / (lr * (1 + momentum)), 0.0))
     damped = np.sqrt(np.maximum(omega**2 - gamma**2, 0.0))
@@ -424,25 +442,21 @@ def langevin_parameters(eigvals, lr: float, momentum: float, weight_decay: float
     )
 
 
-def oscillation_frequency(
-    eigvals, lr: float, momentum: float, weight_decay: float = 0.0, model: str = "discrete"
-) -> np.ndarray:
+def oscillation_frequency(eigvals, hp: Hyperparameters, *, model: str = "discrete") -> np.ndarray:
     """Oscillation frequency of each mode's mean motion in cycles per SGD step (0: no oscillation).
 
     Discrete: the argument of the eigenvalues of ``A`` over ``2 pi``; continuous:
     ``sqrt(omega^2 - gamma^2) lr / (2 pi)``.
     """
     if model == "continuous":
-        return langevin_parameters(eigvals, lr, momentum, weight_decay)["damped_frequency"].values * lr / (2 * np.pi)
+        return langevin_parameters(eigvals, hp)["damped_frequency"].values * hp.lr / (2 * np.pi)
     lam = np.asarray(eigvals, dtype=float)
-    sysm = _mode_system(lam, np.zeros_like(lam), lr, 1, momentum, weight_decay, "discrete", "replacement", None)
+    sysm = _mode_system(lam, np.zeros_like(lam), hp, "discrete", "replacement", None)
     mu = np.linalg.eigvals(sysm.A)
     return np.abs(np.angle(mu)).max(axis=-1) / (2 * np.pi)
 
 
-def fluctuation_spectrum_peak(
-    eigvals, lr: float, momentum: float, weight_decay: float = 0.0, n_freq: int = 20000
-) -> np.ndarray:
+def fluctuation_spectrum_peak(eigvals, hp: Hyperparameters, *, n_freq: int = 20000) -> np.ndarray:
     """Frequency (cycles per step) where the stationary power spectrum of each
     mode's position peaks under white noise (discrete model):
     ``|[(e^{2 pi i f} I - A)^{-1} B]_x|^2`` on a grid of ``n_freq`` log-spaced
@@ -450,7 +464,7 @@ def fluctuation_spectrum_peak(
     is 0 (the grid's lowest point) for overdamped and near-critical modes.
     """
     lam = np.atleast_1d(np.asarray(eigvals, dtype=float))
-    sysm = _mode_system(lam, np.zeros_like(lam), lr, 1, momentum, weight_decay, "discrete", "replacement", None)
+    sysm = _mode_system(lam, np.zeros_like(lam), hp, "discrete", "replacement", None)
     freq = np.concatenate([[0.0], np.logspace(-7, np.log10(0.5), n_freq)])
     zf = np.exp(2j * np.pi * freq)
     a = sysm.A[:, None]  # (modes, 1, 2, 2)
@@ -464,10 +478,8 @@ def fluctuation_spectrum_peak(
 def stationary_moments(
     eigvals,
     noise_var,
-    lr: float,
-    batch_size: int,
-    momentum: float,
-    weight_decay: float = 0.0,
+    hp: Hyperparameters,
+    *,
     model: str = "discrete",
     sampling: str = "replacement",
     n_samples: int | None = None,
@@ -477,7 +489,7 @@ def stationary_moments(
 
     Raises :class:`TheoryError` for modes without a stationary distribution.
     """
-    sysm = _mode_system(eigvals, noise_var, lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
+    sysm = _mode_system(eigvals, noise_var, hp, model, sampling, n_samples)
     cov = sysm.stationary()
     return xr.Dataset(
         {
@@ -489,21 +501,19 @@ def stationary_moments(
         attrs={
             "model": model,
             "sampling": sampling,
-            "lr": lr,
-            "batch_size": int(batch_size),
-            "momentum": momentum,
-            "weight_decay": weight_decay,
+            "lr": hp.lr,
+            "batch_size": int(hp.batch_size),
+            "momentum": hp.momentum,
+            "weight_decay": hp.weight_decay,
         },
     )
 
 
-def mean_trajectory(
-    eigvals, x0, v0, steps, lr: float, momentum: float, weight_decay: float = 0.0, model: str = "discrete"
-) -> xr.Dataset:
+def mean_trajectory(eigvals, x0, v0, steps, hp: Hyperparameters, *, model: str = "discrete") -> xr.Dataset:
     """Mean position and momentum buffer of each mode at each of ``steps``, from ``(x0, v0)``."""
     k = _as_steps(steps, "steps")
     lam = np.atleast_1d(np.asarray(eigvals, dtype=float))
-    sysm = _mode_system(lam, np.zeros_like(lam), lr, 1, momentum, weight_decay, model, "replacement", None)
+    sysm = _mode_system(lam, np.zeros_like(lam), hp, model, "replacement", None)
     z0 = np.stack(np.broadcast_arrays(np.asarray(x0, float), np.asarray(v0, float), lam)[:2], axis=-1)[..., None]
     z = np.stack([(sysm.power(kk) @ z0)[..., 0] for kk in k])
     return xr.Dataset(
@@ -516,17 +526,15 @@ def covariance_at(
     eigvals,
     noise_var,
     steps,
-    lr: float,
-    batch_size: int,
-    momentum: float,
-    weight_decay: float = 0.0,
+    hp: Hyperparameters,
+    *,
     model: str = "discrete",
     sampling: str = "replacement",
     n_samples: int | None = None,
 ) -> xr.Dataset:
     """Per-mode covariance of ``(x, v)`` after each of ``steps`` steps from a deterministic start."""
     k = _as_steps(steps, "steps")
-    sysm = _mode_system(eigvals, noise_var, lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
+    sysm = _mode_system(eigvals, noise_var, hp, model, sampling, n_samples)
     cov = np.stack([sysm.cov_from_rest(kk) for kk in k])
     return xr.Dataset(
         {
@@ -556,10 +564,8 @@ def msd_from_start(
     x0,
     v0,
     steps,
-    lr: float,
-    batch_size: int,
-    momentum: float,
-    weight_decay: float = 0.0,
+    hp: Hyperparameters,
+    *,
     model: str = "discrete",
     sampling: str = "replacement",
     n_samples: int | None = None,
@@ -571,7 +577,7 @@ def msd_from_start(
     """
     k = _as_steps(steps, "steps")
     lam = np.atleast_1d(np.asarray(eigvals, dtype=float))
-    sysm = _mode_system(lam, noise_var, lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
+    sysm = _mode_system(lam, noise_var, hp, model, sampling, n_samples)
     x0, v0 = np.broadcast_arrays(np.asarray(x0, float), np.asarray(v0, float), lam)[:2]
     z0 = np.stack([x0, v0], axis=-1)[..., None]
     return _msd(sysm, z0, k)
@@ -581,17 +587,15 @@ def lag_msd(
     eigvals,
     noise_var,
     lags,
-    lr: float,
-    batch_size: int,
-    momentum: float,
-    weight_decay: float = 0.0,
+    hp: Hyperparameters,
+    *,
     model: str = "discrete",
     sampling: str = "replacement",
     n_samples: int | None = None,
 ) -> np.ndarray:
     """Stationary ``E||theta_{k+tau} - theta_k||^2`` summed over modes for each tau in ``lags``."""
     tau = _as_steps(lags, "lags")
-    sysm = _mode_system(eigvals, noise_var, lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
+    sysm = _mode_system(eigvals, noise_var, hp, model, sampling, n_samples)
     return _lag_msd(sysm, tau)
 
 
@@ -599,10 +603,8 @@ def lag_covariance(
     eigvals,
     noise_var,
     lags,
-    lr: float,
-    batch_size: int,
-    momentum: float,
-    weight_decay: float = 0.0,
+    hp: Hyperparameters,
+    *,
     model: str = "discrete",
     sampling: str = "replacement",
     n_samples: int | None = None,
@@ -611,7 +613,7 @@ def lag_covariance(
     ``E[x_{k+tau} v_k]`` per mode and lag (phase-averaged for reshuffling), and the
     position autocorrelation ``rho(tau) = E[x_{k+tau} x_k] / Var x``."""
     tau = _as_steps(lags, "lags")
-    sysm = _mode_system(eigvals, noise_var, lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
+    sysm = _mode_system(eigvals, noise_var, hp, model, sampling, n_samples)
     cov = np.stack([sysm.lag_cov(t) for t in tau])
     var = sysm.stationary()[:, 0, 0]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -647,45 +649,39 @@ def fixed_point(hessian, theta_star, weight_decay: float) -> np.ndarray:
 def dense_stationary_covariance(
     hessian,
     noise_cov,
-    lr: float,
-    batch_size: int,
-    momentum: float,
-    weight_decay: float = 0.0,
+    hp: Hyperparameters,
+    *,
     model: str = "discrete",
     sampling: str = "replacement",
     n_samples: int | None = None,
 ) -> np.ndarray:
     """Stationary covariance of ``(theta - theta_fp, v)``, shape ``(2d, 2d)``."""
-    return _dense_system(
-        hessian, noise_cov, lr, batch_size, momentum, weight_decay, model, sampling, n_samples
-    ).stationary()
+    return dense_system(hessian, noise_cov, hp, model=model, sampling=sampling, n_samples=n_samples).stationary()
 
 
 def dense_covariance_at(
     hessian,
     noise_cov,
     steps,
-    lr: float,
-    batch_size: int,
-    momentum: float,
-    weight_decay: float = 0.0,
+    hp: Hyperparameters,
+    *,
     model: str = "discrete",
     sampling: str = "replacement",
     n_samples: int | None = None,
 ) -> np.ndarray:
     """Covariance of ``(theta, v)`` after each of ``steps`` from a deterministic start, ``(len(steps), 2d, 2d)``."""
     k = _as_steps(steps, "steps")
-    sysm = _dense_system(hessian, noise_cov, lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
+    sysm = dense_system(hessian, noise_cov, hp, model=model, sampling=sampling, n_samples=n_samples)
     return np.stack([sysm.cov_from_rest(kk) for kk in k])
 
 
 def dense_mean(
-    hessian, x0, v0, steps, lr: float, momentum: float, weight_decay: float = 0.0, model: str = "discrete"
+    hessian, x0, v0, steps, hp: Hyperparameters, *, model: str = "discrete"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean ``theta - theta_fp`` and ``v`` at each of ``steps``: arrays ``(len(steps), d)``."""
     k = _as_steps(steps, "steps")
     h = np.asarray(hessian, dtype=float)
-    sysm = _dense_system(h, np.zeros_like(h), lr, 1, momentum, weight_decay, model, "replacement", None)
+    sysm = dense_system(h, np.zeros_like(h), hp, model=model)
     z0 = np.concatenate([np.asarray(x0, float), np.asarray(v0, float)])
     z = np.stack([sysm.power(kk) @ z0 for kk in k])
     d = h.shape[0]
@@ -698,17 +694,15 @@ def dense_msd_from_start(
     x0,
     v0,
     steps,
-    lr: float,
-    batch_size: int,
-    momentum: float,
-    weight_decay: float = 0.0,
+    hp: Hyperparameters,
+    *,
     model: str = "discrete",
     sampling: str = "replacement",
     n_samples: int | None = None,
 ) -> np.ndarray:
     """``E||theta_k - theta_0||^2`` with full ``H`` and ``C``; ``x0 = theta_0 - theta_fp``."""
     k = _as_steps(steps, "steps")
-    sysm = _dense_system(hessian, noise_cov, lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
+    sysm = dense_system(hessian, noise_cov, hp, model=model, sampling=sampling, n_samples=n_samples)
     z0 = np.concatenate([np.asarray(x0, float), np.asarray(v0, float)])[:, None]
     return _msd(sysm, z0, k)
 
@@ -717,19 +711,15 @@ def dense_lag_msd(
     hessian,
     noise_cov,
     lags,
-    lr: float,
-    batch_size: int,
-    momentum: float,
-    weight_decay: float = 0.0,
+    hp: Hyperparameters,
+    *,
     model: str = "discrete",
     sampling: str = "replacement",
     n_samples: int | None = None,
 ) -> np.ndarray:
     """Stationary lag-MSD with full ``H`` and ``C``."""
     tau = _as_steps(lags, "lags")
-    return _lag_msd(
-        _dense_system(hessian, noise_cov, lr, batch_size, momentum, weight_decay, model, sampling, n_samples), tau
-    )
+    return _lag_msd(dense_system(hessian, noise_cov, hp, model=model, sampling=sampling, n_samples=n_samples), tau)
 
 
 # ----------------------------------------------------------------------------
@@ -737,19 +727,37 @@ def dense_lag_msd(
 # ----------------------------------------------------------------------------
 
 
-def _path(sysm, z0: np.ndarray, n_steps: int, project: np.ndarray | None) -> xr.Dataset:
-    """Mean and covariance at every step 0..n_steps by the exact one-step recursion.
+def moment_path(
+    system: DiscreteSystem | ContinuousSystem,
+    z0: np.ndarray,
+    n_steps: int,
+    project: np.ndarray | None = None,
+    extra_noise=None,
+    keep=(),
+) -> tuple[xr.Dataset, dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """Mean and covariance of ``z`` at every step 0..n_steps from ``z0`` (covariance 0)
+    by the exact one-step recursion ``Sigma <- A Sigma A^T + W``.
 
     For reshuffling the recursion carries ``Cov(z_k, xi_k) = S_p K`` (the
-    current epoch's earlier batches). Returns summed and projected moments.
+    current epoch's earlier batches). ``extra_noise(mean, cov)``, for discrete
+    systems, returns a further covariance of the step's noise ``xi_k`` given the
+    moments of ``z_k`` (e.g. noise that depends on the state); it enters as
+    ``B extra B^T``. Returns the summed moments (``msd_from_start``,
+    ``sq_velocity``), the mean and variance of the position and velocity
+    projected on the columns of ``project`` if given, and ``{k: (mean, cov)}``
+    for the steps in ``keep``.
     """
-    n = sysm.n_pos
-    a, w1 = sysm.one_step()
-    k_mat = getattr(sysm, "K", None)
+    if extra_noise is not None and not isinstance(system, DiscreteSystem):
+        raise TheoryError("extra_noise needs the discrete model")
+    n = system.n_pos
+    a, w1 = system.one_step()
+    k_mat = getattr(system, "K", None)
     z = z0.astype(float).copy()
     cov = np.zeros(a.shape)
-    sp = None if k_mat is None else np.zeros(sysm.B.shape)
+    sp = None if k_mat is None else np.zeros(system.B.shape)
     u = None if project is None else np.asarray(project, dtype=float)
+    keep = {int(k) for k in keep}
+    kept = {}
     rows = {
         key: []
         for key in ("msd_from_start", "sq_velocity", "position_mean", "position_var", "velocity_mean", "velocity_var")
@@ -764,13 +772,17 @@ def _path(sysm, z0: np.ndarray, n_steps: int, project: np.ndarray | None) -> xr.
             rows["velocity_mean"].append(u.T @ v)
             rows["position_var"].append(((cxx @ u) * u).sum(axis=0))
             rows["velocity_var"].append(((cvv @ u) * u).sum(axis=0))
+        if k in keep:
+            kept[k] = (z.copy(), cov.copy())
         new = a @ cov @ a.T + w1
         if k_mat is not None:
-            if k % sysm.epoch == 0:
-                sp = np.zeros(sysm.B.shape)
-            cross = a @ sp @ k_mat @ sysm.B.T
+            if k % system.epoch == 0:
+                sp = np.zeros(system.B.shape)
+            cross = a @ sp @ k_mat @ system.B.T
             new = new + cross + cross.T
-            sp = a @ sp + sysm.B
+            sp = a @ sp + system.B
+        if extra_noise is not None:
+            new = new + _sandwich(system.B, extra_noise(z, cov))
         cov = new
         z = a @ z
     data = {
@@ -780,7 +792,7 @@ def _path(sysm, z0: np.ndarray, n_steps: int, project: np.ndarray | None) -> xr.
     if u is not None:
         for key in ("position_mean", "position_var", "velocity_mean", "velocity_var"):
             data[key] = (("step", "mode"), np.asarray(rows[key]))
-    return xr.Dataset(data, coords={"step": np.arange(n_steps + 1)})
+    return xr.Dataset(data, coords={"step": np.arange(n_steps + 1)}), kept
 
 
 def dense_path(
@@ -789,10 +801,8 @@ def dense_path(
     x0,
     v0,
     n_steps: int,
-    lr: float,
-    batch_size: int,
-    momentum: float,
-    weight_decay: float = 0.0,
+    hp: Hyperparameters,
+    *,
     model: str = "discrete",
     sampling: str = "replacement",
     n_samples: int | None = None,
@@ -804,11 +814,11 @@ def dense_path(
     (``E||v_k||^2``) and, for the columns of ``project`` (e.g. top eigenvectors),
     the mean and variance of the projected position ``theta - theta_fp`` and velocity.
     """
-    sysm = _dense_system(hessian, noise_cov, lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
+    sysm = dense_system(hessian, noise_cov, hp, model=model, sampling=sampling, n_samples=n_samples)
     if model == "discrete":
         sysm.check_stable(allow_marginal=True)
     z0 = np.concatenate([np.asarray(x0, float), np.asarray(v0, float)])
-    return _path(sysm, z0, int(n_steps), project)
+    return moment_path(sysm, z0, int(n_steps), project)[0]
 
 
 def dense_lag_msd_from_start(
@@ -818,10 +828,8 @@ def dense_lag_msd_from_start(
     v0,
     anchor: int,
     lags,
-    lr: float,
-    batch_size: int,
-    momentum: float,
-    weight_decay: float = 0.0,
+    hp: Hyperparameters,
+    *,
     model: str = "discrete",
     sampling: str = "replacement",
     n_samples: int | None = None,
@@ -829,7 +837,7 @@ def dense_lag_msd_from_start(
     """``E||theta_{k+tau} - theta_k||^2`` at ``k = anchor`` for a run started at ``(x0, v0)``:
     exact before stationarity is reached (tends to :func:`dense_lag_msd` for large ``anchor``)."""
     tau = _as_steps(lags, "lags")
-    sysm = _dense_system(hessian, noise_cov, lr, batch_size, momentum, weight_decay, model, sampling, n_samples)
+    sysm = dense_system(hessian, noise_cov, hp, model=model, sampling=sampling, n_samples=n_samples)
     z0 = np.concatenate([np.asarray(x0, float), np.asarray(v0, float)])
     n = sysm.n_pos
     k = int(anchor)

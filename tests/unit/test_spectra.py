@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 
 from limiting_dynamics import spectra, theory
+from limiting_dynamics.hyperparameters import Hyperparameters
 
 LR, BETA, WD = 0.05, 0.9, 1e-3
+HP = Hyperparameters(LR, 1, BETA, WD)
 
 
 LAMS = np.array([8.0, 4.0, 1.9, 1.0, 0.5])
@@ -31,7 +33,7 @@ def _wandering_modes(wander_sd: float, steps: int = 4000, seed: int = 0):
 def test_fit_recovers_the_frequency_and_damping_of_every_mode(wander_sd):
     xs, vs = _wandering_modes(wander_sd)
     fit = spectra.fit_oscillator(vs)
-    predicted = theory.oscillation_frequency(LAMS, LR, BETA, WD)
+    predicted = theory.oscillation_frequency(LAMS, HP)
     np.testing.assert_allclose(fit.frequency, predicted, rtol=0.1)
     np.testing.assert_allclose(fit.radius, np.sqrt(BETA), atol=0.02)
     assert fit.converged.all()
@@ -41,7 +43,7 @@ def test_a_wander_defeats_the_position_spectrum_maximum_but_not_the_fit():
     xs, vs = _wandering_modes(0.2, seed=1)
     f, pxx = spectra.welch(xs, 2048)
     argmax = f[1:][np.argmax(pxx[1:], axis=0)]  # the previous statistic: global maximum of the position spectrum
-    predicted = theory.oscillation_frequency(LAMS, LR, BETA, WD)
+    predicted = theory.oscillation_frequency(LAMS, HP)
     assert np.all(argmax < 0.2 * predicted)  # it finds the wander near f = 0
     fit = spectra.fit_oscillator(vs)
     np.testing.assert_allclose(fit.frequency, predicted, rtol=0.1)
@@ -53,8 +55,8 @@ def test_a_wander_defeats_the_position_spectrum_maximum_but_not_the_fit():
 def test_model_spectrum_integrates_to_the_stationary_velocity_variance():
     lam = 3.0
     q = 2.0
-    r, angle = np.sqrt(BETA), 2 * np.pi * theory.oscillation_frequency([lam], LR, BETA, WD)[0]
+    r, angle = np.sqrt(BETA), 2 * np.pi * theory.oscillation_frequency([lam], HP)[0]
     f = np.linspace(0, 0.5, 200001)
     var = np.trapezoid(spectra.oscillator_velocity_psd(f, q, r, angle), f)
-    exact = theory.stationary_moments([lam], q, LR, 1, BETA, WD).velocity_var.values[0]
+    exact = theory.stationary_moments([lam], q, HP).velocity_var.values[0]
     assert var == pytest.approx(exact, rel=1e-4)

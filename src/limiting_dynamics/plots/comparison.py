@@ -259,7 +259,8 @@ def eigenvector_drift(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
     run: relative residual and Rayleigh quotient over eigenvalue at the
     replayed steps, per mode (colour) and seed (one line each), with one
     oscillation period of the top mode."""
-    from . import theory
+    from .. import theory
+    from ..hyperparameters import Hyperparameters
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     colors = sns.color_palette("viridis", max(ds.sizes["mode"] for ds in cells))
@@ -271,10 +272,8 @@ def eigenvector_drift(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
             axes[1].plot(
                 t, ds.rayleigh_quotient.values[:, j] / ds.eigenvalue.values[j], "o-", ms=3, lw=0.8, color=colors[j]
             )
-    a = cells[0].attrs
-    period = 1 / float(
-        theory.oscillation_frequency([float(cells[0].eigenvalue[0])], a["lr"], a["momentum"], a["weight_decay"])[0]
-    )
+    hp = Hyperparameters.from_attrs(cells[0].attrs)
+    period = 1 / float(theory.oscillation_frequency([float(cells[0].eigenvalue[0])], hp)[0])
     valid = np.concatenate([valid_steps(ds) for ds in cells])
     for ax in axes:
         ax.axvline(period, color="0.4", ls=":", lw=1, label=f"one oscillation period of mode 1 ({period:.0f} steps)")

@@ -10,6 +10,7 @@ import seaborn as sns
 import xarray as xr
 
 from .. import theory
+from ..hyperparameters import Hyperparameters
 from .style import plt, save
 
 Z95 = 1.959964
@@ -89,14 +90,15 @@ def frequency(cells, tables, path, dpi: int = 150) -> None:
     pal = sns.color_palette()
     for ax, c in zip(axes[0], chosen):
         s = c.sel(start="theta_star")
-        beta, lr, wd = c.attrs["momentum"], c.attrs["lr"], c.attrs["weight_decay"]
+        hp = Hyperparameters.from_attrs(c.attrs)
+        beta, lr = hp.momentum, hp.lr
         lam = s.eigval.values
         # fluctuations about the exact mean, whole run
         fluct = s.chain_position - s.discrete_position_mean
         peaks = [spectral_peak(fluct.sel(mode=m).values) for m in s.mode.values]
         grid = np.logspace(np.log10(lam.min() / 3), np.log10(lam.max() * 3), 300)
         for model, ls in (("discrete", "-"), ("continuous", ":")):
-            f = theory.oscillation_frequency(grid, lr, beta, wd, model=model)
+            f = theory.oscillation_frequency(grid, hp, model=model)
             ax.plot(
                 grid,
                 np.where(f > 0, f, np.nan),
@@ -107,7 +109,7 @@ def frequency(cells, tables, path, dpi: int = 150) -> None:
             )
         ax.plot(
             grid,
-            theory.fluctuation_spectrum_peak(grid, lr, beta, wd, n_freq=4000),
+            theory.fluctuation_spectrum_peak(grid, hp, n_freq=4000),
             color=pal[2],
             lw=1,
             ls="--",
@@ -335,7 +337,7 @@ def ou_currents(path, dpi: int = 150) -> None:
 
 
 def power_law_exponent(
-    alpha: float, kappa: float, lr: float, batch_size: int, momentum: float, decades: float = 5.0, max_modes: int = 5000
+    alpha: float, kappa: float, hp: Hyperparameters, decades: float = 5.0, max_modes: int = 5000
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """``E||theta_t - theta_0||^2`` from the fixed point for ``lam_i = i^-alpha``
     (``lam`` spanning ``decades`` decades, at most ``max_modes`` modes) and
@@ -344,10 +346,10 @@ def power_law_exponent(
     spectrum, not its ends, sets the growth. Returns (steps, msd, exponent)."""
     n_modes = int(min(max_modes, np.ceil(10 ** (decades / alpha))))
     lam = np.arange(1, n_modes + 1, dtype=float) ** -alpha
-    tau = (1 - momentum) / (lr * lam)
+    tau = (1 - hp.momentum) / (hp.lr * lam)
     t_lo, t_hi = max(10 * tau.min(), 10.0), tau.max() / 10
     steps = np.unique(np.logspace(0, np.log10(100 * tau.max()), 50).astype(int))
-    msd = theory.msd_from_start(lam, lam**kappa, 0.0, 0.0, steps, lr, batch_size, momentum)
+    msd = theory.msd_from_start(lam, lam**kappa, 0.0, 0.0, steps, hp)
     sel = (steps >= t_lo) & (steps <= t_hi)
     c = np.polyfit(np.log(steps[sel]), np.log(msd[sel]), 1)[0] if sel.sum() >= 3 else np.nan
     return steps, msd, float(c)
@@ -356,9 +358,9 @@ def power_law_exponent(
 def power_law(path, dpi: int = 150) -> None:
     fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
     pal = sns.color_palette()
-    base = dict(lr=0.1, batch_size=32, momentum=0.9)
+    base = Hyperparameters(lr=0.1, batch_size=32, momentum=0.9, weight_decay=0.0)
     for i, alpha in enumerate((1.0, 1.5, 2.0, 3.0)):
-        steps, msd, c = power_law_exponent(alpha, 1.0, **base)
+        steps, msd, c = power_law_exponent(alpha, 1.0, base)
         axes[0].plot(steps, msd, color=pal[i], label=f"α={alpha:g}: c={c:.2f}")
     axes[0].set(
         xscale="log",
@@ -372,7 +374,7 @@ def power_law(path, dpi: int = 150) -> None:
     for j, kappa in enumerate((0.0, 0.5, 1.0, 2.0)):
         axes[1].plot(
             alphas,
-            [power_law_exponent(a, kappa, **base)[2] for a in alphas],
+            [power_law_exponent(a, kappa, base)[2] for a in alphas],
             "o-",
             ms=3,
             color=pal[j],
@@ -383,7 +385,7 @@ def power_law(path, dpi: int = 150) -> None:
     lrs = np.logspace(-3, 0, 7)
     axes[2].plot(
         lrs,
-        [power_law_exponent(2.0, 1.0, lr, 32, 0.9)[2] for lr in lrs],
+        [power_law_exponent(2.0, 1.0, Hyperparameters(lr, 32, 0.9, 0.0))[2] for lr in lrs],
         "o-",
         ms=3,
         color=pal[0],
@@ -393,7 +395,7 @@ def power_law(path, dpi: int = 150) -> None:
     betas = np.array([0.0, 0.5, 0.8, 0.9, 0.95, 0.99])
     axes[3].plot(
         betas,
-        [power_law_exponent(2.0, 1.0, 0.1, 32, b)[2] for b in betas],
+        [power_law_exponent(2.0, 1.0, Hyperparameters(0.1, 32, b, 0.0))[2] for b in betas],
         "o-",
         ms=3,
         color=pal[1],
@@ -402,7 +404,7 @@ def power_law(path, dpi: int = 150) -> None:
     for bs, ls in ((8, ":"), (128, "--")):
         axes[3].plot(
             betas,
-            [power_law_exponent(2.0, 1.0, 0.1, bs, b)[2] for b in betas],
+            [power_law_exponent(2.0, 1.0, Hyperparameters(0.1, bs, b, 0.0))[2] for b in betas],
             ls=ls,
             color="0.4",
             label=f"S={bs} (S only rescales D(t))",

@@ -7,6 +7,7 @@ import xarray as xr
 
 from .. import linear_regression as lr
 from ..atomic import atomic_path, write_netcdf
+from ..hyperparameters import Hyperparameters
 from ..provenance import stamp
 from .common import log, params
 
@@ -15,11 +16,7 @@ def cmd_linreg_cell(a) -> None:
     p = params(a)
     problem = lr.digits_problem()
     cell = lr.Cell(
-        lr=p["lr"],
-        batch_size=p["batch_size"],
-        momentum=p["momentum"],
-        weight_decay=p["weight_decay"],
-        sampling=p["sampling"],
+        Hyperparameters(p["lr"], p["batch_size"], p["momentum"], p["weight_decay"], p["seed"]), p["sampling"]
     )
     log(
         f"linear regression {cell.name}: N={problem.n}, d={problem.d}, lam_max={problem.eigvals[0]:.4g}, "
@@ -36,7 +33,6 @@ def cmd_linreg_cell(a) -> None:
             displacement=p["displacement"],
             lag_anchor=int(p["lag_anchor"] * p["steps"]),
             lags=p["lags"],
-            seed=p["seed"],
         )
     except (ValueError, FloatingPointError) as exc:
         raise lr.LinearRegressionError(str(exc)) from exc

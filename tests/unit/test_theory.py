@@ -2,18 +2,25 @@
 
 Monte-Carlo comparisons use z-scores with a fixed seed; the tolerances are
 statistical (|z| < 4.5 over a handful of comparisons) and fail for any real
-error in a formula (those show up as z of tens to thousands).
-"""
+error in a formula (those show up as z of tens to thousands)."""
 
 import numpy as np
 import pytest
 import torch
 
 from limiting_dynamics import theory as T
+from limiting_dynamics.hyperparameters import Hyperparameters as Hp
 
 LAM = np.array([0.02, 0.3, 2.0, 9.0])
+
+
 VAR = np.array([0.5, 1.0, 2.0, 3.0])
+
+
 LR, S, BETA, WD = 0.05, 8, 0.9, 1e-3
+
+
+HP = Hp(LR, S, BETA, WD)
 
 
 def simulate_modes(
@@ -49,13 +56,16 @@ def z_score(estimate, stderr, theory):
     return (estimate - theory) / stderr
 
 
-# ---------------------------------------------------------------------------
-# closed forms
-# ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def population():
+    """A finite population of per-sample noise values (N = 40, two modes), centred."""
+    rng = np.random.default_rng(2)
+    e = rng.standard_normal((40, 2)) * np.array([1.0, 1.5])
+    return e - e.mean(axis=0)
 
 
 def test_discrete_stationary_matches_brute_force_recursion():
-    m = T.stationary_moments(LAM, VAR, LR, S, BETA, WD)
+    m = T.stationary_moments(LAM, VAR, HP)
     a = LAM + WD
     for i in range(LAM.size):
         A = np.array([[1 - LR * a[i], -LR * BETA], [a[i], BETA]])
@@ -72,7 +82,7 @@ def test_discrete_stationary_matches_brute_force_recursion():
 
 def test_covariance_at_k_matches_brute_force_and_tends_to_stationary():
     steps = [0, 1, 7, 64, 513]
-    c = T.covariance_at(LAM, VAR, steps, LR, S, BETA, WD)
+    c = T.covariance_at(LAM, VAR, steps, HP)
     a = LAM + WD
     A = np.zeros((LAM.size, 2, 2))
     A[:, 0, 0], A[:, 0, 1], A[:, 1, 0], A[:, 1, 1] = 1 - LR * a, -LR * BETA, a, BETA
@@ -85,19 +95,17 @@ def test_covariance_at_k_matches_brute_force_and_tends_to_stationary():
             np.testing.assert_allclose(c.position_var[j], cov[:, 0, 0], rtol=1e-9, atol=1e-15)
             np.testing.assert_allclose(c.velocity_var[j], cov[:, 1, 1], rtol=1e-9, atol=1e-15)
         cov = A @ cov @ np.swapaxes(A, 1, 2) + q
-    far = T.covariance_at(LAM, VAR, [200000], LR, S, BETA, WD)
-    np.testing.assert_allclose(
-        far.position_var[0], T.stationary_moments(LAM, VAR, LR, S, BETA, WD).position_var, rtol=1e-9
-    )
+    far = T.covariance_at(LAM, VAR, [200000], HP)
+    np.testing.assert_allclose(far.position_var[0], T.stationary_moments(LAM, VAR, HP).position_var, rtol=1e-9)
 
 
 def test_continuous_model_has_the_papers_stationary_moments():
-    m = T.stationary_moments(LAM, VAR, LR, S, BETA, WD, model="continuous")
+    m = T.stationary_moments(LAM, VAR, HP, model="continuous")
     a = LAM + WD
     np.testing.assert_allclose(m.position_var, LR * VAR / (2 * S * (1 - BETA) * a), rtol=1e-10)
     np.testing.assert_allclose(m.velocity_var, VAR / (S * (1 - BETA**2)), rtol=1e-10)
     np.testing.assert_allclose(m.position_velocity_cov, 0.0, atol=1e-12)
-    p = T.langevin_parameters(LAM, LR, BETA, WD)
+    p = T.langevin_parameters(LAM, HP)
     np.testing.assert_allclose(p.gamma, (1 - BETA) / (LR * (1 + BETA)))
     np.testing.assert_allclose(p.omega**2, 2 * a / (LR * (1 + BETA)))
     assert list(p.regime.values) == [
@@ -107,13 +115,13 @@ def test_continuous_model_has_the_papers_stationary_moments():
 
 def test_discrete_and_continuous_agree_only_when_lr_lam_is_small():
     lam = np.array([1e-4, 1e-3, 1e-2, 1e-1, 1.0]) / LR  # lr * lam from 1e-4 to 1
-    d = T.stationary_moments(lam, 1.0, LR, S, BETA)
-    c = T.stationary_moments(lam, 1.0, LR, S, BETA, model="continuous")
+    d = T.stationary_moments(lam, 1.0, Hp(LR, S, BETA, 0.0))
+    c = T.stationary_moments(lam, 1.0, Hp(LR, S, BETA, 0.0), model="continuous")
     err = np.abs(d.position_var / c.position_var - 1).values
     assert err[0] < 1e-3 and err[1] < 1e-2
     assert np.all(np.diff(err) > 0) and err[-1] > 0.1
-    lag_d = T.lag_msd(lam[:2], 1.0, [10, 100, 1000], LR, S, BETA)
-    lag_c = T.lag_msd(lam[:2], 1.0, [10, 100, 1000], LR, S, BETA, model="continuous")
+    lag_d = T.lag_msd(lam[:2], 1.0, [10, 100, 1000], Hp(LR, S, BETA, 0.0))
+    lag_c = T.lag_msd(lam[:2], 1.0, [10, 100, 1000], Hp(LR, S, BETA, 0.0), model="continuous")
     np.testing.assert_allclose(lag_d, lag_c, rtol=0.02)
 
 
@@ -124,36 +132,31 @@ def test_dense_path_equals_per_mode_path_for_commuting_h_and_c():
     x0m, v0m = np.array([1.0, -0.5, 0.2, 0.1]), np.array([0.0, 0.3, 0.0, -0.2])
     for model, sampling in [("discrete", "replacement"), ("continuous", "replacement"), ("discrete", "reshuffle")]:
         kw = dict(model=model, sampling=sampling, n_samples=40 if sampling == "reshuffle" else None)
-        dense = T.dense_stationary_covariance(h, c, LR, S, BETA, WD, **kw)
-        modes = T.stationary_moments(LAM, VAR, LR, S, BETA, WD, **kw)
+        dense = T.dense_stationary_covariance(h, c, HP, **kw)
+        modes = T.stationary_moments(LAM, VAR, HP, **kw)
         np.testing.assert_allclose(np.diag(u.T @ dense[:4, :4] @ u), modes.position_var, rtol=1e-7)
         np.testing.assert_allclose(np.diag(u.T @ dense[4:, 4:] @ u), modes.velocity_var, rtol=1e-7)
         np.testing.assert_allclose(
-            T.dense_msd_from_start(h, c, u @ x0m, u @ v0m, [3, 50, 700], LR, S, BETA, WD, **kw),
-            T.msd_from_start(LAM, VAR, x0m, v0m, [3, 50, 700], LR, S, BETA, WD, **kw),
+            T.dense_msd_from_start(h, c, u @ x0m, u @ v0m, [3, 50, 700], HP, **kw),
+            T.msd_from_start(LAM, VAR, x0m, v0m, [3, 50, 700], HP, **kw),
             rtol=1e-7,
         )
         np.testing.assert_allclose(
-            T.dense_lag_msd(h, c, [1, 9, 90], LR, S, BETA, WD, **kw),
-            T.lag_msd(LAM, VAR, [1, 9, 90], LR, S, BETA, WD, **kw),
+            T.dense_lag_msd(h, c, [1, 9, 90], HP, **kw),
+            T.lag_msd(LAM, VAR, [1, 9, 90], HP, **kw),
             rtol=1e-7,
         )
 
 
 def test_oscillation_frequency_is_the_mean_motions_frequency():
     lam = np.array([2.0, 9.0])
-    f = T.oscillation_frequency(lam, LR, BETA, WD)
-    m = T.mean_trajectory(lam, 1.0, 0.0, np.arange(4000), LR, BETA, WD)
+    f = T.oscillation_frequency(lam, HP)
+    m = T.mean_trajectory(lam, 1.0, 0.0, np.arange(4000), HP)
     for i in range(lam.size):
         crossings = np.count_nonzero(np.diff(np.sign(m.position.values[:, i])) != 0)
         assert crossings == pytest.approx(2 * f[i] * 4000, abs=2)
-    fc = T.oscillation_frequency(lam, LR, BETA, WD, model="continuous")
+    fc = T.oscillation_frequency(lam, HP, model="continuous")
     assert np.all(np.abs(fc / f - 1) < 0.2)
-
-
-# ---------------------------------------------------------------------------
-# the update convention: torch.optim.SGD
-# ---------------------------------------------------------------------------
 
 
 def test_linear_recursion_is_torch_sgd_on_a_quadratic():
@@ -175,7 +178,7 @@ def test_linear_recursion_is_torch_sgd_on_a_quadratic():
         torch_theta.append(p.detach().numpy().copy())
 
     fp = T.fixed_point(h, theta_star, wd)
-    sysm = T._dense_system(h, np.eye(d), lr, 1, beta, wd, "discrete", "replacement", None)
+    sysm = T.dense_system(h, np.eye(d), Hp(lr, 1, beta, wd))
     z = np.concatenate([theta0 - fp, np.zeros(d)])
     for k in range(50):
         z = sysm.A @ z + sysm.B @ noise[k]
@@ -188,13 +191,8 @@ def test_linear_recursion_is_torch_sgd_on_a_quadratic():
     for _ in range(30):
         p.grad = torch.tensor(h @ (p.detach().numpy() - theta_star))
         opt.step()
-    x, _ = T.dense_mean(h, theta0 - fp, np.zeros(d), [30], lr, beta, wd)
+    x, _ = T.dense_mean(h, theta0 - fp, np.zeros(d), [30], Hp(lr, 1, beta, wd))
     np.testing.assert_allclose(x[0] + fp, p.detach().numpy(), rtol=1e-12)
-
-
-# ---------------------------------------------------------------------------
-# Monte Carlo
-# ---------------------------------------------------------------------------
 
 
 def test_msd_and_variance_match_monte_carlo_with_replacement():
@@ -202,9 +200,9 @@ def test_msd_and_variance_match_monte_carlo_with_replacement():
     chains, steps = 20000, [10, 100, 600]
     x0, v0 = np.array([1.0, 0.5, -0.3, 0.2]), np.array([0.0, 0.0, 0.5, 0.0])
     xs, _ = simulate_modes(LAM, VAR, max(steps), LR, S, BETA, WD, x0, v0, chains, rng, record=steps)
-    theory = T.msd_from_start(LAM, VAR, x0, v0, steps, LR, S, BETA, WD)
-    cov = T.covariance_at(LAM, VAR, steps, LR, S, BETA, WD)
-    mean = T.mean_trajectory(LAM, x0, v0, steps, LR, BETA, WD)
+    theory = T.msd_from_start(LAM, VAR, x0, v0, steps, HP)
+    cov = T.covariance_at(LAM, VAR, steps, HP)
+    mean = T.mean_trajectory(LAM, x0, v0, steps, HP)
     for j, k in enumerate(steps):
         d2 = ((xs[k] - x0) ** 2).sum(axis=1)
         assert abs(z_score(d2.mean(), d2.std(ddof=1) / np.sqrt(chains), theory[j])) < 4.5
@@ -222,18 +220,10 @@ def test_lag_msd_matches_monte_carlo_at_stationarity():
     xs, _ = simulate_modes(
         lam, var, burn + max(lags), LR, S, BETA, WD, 0.0, 0.0, chains, rng, record=[burn] + [burn + t for t in lags]
     )
-    theory = T.lag_msd(lam, var, lags, LR, S, BETA, WD)
+    theory = T.lag_msd(lam, var, lags, HP)
     for j, t in enumerate(lags):
         d2 = ((xs[burn + t] - xs[burn]) ** 2).sum(axis=1)
         assert abs(z_score(d2.mean(), d2.std(ddof=1) / np.sqrt(chains), theory[j])) < 4.5
-
-
-@pytest.fixture(scope="module")
-def population():
-    """A finite population of per-sample noise values (N = 40, two modes), centred."""
-    rng = np.random.default_rng(2)
-    e = rng.standard_normal((40, 2)) * np.array([1.0, 1.5])
-    return e - e.mean(axis=0)
 
 
 def test_reshuffled_batches_match_monte_carlo(population):
@@ -260,8 +250,8 @@ def test_reshuffled_batches_match_monte_carlo(population):
         record=steps,
     )
     kw = dict(sampling="reshuffle", n_samples=n)
-    theory = T.msd_from_start(lam, var, x0, 0.0, steps, LR, bs, BETA, WD, **kw)
-    cov = T.covariance_at(lam, var, steps, LR, bs, BETA, WD, **kw)
+    theory = T.msd_from_start(lam, var, x0, 0.0, steps, Hp(LR, bs, BETA, WD), **kw)
+    cov = T.covariance_at(lam, var, steps, Hp(LR, bs, BETA, WD), **kw)
     for j, k in enumerate(steps):
         d2 = ((xs[k] - x0) ** 2).sum(axis=1)
         assert abs(z_score(d2.mean(), d2.std(ddof=1) / np.sqrt(chains), theory[j])) < 4.5
@@ -295,43 +285,38 @@ def test_reshuffled_lag_msd_and_phase_averaged_variance_match_monte_carlo(popula
         record=record,
     )
     kw = dict(sampling="reshuffle", n_samples=n)
-    st = T.stationary_moments(lam, var, LR, bs, BETA, WD, **kw)
+    st = T.stationary_moments(lam, var, Hp(LR, bs, BETA, WD), **kw)
     per_chain = np.mean([xs[burn + p] ** 2 for p in range(per_epoch)], axis=0)  # phase average per chain
     z = z_score(per_chain.mean(axis=0), per_chain.std(axis=0, ddof=1) / np.sqrt(chains), st.position_var.values)
     assert np.all(np.abs(z) < 4.5), z
-    theory = T.lag_msd(lam, var, lags, LR, bs, BETA, WD, **kw)
+    theory = T.lag_msd(lam, var, lags, Hp(LR, bs, BETA, WD), **kw)
     for j, t in enumerate(lags):
         d2 = np.mean([((xs[burn + p + t] - xs[burn + p]) ** 2).sum(axis=1) for p in range(per_epoch)], axis=0)
         assert abs(z_score(d2.mean(), d2.std(ddof=1) / np.sqrt(chains), theory[j])) < 4.5
     # Reshuffling matters for the slow mode far beyond the finite-population factor.
-    iid = T.stationary_moments(lam, var * (n - bs) / (n - 1), LR, bs, BETA, WD)
+    iid = T.stationary_moments(lam, var * (n - bs) / (n - 1), Hp(LR, bs, BETA, WD))
     assert iid.position_var.values[0] / st.position_var.values[0] > 3
-
-
-# ---------------------------------------------------------------------------
-# undefined cases
-# ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: T.stationary_moments([1.0, 200.0], 1.0, 0.05, 8, 0.9), "stability region"),
-        (lambda: T.lag_msd([-0.5], 1.0, [1], 0.05, 8, 0.9), "stability region"),
-        (lambda: T.stationary_moments([0.0], 1.0, 0.05, 8, 0.9, model="continuous"), "no stationary"),
+        (lambda: T.stationary_moments([1.0, 200.0], 1.0, Hp(0.05, 8, 0.9, 0.0)), "stability region"),
+        (lambda: T.lag_msd([-0.5], 1.0, [1], Hp(0.05, 8, 0.9, 0.0)), "stability region"),
+        (lambda: T.stationary_moments([0.0], 1.0, Hp(0.05, 8, 0.9, 0.0), model="continuous"), "no stationary"),
         (
             lambda: T.stationary_moments(
-                [1.0], 1.0, 0.05, 8, 0.9, model="continuous", sampling="reshuffle", n_samples=100
+                [1.0], 1.0, Hp(0.05, 8, 0.9, 0.0), model="continuous", sampling="reshuffle", n_samples=100
             ),
             "no continuous-time model",
         ),
-        (lambda: T.stationary_moments([1.0], 1.0, 0.05, 8, 0.9, sampling="reshuffle"), "n_samples"),
-        (lambda: T.stationary_moments([1.0], -1.0, 0.05, 8, 0.9), "noise_var"),
-        (lambda: T.stationary_moments([1.0], 1.0, 0.05, 8, 1.0), "momentum"),
-        (lambda: T.stationary_moments([1.0], 1.0, 0.0, 8, 0.9), "lr"),
-        (lambda: T.stationary_moments([1.0], 1.0, 0.05, 8, 0.9, model="exact"), "model"),
-        (lambda: T.msd_from_start([1.0], 1.0, 0.0, 0.0, [1.5], 0.05, 8, 0.9), "whole numbers"),
-        (lambda: T.msd_from_start([np.nan], 1.0, 0.0, 0.0, [1], 0.05, 8, 0.9), "finite"),
+        (lambda: T.stationary_moments([1.0], 1.0, Hp(0.05, 8, 0.9, 0.0), sampling="reshuffle"), "n_samples"),
+        (lambda: T.stationary_moments([1.0], -1.0, Hp(0.05, 8, 0.9, 0.0)), "noise_var"),
+        (lambda: T.stationary_moments([1.0], 1.0, Hp(0.05, 8, 1.0, 0.0)), "momentum"),
+        (lambda: T.stationary_moments([1.0], 1.0, Hp(0.0, 8, 0.9, 0.0)), "lr"),
+        (lambda: T.stationary_moments([1.0], 1.0, Hp(0.05, 8, 0.9, 0.0), model="exact"), "model"),
+        (lambda: T.msd_from_start([1.0], 1.0, 0.0, 0.0, [1.5], Hp(0.05, 8, 0.9, 0.0)), "whole numbers"),
+        (lambda: T.msd_from_start([np.nan], 1.0, 0.0, 0.0, [1], Hp(0.05, 8, 0.9, 0.0)), "finite"),
     ],
 )
 def test_undefined_cases_raise_clear_errors(call, message):
@@ -341,7 +326,7 @@ def test_undefined_cases_raise_clear_errors(call, message):
 
 def test_marginal_mode_diffuses_without_bound_in_msd_from_start():
     # lam + wd = 0: no restoring force; the position is a random walk, E x^2 grows linearly
-    msd = T.msd_from_start([0.0], 1.0, 0.0, 0.0, [1000, 2000, 4000], 0.05, 8, 0.9)
+    msd = T.msd_from_start([0.0], 1.0, 0.0, 0.0, [1000, 2000, 4000], Hp(0.05, 8, 0.9, 0.0))
     np.testing.assert_allclose(np.diff(msd) / np.diff([1000, 2000, 4000]), 0.05**2 / 8 / 0.1**2, rtol=0.02)
 
 
@@ -356,19 +341,39 @@ def test_dense_path_and_lag_from_start_agree_with_the_closed_forms(model, sampli
     x0, v0 = np.array([0.4, -0.2, 0.1]), np.zeros(3)
     kw = dict(model=model, sampling=sampling, n_samples=40 if sampling == "reshuffle" else None)
     w, u = np.linalg.eigh(h)
-    path = T.dense_path(h, c, x0, v0, 120, LR, 4, BETA, WD, project=u, **kw)
+    path = T.dense_path(h, c, x0, v0, 120, Hp(LR, 4, BETA, WD), project=u, **kw)
     np.testing.assert_allclose(
         path.msd_from_start.sel(step=[5, 37, 120]),
-        T.dense_msd_from_start(h, c, x0, v0, [5, 37, 120], LR, 4, BETA, WD, **kw),
+        T.dense_msd_from_start(h, c, x0, v0, [5, 37, 120], Hp(LR, 4, BETA, WD), **kw),
         rtol=1e-9,
     )
-    cov = T.dense_covariance_at(h, c, [37], LR, 4, BETA, WD, **kw)[0]
+    cov = T.dense_covariance_at(h, c, [37], Hp(LR, 4, BETA, WD), **kw)[0]
     np.testing.assert_allclose(path.position_var.sel(step=37), np.diag(u.T @ cov[:3, :3] @ u), rtol=1e-9)
     # at late anchors the lag-MSD from rest is the stationary one (averaged over the epoch's phase)
     far = np.mean(
-        [T.dense_lag_msd_from_start(h, c, x0, v0, 20000 + p, [1, 13], LR, 4, BETA, WD, **kw) for p in range(10)], axis=0
+        [T.dense_lag_msd_from_start(h, c, x0, v0, 20000 + p, [1, 13], Hp(LR, 4, BETA, WD), **kw) for p in range(10)],
+        axis=0,
     )
-    np.testing.assert_allclose(far, T.dense_lag_msd(h, c, [1, 13], LR, 4, BETA, WD, **kw), rtol=1e-3)
+    np.testing.assert_allclose(far, T.dense_lag_msd(h, c, [1, 13], Hp(LR, 4, BETA, WD), **kw), rtol=1e-3)
+
+
+def test_moment_path_with_the_noise_as_a_callback_is_dense_path():
+    rng = np.random.default_rng(2)
+    m = rng.standard_normal((3, 3))
+    h, c = m @ m.T, np.cov(rng.standard_normal((3, 50)))
+    x0, v0 = np.array([0.4, -0.2, 0.1]), np.array([0.0, 0.1, 0.0])
+    hp = Hp(LR, 4, BETA, WD)
+    path = T.dense_path(h, c, x0, v0, 60, hp, project=np.eye(3))
+    system = T.dense_system(h, np.zeros_like(h), hp)
+    again, kept = T.moment_path(
+        system, np.concatenate([x0, v0]), 60, project=np.eye(3), extra_noise=lambda z, cov: c / 4, keep=[0, 60]
+    )
+    for name in path.data_vars:
+        np.testing.assert_allclose(again[name], path[name], rtol=1e-12, atol=1e-15)
+    assert sorted(kept) == [0, 60] and np.all(kept[0][1] == 0)
+    np.testing.assert_allclose(kept[60][1], T.dense_covariance_at(h, c, [60], hp)[0], rtol=1e-9)
+    with pytest.raises(T.TheoryError, match="discrete"):
+        T.moment_path(T.dense_system(h, c, hp, model="continuous"), np.zeros(6), 3, extra_noise=lambda z, cov: c)
 
 
 def test_lag_msd_from_start_matches_monte_carlo_with_reshuffling(population):
@@ -400,10 +405,7 @@ def test_lag_msd_from_start_matches_monte_carlo_with_reshuffling(population):
         [0, 0],
         anchor,
         lags,
-        LR,
-        bs,
-        BETA,
-        WD,
+        Hp(LR, bs, BETA, WD),
         sampling="reshuffle",
         n_samples=n,
     )
@@ -416,8 +418,8 @@ def test_continuous_models_error_is_lr_a_over_two_one_plus_beta():
     # measured closed form: continuous / exact - 1 = -lr (lam + wd) / (2 (1 + beta)), for both variances
     lam = np.array([1e-3, 0.1, 1.0, 10.0, 30.0])
     for beta in (0.0, 0.5, 0.9, 0.99):
-        d = T.stationary_moments(lam, 1.0, LR, S, beta, WD)
-        c = T.stationary_moments(lam, 1.0, LR, S, beta, WD, model="continuous")
+        d = T.stationary_moments(lam, 1.0, Hp(LR, S, beta, WD))
+        c = T.stationary_moments(lam, 1.0, Hp(LR, S, beta, WD), model="continuous")
         expected = -LR * (lam + WD) / (2 * (1 + beta))
         np.testing.assert_allclose(c.position_var / d.position_var - 1, expected, rtol=1e-8, atol=1e-14)
         np.testing.assert_allclose(c.velocity_var / d.velocity_var - 1, expected, rtol=1e-8, atol=1e-14)
@@ -425,19 +427,19 @@ def test_continuous_models_error_is_lr_a_over_two_one_plus_beta():
 
 def test_fluctuation_spectrum_peak_is_below_the_damped_frequency():
     lam = np.array([0.5, 2.0, 9.0])
-    peak = T.fluctuation_spectrum_peak(lam, LR, 0.99, WD)
-    damped = T.oscillation_frequency(lam, LR, 0.99, WD)
+    peak = T.fluctuation_spectrum_peak(lam, Hp(LR, S, 0.99, WD))
+    damped = T.oscillation_frequency(lam, Hp(LR, S, 0.99, WD))
     assert np.all(peak <= damped * 1.001) and np.all(peak > 0.8 * damped)
-    assert T.fluctuation_spectrum_peak([0.01], LR, 0.5, WD)[0] == 0.0  # overdamped
+    assert T.fluctuation_spectrum_peak([0.01], Hp(LR, S, 0.5, WD))[0] == 0.0  # overdamped
 
 
 def test_lag_covariance_is_consistent_with_lag_msd_and_decays():
     lags = [0, 1, 10, 200, 5000]
     for model in ("discrete", "continuous"):
-        cov = T.lag_covariance(LAM, VAR, lags, LR, S, BETA, WD, model=model)
-        st = T.stationary_moments(LAM, VAR, LR, S, BETA, WD, model=model)
+        cov = T.lag_covariance(LAM, VAR, lags, HP, model=model)
+        st = T.stationary_moments(LAM, VAR, HP, model=model)
         np.testing.assert_allclose(cov.position.sel(lag=0), st.position_var, rtol=1e-10)
         np.testing.assert_allclose(cov.position_autocorrelation.sel(lag=0), 1.0, rtol=1e-10)
-        msd = T.lag_msd(LAM, VAR, lags, LR, S, BETA, WD, model=model)
+        msd = T.lag_msd(LAM, VAR, lags, HP, model=model)
         np.testing.assert_allclose(msd, 2 * (st.position_var.sum() - cov.position.sum("mode")), rtol=1e-8, atol=1e-14)
         assert np.all(np.abs(cov.position_autocorrelation.sel(lag=5000)) < 1e-3)

@@ -9,6 +9,12 @@ from limiting_dynamics.diffusion import (
 )
 
 
+def _walk_parts(seed, n_parts=60, n_steps=3000):
+    """Squared displacement of independent 1-D random walks: additive parts of D(t) ~ t."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n_parts, n_steps)).cumsum(axis=1) ** 2).T
+
+
 def test_exact_power_law_is_recovered_with_a_tight_interval():
     t = np.arange(1, 5001)
     parts = np.stack([1.0 * t**0.6, 2.0 * t**0.6], axis=1)  # parts with the same exponent
@@ -17,12 +23,6 @@ def test_exact_power_law_is_recovered_with_a_tight_interval():
     assert np.exp(fit.log_prefactor) == pytest.approx(3.0, rel=1e-8)
     assert fit.c_low == pytest.approx(0.6, abs=1e-8) and fit.c_high == pytest.approx(0.6, abs=1e-8)
     assert fit.predict(np.array([10.0]))[0] == pytest.approx(3.0 * 10**0.6)
-
-
-def _walk_parts(seed, n_parts=60, n_steps=3000):
-    """Squared displacement of independent 1-D random walks: additive parts of D(t) ~ t."""
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal((n_parts, n_steps)).cumsum(axis=1) ** 2).T
 
 
 def test_brownian_motion_gives_c_near_one_inside_its_interval():

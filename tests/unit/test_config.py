@@ -13,42 +13,6 @@ from limiting_dynamics.config import (
 from limiting_dynamics.hyperparameters import Hyperparameters
 
 
-def test_tiny_config_is_valid():
-    check_config(copy.deepcopy(TINY), SCHEMA)
-
-
-def test_repository_default_config_is_valid():
-    import yaml
-    from conftest import REPO
-
-    check_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()), SCHEMA)
-
-
-def test_sweeps_and_grid_expand_without_repeats():
-    cells = {
-        "default": {"lr": 0.1, "batch_size": 64, "momentum": 0.9, "weight_decay": 0.0, "seed": 0},
-        "sweeps": {"lr": [0.1, 0.2], "momentum": [0.8]},
-        "grid": {"lr": [0.1, 0.3], "seed": [0, 1]},
-    }
-    got = expand_cells(cells)
-    assert got[0] == Hyperparameters(0.1, 64, 0.9, 0.0, 0)
-    assert len(got) == len(set(got)) == 1 + 1 + 1 + 3  # default, lr=0.2, mom=0.8, grid minus default
-    assert Hyperparameters(0.3, 64, 0.9, 0.0, 1) in got
-
-
-def test_cell_id_is_readable_and_unique():
-    a = cell_id(Hyperparameters(1e-4, 256, 0.9, 1e-4, 0))
-    assert a == "lr0.0001_bs256_mom0.9_wd0.0001_seed0"
-    assert a != cell_id(Hyperparameters(1e-4, 256, 0.9, 1e-4, 1))
-
-
-def test_burn_in_follows_relaxation_time_and_clips():
-    cfg = {"relaxation_times": 2.0, "min_steps": 10, "max_steps": 1000}
-    assert burn_in_steps(Hyperparameters(0.05, 64, 0.9, 5e-3, 0), cfg) == 800
-    assert burn_in_steps(Hyperparameters(0.5, 64, 0.9, 0.5, 0), cfg) == 10
-    assert burn_in_steps(Hyperparameters(0.05, 64, 0.9, 0.0, 0), cfg) == 1000
-
-
 def _set(cfg, dotted, value):
     keys = dotted.split(".")
     node = cfg
@@ -62,6 +26,7 @@ def _set(cfg, dotted, value):
 
 
 _DELETE = object()
+
 
 BAD = [
     ("cells.default.momentum", 1.0, "'cells.default.momentum': value 1.0 is not allowed: must be < 1"),
@@ -142,18 +107,6 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(
-    "key,value,message", BAD, ids=[f"{k}=<deleted>" if v is _DELETE else f"{k}={v!r}" for k, v, _ in BAD]
-)
-def test_bad_config_names_key_value_and_rule(key, value, message):
-    cfg = _set(copy.deepcopy(TINY), key, value)
-    with pytest.raises(ConfigError) as err:
-        check_config(cfg, SCHEMA)
-    text = str(err.value)
-    assert "\n" not in text
-    assert message in text
-
-
 def _numeric_keys(node, path=()):
     """Dotted paths of every number in a config (list items by index), booleans aside."""
     if isinstance(node, dict):
@@ -173,6 +126,62 @@ def _default_config() -> dict:
 NUMERIC_KEYS = _numeric_keys(_default_config())
 
 
+BATCH_SIZES = [
+    ("cells.default.batch_size", 1, "cells.default.batch_size"),
+    ("cells.sweeps.batch_size", [32, 1], "cells.sweeps.batch_size.1"),
+    ("cells.grid", {"batch_size": [1]}, "cells.grid.batch_size.0"),
+    ("converge.batch_size", 1, "converge.batch_size"),
+]
+
+
+def test_tiny_config_is_valid():
+    check_config(copy.deepcopy(TINY), SCHEMA)
+
+
+def test_repository_default_config_is_valid():
+    import yaml
+    from conftest import REPO
+
+    check_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()), SCHEMA)
+
+
+def test_sweeps_and_grid_expand_without_repeats():
+    cells = {
+        "default": {"lr": 0.1, "batch_size": 64, "momentum": 0.9, "weight_decay": 0.0, "seed": 0},
+        "sweeps": {"lr": [0.1, 0.2], "momentum": [0.8]},
+        "grid": {"lr": [0.1, 0.3], "seed": [0, 1]},
+    }
+    got = expand_cells(cells)
+    assert got[0] == Hyperparameters(0.1, 64, 0.9, 0.0, 0)
+    assert len(got) == len(set(got)) == 1 + 1 + 1 + 3  # default, lr=0.2, mom=0.8, grid minus default
+    assert Hyperparameters(0.3, 64, 0.9, 0.0, 1) in got
+
+
+def test_cell_id_is_readable_and_unique():
+    a = cell_id(Hyperparameters(1e-4, 256, 0.9, 1e-4, 0))
+    assert a == "lr0.0001_bs256_mom0.9_wd0.0001_seed0"
+    assert a != cell_id(Hyperparameters(1e-4, 256, 0.9, 1e-4, 1))
+
+
+def test_burn_in_follows_relaxation_time_and_clips():
+    cfg = {"relaxation_times": 2.0, "min_steps": 10, "max_steps": 1000}
+    assert burn_in_steps(Hyperparameters(0.05, 64, 0.9, 5e-3, 0), cfg) == 800
+    assert burn_in_steps(Hyperparameters(0.5, 64, 0.9, 0.5, 0), cfg) == 10
+    assert burn_in_steps(Hyperparameters(0.05, 64, 0.9, 0.0, 0), cfg) == 1000
+
+
+@pytest.mark.parametrize(
+    "key,value,message", BAD, ids=[f"{k}=<deleted>" if v is _DELETE else f"{k}={v!r}" for k, v, _ in BAD]
+)
+def test_bad_config_names_key_value_and_rule(key, value, message):
+    cfg = _set(copy.deepcopy(TINY), key, value)
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg, SCHEMA)
+    text = str(err.value)
+    assert "\n" not in text
+    assert message in text
+
+
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
 @pytest.mark.parametrize("path", NUMERIC_KEYS, ids=[".".join(map(str, p)) for p in NUMERIC_KEYS])
 def test_non_finite_number_in_any_numeric_key_is_rejected(path, value):
@@ -189,14 +198,6 @@ def test_non_finite_number_in_any_numeric_key_is_rejected(path, value):
 
 def test_non_finite_numbers_are_found_in_every_section():
     assert len(NUMERIC_KEYS) > 60 and {p[0] for p in NUMERIC_KEYS} >= {"compute", "cells", "limiting", "hessian"}
-
-
-BATCH_SIZES = [
-    ("cells.default.batch_size", 1, "cells.default.batch_size"),
-    ("cells.sweeps.batch_size", [32, 1], "cells.sweeps.batch_size.1"),
-    ("cells.grid", {"batch_size": [1]}, "cells.grid.batch_size.0"),
-    ("converge.batch_size", 1, "converge.batch_size"),
-]
 
 
 @pytest.mark.parametrize("key,value,where", BATCH_SIZES, ids=[k for k, _, _ in BATCH_SIZES])

@@ -3,6 +3,8 @@
 from conftest import REPO
 
 TEST_COMMAND = 'pip install -e ".[test]" && pytest'
+
+
 RUN_COMMAND = 'pip install -e ".[test]" && snakemake --cores all'
 
 

@@ -1,47 +1,13 @@
-"""Theory-vs-experiment estimators on cases with a known answer, and the loss plane."""
-
-import copy
+"""Theory against the network: per-sample noise, the noise-curvature slope, the sketch's
+lag-MSD, a simulated quadratic with a known answer, and curvature along the run."""
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import xarray as xr
-from test_hessian import Small
 
-from limiting_dynamics import comparison, hessian, landscape
+from limiting_dynamics import comparison
 from limiting_dynamics.recording import BlockSignSketch
-
-
-def test_per_sample_noise_from_minibatch_variance_both_samplings():
-    rng = np.random.default_rng(0)
-    n, s = 200, 20
-    g = rng.standard_normal(n) * 2.0 + 1.0
-    sigma2 = g.var()  # per-sample variance (1/N normalisation)
-    perms = np.stack([rng.permutation(n)[:s] for _ in range(40000)])
-    var_reshuffle = g[perms].mean(1).var()
-    draws = rng.integers(0, n, (40000, s))
-    var_replacement = g[draws].mean(1).var()
-    assert comparison.per_sample_noise_var(var_reshuffle, s, "reshuffle", n) == pytest.approx(sigma2, rel=0.03)
-    assert comparison.per_sample_noise_var(var_replacement, s, "replacement", n) == pytest.approx(sigma2, rel=0.03)
-
-
-def test_noise_curvature_slope_recovers_a_power_law():
-    lam = np.array([8.0, 4.0, 2.0, 1.0, 0.5, -0.1])
-    assert comparison.noise_curvature_slope(lam, 3 * np.abs(lam) ** 0.7) == pytest.approx(0.7)
-    assert np.isnan(comparison.noise_curvature_slope([1.0], [1.0]))
-
-
-def test_sketch_lag_msd_is_the_lag_msd_of_the_sketched_walk():
-    rng = np.random.default_rng(1)
-    walk = np.cumsum(rng.standard_normal((3000, 2000)) * 0.1, axis=0)
-    lags = np.array([1, 5, 50, 500])
-    exact = np.asarray([np.mean(np.sum((walk[t:] - walk[:-t]) ** 2, 1)) for t in lags])
-    np.testing.assert_allclose(comparison.sketch_lag_msd(walk, lags), exact)
-    sk = BlockSignSketch(2000, 64, seed=3, device="cpu", dtype=torch.float64)
-    sketched = np.stack([sk(torch.from_numpy(w)).numpy() for w in walk])
-    np.testing.assert_allclose(comparison.sketch_lag_msd(sketched, lags), exact, rtol=0.3)
-    assert comparison.fit_exponent(lags, exact, (0.0, 1.0), 1000) == pytest.approx(1.0, abs=0.05)
 
 
 def _quadratic_cell(sampling="replacement", steps=40000, seed=0):
@@ -98,6 +64,37 @@ def _quadratic_cell(sampling="replacement", steps=40000, seed=0):
         attrs={"trace_cov": sigma2.sum() / s, "n_train": n_train},
     )
     return traj, hess, noise
+
+
+def test_per_sample_noise_from_minibatch_variance_both_samplings():
+    rng = np.random.default_rng(0)
+    n, s = 200, 20
+    g = rng.standard_normal(n) * 2.0 + 1.0
+    sigma2 = g.var()  # per-sample variance (1/N normalisation)
+    perms = np.stack([rng.permutation(n)[:s] for _ in range(40000)])
+    var_reshuffle = g[perms].mean(1).var()
+    draws = rng.integers(0, n, (40000, s))
+    var_replacement = g[draws].mean(1).var()
+    assert comparison.per_sample_noise_var(var_reshuffle, s, "reshuffle", n) == pytest.approx(sigma2, rel=0.03)
+    assert comparison.per_sample_noise_var(var_replacement, s, "replacement", n) == pytest.approx(sigma2, rel=0.03)
+
+
+def test_noise_curvature_slope_recovers_a_power_law():
+    lam = np.array([8.0, 4.0, 2.0, 1.0, 0.5, -0.1])
+    assert comparison.noise_curvature_slope(lam, 3 * np.abs(lam) ** 0.7) == pytest.approx(0.7)
+    assert np.isnan(comparison.noise_curvature_slope([1.0], [1.0]))
+
+
+def test_sketch_lag_msd_is_the_lag_msd_of_the_sketched_walk():
+    rng = np.random.default_rng(1)
+    walk = np.cumsum(rng.standard_normal((3000, 2000)) * 0.1, axis=0)
+    lags = np.array([1, 5, 50, 500])
+    exact = np.asarray([np.mean(np.sum((walk[t:] - walk[:-t]) ** 2, 1)) for t in lags])
+    np.testing.assert_allclose(comparison.sketch_lag_msd(walk, lags), exact)
+    sk = BlockSignSketch(2000, 64, seed=3, device="cpu", dtype=torch.float64)
+    sketched = np.stack([sk(torch.from_numpy(w)).numpy() for w in walk])
+    np.testing.assert_allclose(comparison.sketch_lag_msd(sketched, lags), exact, rtol=0.3)
+    assert comparison.fit_exponent(lags, exact, (0.0, 1.0), 1000) == pytest.approx(1.0, abs=0.05)
 
 
 def test_compare_cell_matches_a_simulated_quadratic_with_known_answer():
@@ -157,58 +154,3 @@ def test_curvature_along_the_run_shows_a_direction_going_stale():
     assert list(ends) == list(range(1000, 8001, 1000))
     np.testing.assert_allclose(slopes[:4, 0], 4.0, rtol=0.1)
     np.testing.assert_allclose(slopes[4:, 0], 0.4, rtol=0.25)
-
-
-def test_loss_plane_is_centred_on_theta0_curves_like_the_hessian_and_leaves_the_model_alone():
-    torch.manual_seed(0)
-    model = Small(activation=torch.tanh).double().train()  # smooth: finite differences see the Hessian
-    x, y = torch.randn(32, 1, 4, 4, dtype=torch.float64), torch.randint(0, 4, (32,))
-    before = copy.deepcopy(model.state_dict())
-    op = hessian.HessianOperator(model, [(x, y)], bn_mode="eval", device=torch.device("cpu"), dtype=torch.float64)
-    top = hessian.lanczos(op.matvec, op.numel, 2, tol=1e-10, max_iter=op.numel, dtype=torch.float64)
-    u, w = top.eigenvectors[:, 0], top.eigenvectors[:, 1]
-    h = 1e-3
-    out = landscape.loss_plane(model, u, w, [-h, 0.0, h], [-h, 0.0, h], {"train": (x, y)}, torch.device("cpu"))
-    z = out["train"]
-    model.eval()
-    with torch.no_grad():
-        assert z[1, 1] == pytest.approx(float(F.cross_entropy(model(x), y)), rel=1e-12)
-    # second differences along u and w are the eigenvalues
-    assert (z[0, 1] - 2 * z[1, 1] + z[2, 1]) / h**2 == pytest.approx(top.eigenvalues[0], rel=1e-4)
-    assert (z[1, 0] - 2 * z[1, 1] + z[1, 2]) / h**2 == pytest.approx(top.eigenvalues[1], rel=1e-4)
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, before[k]), k
-    with pytest.raises(ValueError, match="directions"):
-        landscape.loss_plane(model, u[:-1], w, [0.0], [0.0], {"train": (x, y)}, torch.device("cpu"))
-
-
-def test_grid_extent_covers_the_trajectory():
-    assert landscape.grid_extent(np.array([0.1, -0.4, 0.2]), 1.5) == pytest.approx(0.6)
-    assert landscape.grid_extent(np.zeros(3), 1.5) == pytest.approx(1e-3)
-
-
-def test_predictions_dataset_with_and_without_per_mode_rows():
-    import pandas as pd
-
-    from limiting_dynamics.cli import _cell_table_dataset
-
-    df = pd.DataFrame(
-        {
-            "cell": ["a", "b"],
-            "lr": [0.1, 0.2],
-            "batch_size": [8, 8],
-            "momentum": [0.9, 0.9],
-            "weight_decay": [0.0, 0.0],
-            "seed": [0, 0],
-            "sq_step_predicted": [1.0, 2.0],
-        }
-    ).set_index("cell")
-    empty = pd.DataFrame(columns=["cell", "mode"])
-    ds = _cell_table_dataset(
-        df, "predictions", "predict", empty
-    )  # no comparisons (e.g. no phase space): the per-cell table alone
-    assert "mode" not in ds.dims and ds["lr"].dims == ("cell",) and "git_revision" in ds.attrs
-    modes = pd.DataFrame({"cell": ["a", "a", "b"], "mode": [1, 2, 1], "position_var_predicted": [1.0, 2.0, 3.0]})
-    ds = _cell_table_dataset(df, "predictions", "predict", modes)
-    assert float(ds["position_var_predicted"].sel(cell="b", mode=1)) == 3.0
-    assert np.isnan(float(ds["position_var_predicted"].sel(cell="b", mode=2)))

@@ -7,6 +7,7 @@ import pytest
 from limiting_dynamics import linear_regression as L
 from limiting_dynamics import theory as T
 from limiting_dynamics.cli import main
+from limiting_dynamics.hyperparameters import Hyperparameters
 
 
 @pytest.fixture(scope="module")
@@ -19,23 +20,22 @@ def small_problem():
 
 def test_state_dependent_theory_matches_monte_carlo_and_fixed_point_noise_does_not(small_problem):
     p = small_problem
-    cell = L.Cell(lr=0.05, batch_size=4, momentum=0.9, weight_decay=0.01, sampling="replacement")
+    cell = L.Cell(Hyperparameters(lr=0.05, batch_size=4, momentum=0.9, weight_decay=0.01), "replacement")
+    assert cell.name == "mom0.9_replacement"  # output file names depend on it
+    hp = cell.hp
     modes = p.eigvecs[:, :2]
-    fp = T.fixed_point(p.hessian, p.theta_star, cell.weight_decay)
+    fp = T.fixed_point(p.hessian, p.theta_star, hp.weight_decay)
     start = p.theta_star + 3.0 * modes[:, 0]  # far out: the noise there is much larger than at fp
     steps, chains = 60, 6000
     sim = L.simulate(p, cell, start, steps, chains, 2, modes, 30, np.array([5]), np.random.default_rng(1))
-    exact, _ = L.state_dependent_path(p, cell, start - fp, steps, modes, 30, np.array([5]))
+    exact, _ = L.state_dependent_path(p, hp, start - fp, steps, modes, 30, np.array([5]))
     fixed = T.dense_path(
         p.hessian,
         L.noise_covariance(p, fp),
         start - fp,
         np.zeros(p.d),
         steps,
-        cell.lr,
-        cell.batch_size,
-        cell.momentum,
-        cell.weight_decay,
+        hp,
         project=modes,
     )
     for k in (5, 20, 60):
@@ -59,10 +59,8 @@ def test_noise_covariance_is_the_per_sample_gradient_covariance(small_problem):
 def test_digits_cell_exports_simulation_and_all_theories():
     p = L.digits_problem()
     assert p.x.shape == (1797, 65) and p.eigvals[0] == pytest.approx(11.44, abs=0.01)
-    cell = L.Cell(lr=2e-4, batch_size=32, momentum=0.99, weight_decay=0.01, sampling="reshuffle")
-    ds = L.run_cell(
-        p, cell, steps=30, chains=16, kept=2, top_modes=3, displacement=0.1, lag_anchor=10, lags=[1, 5], seed=0
-    )
+    cell = L.Cell(Hyperparameters(lr=2e-4, batch_size=32, momentum=0.99, weight_decay=0.01, seed=0), "reshuffle")
+    ds = L.run_cell(p, cell, steps=30, chains=16, kept=2, top_modes=3, displacement=0.1, lag_anchor=10, lags=[1, 5])
     for model in ("sim", "discrete", "iid", "continuous"):
         assert f"{model}_position_var" in ds and f"{model}_msd_from_start" in ds
     assert "statedep_position_var" not in ds  # exact state dependence: replacement only

@@ -4,8 +4,7 @@ traceback) and leaves no file that looks complete.
 Each row: what the user did, and the exact line they see. Config mistakes are
 caught by ``check_config`` before any job runs (Snakemake prints the line after
 ``Config error: ``); the rest are the stage commands as the rules call them,
-which print ``limiting-dynamics <stage>: error: <line>`` and exit with status 2.
-"""
+which print ``limiting-dynamics <stage>: error: <line>`` and exit with status 2."""
 
 from __future__ import annotations
 
@@ -35,11 +34,12 @@ from limiting_dynamics.errors import ConfigError
 from limiting_dynamics.models import build_model
 
 MODEL = TINY["model"]
+
+
 HP = {"lr": 0.05, "batch_size": 32, "momentum": 0.9, "weight_decay": 5e-3, "seed": 0}
+
+
 CELL = "lr0.05_bs32_mom0.9_wd0.005_seed0"
-
-
-# ------------------------------------------------------------------ config
 
 
 def _set(path: str, value):
@@ -149,33 +149,6 @@ CONFIG_CASES = [
         "eigenvectors computed",
     ),
 ]
-
-
-@pytest.mark.parametrize("name,edit,message", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
-def test_bad_config_is_one_clear_line(name, edit, message):
-    cfg = copy.deepcopy(TINY)
-    edit(cfg)
-    with pytest.raises(ConfigError) as info:
-        check_config(cfg, SCHEMA)
-    assert str(info.value) == message
-
-
-def test_target_of_a_cell_not_in_the_config_is_one_line(tmp_path):
-    """The README's kind of target, for a cell the config does not list: a dry run
-    stops with one line naming the cell and the configured ones (no KeyError)."""
-    unknown = "lr0.05_bs64_mom0.9_wd0.005_seed0"
-    proc = Workflow(tmp_path, copy.deepcopy(TINY)).run("-n", f"results/trajectories/{unknown}.nc", check=False)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0
-    assert "Traceback" not in out and "KeyError" not in out and "Exception" not in out
-    lines = [line for line in out.splitlines() if unknown in line and "Command:" not in line]
-    assert lines == [
-        f"Unknown cell '{unknown}': it is not a cell of the config; configured cells: "
-        "lr0.05_bs32_mom0.9_wd0.005_seed0, lr0.02_bs32_mom0.9_wd0.005_seed0"
-    ]
-
-
-# ------------------------------------------------------------------ stage commands
 
 
 @pytest.fixture(scope="module")
@@ -482,29 +455,9 @@ def _poison(ds):
     return ds
 
 
-@pytest.mark.parametrize("name,make,message", COMMAND_CASES, ids=[c[0] for c in COMMAND_CASES])
-def test_bad_input_to_a_stage_is_one_line_and_leaves_no_output(env, tmp_path, name, make, message):
-    out = tmp_path / "out" / "result.npz"
-    rc, err = _cli(*make(env, out))
-    expected = message.replace("{root}", str(env))
-    line = err.strip()
-    assert rc == EXIT_ERROR and "\n" not in line and "Traceback" not in err, err
-    if expected.endswith("..."):  # the rest is a library's wording or a platform-dependent number
-        assert line.startswith(expected[:-3]), line
-    else:
-        assert line == expected
-    _assert_nothing_written(out)
-    if "diverged" in expected:  # recorded as such, beside the missing output
-        note = json.loads(out.with_suffix(".json").read_text())
-        assert note["cell"] == CELL and "diverged at step" in note["error"]
-
-
 def _assert_nothing_written(out: Path) -> None:
     left = sorted(p.name for p in out.parent.iterdir() if not p.name.endswith(".json")) if out.parent.exists() else []
     assert left == [], f"files left behind: {left}"
-
-
-# ------------------------------------------------------------------ the file system says no
 
 
 def _unprivileged():
@@ -551,6 +504,47 @@ def shared(env, tmp_path):
     yield tmp_path
     for p in tmp_path.rglob("*"):
         p.chmod(0o755)
+
+
+@pytest.mark.parametrize("name,edit,message", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
+def test_bad_config_is_one_clear_line(name, edit, message):
+    cfg = copy.deepcopy(TINY)
+    edit(cfg)
+    with pytest.raises(ConfigError) as info:
+        check_config(cfg, SCHEMA)
+    assert str(info.value) == message
+
+
+def test_target_of_a_cell_not_in_the_config_is_one_line(tmp_path):
+    """The README's kind of target, for a cell the config does not list: a dry run
+    stops with one line naming the cell and the configured ones (no KeyError)."""
+    unknown = "lr0.05_bs64_mom0.9_wd0.005_seed0"
+    proc = Workflow(tmp_path, copy.deepcopy(TINY)).run("-n", f"results/trajectories/{unknown}.nc", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "Traceback" not in out and "KeyError" not in out and "Exception" not in out
+    lines = [line for line in out.splitlines() if unknown in line and "Command:" not in line]
+    assert lines == [
+        f"Unknown cell '{unknown}': it is not a cell of the config; configured cells: "
+        "lr0.05_bs32_mom0.9_wd0.005_seed0, lr0.02_bs32_mom0.9_wd0.005_seed0"
+    ]
+
+
+@pytest.mark.parametrize("name,make,message", COMMAND_CASES, ids=[c[0] for c in COMMAND_CASES])
+def test_bad_input_to_a_stage_is_one_line_and_leaves_no_output(env, tmp_path, name, make, message):
+    out = tmp_path / "out" / "result.npz"
+    rc, err = _cli(*make(env, out))
+    expected = message.replace("{root}", str(env))
+    line = err.strip()
+    assert rc == EXIT_ERROR and "\n" not in line and "Traceback" not in err, err
+    if expected.endswith("..."):  # the rest is a library's wording or a platform-dependent number
+        assert line.startswith(expected[:-3]), line
+    else:
+        assert line == expected
+    _assert_nothing_written(out)
+    if "diverged" in expected:  # recorded as such, beside the missing output
+        note = json.loads(out.with_suffix(".json").read_text())
+        assert note["cell"] == CELL and "diverged at step" in note["error"]
 
 
 def test_result_directory_without_write_permission(shared):

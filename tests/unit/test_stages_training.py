@@ -1,4 +1,4 @@
-"""Stage bodies run through the CLI: the converge stage is bit-reproducible."""
+"""The training stages through the CLI: the converge stage is bit-reproducible."""
 
 import torch
 
