@@ -294,6 +294,3 @@ def eigenvector_drift(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
     )
     fig.tight_layout()
     save(fig, path, dpi)
-
-
-FIGURES = {"theory-modes", "phase-space", "theory-msd", "noise-curvature", "loss-landscape", "eigenvector-drift"}
