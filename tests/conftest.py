@@ -101,3 +101,62 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "integration" in Path(str(item.fspath)).parts:
             item.add_marker(pytest.mark.integration)
+
+
+class StopAt:
+    """A stop flag that reports SIGTERM once the loop has called it ``n`` times."""
+
+    def __init__(self, n: int):
+        self.n, self.calls = n, 0
+
+    def __call__(self):
+        import signal
+
+        self.calls += 1
+        return signal.SIGTERM if self.calls >= self.n else None
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: one torch thread (a busy machine stalls many small multi-threaded ops)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+SMALL_RESNET = {"arch": "resnet", "blocks": [1], "width": 4, "stem": "cifar"}
+
+
+def short_limiting_run(digits, hp, steps=40, burn_in=5, **kw):
+    """A limiting run of the small ResNet on the digits (burn-in included), quiet."""
+    import torch
+
+    from limiting_dynamics.models import build_model
+    from limiting_dynamics.training import limiting_run
+
+    torch.manual_seed(0)
+    model = build_model(SMALL_RESNET, 10, 1)
+    return limiting_run(
+        model,
+        digits,
+        hp,
+        steps=steps,
+        burn_in=burn_in,
+        eval_every=20,
+        sampling=kw.pop("sampling", "reshuffle"),
+        device=torch.device("cpu"),
+        cell="testcell",
+        log=lambda s: None,
+        **kw,
+    )
+
+
+@pytest.fixture(scope="session")
+def record(digits):
+    """The record of one short limiting run at lr 0.05, S 32, beta 0.9, wd 5e-3."""
+    from limiting_dynamics.hyperparameters import Hyperparameters
+
+    return short_limiting_run(digits, Hyperparameters(0.05, 32, 0.9, 5e-3, 0))

@@ -72,3 +72,32 @@ def write_image_folder(root: Path, classes=("n01", "n02", "n03"), n_train: int =
                 img[..., k % 3] = 255
                 Image.fromarray(img).save(d / f"{name}_{i}.{'JPEG' if i % 2 else 'png'}")
     return root
+
+
+def cifar10_config(path, **kw) -> dict:
+    """A ``data`` config section for CIFAR-10 files at ``path`` (32x32, in memory)."""
+    return {
+        "name": "cifar10",
+        "path": str(path),
+        "image_size": 32,
+        "channels": 3,
+        "test_fraction": 0.2,
+        "split_seed": 0,
+        "loader": "memory",
+        **kw,
+    }
+
+
+def imagenet_stream_config(root, **kw) -> dict:
+    """A ``data`` config section streaming the image folder at ``root`` (16x16 crops)."""
+    return {
+        "name": "imagenet",
+        "path": str(root),
+        "image_size": 16,
+        "channels": 3,
+        "test_fraction": 0.2,
+        "split_seed": 0,
+        "loader": "stream",
+        "stream_subset": 40,
+        **kw,
+    }

@@ -9,41 +9,14 @@ import numpy as np
 import pytest
 import xarray as xr
 from conftest import TINY, Workflow
-from generated_data import write_cifar10, write_image_folder
-
-
-def _cfg(path, **kw) -> dict:
-    return {
-        "name": "cifar10",
-        "path": str(path),
-        "image_size": 32,
-        "channels": 3,
-        "test_fraction": 0.2,
-        "split_seed": 0,
-        "loader": "memory",
-        **kw,
-    }
-
-
-def _stream_cfg(root, **kw) -> dict:
-    return {
-        "name": "imagenet",
-        "path": str(root),
-        "image_size": 16,
-        "channels": 3,
-        "test_fraction": 0.2,
-        "split_seed": 0,
-        "loader": "stream",
-        "stream_subset": 40,
-        **kw,
-    }
+from generated_data import cifar10_config, imagenet_stream_config, write_cifar10, write_image_folder
 
 
 @pytest.mark.integration
 def test_workflow_runs_on_cifar10_files(tmp_path):
     root = write_cifar10(tmp_path / "cifar-10-batches-py")
     cfg = copy.deepcopy(TINY)
-    cfg["data"] = _cfg(root, image_size=8)
+    cfg["data"] = cifar10_config(root, image_size=8)
     cfg["converge"]["batch_size"] = 32  # 100 training images here
     cfg["linear_regression"]["enabled"] = False
     (tmp_path / "wf").mkdir()
@@ -61,7 +34,7 @@ def test_workflow_streams_an_imagenet_folder(tmp_path):
     root = write_image_folder(tmp_path / "imagenet", n_train=30, n_val=5)
     cfg = copy.deepcopy(TINY)
     cfg["compute"]["threads"] = 2  # one DataLoader worker process
-    cfg["data"] = _stream_cfg(root, stream_subset=48)
+    cfg["data"] = imagenet_stream_config(root, stream_subset=48)
     cfg["converge"].update(batch_size=32, augment_shift=0)
     cfg["limiting"]["augment_shift"] = 0
     cfg["hessian"]["n_samples"] = cfg["landscape"]["n_samples"] = 48

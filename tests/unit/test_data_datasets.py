@@ -8,26 +8,13 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from generated_data import write_cifar10, write_image_folder
+from generated_data import cifar10_config, write_cifar10, write_image_folder
 
 from limiting_dynamics.data import catalog
 from limiting_dynamics.data import datasets as data
 from limiting_dynamics.errors import DataError
 
 DIGITS = {"name": "digits", "image_size": 16, "channels": 3, "test_fraction": 0.2, "split_seed": 0}
-
-
-def _cfg(path, **kw) -> dict:
-    return {
-        "name": "cifar10",
-        "path": str(path),
-        "image_size": 32,
-        "channels": 3,
-        "test_fraction": 0.2,
-        "split_seed": 0,
-        "loader": "memory",
-        **kw,
-    }
 
 
 def test_digits_are_resized_split_stratified_and_round_trip(tmp_path):
@@ -75,14 +62,14 @@ def test_native_8px_digits_keep_their_pixels():
 
 def test_cifar10_from_the_python_batches(tmp_path):
     root = write_cifar10(tmp_path / "cifar-10-batches-py")
-    prepared = data.prepare(_cfg(root))
+    prepared = data.prepare(cifar10_config(root))
     assert prepared.x_train.shape == (100, 3, 32, 32) and prepared.x_test.shape == (20, 3, 32, 32)
     assert prepared.x_train.dtype == np.uint8 and prepared.num_classes == 10
     with open(root / "data_batch_2", "rb") as fh:
         raw = pickle.load(fh, encoding="bytes")
     np.testing.assert_array_equal(prepared.x_train[20:40], raw[b"data"].reshape(-1, 3, 32, 32))
     np.testing.assert_array_equal(prepared.y_train[20:40], raw[b"labels"])
-    small = data.prepare(_cfg(root, image_size=8, channels=1))
+    small = data.prepare(cifar10_config(root, image_size=8, channels=1))
     assert small.x_train.shape == (100, 1, 8, 8)
     # grey = luma of the RGB image, then an antialiased resize: check the mean brightness is kept
     luma = (raw[b"data"].reshape(-1, 3, 32, 32).astype(float) * np.array([0.299, 0.587, 0.114])[:, None, None]).sum(1)
@@ -107,7 +94,7 @@ def test_cifar10_from_the_python_batches(tmp_path):
 def test_cifar10_problems_are_clear(tmp_path, damage, message):
     root = write_cifar10(tmp_path / "c")
     damage(root)
-    cfg = _cfg(root) if "required" not in message else {**_cfg(root), "path": None}
+    cfg = cifar10_config(root) if "required" not in message else {**cifar10_config(root), "path": None}
     with pytest.raises(DataError, match=message):
         data.prepare(cfg)
 

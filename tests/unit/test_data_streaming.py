@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from generated_data import write_image_folder
+from generated_data import imagenet_stream_config, write_image_folder
 
 from limiting_dynamics import models, training
 from limiting_dynamics.data import datasets as data
@@ -18,25 +18,11 @@ from limiting_dynamics.errors import CheckpointError, DataError
 ARCH = {"arch": "resnet", "blocks": [1], "width": 8, "stem": "cifar"}
 
 
-def _stream_cfg(root, **kw) -> dict:
-    return {
-        "name": "imagenet",
-        "path": str(root),
-        "image_size": 16,
-        "channels": 3,
-        "test_fraction": 0.2,
-        "split_seed": 0,
-        "loader": "stream",
-        "stream_subset": 40,
-        **kw,
-    }
-
-
 @pytest.fixture(scope="module")
 def streamed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("stream")
     root = write_image_folder(tmp / "imagenet", n_train=30, n_val=5)
-    data.save_prepared(data.prepare(_stream_cfg(root)), tmp / "imagenet.npz")
+    data.save_prepared(data.prepare(imagenet_stream_config(root)), tmp / "imagenet.npz")
     return tmp / "imagenet.npz"
 
 

@@ -5,12 +5,12 @@ to the same numbers."""
 from __future__ import annotations
 
 import functools
-import signal
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import StopAt
 from small_networks import Small
 from torch.func import functional_call
 
@@ -30,17 +30,6 @@ CPU = torch.device("cpu")
 
 
 QUIET = {"log": lambda s: None}
-
-
-class StopAt:
-    """A stop flag that reports SIGTERM once the loop has called it ``n`` times."""
-
-    def __init__(self, n: int):
-        self.n, self.calls = n, 0
-
-    def __call__(self):
-        self.calls += 1
-        return signal.SIGTERM if self.calls >= self.n else None
 
 
 def known_operator(n=200, seed=0):

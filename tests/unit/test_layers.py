@@ -22,6 +22,20 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def relative_imports() -> list[tuple[str, str]]:
+    """(module, target) of every relative import in the package's source."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    out = []
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + [node.module] if node.module else base)
+                out += [(name, f"{target}.{a.name}" if not node.module else target) for a in node.names]
+    return out
+
+
 def import_graph() -> dict[str, set[str]]:
     """Module -> the package's modules it imports anywhere in its source (so an
     import inside a function counts: lazy imports must not hide a cycle)."""
@@ -64,6 +78,14 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_every_relative_import_names_a_module_of_the_package():
+    """A relative import in a function runs only when the function does: check them all."""
+    modules = {_module_name(p) for p in PACKAGE.rglob("*.py")}
+    version = "limiting_dynamics.__version__"  # the one name a package __init__ defines
+    missing = [(m, t) for m, t in relative_imports() if t not in modules and t != version]
+    assert missing == []
 
 
 def test_the_package_has_no_import_cycle():

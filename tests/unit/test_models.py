@@ -10,14 +10,7 @@ from limiting_dynamics.checkpoints import CheckpointError, load_checkpoint, load
 from limiting_dynamics.errors import ModelError
 from limiting_dynamics.models import TORCHVISION_ARCHS, build_model, count_parameters
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread (a busy machine stalls the per-sample loop's many small multi-threaded ops)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_resnet8_and_torchvision_resnet18():

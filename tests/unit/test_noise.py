@@ -8,14 +8,7 @@ from torch import nn
 
 from limiting_dynamics import noise as N
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread (a busy machine stalls the per-sample loop's many small multi-threaded ops)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

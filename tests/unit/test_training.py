@@ -4,11 +4,10 @@ noise, and runs stopped and resumed bit for bit."""
 
 from __future__ import annotations
 
-import signal
-
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_RESNET, StopAt, short_limiting_run
 
 from limiting_dynamics.checkpoints import (
     Checkpointer,
@@ -22,53 +21,16 @@ from limiting_dynamics.errors import Interrupted
 from limiting_dynamics.models import build_model
 from limiting_dynamics.training import DivergenceError, Hyperparameters, burn_in, limiting_run, pretrain
 
-MODEL = {"arch": "resnet", "blocks": [1], "width": 4, "stem": "cifar"}
-
-
-def _run(digits, hp, steps=40, burn_in=5, **kw):
-    torch.manual_seed(0)
-    model = build_model(MODEL, 10, 1)
-    return limiting_run(
-        model,
-        digits,
-        hp,
-        steps=steps,
-        burn_in=burn_in,
-        eval_every=20,
-        sampling=kw.pop("sampling", "reshuffle"),
-        device=torch.device("cpu"),
-        cell="testcell",
-        log=lambda s: None,
-        **kw,
-    )
-
-
-@pytest.fixture(scope="module")
-def record(digits):
-    return _run(digits, Hyperparameters(0.05, 32, 0.9, 5e-3, 0))
-
-
 CPU = torch.device("cpu")
 
 
 QUIET = {"log": lambda s: None}
 
 
-class StopAt:
-    """A stop flag that reports SIGTERM once the loop has called it ``n`` times."""
-
-    def __init__(self, n: int):
-        self.n, self.calls = n, 0
-
-    def __call__(self):
-        self.calls += 1
-        return signal.SIGTERM if self.calls >= self.n else None
-
-
 def _limiting(digits, checkpointer=None):
     """50 recorded steps with phase space (3 directions, an 8-number sketch)."""
     torch.manual_seed(0)
-    model = build_model(MODEL, 10, 1)
+    model = build_model(SMALL_RESNET, 10, 1)
     n = sum(p.numel() for p in model.parameters())
     directions = torch.linalg.qr(torch.randn(n, 3, generator=torch.Generator().manual_seed(5)))[0].T.contiguous()
     return limiting_run(
@@ -112,15 +74,15 @@ def test_limiting_run_records_every_step_consistently(record):
 
 
 def test_same_seed_same_trajectory_other_seed_differs(digits, record):
-    again = _run(digits, Hyperparameters(0.05, 32, 0.9, 5e-3, 0))
+    again = short_limiting_run(digits, Hyperparameters(0.05, 32, 0.9, 5e-3, 0))
     assert np.array_equal(again["sq_dist_from_start"], record["sq_dist_from_start"])
-    other = _run(digits, Hyperparameters(0.05, 32, 0.9, 5e-3, 1))
+    other = short_limiting_run(digits, Hyperparameters(0.05, 32, 0.9, 5e-3, 1))
     assert not np.array_equal(other["sq_dist_from_start"], record["sq_dist_from_start"])
 
 
 def test_divergence_names_cell_and_step(digits):
     with pytest.raises(DivergenceError, match=r"cell testcell diverged (at step \d+|during burn-in)"):
-        _run(digits, Hyperparameters(1e4, 32, 0.9, 0.0, 0), steps=40, burn_in=0, check_every=10)
+        short_limiting_run(digits, Hyperparameters(1e4, 32, 0.9, 0.0, 0), steps=40, burn_in=0, check_every=10)
 
 
 def test_burn_in_checkpoint_then_run_is_bit_identical_to_one_process(digits, tmp_path):
@@ -129,10 +91,10 @@ def test_burn_in_checkpoint_then_run_is_bit_identical_to_one_process(digits, tmp
 
     for sampling in ("reshuffle", "replacement"):
         hp = Hyperparameters(0.05, 32, 0.9, 5e-3, 3)
-        whole = _run(digits, hp, steps=30, burn_in=47, sampling=sampling, augment_shift=1)
+        whole = short_limiting_run(digits, hp, steps=30, burn_in=47, sampling=sampling, augment_shift=1)
         torch.manual_seed(0)
         state = burn_in(
-            build_model(MODEL, 10, 1),
+            build_model(SMALL_RESNET, 10, 1),
             digits,
             hp,
             steps=47,
@@ -142,7 +104,7 @@ def test_burn_in_checkpoint_then_run_is_bit_identical_to_one_process(digits, tmp
             log=lambda s: None,
         )
         save_checkpoint(state, tmp_path / "theta0.pt")
-        split = _run(
+        split = short_limiting_run(
             digits,
             hp,
             steps=30,
@@ -161,7 +123,7 @@ def test_burn_in_state_refuses_other_hyperparameters(digits):
 
     hp = Hyperparameters(0.05, 32, 0.9, 5e-3, 0)
     state = burn_in(
-        build_model(MODEL, 10, 1),
+        build_model(SMALL_RESNET, 10, 1),
         digits,
         hp,
         steps=3,
@@ -170,19 +132,19 @@ def test_burn_in_state_refuses_other_hyperparameters(digits):
         log=lambda s: None,
     )
     with pytest.raises(CheckpointError, match="hyperparameters"):
-        _run(digits, Hyperparameters(0.04, 32, 0.9, 5e-3, 0), steps=3, burn_in=0, start=state)
+        short_limiting_run(digits, Hyperparameters(0.04, 32, 0.9, 5e-3, 0), steps=3, burn_in=0, start=state)
     with pytest.raises(CheckpointError, match="not a burn-in checkpoint"):
-        _run(digits, hp, steps=3, burn_in=0, start={"model": state["model"]})
+        short_limiting_run(digits, hp, steps=3, burn_in=0, start={"model": state["model"]})
 
 
 def test_phase_space_projections_and_sketch_match_the_parameters(digits):
     """mode_position/velocity are exact projections; the sketch preserves squared distances on average."""
     hp = Hyperparameters(0.05, 32, 0.9, 5e-3, 0)
-    n = sum(p.numel() for p in build_model(MODEL, 10, 1).parameters())
+    n = sum(p.numel() for p in build_model(SMALL_RESNET, 10, 1).parameters())
     g = torch.Generator().manual_seed(1)
     u = torch.linalg.qr(torch.randn(n, 3, generator=g, dtype=torch.float64))[0].T.float()
-    plain = _run(digits, hp, steps=40)
-    rec = _run(digits, hp, steps=40, directions=u, sketch_dim=64, sketch_seed=5)
+    plain = short_limiting_run(digits, hp, steps=40)
+    rec = short_limiting_run(digits, hp, steps=40, directions=u, sketch_dim=64, sketch_seed=5)
     # phase-space recording does not change the run
     np.testing.assert_array_equal(rec["train_loss"], plain["train_loss"])
     assert rec["mode_position"].shape == (40, 3) and rec["mode_velocity"].shape == (40, 3)
@@ -203,7 +165,7 @@ def test_replay_from_the_burn_in_state_retraces_the_recorded_run(digits):
     hp = Hyperparameters(0.05, 32, 0.9, 5e-3, 2)
     torch.manual_seed(0)
     state = burn_in(
-        build_model(MODEL, 10, 1),
+        build_model(SMALL_RESNET, 10, 1),
         digits,
         hp,
         steps=10,
@@ -212,8 +174,8 @@ def test_replay_from_the_burn_in_state_retraces_the_recorded_run(digits):
         label_noise=0.2,
         log=lambda s: None,
     )
-    recorded = _run(digits, hp, steps=12, burn_in=0, start=state, label_noise=0.2)
-    model = build_model(MODEL, 10, 1)
+    recorded = short_limiting_run(digits, hp, steps=12, burn_in=0, start=state, label_noise=0.2)
+    model = build_model(SMALL_RESNET, 10, 1)
     theta0 = None
     for step, m in replay(
         model, digits, hp, state, [0, 3, 12], sampling="reshuffle", device=torch.device("cpu"), label_noise=0.2
@@ -272,7 +234,7 @@ def test_burn_in_stopped_and_resumed_is_bit_identical(digits, tmp_path):
     def run(checkpointer=None):
         torch.manual_seed(0)
         return burn_in(
-            build_model(MODEL, 10, 1),
+            build_model(SMALL_RESNET, 10, 1),
             digits,
             hp,
             steps=40,
@@ -308,7 +270,7 @@ def test_pretraining_stopped_and_resumed_is_bit_identical(digits, tmp_path):
 
     def run(checkpointer=None):
         torch.manual_seed(4)
-        model = build_model(MODEL, 10, 1)
+        model = build_model(SMALL_RESNET, 10, 1)
         return model, pretrain(model, digits, cfg, CPU, checkpointer=checkpointer, **QUIET)
 
     whole_model, whole = run()

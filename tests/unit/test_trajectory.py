@@ -2,38 +2,10 @@
 
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 
 from limiting_dynamics import trajectory
 from limiting_dynamics.atomic import write_netcdf
-from limiting_dynamics.models import build_model
-from limiting_dynamics.training import Hyperparameters, limiting_run
-
-MODEL = {"arch": "resnet", "blocks": [1], "width": 4, "stem": "cifar"}
-
-
-def _run(digits, hp, steps=40, burn_in=5, **kw):
-    torch.manual_seed(0)
-    model = build_model(MODEL, 10, 1)
-    return limiting_run(
-        model,
-        digits,
-        hp,
-        steps=steps,
-        burn_in=burn_in,
-        eval_every=20,
-        sampling=kw.pop("sampling", "reshuffle"),
-        device=torch.device("cpu"),
-        cell="testcell",
-        log=lambda s: None,
-        **kw,
-    )
-
-
-@pytest.fixture(scope="module")
-def record(digits):
-    return _run(digits, Hyperparameters(0.05, 32, 0.9, 5e-3, 0))
 
 
 def _dataset(record):

@@ -162,7 +162,7 @@ def rotation(traj: xr.Dataset, summary: pd.DataFrame, path, dpi: int = 150) -> N
     """Per hyperparameter cell, the norm-weighted rms angle of the
     scale-invariant weights from theta_0 over the run (one colour per seed),
     with the small-angle limit and the end of the fit window."""
-    from .geometry import small_angle_limit
+    from ..geometry import small_angle_limit
 
     fig, panels = _seed_panels(summary)
     limit = small_angle_limit()
