@@ -46,7 +46,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from . import spectra, theory
+from . import local_displacement, spectra, theory
 from .hyperparameters import Hyperparameters
 
 
@@ -90,8 +90,7 @@ def gradient_mean_square(
     discrete theory)."""
     lam = np.asarray(eigvals, float)
     var = theory.stationary_moments(lam, noise_var, hp, sampling=sampling, n_samples=n_samples).position_var.values
-    s, n = hp.batch_size, n_samples
-    f = 1.0 / s if sampling == "replacement" else (n - s) / (s * (n - 1))
+    f = theory.noise_scales(hp.batch_size, sampling, n_samples)[0]
     return f * np.asarray(noise_var, float) + lam**2 * var
 
 
@@ -308,9 +307,7 @@ def compare_cell(
     bulk_lam, bulk_mult = bulk_modes(
         hess.slq_nodes.values, hess.slq_weights.values, int(hess.attrs["n_params"]), lam_all
     )
-    ts = traj.tensor_step.values
-    in_window = (ts > stationary_window[0] * steps) & (ts <= stationary_window[1] * steps)
-    grad_sq = float(traj.sq_grad_by_tensor.transpose("tensor_step", "tensor").values[in_window].sum(axis=1).mean())
+    grad_sq = local_displacement.grad_sq_norm(traj, stationary_window)
     attrs["grad_sq_norm_in_run"] = grad_sq
     ok_top = (lam_top + wd > 0) & (lr * (lam_top + wd) < 2 * (1 + beta))
     ok_bulk = (bulk_lam > 0) & (lr * (bulk_lam + wd) < 2 * (1 + beta))

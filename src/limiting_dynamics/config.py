@@ -17,9 +17,8 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
+from .hyperparameters import NAMES as HYPERPARAMETERS
 from .hyperparameters import Hyperparameters
-
-HYPERPARAMETERS = ("lr", "batch_size", "momentum", "weight_decay", "seed")
 
 
 def _key(path) -> str:

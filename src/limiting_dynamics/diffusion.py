@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import geometry, local_displacement
+from .hyperparameters import NAMES as HYPERPARAMETERS
 
 
 @dataclass
@@ -168,8 +169,7 @@ def sphere_geometry(ds, fit_end: int) -> dict:
     ts = ds["tensor_step"].values
     if not si.any():
         return {"rotation_angle_fit_end": 0.0, "small_angle_steps": int(ts[-1]), "small_angle_fit": 1}
-    angle = ds["rotation_angle_by_tensor"].transpose("tensor_step", "tensor").values[:, si]
-    rms = geometry.rms_angle(angle, ds["sq_param_norm_start_by_tensor"].values[si])
+    rms = ds["rotation_angle_si"].values  # geometry.rms_angle of the scale-invariant tensors, stored at export
     limit = geometry.small_angle_limit(SMALL_ANGLE_SLOPE)
     at_end = float(rms[np.searchsorted(ts, fit_end)] if fit_end <= ts[-1] else rms[-1])
     beyond = np.flatnonzero(rms > limit)
@@ -192,10 +192,11 @@ def analyze_trajectory(ds, cfg: dict) -> dict:
     rng = np.random.default_rng(int(cfg["seed"]))
     steps = ds["step"].values
     tensor_steps = ds["tensor_step"].values
-    row = {k: ds.attrs[k] for k in ("lr", "batch_size", "momentum", "weight_decay", "seed")}
+    row = {k: ds.attrs[k] for k in HYPERPARAMETERS}
     row["burn_in_steps"] = int(ds.attrs["burn_in_steps"])
     row["steps"] = int(steps[-1])
-    for var, parts in tensor_parts(ds).items():
+    parts_by_var = tensor_parts(ds)
+    for var, parts in parts_by_var.items():
         fit = fit_exponent(
             tensor_steps,
             parts,
@@ -225,7 +226,7 @@ def analyze_trajectory(ds, cfg: dict) -> dict:
     fit = (
         fit_exponent(
             tensor_steps,
-            tensor_parts(ds)["sq_dist_from_start"],
+            parts_by_var["sq_dist_from_start"],
             small,
             int(cfg["fit_points"]),
             int(cfg["bootstrap_samples"]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -38,3 +38,6 @@ class Hyperparameters:
         if self.weight_decay == 0:
             return math.inf
         return (1.0 - self.momentum) / (self.lr * self.weight_decay)
+
+
+NAMES = tuple(f.name for f in fields(Hyperparameters))  # lr, batch_size, momentum, weight_decay, seed

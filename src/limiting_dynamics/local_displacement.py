@@ -51,6 +51,16 @@ def _span(steps: np.ndarray, window: tuple[float, float]) -> np.ndarray:
     return (steps > window[0] * last) & (steps <= window[1] * last)
 
 
+def _per_tensor(ds, name: str, keep: np.ndarray) -> np.ndarray:
+    return ds[name].transpose("tensor_step", "tensor").values[keep]
+
+
+def grad_sq_norm(ds, window=(0.5, 1.0)) -> float:
+    """``E||g_k||^2``: the mean square of the minibatch gradient read off the
+    momentum buffers, over ``window`` (fractions of the run) of a trajectory."""
+    return float(_per_tensor(ds, "sq_grad_by_tensor", _span(ds["tensor_step"].values, window)).sum(axis=1).mean())
+
+
 def predictions(ds, window=(0.5, 1.0)) -> dict:
     """Measured and predicted stationary step over ``window`` (fractions of
     the run) of a trajectory (:mod:`.trajectory`), in total and split into the
@@ -72,9 +82,9 @@ def predictions(ds, window=(0.5, 1.0)) -> dict:
     si = ds["tensor_scale_invariant"].values.astype(bool)
     ts = ds["tensor_step"].values
     keep = _span(ts, window)
-    v2 = ds["sq_velocity_by_tensor"].transpose("tensor_step", "tensor").values[keep]
-    g2 = ds["sq_grad_by_tensor"].transpose("tensor_step", "tensor").values[keep]
-    n2 = ds["sq_param_norm_by_tensor"].transpose("tensor_step", "tensor").values[keep]
+    v2 = _per_tensor(ds, "sq_velocity_by_tensor", keep)
+    g2 = _per_tensor(ds, "sq_grad_by_tensor", keep)
+    n2 = _per_tensor(ds, "sq_param_norm_by_tensor", keep)
     measured = lr**2 * v2.mean(axis=0)
     identity = 2 * lr * wd * n2.mean(axis=0) / (1 + beta)
     noise = lr**2 * g2.mean(axis=0) / (1 - beta**2)
@@ -86,7 +96,7 @@ def predictions(ds, window=(0.5, 1.0)) -> dict:
         "sq_step_identity_si": float(identity[si].sum()),
         "sq_step_noise_si": float(noise[si].sum()),
         "sq_step_noise_other": float(noise[~si].sum()),
-        "grad_sq_norm": float(g2.sum(axis=1).mean()),
+        "grad_sq_norm": grad_sq_norm(ds, window),
     }
     out["sq_step_predicted_noise"] = out["sq_step_noise_si"] + out["sq_step_noise_other"]
     out["sq_step_predicted_identity"] = out["sq_step_identity_si"] + out["sq_step_noise_other"]

@@ -14,7 +14,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-HYPERPARAMETERS = ("lr", "batch_size", "momentum", "weight_decay")
+from .hyperparameters import NAMES
+
+HYPERPARAMETERS = NAMES[:-1]  # a hyperparameter cell: its seeds pooled
 COLUMNS = (
     "c",
     "c_geodesic",

@@ -338,7 +338,7 @@ def _check_hyper(hp: Hyperparameters, model, sampling, n_samples):
             )
 
 
-def _noise_scales(batch_size, sampling, n_samples):
+def noise_scales(batch_size, sampling, n_samples):
     """(factor for Var of one step, factor for Cov of two steps in one epoch), times the per-sample variance."""
     s = int(batch_size)
     if sampling == "replacement":
@@ -376,7 +376,7 @@ def _mode_system(eigvals, noise_var, hp: Hyperparameters, model, sampling, n_sam
     A[:, 1, 0] = a
     A[:, 1, 1] = beta
     B = np.broadcast_to(np.array([[-lr], [1.0]]), lam.shape + (2, 1)).copy()
-    f_var, f_cov, epoch = _noise_scales(batch_size, sampling, n_samples)
+    f_var, f_cov, epoch = noise_scales(batch_size, sampling, n_samples)
     Q = (f_var * var)[:, None, None]
     K = None if f_cov is None else (f_cov * var)[:, None, None]
     return DiscreteSystem(A, B, Q, K, epoch, 1)
@@ -411,7 +411,7 @@ def dense_system(
         return ContinuousSystem(g, n_, lr, d)
     A = np.block([[eye - lr * ha, -lr * beta * eye], [ha, beta * eye]])
     B = np.vstack([-lr * eye, eye])
-    f_var, f_cov, epoch = _noise_scales(batch_size, sampling, n_samples)
+    f_var, f_cov, epoch = noise_scales(batch_size, sampling, n_samples)
     return DiscreteSystem(A, B, f_var * c, None if f_cov is None else f_cov * c, epoch, d)
 
 

@@ -17,11 +17,11 @@ import xarray as xr
 from . import __version__
 from .errors import TrajectoryFormatError
 from .geometry import geodesic_parts, rms_angle, rotation_angle
+from .hyperparameters import NAMES as HYPERPARAMETER_ATTRS
 from .provenance import now_iso, provenance_attrs
 
 FORMAT_NAME = "limiting-dynamics-trajectory"
 FORMAT_VERSION = 4
-HYPERPARAMETER_ATTRS = ("lr", "batch_size", "momentum", "weight_decay", "seed")
 STEP_VARIABLES = ("train_loss", "sq_dist_from_start", "sq_step", "sq_velocity", "sq_param_norm")
 
 # name -> (units, long_name)

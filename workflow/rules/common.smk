@@ -348,7 +348,7 @@ def figure_inputs(wildcards):
         "msd": runs,
         "rotation": runs,
         "local_displacement": runs,
-        "scaling": runs,
+        "scaling": runs[1:],  # the summary alone
         "metrics": runs[:1],
         "hessian_spectrum": probed_files("results/hessian/{cell}.nc"),
         "theory_modes": theory + ["results/analysis/predictions.csv"],

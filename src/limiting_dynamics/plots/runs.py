@@ -10,14 +10,9 @@ import pandas as pd
 import seaborn as sns
 import xarray as xr
 
+from ..hyperparameters import NAMES
+from ..replicates import HYPERPARAMETERS
 from .style import HP_LABELS, grid, plt, save
-
-
-def _label(row) -> str:
-    return (
-        f"lr={row['lr']:.3g}, S={int(row['batch_size'])}, β={row['momentum']:.3g}, "
-        f"wd={row['weight_decay']:.3g}, seed={int(row['seed'])}"
-    )
 
 
 def _group_label(row) -> str:
@@ -26,8 +21,6 @@ def _group_label(row) -> str:
 
 def cell_groups(summary: pd.DataFrame) -> list[tuple[str, list[str]]]:
     """The summary's cells grouped by hyperparameters (seeds together), in table order."""
-    from ..replicates import HYPERPARAMETERS
-
     groups: dict[tuple, list[str]] = {}
     for cell, row in summary.iterrows():
         groups.setdefault(tuple(row[k] for k in HYPERPARAMETERS), []).append(cell)
@@ -191,7 +184,7 @@ def sweeps_of(summary: pd.DataFrame, default: dict) -> dict[str, pd.DataFrame]:
     its between-trajectory spread); the ``seed`` entry holds the seeds of the
     default cell itself."""
     out = {}
-    for hp in ("lr", "batch_size", "momentum", "weight_decay", "seed"):
+    for hp in NAMES:
         others = [k for k in HP_LABELS if k != hp and (k != "seed" or hp == "seed")]
         mask = np.ones(len(summary), bool)
         for k in others:
@@ -304,7 +297,7 @@ def metrics(traj: xr.Dataset, path, dpi: int = 150) -> None:
     frames = []
     for cell in traj["cell"].values:
         ds = traj.sel(cell=cell).dropna("eval_step", subset=["eval_train_loss"])
-        label = _group_label({k: float(ds[k]) for k in ("lr", "batch_size", "momentum", "weight_decay")})
+        label = _group_label({k: float(ds[k]) for k in HYPERPARAMETERS})
         for split in ("train", "test"):
             frames.append(
                 pd.DataFrame(

@@ -418,13 +418,3 @@ def power_law(path, dpi: int = 150) -> None:
     )
     fig.tight_layout()
     save(fig, path, dpi)
-
-
-FIGURES = {
-    "linreg-phase-space": phase_space,
-    "linreg-frequency": frequency,
-    "linreg-theory": theory_vs_simulation,
-    "linreg-sampling": sampling,
-    "ou-currents": ou_currents,
-    "power-law": power_law,
-}

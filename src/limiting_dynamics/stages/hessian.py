@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .. import checkpoints, hessian, training
+from .. import checkpoints, hessian, table_columns, training
 from ..atomic import write_netcdf
 from ..hyperparameters import Hyperparameters
 from ..provenance import stamp
@@ -125,8 +125,7 @@ def cmd_eigenvector_drift(a) -> None:
         "rayleigh_quotient": ("1", "u_i^T H u_i with the Hessian at the step and u_i from theta_0"),
         "relative_residual": ("1", "||H u_i - (u_i^T H u_i) u_i|| / |u_i^T H u_i|: 0 for an eigenvector"),
     }
-    for name, (units, long_name) in meta.items():
-        ds[name].attrs.update(units=units, long_name=long_name)
+    table_columns.describe(ds, meta)
     stamp(
         ds,
         f"Drift of the Hessian eigenvectors of theta_0 along the run of cell {p['cell']}",

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .. import hessian, landscape, trajectory
+from .. import hessian, landscape, table_columns, trajectory
 from ..atomic import write_netcdf
 from ..errors import ResultFileError
 from ..provenance import stamp
@@ -59,8 +59,7 @@ def cmd_landscape(a) -> None:
         "trajectory_b": ("1", f"u_{j}^T (theta_k - theta_0) of the limiting run"),
         "step": ("1", "number of SGD updates since theta_0"),
     }
-    for k, (units, long_name) in meta.items():
-        ds[k].attrs.update(units=units, long_name=long_name)
+    table_columns.describe(ds, meta)
     stamp(
         ds,
         f"Loss landscape around theta_0 of cell {p['cell']}",

@@ -1,6 +1,6 @@
 """The plot stage (torch-free): one figure from result files. :data:`FIGURES`
 maps each figure name of ``limiting-dynamics plot FIGURE`` to a function of
-``(inputs, params, out, dpi)`` that reads the inputs and draws."""
+``(inputs, params, out, dpi)`` that reads what the figure needs and draws it."""
 
 from __future__ import annotations
 
@@ -16,67 +16,40 @@ def _netcdf(inputs) -> list[xr.Dataset]:
     return [xr.load_dataset(f) for f in inputs if f.endswith(".nc")]
 
 
-def _tables(inputs, **kw) -> list[pd.DataFrame]:
-    return [pd.read_csv(f, **kw) for f in inputs if f.endswith(".csv")]
+def _tables(inputs) -> list[pd.DataFrame]:
+    return [pd.read_csv(f) for f in inputs if f.endswith(".csv")]
 
 
-def _trajectory_figure(draw):
-    """A figure of ``all_cells.nc`` and (when given) the summary table."""
-
-    def figure(inputs, p, out, dpi):
-        summary = pd.read_csv(inputs[1], index_col="cell") if len(inputs) > 1 else None
-        draw(xr.load_dataset(inputs[0]), summary, p, out, dpi)
-
-    return figure
+def _summary(inputs) -> pd.DataFrame | None:
+    """The per-cell table among the inputs (``summary.csv`` or ``predictions.csv``), if any."""
+    csv = [f for f in inputs if f.endswith(".csv")]
+    return pd.read_csv(csv[0], index_col="cell") if csv else None
 
 
-def _linreg_figure(draw):
-    def figure(inputs, p, out, dpi):
-        draw(_netcdf(inputs), _tables(inputs), out, dpi)
-
-    return figure
-
-
-def _theory_figure(draw):
-    def figure(inputs, p, out, dpi):
-        draw(out, dpi)
-
-    return figure
-
-
-def _comparison_cells(draw):
-    def figure(inputs, p, out, dpi):
-        draw(_netcdf(inputs), out, dpi)
-
-    return figure
-
-
+# fmt: off
 FIGURES = {
-    "convergence": lambda inputs, p, out, dpi: runs.convergence(xr.load_dataset(inputs[0]), out, dpi),
-    "msd": _trajectory_figure(lambda traj, summary, p, out, dpi: runs.msd(traj, summary, out, dpi)),
-    "rotation": _trajectory_figure(lambda traj, summary, p, out, dpi: runs.rotation(traj, summary, out, dpi)),
-    "local-displacement": _trajectory_figure(
-        lambda traj, summary, p, out, dpi: runs.local_displacement(traj, summary, out, int(p["smoothing"]), dpi)
-    ),
-    "scaling": _trajectory_figure(
-        lambda traj, summary, p, out, dpi: runs.hyperparameter_scaling(summary, p["default"], out, dpi)
-    ),
-    "metrics": _trajectory_figure(lambda traj, summary, p, out, dpi: runs.metrics(traj, out, dpi)),
-    "hessian-spectrum": lambda inputs, p, out, dpi: runs.hessian_spectrum(
-        [open_result(f, "hessian") for f in inputs], out, dpi
-    ),
-    **{name: _linreg_figure(theory.FIGURES[name]) for name in theory.FIGURES if name.startswith("linreg-")},
-    "ou-currents": _theory_figure(theory.FIGURES["ou-currents"]),
-    "power-law": _theory_figure(theory.FIGURES["power-law"]),
-    "theory-modes": lambda inputs, p, out, dpi: comparison.theory_modes(
-        _netcdf(inputs), _tables(inputs, index_col="cell")[0], out, dpi
-    ),
-    "phase-space": lambda inputs, p, out, dpi: comparison.phase_space(*_netcdf(inputs)[:2], out, dpi),
-    "theory-msd": _comparison_cells(comparison.theory_msd),
-    "noise-curvature": _comparison_cells(comparison.noise_curvature),
-    "eigenvector-drift": _comparison_cells(comparison.eigenvector_drift),
-    "loss-landscape": lambda inputs, p, out, dpi: comparison.loss_landscape(_netcdf(inputs)[0], out, dpi),
+    "convergence": lambda i, p, o, d: runs.convergence(xr.load_dataset(i[0]), o, d),
+    "msd": lambda i, p, o, d: runs.msd(xr.load_dataset(i[0]), _summary(i), o, d),
+    "rotation": lambda i, p, o, d: runs.rotation(xr.load_dataset(i[0]), _summary(i), o, d),
+    "local-displacement": lambda i, p, o, d: runs.local_displacement(
+        xr.load_dataset(i[0]), _summary(i), o, int(p["smoothing"]), d),
+    "scaling": lambda i, p, o, d: runs.hyperparameter_scaling(_summary(i), p["default"], o, d),
+    "metrics": lambda i, p, o, d: runs.metrics(xr.load_dataset(i[0]), o, d),
+    "hessian-spectrum": lambda i, p, o, d: runs.hessian_spectrum([open_result(f, "hessian") for f in i], o, d),
+    "linreg-phase-space": lambda i, p, o, d: theory.phase_space(_netcdf(i), _tables(i), o, d),
+    "linreg-frequency": lambda i, p, o, d: theory.frequency(_netcdf(i), _tables(i), o, d),
+    "linreg-theory": lambda i, p, o, d: theory.theory_vs_simulation(_netcdf(i), _tables(i), o, d),
+    "linreg-sampling": lambda i, p, o, d: theory.sampling(_netcdf(i), _tables(i), o, d),
+    "ou-currents": lambda i, p, o, d: theory.ou_currents(o, d),
+    "power-law": lambda i, p, o, d: theory.power_law(o, d),
+    "theory-modes": lambda i, p, o, d: comparison.theory_modes(_netcdf(i), _summary(i), o, d),
+    "phase-space": lambda i, p, o, d: comparison.phase_space(*_netcdf(i)[:2], o, d),
+    "theory-msd": lambda i, p, o, d: comparison.theory_msd(_netcdf(i), o, d),
+    "noise-curvature": lambda i, p, o, d: comparison.noise_curvature(_netcdf(i), o, d),
+    "eigenvector-drift": lambda i, p, o, d: comparison.eigenvector_drift(_netcdf(i), o, d),
+    "loss-landscape": lambda i, p, o, d: comparison.loss_landscape(_netcdf(i)[0], o, d),
 }
+# fmt: on
 
 
 def cmd_plot(a) -> None:
