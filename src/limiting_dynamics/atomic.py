@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,16 +21,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     removed and ``path`` is left untouched. A failure to create, write or
     rename the file (no permission, a full disk, a file size limit; the
     netCDF library reports these as ``RuntimeError("NetCDF: ...")``) becomes a
-    :class:`.errors.WriteError` that names ``path``.
+    :class:`.errors.WriteError` that names ``path``. The file gets the
+    permissions the umask gives (``0o666 & ~umask``), as any other new file
+    would, not the private 0600 of :func:`tempfile.mkstemp`.
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp_path = _create_temporary(path)
     except OSError as exc:
         raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    os.close(fd)
-    tmp_path = Path(tmp)
     try:
         try:
             yield tmp_path
@@ -45,6 +45,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _create_temporary(path: Path) -> Path:
+    """Create an empty, new file beside ``path`` and return its name.
+
+    Unlike :func:`tempfile.mkstemp` (always mode 0600), the file is created
+    with mode 0666 and the kernel takes the process umask off at creation, so
+    the result gets the permissions any other program's new file would get
+    (0644 under umask 022, 0600 under 077; a default ACL of the directory
+    applies too). The umask is never read or changed: ``os.umask`` can only be
+    read by setting it, which would race with files other threads create.
+    ``O_EXCL`` makes the name ours alone; writers that reopen the file by name
+    (``open(tmp, "wb")``, netCDF, matplotlib) truncate it and keep its mode.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def _netcdf_failure(exc: BaseException) -> bool:

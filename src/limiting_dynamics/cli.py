@@ -34,6 +34,7 @@ PLOT_FIGURES = [
     "power-law",
     "hessian-spectrum",
     "theory-modes",
+    "theory-validity",
     "phase-space",
     "theory-msd",
     "noise-curvature",
@@ -59,7 +60,7 @@ COMMANDS = {
     "run-cell": (
         "training",
         "limiting run of one hyperparameter cell from its burn-in state",
-        "data checkpoint hessian? params out diverged-record resume? checkpoint-every threads",
+        "data checkpoint hessian? params out out-snapshots? diverged-record resume? checkpoint-every threads",
     ),
     "export-trajectory": ("trajectory", "raw record -> NetCDF trajectory", "raw params out"),
     "combine": ("trajectory", "all cell trajectories -> one NetCDF over cells", "inputs+ cells+ out"),
@@ -81,8 +82,8 @@ COMMANDS = {
     ),
     "gradient-noise": (
         "noise",
-        "minibatch (and per-sample) gradient noise at theta_0 for one S",
-        "data checkpoint hessian? params out threads",
+        "minibatch (and per-sample) gradient noise at theta_0 and at the run's snapshots for one S",
+        "data checkpoint snapshots? hessian? params out threads",
     ),
     "compare-cell": (
         "comparison",
@@ -128,14 +129,27 @@ OPTION_HELP = {
     ("hessian", "resume"): "checkpoint file of this job: written after the Lanczos run and after each SLQ probe",
     ("hessian", "checkpoint-every"): "Hutchinson probes between checkpoints (0: only on a signal)",
     ("run-cell", "checkpoint-every"): "steps between checkpoints (0: only on a signal)",
+    ("run-cell", "out-snapshots"): "file for the weights at the steps where the noise stage measures the noise",
+    ("gradient-noise", "snapshots"): "weights along the limiting run (run-cell --out-snapshots): noise there too",
     ("predict", "comparisons"): "compare-cell outputs (adds their summary columns)",
     ("predict", "out-modes"): "per-mode theory-vs-experiment table (CSV)",
     ("predict", "out-nc"): "both tables as one NetCDF file, with provenance attributes",
 }
 
 
+class _Version(argparse.Action):
+    """``--version``: the package, torch and its CUDA build, read when asked (torch is not imported)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .provenance import version_line
+
+        print(version_line(), flush=True)  # on stdout, like argparse's own "version" action
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="limiting-dynamics", description=__doc__)
+    ap.add_argument("--version", action=_Version, nargs=0, help="print the package, torch and CUDA build versions")
     sub = ap.add_subparsers(dest="command", required=True)
     for command, (_module, help_, options) in COMMANDS.items():
         s = sub.add_parser(command, help=help_)

@@ -1,22 +1,30 @@
-"""Theory vs experiment for one cell of the ResNet experiment, without fitted constants.
+"""Theory vs experiment for one cell of the ResNet experiment.
 
 Inputs: the Hessian at the cell's theta_0 (after its burn-in: top eigenpairs
-and the SLQ spectral density), the gradient noise measured along the run
-itself, the same noise at the snapshot theta_0 (the gradient-noise stage, kept
-for comparison) and the cell's hyperparameters. The theory engine
-(:mod:`.theory`, exact discrete recursion) turns them into predictions:
+and the SLQ spectral density), the gradient noise of independent minibatches
+at points of the run (the gradient-noise stage: theta_0, the middle and the
+end), the run's record and the cell's hyperparameters. The theory engine
+(:mod:`.theory`, exact discrete recursion) turns them into numbers of three
+kinds, named so in every variable:
 
-* per top mode: stationary position and velocity variance and the oscillation
-  frequency, compared with the run over the first ``mode_window`` of it, with
-  the eigenvectors of theta_0 as fixed probe directions (in the default they
-  stop being eigenvectors within a few steps, as the eigenvector-drift stage
-  measures) and the curvature and noise felt along them measured there;
-* the stationary lag-MSD ``E||theta_{t+tau} - theta_t||^2``: the top modes with
-  their measured noise, plus the bulk of the spectrum from the SLQ quadrature
-  nodes (multiplicity ``P x weight``), whose noise is the measured remainder
-  ``tr Cov(g_S) - sum_top u_i^T Cov(g_S) u_i`` spread in proportion to the
-  eigenvalue (``C ~ H`` in the bulk, the paper's assumption, checked on the top
-  modes by :func:`noise_curvature_slope`). theta_0 is a sample of the
+* **predictions** (``*_predicted``): every input is measured apart from what
+  is predicted: the Hessian's eigenvalues and the independent noise
+  ``sigma_i^2 = u_i^T C u_i`` (mean over the noise points inside the mode
+  window). Per top mode: stationary position and velocity variance and the
+  oscillation frequency, compared with the run over ``mode_window``;
+* **consistency checks** (``*_in_run_check``): the same theory with the noise
+  and curvature read off the run's own momentum buffer over the same window
+  (:func:`mode_gradients`, :func:`curvature_and_noise`). They share data with
+  the measurement and so cannot fail the way a prediction can;
+* the stationary **lag-MSD** ``E||theta_{t+tau} - theta_t||^2``: the top modes
+  with their independent noise, plus the bulk of the spectrum from the SLQ
+  quadrature nodes (multiplicity ``P x weight``). The bulk's total noise is
+  measured too: the independent ``tr Cov(g_S)`` less the top modes' part.
+  How it spreads over the bulk eigenvalues is not measured; it is assumed to
+  follow ``sigma_j^2 ~ lam_j^s`` with ``s`` the noise-curvature slope
+  measured on the top modes (:func:`noise_curvature_slope`), and the curve is
+  also given for ``s = 0`` (isotropic) and ``s = 1`` (``C ~ H``) to show how
+  far the answer moves with that assumption. theta_0 is a sample of the
   stationary state, so the same curve predicts ``E||theta_t - theta_0||^2``.
 
 **Noise and curvature along the run.** The momentum buffer gives every
@@ -26,15 +34,15 @@ step's minibatch gradient along each recorded direction:
 with ``x = u^T theta`` and ``xi`` the minibatch noise, independent of the
 position it is evaluated at, so a least-squares line of ``u^T g_k`` on
 ``x_{k-1}`` (:func:`curvature_and_noise`) measures the curvature the run feels
-along ``u`` (its slope: ``u^T H u`` of the current point when the noise is
-proportional to the curvature) and the noise along ``u`` (the residual
-variance). Taken over consecutive blocks of the run, the slope shows how the
-curvature along a fixed direction evolves; whether the direction is still an
+along ``u`` (its slope) and the noise along ``u`` (the residual variance).
+Taken over consecutive blocks of the run, the slope shows how the curvature
+along a fixed direction evolves; whether the direction is still an
 eigenvector is what the eigenvector-drift stage measures directly.
 
 **Oscillations** are fitted as oscillations (:mod:`.spectra`): the damped
 oscillator's velocity spectrum, with free frequency and damping, fitted to
-each ``u_i^T v``.
+each ``u_i^T v``; compared only for underdamped modes (a mode oscillates
+only when ``lr (lam + wd) > (1 - sqrt(beta))^2``).
 
 Noise is converted to the theory's per-sample ``sigma^2 = u^T C u`` with the
 sampling scheme's finite-population factor, so the theory's own
@@ -81,38 +89,15 @@ def bulk_modes(slq_nodes, slq_weights, n_params: int, top_eigvals) -> tuple[np.n
     return nodes[keep], mult[keep]
 
 
-def gradient_mean_square(
-    eigvals, noise_var, hp: Hyperparameters, sampling: str, n_samples: int | None = None
-) -> np.ndarray:
-    """Per mode, the stationary mean square of the minibatch gradient along it:
-    the step's noise plus the restoring force, ``f sigma^2 + lam^2 Var[x]``
-    (``f``: the sampling scheme's per-step factor, ``Var[x]`` from the exact
-    discrete theory)."""
-    lam = np.asarray(eigvals, float)
-    var = theory.stationary_moments(lam, noise_var, hp, sampling=sampling, n_samples=n_samples).position_var.values
-    f = theory.noise_scales(hp.batch_size, sampling, n_samples)[0]
-    return f * np.asarray(noise_var, float) + lam**2 * var
-
-
-def bulk_noise_scale(
-    grad_sq: float,
-    top_lam,
-    top_sigma2,
-    bulk_lam,
-    bulk_mult,
-    hp: Hyperparameters,
-    sampling: str,
-    n_samples: int | None = None,
-) -> float:
-    """``kappa`` in ``sigma_j^2 = kappa lam_j`` for the bulk modes (``C ~ H``)
-    such that the predicted mean square of the minibatch gradient, top modes
-    plus bulk, equals the measured ``grad_sq = E||g_k||^2`` (0 if the top modes
-    already account for it). The gradient's mean square holds the restoring
-    force as well as the noise, so it is matched with both."""
-    kw = dict(sampling=sampling, n_samples=n_samples)
-    top = float(gradient_mean_square(top_lam, top_sigma2, hp, **kw).sum()) if len(top_lam) else 0.0
-    per_unit = float((gradient_mean_square(bulk_lam, bulk_lam, hp, **kw) * bulk_mult).sum())
-    return max(grad_sq - top, 0.0) / per_unit if per_unit > 0 else 0.0
+def bulk_noise(total: float, bulk_lam, bulk_mult, slope: float) -> np.ndarray:
+    """Per-sample noise ``sigma_j^2`` of each bulk node (one of its ``mult``
+    modes) such that the bulk carries ``total`` (the measured
+    ``tr C - sum_top u_i^T C u_i``) and ``sigma_j^2 ~ lam_j^slope`` (``slope``
+    1: ``C ~ H``; 0: isotropic). Nodes with ``lam <= 0`` get none."""
+    lam, mult = np.asarray(bulk_lam, float), np.asarray(bulk_mult, float)
+    shape = np.where(lam > 0, np.abs(lam) ** slope, 0.0)
+    norm = float((shape * mult).sum())
+    return shape * (max(total, 0.0) / norm) if norm > 0 else np.zeros_like(lam)
 
 
 def sketch_lag_msd(sketch: np.ndarray, lags) -> np.ndarray:
@@ -200,6 +185,24 @@ def fit_exponent(t, y, window: tuple[float, float], steps: int) -> float:
     return float(np.polyfit(np.log(t[ok]), np.log(y[ok]), 1)[0])
 
 
+def stable_modes(eigvals, hp: Hyperparameters) -> np.ndarray:
+    """Modes whose heavy-ball recursion is stable: ``0 < lr (lam + wd) < 2 (1 + beta)``."""
+    a = hp.lr * (np.asarray(eigvals, float) + hp.weight_decay)
+    return (a > 0) & (a < 2 * (1 + hp.momentum))
+
+
+def independent_noise(noise: xr.Dataset, window: tuple[int, int] | None = None) -> np.ndarray:
+    """Per mode, the variance of independent minibatch gradients along the
+    eigenvectors of theta_0, averaged over the noise points of the run inside
+    ``window`` (steps, inclusive; all points when ``None``, theta_0 alone when
+    no other point is inside)."""
+    var = noise.minibatch_var_along_eigenvector.transpose("noise_step", "mode").values
+    steps = noise.noise_step.values
+    keep = np.ones(len(steps), bool) if window is None else (steps >= window[0]) & (steps <= window[1])
+    keep[0] = keep[0] or not keep.any()
+    return var[keep].mean(axis=0)
+
+
 def compare_cell(
     traj: xr.Dataset,
     hess: xr.Dataset,
@@ -218,7 +221,7 @@ def compare_cell(
     (see module doc). ``n_train`` defaults to the noise file's ``n_train``.
     Per-mode statistics are taken over ``mode_window`` (fractions of the run);
     the curvature along the run over blocks of ``curvature_block`` steps; the
-    total noise for the lag-MSD over ``stationary_window``. ``drift`` (the
+    in-run gradient norm over ``stationary_window``. ``drift`` (the
     eigenvector-drift stage's output) adds, per mode, the last replayed step at
     which the eigenvector of theta_0 was still one (``valid_steps``)."""
     n_train = int(noise.attrs["n_train"] if n_train is None else n_train)
@@ -229,7 +232,8 @@ def compare_cell(
     steps = int(traj.sizes["step"])
 
     lam_all = hess.hessian_eigenvalues.values
-    snapshot_sigma2 = per_sample_noise_var(noise.minibatch_var_along_eigenvector.values, bs, sampling, n_train)
+    sigma2_all = per_sample_noise_var(independent_noise(noise), bs, sampling, n_train)  # every noise point
+    slope = noise_curvature_slope(lam_all, sigma2_all)
     out = {}
     coords = {"lag": log_lags(steps, n_lags)}
     attrs = {
@@ -242,45 +246,48 @@ def compare_cell(
         "sampling": sampling,
         "n_train": n_train,
         "steps": steps,
-        "noise_curvature_slope_snapshot": noise_curvature_slope(lam_all, snapshot_sigma2),
-        "trace_cov_minibatch_snapshot": float(noise.attrs["trace_cov"]),
+        "noise_curvature_slope": slope,
+        "trace_cov_independent": float(noise.attrs["trace_cov"]),
+        "noise_points": int(noise.sizes["noise_step"]),
     }
-    sig_top = snapshot_sigma2
 
-    # per mode: the first part of the run vs the exact discrete theory, with the noise measured in it
+    # per mode: the mode window of the run vs the exact discrete theory
     if "mode_position" in traj:
         k = traj.sizes["mode"]
         lam = lam_all[:k]
         lo, hi = int(mode_window[0] * steps), max(int(mode_window[1] * steps), int(mode_window[0] * steps) + 2)
+        sigma2 = per_sample_noise_var(independent_noise(noise, (lo, hi))[:k], bs, sampling, n_train)
         g, x_at = mode_gradients(traj)
         curvature, noise_run = curvature_and_noise(g[lo:hi], x_at[lo:hi])
-        sigma2 = per_sample_noise_var(noise_run, bs, sampling, n_train)
+        sigma2_run = per_sample_noise_var(noise_run, bs, sampling, n_train)
         ends, along = curvature_along_run(g, x_at, curvature_block)
         pos = traj.mode_position.values[lo:hi].astype(float)
         vel = traj.mode_velocity.values[lo:hi].astype(float)
-        stable = (lr * (lam + wd) > 0) & (lr * (lam + wd) < 2 * (1 + beta))
+        stable = stable_modes(lam, hp)
         lam_ok = np.where(stable, lam, 1.0)  # placeholder for unstable modes; their predictions become NaN
         pred = theory.stationary_moments(lam_ok, sigma2, hp, **kw)
-        pred_snapshot = theory.stationary_moments(lam_ok, snapshot_sigma2[:k], hp, **kw)
+        check = theory.stationary_moments(lam_ok, sigma2_run, hp, **kw)
         nan = np.where(stable, 1.0, np.nan)
+        freq = theory.oscillation_frequency(lam_ok, hp) * nan
         osc = spectra.fit_oscillator(vel, nperseg=min(nperseg, hi - lo))
         out.update(
             {
                 "eigenvalue": ("mode", lam),
+                "underdamped": ("mode", (stable & (freq > 0)).astype(np.int8)),
                 "curvature_in_run": ("mode", curvature),
                 "curvature_along_run": (("block", "mode"), along),
-                "noise_var": ("mode", sigma2),
-                "noise_var_snapshot": ("mode", snapshot_sigma2[:k]),
+                "noise_var_in_run": ("mode", sigma2_run),
+                "noise_var_independent": ("mode", sigma2),
                 "position_var_measured": ("mode", pos.var(axis=0)),
                 "position_var_predicted": ("mode", pred.position_var.values * nan),
-                "position_var_predicted_snapshot": ("mode", pred_snapshot.position_var.values * nan),
+                "position_var_in_run_check": ("mode", check.position_var.values * nan),
                 "velocity_var_measured": ("mode", vel.var(axis=0)),
                 "velocity_var_predicted": ("mode", pred.velocity_var.values * nan),
-                "velocity_var_predicted_snapshot": ("mode", pred_snapshot.velocity_var.values * nan),
+                "velocity_var_in_run_check": ("mode", check.velocity_var.values * nan),
                 "position_velocity_cov_measured": ("mode", np.mean((pos - pos.mean(0)) * (vel - vel.mean(0)), axis=0)),
                 "position_velocity_cov_predicted": ("mode", pred.position_velocity_cov.values * nan),
                 "oscillation_frequency_measured": ("mode", osc.frequency),
-                "oscillation_frequency_predicted": ("mode", theory.oscillation_frequency(lam_ok, hp) * nan),
+                "oscillation_frequency_predicted": ("mode", freq),
                 "pole_radius_measured": ("mode", osc.radius),
                 "oscillator_fit_converged": ("mode", osc.converged.astype(np.int8)),
             }
@@ -291,9 +298,8 @@ def compare_cell(
             mode_window_start=lo + 1,
             mode_window_end=hi,
             pole_radius_predicted=float(np.sqrt(beta)),
-            noise_curvature_slope=noise_curvature_slope(lam, sigma2),
+            noise_curvature_slope_in_run=noise_curvature_slope(lam, sigma2_run),
         )
-        sig_top = np.concatenate([sigma2, snapshot_sigma2[k:]])
         if drift is not None:
             valid = np.full(k, np.nan)
             tested = min(k, drift.sizes["mode"])
@@ -301,36 +307,38 @@ def compare_cell(
             out["valid_steps"] = ("mode", valid)
             attrs["eigenvectors_valid_steps"] = float(np.nanmedian(valid))
 
-    # lag-MSD: top modes (measured noise) + bulk (the rest of the in-run noise ~ eigenvalue)
+    # lag-MSD: top modes and bulk, all with independent noise; the bulk's spread over eigenvalues assumed
     lags = coords["lag"]
-    lam_top = lam_all
     bulk_lam, bulk_mult = bulk_modes(
         hess.slq_nodes.values, hess.slq_weights.values, int(hess.attrs["n_params"]), lam_all
     )
-    grad_sq = local_displacement.grad_sq_norm(traj, stationary_window)
-    attrs["grad_sq_norm_in_run"] = grad_sq
-    ok_top = (lam_top + wd > 0) & (lr * (lam_top + wd) < 2 * (1 + beta))
-    ok_bulk = (bulk_lam > 0) & (lr * (bulk_lam + wd) < 2 * (1 + beta))
-    bulk_sigma2 = np.zeros_like(bulk_lam)
-    bulk_sigma2[ok_bulk] = bulk_lam[ok_bulk] * bulk_noise_scale(
-        grad_sq, lam_top[ok_top], sig_top[ok_top], bulk_lam[ok_bulk], bulk_mult[ok_bulk], hp, **kw
-    )
-    bulk_total = float((bulk_sigma2 * bulk_mult).sum())
-    msd_top = theory.lag_msd(lam_top[ok_top], sig_top[ok_top], lags, hp, **kw)
-    # each bulk node stands for `mult` identical modes: scale its noise by mult (MSD is linear in it)
-    msd_bulk = (
-        theory.lag_msd(bulk_lam[ok_bulk], bulk_sigma2[ok_bulk] * bulk_mult[ok_bulk], lags, hp, **kw)
-        if ok_bulk.any()
-        else np.zeros(len(lags))
-    )
+    attrs["grad_sq_norm_in_run"] = local_displacement.grad_sq_norm(traj, stationary_window)
+    total = float(per_sample_noise_var(noise.attrs["trace_cov"], bs, sampling, n_train))
+    ok_top = stable_modes(lam_all, hp)
+    ok_bulk = stable_modes(bulk_lam, hp) & (bulk_lam > 0)
+    bulk_total = max(total - float(sigma2_all.sum()), 0.0)
+    msd_top = theory.lag_msd(lam_all[ok_top], sigma2_all[ok_top], lags, hp, **kw)
+    curves = {}
+    for name, s in (("", slope if np.isfinite(slope) else 1.0), ("_isotropic", 0.0), ("_c_like_h", 1.0)):
+        bulk_sigma2 = bulk_noise(bulk_total, bulk_lam[ok_bulk], bulk_mult[ok_bulk], s)
+        # each bulk node stands for `mult` identical modes: scale its noise by mult (MSD is linear in it)
+        msd_bulk = (
+            theory.lag_msd(bulk_lam[ok_bulk], bulk_sigma2 * bulk_mult[ok_bulk], lags, hp, **kw)
+            if ok_bulk.any()
+            else np.zeros(len(lags))
+        )
+        curves[name] = msd_top + msd_bulk
+        out[f"lag_msd_predicted{name}"] = ("lag", curves[name])
     out["lag_msd_predicted_top"] = ("lag", msd_top)
-    out["lag_msd_predicted"] = ("lag", msd_top + msd_bulk)
     out["sq_dist_from_start_measured"] = ("lag", traj.sq_dist_from_start.values[lags - 1])
     attrs.update(
-        bulk_noise_fraction=bulk_total / (bulk_total + float(sig_top[ok_top].sum())),
-        bulk_modes_dropped_unstable=float(bulk_mult[~ok_bulk].sum()),
+        bulk_noise_fraction=bulk_total / total if total > 0 else float("nan"),
+        bulk_noise_slope=slope if np.isfinite(slope) else 1.0,
+        bulk_modes_dropped=float(bulk_mult[~ok_bulk].sum()),
         c_sq_dist_measured=fit_exponent(lags, traj.sq_dist_from_start.values[lags - 1], fit_window, steps),
-        c_lag_msd_predicted=fit_exponent(lags, msd_top + msd_bulk, fit_window, steps),
+        c_lag_msd_predicted=fit_exponent(lags, curves[""], fit_window, steps),
+        c_lag_msd_predicted_isotropic=fit_exponent(lags, curves["_isotropic"], fit_window, steps),
+        c_lag_msd_predicted_c_like_h=fit_exponent(lags, curves["_c_like_h"], fit_window, steps),
     )
     if "sketch" in traj:
         sk = sketch_lag_msd(traj.sketch.values, lags)
@@ -343,31 +351,43 @@ def compare_cell(
         )
     ds = xr.Dataset(out, coords=coords, attrs=attrs)
     ds.attrs["theory_agreement_lag"] = agreement_lag(ds)
+    if "mode" in ds.dims:
+        window = (ds.lag >= attrs["mode_window_start"]) & (ds.lag <= attrs["mode_window_end"])
+        measured = ds.lag_msd_sketch if "lag_msd_sketch" in ds else ds.sq_dist_from_start_measured
+        ratio = (measured / ds.lag_msd_predicted).where(window, drop=True).values
+        ds.attrs["lag_msd_ratio_mode_window_min"] = float(ratio.min()) if ratio.size else float("nan")
+        ds.attrs["lag_msd_ratio_mode_window_max"] = float(ratio.max()) if ratio.size else float("nan")
     meta = {
         "mode": "Hessian eigenvector index at theta_0 (1 = largest eigenvalue)",
         "lag": "lag tau (SGD steps); for sq_dist_from_start the number of steps since theta_0",
         "block": "last step of a block of the run over which the curvature along each eigenvector is fitted",
         "eigenvalue": "Hessian eigenvalue lam_i at the cell's theta_0",
+        "underdamped": "1 if the mode oscillates: lr (lam + wd) > (1 - sqrt(beta))^2 (and is stable)",
         "curvature_in_run": "slope of u_i^T g_k against u_i^T theta_{k-1} over the mode window (curvature felt)",
         "curvature_along_run": "the same slope over each block of the run",
-        "noise_var": "per-sample noise sigma_i^2 = u_i^T C u_i from the in-run gradients over the mode window",
-        "noise_var_snapshot": "per-sample noise sigma_i^2 from independent minibatches at theta_0",
+        "noise_var_in_run": "per-sample noise sigma_i^2 = u_i^T C u_i from the in-run gradients over the mode window",
+        "noise_var_independent": "per-sample noise sigma_i^2 from independent minibatches at the noise points of "
+        "the mode window",
         "position_var_measured": "variance of u_i^T (theta_t - theta_0) over the mode window",
-        "position_var_predicted": "stationary Var[x_i], exact discrete theory, in-run noise",
-        "position_var_predicted_snapshot": "stationary Var[x_i], exact discrete theory, noise at theta_0",
+        "position_var_predicted": "prediction: stationary Var[x_i], exact discrete theory, independent noise",
+        "position_var_in_run_check": "consistency check: stationary Var[x_i], exact discrete theory, in-run noise",
         "velocity_var_measured": "variance of u_i^T v_t (momentum buffer) over the mode window",
-        "velocity_var_predicted": "stationary Var[v_i], exact discrete theory, in-run noise",
-        "velocity_var_predicted_snapshot": "stationary Var[v_i], exact discrete theory, noise at theta_0",
+        "velocity_var_predicted": "prediction: stationary Var[v_i], exact discrete theory, independent noise",
+        "velocity_var_in_run_check": "consistency check: stationary Var[v_i], exact discrete theory, in-run noise",
         "position_velocity_cov_measured": "covariance of position and velocity projections",
-        "position_velocity_cov_predicted": "stationary Cov[x_i, v_i], exact discrete theory",
+        "position_velocity_cov_predicted": "prediction: stationary Cov[x_i, v_i], exact discrete theory",
         "oscillation_frequency_measured": "pole angle / 2 pi of the damped oscillator fitted to the spectrum of "
         "u_i^T v over the mode window (cycles per step)",
-        "oscillation_frequency_predicted": "damped frequency of the mean motion (cycles per step)",
+        "oscillation_frequency_predicted": "prediction: damped frequency of the mean motion (cycles per step; 0 if "
+        "overdamped)",
         "pole_radius_measured": "pole radius of the fitted oscillator (theory: sqrt(beta))",
         "oscillator_fit_converged": "1 if the spectral fit converged",
         "valid_steps": "last replayed step at which the eigenvector of theta_0 had a relative residual below 0.5",
-        "lag_msd_predicted_top": "stationary lag-MSD of the top modes alone (theory)",
-        "lag_msd_predicted": "stationary lag-MSD of top modes plus SLQ bulk (theory)",
+        "lag_msd_predicted_top": "stationary lag-MSD of the top modes alone (theory, independent noise)",
+        "lag_msd_predicted": "prediction: stationary lag-MSD of top modes plus SLQ bulk, independent noise, bulk "
+        "noise ~ lam^s with s the slope measured on the top modes",
+        "lag_msd_predicted_isotropic": "the same with the bulk's noise spread evenly over its modes (s = 0)",
+        "lag_msd_predicted_c_like_h": "the same with the bulk's noise proportional to curvature (s = 1, C ~ H)",
         "sq_dist_from_start_measured": "measured ||theta_t - theta_0||^2 at t = lag",
         "lag_msd_sketch": "measured lag-MSD, time average of ||S(theta_{t+tau} - theta_t)||^2",
     }

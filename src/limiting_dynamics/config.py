@@ -122,26 +122,73 @@ def is_default(hp: Hyperparameters, cells_cfg: dict) -> bool:
     return hp == default_cell(cells_cfg, hp.seed)
 
 
+def quadratic_cells(config: dict) -> list[Hyperparameters]:
+    """The quadratic family (``cells.quadratic``): for every seed of the default
+    cell's replicates, one cell per learning rate, at the family's momentum and
+    weight decay and the default batch size."""
+    q = config["cells"].get("quadratic") or {}
+    seeds = [default_cell(config["cells"]).seed + r for r in range(int(config["cells"].get("replicates", 1)))]
+    bs = int(config["cells"]["default"]["batch_size"])
+    return [
+        Hyperparameters(
+            lr=float(lr),
+            batch_size=bs,
+            momentum=float(q["momentum"]),
+            weight_decay=float(q["weight_decay"]),
+            seed=seed,
+        )
+        for lr in q.get("lr", [])
+        for seed in seeds
+    ]
+
+
+def family(hp: Hyperparameters, config: dict) -> str:
+    """``"quadratic"`` for a cell of the quadratic family, else ``"spherical"``."""
+    return "quadratic" if hp in quadratic_cells(config) else "spherical"
+
+
 def burn_in_start(hp: Hyperparameters, config: dict) -> Hyperparameters | None:
     """The cell whose theta_0 the burn-in of ``hp`` starts from: the default
-    cell of the same seed when ``limiting.burn_in.chained_relaxation_times`` is
-    set and ``hp`` is not a default cell itself, else ``None`` (the converged
-    weights). The default cell of that seed is run too (it is added to the
-    cells when the config does not list it)."""
-    if config["limiting"]["burn_in"].get("chained_relaxation_times") is None or is_default(hp, config["cells"]):
+    cell of the same seed for a cell of the quadratic family, or when
+    ``limiting.burn_in.chained_relaxation_times`` is set and ``hp`` is not a
+    default cell itself; else ``None`` (the converged weights). The default
+    cell of that seed is run too (it is added to the cells when the config
+    does not list it)."""
+    if is_default(hp, config["cells"]):
         return None
-    return default_cell(config["cells"], hp.seed)
+    if family(hp, config) == "quadratic" or config["limiting"]["burn_in"].get("chained_relaxation_times") is not None:
+        return default_cell(config["cells"], hp.seed)
+    return None
 
 
 def all_cells(config: dict) -> list[Hyperparameters]:
-    """The configured cells plus the default cells their burn-ins start from."""
+    """The configured cells, the default cells their burn-ins start from, and
+    the quadratic family."""
     cells = expand_cells(config["cells"])
+    cells += [hp for hp in quadratic_cells(config) if hp not in cells]
     extra = []
     for hp in cells:
         start = burn_in_start(hp, config)
         if start is not None and start not in cells and start not in extra:
             extra.append(start)
     return extra + cells
+
+
+def cell_settings(hp: Hyperparameters, config: dict) -> dict:
+    """What differs between the two families, for one cell: recorded ``steps``,
+    ``burn_in_steps``, the ``mode_window`` and ``spectrum_segment`` of the
+    comparison and the eigenvector-drift ``drift_steps``."""
+    if family(hp, config) == "quadratic":
+        q = config["cells"]["quadratic"]
+        return {k: q[k] for k in ("steps", "burn_in_steps", "mode_window", "spectrum_segment", "drift_steps")}
+    chained = burn_in_start(hp, config) is not None
+    return {
+        "steps": config["limiting"]["steps"],
+        "burn_in_steps": burn_in_steps(hp, config["limiting"]["burn_in"], chained=chained),
+        "mode_window": config["analysis"]["mode_window"],
+        "spectrum_segment": config["analysis"]["spectrum_segment"],
+        "drift_steps": config["hessian"]["drift_steps"],
+    }
 
 
 def cell_id(hp: Hyperparameters) -> str:
@@ -168,11 +215,20 @@ def burn_in_steps(hp: Hyperparameters, burn_cfg: dict, chained: bool = False) ->
     return int(min(max(math.ceil(times * t), lo), hi))
 
 
+def noise_snapshot_steps(steps: int, points: int) -> list[int]:
+    """The steps of a limiting run of ``steps`` steps, after theta_0, at which
+    the gradient noise is measured too: ``points`` evenly spaced points from
+    theta_0 (step 0, not listed) to the last step."""
+    if points < 2:
+        return []
+    return sorted({max(1, round(i * steps / (points - 1))) for i in range(1, points)})
+
+
 def probed(hp: Hyperparameters, config: dict) -> bool:
-    """Whether the Hessian and gradient-noise stages (where enabled), and so
-    the per-mode comparison, run for the cell: ``hessian.cells`` is ``all``, or
-    ``default`` and the cell is a replicate of the default cell."""
-    return config["hessian"]["cells"] == "all" or is_default(hp, config["cells"])
+    """Whether the Hessian stage (where enabled), and so the per-mode
+    comparison, runs for the cell: ``hessian.cells`` is ``all``, or the cell is
+    a replicate of the default cell or of the quadratic family."""
+    return config["hessian"]["cells"] == "all" or is_default(hp, config["cells"]) or family(hp, config) == "quadratic"
 
 
 # torchvision's ImageNet weights (IMAGENET1K_V1) for the architectures it names; a

@@ -11,7 +11,7 @@
   a batch-means standard error (valid for correlated series when each batch is
   much longer than the correlation time).
 * :func:`theory_scale`: the local-displacement scaling ``lr^2 / (S (1 - beta^2))``
-  of PAPER.md section 5.
+  (docs/theory.md, "The local displacement").
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import geometry, local_displacement
+from . import geometry, local_displacement, stationarity
 from .hyperparameters import NAMES as HYPERPARAMETERS
 
 
@@ -193,6 +193,7 @@ def analyze_trajectory(ds, cfg: dict) -> dict:
     steps = ds["step"].values
     tensor_steps = ds["tensor_step"].values
     row = {k: ds.attrs[k] for k in HYPERPARAMETERS}
+    row["family"] = str(ds.attrs.get("family", "spherical"))
     row["burn_in_steps"] = int(ds.attrs["burn_in_steps"])
     row["steps"] = int(steps[-1])
     parts_by_var = tensor_parts(ds)
@@ -244,6 +245,13 @@ def analyze_trajectory(ds, cfg: dict) -> dict:
     row.update(sq_step_mean=lvl.mean, sq_step_stderr=lvl.stderr)
     row["stationarity_ratio"] = local_displacement.stationarity_ratio(
         ds["sq_step"].values, int(cfg["stationarity_window"])
+    )
+    i0, i1 = (int(f * len(steps)) for f in cfg["stationary_window"])
+    trend = stationarity.drift(ds["sq_step"].values[i0:i1], int(cfg["stationary_batches"]))
+    row.update(
+        sq_step_relative_drift=trend["relative_change"],
+        sq_step_relative_drift_stderr=trend["relative_change_stderr"],
+        sq_step_stationary=int(trend["stationary"]),
     )
     row.update(local_displacement.predictions(ds, tuple(cfg["stationary_window"])))
     row["theory_scale"] = theory_scale(row["lr"], row["batch_size"], row["momentum"])

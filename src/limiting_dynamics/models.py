@@ -2,7 +2,7 @@
 
 ``arch: resnet18`` (or any torchvision ResNet name) is torchvision's own model,
 the paper's. ``arch: resnet`` is a smaller member of the same family built from
-torchvision's :class:`~torchvision.models.resnet.BasicBlock`: a configurable
+the same residual block as torchvision's (:class:`BasicBlock`): a configurable
 number of stages and blocks per stage, base width, and either the CIFAR-style
 3x3 stem (for small images) or the ImageNet 7x7/stride-2 stem with max-pool.
 ``blocks: [1, 1, 1], width: 16, stem: cifar`` is the classic ResNet-8.
@@ -11,13 +11,38 @@ number of stages and blocks per stage, base width, and either the CIFAR-style
 from __future__ import annotations
 
 import torch
-import torchvision.models as tv_models
 from torch import nn
-from torchvision.models import resnet as tv_resnet
 
 from .errors import ModelError
 
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn")
+
+
+class BasicBlock(nn.Module):
+    """The residual block of torchvision's ResNet-18/34 (``torchvision.models.resnet.BasicBlock``),
+    with the same submodules registered in the same order, so the same seed gives the
+    same weights and the same outputs (a test compares the two). Defined here so that a
+    job building the small ResNet does not import torchvision, whose package import pulls
+    in ``torch._dynamo`` (about a second per job)."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += shortcut
+        return self.relu(out)
 
 
 class SmallResNet(nn.Module):
@@ -53,7 +78,7 @@ class SmallResNet(nn.Module):
                     downsample = nn.Sequential(
                         nn.Conv2d(inplanes, planes, 1, stride=s, bias=False), nn.BatchNorm2d(planes)
                     )
-                layers.append(tv_resnet.BasicBlock(inplanes, planes, stride=s, downsample=downsample))
+                layers.append(BasicBlock(inplanes, planes, stride=s, downsample=downsample))
                 inplanes = planes
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
@@ -75,6 +100,8 @@ def build_model(cfg: dict, num_classes: int, in_channels: int) -> nn.Module:
     """Build the model described by the ``model`` config section, untrained."""
     arch = cfg["arch"]
     if arch in TORCHVISION_ARCHS:
+        import torchvision.models as tv_models  # only for torchvision's models (module doc of BasicBlock)
+
         model = getattr(tv_models, arch)(weights=None, num_classes=num_classes)
         if in_channels != 3:  # a first convolution for grey images, initialised as torchvision does
             parent, name = (model, "conv1") if arch.startswith("resnet") else (model.features, "0")

@@ -38,7 +38,14 @@ from .errors import NoiseError
 VARIABLES = {
     "mode": ("1", "Hessian eigen-mode at theta_0 (1 = largest eigenvalue)"),
     "hessian_eigenvalue": ("1", "Hessian eigenvalue of the mode at theta_0"),
-    "minibatch_var_along_eigenvector": ("1", "variance of u_i^T g_S over independent minibatch gradients"),
+    "noise_step": ("1", "step of the limiting run at which the noise was measured (0 = theta_0)"),
+    "trace_cov_at_point": ("1", "tr Cov(g_S) of independent minibatch gradients at the point of the run"),
+    "trace_cov_stderr_at_point": ("1", "standard error of trace_cov_at_point"),
+    "mean_grad_sq_norm_at_point": ("1", "squared norm of the mean of the minibatch gradients at the point"),
+    "minibatch_var_along_eigenvector": (
+        "1",
+        "variance of u_i^T g_S over independent minibatch gradients at the point (u_i: eigenvector at theta_0)",
+    ),
     "minibatch_var_along_eigenvector_stderr": ("1", "standard error of minibatch_var_along_eigenvector"),
     "per_sample_var_along_eigenvector": ("1", "per-sample gradient variance u_i^T C u_i (eval mode)"),
 }

@@ -123,16 +123,24 @@ def _segment_norms(
     v_prev: torch.Tensor,
     sizes: tuple[int, ...],
     coef: tuple[float, float, float],
+    lr: float,
 ):
-    """The three norms of :func:`_fused_norms` and, per parameter segment (rows),
-    ``||theta_j - theta0_j||^2``, ``||theta_j||^2``, ``||v_j||^2`` and the
-    squared norm of the minibatch gradient (:func:`_gradient`): compiled, one pass."""
+    """The three norms of :func:`_fused_norms` and, per parameter segment (rows
+    :attr:`StepRecorder.TENSOR_ROWS`), ``||theta_j - theta0_j||^2``,
+    ``||theta_j||^2``, ``||v_j||^2``, the squared norm of the minibatch gradient
+    (:func:`_gradient`), ``<theta_{k-1,j}, g_j>`` and ``<v_{k-1,j}, g_j>``:
+    compiled, one pass."""
     g = _gradient(theta, v, v_prev, coef)
-    pieces = zip(theta.split(sizes), theta0.split(sizes), v.split(sizes), g.split(sizes))
+    prev = theta + lr * v  # theta_{k-1}, where g was evaluated
+    pieces = zip(
+        theta.split(sizes), theta0.split(sizes), v.split(sizes), g.split(sizes), prev.split(sizes), v_prev.split(sizes)
+    )
     rows = torch.stack(
         [
-            torch.stack([((a - b) * (a - b)).sum(), (a * a).sum(), (c * c).sum(), (d * d).sum()])
-            for a, b, c, d in pieces
+            torch.stack(
+                [((a - b) * (a - b)).sum(), (a * a).sum(), (c * c).sum(), (d * d).sum(), (e * d).sum(), (f * d).sum()]
+            )
+            for a, b, c, d, e, f in pieces
         ],
         dim=1,
     )
@@ -189,7 +197,12 @@ class StepRecorder:
     ``g_k = (1 - lr wd) v_k - beta v_{k-1} - wd theta_k`` (``gradient_coefficients``
     gives ``lr, beta, wd``; the buffer of the step before is kept only before
     the steps that take these), so the gradient noise is measured along the
-    run at no extra forward or backward pass.
+    run at no extra forward or backward pass; and two inner products of that
+    gradient: with the weights it was taken at, ``<theta_{k-1}, g_k>`` (zero for
+    a scale-invariant tensor: how scale invariance is measured rather than
+    declared), and with the momentum buffer before the step,
+    ``<v_{k-1}, g_k>`` (the momentum-gradient correlation that separates the
+    in-run noise formula from an identity).
 
     The three per-step norms cost one pass over ``theta``, ``theta0`` and ``v``
     when fused, and so do they together with the per-tensor norms at the
@@ -209,7 +222,14 @@ class StepRecorder:
     """
 
     COLUMNS = ("train_loss", "sq_dist_from_start", "sq_velocity", "sq_param_norm")
-    TENSOR_ROWS = ("sq_dist_from_start", "sq_param_norm", "sq_velocity", "sq_grad")
+    TENSOR_ROWS = (
+        "sq_dist_from_start",
+        "sq_param_norm",
+        "sq_velocity",
+        "sq_grad",
+        "param_dot_grad",
+        "velocity_dot_grad",
+    )
 
     def __init__(
         self,
@@ -230,6 +250,7 @@ class StepRecorder:
         self.v_prev = flat_v.detach().clone()  # v_{k-1}, kept before the steps that record per-tensor norms
         lr, beta, wd = (float(c) for c in gradient_coefficients)
         self.coef = (1.0 - lr * wd, beta, wd)
+        self.lr = lr
         self.diff = torch.empty_like(self.theta0)
         self.diff_views = flat.views(self.diff)
         self.param_views = flat.views(flat.flat)
@@ -283,19 +304,23 @@ class StepRecorder:
     def _tensor_norms(self, row: torch.Tensor, bt: torch.Tensor) -> None:
         """The per-step norms into ``row`` and the per-tensor rows (:attr:`TENSOR_ROWS`) into ``bt``."""
         if self._fused_segments is not None:
-            out = self._compiled(self._fused_segments, self.v_prev, self._sizes, self.coef)
+            out = self._compiled(self._fused_segments, self.v_prev, self._sizes, self.coef, self.lr)
             if out is not None:
                 row[1:], bt[:] = out
                 return
         row[1:] = _step_norms(self.flat.flat, self.theta0, self.flat_v, self.diff)
-        if self._grad is None:  # scratch for the gradient, allocated once
-            self._grad = torch.empty_like(self.theta0)
-            self._grad_views = self.flat.views(self._grad)
+        if self._grad is None:  # scratch for the gradient and theta_{k-1}, allocated once
+            self._grad, self._prev = torch.empty_like(self.theta0), torch.empty_like(self.theta0)
+            self._grad_views, self._prev_views = self.flat.views(self._grad), self.flat.views(self._prev)
+            self._v_prev_views = self.flat.views(self.v_prev)
         torch.mul(self.flat_v, self.coef[0], out=self._grad)  # _gradient, in place
         self._grad.sub_(self.v_prev, alpha=self.coef[1]).sub_(self.flat.flat, alpha=self.coef[2])
         for i, views in enumerate((self.diff_views, self.param_views, self.v_views, self._grad_views)):
             norm = torch.stack(torch._foreach_norm(views))
             torch.mul(norm, norm, out=bt[i])
+        torch.add(self.flat.flat, self.flat_v, alpha=self.lr, out=self._prev)  # theta_{k-1}, where g was taken
+        for i, views in ((4, self._prev_views), (5, self._v_prev_views)):
+            torch.stack([torch.vdot(a.reshape(-1), g.reshape(-1)) for a, g in zip(views, self._grad_views)], out=bt[i])
 
     @torch.no_grad()
     def record(self, loss: torch.Tensor) -> None:

@@ -1,7 +1,7 @@
 """SGD with momentum on a quadratic loss: exact discrete-time moments and the
 paper's continuous-time (underdamped Langevin) model.
 
-Conventions (PyTorch SGD, see PAPER.md section 2): with ``a = lam + wd`` and
+Conventions (PyTorch SGD, see docs/theory.md): with ``a = lam + wd`` and
 ``x = u^T (theta - theta_fp)`` the coordinate of a Hessian eigen-mode relative
 to the fixed point ``theta_fp = (H + wd I)^{-1} H theta*``,
 

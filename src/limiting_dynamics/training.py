@@ -8,6 +8,7 @@ comes from explicit generators seeded from the config.
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,14 +70,42 @@ class Numerics:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; ``cuda`` without a GPU is an error."""
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is an error
+    that says which torch build looked, what it found and what to do."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "compute.device is 'cuda' but no CUDA GPU is visible to this job; "
-            "use device: auto or cpu, or run it where a GPU is allocated"
+        # the oldest NVIDIA driver branch each CUDA major version runs on (NVIDIA's CUDA
+        # Compatibility guide, "Minor Version Compatibility": 13.x >= 580, 12.x >= 525, 11.x >= 450)
+        min_driver = {"13": "580", "12": "525", "11": "450"}
+        cuda = torch.version.cuda
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        try:
+            count = torch.cuda.device_count()
+        except RuntimeError:  # only reported; the error below is the point
+            count = 0
+        found = (
+            f"torch.cuda.device_count() is {count}, "
+            + (f"CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else "CUDA_VISIBLE_DEVICES is unset")
+            + (" (it hides every GPU)" if visible is not None and visible.strip() in ("", "-1") else "")
         )
+        if cuda is None:
+            build = f"torch {torch.__version__} is a CPU-only build (torch.version.cuda is None)"
+            fix = (
+                f"for a GPU install torch {torch.__version__.split('+')[0]} with CUDA (the default wheel on "
+                "PyPI; docs/install.md), or run on the CPU: set compute.device: cpu (or auto)"
+            )
+        else:
+            driver = min_driver.get(cuda.split(".")[0])
+            need = f"the NVIDIA driver is {driver} or newer" if driver else f"the NVIDIA driver supports CUDA {cuda}"
+            build = f"torch {torch.__version__} is a CUDA {cuda} build"
+            fix = (
+                f"run it where a GPU is allocated and {need} (check with nvidia-smi"
+                + ("; a GPU counted but not usable usually means an older driver" if count else "")
+                + "), or run on the CPU: set compute.device: cpu (or auto), for which torch's CPU-only "
+                "build suffices (docs/install.md)"
+            )
+        raise ConfigError(f"compute.device is 'cuda' but no CUDA GPU is visible to this job; {build}; {found}; {fix}")
     return torch.device(name)
 
 
@@ -455,6 +484,7 @@ def limiting_run(
     log: Callable[[str], None] = print,
     numerics: Numerics = Numerics(),
     label_noise: float = 0.0,
+    snapshot_steps=(),
 ) -> dict:
     """Continue SGD at constant ``hp``, recording every step.
 
@@ -478,8 +508,16 @@ def limiting_run(
     schedule and on a signal, so that a run stopped at any step and resumed
     gives the same record, bit for bit, as one that was never stopped.
 
+    ``snapshot_steps``: steps (1..``steps``) after which the weights (the
+    model's state dict) are kept, returned under ``"snapshots"`` as
+    ``{step: state dict}`` (where the gradient-noise stage measures the noise
+    along the run).
+
     Returns a dict of numpy arrays and metadata (see :mod:`.trajectory`).
     """
+    snapshot_steps = sorted({int(k) for k in snapshot_steps})
+    if snapshot_steps and not 1 <= snapshot_steps[0] <= snapshot_steps[-1] <= steps:
+        raise ValueError(f"snapshot steps {snapshot_steps} must lie in 1..{steps}")
     run = _Run(model, data, hp, sampling, device, augment_shift, numerics, label_noise)
     saved = checkpointer.resume() if checkpointer is not None else None
     if start is not None and burn_in:
@@ -511,10 +549,12 @@ def limiting_run(
     if saved is not None:
         rec.load(saved["recorder"])
         sq_velocity_start, eval_steps, evals = saved["sq_velocity_start"], saved["eval_steps"], saved["evals"]
+        snapshots = dict(saved.get("snapshots", {}))
         log(f"resuming after step {rec.count} from {checkpointer.store.path}")
     else:
         sq_velocity_start = float(torch.dot(flat_v, flat_v))
         eval_steps, evals = [0], [evaluate_all(model, data)]
+        snapshots = {}
     checked = rec.count
 
     def state() -> dict:
@@ -526,10 +566,13 @@ def limiting_run(
             "sq_velocity_start": sq_velocity_start,
             "eval_steps": list(eval_steps),
             "evals": list(evals),
+            "snapshots": dict(snapshots),
         }
 
     for k in range(rec.count + 1, steps + 1):
         rec.record(run.step())
+        if k in snapshot_steps:
+            snapshots[k] = {n: t.detach().cpu().clone() for n, t in model.state_dict().items()}
         if k % check_every == 0 or k == steps:
             _check_finite(rec, checked, cell)
             checked = rec.count
@@ -567,4 +610,6 @@ def limiting_run(
         "numerics": numerics.describe(),
     }
     out.update(rec.phase_space())
+    if snapshot_steps:
+        out["snapshots"] = snapshots
     return out

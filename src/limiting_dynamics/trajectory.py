@@ -21,7 +21,7 @@ from .hyperparameters import NAMES as HYPERPARAMETER_ATTRS
 from .provenance import now_iso, provenance_attrs
 
 FORMAT_NAME = "limiting-dynamics-trajectory"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 STEP_VARIABLES = ("train_loss", "sq_dist_from_start", "sq_step", "sq_velocity", "sq_param_norm")
 
 # name -> (units, long_name)
@@ -52,10 +52,21 @@ VARIABLE_META = {
         "squared norm of the minibatch gradient of update k per parameter tensor, "
         "(1 - lr wd) v_k - beta v_{k-1} - wd theta_k",
     ),
+    "param_dot_grad_by_tensor": (
+        "1",
+        "inner product <theta_{k-1}, g_k> per parameter tensor of the weights and the minibatch gradient taken "
+        "at them (0 for a scale-invariant tensor)",
+    ),
+    "velocity_dot_grad_by_tensor": (
+        "1",
+        "inner product <v_{k-1}, g_k> per parameter tensor of the momentum buffer before update k and its "
+        "minibatch gradient",
+    ),
     "rotation_angle_by_tensor": ("rad", "angle between the parameter tensor at step k and at theta_0"),
     "tensor_scale_invariant": (
         "1",
-        "1 if the loss is invariant to the tensor's scale (weights feeding BatchNorm), else 0",
+        "1 if the model's structure makes the loss invariant to the tensor's scale (weights feeding BatchNorm), "
+        "else 0 (declared; measured_scale_invariant in the analysis tests it on the run)",
     ),
     "mode_offset": ("1", "projection u_i^T theta_0 of the start on the Hessian eigenvector u_i"),
     "mode_velocity_start": ("1", "projection u_i^T v_0 of the momentum buffer at theta_0"),
@@ -113,6 +124,8 @@ def build_dataset(record: dict, attrs: dict) -> xr.Dataset:
             "sq_param_norm_start_by_tensor": ("tensor", record["sq_param_norm_start_by_tensor"]),
             "sq_velocity_by_tensor": (("tensor_step", "tensor"), record["sq_velocity_by_tensor"]),
             "sq_grad_by_tensor": (("tensor_step", "tensor"), record["sq_grad_by_tensor"]),
+            "param_dot_grad_by_tensor": (("tensor_step", "tensor"), record["param_dot_grad_by_tensor"]),
+            "velocity_dot_grad_by_tensor": (("tensor_step", "tensor"), record["velocity_dot_grad_by_tensor"]),
             "rotation_angle_by_tensor": (("tensor_step", "tensor"), angles),
             "tensor_size": ("tensor", np.asarray(record["tensor_size"], dtype=np.int64)),
             "tensor_scale_invariant": ("tensor", np.asarray(record["tensor_scale_invariant"], dtype=np.int8)),

@@ -5,7 +5,7 @@ from conftest import REPO
 TEST_COMMAND = 'pip install -e ".[test]" && pytest'
 
 
-RUN_COMMAND = 'pip install -e ".[test]" && snakemake --cores all'
+RUN_COMMAND = 'pip install -e ".[test]" && snakemake --workflow-profile workflow/profiles/workstation'
 
 
 def test_ci_runs_the_readme_test_command():

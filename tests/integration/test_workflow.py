@@ -114,9 +114,9 @@ def test_predictions_per_cell(wf):
         "momentum",
         "weight_decay",
         "sq_step_measured",
-        "sq_step_predicted_noise",
-        "sq_step_predicted_identity",
-        "sq_step_predicted_snapshot",
+        "sq_step_in_run_check",
+        "sq_step_equilibrium_check",
+        "sq_step_predicted",
         "stationarity_ratio",
         "noise_curvature_slope",
         "c_sq_dist_measured",
@@ -124,10 +124,10 @@ def test_predictions_per_cell(wf):
         "c_lag_msd_predicted",
     ):
         assert col in pred.columns and np.all(np.isfinite(pred[col])), col
-    assert np.all(pred["sq_step_predicted_noise"] > 0) and np.all(pred["sq_step_predicted_identity"] > 0)
+    assert np.all(pred["sq_step_in_run_check"] > 0) and np.all(pred["sq_step_equilibrium_check"] > 0)
     # the snapshot prediction is lr^2 tr Cov(g_S) / (1 - beta^2) with the noise stage's trace
     trace = xr.load_dataset(wf.path(f"results/noise/{DEFAULT}.nc")).attrs["trace_cov"]
-    assert pred.loc[DEFAULT, "sq_step_predicted_snapshot"] == pytest.approx(0.05**2 * trace / (1 - 0.9**2), rel=1e-5)
+    assert pred.loc[DEFAULT, "sq_step_predicted"] == pytest.approx(0.05**2 * trace / (1 - 0.9**2), rel=1e-5)
 
 
 def test_results_page(wf):
@@ -164,22 +164,22 @@ def test_phase_space_is_recorded_on_the_cells_eigenvectors(wf):
 
 def test_per_mode_comparisons(wf):
     modes = pd.read_csv(wf.path("results/analysis/modes.csv"))
-    assert len(modes) == 2 * 3 and np.all(modes["position_var_predicted"] > 0)
+    assert len(modes) == 2 * 3 and np.all(modes["position_var_in_run_check"] > 0)
     for col in (
-        "position_var_measured_over_predicted",
+        "position_var_measured_over_in_run_check",
         "oscillation_frequency_measured_over_predicted",
         "curvature_in_run_over_eigenvalue",
-        "position_var_measured_over_snapshot",
+        "position_var_measured_over_predicted",
     ):
         assert np.all(np.isfinite(modes[col])), col
     pred = pd.read_csv(wf.path("results/analysis/predictions.csv"), index_col="cell")
     pnc = xr.load_dataset(wf.path("results/analysis/predictions.nc"))  # both tables, with provenance
     np.testing.assert_allclose(
-        pnc["sq_step_predicted_noise"].sel(cell=list(pred.index)), pred["sq_step_predicted_noise"], rtol=1e-5
+        pnc["sq_step_in_run_check"].sel(cell=list(pred.index)), pred["sq_step_in_run_check"], rtol=1e-5
     )
     row = modes.iloc[-1]
-    assert float(pnc["position_var_predicted"].sel(cell=row["cell"], mode=row["mode"])) == pytest.approx(
-        row["position_var_predicted"], rel=1e-5
+    assert float(pnc["position_var_in_run_check"].sel(cell=row["cell"], mode=row["mode"])) == pytest.approx(
+        row["position_var_in_run_check"], rel=1e-5
     )
     assert pnc["lr"].dims == ("cell",) and "git_revision" in pnc.attrs and "history" in pnc.attrs
 

@@ -59,8 +59,12 @@ def _quadratic_cell(sampling="replacement", steps=40000, seed=0):
         },
         attrs={"n_params": lam.size},
     )
-    noise = xr.Dataset(
-        {"minibatch_var_along_eigenvector": ("mode", sigma2[:3] / s)},
+    noise = xr.Dataset(  # the independent noise at theta_0 (one point; exact, as a noise stage would estimate it)
+        {
+            "minibatch_var_along_eigenvector": (("noise_step", "mode"), sigma2[None, :3] / s),
+            "trace_cov_at_point": ("noise_step", [sigma2.sum() / s]),
+        },
+        coords={"noise_step": [0]},
         attrs={"trace_cov": sigma2.sum() / s, "n_train": n_train},
     )
     return traj, hess, noise
@@ -111,19 +115,27 @@ def test_compare_cell_matches_a_simulated_quadratic_with_known_answer():
     lam = hess.hessian_eigenvalues.values
     # curvature and noise read off the run's momentum buffer (no snapshot, no Hessian used)
     np.testing.assert_allclose(cmp.curvature_in_run, lam, rtol=0.05)
-    np.testing.assert_allclose(cmp.noise_var, 0.5 * lam, rtol=0.05)
-    np.testing.assert_allclose(cmp.noise_var_snapshot, 0.5 * lam)
+    np.testing.assert_allclose(cmp.noise_var_in_run, 0.5 * lam, rtol=0.05)
+    np.testing.assert_allclose(cmp.noise_var_independent, 0.5 * lam)
     np.testing.assert_allclose(cmp.curvature_along_run, np.broadcast_to(lam, cmp.curvature_along_run.shape), rtol=0.1)
     assert cmp.attrs["noise_curvature_slope"] == pytest.approx(1.0, abs=0.05)
     assert cmp.attrs["bulk_noise_fraction"] == pytest.approx(
         1 - 0.5 * 10.5 / (0.5 * (10.5 + np.linspace(0.05, 1, 40).sum())), rel=0.05
     )
+    # predictions (independent noise) and the in-run consistency checks both hold on an exact quadratic
     np.testing.assert_allclose(cmp.position_var_measured, cmp.position_var_predicted, rtol=0.1)
     np.testing.assert_allclose(cmp.velocity_var_measured, cmp.velocity_var_predicted, rtol=0.05)
+    np.testing.assert_allclose(cmp.position_var_measured, cmp.position_var_in_run_check, rtol=0.1)
+    np.testing.assert_allclose(cmp.velocity_var_measured, cmp.velocity_var_in_run_check, rtol=0.05)
+    assert cmp.underdamped.values.tolist() == [1, 1, 1]
     np.testing.assert_allclose(cmp.oscillation_frequency_measured, cmp.oscillation_frequency_predicted, rtol=0.1)
     np.testing.assert_allclose(cmp.pole_radius_measured, np.sqrt(0.9), atol=0.02)
     # the whole-spectrum lag-MSD (top + bulk) matches the sketch (here the full vector) at every lag
     np.testing.assert_allclose(cmp.lag_msd_sketch, cmp.lag_msd_predicted, rtol=0.12)
+    # the bulk's spread over eigenvalues is assumed; here C ~ H, so s = 1 is measured and s = 0 is the wrong guess
+    assert cmp.attrs["bulk_noise_slope"] == pytest.approx(1.0, abs=0.05)
+    np.testing.assert_allclose(cmp.lag_msd_predicted_c_like_h, cmp.lag_msd_predicted, rtol=0.02)
+    assert not np.allclose(cmp.lag_msd_predicted_isotropic, cmp.lag_msd_sketch, rtol=0.12)
     assert np.all(cmp.lag_msd_predicted_top < cmp.lag_msd_predicted)
     assert cmp.attrs["c_lag_msd_sketch"] == pytest.approx(cmp.attrs["c_lag_msd_predicted"], abs=0.1)
 

@@ -86,18 +86,18 @@ def toy():
 def test_norm_equilibrium_and_noise_formula_predict_the_stationary_step(toy):
     p = local_displacement.predictions(toy, window=(0.0, 1.0))
     # the identity is exact at stationarity: only the Monte Carlo error of 4,000 steps is left
-    assert p["measured_over_identity_si"] == pytest.approx(1.0, abs=0.02)
-    assert 0.98 < p["identity_ratio_min"] <= p["identity_ratio_max"] < 1.02
+    assert p["measured_over_equilibrium_check_si"] == pytest.approx(1.0, abs=0.02)
+    assert 0.98 < p["equilibrium_ratio_min"] <= p["equilibrium_ratio_max"] < 1.02
     # the noise formula with the gradients read off the run: free diffusion on the spheres, a weak quadratic
-    assert p["measured_over_noise"] == pytest.approx(1.0, abs=0.04)
-    assert p["measured_over_noise_si"] == pytest.approx(1.0, abs=0.04)
-    assert p["measured_over_noise_other"] == pytest.approx(1.0, abs=0.05)
-    assert p["measured_over_identity"] == pytest.approx(1.0, abs=0.03)
+    assert p["measured_over_in_run_check"] == pytest.approx(1.0, abs=0.04)
+    assert p["measured_over_in_run_check_si"] == pytest.approx(1.0, abs=0.04)
+    assert p["measured_over_in_run_check_other"] == pytest.approx(1.0, abs=0.05)
+    assert p["measured_over_equilibrium_check"] == pytest.approx(1.0, abs=0.03)
     assert abs(p["norm_drift_fraction"]) < 0.05
     # the previous prediction added lr^2 wd^2 ||theta_SI||^2 / (1 - beta)^2 to the noise term: once the norm
     # has settled that term is cancelled by the tangential steps, and here it overshoots by ~45%
     norm_si = float(toy.sq_param_norm_by_tensor.sel(tensor=["ws.0", "ws.1"]).sum("tensor").mean())
-    old = p["sq_step_predicted_noise"] + LR**2 * WD**2 * norm_si / (1 - BETA) ** 2
+    old = p["sq_step_in_run_check"] + LR**2 * WD**2 * norm_si / (1 - BETA) ** 2
     assert p["sq_step_measured"] / old < 0.75
     # and the identity holds for each sphere: the measured share of the rest is the weak quadratic's
     assert p["sq_step_measured_si"] + p["sq_step_measured_other"] == pytest.approx(p["sq_step_measured"], rel=0.02)
@@ -121,3 +121,51 @@ def test_stationarity_ratio_tells_a_stationary_series_from_relaxation_cycles():
     cycles = 1e-3 * np.where((np.arange(8000) // 700) % 2 == 0, 1.0, 20.0)  # quiet and active phases
     assert local_displacement.stationarity_ratio(cycles, 200) == pytest.approx(20.0)
     np.testing.assert_allclose(local_displacement.rolling_mean(np.arange(5.0), 2), [0.5, 1.5, 2.5, 3.5])
+
+
+def test_scale_invariance_is_measured_not_declared(toy):
+    """The spheres' gradients are orthogonal to them (cosine at round-off), the quadratic's
+    is not; a wrong declaration is caught, and the identity uses the measured set."""
+    cos = dict(zip(toy.tensor.values, local_displacement.scale_invariance(toy, window=(0.0, 1.0))))
+    assert max(cos["ws.0"], cos["ws.1"]) < 1e-5 and cos["b"] > 1e-2
+    p = local_displacement.predictions(toy, window=(0.0, 1.0))
+    assert (p["scale_invariant_declared"], p["scale_invariant_measured"], p["scale_invariant_disagreements"]) == (
+        2,
+        2,
+        0,
+    )
+    wrong = toy.assign(tensor_scale_invariant=("tensor", (toy.tensor.values != "ws.1").astype(np.int8)))
+    q = local_displacement.predictions(wrong, window=(0.0, 1.0))
+    assert q["scale_invariant_disagreements"] == 2 and q["scale_invariant_measured"] == 2
+    assert q["measured_over_equilibrium_check_si"] == pytest.approx(p["measured_over_equilibrium_check_si"])
+    # free diffusion on the spheres and a weak quadratic: the momentum hardly correlates with the next gradient
+    assert abs(p["momentum_gradient_correlation"]) < 0.05
+
+
+@pytest.mark.parametrize("batchnorm", [True, False])
+def test_scale_invariance_of_a_convolution_with_and_without_batchnorm(batchnorm):
+    """A convolution feeding a BatchNorm (train mode) has a gradient orthogonal to its weight;
+    without the BatchNorm it does not: the recorder's inner products tell them apart."""
+    torch.manual_seed(0)
+    layers = [nn.Conv2d(1, 4, 3, padding=1, bias=False)] + ([nn.BatchNorm2d(4)] if batchnorm else [])
+    model = nn.Sequential(*layers, nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3))
+    flat = FlatParameters(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+    flat_v = flat.install_momentum_buffers(opt)
+    rec = StepRecorder(flat, flat_v, 40, tensor_every=1, gradient_coefficients=(0.05, 0.9, 1e-3))
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(40):
+        x, y = torch.randn(16, 1, 6, 6, generator=gen), torch.randint(0, 3, (16,), generator=gen)
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rec.record(loss)
+    rows = dict(zip(rec.TENSOR_ROWS, rec.by_tensor.double().unbind(1)))
+    cos = (rows["param_dot_grad"].abs() / (rows["sq_param_norm"] * rows["sq_grad"]).sqrt()).median(0).values
+    conv = flat.names.index("0.weight")
+    if batchnorm:
+        assert cos[conv] < 1e-4
+    else:
+        assert cos[conv] > local_displacement.SCALE_INVARIANT_COSINE
+    assert cos[flat.names.index(f"{len(layers) + 2}.weight")] > local_displacement.SCALE_INVARIANT_COSINE

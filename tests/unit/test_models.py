@@ -66,3 +66,35 @@ def test_scale_invariant_weights_are_the_ones_before_batchnorm():
     )
     assert len(names) == 20 and "conv1.weight" in names and "layer2.0.downsample.0.weight" in names
     assert "fc.weight" not in names and "bn1.weight" not in names
+
+
+def test_the_small_resnet_block_is_torchvisions_and_needs_no_torchvision():
+    """The small ResNet's residual block gives the same weights (same seed) and the same
+    outputs as torchvision's BasicBlock; building it does not import torchvision."""
+    import subprocess
+    import sys
+
+    from torchvision.models import resnet as tv_resnet
+
+    from limiting_dynamics import models
+
+    cfg = {"arch": "resnet", "blocks": [1, 1], "width": 4, "stem": "cifar"}
+    torch.manual_seed(0)
+    ours = build_model(cfg, 10, 1)
+    original = models.BasicBlock
+    try:
+        models.BasicBlock = tv_resnet.BasicBlock
+        torch.manual_seed(0)
+        theirs = build_model(cfg, 10, 1)
+    finally:
+        models.BasicBlock = original
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.randn(8, 1, 8, 8)
+    assert torch.equal(ours.train()(x), theirs.train()(x))
+    code = (
+        "import sys; from limiting_dynamics.models import build_model; "
+        "build_model({'arch': 'resnet', 'blocks': [1], 'width': 4, 'stem': 'cifar'}, 10, 1); "
+        "print('torchvision' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

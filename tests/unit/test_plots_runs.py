@@ -30,8 +30,8 @@ def _summary(cells) -> pd.DataFrame:
                 "c_geodesic_high": c + 0.06,
                 "sq_step_mean": 60 * scale * (1 + 0.01 * i),
                 "sq_step_stderr": 3 * scale,
-                "sq_step_predicted_noise": 62 * scale,
-                "sq_step_predicted_identity": 61 * scale,
+                "sq_step_in_run_check": 62 * scale,
+                "sq_step_equilibrium_check": 61 * scale,
                 "theory_scale": scale,
                 "noise_trace_estimate": 60.0,
             }

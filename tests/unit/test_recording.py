@@ -201,7 +201,8 @@ def test_per_tensor_velocity_and_the_gradient_read_off_the_momentum_buffers(mode
     rec = StepRecorder(
         flat, flat_v, steps=6, tensor_every=2, compile=mode, log=lambda s: None, gradient_coefficients=(lr, beta, wd)
     )
-    assert rec.TENSOR_ROWS == ("sq_dist_from_start", "sq_param_norm", "sq_velocity", "sq_grad")
+    assert rec.TENSOR_ROWS[:4] == ("sq_dist_from_start", "sq_param_norm", "sq_velocity", "sq_grad")
+    assert rec.TENSOR_ROWS[4:] == ("param_dot_grad", "velocity_dot_grad")
     row = 0
     for k in range(6):
         x, y = _batch(400 + k)
@@ -209,12 +210,21 @@ def test_per_tensor_velocity_and_the_gradient_read_off_the_momentum_buffers(mode
         opt.zero_grad()
         loss.backward()
         grads = [p.grad.detach().clone() for p in model.parameters()]
+        before = [p.detach().double().clone() for p in model.parameters()]
+        v_before = [v.detach().double().clone() for v in flat.views(flat_v)]
         opt.step()
         rec.record(loss)
         if k + 1 in rec.tensor_steps:
             g2 = torch.stack([(g.double() ** 2).sum() for g in grads])
             v2 = torch.stack([(v.double() ** 2).sum() for v in flat.views(flat_v)])
+            # <theta_{k-1}, g_k> and <v_{k-1}, g_k> with autograd's gradient and the weights it was taken at
+            wg = torch.stack([(w * g.double()).sum() for w, g in zip(before, grads)])
+            vg = torch.stack([(v * g.double()).sum() for v, g in zip(v_before, grads)])
             assert torch.allclose(rec.by_tensor[row, 2].double(), v2, rtol=1e-5, atol=1e-10)
             assert torch.allclose(rec.by_tensor[row, 3].double(), g2, rtol=2e-3, atol=1e-8)
+            scale_w = torch.stack([w.norm() * g.double().norm() for w, g in zip(before, grads)])
+            scale_v = torch.stack([v.norm() * g.double().norm() for v, g in zip(v_before, grads)])
+            assert torch.all((rec.by_tensor[row, 4].double() - wg).abs() <= 1e-3 * scale_w + 1e-10)
+            assert torch.all((rec.by_tensor[row, 5].double() - vg).abs() <= 1e-3 * scale_v + 1e-10)
             row += 1
     assert row == len(rec.tensor_steps) == 4

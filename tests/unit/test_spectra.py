@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from limiting_dynamics import spectra, theory
 from limiting_dynamics.hyperparameters import Hyperparameters
@@ -60,3 +61,142 @@ def test_model_spectrum_integrates_to_the_stationary_velocity_variance():
     var = np.trapezoid(spectra.oscillator_velocity_psd(f, q, r, angle), f)
     exact = theory.stationary_moments([lam], q, HP).velocity_var.values[0]
     assert var == pytest.approx(exact, rel=1e-4)
+
+
+# ----------------------------------------------------------------------------
+# the fit at the workflow's settings: 30 replicate windows per mode
+# ----------------------------------------------------------------------------
+#
+# (i) the default cell: beta 0.9, lr 0.02, 625-step mode window (a quarter of 2,500 steps),
+#     Welch segments of 256 steps; frequencies 0.032-0.051 cycles/step.
+# (ii) the quadratic family: beta 0.99, lr 1e-4, 2,000-step window, one segment of the whole
+#     window; periods 724, 409 and 288 steps, pole radius sqrt(0.99) = 0.995, so a mode forgets
+#     its phase in ~200 steps: quality factor w / (2 (1 - r)) = 0.87, 1.5 and 2.2.
+#
+# Statistics over the 30 replicates of each mode (seed 0): "median" is the median of
+# fitted / true - 1, "spread" the interquartile range of fitted / true, "typical" the median of
+# |fitted / true - 1|; the old estimator is the argmax of the Welch position spectrum (as in
+# test_a_wander_defeats_the_position_spectrum_maximum_but_not_the_fit), at the same segment.
+#
+#   setting  lam  median  spread  typical | old: median typical | Cramer-Rao sd of one window
+#   (i)      2    +2.6%   0.10    5.8%    |      -1.2%  11.1%   |  5.0%
+#   (i)      3    +0.9%   0.13    5.8%    |      -0.4%  10.4%   |  3.9%
+#   (i)      5    -0.9%   0.07    3.7%    |      -0.8%   6.8%   |  2.9%
+#   (ii)     1    -1.2%   1.44    50%     |     -27.6%  36%     | 26%  (9/30 fits: no oscillation)
+#   (ii)     2.6  +4.9%   0.18    9.4%    |     -18.2%  23%     | 12%
+#   (ii)     5    -1.3%   0.16    8.9%    |     -13.7%  15%     |  7.8%  (1/30: no oscillation)
+#
+# Over seeds 1-5 the (ii) medians were -3% to +58% (lam 1), -0.5% to +5.2% (2.6), +0.4% to
+# +5% (5). The lam = 1 mode of (ii) cannot be measured to 10% from a 2,000-step window by any
+# estimator: the Cramer-Rao bound of the exact spectrum is 26% for one window, and the fit is
+# no better started at the true parameters (it is the likelihood, not the optimiser's start).
+# Halving the segment (1,000 steps) does not change this (the window, not the segment, is the
+# limit); a window of 8,000 steps would bring the bound to 12%.
+
+PRODUCTION = {
+    "i": (Hyperparameters(0.02, 1, 0.9, 0.0), np.array([2.0, 3.0, 5.0]), 625, 256),
+    "ii": (Hyperparameters(1e-4, 1, 0.99, 0.0), np.array([1.0, 2.6, 5.0]), 2000, 2000),
+}
+REPLICATES = 30
+
+
+def _replicate_windows(hp, lams, steps, reps, seed=0):
+    """Positions and momentum buffers of independent modes (the exact recursion, unit noise per
+    step), each started from the exact stationary distribution: columns replicate-major."""
+    rng = np.random.default_rng(seed)
+    m = theory.stationary_moments(lams, 1.0, hp)
+    cov = np.empty((lams.size, 2, 2))
+    cov[:, 0, 0], cov[:, 1, 1] = m.position_var.values, m.velocity_var.values
+    cov[:, 0, 1] = cov[:, 1, 0] = m.position_velocity_cov.values
+    z = np.einsum("mij,rmj->rmi", np.linalg.cholesky(cov), rng.standard_normal((reps, lams.size, 2)))
+    x, v = z[..., 0], z[..., 1]
+    a = lams + hp.weight_decay
+    xs, vs = np.empty((steps, reps, lams.size)), np.empty((steps, reps, lams.size))
+    for k in range(steps):
+        v = hp.momentum * v + a * x + rng.standard_normal(x.shape)
+        x = x - hp.lr * v
+        xs[k], vs[k] = x, v
+    return xs.reshape(steps, -1), vs.reshape(steps, -1)
+
+
+def _frequency_cramer_rao(lam, hp, steps):
+    """Cramer-Rao bound on sd(f) / f from one window of ``steps``: Whittle Fisher information of
+    the exact velocity spectrum over the Fourier frequencies (noise, radius and angle free)."""
+    f = np.arange(1, steps // 2) / steps
+    theta = np.array([0.0, np.sqrt(hp.momentum), 2 * np.pi * theory.oscillation_frequency([lam], hp)[0]])
+
+    def log_psd(t):
+        return np.log(spectra.oscillator_velocity_psd(f, np.exp(t[0]), t[1], t[2]))
+
+    grad = np.stack([(log_psd(theta + e) - log_psd(theta - e)) / 2e-7 for e in np.eye(3) * 1e-7], axis=1)
+    return float(np.sqrt(np.linalg.inv(grad.T @ grad)[2, 2]) / theta[2])
+
+
+@pytest.fixture(scope="module")
+def production_fits():
+    with threadpool_limits(1):  # 180 fits of tiny vectors: BLAS threads only contend (4-10x slower on a busy machine)
+        return _production_fits()
+
+
+def _production_fits():
+    out = {}
+    for name, (hp, lams, steps, nperseg) in PRODUCTION.items():
+        xs, vs = _replicate_windows(hp, lams, steps, REPLICATES)
+        true = theory.oscillation_frequency(lams, hp)
+        with np.errstate(over="ignore", invalid="ignore"):
+            fit = spectra.fit_oscillator(vs, nperseg=nperseg)
+        f, pxx = spectra.welch(xs, nperseg)
+        argmax = f[1:][np.argmax(pxx[1:], axis=0)]
+        out[name] = {
+            "fit": fit.frequency.reshape(REPLICATES, -1) / true,
+            "old": argmax.reshape(REPLICATES, -1) / true,
+            "converged": fit.converged,
+        }
+    return out
+
+
+def _stats(ratio):
+    q1, med, q3 = np.percentile(ratio, [25, 50, 75], axis=0)
+    return med - 1, q3 - q1, np.median(np.abs(ratio - 1), axis=0)
+
+
+def test_fit_at_the_default_cell_settings(production_fits):
+    # fails for a fit that reports the angle in radians (a factor 2 pi) or is biased by a bin of
+    # the 256-step segment (1/256 cycles/step = 8-12% of these frequencies), and for the old
+    # argmax, whose typical error (7-11%, bin quantisation and scatter) is about twice the fit's
+    r = production_fits["i"]
+    median, spread, typical = _stats(r["fit"])
+    assert r["converged"].all()
+    assert np.all(np.abs(median) < 0.05), median
+    assert np.all(spread < 0.2), spread
+    assert np.all(typical < 0.1), typical
+    old_typical = _stats(r["old"])[2]
+    assert np.all(typical < old_typical), (typical, old_typical)  # the old estimator is worse, every mode
+
+
+def test_fit_at_the_quadratic_family_settings(production_fits):
+    # lam 2.6 and 5: the median within 10% (fails for the position-spectrum argmax, whose
+    # median is 14-18% low here: it finds the peak of the position spectrum, below the damped
+    # frequency, quantised to 1/2000 cycles/step). lam 1 is exempt: see the next test.
+    r = production_fits["ii"]
+    median, spread, typical = _stats(r["fit"][:, 1:])
+    assert np.all(np.abs(median) < 0.1), median
+    assert np.all(spread < np.array([0.6, 0.3])), spread
+    old_median, _, old_typical = _stats(r["old"][:, 1:])
+    assert np.all(np.abs(old_median) > 0.1), old_median
+    assert typical[1] < old_typical[1], (typical, old_typical)  # lam 5: 8.9% against 15%
+
+
+def test_the_slowest_quadratic_mode_is_beyond_a_2000_step_window(production_fits):
+    # why lam 1 of setting (ii) is not held to 10%: 2.8 periods of a mode that forgets its phase
+    # in a quarter period; no unbiased estimator gets below 20% from one window (Cramer-Rao),
+    # while the default cell's modes are bounded at 5% and below. The fit's spread there is
+    # characterised, not endorsed: if a better fit brings it below 0.5, hold lam 1 to the median
+    # assertion above.
+    hp, lams, steps, _ = PRODUCTION["ii"]
+    bounds = [_frequency_cramer_rao(lam, hp, steps) for lam in lams]
+    assert bounds[0] > 0.2 and bounds[2] < 0.1, bounds
+    hp_i, lams_i, steps_i, _ = PRODUCTION["i"]
+    assert max(_frequency_cramer_rao(lam, hp_i, steps_i) for lam in lams_i) < 0.06
+    spread = _stats(production_fits["ii"]["fit"][:, 0])[1]
+    assert spread > 0.5, spread

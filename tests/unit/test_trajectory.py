@@ -70,7 +70,7 @@ def test_invalid_trajectories_are_rejected(record, tmp_path):
         trajectory.validate_trajectory(ds.drop_sel(step=[10]))
     old = ds.copy()
     old.attrs["format_version"] = 1
-    with pytest.raises(trajectory.TrajectoryFormatError, match="format version 1 is not the supported version 4"):
+    with pytest.raises(trajectory.TrajectoryFormatError, match="format version 1 is not the supported version 5"):
         trajectory.validate_trajectory(old)
     (tmp_path / "junk.nc").write_text("junk")
     with pytest.raises(trajectory.TrajectoryFormatError, match="cannot be read"):

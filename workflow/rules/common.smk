@@ -4,12 +4,13 @@ import sys
 
 from limiting_dynamics.config import (
     ConfigError,
-    burn_in_start,
-    burn_in_steps,
     cell_id,
+    cell_settings,
     cells_by_id,
     check_config,
     default_cell,
+    burn_in_start,
+    family,
     probed,
 )
 
@@ -22,6 +23,8 @@ CELLS = cells_by_id(config)
 PROBED = [c for c, hp in CELLS.items() if probed(hp, config)]
 DATASET = config["data"]["name"]
 DEFAULT_CELL = cell_id(default_cell(config["cells"]))
+# the phase-space figure's run: the first of the quadratic family (its top modes oscillate), else the default cell
+PHASE_CELL = next((c for c, hp in CELLS.items() if family(hp, config) == "quadratic"), DEFAULT_CELL)
 
 
 wildcard_constraints:
@@ -69,10 +72,9 @@ def cell_batch_size(w):
     return hyperparameters(w).batch_size
 
 
-def cell_burn_in_steps(w):
-    hp = hyperparameters(w)
-    chained = burn_in_start(hp, config) is not None
-    return burn_in_steps(hp, config["limiting"]["burn_in"], chained=chained)
+def setting(key):
+    """A value that differs between the spherical and quadratic families (config.cell_settings)."""
+    return lambda w: cell_settings(hyperparameters(w), config)[key]
 
 
 FIELDS = {
@@ -86,10 +88,10 @@ FIELDS = {
         k: config["compute"][k] for k in ("channels_last", "autocast", "compile_model")
     },
     **{k: section(k) for k in ("converge", "noise", "landscape")},
+    "steps": setting("steps"),
     **{
         k: limiting(k)
         for k in (
-            "steps",
             "eval_every",
             "tensor_every",
             "sampling",
@@ -119,7 +121,19 @@ HESSIAN = fields(  # the loss the Hessian is taken of
 STAGE_PARAMS = {  # stage: (config section the JSON starts from, or None; values added)
     "prepare_data": (section("data"), {}),
     "converge": (None, fields("device", "numerics", "model", "converge")),
-    "run": (  # a cell's burn-in and limiting run
+    "burn_in": (  # what the burn-in reads: the cell, how its batches are drawn, how many steps
+        None,
+        fields(
+            "cell",
+            "hyperparameters",
+            "device",
+            "numerics",
+            "model",
+            *BATCHES,
+            burn_in_steps=setting("burn_in_steps"),
+        ),
+    ),
+    "run": (  # a cell's limiting run
         None,
         fields(
             "cell",
@@ -133,14 +147,25 @@ STAGE_PARAMS = {  # stage: (config section the JSON starts from, or None; values
             *BATCHES,
             "phase_space",
             compile_recording=lambda w: config["compute"]["compile_recording"],
-            burn_in_steps=cell_burn_in_steps,
+            noise_points=lambda w: config["noise"]["points"] if config["noise"]["enabled"] else 1,
         ),
     ),
     "export": (
         None,
-        fields("cell", "hyperparameters", "model", *BATCHES, dataset=lambda w: DATASET),
+        fields(
+            "cell",
+            "hyperparameters",
+            "model",
+            *BATCHES,
+            dataset=lambda w: DATASET,
+            family=lambda w: family(hyperparameters(w), config),
+        ),
     ),
     "analysis": (section("analysis"), {}),
+    "compare_cell": (  # the analysis settings with the cell family's mode window and spectrum segment
+        section("analysis"),
+        {k: setting(k) for k in ("mode_window", "spectrum_segment")},
+    ),
     "plots": (section("plots"), fields("default")),
     "tables": (None, fields("default")),
     "hessian": (None, HESSIAN),
@@ -149,7 +174,7 @@ STAGE_PARAMS = {  # stage: (config section the JSON starts from, or None; values
         {
             **HESSIAN,
             **fields("hyperparameters", "sampling", "numerics"),
-            "hessian": section("hessian"),
+            "hessian": lambda w: {**config["hessian"], "drift_steps": setting("drift_steps")(w)},
         },
     ),
     "noise": (
@@ -247,11 +272,13 @@ def drift_arg(wildcards, input):
 
 
 def noise_inputs(wildcards):
+    """theta_0, the weights the limiting run kept, and the Hessian where there is one."""
     inputs = {
         "data": f"results/data/{DATASET}.npz",
         "checkpoint": f"results/runs/{wildcards.cell}/theta0.pt",
+        "snapshots": f"results/runs/{wildcards.cell}/snapshots.pt",
     }
-    if config["hessian"]["enabled"]:
+    if config["hessian"]["enabled"] and wildcards.cell in PROBED:
         inputs["hessian"] = f"results/hessian/{wildcards.cell}.nc"
     return inputs
 
@@ -264,11 +291,7 @@ def compares():
 def predict_inputs(wildcards):
     inputs = {
         "analyses": cell_files("results/analysis/cells/{cell}.json"),
-        "noise": (
-            probed_files("results/noise/{cell}.nc")
-            if config["noise"]["enabled"]
-            else []
-        ),
+        "noise": (cell_files("results/noise/{cell}.nc") if config["noise"]["enabled"] else []),
     }
     if compares():
         inputs["comparisons"] = probed_files("results/analysis/theory/{cell}.nc")
@@ -276,7 +299,7 @@ def predict_inputs(wildcards):
 
 
 def noise_arg(wildcards, input):
-    return f"--noise {input.noise}" if config["noise"]["enabled"] and PROBED else ""
+    return f"--noise {input.noise}" if config["noise"]["enabled"] else ""
 
 
 def comparisons_arg(wildcards, input):
@@ -309,6 +332,7 @@ FIGURES = {
         f: ("Theory vs experiment", f.replace("_", "-"))
         for f in (
             "theory_modes",
+            "theory_validity",
             "phase_space",
             "theory_msd",
             "noise_curvature",
@@ -352,9 +376,10 @@ def figure_inputs(wildcards):
         "metrics": runs[:1],
         "hessian_spectrum": probed_files("results/hessian/{cell}.nc"),
         "theory_modes": theory + ["results/analysis/predictions.csv"],
+        "theory_validity": theory,
         "phase_space": [
-            f"results/trajectories/{DEFAULT_CELL}.nc",
-            f"results/analysis/theory/{DEFAULT_CELL}.nc",
+            f"results/trajectories/{PHASE_CELL}.nc",
+            f"results/analysis/theory/{PHASE_CELL}.nc",
         ],
         "theory_msd": theory,
         "noise_curvature": theory,
@@ -395,7 +420,7 @@ def prediction_outputs():
     if compares() and PROBED:
         out += [figure(f) for f in ("theory_msd", "noise_curvature")]
         if config["limiting"]["phase_space"]["modes"] > 0:
-            out += [figure(f) for f in ("theory_modes", "phase_space")]
+            out += [figure(f) for f in ("theory_modes", "theory_validity", "phase_space")]
     return out
 
 

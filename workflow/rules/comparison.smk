@@ -16,7 +16,7 @@ rule compare_cell:
     resources:
         **small_job(),
     params:
-        analysis=params_for("analysis"),
+        analysis=params_for("compare_cell"),
         drift=drift_arg,
     shell:
         "limiting-dynamics compare-cell --trajectory {input.trajectory} --hessian {input.hessian}"

@@ -1,4 +1,5 @@
-# Gradient noise at each cell's theta_0 (its batch size, sampling and augmentation).
+# Gradient noise of independent minibatches (the cell's batch size, sampling, augmentation and label
+# noise) at theta_0 and at the points of the limiting run the run kept the weights of.
 
 
 rule gradient_noise:
@@ -22,4 +23,5 @@ rule gradient_noise:
         hessian=hessian_arg,
     shell:
         "limiting-dynamics gradient-noise --data {input.data} --checkpoint {input.checkpoint}"
-        " {params.hessian} --params {params.run:q} --out {output} --threads {threads} > {log} 2>&1"
+        " --snapshots {input.snapshots} {params.hessian} --params {params.run:q} --out {output}"
+        " --threads {threads} > {log} 2>&1"

@@ -45,7 +45,7 @@ rule burn_in:
         gpu=gpus(),
         checkpoint_every=config["compute"]["checkpoint_steps"],
     params:
-        run=params_for("run"),
+        run=params_for("burn_in"),
         diverged="results/runs/{cell}/diverged.json",
         resume="results/runs/{cell}/burn_in_resume.pt",
     shell:
@@ -59,7 +59,8 @@ rule limiting_run:
     input:
         unpack(run_inputs),
     output:
-        "results/runs/{cell}/record.npz",
+        record="results/runs/{cell}/record.npz",
+        snapshots="results/runs/{cell}/snapshots.pt",
     log:
         "results/logs/limiting_run/{cell}.log",
     benchmark:
@@ -79,6 +80,6 @@ rule limiting_run:
         resume="results/runs/{cell}/resume.pt",
     shell:
         "limiting-dynamics run-cell --data {input.data} --checkpoint {input.checkpoint}"
-        " {params.hessian} --params {params.run:q} --out {output}"
+        " {params.hessian} --params {params.run:q} --out {output.record} --out-snapshots {output.snapshots}"
         " --diverged-record {params.diverged} --resume {params.resume}"
         " --checkpoint-every {resources.checkpoint_every} --threads {threads} > {log} 2>&1"

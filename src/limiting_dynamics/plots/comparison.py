@@ -14,8 +14,20 @@ from .style import grid, plt, save
 
 
 def _cell_label(ds: xr.Dataset) -> str:
+    """Every hyperparameter of the cell (cells that differ only in one of them get different labels)."""
     a = ds.attrs
-    return f"lr={a['lr']:.3g}, S={int(a['batch_size'])}, β={a['momentum']:.3g}, seed {int(a.get('seed', 0))}"
+    return (
+        f"lr={a['lr']:.3g}, S={int(a['batch_size'])}, β={a['momentum']:.3g}, wd={a['weight_decay']:.3g}, "
+        f"seed {int(a.get('seed', 0))}"
+    )
+
+
+def _family(ds: xr.Dataset) -> str:
+    return str(ds.attrs.get("family", "spherical"))
+
+
+DEFAULT_MODES = 5  # the spherical default cell's modes the tables and figures compare (results page)
+QUADRATIC_MODES = 10  # the quadratic family's
 
 
 def _identity(ax, values) -> None:
@@ -29,78 +41,160 @@ def _identity(ax, values) -> None:
 
 
 def theory_modes(cells: list[xr.Dataset], predictions: pd.DataFrame, path, dpi: int = 150) -> None:
-    """Per top Hessian mode (every probed cell), measured against predicted
-    position and velocity variance over the mode window (filled: noise measured
-    along the run; open: noise at the snapshot theta_0) and the oscillation
-    frequency of the fitted damped oscillator; and per cell the stationary local
-    displacement against both parameter-free predictions."""
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
-    colors = sns.color_palette("viridis", len(cells))
-    for (key, title), ax in zip(
-        (
-            ("position_var", "position variance $u_i^T\\theta$"),
-            ("velocity_var", "velocity variance $u_i^T v$"),
-            ("oscillation_frequency", "oscillation frequency (cycles/step)"),
-        ),
-        axes,
-    ):
-        allv, ratios = [], []
-        for ds, color in zip(cells, colors):
-            if f"{key}_measured" not in ds:
-                continue
-            x, y = ds[f"{key}_predicted"].values, ds[f"{key}_measured"].values
-            ax.scatter(x, y, s=14, color=color, label=_cell_label(ds))
-            if f"{key}_predicted_snapshot" in ds:
-                xs = ds[f"{key}_predicted_snapshot"].values
-                ax.scatter(xs, y, s=14, facecolors="none", edgecolors=color, lw=0.6)
-                allv.append(xs)
-            allv += [x, y]
-            ratios.append(y / x)
-        _identity(ax, np.concatenate(allv) if allv else [])
-        ratio = np.concatenate(ratios) if ratios else np.array([np.nan])
-        ax.set(
-            xlabel="predicted (exact discrete theory)",
-            ylabel="measured",
-            title=f"{title}\nmedian measured/predicted {np.nanmedian(ratio):.2g}",
-        )
-    axes[0].legend(fontsize=6)
-    ax = axes[3]
+    """Per family (rows: the spherical default cell's top 5 modes, the quadratic
+    family's top 10, the same sets as the results page), measured against
+    predicted position and velocity variance (filled: prediction with the
+    independent noise; open: the in-run consistency check) and the oscillation
+    frequency of the fitted damped oscillator (underdamped modes only); and per
+    run the stationary local displacement against its prediction from
+    independent noise (open: the two consistency checks)."""
+    families = [f for f in ("spherical", "quadratic") if any(_family(ds) == f and "mode" in ds.dims for ds in cells)]
+    fig, axes = plt.subplots(max(1, len(families)), 4, figsize=(18, 4.4 * max(1, len(families))), squeeze=False)
+    handles = {}
+    for row, fam in enumerate(families):
+        group = [ds for ds in cells if _family(ds) == fam and "mode" in ds.dims]
+        n = DEFAULT_MODES if fam == "spherical" else QUADRATIC_MODES
+        colors = sns.color_palette("viridis", len(group))
+        for (key, title), ax in zip(
+            (
+                ("position_var", "position variance $u_i^T\\theta$"),
+                ("velocity_var", "velocity variance $u_i^T v$"),
+                ("oscillation_frequency", "oscillation frequency (cycles/step), underdamped modes"),
+            ),
+            axes[row],
+        ):
+            allv, ratios = [], []
+            for ds, color in zip(group, colors):
+                sel = ds.isel(mode=slice(0, n))
+                keep = (
+                    sel.underdamped.values > 0 if key == "oscillation_frequency" else np.ones(sel.sizes["mode"], bool)
+                )
+                x, y = sel[f"{key}_predicted"].values[keep], sel[f"{key}_measured"].values[keep]
+                h = ax.scatter(x, y, s=16, color=color)
+                handles.setdefault(_cell_label(ds), h)
+                if f"{key}_in_run_check" in sel:
+                    xs = sel[f"{key}_in_run_check"].values[keep]
+                    ax.scatter(xs, y, s=16, facecolors="none", edgecolors=color, lw=0.6)
+                    allv.append(xs)
+                allv += [x, y]
+                ratios.append(y / x)
+            _identity(ax, np.concatenate(allv) if allv else [])
+            ratio = np.concatenate(ratios) if ratios else np.array([np.nan])
+            ax.set(
+                xlabel="predicted (exact discrete theory)",
+                ylabel="measured",
+                title=f"{fam}: {title}\nmedian measured/predicted {np.nanmedian(ratio):.2g} "
+                f"(top {n} modes, {len(group)} runs)",
+            )
+            ax.title.set_fontsize(9)
+    ax = axes[0, 3]
     p = predictions
-    ax.errorbar(
-        p["sq_step_predicted_noise"],
-        p["sq_step_measured"],
-        yerr=2 * p["sq_step_stderr"],
-        fmt="o",
-        ms=4,
-        color="C0",
-        label="noise formula (in-run gradients)",
-    )
+    if "sq_step_predicted" in p:
+        ax.errorbar(
+            p["sq_step_predicted"], p["sq_step_measured"], yerr=2 * p["sq_step_stderr"], fmt="o", ms=4, color="C0"
+        )
+    ax.scatter(p["sq_step_in_run_check"], p["sq_step_measured"], s=16, facecolors="none", edgecolors="C1", lw=0.8)
     ax.scatter(
-        p["sq_step_predicted_identity"],
+        p["sq_step_equilibrium_check"],
         p["sq_step_measured"],
         s=18,
         marker="^",
-        color="C3",
-        label="norm equilibrium $2\\eta\\lambda_{wd}\\|\\theta_{SI}\\|^2/(1+\\beta)$ + rest",
+        facecolors="none",
+        edgecolors="C3",
+        lw=0.8,
     )
     _identity(
-        ax, np.concatenate([p["sq_step_predicted_noise"], p["sq_step_predicted_identity"], p["sq_step_measured"]])
+        ax, np.concatenate([p[c] for c in ("sq_step_predicted", "sq_step_in_run_check", "sq_step_measured") if c in p])
     )
     ax.set(
-        xlabel="predicted",
+        xlabel="predicted (filled) or consistency check (open)",
         ylabel="measured",
-        title="stationary $\\|\\theta_{k+1}-\\theta_k\\|^2$ per cell\n"
-        f"median measured/predicted {np.median(p['measured_over_noise']):.2g} (noise), "
-        f"{np.median(p['measured_over_identity']):.2g} (equilibrium)",
+        title="stationary $\\|\\theta_{k+1}-\\theta_k\\|^2$ per run\n"
+        f"median measured/predicted {np.median(p.get('measured_over_predicted', np.nan)):.2g} (independent noise)",
     )
     ax.title.set_fontsize(9)
-    ax.legend(fontsize=6)
+    from matplotlib.lines import Line2D
+
+    ax.legend(
+        [
+            Line2D([], [], marker="o", ls="", color="C0"),
+            Line2D([], [], marker="o", ls="", mfc="none", color="C1"),
+            Line2D([], [], marker="^", ls="", mfc="none", color="C3"),
+        ],
+        ["prediction: independent noise", "check: in-run formula", "check: norm equilibrium"],
+        fontsize=6,
+        loc="upper left",
+    )
+    for r in range(1, len(families)):
+        axes[r, 3].axis("off")
+    fig.legend(list(handles.values()), list(handles), fontsize=6, loc="lower center", ncol=3, frameon=False)
     fig.suptitle(
-        "Theory vs experiment with no fitted constant: Hessian at each cell's $\\theta_0$, gradient noise "
-        "read off the run's momentum buffer (dashed: equality)",
+        "Theory vs experiment: Hessian at each run's $\\theta_0$, gradient noise of independent minibatches "
+        "(filled: prediction); open markers: the same theory with the noise read off the run (consistency check)",
         fontsize=10,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    save(fig, path, dpi)
+
+
+def theory_validity(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
+    """Where the quadratic theory holds: per run (both families) against the
+    learning rate, how long the top eigenvectors of theta_0 stay eigenvectors
+    (with the mode window) and the per-mode measured / predicted ratios."""
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
+    markers = {"spherical": "o", "quadratic": "s"}
+    panels = (
+        ("position_var_measured_over_predicted", "position variance measured / predicted"),
+        ("velocity_var_measured_over_predicted", "velocity variance measured / predicted"),
+        ("oscillation_frequency_measured_over_predicted", "frequency measured / predicted (underdamped)"),
+    )
+    for ds in cells:
+        if "mode" not in ds.dims:
+            continue
+        fam, lr = _family(ds), float(ds.attrs["lr"])
+        n = min(ds.sizes["mode"], DEFAULT_MODES if fam == "spherical" else QUADRATIC_MODES)
+        sel = ds.isel(mode=slice(0, n))
+        if "valid_steps" in sel:
+            v = sel.valid_steps.values[:DEFAULT_MODES]
+            axes[0].scatter(np.full(v.shape, lr), np.maximum(v, 0.5), marker=markers[fam], s=14, color="C0")
+            axes[0].scatter([lr], [float(ds.attrs["mode_window_end"])], marker="_", s=200, color="C3")
+        ratios = {
+            "position_var_measured_over_predicted": sel.position_var_measured / sel.position_var_predicted,
+            "velocity_var_measured_over_predicted": sel.velocity_var_measured / sel.velocity_var_predicted,
+            "oscillation_frequency_measured_over_predicted": (
+                sel.oscillation_frequency_measured / sel.oscillation_frequency_predicted
+            ).where(sel.underdamped > 0),
+        }
+        for ax, (key, _) in zip(axes[1:], panels):
+            r = ratios[key].values
+            ax.scatter(np.full(r.shape, lr), r, marker=markers[fam], s=12, color="C0", alpha=0.6)
+    axes[0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="learning rate",
+        ylabel="steps",
+        title="top-5 eigenvectors of $\\theta_0$ valid up to step\n(red bar: end of the mode window)",
+    )
+    for ax, (_, title) in zip(axes[1:], panels):
+        ax.axhline(1.0, color="0.5", lw=0.8)
+        ax.axhspan(0.8, 1.25, color="C2", alpha=0.12, zorder=0)
+        ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="ratio", title=title)
+    from matplotlib.lines import Line2D
+
+    fig.legend(
+        [Line2D([], [], marker=m, ls="", color="C0") for m in markers.values()],
+        ["spherical family (norm equilibrium)", "quadratic family (small lr x wd)"],
+        loc="lower center",
+        ncol=2,
+        frameon=False,
+        fontsize=8,
+    )
+    fig.suptitle(
+        "Where the quadratic per-mode theory holds: eigenvector lifetime and measured / predicted per mode "
+        "(green: within [0.8, 1.25]), every run of both families",
+        fontsize=10,
+    )
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     save(fig, path, dpi)
 
 
@@ -135,7 +229,7 @@ def phase_space(
             float(cmp.position_velocity_cov_predicted[i]),
         )
         mx, mv = float(np.mean(pos[lo:hi, i])), float(np.mean(vel[lo:hi, i]))
-        ax.plot(ell[0] + mx, ell[1] + mv, color="C3", lw=1.2, label="theory 95% (stationary)")
+        ax.plot(ell[0] + mx, ell[1] + mv, color="C3", lw=1.2, label="prediction 95% (stationary, independent noise)")
         ax.set(
             xlabel=f"$u_{i + 1}^T(\\theta_k-\\theta_0)$",
             ylabel=f"$u_{i + 1}^T v_k$",
@@ -152,6 +246,7 @@ def phase_space(
         ax.set(xlabel="step k", ylabel=f"$u_{i + 1}^T(\\theta_k-\\theta_0)$")
     fig.colorbar(sc, ax=axes[0, -1], label="step")
     fig.suptitle(f"Phase space along the top Hessian eigenvectors, cell {traj.attrs['cell']}", fontsize=10)
+    fig.legend([], [], frameon=False)
     fig.tight_layout()
     save(fig, path, dpi)
 
@@ -166,8 +261,12 @@ def theory_msd(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
         ax.loglog(lag, ds.sq_dist_from_start_measured, "o", ms=2.5, label="measured $\\|\\theta_t-\\theta_0\\|^2$")
         if "lag_msd_sketch" in ds:
             ax.loglog(lag, ds.lag_msd_sketch, "-", lw=1.2, label="measured lag-MSD (sketch)")
-        ax.loglog(lag, ds.lag_msd_predicted, "--", color="C3", label="theory: top modes + bulk")
-        ax.loglog(lag, ds.lag_msd_predicted_top, ":", color="C3", label="theory: top modes")
+        ax.loglog(lag, ds.lag_msd_predicted, "--", color="C3", label="prediction: top modes + bulk")
+        if "lag_msd_predicted_isotropic" in ds:
+            lo = np.minimum(ds.lag_msd_predicted_isotropic, ds.lag_msd_predicted_c_like_h)
+            hi = np.maximum(ds.lag_msd_predicted_isotropic, ds.lag_msd_predicted_c_like_h)
+            ax.fill_between(lag, lo, hi, color="C3", alpha=0.12, lw=0, label="bulk noise ~ $\\lambda^s$, s from 0 to 1")
+        ax.loglog(lag, ds.lag_msd_predicted_top, ":", color="C3", label="prediction: top modes")
         c_meas, c_th = ds.attrs["c_sq_dist_measured"], ds.attrs["c_lag_msd_predicted"]
         agree = agreement_lag(ds)
         if agree:
@@ -181,9 +280,9 @@ def theory_msd(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
     axes[0].legend(fontsize=6)
     fig.suptitle(
         "What a fixed quadratic explains: the stationary lag-MSD of the quadratic theory built from the Hessian "
-        "spectrum at $\\theta_0$ (positive curvature) and the noise measured along the run,\nagainst the "
-        "measured one (shaded: lags where they agree within 25%); beyond, every mode of the theory has "
-        "saturated while the weights keep moving",
+        "spectrum at $\\theta_0$ (positive curvature) and the noise of independent minibatches,\nagainst the "
+        "measured one (shaded: lags where they agree within 25%); nothing calibrated, the bulk's spread over "
+        "eigenvalues assumed (band: its range)",
         fontsize=9,
     )
     fig.tight_layout()
@@ -191,26 +290,35 @@ def theory_msd(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
 
 
 def noise_curvature(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
-    """Per-sample gradient noise along each top eigenvector against its eigenvalue (log-log), per cell."""
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    """Per-sample gradient noise along each top eigenvector against its
+    eigenvalue (log-log), per run: independent minibatches (filled) and the
+    in-run estimate (open)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
     colors = sns.color_palette("viridis", len(cells))
     for ds, color in zip(cells, colors):
-        if "noise_var" not in ds:
+        if "noise_var_independent" not in ds:
             continue
         ax.loglog(
             ds.eigenvalue,
-            ds.noise_var,
+            ds.noise_var_independent,
             "o",
             ms=4,
             color=color,
             label=f"{_cell_label(ds)}: slope {ds.attrs['noise_curvature_slope']:.2f}",
         )
+        ax.loglog(ds.eigenvalue, ds.noise_var_in_run, "o", ms=4, mfc="none", color=color, lw=0.5)
     lam = np.concatenate([ds.eigenvalue.values for ds in cells if "eigenvalue" in ds] or [np.array([1.0])])
     lam = lam[lam > 0]
     if lam.size:
         ref = np.geomspace(lam.min(), lam.max(), 10)
         mid = np.median(
-            np.concatenate([ds.noise_var.values / ds.eigenvalue.values for ds in cells if "noise_var" in ds])
+            np.concatenate(
+                [
+                    ds.noise_var_independent.values / ds.eigenvalue.values
+                    for ds in cells
+                    if "noise_var_independent" in ds
+                ]
+            )
         )
         ax.loglog(ref, mid * ref, color="0.5", ls="--", lw=0.8, label="$\\sigma^2 \\propto \\lambda$ ($C \\sim H$)")
     for axis in (ax.xaxis, ax.yaxis):
@@ -218,9 +326,10 @@ def noise_curvature(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
     ax.set(
         xlabel="Hessian eigenvalue $\\lambda_i$",
         ylabel="$\\sigma_i^2 = u_i^T C u_i$ (per sample)",
-        title="Gradient noise against curvature along the top eigenvectors",
+        title="Gradient noise against curvature along the top eigenvectors\n(filled: independent minibatches; "
+        "open: read off the run)",
     )
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     save(fig, path, dpi)
 

@@ -122,18 +122,18 @@ def local_displacement(traj: xr.Dataset, summary: pd.DataFrame, path, smoothing:
             )
         sub = summary.loc[cells]
         ax.axhline(
-            sub["sq_step_predicted_noise"].mean(),
+            sub["sq_step_in_run_check"].mean(),
             color="k",
             ls="--",
             lw=0.9,
-            label=f"noise formula (measured/pred. {_spread(sub['measured_over_noise'])})",
+            label=f"noise formula (measured/pred. {_spread(sub['measured_over_in_run_check'])})",
         )
         ax.axhline(
-            sub["sq_step_predicted_identity"].mean(),
+            sub["sq_step_equilibrium_check"].mean(),
             color="C3",
             ls=":",
             lw=1.2,
-            label=f"norm equilibrium ({_spread(sub['measured_over_identity'])})",
+            label=f"norm equilibrium ({_spread(sub['measured_over_equilibrium_check'])})",
         )
         ax.set(
             yscale="log",
@@ -259,11 +259,11 @@ def hyperparameter_scaling(summary: pd.DataFrame, default: dict, path, dpi: int 
             label="measured (±2 s.e.)" + (", every seed" if replicated else ""),
         )
         ax.scatter(
-            x, sub["sq_step_predicted_noise"], marker="x", color="C3", zorder=3, label="noise formula, in-run gradients"
+            x, sub["sq_step_in_run_check"], marker="x", color="C3", zorder=3, label="noise formula, in-run gradients"
         )
         ax.scatter(
             x,
-            sub["sq_step_predicted_identity"],
+            sub["sq_step_equilibrium_check"],
             marker="^",
             facecolors="none",
             edgecolors="C2",

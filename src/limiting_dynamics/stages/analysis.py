@@ -35,6 +35,7 @@ def cmd_summarize(a) -> None:
     lead = [
         "cell",
         *HYPERPARAMETER_ATTRS,
+        "family",
         "burn_in_steps",
         "steps",
         "c",
@@ -73,72 +74,92 @@ def cmd_summarize(a) -> None:
 
 COMPARISON_COLUMNS = (
     "noise_curvature_slope",
+    "noise_curvature_slope_in_run",
     "c_sq_dist_measured",
     "c_lag_msd_sketch",
     "c_lag_msd_predicted",
+    "c_lag_msd_predicted_isotropic",
+    "c_lag_msd_predicted_c_like_h",
     "bulk_noise_fraction",
+    "bulk_noise_slope",
     "sketch_over_exact_sq_dist",
     "grad_sq_norm_in_run",
     "theory_agreement_lag",
+    "lag_msd_ratio_mode_window_min",
+    "lag_msd_ratio_mode_window_max",
     "eigenvectors_valid_steps",
+    "mode_window_end",
 )
 
 
 PREDICTION_COLUMNS = (
     "sq_step_measured",
     "sq_step_stderr",
-    "sq_step_predicted_noise",
-    "measured_over_noise",
-    "sq_step_predicted_identity",
-    "measured_over_identity",
+    "sq_step_in_run_check",
+    "measured_over_in_run_check",
+    "sq_step_equilibrium_check",
+    "measured_over_equilibrium_check",
     "sq_step_measured_si",
-    "sq_step_noise_si",
-    "sq_step_identity_si",
-    "measured_over_noise_si",
-    "measured_over_identity_si",
-    "identity_ratio_min",
-    "identity_ratio_median",
-    "identity_ratio_max",
+    "sq_step_in_run_check_si",
+    "sq_step_equilibrium_check_si",
+    "measured_over_in_run_check_si",
+    "measured_over_equilibrium_check_si",
+    "equilibrium_ratio_min",
+    "equilibrium_ratio_median",
+    "equilibrium_ratio_max",
     "sq_step_measured_other",
-    "sq_step_noise_other",
-    "measured_over_noise_other",
+    "sq_step_in_run_check_other",
+    "measured_over_in_run_check_other",
     "other_fraction",
     "norm_drift_fraction",
     "grad_sq_norm",
+    "momentum_gradient_correlation",
+    "scale_invariant_declared",
+    "scale_invariant_measured",
+    "scale_invariant_disagreements",
+    "scale_invariant_cosine_max",
+    "other_cosine_min",
     "stationarity_ratio",
 )
 
 
 MODE_RATIOS = {  # per-mode ratio column -> (numerator, denominator)
-    "position_var_measured_over_predicted": ("position_var_measured", "position_var_predicted"),
-    "velocity_var_measured_over_predicted": ("velocity_var_measured", "velocity_var_predicted"),
+    "position_var_measured_over_in_run_check": ("position_var_measured", "position_var_in_run_check"),
+    "velocity_var_measured_over_in_run_check": ("velocity_var_measured", "velocity_var_in_run_check"),
     "oscillation_frequency_measured_over_predicted": (
         "oscillation_frequency_measured",
         "oscillation_frequency_predicted",
     ),
-    "position_var_measured_over_snapshot": ("position_var_measured", "position_var_predicted_snapshot"),
-    "velocity_var_measured_over_snapshot": ("velocity_var_measured", "velocity_var_predicted_snapshot"),
+    "position_var_measured_over_predicted": ("position_var_measured", "position_var_predicted"),
+    "velocity_var_measured_over_predicted": ("velocity_var_measured", "velocity_var_predicted"),
     "curvature_in_run_over_eigenvalue": ("curvature_in_run", "eigenvalue"),
 }
 
 
 def cmd_predict(a) -> None:
-    """Both parameter-free predictions of the local displacement per cell (from
-    the cell analyses), the one from the noise at the snapshot theta_0 where it
-    was measured, and the per-mode comparisons; reads no model (torch-free)."""
-    snapshot = {}
+    """Per cell, the prediction of the local displacement from the noise of
+    independent minibatches along the run (``lr^2 tr Cov(g_S) / (1 - beta^2)``),
+    the two consistency checks from the cell analyses (in-run noise formula,
+    norm equilibrium), and the per-mode comparisons; reads no model (torch-free)."""
+    independent = {}
     for f in a.noise or []:
-        attrs = dict(open_result(f, "noise").attrs)
-        snapshot[str(attrs["cell"])] = float(attrs["trace_cov"])
+        with open_result(f, "noise") as nz:
+            trace = nz.trace_cov_at_point.values
+            independent[str(nz.attrs["cell"])] = {
+                "trace_cov_independent": float(nz.attrs["trace_cov"]),
+                "trace_cov_theta0": float(trace[0]),
+                "trace_cov_change": float((trace[-1] - trace[0]) / trace.mean()),
+                "noise_points": len(trace),
+            }
     rows = []
     for ana in a.analyses:
         m = json.loads(Path(ana).read_text())
         row = {"cell": m["cell"], **{k: m[k] for k in trajectory.HYPERPARAMETER_ATTRS}}
         row.update({k: m[k] for k in PREDICTION_COLUMNS})
-        if m["cell"] in snapshot:  # the noise of independent minibatches at theta_0 alone
-            row["trace_cov_snapshot"] = snapshot[m["cell"]]
-            row["sq_step_predicted_snapshot"] = m["lr"] ** 2 * snapshot[m["cell"]] / (1 - m["momentum"] ** 2)
-            row["measured_over_snapshot"] = m["sq_step_measured"] / row["sq_step_predicted_snapshot"]
+        if m["cell"] in independent:
+            row.update(independent[m["cell"]])
+            row["sq_step_predicted"] = m["lr"] ** 2 * row["trace_cov_independent"] / (1 - m["momentum"] ** 2)
+            row["measured_over_predicted"] = m["sq_step_measured"] / row["sq_step_predicted"]
         rows.append(row)
     df = pd.DataFrame(rows).set_index("cell")
     mode_rows = []
@@ -164,10 +185,6 @@ def cmd_predict(a) -> None:
     if a.out_nc:
         title = "parameter-free predictions against measurements per cell"
         write_netcdf(cell_table_dataset(df, title, "predict", modes), a.out_nc)
-    log(
-        "measured / predicted sq_step (noise formula, norm equilibrium): "
-        + ", ".join(f"{c} {r.measured_over_noise:.2f} {r.measured_over_identity:.2f}" for c, r in df.iterrows())
-    )
 
 
 def cmd_tables(a) -> None:

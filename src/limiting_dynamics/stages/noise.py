@@ -1,4 +1,5 @@
-"""The gradient-noise stage: minibatch (and per-sample) noise at theta_0."""
+"""The gradient-noise stage: noise of independent minibatches at theta_0 and along the limiting run
+(and per-sample noise at theta_0)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from .common import log, params, set_threads, theta0
 
 
 def cmd_gradient_noise(a) -> None:
+    from .. import checkpoints
+
     set_threads(a.threads)
     p = params(a)
     cfg = p["noise"]
@@ -24,44 +27,71 @@ def cmd_gradient_noise(a) -> None:
         h = open_result(a.hessian, "hessian")
         dirs = torch.tensor(h.hessian_eigenvectors.values, dtype=torch.float32, device=device)
         eig = h.hessian_eigenvalues.values
+    # the points of the run: theta_0, then the weights the limiting run kept (--snapshots)
+    points = [(0, None)]
+    if a.snapshots:
+        snap = checkpoints.read_checkpoint(a.snapshots)
+        points += list(zip(snap["steps"], snap["models"]))
     bs = int(p["batch_size"])
     shift = int(p["augment_shift"])
-    # batches as the limiting runs draw them (sampling scheme, augmentation; streamed
-    # crops and flips with data.loader: stream), from the noise stage's own seed
-    batches = d.train_batches(bs, p["sampling"], int(cfg["seed"]), shift, float(p.get("label_noise", 0.0)))
-    mb = noise.minibatch_noise(model, batches, int(cfg["n_batches"]), directions=dirs, bn_mode=cfg["bn_mode"])
+    label_noise = float(p["label_noise"])
+    # batches as the limiting runs draw them (sampling scheme, augmentation, label noise;
+    # streamed crops and flips with data.loader: stream), from the noise stage's own seed
+    batches = d.train_batches(bs, p["sampling"], int(cfg["seed"]), shift, label_noise)
+    stats = []
+    for step, weights in points:
+        if weights is not None:
+            checkpoints.load_weights(model, weights, a.snapshots)
+        stats.append(
+            noise.minibatch_noise(model, batches, int(cfg["n_batches"]), directions=dirs, bn_mode=cfg["bn_mode"])
+        )
+        log(f"step {step}: tr Cov(g_S) = {stats[-1]['trace_cov']:.4g} +- {stats[-1]['trace_cov_stderr']:.2g}")
+    per_point = {k: np.asarray([s[k] for s in stats]) for k in ("trace_cov", "trace_cov_stderr", "mean_grad_sq_norm")}
     attrs = {
-        "cell": p.get("cell", ""),
+        "cell": p["cell"],
         "n_train": int(d.n_train),
         "batch_size": bs,
         "augment_shift": shift,
-        "label_noise": float(p.get("label_noise", 0.0)),
-        "trace_cov": mb["trace_cov"],
-        "trace_cov_stderr": mb["trace_cov_stderr"],
-        "mean_grad_sq_norm": mb["mean_grad_sq_norm"],
+        "label_noise": label_noise,
+        "trace_cov": float(per_point["trace_cov"].mean()),
+        "trace_cov_stderr": float(np.sqrt((per_point["trace_cov_stderr"] ** 2).sum()) / len(points)),
+        "trace_cov_theta0": float(per_point["trace_cov"][0]),
         "n_batches": int(cfg["n_batches"]),
         "bn_mode": cfg["bn_mode"],
         "sampling": p["sampling"],
         "seed": int(cfg["seed"]),
         "batch_source": type(batches).__name__,
     }
-    data_vars = {}
+    data_vars = {f"{k}_at_point": ("noise_step", v) for k, v in per_point.items()}
     if dirs is not None:
-        data_vars["minibatch_var_along_eigenvector"] = ("mode", mb["projection_var"])
-        data_vars["minibatch_var_along_eigenvector_stderr"] = ("mode", mb["projection_var_stderr"])
+        data_vars["minibatch_var_along_eigenvector"] = (
+            ("noise_step", "mode"),
+            np.stack([s["projection_var"] for s in stats]),
+        )
+        data_vars["minibatch_var_along_eigenvector_stderr"] = (
+            ("noise_step", "mode"),
+            np.stack([s["projection_var_stderr"] for s in stats]),
+        )
+    model_at_theta0 = None
     if cfg["per_sample"]:
-        ps = noise.per_sample_noise(model, d.x_train, d.y_train, directions=dirs, chunk=int(cfg["chunk"]))
+        if len(points) > 1:  # per-sample statistics at theta_0 only
+            model_at_theta0 = theta0(a, p)[2].to(device)
+        ps = noise.per_sample_noise(
+            model_at_theta0 or model, d.x_train, d.y_train, directions=dirs, chunk=int(cfg["chunk"])
+        )
         attrs["per_sample_trace_c_eval_mode"] = ps["trace_c"]
         attrs["per_sample_method"] = str(ps["method"])
         attrs["per_sample_chunk"] = int(ps["chunk"])
         if dirs is not None:
             data_vars["per_sample_var_along_eigenvector"] = ("mode", ps["projection_var"])
-    coords = {"mode": np.arange(1, len(eig) + 1), "hessian_eigenvalue": ("mode", eig)} if dirs is not None else {}
+    coords = {"noise_step": np.asarray([k for k, _ in points], dtype=np.int64)}
+    if dirs is not None:
+        coords.update(mode=np.arange(1, len(eig) + 1), hessian_eigenvalue=("mode", eig))
     ds = xr.Dataset(data_vars, coords=coords)
     table_columns.describe(ds, noise.VARIABLES)
     stamp(
         ds,
-        f"Gradient noise at theta_0 of cell {p.get('cell', '')}, batch size {bs}",
+        f"Gradient noise of independent minibatches along the limiting run of cell {p['cell']}, batch size {bs}",
         "gradient-noise",
         p,
         device,
@@ -70,6 +100,6 @@ def cmd_gradient_noise(a) -> None:
     )
     write_netcdf(ds, a.out)
     log(
-        f"S={bs}: tr Cov(g_S) = {mb['trace_cov']:.4g} +- {mb['trace_cov_stderr']:.2g} "
-        f"(S x = {bs * mb['trace_cov']:.4g}) -> {a.out}"
+        f"S={bs}: tr Cov(g_S) = {attrs['trace_cov']:.4g} +- {attrs['trace_cov_stderr']:.2g} "
+        f"(mean over {len(points)} points of the run) -> {a.out}"
     )

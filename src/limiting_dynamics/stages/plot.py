@@ -43,6 +43,7 @@ FIGURES = {
     "ou-currents": lambda i, p, o, d: theory.ou_currents(o, d),
     "power-law": lambda i, p, o, d: theory.power_law(o, d),
     "theory-modes": lambda i, p, o, d: comparison.theory_modes(_netcdf(i), _summary(i), o, d),
+    "theory-validity": lambda i, p, o, d: comparison.theory_validity(_netcdf(i), o, d),
     "phase-space": lambda i, p, o, d: comparison.phase_space(*_netcdf(i)[:2], o, d),
     "theory-msd": lambda i, p, o, d: comparison.theory_msd(_netcdf(i), o, d),
     "noise-curvature": lambda i, p, o, d: comparison.noise_curvature(_netcdf(i), o, d),

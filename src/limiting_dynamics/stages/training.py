@@ -10,7 +10,7 @@ import xarray as xr
 
 from .. import checkpoints, models, run_record, training
 from ..atomic import write_netcdf
-from ..config import weights_suffix
+from ..config import noise_snapshot_steps, weights_suffix
 from ..data import datasets
 from ..errors import ConfigError, ResultFileError
 from ..hyperparameters import Hyperparameters
@@ -171,10 +171,18 @@ def cmd_run_cell(a) -> None:
                 log=log,
                 numerics=training.Numerics.from_config(p.get("numerics")),
                 label_noise=p["label_noise"],
+                snapshot_steps=noise_snapshot_steps(p["steps"], p["noise_points"]) if a.out_snapshots else (),
             ),
         )
     if eig is not None:
         record["hessian_eigenvalue"] = eig
+    snapshots = record.pop("snapshots", {})
+    if a.out_snapshots:
+        steps = sorted(snapshots)
+        checkpoints.save_checkpoint(
+            {"cell": p["cell"], "steps": steps, "models": [snapshots[k] for k in steps], "model_config": p["model"]},
+            a.out_snapshots,
+        )
     run_record.save({**record, "device": str(device)}, a.out)
     ckpt.finish()
     log(f"cell {p['cell']}: {p['steps']} steps recorded -> {a.out}")

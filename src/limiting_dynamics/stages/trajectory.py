@@ -16,6 +16,7 @@ def cmd_export_trajectory(a) -> None:
     attrs = {
         **p["hyperparameters"],
         "cell": p["cell"],
+        "family": p["family"],
         "dataset": p["dataset"],
         "model": json.dumps(p["model"]),
         "sampling": p["sampling"],
