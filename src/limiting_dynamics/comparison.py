@@ -238,6 +238,7 @@ def compare_cell(
     coords = {"lag": log_lags(steps, n_lags)}
     attrs = {
         "cell": traj.attrs["cell"],
+        "family": str(traj.attrs.get("family", "spherical")),
         "seed": hp.seed,
         "lr": lr,
         "batch_size": bs,

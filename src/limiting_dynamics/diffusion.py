@@ -247,12 +247,16 @@ def analyze_trajectory(ds, cfg: dict) -> dict:
         ds["sq_step"].values, int(cfg["stationarity_window"])
     )
     i0, i1 = (int(f * len(steps)) for f in cfg["stationary_window"])
-    trend = stationarity.drift(ds["sq_step"].values[i0:i1], int(cfg["stationary_batches"]))
-    row.update(
-        sq_step_relative_drift=trend["relative_change"],
-        sq_step_relative_drift_stderr=trend["relative_change_stderr"],
-        sq_step_stationary=int(trend["stationary"]),
-    )
+    batches = min(int(cfg["stationary_batches"]), (i1 - i0) // 2)
+    if batches >= 4:  # a trend needs at least four batch means of two steps
+        trend = stationarity.drift(ds["sq_step"].values[i0:i1], batches)
+        row.update(
+            sq_step_relative_drift=trend["relative_change"],
+            sq_step_relative_drift_stderr=trend["relative_change_stderr"],
+            sq_step_stationary=int(trend["stationary"]),
+        )
+    else:
+        row.update(sq_step_relative_drift=np.nan, sq_step_relative_drift_stderr=np.nan, sq_step_stationary=0)
     row.update(local_displacement.predictions(ds, tuple(cfg["stationary_window"])))
     row["theory_scale"] = theory_scale(row["lr"], row["batch_size"], row["momentum"])
     row["noise_trace_estimate"] = lvl.mean / row["theory_scale"]

@@ -230,6 +230,7 @@ def _export_params() -> dict:
         "cell": CELL,
         "hyperparameters": HP,
         "dataset": "digits",
+        "family": "spherical",
         "model": MODEL,
         "sampling": "reshuffle",
         "augment_shift": 1,
@@ -400,8 +401,7 @@ COMMAND_CASES = [
     (
         "cuda asked for without a GPU",
         lambda e, o: _run_cell(e, o, device="cuda"),
-        "limiting-dynamics run-cell: error: compute.device is 'cuda' but no CUDA GPU is visible to this job; use "
-        "device: auto or cpu, or run it where a GPU is allocated",
+        "limiting-dynamics run-cell: error: compute.device is 'cuda' but no CUDA GPU is visible to this job; ...",
     ),
     (
         "non-finite loss at the first step",
@@ -429,7 +429,7 @@ COMMAND_CASES = [
     (
         "trajectory of another format version",
         lambda e, o: _analyze(_trajectory_variant(e, "v2.nc", lambda d: d.assign_attrs(format_version=2)), o),
-        "limiting-dynamics analyze-cell: error: {root}/v2.nc: format version 2 is not the supported version 4; "
+        "limiting-dynamics analyze-cell: error: {root}/v2.nc: format version 2 is not the supported version 5; "
         "re-export it",
     ),
     (
@@ -526,7 +526,7 @@ def test_target_of_a_cell_not_in_the_config_is_one_line(tmp_path):
     lines = [line for line in out.splitlines() if unknown in line and "Command:" not in line]
     assert lines == [
         f"Unknown cell '{unknown}': it is not a cell of the config; configured cells: "
-        "lr0.05_bs32_mom0.9_wd0.005_seed0, lr0.02_bs32_mom0.9_wd0.005_seed0"
+        "lr0.05_bs32_mom0.9_wd0.005_seed0, lr0.02_bs32_mom0.9_wd0.005_seed0, lr0.001_bs32_mom0.99_wd0.0005_seed0"
     ]
 
 

@@ -34,6 +34,7 @@ LINREG_FIGURES = (
 )
 DEFAULT = "lr0.05_bs32_mom0.9_wd0.005_seed0"
 SWEPT = "lr0.02_bs32_mom0.9_wd0.005_seed0"
+QUAD = "lr0.001_bs32_mom0.99_wd0.0005_seed0"  # the quadratic family (cells.quadratic)
 
 
 def executed(proc) -> collections.Counter:
@@ -53,7 +54,7 @@ def wf(tmp_path_factory):
 
 def test_training_stages_record_every_step(wf):
     ran = executed(wf.first)
-    assert ran["limiting_run"] == 2 and ran["export_trajectory"] == 2 and ran["converge"] == 1
+    assert ran["limiting_run"] == 3 and ran["export_trajectory"] == 3 and ran["converge"] == 1
     ds = xr.load_dataset(wf.path(f"results/trajectories/{DEFAULT}.nc"))
     for v in ("train_loss", "sq_dist_from_start", "sq_step", "sq_velocity", "sq_param_norm"):
         assert ds[v].sizes["step"] == TINY["limiting"]["steps"]
@@ -81,18 +82,19 @@ def test_every_result_carries_its_provenance(wf):
 
 def test_combine_stacks_the_cells(wf):
     comb = xr.load_dataset(wf.path("results/trajectories/all_cells.nc"))
-    assert set(comb["cell"].values) == {DEFAULT, SWEPT}
-    assert sorted(comb["lr"].values.tolist()) == [0.02, 0.05]
+    assert set(comb["cell"].values) == {DEFAULT, SWEPT, QUAD}
+    assert sorted(comb["lr"].values.tolist()) == [0.001, 0.02, 0.05]
 
 
 def test_summary_and_spread_between_seeds(wf):
     summary = pd.read_csv(wf.path("results/analysis/summary.csv"), index_col="cell")
-    assert set(summary.index) == {DEFAULT, SWEPT}
+    assert set(summary.index) == {DEFAULT, SWEPT, QUAD}
+    assert summary.loc[QUAD, "family"] == "quadratic" and summary.loc[DEFAULT, "family"] == "spherical"
     assert np.all(np.isfinite(summary["c"])) and np.all(summary["c_low"] <= summary["c_high"])
-    assert xr.load_dataset(wf.path("results/analysis/summary.nc")).sizes["cell"] == 2
+    assert xr.load_dataset(wf.path("results/analysis/summary.nc")).sizes["cell"] == 3
     assert np.all(summary["stationarity_ratio"] >= 1) and set(summary["small_angle_fit"]) <= {0, 1}
     reps = pd.read_csv(wf.path("results/analysis/replicates.csv"))
-    assert len(reps) == 2 and set(reps["n_seeds"]) == {1} and "c_mean" in reps.columns
+    assert len(reps) == 3 and set(reps["n_seeds"]) == {1} and "c_mean" in reps.columns
 
 
 def test_linear_regression_stages(wf):
@@ -107,7 +109,7 @@ def test_linear_regression_stages(wf):
 
 def test_predictions_per_cell(wf):
     pred = pd.read_csv(wf.path("results/analysis/predictions.csv"), index_col="cell")
-    assert set(pred.index) == {DEFAULT, SWEPT}
+    assert set(pred.index) == {DEFAULT, SWEPT, QUAD}
     for col in (
         "lr",
         "batch_size",
@@ -164,7 +166,7 @@ def test_phase_space_is_recorded_on_the_cells_eigenvectors(wf):
 
 def test_per_mode_comparisons(wf):
     modes = pd.read_csv(wf.path("results/analysis/modes.csv"))
-    assert len(modes) == 2 * 3 and np.all(modes["position_var_in_run_check"] > 0)
+    assert len(modes) == 3 * 3 and np.all(modes["position_var_in_run_check"] > 0)
     for col in (
         "position_var_measured_over_in_run_check",
         "oscillation_frequency_measured_over_predicted",
@@ -254,7 +256,7 @@ def test_plot_setting_change_reruns_only_plotting(wf):
     wf.write_config(cfg)
     ran = executed(wf.run())
     assert set(ran) == PLOT_RULES
-    assert ran["plot"] == 19  # every figure
+    assert ran["plot"] == 20  # every figure
 
 
 def test_changing_one_cell_reruns_that_cells_chain_only(wf):
@@ -270,13 +272,14 @@ def test_changing_one_cell_reruns_that_cells_chain_only(wf):
     assert set(xr.load_dataset(wf.path("results/trajectories/all_cells.nc"))["cell"].values) == {
         DEFAULT,
         "lr0.03_bs32_mom0.9_wd0.005_seed0",
+        QUAD,
     }
     wf.cfg = cfg
 
 
 def test_forcerun_of_one_stage_reruns_it_and_its_dependents(wf):
     ran = executed(wf.run("--forcerun", "analyze_cell"))
-    assert ran["analyze_cell"] == 2 and ran["summarize"] == 1
+    assert ran["analyze_cell"] == 3 and ran["summarize"] == 1
     assert set(ran) == {"analyze_cell", "summarize", "plot", "predict", "results_tables"}
     # the figures that read the summary or predictions: msd, rotation, local_displacement, scaling, theory_modes
     assert ran["plot"] == 5

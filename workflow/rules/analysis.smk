@@ -24,7 +24,11 @@ rule results_tables:
         predictions="results/analysis/predictions.csv",
         modes="results/analysis/modes.csv",
     output:
-        "results/analysis/results.md",
+        report(
+            "results/analysis/results.md",
+            caption="../report/results.rst",
+            category="Summary",
+        ),
     log:
         "results/logs/results_tables.log",
     benchmark:

@@ -24,7 +24,9 @@ PROBED = [c for c, hp in CELLS.items() if probed(hp, config)]
 DATASET = config["data"]["name"]
 DEFAULT_CELL = cell_id(default_cell(config["cells"]))
 # the phase-space figure's run: the first of the quadratic family (its top modes oscillate), else the default cell
-PHASE_CELL = next((c for c, hp in CELLS.items() if family(hp, config) == "quadratic"), DEFAULT_CELL)
+PHASE_CELL = next(
+    (c for c, hp in CELLS.items() if family(hp, config) == "quadratic"), DEFAULT_CELL
+)
 
 
 wildcard_constraints:
@@ -147,7 +149,9 @@ STAGE_PARAMS = {  # stage: (config section the JSON starts from, or None; values
             *BATCHES,
             "phase_space",
             compile_recording=lambda w: config["compute"]["compile_recording"],
-            noise_points=lambda w: config["noise"]["points"] if config["noise"]["enabled"] else 1,
+            noise_points=lambda w: (
+                config["noise"]["points"] if config["noise"]["enabled"] else 1
+            ),
         ),
     ),
     "export": (
@@ -174,7 +178,10 @@ STAGE_PARAMS = {  # stage: (config section the JSON starts from, or None; values
         {
             **HESSIAN,
             **fields("hyperparameters", "sampling", "numerics"),
-            "hessian": lambda w: {**config["hessian"], "drift_steps": setting("drift_steps")(w)},
+            "hessian": lambda w: {
+                **config["hessian"],
+                "drift_steps": setting("drift_steps")(w),
+            },
         },
     ),
     "noise": (
@@ -291,7 +298,9 @@ def compares():
 def predict_inputs(wildcards):
     inputs = {
         "analyses": cell_files("results/analysis/cells/{cell}.json"),
-        "noise": (cell_files("results/noise/{cell}.nc") if config["noise"]["enabled"] else []),
+        "noise": (
+            cell_files("results/noise/{cell}.nc") if config["noise"]["enabled"] else []
+        ),
     }
     if compares():
         inputs["comparisons"] = probed_files("results/analysis/theory/{cell}.nc")
@@ -420,7 +429,9 @@ def prediction_outputs():
     if compares() and PROBED:
         out += [figure(f) for f in ("theory_msd", "noise_curvature")]
         if config["limiting"]["phase_space"]["modes"] > 0:
-            out += [figure(f) for f in ("theory_modes", "theory_validity", "phase_space")]
+            out += [
+                figure(f) for f in ("theory_modes", "theory_validity", "phase_space")
+            ]
     return out
 
 
