@@ -64,6 +64,7 @@ def test_workflow_runs_through_the_slurm_profile_and_survives_a_requeue(cluster,
     for section in ("linear_regression", "hessian", "noise", "landscape"):  # fewer chained cluster stages:
         cfg[section]["enabled"] = False  # the plugin's status checks back off to ~36 s per stage
     cfg["limiting"]["phase_space"]["modes"] = 0
+    cfg["cells"]["quadratic"]["lr"] = []  # the two cells of the sweep are enough on the cluster
     cfg["limiting"]["steps"] = 2000
     cfg["limiting"]["eval_every"] = 1000
     cfg["compute"]["checkpoint_steps"] = 100

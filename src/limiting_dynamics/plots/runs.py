@@ -126,14 +126,14 @@ def local_displacement(traj: xr.Dataset, summary: pd.DataFrame, path, smoothing:
             color="k",
             ls="--",
             lw=0.9,
-            label=f"noise formula (measured/pred. {_spread(sub['measured_over_in_run_check'])})",
+            label=f"check: in-run noise formula (measured/check {_spread(sub['measured_over_in_run_check'])})",
         )
         ax.axhline(
             sub["sq_step_equilibrium_check"].mean(),
             color="C3",
             ls=":",
             lw=1.2,
-            label=f"norm equilibrium ({_spread(sub['measured_over_equilibrium_check'])})",
+            label=f"check: norm equilibrium ({_spread(sub['measured_over_equilibrium_check'])})",
         )
         ax.set(
             yscale="log",
@@ -259,7 +259,12 @@ def hyperparameter_scaling(summary: pd.DataFrame, default: dict, path, dpi: int 
             label="measured (±2 s.e.)" + (", every seed" if replicated else ""),
         )
         ax.scatter(
-            x, sub["sq_step_in_run_check"], marker="x", color="C3", zorder=3, label="noise formula, in-run gradients"
+            x,
+            sub["sq_step_in_run_check"],
+            marker="x",
+            color="C3",
+            zorder=3,
+            label="check: noise formula, in-run gradients",
         )
         ax.scatter(
             x,
@@ -268,7 +273,7 @@ def hyperparameter_scaling(summary: pd.DataFrame, default: dict, path, dpi: int 
             facecolors="none",
             edgecolors="C2",
             zorder=3,
-            label="norm equilibrium",
+            label="check: norm equilibrium",
         )
         xs = np.unique(x)  # sub is sorted by hp: one theory value per distinct x
         theory = sub.drop_duplicates(hp)["theory_scale"].values * anchor["noise_trace_estimate"]
@@ -277,7 +282,7 @@ def hyperparameter_scaling(summary: pd.DataFrame, default: dict, path, dpi: int 
             theory,
             "k--",
             lw=1,
-            label="$\\eta^2 \\mathrm{tr}C / (S(1-\\beta^2))$, tr C fitted on the default cell (the paper's)",
+            label="$\\eta^2 \\mathrm{tr}C / (S(1-\\beta^2))$, calibrated: tr C fitted on the default cell",
         )
         ax.set(yscale="log", xlabel=HP_LABELS.get(hp, hp), ylabel="stationary $\\|\\theta_{t+1}-\\theta_t\\|^2$")
         for a in (axes[0, j], ax):
