@@ -93,7 +93,7 @@ COMMANDS = {
     "landscape": (
         "landscape",
         "train/test loss on the plane of two Hessian eigenvectors around theta_0",
-        "data checkpoint hessian trajectory params out threads",
+        "data checkpoint hessian trajectory params out resume? checkpoint-every threads",
     ),
     "predict": (
         "analysis",

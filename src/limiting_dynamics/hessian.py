@@ -9,6 +9,10 @@ copy of the model: the caller's parameters, buffers (BatchNorm running
 statistics) and train/eval flag are never touched. The BatchNorm mode, the data
 (a fixed list of batches), the device and the precision are explicit, and every
 random vector comes from an explicit seed.
+
+The Lanczos loops can be stopped after any step and resumed from their state
+(basis so far, tridiagonal, generator) to the same numbers bit for bit;
+:func:`analyze` keeps that state in its checkpoints.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -25,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import HessianError
+from .errors import CheckpointError, HessianError
 
 BN_MODES = ("eval", "train")
 
@@ -209,6 +214,13 @@ class _Basis:
             out += b.T @ s[j * self.block : j * self.block + b.shape[0]]
         return out
 
+    def rows(self) -> list[torch.Tensor]:
+        """The vectors so far, block by block, on the CPU (a copy only of a block on another device or
+        of the last, partly filled one: a full CPU block is saved as it is)."""
+        return [
+            b if b.device.type == "cpu" and len(b) == self.block else b.to("cpu", copy=True) for b in self._filled()
+        ]
+
 
 @dataclass
 class _Krylov:
@@ -233,13 +245,51 @@ def _ritz(alphas: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return np.asarray(alphas, dtype=float), np.ones((1, 1))
 
 
+def _krylov_state(basis: _Basis, alphas: list[float], betas: list[float]) -> dict:
+    """What :func:`_lanczos_iteration` continues from after step ``m``: the ``m + 1``
+    basis vectors (CPU blocks), ``alpha_1..alpha_m`` and ``beta_1..beta_m`` (float64)."""
+    return {
+        "basis": basis.rows(),
+        "alphas": torch.tensor(alphas, dtype=torch.float64),
+        "betas": torch.tensor(betas, dtype=torch.float64),
+        "iterations": len(alphas),
+    }
+
+
+def _restore_basis(state: dict, device, dtype, n: int | None = None) -> tuple[_Basis, list[float], list[float]]:
+    """The basis, alphas and betas of a :func:`_krylov_state`. Its vectors are moved
+    into the new basis: ``state["basis"]`` is emptied block by block as they are
+    copied (memory holds one saved block beside the basis, not a second basis)."""
+    blocks = state["basis"]
+    width = int(blocks[0].shape[1]) if blocks else -1
+    alphas = [float(a) for a in state["alphas"].tolist()]
+    betas = [float(b) for b in state["betas"].tolist()]
+    count = sum(int(b.shape[0]) for b in blocks)
+    if (n is not None and width != n) or any(b.dtype != dtype for b in blocks):
+        raise CheckpointError(
+            f"the saved Lanczos basis holds {blocks[0].dtype if blocks else None} vectors of {width} entries, "
+            f"this run works on {dtype} vectors of {n}: it belongs to another problem"
+        )
+    if count != len(alphas) + 1 or len(betas) != len(alphas):
+        raise CheckpointError(
+            f"the saved Lanczos state is inconsistent ({count} basis vectors, {len(alphas)} alphas, {len(betas)} betas)"
+        )
+    basis = _Basis(width, device, dtype)
+    while blocks:
+        for v in blocks.pop(0):
+            basis.append(v)
+    return basis, alphas, betas
+
+
 def _lanczos_iteration(
     matvec: Callable[[torch.Tensor], torch.Tensor],
-    q: torch.Tensor,
+    q: torch.Tensor | None,
     max_iter: int,
     device,
     dtype,
     stop: Callable[[np.ndarray, np.ndarray, float], bool] | None = None,
+    resume: dict | None = None,
+    on_step: Callable[[int, Callable[[], dict]], None] | None = None,
 ) -> _Krylov:
     """The one Lanczos loop (used by :func:`lanczos` and :func:`slq`): at most
     ``max_iter`` products from the unit vector ``q``, each new vector fully
@@ -247,11 +297,22 @@ def _lanczos_iteration(
     Gram-Schmidt). After step ``m`` it stops when ``stop(alphas, betas, beta)``
     is true (``alphas``: ``m`` values, ``betas``: ``m - 1``, ``beta``: the norm
     of the new residual), on breakdown (``beta < 1e-10 max(1, |alpha_m|)``) or at
-    ``max_iter``."""
-    basis, alphas, betas = _Basis(q.numel(), device, dtype), [], []
-    basis.append(q)
+    ``max_iter``.
+
+    ``on_step(m, state)``: called after every step ``m`` the loop goes on from,
+    with a function returning its state then (:func:`_krylov_state`), which
+    ``resume`` (with ``q`` ignored) continues from: the same operations on the
+    same numbers, so the same result bit for bit, without the first ``m`` products.
+    """
+    if resume is None:
+        basis, alphas, betas = _Basis(q.numel(), device, dtype), [], []
+        basis.append(q)
+    else:
+        basis, alphas, betas = _restore_basis(resume, device, dtype, None if q is None else q.numel())
+        if len(alphas) >= max_iter:
+            raise CheckpointError(f"the saved Lanczos state has {len(alphas)} steps, this run at most {max_iter}")
     beta, breakdown = 0.0, False
-    for m in range(1, max_iter + 1):
+    for m in range(len(alphas) + 1, max_iter + 1):
         w = matvec(basis[m - 1]).to(device, dtype)
         alpha = float(torch.dot(w, basis[m - 1]))
         alphas.append(alpha)
@@ -267,6 +328,8 @@ def _lanczos_iteration(
             break
         betas.append(beta)
         basis.append(w / beta)
+        if on_step is not None:
+            on_step(m, lambda: _krylov_state(basis, alphas, betas))
     return _Krylov(basis, np.asarray(alphas), np.asarray(betas), beta, breakdown)
 
 
@@ -286,6 +349,8 @@ def lanczos(
     which: str = "LA",
     vectors: bool = True,
     start: torch.Tensor | None = None,
+    resume: dict | None = None,
+    on_step: Callable[[int, Callable[[], dict], float], None] | None = None,
 ) -> LanczosResult:
     """Top-``k`` eigenpairs of a symmetric operator by Lanczos with full
     reorthogonalisation (two passes of classical Gram-Schmidt per step).
@@ -294,21 +359,50 @@ def lanczos(
     ``|beta_m s_{m,i}| <= tol * |theta_i|``. ``which``: ``"LA"`` largest
     algebraic, ``"LM"`` largest magnitude. The basis is kept in ``dtype`` on
     ``device`` (``n * iterations`` numbers).
+
+    ``on_step(m, state, residual)``: called after every step ``m`` but the last,
+    with a function returning the state to continue from (basis so far,
+    tridiagonal, the start vector's generator) and the largest relative residual
+    ``|beta_m s_{m,i}| / |theta_i|`` of the wanted Ritz pairs (nan before ``k``
+    steps). ``resume``: such a state; the result is then that of an
+    uninterrupted run, bit for bit.
     """
     if k < 1 or k > n:
         raise HessianError(f"k must be in [1, {n}], got {k}")
     max_iter = min(max_iter, n)
     gen = torch.Generator().manual_seed(seed)
-    q = start.to(device, dtype) / start.norm() if start is not None else _random_unit(n, gen, dtype, device)
+    if resume is not None:
+        q = None
+        gen.set_state(resume["rng"])
+    else:
+        q = start.to(device, dtype) / start.norm() if start is not None else _random_unit(n, gen, dtype, device)
+    residual = [math.nan]
 
     def wanted_converged(alphas, betas, beta):
         if len(alphas) < k:
             return False
         theta, s = _ritz(alphas, betas)
         top = _top(theta, k, which)
-        return bool(np.all(np.abs(beta * s[-1, top]) <= tol * np.maximum(np.abs(theta[top]), 1e-30)))
+        scale = np.maximum(np.abs(theta[top]), 1e-30)
+        res = np.abs(beta * s[-1, top])
+        residual[0] = float(np.max(res / scale))
+        return bool(np.all(res <= tol * scale))
 
-    kry = _lanczos_iteration(matvec, q, max_iter, device, dtype, stop=wanted_converged)
+    def step(m: int, state: Callable[[], dict]) -> None:
+        on_step(m, lambda: {**state(), "rng": gen.get_state()}, residual[0])
+
+    if resume is not None and int(resume["basis"][0].shape[1]) != n:
+        raise CheckpointError(f"the saved Lanczos basis has vectors of {resume['basis'][0].shape[1]} entries, not {n}")
+    kry = _lanczos_iteration(
+        matvec,
+        q,
+        max_iter,
+        device,
+        dtype,
+        stop=wanted_converged,
+        resume=resume,
+        on_step=step if on_step is not None else None,
+    )
     theta, s = kry.ritz()
     top = _top(theta, k, which)
     res = np.abs(kry.beta * s[-1, top])
@@ -372,12 +466,29 @@ def slq_probe(
     generator: torch.Generator,
     device="cpu",
     dtype=torch.float32,
+    resume: dict | None = None,
+    on_step: Callable[[int, Callable[[], dict], float], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One probe of stochastic Lanczos quadrature: ``iterations`` Lanczos steps
     (full reorthogonalisation) from a Rademacher start drawn from ``generator``;
-    nodes and weights, zero-padded to ``iterations`` on early breakdown."""
-    start = _random_unit(n, generator, dtype, device, rademacher=True)
-    theta, s = _lanczos_iteration(matvec, start, iterations, device, dtype).ritz()
+    nodes and weights, zero-padded to ``iterations`` on early breakdown.
+
+    ``on_step`` and ``resume`` as for :func:`lanczos` (the state holds
+    ``generator`` after the start was drawn; resuming sets it back there; the
+    residual passed is nan)."""
+    if resume is not None:
+        start = None
+        generator.set_state(resume["rng"])
+        if int(resume["basis"][0].shape[1]) != n:
+            raise CheckpointError(f"the saved SLQ basis has vectors of {resume['basis'][0].shape[1]} entries, not {n}")
+    else:
+        start = _random_unit(n, generator, dtype, device, rademacher=True)
+
+    def step(m: int, state: Callable[[], dict]) -> None:
+        on_step(m, lambda: {**state(), "rng": generator.get_state()}, math.nan)
+
+    kry = _lanczos_iteration(matvec, start, iterations, device, dtype, resume=resume, on_step=step if on_step else None)
+    theta, s = kry.ritz()
     pad = iterations - len(theta)
     return np.pad(theta, (0, pad)), np.pad(s[0] ** 2, (0, pad))
 
@@ -518,6 +629,68 @@ def fixed_batches(
     return FixedBatches(x, y, index, shift=shift, fill=fill, seed=seed)
 
 
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+class Progress:
+    """Progress lines of a long loop through ``log``: one at the start, then at
+    most one every ``every`` seconds (0: after every unit), and one at the end.
+    Each says the units done of ``total`` (``at_most``: ``total`` is a bound,
+    e.g. Lanczos steps before convergence), the rate in this process (units
+    resumed from a checkpoint do not count) and the time left at that rate.
+    ``clock`` (seconds) is injectable for tests."""
+
+    def __init__(
+        self,
+        what: str,
+        total: int,
+        unit: str,
+        log: Callable[[str], None],
+        every: float = 30.0,
+        done: int = 0,
+        at_most: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.what, self.total, self.unit, self.log, self.every = what, int(total), unit, log, float(every)
+        self.first, self.at_most, self.clock = int(done), at_most, clock
+        self.t0 = self.last = clock()
+        bound = "at most " if at_most else ""
+        resumed = f", resumed after {done}" if done else ""
+        log(f"{what}: started ({bound}{self.total} {unit}{resumed})")
+
+    def update(self, done: int, note: str = "") -> None:
+        """After ``done`` units: a line if ``every`` seconds passed since the last one."""
+        now = self.clock()
+        if now - self.last >= self.every:
+            self.last = now
+            rate = self._rate(done, now)
+            left = (self.total - done) / rate if rate > 0 else math.nan
+            bound = " at most" if self.at_most else ""
+            self.log(
+                f"{self.what}: {done}/{self.total} {self.unit}, {rate:.3g} {self.unit}/s,"
+                f"{bound} {_duration(left)} left{note}"
+            )
+
+    def end(self, done: int, note: str = "") -> None:
+        now = self.clock()
+        self.log(
+            f"{self.what}: done, {done} {self.unit} in {_duration(now - self.t0)} "
+            f"({self._rate(done, now):.3g} {self.unit}/s){note}"
+        )
+
+    def _rate(self, done: int, now: float) -> float:
+        elapsed = now - self.t0
+        return (done - self.first) / elapsed if elapsed > 0 else math.nan
+
+
 def analyze(
     model: nn.Module,
     batches,
@@ -526,6 +699,7 @@ def analyze(
     log=print,
     checkpointer=None,
     label_smoothing: float = 0.0,
+    progress_every: float = 30.0,
 ):
     """Top eigenpairs (Lanczos), spectral density (SLQ) and trace (Hutchinson) of
     the training-loss Hessian at the model's parameters, as an xarray Dataset.
@@ -538,12 +712,18 @@ def analyze(
     (:mod:`.batches`).
 
     ``checkpointer`` (a :class:`.checkpoints.Checkpointer`): the work is done
-    in parts (the Lanczos run, each SLQ probe, the Hutchinson probes) and a
-    checkpoint is written after each of the first two kinds (Hutchinson
-    probes: on the checkpointer's schedule and on a signal), holding the
-    results so far and the generators' states; a rerun continues after the
-    last finished part with the same numbers. A signal in the middle of a part
-    stops at the next Hessian-vector product.
+    in parts (the Lanczos run, each SLQ probe, the Hutchinson probes). A
+    checkpoint holds the results so far and the generators' states, and, in
+    the middle of a Lanczos run or SLQ probe, its state (basis vectors so far,
+    tridiagonal, the start vector's generator); it is written after each of the
+    first two kinds of part, every ``checkpointer.every`` Hessian-vector
+    products (counted over the whole job) and, on a signal, as soon as the
+    product under way is done (the signal is polled after every product).
+    A rerun continues from the checkpoint with the same numbers, bit for bit,
+    without redoing the products before it.
+
+    ``progress_every``: seconds between progress lines of the Lanczos run and
+    of each SLQ probe (``log``; also one at the start and one at the end).
     """
     import xarray as xr
 
@@ -561,26 +741,48 @@ def analyze(
     )
     n = op.numel
     seed = int(cfg["seed"])
+    top_k, tol = int(cfg["top_k"]), float(cfg["tol"])
     grad = op.gradient()
-    saved = checkpointer.resume() if checkpointer is not None else None
-    state = dict(saved) if saved is not None else {}
-    if saved is not None:
-        op.n_products = int(saved["n_products"])
-        log(f"resuming after {saved['parts_done']} from {checkpointer.store.path}")
+    state = (checkpointer.resume() if checkpointer is not None else None) or {}
+    # an unfinished Lanczos run or SLQ probe: its state, consumed when the loop continues from it
+    lanczos_partial, slq_partial = state.pop("lanczos_partial", None), state.pop("slq_partial", None)
+    if state:
+        op.n_products = int(state["n_products"])
+        log(f"resuming after {state['parts_done']} from {checkpointer.store.path}")
 
-    def matvec(v: torch.Tensor) -> torch.Tensor:
-        if checkpointer is not None:
-            checkpointer.interrupt_if_signalled(f"during the Hessian (after {op.n_products} products)")
-        return op.matvec(v)
-
-    def finished(part: str, schedule: bool = False, done: int = 0) -> None:
+    def finished(part: str, schedule: bool = False) -> None:
         state.update(n_products=op.n_products, parts_done=part)
         if checkpointer is None:
             return
         if schedule:
-            checkpointer(done, part, lambda: state)
+            checkpointer(op.n_products, f"Hessian-vector products ({part})", lambda: state)
         else:
             checkpointer.save(op.n_products, f"Hessian-vector products ({part})", lambda: state)
+
+    def stepper(part: str, key: str, progress: Progress, note: Callable[[float], str], tag: dict | None = None):
+        """``on_step`` of a Lanczos loop: a progress line when due, and a checkpoint
+        holding the loop's state (under ``key``, with ``tag``) on the schedule or a signal."""
+
+        def on_step(m: int, krylov_state: Callable[[], dict], residual: float) -> None:
+            progress.update(m, note(residual))
+            if checkpointer is not None:
+                checkpointer(
+                    op.n_products,
+                    f"Hessian-vector products ({part})",
+                    lambda: {
+                        **state,
+                        "n_products": op.n_products,
+                        "parts_done": f"{m} products of {part}",
+                        key: {**krylov_state(), **(tag or {})},
+                    },
+                )
+
+        return on_step
+
+    def residual_note(residual: float) -> str:
+        if not math.isfinite(residual):
+            return ""
+        return f", largest relative residual of the top {top_k} Ritz pairs {residual:.2g} (tol {tol:g})"
 
     if "lanczos_eigenvalues" in state:
         top = LanczosResult(
@@ -591,15 +793,24 @@ def analyze(
             bool(state["lanczos_converged"]),
         )
     else:
+        max_iter = min(int(cfg["max_iter"]), n)
+        done = int(lanczos_partial["iterations"]) if lanczos_partial is not None else 0
+        progress = Progress("Lanczos", max_iter, "products", log, progress_every, done=done, at_most=True)
         top = lanczos(
-            matvec,
+            op.matvec,
             n,
-            int(cfg["top_k"]),
-            tol=float(cfg["tol"]),
-            max_iter=int(cfg["max_iter"]),
+            top_k,
+            tol=tol,
+            max_iter=max_iter,
             seed=seed,
             device=device,
             dtype=dtype,
+            resume=lanczos_partial,
+            on_step=stepper("the Lanczos run", "lanczos_partial", progress, residual_note),
+        )
+        lanczos_partial = None
+        progress.end(
+            top.n_products, residual_note(float(np.max(top.residuals / np.maximum(np.abs(top.eigenvalues), 1e-30))))
         )
         state.update(
             lanczos_eigenvalues=torch.from_numpy(np.ascontiguousarray(top.eigenvalues)),
@@ -619,12 +830,22 @@ def analyze(
     if "slq_rng" in state:
         gen.set_state(state["slq_rng"])
     nodes, weights = list(state.get("slq_nodes", [])), list(state.get("slq_weights", []))
+    iterations = int(cfg["slq_iterations"])
     for i in range(len(nodes), int(cfg["slq_vectors"])):
-        theta, w = slq_probe(matvec, n, int(cfg["slq_iterations"]), gen, device, dtype)
+        part = f"SLQ probe {i + 1}"
+        if slq_partial is not None and int(slq_partial["probe"]) != i + 1:
+            raise CheckpointError(f"the checkpoint holds SLQ probe {slq_partial['probe']} unfinished, not {i + 1}")
+        done = int(slq_partial["iterations"]) if slq_partial is not None else 0
+        progress = Progress(f"{part} of {cfg['slq_vectors']}", iterations, "products", log, progress_every, done)
+        step = stepper(part, "slq_partial", progress, lambda residual: "", {"probe": i + 1})
+        before = op.n_products - done
+        theta, w = slq_probe(op.matvec, n, iterations, gen, device, dtype, resume=slq_partial, on_step=step)
+        slq_partial = None
+        progress.end(op.n_products - before)
         nodes.append(torch.from_numpy(theta))
         weights.append(torch.from_numpy(w))
         state.update(slq_nodes=list(nodes), slq_weights=list(weights), slq_rng=gen.get_state())
-        finished(f"SLQ probe {i + 1}")
+        finished(part)
     dens = SpectralDensity(np.stack([t.numpy() for t in nodes]), np.stack([t.numpy() for t in weights]))
 
     gen = torch.Generator().manual_seed(seed + 2)
@@ -632,10 +853,10 @@ def analyze(
         gen.set_state(state["hutchinson_rng"])
     values = list(state.get("hutchinson_values", []))
     for j in range(len(values), int(cfg["hutchinson_samples"])):
-        values.append(hutchinson_probe(matvec, n, gen, device, dtype))
+        values.append(hutchinson_probe(op.matvec, n, gen, device, dtype))
         state.update(hutchinson_values=list(values), hutchinson_rng=gen.get_state())
         if j + 1 < int(cfg["hutchinson_samples"]):
-            finished("Hutchinson probes", schedule=True, done=j + 1)
+            finished("Hutchinson probes", schedule=True)
     trace, trace_err = _mean_stderr(values)
     log(f"trace {trace:.4g} +- {trace_err:.2g} (Hutchinson), {dens.moment(1) * n:.4g} (SLQ)")
     names = [name for name, p in op.model.named_parameters() if p.requires_grad]

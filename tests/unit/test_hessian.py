@@ -1,6 +1,7 @@
 """Hessian estimators on a known matrix and on a small network against the exact
-Hessian from torch.autograd.functional.hessian; a stopped Hessian job resumes
-to the same numbers."""
+Hessian from torch.autograd.functional.hessian; a stopped Hessian job (also in
+the middle of its Lanczos run) resumes to the same numbers, bit for bit,
+without redoing the products before its checkpoint."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from limiting_dynamics.checkpoints import (
     Checkpointer,
     ResumeStore,
     read_checkpoint,
+    save_checkpoint,
 )
-from limiting_dynamics.errors import Interrupted
+from limiting_dynamics.errors import CheckpointError, Interrupted
 from limiting_dynamics.models import build_model
 
 MODEL = {"arch": "resnet", "blocks": [1], "width": 4, "stem": "cifar"}
@@ -76,57 +78,246 @@ def exact_hessian(model, x, y, bn_mode):
     return torch.autograd.functional.hessian(loss, flat0)
 
 
-def test_hessian_stopped_in_each_part_and_resumed_gives_the_same_numbers(digits, tmp_path):
-    """Stopped during the Lanczos run (nothing to keep yet), during the second
-    SLQ probe, and among the Hutchinson probes: the resumed result equals an
-    uninterrupted one in every number, the count of products included."""
-    from limiting_dynamics import hessian
+DIGITS_CFG = {
+    "bn_mode": "train",
+    "precision": "float32",
+    "top_k": 3,
+    "tol": 1e-2,
+    "max_iter": 20,
+    "slq_vectors": 3,
+    "slq_iterations": 6,
+    "hutchinson_samples": 5,
+    "reuse_graph": False,
+    "seed": 0,
+}
 
+
+@pytest.fixture
+def digits_problem(digits):
+    """The small ResNet at its initialisation and 64 digits in two batches."""
     torch.manual_seed(0)
-    model = build_model(MODEL, 10, 1)
-    batches = hessian.fixed_batches(digits.x_train, digits.y_train, 64, 32, seed=0)
-    cfg = {
-        "bn_mode": "train",
-        "precision": "float32",
-        "top_k": 3,
-        "tol": 1e-2,
-        "max_iter": 20,
-        "slq_vectors": 3,
-        "slq_iterations": 6,
-        "hutchinson_samples": 5,
-        "reuse_graph": False,
-        "seed": 0,
-    }
+    return build_model(MODEL, 10, 1), Hs.fixed_batches(digits.x_train, digits.y_train, 64, 32, seed=0)
 
-    calls, marks = [], {}
 
-    def counting():
+@pytest.fixture
+def products(monkeypatch):
+    """The Hessian-vector products computed (one entry per product, whatever operator)."""
+    done = []
+    matvec = Hs.HessianOperator.matvec
+
+    def counting(self, v):
+        done.append(1)
+        return matvec(self, v)
+
+    monkeypatch.setattr(Hs.HessianOperator, "matvec", counting)
+    return done
+
+
+def _assert_same_result(a, b):
+    assert a.attrs == b.attrs
+    assert set(a.variables) == set(b.variables)
+    for name in a.variables:
+        np.testing.assert_array_equal(b[name].values, a[name].values, err_msg=name)
+
+
+def _analyze(problem, path, stop=None, every=0, log=lambda s: None, **kw):
+    model, batches = problem
+    store = ResumeStore(path, {"cell": "c"}, **QUIET)
+    ckpt = Checkpointer(store, every=every, stop=stop, log=log)
+    return Hs.analyze(model, batches, DIGITS_CFG, CPU, log=log, checkpointer=ckpt, **kw)
+
+
+def test_hessian_stopped_again_and_again_resumes_to_the_same_numbers_without_redoing_a_product(
+    digits_problem, products, tmp_path
+):
+    """A signal every 5 polls (after a Lanczos step, an SLQ step, a finished part
+    or a Hutchinson probe): each run writes a checkpoint and stops; the next one
+    continues from it, the first time in the middle of the Lanczos run. The
+    result equals an uninterrupted run's in every number, and the products of
+    all the runs add up to the uninterrupted run's: none is done twice."""
+    whole = _analyze(digits_problem, tmp_path / "ref.pt")
+    full = len(products)
+    lanczos_products = whole.attrs["lanczos_hvps"]
+    assert lanczos_products > 5 and full == whole.attrs["total_hvps"]
+
+    path, counts, messages = tmp_path / "h.pt", [], []
+    while True:
+        products.clear()
+        try:
+            resumed = _analyze(digits_problem, path, StopAt(5))
+            counts.append(len(products))
+            break
+        except Interrupted as exc:
+            counts.append(len(products))
+            messages.append(str(exc))
+            if len(messages) == 1:  # the first stop: 5 steps into the Lanczos run, its state kept
+                saved = read_checkpoint(path)
+                assert saved["parts_done"] == "5 products of the Lanczos run"
+                partial = saved["lanczos_partial"]
+                assert partial["iterations"] == 5 and sum(len(b) for b in partial["basis"]) == 6
+                assert len(partial["alphas"]) == len(partial["betas"]) == 5 and "rng" in partial
+    assert messages[0].startswith("stopped by SIGTERM after 5 Hessian-vector products (the Lanczos run); checkpoint")
+    assert any("(SLQ probe 2)" in m for m in messages) and any("(Hutchinson probes)" in m for m in messages)
+    assert counts[0] == 5 and counts[1] < lanczos_products  # the second run continued the Lanczos run
+    assert sum(counts) == full
+    _assert_same_result(whole, resumed)
+
+
+def test_hessian_killed_between_checkpoints_resumes_from_the_last_one_on_the_schedule(
+    digits_problem, products, monkeypatch, tmp_path
+):
+    """Checkpoints every 4 products, then a hard stop (as SIGKILL: no last
+    checkpoint) inside the 11th product: the rerun continues from the checkpoint
+    after 8 products, in the middle of the Lanczos run, and redoes only 2."""
+    lines = []
+    whole = _analyze(digits_problem, tmp_path / "ref.pt", every=4, log=lines.append)
+    full = len(products)
+    assert "checkpoint after 8 Hessian-vector products (the Lanczos run) -> " + str(tmp_path / "ref.pt") in lines
+
+    matvec = Hs.HessianOperator.matvec
+
+    class Killed(Exception):
+        pass
+
+    def killed(self, v):
+        if len(products) == 10:
+            raise Killed
+        return matvec(self, v)
+
+    products.clear()
+    with monkeypatch.context() as m:
+        m.setattr(Hs.HessianOperator, "matvec", killed)
+        with pytest.raises(Killed):
+            _analyze(digits_problem, tmp_path / "h.pt", every=4)
+    assert read_checkpoint(tmp_path / "h.pt")["lanczos_partial"]["iterations"] == 8
+    products.clear()
+    lines.clear()
+    resumed = _analyze(digits_problem, tmp_path / "h.pt", every=4, log=lines.append)
+    assert any("resuming after 8 products of the Lanczos run" in line for line in lines)
+    assert len(products) == full - 8
+    _assert_same_result(whole, resumed)
+
+
+def test_hessian_logs_progress_of_the_lanczos_run_and_each_slq_probe(digits_problem):
+    lines = []
+    ds = Hs.analyze(*digits_problem, DIGITS_CFG, CPU, log=lines.append, progress_every=0)
+    m = int(ds.attrs["lanczos_hvps"])
+    assert lines[0] == "Lanczos: started (at most 20 products)"
+    steps = [line for line in lines if line.startswith("Lanczos: ") and "/20 products, " in line]
+    assert len(steps) == m - 1  # one after every step but the last (the end line)
+    assert steps[0].startswith("Lanczos: 1/20 products, ") and " left" in steps[0]
+    assert "largest relative residual of the top 3 Ritz pairs" in steps[-1] and "(tol 0.01)" in steps[-1]
+    assert "largest relative residual" not in steps[1]  # before 3 steps there are no 3 Ritz pairs
+    end = next(line for line in lines if line.startswith("Lanczos: done"))
+    assert end.startswith(f"Lanczos: done, {m} products in ") and "largest relative residual" in end
+    for i in (1, 2, 3):
+        assert f"SLQ probe {i} of 3: started (6 products)" in lines
+        assert f"SLQ probe {i} of 3: 5/6 products, " in " ".join(lines)
+        assert any(line.startswith(f"SLQ probe {i} of 3: done, 6 products in ") for line in lines)
+
+
+def test_progress_lines_come_at_most_every_interval():
+    lines, now = [], [100.0]
+    progress = Hs.Progress(
+        "Lanczos", 120, "products", lines.append, every=30, done=20, at_most=True, clock=lambda: now[0]
+    )
+    for m in range(21, 41):
+        now[0] += 10.0  # 10 s per product
+        progress.update(m, ", note")
+    progress.end(40)
+    assert lines[0] == "Lanczos: started (at most 120 products, resumed after 20)"
+    assert lines[1:-1] == [  # every third product: 30 s apart; the rate counts only this process's products
+        "Lanczos: 23/120 products, 0.1 products/s, at most 16 min 10 s left, note",
+        "Lanczos: 26/120 products, 0.1 products/s, at most 15 min 40 s left, note",
+        "Lanczos: 29/120 products, 0.1 products/s, at most 15 min 10 s left, note",
+        "Lanczos: 32/120 products, 0.1 products/s, at most 14 min 40 s left, note",
+        "Lanczos: 35/120 products, 0.1 products/s, at most 14 min 10 s left, note",
+        "Lanczos: 38/120 products, 0.1 products/s, at most 13 min 40 s left, note",
+    ]
+    assert lines[-1] == "Lanczos: done, 40 products in 3 min 20 s (0.1 products/s)"
+
+
+@pytest.mark.parametrize("stop_at", [1, 7, 15])
+def test_lanczos_resumed_after_any_step_gives_the_same_eigenpairs_bit_for_bit(tmp_path, stop_at):
+    """The state handed to ``on_step`` goes through a checkpoint file; the run
+    resumed from it returns the same eigenvalues, eigenvectors and residuals,
+    bit for bit, after only the products that were left."""
+    mv, eig, _ = known_operator()
+    calls = []
+
+    def counting(v):
         calls.append(1)
+        return mv(v)
 
-    def log(msg):
-        for part in ("(the Lanczos run)", "(SLQ probe 1)"):
-            if part in msg:
-                marks[part] = len(calls)
+    kw = {"tol": 1e-8, "max_iter": 200, "dtype": torch.float64, "seed": 3}
+    whole = Hs.lanczos(counting, 200, 10, **kw)
+    full = len(calls)
+    assert whole.converged and full == whole.n_products > stop_at
 
-    def run(stop, name="h.pt", log=lambda s: None):
-        store = ResumeStore(tmp_path / name, {"cell": "c"}, **QUIET)
-        return hessian.analyze(
-            model, batches, cfg, CPU, log=lambda s: None, checkpointer=Checkpointer(store, every=0, stop=stop, log=log)
-        ), store
+    class Stopped(Exception):
+        pass
 
-    whole, _ = run(counting, "ref.pt", log)
-    with pytest.raises(Interrupted, match="during the Hessian .* nothing to resume from"):
-        run(StopAt(marks["(the Lanczos run)"] - 2))
-    with pytest.raises(Interrupted, match="during the Hessian .* keeps the parts finished before"):
-        run(StopAt(marks["(SLQ probe 1)"] + 3))
-    assert read_checkpoint(tmp_path / "h.pt")["parts_done"] == "SLQ probe 1"
-    # resumed: SLQ probes 2 and 3 (6 products and a checkpoint each), then Hutchinson probe 1 and its check
-    with pytest.raises(Interrupted, match="after 1 Hutchinson probes"):
-        run(StopAt(2 * 7 + 2))
-    resumed, store = run(None)
-    assert resumed.attrs == whole.attrs
-    for name in whole.variables:
-        np.testing.assert_array_equal(resumed[name].values, whole[name].values, err_msg=name)
+    residuals = []
+
+    def on_step(m, state, residual):
+        residuals.append(residual)
+        if m == stop_at:
+            save_checkpoint(state(), tmp_path / "l.pt")
+            raise Stopped
+
+    calls.clear()
+    with pytest.raises(Stopped):
+        Hs.lanczos(counting, 200, 10, on_step=on_step, **kw)
+    assert len(calls) == stop_at and np.isnan(residuals[0])
+    calls.clear()
+    resumed = Hs.lanczos(counting, 200, 10, resume=read_checkpoint(tmp_path / "l.pt"), **kw)
+    assert len(calls) == full - stop_at
+    assert np.array_equal(resumed.eigenvalues, whole.eigenvalues)
+    assert torch.equal(resumed.eigenvectors, whole.eigenvectors)
+    assert np.array_equal(resumed.residuals, whole.residuals)
+    assert (resumed.n_products, resumed.converged) == (whole.n_products, whole.converged)
+
+
+def test_slq_probe_resumed_past_the_first_block_of_the_basis_gives_the_same_nodes(tmp_path):
+    """100 steps (the basis spans two blocks of 64 vectors), stopped after 70: the
+    resumed probe draws nothing new and leaves the generator where the whole one does."""
+    mv, _, _ = known_operator()
+    whole_gen, cut_gen = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    whole = Hs.slq_probe(mv, 200, 100, whole_gen, dtype=torch.float64)
+
+    class Stopped(Exception):
+        pass
+
+    def on_step(m, state, residual):
+        if m == 70:
+            save_checkpoint(state(), tmp_path / "p.pt")
+            raise Stopped
+
+    with pytest.raises(Stopped):
+        Hs.slq_probe(mv, 200, 100, cut_gen, dtype=torch.float64, on_step=on_step)
+    saved = read_checkpoint(tmp_path / "p.pt")
+    assert [len(b) for b in saved["basis"]] == [64, 7]
+    gen = torch.Generator().manual_seed(99)  # put back where the probe left it by the resumed state
+    resumed = Hs.slq_probe(mv, 200, 100, gen, dtype=torch.float64, resume=saved)
+    for a, b in zip(whole, resumed):
+        assert np.array_equal(a, b)
+    assert torch.equal(gen.get_state(), whole_gen.get_state())
+
+
+def test_a_lanczos_state_of_another_problem_is_refused():
+    mv, _, _ = known_operator()
+    state = {}
+
+    def on_step(m, s, residual):
+        state.update(s())
+        raise StopIteration
+
+    with pytest.raises(StopIteration):
+        Hs.lanczos(mv, 200, 3, dtype=torch.float64, on_step=on_step)
+    with pytest.raises(CheckpointError, match="200 entries, not 100"):
+        Hs.lanczos(lambda v: v, 100, 3, dtype=torch.float64, resume=state)
+    with pytest.raises(CheckpointError, match="float32 vectors"):
+        Hs.lanczos(mv, 200, 3, dtype=torch.float32, resume=state)
 
 
 def test_lanczos_finds_the_top_eigenpairs_of_a_known_matrix():

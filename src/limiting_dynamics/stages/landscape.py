@@ -1,4 +1,8 @@
-"""The landscape stage: train and test loss on the plane of two Hessian eigenvectors around theta_0."""
+"""The landscape stage: train and test loss on the plane of two Hessian eigenvectors around theta_0.
+
+With ``--resume`` the finished rows of the grid are kept in a checkpoint (every
+``--checkpoint-every`` rows and on SIGTERM/SIGINT); a rerun computes only the
+rest, to the same numbers bit for bit."""
 
 from __future__ import annotations
 
@@ -8,12 +12,35 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .. import hessian, landscape, table_columns, trajectory
+from .. import checkpoints, hessian, landscape, table_columns, trajectory
 from ..atomic import write_netcdf
-from ..errors import ResultFileError
+from ..errors import CheckpointError, ResultFileError
 from ..provenance import stamp
 from ..result_files import open_result
-from .common import log, params, set_threads, theta0
+from .common import checkpointer_for, log, params, set_threads, theta0
+
+GRIDS = ("train", "test")
+
+
+def row_state(rows: int, losses: dict[str, np.ndarray]) -> dict:
+    """The checkpoint of the first ``rows`` rows of the grid."""
+    return {"rows": rows, **{k: torch.from_numpy(np.ascontiguousarray(losses[k][:rows])) for k in GRIDS}}
+
+
+def finished_rows(ckpt, n: int) -> dict[str, np.ndarray] | None:
+    """The rows a checkpoint holds (``None``: none, start at the first row)."""
+    saved = ckpt.resume()
+    if saved is None:
+        return None
+    rows = int(saved["rows"])
+    done = {k: saved[k].numpy() for k in GRIDS}
+    if any(v.shape != (rows, n) for v in done.values()) or rows > n:
+        raise CheckpointError(
+            f"checkpoint {ckpt.store.path} holds rows of shape {[v.shape for v in done.values()]}, not {rows} rows "
+            f"of {n}; delete it to start over"
+        )
+    log(f"resuming after {rows} of {n} rows from {ckpt.store.path}")
+    return done
 
 
 def cmd_landscape(a) -> None:
@@ -38,9 +65,27 @@ def cmd_landscape(a) -> None:
         d.x_train, d.y_train, int(cfg["n_samples"]), int(cfg["n_samples"]), int(cfg["seed"])
     )
     start = time.perf_counter()
-    loss = landscape.loss_plane(
-        model, vecs[0], vecs[1], alphas, betas, {"train": (xs, ys), "test": (d.x_test, d.y_test)}, device
-    )
+    inputs = {"data": a.data, "checkpoint": a.checkpoint, "hessian": a.hessian, "trajectory": a.trajectory}
+    with checkpoints.stop_on_signals() as stop:
+        ckpt = checkpointer_for(a, "landscape", p, device, inputs, stop)
+        done = finished_rows(ckpt, n)
+
+        def on_row(rows: int, losses: dict[str, np.ndarray]) -> None:
+            if rows < n:  # after the last row the result is written at once
+                ckpt(rows, "rows of the loss landscape", lambda: row_state(rows, losses))
+
+        loss = landscape.loss_plane(
+            model,
+            vecs[0],
+            vecs[1],
+            alphas,
+            betas,
+            {"train": (xs, ys), "test": (d.x_test, d.y_test)},
+            device,
+            done=done,
+            on_row=on_row,
+            log=log,
+        )
     ds = xr.Dataset(
         {
             "train_loss": (("alpha", "beta"), loss["train"]),
@@ -80,6 +125,7 @@ def cmd_landscape(a) -> None:
         seconds=time.perf_counter() - start,
     )
     write_netcdf(ds, a.out, {v: {"zlib": True, "complevel": 4} for v in ds.data_vars})
+    ckpt.finish()
     log(
         f"loss landscape {n}x{n} in the (u{i}, u{j}) plane in {ds.attrs['seconds']:.1f} s: train loss "
         f"{loss['train'].min():.4g}..{loss['train'].max():.4g} -> {a.out}"
