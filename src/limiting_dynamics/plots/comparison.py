@@ -209,7 +209,8 @@ def phase_space(
     traj: xr.Dataset, cmp: xr.Dataset, path, dpi: int = 150, n_modes: int = 3, last_steps: int = 400
 ) -> None:
     """Position against velocity along the top Hessian eigenvectors (the last
-    ``last_steps`` steps of the mode window, coloured by time), with the
+    ``last_steps`` steps of the mode window, or two periods of mode 1 if longer,
+    coloured by time), with the
     theory's stationary 95% ellipse about the window's mean; bottom row:
     position over the whole run with the mode window shaded."""
     k = min(n_modes, traj.sizes["mode"])
@@ -217,6 +218,9 @@ def phase_space(
     pos, vel = traj.mode_position.values, traj.mode_velocity.values
     steps = traj.step.values
     lo, hi = int(cmp.attrs["mode_window_start"]) - 1, int(cmp.attrs["mode_window_end"])
+    freq = float(np.nan_to_num(cmp.oscillation_frequency_predicted.values[0]))
+    if freq > 0:  # at least two periods of mode 1 (the quadratic family's are hundreds of steps)
+        last_steps = max(last_steps, int(np.ceil(2 / freq)))
     sl = slice(max(lo, hi - last_steps), hi)
     for i in range(k):
         ax = axes[0, i]
