@@ -126,8 +126,12 @@ OPTION_HELP = {
     ("burn-in", "resume"): "checkpoint file of this job (as for converge)",
     ("burn-in", "checkpoint-every"): "steps between checkpoints (0: only on a signal)",
     ("run-cell", "resume"): "checkpoint file of this job (as for converge)",
-    ("hessian", "resume"): "checkpoint file of this job: written after the Lanczos run and after each SLQ probe",
-    ("hessian", "checkpoint-every"): "Hutchinson probes between checkpoints (0: only on a signal)",
+    ("hessian", "resume"): "checkpoint file of this job: written after the Lanczos run and each SLQ probe, every "
+    "--checkpoint-every products and on SIGTERM/SIGINT, removed on success",
+    ("hessian", "checkpoint-every"): "Hessian-vector products between checkpoints (0: only on a signal and after each "
+    "part)",
+    ("landscape", "resume"): "checkpoint file of this job (finished rows of the grid)",
+    ("landscape", "checkpoint-every"): "rows between checkpoints (0: only on a signal)",
     ("run-cell", "checkpoint-every"): "steps between checkpoints (0: only on a signal)",
     ("run-cell", "out-snapshots"): "file for the weights at the steps where the noise stage measures the noise",
     ("gradient-noise", "snapshots"): "weights along the limiting run (run-cell --out-snapshots): noise there too",

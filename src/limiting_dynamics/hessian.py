@@ -256,25 +256,24 @@ def _krylov_state(basis: _Basis, alphas: list[float], betas: list[float]) -> dic
     }
 
 
-def _restore_basis(state: dict, device, dtype, n: int | None = None) -> tuple[_Basis, list[float], list[float]]:
+def _restore_basis(state: dict, device, dtype) -> tuple[_Basis, list[float], list[float]]:
     """The basis, alphas and betas of a :func:`_krylov_state`. Its vectors are moved
     into the new basis: ``state["basis"]`` is emptied block by block as they are
     copied (memory holds one saved block beside the basis, not a second basis)."""
     blocks = state["basis"]
-    width = int(blocks[0].shape[1]) if blocks else -1
     alphas = [float(a) for a in state["alphas"].tolist()]
     betas = [float(b) for b in state["betas"].tolist()]
     count = sum(int(b.shape[0]) for b in blocks)
-    if (n is not None and width != n) or any(b.dtype != dtype for b in blocks):
+    if any(b.dtype != dtype for b in blocks):
         raise CheckpointError(
-            f"the saved Lanczos basis holds {blocks[0].dtype if blocks else None} vectors of {width} entries, "
-            f"this run works on {dtype} vectors of {n}: it belongs to another problem"
+            f"the saved Lanczos basis holds {blocks[0].dtype} vectors, this run works in {dtype}: "
+            "it belongs to another problem"
         )
     if count != len(alphas) + 1 or len(betas) != len(alphas):
         raise CheckpointError(
             f"the saved Lanczos state is inconsistent ({count} basis vectors, {len(alphas)} alphas, {len(betas)} betas)"
         )
-    basis = _Basis(width, device, dtype)
+    basis = _Basis(int(blocks[0].shape[1]), device, dtype)
     while blocks:
         for v in blocks.pop(0):
             basis.append(v)
@@ -308,7 +307,7 @@ def _lanczos_iteration(
         basis, alphas, betas = _Basis(q.numel(), device, dtype), [], []
         basis.append(q)
     else:
-        basis, alphas, betas = _restore_basis(resume, device, dtype, None if q is None else q.numel())
+        basis, alphas, betas = _restore_basis(resume, device, dtype)
         if len(alphas) >= max_iter:
             raise CheckpointError(f"the saved Lanczos state has {len(alphas)} steps, this run at most {max_iter}")
     beta, breakdown = 0.0, False

@@ -316,7 +316,7 @@ def test_a_lanczos_state_of_another_problem_is_refused():
         Hs.lanczos(mv, 200, 3, dtype=torch.float64, on_step=on_step)
     with pytest.raises(CheckpointError, match="200 entries, not 100"):
         Hs.lanczos(lambda v: v, 100, 3, dtype=torch.float64, resume=state)
-    with pytest.raises(CheckpointError, match="float32 vectors"):
+    with pytest.raises(CheckpointError, match="holds torch.float64 vectors, this run works in torch.float32"):
         Hs.lanczos(mv, 200, 3, dtype=torch.float32, resume=state)
 
 
@@ -455,3 +455,70 @@ def test_rayleigh_quotient_and_residual_tell_an_eigenvector_from_a_turned_one():
     w = torch.cos(torch.tensor(0.3, dtype=u.dtype)) * u + torch.sin(torch.tensor(0.3, dtype=u.dtype)) * vecs[:, 5]
     rq, res = Hs.rayleigh_and_residual(op, torch.stack([w]))
     assert rq[0] < eig[0] and res[0] > 0.1
+
+
+def test_hessian_command_stopped_by_sigterm_mid_lanczos_resumes_to_the_same_file(
+    digits, products, monkeypatch, tmp_path, one_thread, capsys
+):
+    """``limiting-dynamics hessian`` on the tiny config's Hessian settings, sent a
+    real SIGTERM during its 4th product (in the Lanczos run): it finishes that
+    product, writes the Lanczos state and exits with status 75; the same command
+    again continues from there and writes the file an uninterrupted run writes,
+    every variable and attribute bit for bit (but the time stamp and duration)."""
+    import json
+    import os
+    import signal
+
+    import xarray as xr
+    from conftest import TINY
+
+    from limiting_dynamics.cli import EXIT_INTERRUPTED, main
+    from limiting_dynamics.data import datasets as data
+
+    data.save_prepared(data.prepare(TINY["data"]), tmp_path / "digits.npz")
+    torch.manual_seed(0)
+    save_checkpoint({"model": build_model(MODEL, 10, 1).state_dict()}, tmp_path / "theta0.pt")
+    cfg = {k: v for k, v in TINY["hessian"].items() if k not in ("enabled", "cells")}
+    params = {"device": "cpu", "model": MODEL, "hessian": cfg, "cell": "c", "cell_batch_size": 32}
+    params.update(augment_shift=1, label_noise=0.1)
+
+    def command(out: str, *extra: str) -> list[str]:
+        return ["hessian", "--data", str(tmp_path / "digits.npz"), "--checkpoint", str(tmp_path / "theta0.pt")] + [
+            "--params",
+            json.dumps(params),
+            "--out",
+            str(tmp_path / out),
+            *extra,
+        ]
+
+    assert main(command("ref.nc")) == 0
+    full = len(products)
+    resume = tmp_path / "hessian_resume.pt"
+    matvec = Hs.HessianOperator.matvec
+
+    def sigterm_in_the_fourth(self, v):
+        if len(products) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return matvec(self, v)
+
+    products.clear()
+    with monkeypatch.context() as m:
+        m.setattr(Hs.HessianOperator, "matvec", sigterm_in_the_fourth)
+        assert main(command("h.nc", "--resume", str(resume))) == EXIT_INTERRUPTED
+    assert len(products) == 4 and not (tmp_path / "h.nc").exists()
+    err = capsys.readouterr().err
+    assert "interrupted: stopped by SIGTERM after 4 Hessian-vector products (the Lanczos run); checkpoint" in err
+    assert read_checkpoint(resume)["parts_done"] == "4 products of the Lanczos run"
+    products.clear()
+    assert main(command("h.nc", "--resume", str(resume))) == 0
+    assert len(products) == full - 4 and not resume.exists()
+    ref, cut = xr.load_dataset(tmp_path / "ref.nc"), xr.load_dataset(tmp_path / "h.nc")
+    assert ref.attrs["lanczos_hvps"] > 4
+    assert set(ref.variables) == set(cut.variables)
+    for name in ref.variables:
+        np.testing.assert_array_equal(cut[name].values, ref[name].values, err_msg=name)
+        assert cut[name].attrs == ref[name].attrs, name
+    timeless = ("history", "seconds")
+    assert {k: v for k, v in ref.attrs.items() if k not in timeless} == {
+        k: v for k, v in cut.attrs.items() if k not in timeless
+    }

@@ -76,7 +76,8 @@ rule landscape:
         gpu=gpus(),
     params:
         run=params_for("landscape"),
+        resume=f"results/runs/{DEFAULT_CELL}/landscape_resume.pt",
     shell:
         "limiting-dynamics landscape --data {input.data} --checkpoint {input.checkpoint}"
         " --hessian {input.hessian} --trajectory {input.trajectory} --params {params.run:q}"
-        " --out {output} --threads {threads} > {log} 2>&1"
+        " --out {output} --resume {params.resume} --checkpoint-every 1 --threads {threads} > {log} 2>&1"
