@@ -160,3 +160,17 @@ def record(digits):
     from limiting_dynamics.hyperparameters import Hyperparameters
 
     return short_limiting_run(digits, Hyperparameters(0.05, 32, 0.9, 5e-3, 0))
+
+
+def assert_same_result(ref, cut, timeless=("history", "seconds")) -> None:
+    """Two result data sets with the same variables, values (bit for bit) and
+    attributes, but for the attributes that record when and how long."""
+    import numpy as np
+
+    assert set(ref.variables) == set(cut.variables)
+    for name in ref.variables:
+        np.testing.assert_array_equal(cut[name].values, ref[name].values, err_msg=name)
+        assert cut[name].attrs == ref[name].attrs, name
+    assert {k: v for k, v in ref.attrs.items() if k not in timeless} == {
+        k: v for k, v in cut.attrs.items() if k not in timeless
+    }

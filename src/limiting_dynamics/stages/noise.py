@@ -38,6 +38,12 @@ def cmd_gradient_noise(a) -> None:
     # batches as the limiting runs draw them (sampling scheme, augmentation, label noise;
     # streamed crops and flips with data.loader: stream), from the noise stage's own seed
     batches = d.train_batches(bs, p["sampling"], int(cfg["seed"]), shift, label_noise)
+    # per-sample statistics at theta_0, before the snapshots' weights replace it (no second load)
+    ps = (
+        noise.per_sample_noise(model, d.x_train, d.y_train, directions=dirs, chunk=int(cfg["chunk"]))
+        if cfg["per_sample"]
+        else None
+    )
     stats = []
     for step, weights in points:
         if weights is not None:
@@ -72,13 +78,7 @@ def cmd_gradient_noise(a) -> None:
             ("noise_step", "mode"),
             np.stack([s["projection_var_stderr"] for s in stats]),
         )
-    model_at_theta0 = None
-    if cfg["per_sample"]:
-        if len(points) > 1:  # per-sample statistics at theta_0 only
-            model_at_theta0 = theta0(a, p)[2].to(device)
-        ps = noise.per_sample_noise(
-            model_at_theta0 or model, d.x_train, d.y_train, directions=dirs, chunk=int(cfg["chunk"])
-        )
+    if ps is not None:
         attrs["per_sample_trace_c_eval_mode"] = ps["trace_c"]
         attrs["per_sample_method"] = str(ps["method"])
         attrs["per_sample_chunk"] = int(ps["chunk"])
