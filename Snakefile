@@ -35,6 +35,7 @@ localrules:
     combine_trajectories,
     analyze_cell,
     summarize,
+    matched_exponents,
     results_tables,
     compare_cell,
     predict,

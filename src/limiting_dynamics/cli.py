@@ -70,6 +70,11 @@ COMMANDS = {
         "per-cell analyses -> summary CSV and NetCDF, and the spread between seeds",
         "inputs+ out-csv out-nc out-replicates",
     ),
+    "matched-exponents": (
+        "analysis",
+        "c of every run over windows of lr t / (1 - beta) and of rotation angle common to its family",
+        "inputs+ params out",
+    ),
     "hessian": (
         "hessian",
         "top eigenpairs, spectral density and trace of the Hessian at theta_0",
@@ -103,7 +108,7 @@ COMMANDS = {
     "tables": (
         "analysis",
         "the measured results as markdown tables (spread between seeds, targets)",
-        "summary predictions modes params out",
+        "summary predictions modes matched? params out",
     ),
     "linreg-cell": (
         "linear_regression",

@@ -89,21 +89,56 @@ def bulk_modes(slq_nodes, slq_weights, n_params: int, top_eigvals) -> tuple[np.n
     return nodes[keep], mult[keep]
 
 
-def bulk_noise(total: float, bulk_lam, bulk_mult, slope: float) -> np.ndarray:
+def bulk_noise(total: float, bulk_lam, bulk_mult, slope: float, near_zero_share: float | None = None) -> np.ndarray:
     """Per-sample noise ``sigma_j^2`` of each bulk node (one of its ``mult``
     modes) such that the bulk carries ``total`` (the measured
     ``tr C - sum_top u_i^T C u_i``) and ``sigma_j^2 ~ lam_j^slope`` (``slope``
-    1: ``C ~ H``; 0: isotropic). Nodes with ``lam <= 0`` get none."""
+    1: ``C ~ H``; 0: isotropic, every node alike). With ``slope > 0``, nodes with
+    ``lam <= 0`` get none (the power law gives them none) unless
+    ``near_zero_share`` is given: then they carry that share of ``total``
+    evenly and the nodes with ``lam > 0`` the rest, as the power law."""
     lam, mult = np.asarray(bulk_lam, float), np.asarray(bulk_mult, float)
-    shape = np.where(lam > 0, np.abs(lam) ** slope, 0.0)
-    norm = float((shape * mult).sum())
-    return shape * (max(total, 0.0) / norm) if norm > 0 else np.zeros_like(lam)
+    total = max(total, 0.0)
+    shape = np.ones_like(lam) if slope == 0 else np.where(lam > 0, np.abs(lam) ** slope, 0.0)
+    if near_zero_share is None or slope == 0:
+        norm = float((shape * mult).sum())
+        return shape * (total / norm) if norm > 0 else np.zeros_like(lam)
+    zero = lam <= 0
+    n_zero, norm = float(mult[zero].sum()), float((shape * mult)[~zero].sum())
+    share = float(near_zero_share) if n_zero > 0 else 0.0
+    out = np.where(zero, share * total / n_zero if n_zero > 0 else 0.0, 0.0)
+    return out + (shape * ((1 - share) * total / norm) if norm > 0 else 0.0) * ~zero
+
+
+def near_zero_noise_share(noise_weighted_curvature: float, bulk_lam, bulk_mult, slope: float) -> float:
+    """The share ``f`` of the bulk's noise in its near-zero cluster (``lam <= 0``)
+    that makes the noise-weighted mean curvature of the bulk,
+    ``tr(H C)_bulk / tr(C)_bulk``, equal the measured one when the rest spreads
+    as ``lam^slope`` over the curved nodes: ``f = 1 - measured / kappa_s`` with
+    ``kappa_s = sum m lam^(1+s) / sum m lam^s`` over ``lam > 0``. Unclipped
+    (outside [0, 1]: the two-part model does not fit)."""
+    lam, mult = np.asarray(bulk_lam, float), np.asarray(bulk_mult, float)
+    pos = lam > 0
+    kappa = float((mult * lam ** (1 + slope))[pos].sum() / (mult * lam**slope)[pos].sum()) if pos.any() else np.nan
+    return 1.0 - float(noise_weighted_curvature) / kappa
 
 
 def sketch_lag_msd(sketch: np.ndarray, lags) -> np.ndarray:
     """Time-averaged ``||s_{t+tau} - s_t||^2`` of a sketch series (steps x dim) per lag."""
     s = np.asarray(sketch, dtype=np.float64)
     return np.asarray([np.mean(np.sum((s[tau:] - s[:-tau]) ** 2, axis=1)) for tau in lags])
+
+
+def lag_msd_sd(top_lam, top_sigma2, bulk_lam, bulk_sigma2, bulk_mult, lags, steps, hp, kw, sketch_dim):
+    """The predicted scatter of one run's measured lag-MSD (:func:`.theory.lag_msd_sampling_sd`)
+    over the top modes and the SLQ bulk (each node ``mult`` modes); NaN per lag
+    where the theory does not cover the sampling scheme."""
+    if kw["sampling"] != "replacement":
+        return np.full(len(lags), np.nan)
+    lam = np.concatenate([top_lam, bulk_lam])
+    var = np.concatenate([top_sigma2, bulk_sigma2])
+    mult = np.concatenate([np.ones(len(top_lam)), bulk_mult])
+    return theory.lag_msd_sampling_sd(lam, var, lags, steps, hp, multiplicity=mult, sketch_dim=sketch_dim, **kw)
 
 
 def log_lags(steps: int, n: int = 40, max_fraction: float = 0.5) -> np.ndarray:
@@ -316,12 +351,25 @@ def compare_cell(
     attrs["grad_sq_norm_in_run"] = local_displacement.grad_sq_norm(traj, stationary_window)
     total = float(per_sample_noise_var(noise.attrs["trace_cov"], bs, sampling, n_train))
     ok_top = stable_modes(lam_all, hp)
-    ok_bulk = stable_modes(bulk_lam, hp) & (bulk_lam > 0)
+    # Ritz values at or below zero stand for the near-zero cluster of the spectrum (SLQ smears it by about the
+    # node spacing): curvature 0, weight decay alone restoring them (docs/theory.md, "The lag-MSD and the exponent c")
+    bulk_lam = np.maximum(bulk_lam, 0.0)
+    ok_bulk = stable_modes(bulk_lam, hp)
     bulk_total = max(total - float(sigma2_all.sum()), 0.0)
     msd_top = theory.lag_msd(lam_all[ok_top], sigma2_all[ok_top], lags, hp, **kw)
-    curves = {}
-    for name, s in (("", slope if np.isfinite(slope) else 1.0), ("_isotropic", 0.0), ("_c_like_h", 1.0)):
-        bulk_sigma2 = bulk_noise(bulk_total, bulk_lam[ok_bulk], bulk_mult[ok_bulk], s)
+    bulk_slope = slope if np.isfinite(slope) else 1.0
+    share = None  # the near-zero cluster's share of the bulk noise, from the Hessian stage's tr(H C) if measured
+    if "noise_weighted_curvature_bulk" in hess.attrs:
+        kappa = float(hess.attrs["noise_weighted_curvature_bulk"])
+        raw = near_zero_noise_share(kappa, bulk_lam[ok_bulk], bulk_mult[ok_bulk], bulk_slope)
+        share = float(np.clip(raw, 0.0, 1.0)) if np.isfinite(raw) else None
+        attrs.update(noise_weighted_curvature_bulk=kappa, near_zero_noise_share_raw=raw)
+    attrs["near_zero_noise_share"] = share if share is not None else float("nan")
+    curves, bulk_sigma2_measured_slope = {}, None
+    for name, s in (("", bulk_slope), ("_isotropic", 0.0), ("_c_like_h", 1.0)):
+        bulk_sigma2 = bulk_noise(bulk_total, bulk_lam[ok_bulk], bulk_mult[ok_bulk], s, share if name == "" else None)
+        if name == "":
+            bulk_sigma2_measured_slope = bulk_sigma2
         # each bulk node stands for `mult` identical modes: scale its noise by mult (MSD is linear in it)
         msd_bulk = (
             theory.lag_msd(bulk_lam[ok_bulk], bulk_sigma2 * bulk_mult[ok_bulk], lags, hp, **kw)
@@ -336,10 +384,27 @@ def compare_cell(
         bulk_noise_fraction=bulk_total / total if total > 0 else float("nan"),
         bulk_noise_slope=slope if np.isfinite(slope) else 1.0,
         bulk_modes_dropped=float(bulk_mult[~ok_bulk].sum()),
+        bulk_modes_near_zero=float(bulk_mult[ok_bulk & (bulk_lam == 0)].sum()),
         c_sq_dist_measured=fit_exponent(lags, traj.sq_dist_from_start.values[lags - 1], fit_window, steps),
         c_lag_msd_predicted=fit_exponent(lags, curves[""], fit_window, steps),
         c_lag_msd_predicted_isotropic=fit_exponent(lags, curves["_isotropic"], fit_window, steps),
         c_lag_msd_predicted_c_like_h=fit_exponent(lags, curves["_c_like_h"], fit_window, steps),
+    )
+    sketch_dim = int(traj.sizes["sketch_dim"]) if "sketch" in traj else None
+    out["lag_msd_predicted_sd"] = (
+        "lag",
+        lag_msd_sd(
+            lam_all[ok_top],
+            sigma2_all[ok_top],
+            bulk_lam[ok_bulk],
+            bulk_sigma2_measured_slope,
+            bulk_mult[ok_bulk],
+            lags,
+            steps,
+            hp,
+            kw,
+            sketch_dim,
+        ),
     )
     if "sketch" in traj:
         sk = sketch_lag_msd(traj.sketch.values, lags)
@@ -358,6 +423,13 @@ def compare_cell(
         ratio = (measured / ds.lag_msd_predicted).where(window, drop=True).values
         ds.attrs["lag_msd_ratio_mode_window_min"] = float(ratio.min()) if ratio.size else float("nan")
         ds.attrs["lag_msd_ratio_mode_window_max"] = float(ratio.max()) if ratio.size else float("nan")
+        iso = (measured / ds.lag_msd_predicted_isotropic).where(window, drop=True).values
+        ds.attrs["lag_msd_ratio_isotropic_mode_window_min"] = float(iso.min()) if iso.size else float("nan")
+        ds.attrs["lag_msd_ratio_isotropic_mode_window_max"] = float(iso.max()) if iso.size else float("nan")
+        z = ((measured - ds.lag_msd_predicted) / ds.lag_msd_predicted_sd).where(window, drop=True).values
+        rel = (ds.lag_msd_predicted_sd / ds.lag_msd_predicted).where(window, drop=True).values
+        ds.attrs["lag_msd_z_mode_window_max"] = float(np.nanmax(np.abs(z))) if z.size else float("nan")
+        ds.attrs["lag_msd_relative_sd_mode_window_max"] = float(np.nanmax(rel)) if rel.size else float("nan")
     meta = {
         "mode": "Hessian eigenvector index at theta_0 (1 = largest eigenvalue)",
         "lag": "lag tau (SGD steps); for sq_dist_from_start the number of steps since theta_0",
@@ -382,12 +454,16 @@ def compare_cell(
         "oscillation_frequency_predicted": "prediction: damped frequency of the mean motion (cycles per step; 0 if "
         "overdamped)",
         "pole_radius_measured": "pole radius of the fitted oscillator (theory: sqrt(beta))",
-        "oscillator_fit_converged": "1 if the spectral fit converged",
+        "oscillator_fit_converged": "1 if the spectral fit converged to an oscillation (0: the optimiser failed, or "
+        "the pole angle went to its bound: no oscillation found in the window)",
         "valid_steps": "last replayed step at which the eigenvector of theta_0 had a relative residual below 0.5",
         "lag_msd_predicted_top": "stationary lag-MSD of the top modes alone (theory, independent noise)",
+        "lag_msd_predicted_sd": "predicted standard deviation of one run's time-averaged lag-MSD about "
+        "lag_msd_predicted (stationary Gaussian modes; the sketch's projection included)",
         "lag_msd_predicted": "prediction: stationary lag-MSD of top modes plus SLQ bulk, independent noise, bulk "
         "noise ~ lam^s with s the slope measured on the top modes",
-        "lag_msd_predicted_isotropic": "the same with the bulk's noise spread evenly over its modes (s = 0)",
+        "lag_msd_predicted_isotropic": "the same with the bulk's noise spread evenly over all its modes, the near-zero "
+        "cluster (Ritz values <= 0, taken as curvature 0) included (s = 0)",
         "lag_msd_predicted_c_like_h": "the same with the bulk's noise proportional to curvature (s = 1, C ~ H)",
         "sq_dist_from_start_measured": "measured ||theta_t - theta_0||^2 at t = lag",
         "lag_msd_sketch": "measured lag-MSD, time average of ||S(theta_{t+tau} - theta_t)||^2",

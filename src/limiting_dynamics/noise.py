@@ -120,6 +120,48 @@ def minibatch_noise(
     return out
 
 
+def bulk_noise_curvature(
+    model: nn.Module, batches, n_batches: int, directions: torch.Tensor, hvp, bn_mode: str = "train"
+) -> dict:
+    """How the minibatch noise outside the top eigenvectors meets the curvature.
+
+    Draws ``n_batches`` independent minibatch gradients as :func:`minibatch_noise`
+    does, removes their mean and their components along ``directions`` (the
+    top Hessian eigenvectors, ``(k, n_params)`` orthonormal rows), and returns,
+    unbiased over the draws, ``trace_cov_bulk`` (``tr Cov(g_S)`` outside the top
+    modes) and ``trace_hcov_bulk`` (``tr(H Cov(g_S))`` there, one
+    Hessian-vector product ``hvp`` per draw), with standard errors and their
+    ratio ``noise_weighted_curvature_bulk``: the bulk's curvature averaged with
+    the noise as weight. Directions of zero curvature add noise to the first
+    but nothing to the second, so the ratio tells how much of the bulk's noise
+    sits in the near-zero cluster (docs/theory.md). Memory: the ``n_batches``
+    gradients are kept (float32)."""
+    if n_batches < 4:
+        raise NoiseError("need at least 4 minibatches for a covariance and its error")
+    m = copy.deepcopy(model)
+    m.train(bn_mode == "train")
+    for mod in m.modules():
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            mod.momentum = 0.0
+    params = [p for p in m.parameters() if p.requires_grad]
+    grads = torch.stack([_flat_grad(m, params, *batches.next()).float() for _ in range(n_batches)])
+    dev = grads - grads.mean(dim=0, keepdim=True)
+    u = directions.to(dev.device, dev.dtype)
+    dev = dev - (dev @ u.T) @ u
+    sq = (dev.double() ** 2).sum(dim=1).cpu().numpy()
+    quad = np.asarray([float(torch.dot(d.double(), hvp(d).double())) for d in dev])
+    scale = n_batches / (n_batches - 1)  # deviations from the sample mean
+    trace_c, trace_hc = scale * sq.mean(), scale * quad.mean()
+    return {
+        "trace_cov_bulk": float(trace_c),
+        "trace_cov_bulk_stderr": float(scale * sq.std(ddof=1) / math.sqrt(n_batches)),
+        "trace_hcov_bulk": float(trace_hc),
+        "trace_hcov_bulk_stderr": float(scale * quad.std(ddof=1) / math.sqrt(n_batches)),
+        "noise_weighted_curvature_bulk": float(trace_hc / trace_c) if trace_c > 0 else float("nan"),
+        "bulk_noise_batches": int(n_batches),
+    }
+
+
 PER_SAMPLE_METHODS = ("auto", "vmap", "loop")
 AUTO_VMAP_MARGIN = 1.1  # "auto" takes vmap only if it is at least this much faster than the loop
 AUTO_TRIAL_BUDGET = 0.01  # "auto" lets trying vmap cost at most this fraction of the loop's time for all samples

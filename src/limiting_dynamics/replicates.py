@@ -75,15 +75,17 @@ def sweep(summary: pd.DataFrame, default: dict, hp: str) -> pd.DataFrame:
 def trend(summary: pd.DataFrame, default: dict, hp: str, column: str) -> dict:
     """Sign of the least-squares slope of ``column`` against ``hp`` along its
     sweep, per seed (seeds with at least two values of ``hp``): ``signs``
-    (seed -> -1, 0 or +1), ``agree`` (every seed has the same non-zero sign)
-    and that ``sign`` (0 when they disagree or no seed has a sweep)."""
+    (seed -> -1, 0 or +1) and the ``slopes`` themselves, ``agree`` (every seed
+    has the same non-zero sign) and that ``sign`` (0 when they disagree or no
+    seed has a sweep)."""
     sub = sweep(summary, default, hp)
-    signs = {}
+    signs, slopes = {}, {}
     for seed, group in sub.groupby("seed"):
         x, y = group[hp].astype(float).values, group[column].astype(float).values
         ok = np.isfinite(y)
         if len(np.unique(x[ok])) >= 2:
-            signs[int(seed)] = int(np.sign(np.polyfit(np.log(x[ok]) if hp != "momentum" else x[ok], y[ok], 1)[0]))
+            slopes[int(seed)] = float(np.polyfit(np.log(x[ok]) if hp != "momentum" else x[ok], y[ok], 1)[0])
+            signs[int(seed)] = int(np.sign(slopes[int(seed)]))
     values = set(signs.values())
     agree = len(signs) > 0 and len(values) == 1 and 0 not in values
-    return {"signs": signs, "agree": agree, "sign": values.pop() if agree else 0}
+    return {"signs": signs, "slopes": slopes, "agree": agree, "sign": values.pop() if agree else 0}

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import replicates
+from . import matched_exponents, replicates
 
 TREND_HYPERPARAMETERS = {"lr": "learning rate", "batch_size": "batch size", "momentum": "momentum"}
 
@@ -241,6 +241,87 @@ def trend_lines(summary: pd.DataFrame, default: dict, column: str = "c") -> list
     return out
 
 
+def _sign(v: int) -> str:
+    return "+" if v > 0 else "-" if v < 0 else "0"
+
+
+def matched_table(summary: pd.DataFrame, default: dict) -> str:
+    """Per cell (seeds pooled): ``c`` over the fixed window of steps and over the
+    family's matched windows of ``tau = lr t / (1 - beta)`` and rotation angle."""
+    rows = []
+    for g in _groups(summary):
+        r = g.iloc[0]
+        rows.append(
+            [
+                _cell_name(r, default),
+                str(r["family"]),
+                _spread(g["c"]),
+                f"{_fmt(r['matched_time_lo'])}-{_fmt(r['matched_time_hi'])}",
+                f"{_fmt(g['matched_time_step_lo'].mean(), 0)}-{_fmt(g['matched_time_step_hi'].mean(), 0)}",
+                _spread(g["c_matched_time"]),
+                _spread(g["rotation_angle_at_matched_time_hi"], 3),
+                f"{_fmt(r['matched_angle_lo'], 3)}-{_fmt(r['matched_angle_hi'], 3)}",
+                _spread(g["c_matched_angle"]),
+            ]
+        )
+    return _table(
+        [
+            "cell",
+            "family",
+            "c (fixed steps)",
+            "tau window",
+            "its steps",
+            "c at matched tau",
+            "angle at tau end (rad)",
+            "angle window (rad)",
+            "c at matched angle",
+        ],
+        rows,
+    )
+
+
+def matched_trend_table(summary: pd.DataFrame, default: dict) -> str:
+    """Per swept hyperparameter: the leading-order theory's sign of dc/dh over
+    fixed steps and over matched tau, and the measured sign per seed over fixed
+    steps, matched tau and matched angle (a trend is stated only when every seed
+    agrees)."""
+    rows = []
+    for hp, name in TREND_HYPERPARAMETERS.items():
+        cells = []
+        for column in ("c", "c_matched_time", "c_matched_angle"):
+            t = replicates.trend(summary, default, hp, column)
+            if not t["signs"]:
+                cells.append("-")
+                continue
+            per_seed = " ".join(_sign(v) for _, v in sorted(t["signs"].items()))
+            verdict = f"**{_sign(t['sign'])}** in every seed" if t["agree"] else "seeds disagree: no trend"
+            cells.append(f"{per_seed} ({verdict}; slope {_spread(list(t['slopes'].values()), 3).split(' [')[0]})")
+        if all(c == "-" for c in cells):
+            continue
+        theory = matched_exponents.THEORY_SIGN
+        rows.append(
+            [
+                name,
+                _sign(theory["fixed_steps"][hp]),
+                cells[0],
+                _sign(theory["matched_time"][hp]),
+                cells[1],
+                cells[2],
+            ]
+        )
+    return _table(
+        [
+            "dc / d(hyperparameter)",
+            "theory, fixed steps",
+            "measured, fixed steps (per seed)",
+            "theory, matched tau",
+            "measured, matched tau",
+            "measured, matched angle",
+        ],
+        rows,
+    )
+
+
 def quadratic_modes_table(modes: pd.DataFrame, summary: pd.DataFrame, n_modes: int = 10) -> str:
     """Per quadratic cell (seeds pooled) and top mode: ``lr (lam + wd)``, whether it
     oscillates, how long its eigenvector held, and the predictions with independent noise."""
@@ -338,9 +419,10 @@ def targets(summary: pd.DataFrame, modes: pd.DataFrame) -> str:
             lam_lr = cell_lr * osc["eigenvalue"].values
             span = float(np.log10(lam_lr.max() / lam_lr.min())) if lam_lr.min() > 0 else float("nan")
             err = (osc["oscillation_frequency_measured_over_predicted"] - 1).abs()
+            lost = int((osc["oscillator_fit_converged"] == 0).sum()) if "oscillator_fit_converged" in osc else 0
             add(
                 f"quadratic family: frequency within 10% in every underdamped mode ({len(osc)} mode-runs over "
-                f"{_fmt(span, 1)} decades of lr x lam)",
+                f"{_fmt(span, 1)} decades of lr x lam; in {lost} the fit found no oscillation)",
                 f"largest error {_fmt(100 * err.max(), 0)}%, median {_fmt(100 * err.median(), 0)}%",
                 bool(err.max() <= 0.1) and span >= 1,
             )
@@ -351,7 +433,42 @@ def targets(summary: pd.DataFrame, modes: pd.DataFrame) -> str:
                 f"{_fmt(lo)}-{_fmt(hi)}",
                 lo >= 0.8 and hi <= 1.25,
             )
+        if "lag_msd_z_mode_window_max" in quad:
+            z, rel = quad["lag_msd_z_mode_window_max"].max(), quad["lag_msd_relative_sd_mode_window_max"]
+            add(
+                "quadratic family (not an issue target, the test the scatter allows): lag-MSD within 3 standard "
+                "deviations of one run's sampling scatter at every lag of the mode window (that scatter reaches "
+                f"{100 * rel.min():.1f}-{100 * rel.max():.1f}% of the lag-MSD at the longest lag)",
+                f"largest deviation {_fmt(z, 1)} sd",
+                bool(z <= 3),
+            )
     return _table(["target", "measured", "met"], rows)
+
+
+def _matched_section(spherical: pd.DataFrame, summary: pd.DataFrame, default: dict) -> list[str]:
+    """How ``c`` compares across cells: over fixed steps, and over matched windows of time and angle."""
+    intro = (
+        "To leading order the theory makes the distance from theta_0 `D(t) = [lr / (S (1 - beta))] F(tau)` with "
+        '`tau = lr t / (1 - beta)` (docs/theory.md, "Comparing c across cells"): the exponent `c` is a function of '
+        "`tau` alone. Over a fixed window of steps it must therefore fall with lr and beta by a change of time unit, "
+        "and not depend on S. Only a difference at matched `tau` (or at matched rotation angle of the "
+        "scale-invariant weights, the other clock of the spherical regime) says more than that."
+    )
+    if "c_matched_time" not in summary:
+        return [intro, "", *trend_lines(spherical, default, "c"), ""]
+    return [
+        intro + " The matched windows start after three momentum memory times `1 / (1 - beta)` of the slowest "
+        "cell of the family and end where the shortest run ends (`results/analysis/matched_exponents.csv`).",
+        "",
+        matched_table(summary, default),
+        "",
+        "Signs along the sweeps of the spherical family (least-squares slope of `c` against the log of lr and S "
+        "and against beta, per seed, and the slope's mean ± sd over seeds; a trend is stated only where every seed "
+        "agrees, and with three seeds the signs agree by chance one time in four):",
+        "",
+        matched_trend_table(spherical, default),
+        "",
+    ]
 
 
 def _lag_msd_line(name: str, p: pd.DataFrame, steps: int) -> list[str]:
@@ -359,14 +476,56 @@ def _lag_msd_line(name: str, p: pd.DataFrame, steps: int) -> list[str]:
         return []
     return [
         f"{name}: the predicted stationary lag-MSD (Hessian spectrum at theta_0, top modes and SLQ bulk, every "
-        "noise measured from independent minibatches; only how the bulk's noise spreads over its eigenvalues is "
-        "assumed, `sigma^2 ~ lam^s` with `s` the slope measured on the top modes, "
+        "noise measured from independent minibatches; only how the curved bulk's noise spreads over its eigenvalues "
+        "is assumed, `sigma^2 ~ lam^s` with `s` the slope measured on the top modes, "
         f"{_spread(p['bulk_noise_slope'])}) stays within 25% of the measured one (the sketch) up to lag "
         f"{_spread(p['theory_agreement_lag'], 0)} of {steps // 2}; over the fit window its exponent is "
         f"{_spread(p['c_lag_msd_predicted'])} against the measured {_spread(p['c_lag_msd_sketch'])}. "
         f"With the bulk's noise spread evenly (`s = 0`) the exponent is {_spread(p['c_lag_msd_predicted_isotropic'])},"
         f" with `C ~ H` (`s = 1`) {_spread(p['c_lag_msd_predicted_c_like_h'])}: how far the answer moves with the "
         f"assumption. The bulk carries {_spread(p['bulk_noise_fraction'])} of the measured `tr C`.",
+        "",
+        *_near_zero_line(p),
+        *_lag_msd_scatter(p),
+    ]
+
+
+def _near_zero_line(p: pd.DataFrame) -> list[str]:
+    """Where the two bulk assumptions differ: the near-zero cluster gets noise only with s = 0."""
+    if not {"bulk_modes_near_zero", "lag_msd_ratio_isotropic_mode_window_max"} <= set(p.columns):
+        return []
+    measured = "near_zero_noise_share" in p and np.isfinite(p["near_zero_noise_share"]).any()
+    split = (
+        "Its share of the bulk's noise is measured (Hessian stage: independent minibatch noise outside the top "
+        "eigenvectors meets the Hessian, `tr(H C) / tr C` = "
+        f"{_spread(p['noise_weighted_curvature_bulk'], 3)}; with the rest spread as `lam^s` that gives the "
+        f"cluster {_spread(p['near_zero_noise_share'])} of the bulk's noise), and the prediction uses it."
+        if measured
+        else "How the noise divides between that cluster and the curved bulk is not measured in this run "
+        "(`hessian.bulk_noise_batches: 0`): the long-lag end of the prediction rests on it."
+    )
+    return [
+        f"The near-zero cluster of the spectrum (SLQ nodes at or below zero, {_spread(p['bulk_modes_near_zero'], 0)} "
+        "modes; curvature 0, held only by weight decay) diffuses freely over the run. " + split + " Measured / "
+        "predicted over the mode window: "
+        f"{_fmt(p['lag_msd_ratio_mode_window_min'].min())}-{_fmt(p['lag_msd_ratio_mode_window_max'].max())} with "
+        "the prediction above, "
+        f"{_fmt(p['lag_msd_ratio_isotropic_mode_window_min'].min())}-"
+        f"{_fmt(p['lag_msd_ratio_isotropic_mode_window_max'].max())} with every bulk mode alike (`s = 0`).",
+        "",
+    ]
+
+
+def _lag_msd_scatter(p: pd.DataFrame) -> list[str]:
+    """How precisely one run measures the lag-MSD, and the deviation in those units."""
+    if not {"lag_msd_z_mode_window_max", "lag_msd_relative_sd_mode_window_max"} <= set(p.columns):
+        return []
+    return [
+        "One run's time average fixes the lag-MSD only to within its own scatter, which the same theory predicts "
+        '(docs/theory.md, "How well one run measures the lag-MSD"): at the longest lag of the mode window one '
+        f"standard deviation is {_spread(100 * p['lag_msd_relative_sd_mode_window_max'], 0)}% of the lag-MSD. "
+        "The largest deviation of the measurement from the prediction over that window, in those units: "
+        f"{_spread(p['lag_msd_z_mode_window_max'], 1)} standard deviations.",
         "",
     ]
 
@@ -408,10 +567,17 @@ def differences_table(summary: pd.DataFrame, modes: pd.DataFrame, default: dict)
 
 
 def render(
-    summary: pd.DataFrame, predictions: pd.DataFrame, modes: pd.DataFrame, default: dict, provenance: dict
+    summary: pd.DataFrame,
+    predictions: pd.DataFrame,
+    modes: pd.DataFrame,
+    default: dict,
+    provenance: dict,
+    matched: pd.DataFrame | None = None,
 ) -> str:
-    """The whole page."""
+    """The whole page (``matched``: the table of :mod:`.matched_exponents`, if made)."""
     summary = summary.join(predictions[[c for c in predictions.columns if c not in summary.columns]])
+    if matched is not None:
+        summary = summary.join(matched[[c for c in matched.columns if c not in summary.columns]])
     seeds = sorted({int(s) for s in summary["seed"]})
     fam = _family(summary)
     spherical, quadratic = summary[fam != "quadratic"], summary[fam == "quadratic"]
@@ -447,13 +613,7 @@ def render(
         "",
         diffusion_table(summary, default),
         "",
-        "Signs of `c` along the sweeps of the spherical family (least-squares slope against the log of lr and S "
-        "and against beta, per seed). They are not tests of the theory: with `C ~ H` the predicted `D(t)` depends "
-        "on lr and beta mostly through `lr t / (1 - beta)`, so over a fixed window of steps `c` falls with lr and "
-        "beta by a change of time unit alone.",
-        "",
-        *trend_lines(spherical, default, "c"),
-        "",
+        *_matched_section(spherical, summary, default),
         "`c small-angle` is fitted over a different decade in every cell (it ends where that cell's weights reach "
         "the small-angle limit), so its values are not compared across cells.",
         "",

@@ -23,7 +23,7 @@ finds that wander, not the mode. :func:`fit_oscillator` fits
 what other directions leak in) to the Welch spectrum of each velocity
 projection by maximising the Whittle likelihood. On simulated modes with such
 a wander it recovers the frequency within a few per cent where the position
-spectrum's maximum is off by orders of magnitude (tests/test_spectra.py).
+spectrum's maximum is off by orders of magnitude (tests/unit/test_spectra.py).
 """
 
 from __future__ import annotations
@@ -81,22 +81,30 @@ def _whittle(params: np.ndarray, f: np.ndarray, p: np.ndarray) -> float:
 _TINY = np.log(1e-9)  # wander and floor start (and may stay) negligible: 1e-9 of the mean power
 
 
+# Starting grid of the poles: radii up to 0.998 (beta 0.99 puts them at 0.995) and
+# angles log-spaced from 1e-3 rad (periods of thousands of steps) to near pi.
+START_RADII = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998)
+START_ANGLES = np.geomspace(1e-3, 0.98 * np.pi, 64)
+_ANGLE_BOUNDS = (1e-4, np.pi - 1e-4)
+
+
 def _fit_one(f: np.ndarray, p: np.ndarray) -> tuple:
     scale = float(np.mean(p))
     p = p / scale  # the likelihood's shape does not depend on the scale
     best = (np.inf, None)
-    for radius in (0.5, 0.7, 0.8, 0.9, 0.95, 0.98):  # coarse grid of the poles, q profiled out
-        for angle in np.linspace(0.02, 0.98, 49) * np.pi:
+    for radius in START_RADII:  # coarse grid of the poles, q profiled out
+        for angle in START_ANGLES:
             shape = oscillator_velocity_psd(f, 1.0, radius, angle)
             q = float(np.mean(p / shape))
             value = float(np.sum(np.log(q * shape) + p / (q * shape)))
             if value < best[0]:
                 best = (value, [np.log(q), np.log(radius / (1 - radius)), angle])
     start = np.array(best[1] + [np.log(1e-3), np.log(1e-3)])
-    bounds = [(None, None), (-8.0, 8.0), (1e-4, np.pi - 1e-4), (2 * _TINY, None), (2 * _TINY, None)]
+    bounds = [(None, None), (-8.0, 8.0), _ANGLE_BOUNDS, (2 * _TINY, None), (2 * _TINY, None)]
     res = scipy.optimize.minimize(_whittle, start, args=(f, p), method="L-BFGS-B", bounds=bounds)
     q, radius, angle, q_drift, floor = _unpack(res.x)
-    return angle / (2 * np.pi), radius, q * scale, q_drift * scale, floor * scale, bool(res.success)
+    at_bound = not (_ANGLE_BOUNDS[0] * 1.001 < angle < _ANGLE_BOUNDS[1] * 0.999)  # no oscillation found
+    return angle / (2 * np.pi), radius, q * scale, q_drift * scale, floor * scale, bool(res.success) and not at_bound
 
 
 def fit_oscillator(velocity, nperseg: int = 256) -> OscillatorFit:

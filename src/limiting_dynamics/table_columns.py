@@ -129,7 +129,33 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "c_sq_dist_measured": ("1", "exponent of the measured ||theta_t - theta_0||^2 over the lags"),
     "c_lag_msd_sketch": ("1", "exponent of the sketched lag-MSD"),
     "c_lag_msd_predicted": ("1", "exponent of the predicted lag-MSD (independent noise; bulk noise ~ lam^s)"),
-    "c_lag_msd_predicted_isotropic": ("1", "the same with the bulk's noise spread evenly (s = 0)"),
+    "c_lag_msd_predicted_isotropic": (
+        "1",
+        "the same with the bulk's noise spread evenly over all its modes, near-zero cluster included (s = 0)",
+    ),
+    "lag_msd_ratio_isotropic_mode_window_min": (
+        "1",
+        "smallest measured / predicted lag-MSD over the mode window with the bulk's noise spread evenly (s = 0)",
+    ),
+    "lag_msd_ratio_isotropic_mode_window_max": (
+        "1",
+        "largest measured / predicted lag-MSD over the mode window with the bulk's noise spread evenly (s = 0)",
+    ),
+    "noise_weighted_curvature_bulk": (
+        "1",
+        "tr(H C) / tr C of independent minibatch noise outside the top eigenvectors (Hessian stage): the bulk's "
+        "curvature weighted by its noise",
+    ),
+    "near_zero_noise_share": (
+        "1",
+        "share of the bulk's noise in the near-zero cluster that reproduces noise_weighted_curvature_bulk with the "
+        "rest spread as lam^s (clipped to [0, 1]; NaN: not measured)",
+    ),
+    "near_zero_noise_share_raw": ("1", "the same before clipping (outside [0, 1]: the two-part model does not fit)"),
+    "bulk_modes_near_zero": (
+        "1",
+        "bulk modes at Ritz values <= 0 (the near-zero cluster), taken as curvature 0 in the lag-MSD prediction",
+    ),
     "c_lag_msd_predicted_c_like_h": ("1", "the same with the bulk's noise proportional to curvature (s = 1)"),
     "bulk_noise_fraction": ("1", "share of the independent tr C outside the top modes (the SLQ bulk)"),
     "bulk_noise_slope": ("1", "s of the bulk's noise ~ lam^s used in lag_msd_predicted (measured on top modes)"),
@@ -138,6 +164,15 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "theory_agreement_lag": ("1", "lag up to which the predicted lag-MSD is within 25% of the measurement"),
     "lag_msd_ratio_mode_window_min": ("1", "smallest measured / predicted lag-MSD over lags in the mode window"),
     "lag_msd_ratio_mode_window_max": ("1", "largest measured / predicted lag-MSD over lags in the mode window"),
+    "lag_msd_z_mode_window_max": (
+        "1",
+        "largest |measured - predicted| lag-MSD in units of the predicted sampling standard deviation of one run, "
+        "over lags in the mode window",
+    ),
+    "lag_msd_relative_sd_mode_window_max": (
+        "1",
+        "largest predicted sampling standard deviation of one run's lag-MSD relative to its mean, over the mode window",
+    ),
     "eigenvectors_valid_steps": ("1", "median over modes of valid_steps"),
     "mode_window_end": ("1", "last step of the mode window"),
     # modes: per mode (module comparison) and the ratios of MODE_RATIOS

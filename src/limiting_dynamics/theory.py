@@ -599,6 +599,60 @@ def lag_msd(
     return _lag_msd(sysm, tau)
 
 
+def lag_msd_sampling_sd(
+    eigvals,
+    noise_var,
+    lags,
+    steps: int,
+    hp: Hyperparameters,
+    *,
+    multiplicity=None,
+    sketch_dim: int | None = None,
+    sampling: str = "replacement",
+    n_samples: int | None = None,
+) -> np.ndarray:
+    """Standard deviation of the *time-averaged* lag-MSD of one stationary run of
+    ``steps`` recorded points, per lag: how far one run's measurement scatters
+    about :func:`lag_msd` (docs/theory.md, "How well one run measures the
+    lag-MSD").
+
+    For a Gaussian stationary mode with position autocovariance ``R``, the
+    increments ``d_a = x_{a+L} - x_a`` have covariance
+    ``G(j) = 2 R(j) - R(j + L) - R(j - L)`` between anchors ``j`` apart, and the
+    mean of ``d_a^2`` over ``M = steps - L`` anchors has variance
+    ``(2 / M^2) sum_{|j| < M} (M - |j|) G(j)^2``; independent modes add, each
+    node counted ``multiplicity`` times. ``sketch_dim``: the measurement is the
+    squared norm of a random projection to that many dimensions, which adds
+    about ``(sum_i G_i(j))^2 / sketch_dim`` to each term. Discrete model,
+    sampling with replacement only (the reshuffled recursion is not stationary
+    step by step)."""
+    if sampling != "replacement":
+        raise TheoryError("the lag-MSD sampling error is derived for sampling with replacement only")
+    tau = _as_steps(lags, "lags")
+    n = int(steps)
+    if np.any(tau >= n):
+        raise TheoryError(f"every lag must be below the run's {n} points")
+    sysm = _mode_system(eigvals, noise_var, hp, "discrete", sampling, n_samples)
+    mult = np.ones(sysm.A.shape[0]) if multiplicity is None else np.asarray(multiplicity, float)
+    cov = sysm.stationary()
+    r = np.empty((n, sysm.A.shape[0]))  # R(k) per mode, k = 0 .. n - 1
+    m = cov
+    for k in range(n):
+        r[k] = m[:, 0, 0]
+        m = sysm.A @ m
+    out = []
+    for lag in tau:
+        anchors = n - int(lag)
+        j = np.arange(anchors)
+        g = 2 * r[j] - r[j + lag] - r[np.abs(j - lag)]  # (j, mode)
+        per_j = (g**2 * mult).sum(axis=1)
+        if sketch_dim:
+            per_j = per_j + (g * mult).sum(axis=1) ** 2 / float(sketch_dim)
+        weights = np.where(j == 0, anchors, 2.0 * (anchors - j))  # j and -j
+        out.append(np.sqrt(2.0 * float((weights * per_j).sum())) / anchors)
+    return np.asarray(out)
+
+
 def lag_covariance(
     eigvals,
     noise_var,

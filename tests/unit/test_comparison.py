@@ -166,3 +166,19 @@ def test_curvature_along_the_run_shows_a_direction_going_stale():
     assert list(ends) == list(range(1000, 8001, 1000))
     np.testing.assert_allclose(slopes[:4, 0], 4.0, rtol=0.1)
     np.testing.assert_allclose(slopes[4:, 0], 0.4, rtol=0.25)
+
+
+def test_near_zero_share_round_trips_through_the_noise_weighted_curvature():
+    """The share of the bulk noise put in the near-zero cluster is the one the
+    noise-weighted curvature of the resulting spread gives back; total conserved."""
+    lam = np.array([0.0, 0.05, 0.2, 0.8])
+    mult = np.array([300.0, 100.0, 30.0, 5.0])
+    for share in (0.0, 0.3, 0.9):
+        sigma2 = comparison.bulk_noise(2.0, lam, mult, 1.3, share)
+        assert (sigma2 * mult).sum() == pytest.approx(2.0)
+        assert (sigma2 * mult)[0] == pytest.approx(share * 2.0)
+        kappa = (lam * sigma2 * mult).sum() / (sigma2 * mult).sum()
+        assert comparison.near_zero_noise_share(kappa, lam, mult, 1.3) == pytest.approx(share)
+    # without a share the power law gives the cluster nothing; with slope 0 every node is alike
+    assert comparison.bulk_noise(2.0, lam, mult, 1.3)[0] == 0.0
+    assert np.ptp(comparison.bulk_noise(2.0, lam, mult, 0.0)) == 0.0

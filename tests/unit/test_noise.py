@@ -258,3 +258,30 @@ def test_bad_settings_raise_clear_errors(mlp_setup, kwargs, message):
 
     with pytest.raises(DataError, match="batch size 1000 exceeds the 80 training examples"):
         _batches(x, y, 1000, seed=0)
+
+
+def test_bulk_noise_curvature_is_tr_h_c_outside_the_top_directions(mlp_setup):
+    """``tr(P H P C) / S`` and ``tr(P C P) / S`` with ``P`` the projector off the
+    top directions, against the exact per-sample covariance; a matrix with a null
+    space stands in for H (its null directions add noise, not curvature)."""
+    model, x, y, g, c = mlp_setup
+    n = c.shape[0]
+    gen = torch.Generator().manual_seed(2)
+    q, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64, generator=gen))
+    lam = torch.cat([torch.tensor([5.0, 4.0]), torch.linspace(1.0, 0.01, n - 22, dtype=torch.float64), torch.zeros(20)])
+    h = q @ torch.diag(lam) @ q.T
+    top = q[:, :2].T.contiguous()
+    proj = torch.eye(n, dtype=torch.float64) - top.T @ top
+    s = 8
+    out = N.bulk_noise_curvature(
+        model, _batches(x, y, s, seed=3), 1500, top.float(), lambda v: (h @ v.double()).float(), bn_mode="eval"
+    )
+    expected_c = float(torch.trace(proj @ c @ proj)) / s
+    expected_hc = float(torch.trace(proj @ h @ proj @ c)) / s
+    assert abs(out["trace_cov_bulk"] - expected_c) < 4.5 * out["trace_cov_bulk_stderr"]
+    assert abs(out["trace_hcov_bulk"] - expected_hc) < 4.5 * out["trace_hcov_bulk_stderr"]
+    assert out["noise_weighted_curvature_bulk"] == pytest.approx(out["trace_hcov_bulk"] / out["trace_cov_bulk"])
+    # without the projection the top directions' curvature (4-5) would dominate: the ratio stays below 1
+    assert 0 < out["noise_weighted_curvature_bulk"] < 1.0
+    with pytest.raises(N.NoiseError, match="at least 4"):
+        N.bulk_noise_curvature(model, _batches(x, y, s, seed=3), 3, top.float(), lambda v: v)

@@ -38,7 +38,10 @@ def test_aggregate_gives_the_spread_between_seeds_per_cell():
 def test_a_trend_is_stated_only_where_every_seed_agrees():
     agree = _summary({(0, 0.01): 0.9, (0, 0.02): 0.7, (0, 0.04): 0.5, (1, 0.01): 0.8, (1, 0.02): 0.75, (1, 0.04): 0.6})
     t = replicates.trend(agree, DEFAULT, "lr", "c")
+    slopes = t.pop("slopes")
     assert t == {"signs": {0: -1, 1: -1}, "agree": True, "sign": -1}
+    # least squares against log lr: seed 0 falls 0.2 per doubling, seed 1 0.1 per doubling
+    assert slopes == pytest.approx({0: -0.2 / np.log(2), 1: -0.1 / np.log(2)})
     disagree = _summary({(0, 0.01): 0.9, (0, 0.04): 0.5, (1, 0.01): 0.5, (1, 0.04): 0.9})
     t = replicates.trend(disagree, DEFAULT, "lr", "c")
     assert t["signs"] == {0: -1, 1: 1} and not t["agree"] and t["sign"] == 0

@@ -443,3 +443,48 @@ def test_lag_covariance_is_consistent_with_lag_msd_and_decays():
         msd = T.lag_msd(LAM, VAR, lags, HP, model=model)
         np.testing.assert_allclose(msd, 2 * (st.position_var.sum() - cov.position.sum("mode")), rtol=1e-8, atol=1e-14)
         assert np.all(np.abs(cov.position_autocorrelation.sel(lag=5000)) < 1e-3)
+
+
+def _simulated_tamsd(lams, noise_var, hp, steps, lags, runs, rng, sketch_dim=None):
+    """Time-averaged lag-MSD of ``runs`` independent stationary heavy-ball runs
+    (each mode started from its exact stationary distribution)."""
+    sysm = T._mode_system(lams, noise_var, hp, "discrete", "replacement", None)
+    cov = sysm.stationary()
+    z = np.stack([rng.multivariate_normal(np.zeros(2), c, size=runs) for c in cov], axis=1)  # run, mode, 2
+    a = np.asarray(lams) + hp.weight_decay
+    xs = np.empty((steps, runs, len(lams)))
+    x, v = z[..., 0], z[..., 1]
+    for k in range(steps):
+        xs[k] = x
+        v = hp.momentum * v + a * x + rng.normal(0, np.sqrt(np.asarray(noise_var) / hp.batch_size), x.shape)
+        x = x - hp.lr * v
+    if sketch_dim:
+        proj = rng.choice([-1.0, 1.0], size=(runs, len(lams), sketch_dim)) / np.sqrt(sketch_dim)
+        xs = np.einsum("trm,rmk->trk", xs, proj)
+    return np.stack([((xs[lag:] - xs[:-lag]) ** 2).sum(-1).mean(0) for lag in lags], axis=1)  # run, lag
+
+
+@pytest.mark.parametrize("sketch_dim", [None, 4])
+def test_lag_msd_sampling_sd_matches_simulated_runs(sketch_dim):
+    """The scatter of one run's time-averaged lag-MSD about its mean, from the
+    autocovariance alone, against 400 simulated runs (a mode counted twice by
+    multiplicity is simulated as two modes)."""
+    hp = Hp(lr=0.05, batch_size=4, momentum=0.9, weight_decay=0.0)
+    lams, noise, mult = np.array([2.0, 0.2, 0.02]), np.array([1.0, 0.5, 0.2]), np.array([1, 1, 2])
+    lags, steps = np.array([1, 10, 100, 400]), 800
+    sims = _simulated_tamsd(
+        np.repeat(lams, mult), np.repeat(noise, mult), hp, steps, lags, 400, np.random.default_rng(3), sketch_dim
+    )
+    sd = T.lag_msd_sampling_sd(lams, noise, lags, steps, hp, multiplicity=mult, sketch_dim=sketch_dim)
+    mean = T.lag_msd(lams, noise * mult, lags, hp)
+    np.testing.assert_allclose(sims.mean(0), mean, rtol=0.1)
+    np.testing.assert_allclose(sims.std(0, ddof=1), sd, rtol=0.15)
+    assert sd[-1] / mean[-1] > 3 * sd[0] / mean[0]  # long lags are measured far less precisely
+
+
+def test_lag_msd_sampling_sd_rejects_what_it_does_not_cover():
+    hp = Hp(lr=0.05, batch_size=4, momentum=0.9, weight_decay=0.0)
+    with pytest.raises(T.TheoryError, match="below the run"):
+        T.lag_msd_sampling_sd([1.0], [1.0], [100], 100, hp)
+    with pytest.raises(T.TheoryError, match="replacement"):
+        T.lag_msd_sampling_sd([1.0], [1.0], [10], 100, hp, sampling="reshuffle", n_samples=64)

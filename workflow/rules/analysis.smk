@@ -23,6 +23,7 @@ rule results_tables:
         summary="results/analysis/summary.csv",
         predictions="results/analysis/predictions.csv",
         modes="results/analysis/modes.csv",
+        matched="results/analysis/matched_exponents.csv",
     output:
         report(
             "results/analysis/results.md",
@@ -41,7 +42,32 @@ rule results_tables:
         default=params_for("tables"),
     shell:
         "limiting-dynamics tables --summary {input.summary} --predictions {input.predictions}"
-        " --modes {input.modes} --params {params.default:q} --out {output} > {log} 2>&1"
+        " --modes {input.modes} --matched {input.matched} --params {params.default:q}"
+        " --out {output} > {log} 2>&1"
+
+
+rule matched_exponents:
+    input:
+        cell_files("results/trajectories/{cell}.nc"),
+    output:
+        report(
+            "results/analysis/matched_exponents.csv",
+            caption="../report/matched_exponents.rst",
+            category="Summary",
+        ),
+    log:
+        "results/logs/matched_exponents.log",
+    benchmark:
+        "results/benchmarks/matched_exponents.tsv"
+    conda:
+        "../envs/limiting-dynamics.yaml"
+    resources:
+        **small_job(),
+    params:
+        analysis=params_for("analysis"),
+    shell:
+        "limiting-dynamics matched-exponents --inputs {input} --params {params.analysis:q}"
+        " --out {output} > {log} 2>&1"
 
 
 rule summarize:

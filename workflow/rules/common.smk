@@ -110,10 +110,11 @@ def fields(*names, **getters):
 
 
 BATCHES = ("sampling", "augment_shift", "label_noise")  # how a cell's batches are drawn
-HESSIAN = fields(  # the loss the Hessian is taken of
+HESSIAN = fields(  # the loss the Hessian is taken of (and how the bulk-noise minibatches are drawn)
     "cell",
     "device",
     "model",
+    "sampling",
     "augment_shift",
     "label_noise",
     cell_batch_size=cell_batch_size,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import xarray as xr
 
-from .. import diffusion, replicates, results_tables, table_columns, trajectory
+from .. import diffusion, matched_exponents, replicates, results_tables, table_columns, trajectory
 from ..atomic import atomic_path, write_json, write_netcdf
 from ..provenance import git_revision, now_iso, stamp
 from ..result_files import open_result
@@ -72,6 +72,26 @@ def cmd_summarize(a) -> None:
     log(f"summary of {len(df)} cells ({len(agg)} hyperparameter cells) -> {a.out_csv}, {a.out_nc}, {a.out_replicates}")
 
 
+def cmd_matched_exponents(a) -> None:
+    """``c`` of every run over windows of ``lr t / (1 - beta)`` and of the
+    rotation angle that every run of its family covers (:mod:`.matched_exponents`)."""
+    p = params(a)
+    runs = []
+    for f in a.inputs:
+        with trajectory.open_trajectory(f) as ds:
+            runs.append(matched_exponents.load_run(ds))
+    table = matched_exponents.matched_table(runs, p)
+    with atomic_path(a.out) as tmp:
+        table.to_csv(tmp, float_format="%.6g")
+    for family, g in table.groupby("family"):
+        first = g.iloc[0]
+        log(
+            f"{family}: {len(g)} runs, tau in [{first['matched_time_lo']:.3g}, {first['matched_time_hi']:.3g}], "
+            f"angle in [{first['matched_angle_lo']:.3g}, {first['matched_angle_hi']:.3g}] rad; "
+            f"c at matched tau {g['c_matched_time'].min():.3f}-{g['c_matched_time'].max():.3f}"
+        )
+
+
 COMPARISON_COLUMNS = (
     "noise_curvature_slope",
     "noise_curvature_slope_in_run",
@@ -87,6 +107,14 @@ COMPARISON_COLUMNS = (
     "theory_agreement_lag",
     "lag_msd_ratio_mode_window_min",
     "lag_msd_ratio_mode_window_max",
+    "lag_msd_ratio_isotropic_mode_window_min",
+    "lag_msd_ratio_isotropic_mode_window_max",
+    "bulk_modes_near_zero",
+    "noise_weighted_curvature_bulk",
+    "near_zero_noise_share",
+    "near_zero_noise_share_raw",
+    "lag_msd_z_mode_window_max",
+    "lag_msd_relative_sd_mode_window_max",
     "eigenvectors_valid_steps",
     "mode_window_end",
 )
@@ -192,12 +220,14 @@ def cmd_tables(a) -> None:
     summary = pd.read_csv(a.summary, index_col="cell")
     predictions = pd.read_csv(a.predictions, index_col="cell")
     modes = pd.read_csv(a.modes)
+    matched = pd.read_csv(a.matched, index_col="cell") if a.matched else None
     text = results_tables.render(
         summary,
         predictions,
         modes,
         p["default"],
         {"date": now_iso(), "git": git_revision(), "machine": results_tables.machine()},
+        matched,
     )
     with atomic_path(a.out) as tmp:
         Path(tmp).write_text(text + "\n")

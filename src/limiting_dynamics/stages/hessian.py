@@ -36,6 +36,39 @@ def hessian_loss(p: dict, d):
     return batches, n_samples, chunk, float(p.get("label_noise", 0.0))
 
 
+def bulk_noise_curvature(p: dict, d, model, batches, device, ds) -> dict:
+    """``tr C`` and ``tr(H C)`` of independent minibatch noise outside the top
+    eigenvectors (:func:`.noise.bulk_noise_curvature`): minibatches of the cell's
+    S drawn as the runs draw them, from the Hessian stage's seed + 1."""
+    from .. import noise
+
+    cfg = p["hessian"]
+    label_noise = float(p["label_noise"])
+    op = hessian.HessianOperator(
+        model,
+        batches,
+        bn_mode=cfg["bn_mode"],
+        device=device,
+        loss=hessian.expected_loss(label_noise),
+        reuse_graph=bool(cfg["reuse_graph"]),
+    )
+    draws = d.train_batches(
+        int(p["cell_batch_size"]), p["sampling"], int(cfg["seed"]) + 1, int(p["augment_shift"]), label_noise
+    )
+    top = torch.tensor(ds.hessian_eigenvectors.values, dtype=torch.float32, device=device)
+    start = time.perf_counter()
+    out = noise.bulk_noise_curvature(
+        model.to(device), draws, int(cfg["bulk_noise_batches"]), top, op.matvec, bn_mode=cfg["bn_mode"]
+    )
+    log(
+        f"bulk noise outside the top {top.shape[0]}: tr C = {out['trace_cov_bulk']:.4g} "
+        f"± {out['trace_cov_bulk_stderr']:.2g}, tr(H C) = {out['trace_hcov_bulk']:.4g} "
+        f"± {out['trace_hcov_bulk_stderr']:.2g}, noise-weighted curvature {out['noise_weighted_curvature_bulk']:.4g} "
+        f"({out['bulk_noise_batches']} minibatches, {time.perf_counter() - start:.1f} s)"
+    )
+    return out
+
+
 def cmd_hessian(a) -> None:
     set_threads(a.threads)
     p = params(a)
@@ -47,6 +80,7 @@ def cmd_hessian(a) -> None:
     with checkpoints.stop_on_signals() as stop:
         ckpt = checkpointer_for(a, "hessian", p, device, {"data": a.data, "checkpoint": a.checkpoint}, stop)
         ds = hessian.analyze(model, batches, cfg, device, log=log, checkpointer=ckpt, label_smoothing=label_noise)
+        bulk = bulk_noise_curvature(p, d, model, batches, device, ds) if int(cfg["bulk_noise_batches"]) else {}
     stamp(
         ds,
         f"Hessian of the training loss at theta_0 of cell {p.get('cell', '')}",
@@ -62,6 +96,7 @@ def cmd_hessian(a) -> None:
         label_smoothing=label_noise,
         n_samples=n_samples,
         n_examples_per_product=int(ds.attrs["n_samples"]),
+        **bulk,
         model=json.dumps(p["model"]),
         seconds=time.perf_counter() - start,
     )
