@@ -156,6 +156,7 @@ def numerics_attrs(device=None) -> dict:
         torch_cuda_version=torch.version.cuda or "none (CPU-only build)",
         torch_cudnn_version=str(cudnn) if cudnn is not None else "none",
         torch_deterministic_algorithms=int(torch.are_deterministic_algorithms_enabled()),
+        torch_deterministic_warn_only=int(torch.is_deterministic_algorithms_warn_only_enabled()),
         cudnn_benchmark=int(bool(torch.backends.cudnn.benchmark)),
         cudnn_deterministic=int(bool(torch.backends.cudnn.deterministic)),
         cublas_workspace_config=os.environ.get("CUBLAS_WORKSPACE_CONFIG", "unset"),

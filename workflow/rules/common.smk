@@ -35,13 +35,22 @@ wildcard_constraints:
     linreg="mom[0-9.e-]+_(replacement|reshuffle)",
 
 
+def runtime_by_attempt(minutes):
+    """A job's wall-clock limit (minutes) that grows with its attempt: a job
+    retried after hitting the limit (``--retries``, the SLURM profile) gets
+    ``minutes * attempt`` and resumes from its checkpoint with more time."""
+    return lambda wildcards, attempt: minutes * attempt
+
+
 def small_job(mem_mb=2000):
     """Resources of the jobs that read NetCDF files and tables or draw figures (one thread)."""
-    return {"mem_mb": mem_mb, "runtime": 10}
+    return {"mem_mb": mem_mb, "runtime": runtime_by_attempt(10)}
 
 
 def gpus():
-    """Declare a GPU only when running on GPUs is asked for."""
+    """Declare a GPU only when running on GPUs is asked for: the profile's
+    scheduler then asks for one per job, and ``snakemake --resources gpu=N``
+    runs at most N of these jobs at once (one per GPU of a workstation)."""
     return 1 if config["compute"]["device"] == "cuda" else 0
 
 
@@ -84,6 +93,7 @@ FIELDS = {
     "hyperparameters": lambda w: hyperparameters(w).as_dict(),
     "default": lambda w: CELLS[DEFAULT_CELL].as_dict(),
     "device": lambda w: config["compute"]["device"],
+    "deterministic": lambda w: config["compute"]["deterministic"],
     "model": section("model"),
     # how training steps are computed (they change the numbers)
     "numerics": lambda w: {
@@ -113,6 +123,7 @@ BATCHES = ("sampling", "augment_shift", "label_noise")  # how a cell's batches a
 HESSIAN = fields(  # the loss the Hessian is taken of (and how the bulk-noise minibatches are drawn)
     "cell",
     "device",
+    "deterministic",
     "model",
     "sampling",
     "augment_shift",
@@ -123,13 +134,17 @@ HESSIAN = fields(  # the loss the Hessian is taken of (and how the bulk-noise mi
 
 STAGE_PARAMS = {  # stage: (config section the JSON starts from, or None; values added)
     "prepare_data": (section("data"), {}),
-    "converge": (None, fields("device", "numerics", "model", "converge")),
+    "converge": (
+        None,
+        fields("device", "deterministic", "numerics", "model", "converge"),
+    ),
     "burn_in": (  # what the burn-in reads: the cell, how its batches are drawn, how many steps
         None,
         fields(
             "cell",
             "hyperparameters",
             "device",
+            "deterministic",
             "numerics",
             "model",
             *BATCHES,
@@ -142,6 +157,7 @@ STAGE_PARAMS = {  # stage: (config section the JSON starts from, or None; values
             "cell",
             "hyperparameters",
             "device",
+            "deterministic",
             "numerics",
             "model",
             "steps",
@@ -188,12 +204,24 @@ STAGE_PARAMS = {  # stage: (config section the JSON starts from, or None; values
     "noise": (
         None,
         fields(
-            "cell", "device", "model", "noise", *BATCHES, batch_size=cell_batch_size
+            "cell",
+            "device",
+            "deterministic",
+            "model",
+            "noise",
+            *BATCHES,
+            batch_size=cell_batch_size,
         ),
     ),
     "landscape": (
         None,
-        fields("device", "model", "landscape", cell=lambda w: DEFAULT_CELL),
+        fields(
+            "device",
+            "deterministic",
+            "model",
+            "landscape",
+            cell=lambda w: DEFAULT_CELL,
+        ),
     ),
     "linreg": (
         section("linear_regression", without=("enabled", "momenta", "samplings")),

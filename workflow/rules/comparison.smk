@@ -72,7 +72,7 @@ rule landscape:
     threads: config["compute"]["threads"]
     resources:
         mem_mb=config["compute"]["mem_mb"],
-        runtime=60,
+        runtime=runtime_by_attempt(60),
         gpu=gpus(),
     params:
         run=params_for("landscape"),

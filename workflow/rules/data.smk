@@ -10,7 +10,7 @@ rule prepare_data:
     threads: config["compute"]["threads"]  # images are decoded on this many threads (ImageNet)
     resources:
         mem_mb=config["compute"]["mem_mb"],
-        runtime=120,
+        runtime=runtime_by_attempt(120),
     params:
         data=params_for("prepare_data"),
     shell:

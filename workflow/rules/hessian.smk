@@ -17,7 +17,7 @@ rule hessian:
     threads: config["compute"]["threads"]
     resources:
         mem_mb=config["compute"]["mem_mb"],
-        runtime=120,
+        runtime=runtime_by_attempt(120),
         gpu=gpus(),
         checkpoint_every=config["compute"]["checkpoint_steps"],
     params:
@@ -45,7 +45,7 @@ rule eigenvector_drift:
     threads: config["compute"]["threads"]
     resources:
         mem_mb=config["compute"]["mem_mb"],
-        runtime=120,
+        runtime=runtime_by_attempt(120),
         gpu=gpus(),
     params:
         run=params_for("eigenvector_drift"),

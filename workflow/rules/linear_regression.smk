@@ -14,7 +14,7 @@ rule linreg_cell:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=30,
+        runtime=runtime_by_attempt(30),
     params:
         linreg=params_for("linreg"),
     shell:

@@ -13,7 +13,7 @@ rule converge:
     threads: config["compute"]["threads"]
     resources:
         mem_mb=config["compute"]["mem_mb"],
-        runtime=120,
+        runtime=runtime_by_attempt(120),
         gpu=gpus(),
         checkpoint_every=config["compute"]["checkpoint_epochs"],
     params:
@@ -41,7 +41,7 @@ rule burn_in:
     threads: config["compute"]["threads"]
     resources:
         mem_mb=config["compute"]["mem_mb"],
-        runtime=120,
+        runtime=runtime_by_attempt(120),
         gpu=gpus(),
         checkpoint_every=config["compute"]["checkpoint_steps"],
     params:
@@ -70,7 +70,7 @@ rule limiting_run:
     threads: config["compute"]["threads"]
     resources:
         mem_mb=config["compute"]["mem_mb"],
-        runtime=240,
+        runtime=runtime_by_attempt(240),
         gpu=gpus(),
         checkpoint_every=config["compute"]["checkpoint_steps"],
     params:

@@ -31,13 +31,22 @@ def loader_workers(a) -> int:
     return max(0, int(getattr(a, "threads", 1)) - 1)
 
 
+def device_for(p: dict):
+    """The stage's device (``compute.device``): on CUDA with the determinism of
+    ``compute.deterministic`` and, on a machine with several GPUs, one of its own
+    (:func:`limiting_dynamics.devices.setup_device`)."""
+    from .. import devices
+
+    return devices.setup_device(p["device"], p.get("deterministic", True), log=log)
+
+
 def theta0(a, p: dict, with_checkpoint: bool = False):
     """Device, prepared data (``--data``) and the model with the theta_0 weights
     (``--checkpoint``); with ``with_checkpoint`` also the checkpoint dict."""
-    from .. import checkpoints, models, training
+    from .. import checkpoints, models
     from ..data import datasets as data
 
-    device = training.resolve_device(p["device"])
+    device = device_for(p)
     d = data.load_prepared(a.data, device, workers=loader_workers(a))
     ckpt = checkpoints.load_checkpoint(a.checkpoint)
     model = models.build_model(p["model"], d.num_classes, d.in_channels)
@@ -59,7 +68,7 @@ def checkpointer_for(a, stage: str, p: dict, device, inputs: dict, stop):
     settings = {
         "stage": stage,
         "params": p,
-        "device": str(device),
+        "device": torch.device(device).type,  # not which GPU of the machine: a retry may get another
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "inputs": {k: checkpoints.file_identity(v) for k, v in inputs.items() if v},

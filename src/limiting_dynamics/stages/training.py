@@ -16,7 +16,16 @@ from ..errors import ConfigError, ResultFileError
 from ..hyperparameters import Hyperparameters
 from ..provenance import stamp
 from ..result_files import open_result
-from .common import checkpointer_for, loader_workers, log, params, recording_divergence, set_threads, theta0
+from .common import (
+    checkpointer_for,
+    device_for,
+    loader_workers,
+    log,
+    params,
+    recording_divergence,
+    set_threads,
+    theta0,
+)
 
 
 def history_dataset(history: dict, attrs: dict, first_epoch: int, params: dict, device) -> xr.Dataset:
@@ -38,7 +47,7 @@ def cmd_converge(a) -> None:
     set_threads(a.threads)
     p = params(a)
     numerics = training.Numerics.from_config(p.get("numerics"))
-    device = training.resolve_device(p["device"])
+    device = device_for(p)
     d = datasets.load_prepared(a.data, device, workers=loader_workers(a))
     torch.manual_seed(int(p["converge"]["seed"]))  # the initialisation is part of the run's seed
     model = models.build_model(p["model"], d.num_classes, d.in_channels)
