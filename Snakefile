@@ -47,3 +47,12 @@ rule all:
     default_target: True
     input:
         all_outputs(),
+
+
+# At the end of a successful run: the targets table of the results page (when this
+# run made or needed it), where the figures are and how to build the HTML report.
+onsuccess:
+    from limiting_dynamics.results_tables import after_run
+
+    made = any(job.rule.name == "results_tables" for job in workflow.dag.jobs)
+    print(after_run(made))

@@ -110,9 +110,10 @@ def main() -> None:
         times = [launch(args, tuple(hook), workdir) for _ in range(a.repeats)]
         rows[rule] = {"median_s": statistics.median(times), "times_s": times, "beyond_import_torch_s": None}
         rows[rule]["beyond_import_torch_s"] = rows[rule]["median_s"] - torch_s
+        extra = rows[rule]["beyond_import_torch_s"]
         print(
-            f"{rule:16s} first {hook[-1]} after {rows[rule]['median_s']:.2f} s ({rows[rule]['beyond_import_torch_s']:+.2f} s "
-            f"beyond import torch), runs {', '.join(f'{t:.2f}' for t in times)}",
+            f"{rule:16s} first {hook[-1]} after {rows[rule]['median_s']:.2f} s ({extra:+.2f} s beyond import torch), "
+            f"runs {', '.join(f'{t:.2f}' for t in times)}",
             flush=True,
         )
     torch_jobs = [r["beyond_import_torch_s"] for k, r in rows.items() if k != "plot"]

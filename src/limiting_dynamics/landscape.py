@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .hessian import Progress
+from .progress import Progress
 
 
 @torch.no_grad()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -58,7 +59,12 @@ def _flat_grad(model: nn.Module, params: list[torch.Tensor], x: torch.Tensor, y:
 
 
 def minibatch_noise(
-    model: nn.Module, batches, n_batches: int, directions: torch.Tensor | None = None, bn_mode: str = "train"
+    model: nn.Module,
+    batches,
+    n_batches: int,
+    directions: torch.Tensor | None = None,
+    bn_mode: str = "train",
+    on_batch: Callable[[int], None] | None = None,
 ) -> dict:
     """Statistics of ``n_batches`` independent minibatch gradients.
 
@@ -71,6 +77,7 @@ def minibatch_noise(
     (unbiased estimate of ``tr Cov(g_S)``) with ``trace_cov_stderr``,
     ``mean_grad_sq_norm``, ``projection_var`` (k,) with
     ``projection_var_stderr`` and the per-batch ``projections`` (n_batches, k).
+    ``on_batch(b)`` is called after the ``b``-th gradient (e.g. progress lines).
     """
     if n_batches < 4:
         raise NoiseError("need at least 4 minibatches for a covariance and its error")
@@ -100,6 +107,8 @@ def minibatch_noise(
         sq_dev.append(inc * (b + 1) / max(b, 1) if b > 0 else 0.0)
         if directions is not None:
             proj.append((directions.to(g.device, torch.float64) @ g).cpu().numpy())
+        if on_batch is not None:
+            on_batch(b + 1)
     trace = m2 / (n_batches - 1)
     dev = np.asarray(sq_dev[1:])
     out = {

@@ -23,6 +23,7 @@ from .data.datasets import TensorData
 from .errors import ConfigError, DivergenceError
 from .hyperparameters import Hyperparameters
 from .models import scale_invariant_tensors
+from .progress import Progress
 from .recording import FlatParameters, StepRecorder
 
 
@@ -194,6 +195,7 @@ def pretrain(
     checkpointer: Checkpointer | None = None,
     log: Callable[[str], None] = print,
     numerics: Numerics = Numerics(),
+    progress_every: float = 30.0,
 ) -> dict[str, list[float]]:
     """Train from scratch with SGD + momentum and a cosine schedule.
 
@@ -202,7 +204,8 @@ def pretrain(
     ``augment_shift``, ``label_noise``).
     Returns per-epoch train/test loss and accuracy and the learning rate.
     ``checkpointer`` (per epoch): resume from its newest checkpoint, write new
-    ones on its schedule and on a signal.
+    ones on its schedule and on a signal. Progress (steps done, rate, time
+    left) goes to ``log`` at most every ``progress_every`` seconds.
     """
     torch.manual_seed(int(cfg["seed"]))
     model.to(device).train()
@@ -245,14 +248,17 @@ def pretrain(
             "epoch": epoch + 1,
         }
 
+    per_epoch = batches.per_epoch
+    progress = Progress("convergence training", total, "steps", log, progress_every, first * per_epoch)
     for epoch in range(first, epochs):
         history["lr"].append(opt.param_groups[0]["lr"])
-        for _ in range(batches.per_epoch):
+        for i in range(per_epoch):
             loss = numerics.loss(forward, *batches.next())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+            progress.update(epoch * per_epoch + i + 1)
         metrics = evaluate_all(model, data)
         if not math.isfinite(metrics["train_loss"]):
             raise DivergenceError(f"pretraining diverged in epoch {epoch + 1}: train loss {metrics['train_loss']}")
@@ -264,6 +270,7 @@ def pretrain(
         )
         if checkpointer is not None and epoch + 1 < epochs:
             checkpointer(epoch + 1, "epochs", state)
+    progress.end(total)
     return history
 
 
@@ -376,20 +383,28 @@ class _Run:
         check_every: int,
         checkpointer: Checkpointer | None = None,
         saved: dict | None = None,
+        log: Callable[[str], None] | None = None,
+        progress_every: float = 30.0,
     ) -> None:
         """``steps`` unrecorded steps; with ``checkpointer``, resumable: ``saved``
-        is a checkpoint it wrote (the run continues after its step)."""
+        is a checkpoint it wrote (the run continues after its step). With
+        ``log``, progress lines at most every ``progress_every`` seconds."""
         losses = torch.empty(steps, device=self.device)
         done = 0
         if saved is not None:
             done = int(saved["burn_step"])
             losses[:done] = saved["burn_losses"].to(self.device)
+        progress = Progress("burn-in", steps, "steps", log, progress_every, done) if log else None
         for k in range(done, steps):
             losses[k] = self.step().detach()
+            if progress is not None:
+                progress.update(k + 1)
             if (k + 1) % check_every == 0 or k + 1 == steps:
                 self._check_burn(losses, k + 1, cell)
             if checkpointer is not None and k + 1 < steps:
                 checkpointer(k + 1, "burn-in steps", lambda: self._burn_state(losses, k + 1, cell))  # noqa: B023
+        if progress is not None:
+            progress.end(steps)
         self.burn_loss = float(losses[-500:].mean()) if steps else float("nan")
 
     def _check_burn(self, losses: torch.Tensor, done: int, cell: str) -> None:
@@ -418,19 +433,22 @@ def burn_in(
     log: Callable[[str], None] = print,
     numerics: Numerics = Numerics(),
     label_noise: float = 0.0,
+    progress_every: float = 30.0,
 ) -> dict:
     """Run ``steps`` unrecorded SGD steps at the cell's hyperparameters from the
     model's weights and return the full state after them (the cell's theta_0):
     a checkpoint dict that :func:`limiting_run` continues from bit-identically
     (``start=``). The caller's model is moved to ``device`` and trained in place.
     ``checkpointer``: resume from its newest checkpoint, write new ones on its
-    schedule and on a signal; cleared when the burn-in completes."""
+    schedule and on a signal; cleared when the burn-in completes. Progress
+    (steps done, rate, time left) goes to ``log`` at most every
+    ``progress_every`` seconds."""
     run = _Run(model, data, hp, sampling, device, augment_shift, numerics, label_noise)
     saved = checkpointer.resume() if checkpointer is not None else None
     if saved is not None:
         run.load(saved["run"], source=str(checkpointer.store.path))
         log(f"resuming burn-in after step {saved['burn_step']} from {checkpointer.store.path}")
-    run.burn(steps, cell, check_every, checkpointer, saved)
+    run.burn(steps, cell, check_every, checkpointer, saved, log, progress_every)
     log(f"burn-in: {steps} steps, last-500 mean loss {run.burn_loss:.4g}")
     return {**run.state(), "burn_in_steps": int(steps), "burn_in_loss": run.burn_loss}
 
@@ -485,6 +503,7 @@ def limiting_run(
     numerics: Numerics = Numerics(),
     label_noise: float = 0.0,
     snapshot_steps=(),
+    progress_every: float = 30.0,
 ) -> dict:
     """Continue SGD at constant ``hp``, recording every step.
 
@@ -513,6 +532,9 @@ def limiting_run(
     ``{step: state dict}`` (where the gradient-noise stage measures the noise
     along the run).
 
+    Progress lines (steps done, rate, time left) go to ``log`` at most every
+    ``progress_every`` seconds, for the burn-in too.
+
     Returns a dict of numpy arrays and metadata (see :mod:`.trajectory`).
     """
     snapshot_steps = sorted({int(k) for k in snapshot_steps})
@@ -529,7 +551,7 @@ def limiting_run(
         run.load(start, source=f"burn-in state of cell {cell}")
         burn_in = int(start.get("burn_in_steps", start["step"]))
     elif burn_in:
-        run.burn(burn_in, cell, check_every)
+        run.burn(burn_in, cell, check_every, log=log, progress_every=progress_every)
         log(f"burn-in: {burn_in} steps, last-500 mean loss {run.burn_loss:.4g}")
     flat, flat_v = run.flat, run.flat_v
     if directions is not None:
@@ -569,8 +591,10 @@ def limiting_run(
             "snapshots": dict(snapshots),
         }
 
+    progress = Progress("limiting run", steps, "steps", log, progress_every, rec.count)
     for k in range(rec.count + 1, steps + 1):
         rec.record(run.step())
+        progress.update(k)
         if k in snapshot_steps:
             snapshots[k] = {n: t.detach().cpu().clone() for n, t in model.state_dict().items()}
         if k % check_every == 0 or k == steps:
@@ -582,6 +606,7 @@ def limiting_run(
             log(f"step {k}/{steps} " + " ".join(f"{n} {v:.4f}" for n, v in evals[-1].items()))
         if checkpointer is not None and k < steps:
             checkpointer(k, "steps", state)
+    progress.end(steps)
 
     scalars = rec.scalars.cpu().double().numpy()
     by_tensor = rec.by_tensor.cpu().double().numpy()

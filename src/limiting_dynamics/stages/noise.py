@@ -9,6 +9,7 @@ import xarray as xr
 
 from .. import noise, table_columns
 from ..atomic import write_netcdf
+from ..progress import Progress
 from ..provenance import stamp
 from ..result_files import open_result
 from .common import log, params, set_threads, theta0
@@ -45,13 +46,25 @@ def cmd_gradient_noise(a) -> None:
         else None
     )
     stats = []
-    for step, weights in points:
+    n_batches = int(cfg["n_batches"])
+    progress = Progress(
+        f"gradient noise at {len(points)} points of the run", n_batches * len(points), "minibatch gradients", log
+    )
+    for i, (step, weights) in enumerate(points):
         if weights is not None:
             checkpoints.load_weights(model, weights, a.snapshots)
         stats.append(
-            noise.minibatch_noise(model, batches, int(cfg["n_batches"]), directions=dirs, bn_mode=cfg["bn_mode"])
+            noise.minibatch_noise(
+                model,
+                batches,
+                n_batches,
+                directions=dirs,
+                bn_mode=cfg["bn_mode"],
+                on_batch=lambda b, i=i: progress.update(i * n_batches + b),
+            )
         )
         log(f"step {step}: tr Cov(g_S) = {stats[-1]['trace_cov']:.4g} +- {stats[-1]['trace_cov_stderr']:.2g}")
+    progress.end(n_batches * len(points))
     per_point = {k: np.asarray([s[k] for s in stats]) for k in ("trace_cov", "trace_cov_stderr", "mean_grad_sq_norm")}
     attrs = {
         "cell": p["cell"],
