@@ -14,33 +14,11 @@ import argparse
 import importlib
 import sys
 
+from .figures import FIGURES
+
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; rerunning continues
 
-
-# the figures of `limiting-dynamics plot FIGURE` (drawn by stages.plot.FIGURES)
-PLOT_FIGURES = [
-    "convergence",
-    "msd",
-    "rotation",
-    "local-displacement",
-    "scaling",
-    "metrics",
-    "linreg-phase-space",
-    "linreg-frequency",
-    "linreg-theory",
-    "linreg-sampling",
-    "ou-currents",
-    "power-law",
-    "hessian-spectrum",
-    "theory-modes",
-    "theory-validity",
-    "phase-space",
-    "theory-msd",
-    "noise-curvature",
-    "loss-landscape",
-    "eigenvector-drift",
-]
 
 # subcommand -> (module of stages/ holding its cmd_<subcommand>, help, options). An option is required unless marked:
 # "name+" one or more values, "name*" zero or more (default None), "name?" optional
@@ -143,6 +121,8 @@ OPTION_HELP = {
     ("predict", "comparisons"): "compare-cell outputs (adds their summary columns)",
     ("predict", "out-modes"): "per-mode theory-vs-experiment table (CSV)",
     ("predict", "out-nc"): "both tables as one NetCDF file, with provenance attributes",
+    ("plot", "inputs"): "the figure's input files as ROLE=PATH, a role of several files repeated ('none': a "
+    "figure that reads no file)",
 }
 
 
@@ -163,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command, (_module, help_, options) in COMMANDS.items():
         s = sub.add_parser(command, help=help_)
         if command == "plot":
-            s.add_argument("figure", choices=PLOT_FIGURES)
+            s.add_argument("figure", choices=list(FIGURES), help="a figure of src/limiting_dynamics/figures.py")
         for opt in options.split():
             name = opt.rstrip("+*?")
             kw = {"help": OPTION_HELP.get((command, name))}

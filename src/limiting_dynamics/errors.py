@@ -62,3 +62,7 @@ class WriteError(LimitingDynamicsError, OSError):
 
 class ResultFileError(LimitingDynamicsError, ValueError):
     """A result file (Hessian, gradient noise, comparison) that is unreadable or incomplete."""
+
+
+class FigureError(LimitingDynamicsError, ValueError):
+    """Input files a figure cannot be drawn from (a role unknown, missing, or given several files for one)."""

@@ -105,7 +105,7 @@ def _loaded_heavy_modules(*modules: str) -> list[str]:
 
 
 def test_the_base_the_snakefile_imports_is_torch_free():
-    base = ("errors", "atomic", "provenance", "hyperparameters", "config", "data.catalog", "run_record")
+    base = ("errors", "atomic", "provenance", "hyperparameters", "config", "data.catalog", "run_record", "figures")
     assert _loaded_heavy_modules(*(f"limiting_dynamics.{m}" for m in base)) == []
 
 
@@ -120,9 +120,3 @@ def test_analysis_and_plot_stages_do_not_load_torch():
 def test_every_command_reaches_its_stage_body(command):
     module = importlib.import_module(f"limiting_dynamics.stages.{cli.COMMANDS[command][0]}")
     assert callable(getattr(module, "cmd_" + command.replace("-", "_")))
-
-
-def test_every_figure_name_has_a_drawing():
-    from limiting_dynamics.stages import plot
-
-    assert sorted(cli.PLOT_FIGURES) == sorted(plot.FIGURES)

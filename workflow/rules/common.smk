@@ -13,6 +13,7 @@ from limiting_dynamics.config import (
     family,
     probed,
 )
+from limiting_dynamics.figures import FIGURES, figure_files, figures_requested
 
 try:
     check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -357,36 +358,9 @@ def linreg_files():
 
 
 # ------------------------------------------------------------- figures
-# figure: (report category, `limiting-dynamics plot` command); inputs in figure_inputs.
-FIGURES = {
-    "convergence": ("Convergence", "convergence"),
-    "msd": ("Diffusion", "msd"),
-    "rotation": ("Diffusion", "rotation"),
-    "local_displacement": ("Diffusion", "local-displacement"),
-    "scaling": ("Hyperparameters", "scaling"),
-    "metrics": ("Performance", "metrics"),
-    "hessian_spectrum": ("Hessian", "hessian-spectrum"),
-    **{
-        f: ("Theory vs experiment", f.replace("_", "-"))
-        for f in (
-            "theory_modes",
-            "theory_validity",
-            "phase_space",
-            "theory_msd",
-            "noise_curvature",
-            "loss_landscape",
-            "eigenvector_drift",
-        )
-    },
-    **{
-        f"linreg_{f}": ("Linear regression", f"linreg-{f.replace('_', '-')}")
-        for f in ("phase_space", "frequency", "theory", "sampling")
-    },
-    **{
-        f"theory_{f}": ("Theory", f.replace("_", "-"))
-        for f in ("ou_currents", "power_law")
-    },
-}
+# Every figure (its inputs by role, report category, caption and plotting function)
+# is an entry of FIGURES in src/limiting_dynamics/figures.py; here only what the
+# registry's names mean for this config.
 
 
 wildcard_constraints:
@@ -397,92 +371,73 @@ def figure(name):
     return f"results/figures/{name}.{config['plots']['format']}"
 
 
-def figure_inputs(wildcards):
-    """The files a figure is drawn from, in the order its plot command reads them."""
-    runs = ["results/trajectories/all_cells.nc", "results/analysis/summary.csv"]
-    theory = probed_files("results/analysis/theory/{cell}.nc")
-    linreg = linreg_files() + [
-        "results/linear_regression/comparison.csv",
-        "results/linear_regression/discrete_vs_continuous.csv",
-    ]
-    inputs = {
-        "convergence": ["results/converge/history.nc"],
-        "msd": runs,
-        "rotation": runs,
-        "local_displacement": runs,
-        "scaling": runs[1:],  # the summary alone
-        "metrics": runs[:1],
-        "hessian_spectrum": probed_files("results/hessian/{cell}.nc"),
-        "theory_modes": theory + ["results/analysis/predictions.csv"],
-        "theory_validity": theory,
-        "phase_space": [
-            f"results/trajectories/{PHASE_CELL}.nc",
-            f"results/analysis/theory/{PHASE_CELL}.nc",
-        ],
-        "theory_msd": theory,
-        "noise_curvature": theory,
-        "loss_landscape": ["results/landscape/landscape.nc"],
-        "eigenvector_drift": probed_files("results/drift/{cell}.nc"),
-        **{
-            f: linreg
-            for f, (category, _) in FIGURES.items()
-            if category == "Linear regression"
-        },
-        **{f: [] for f, (category, _) in FIGURES.items() if category == "Theory"},
+def figure_context():
+    """The cells the registry's input patterns run over (figures.CONTEXT)."""
+    return {"probed": PROBED, "phase_cell": PHASE_CELL, "linreg": list(LINREG_CELLS)}
+
+
+def figure_switches():
+    """Which figures the default target asks for: a figure's `needs` must all be on (figures.SWITCHES)."""
+    return {
+        "hessian": config["hessian"]["enabled"],
+        "drift": drifts(),
+        "landscape": config["landscape"]["enabled"],
+        "comparison": compares() and bool(PROBED),
+        "modes": config["limiting"]["phase_space"]["modes"] > 0,
+        "linear_regression": LINREG["enabled"],
     }
-    return inputs[wildcards.figure]
+
+
+def figure_inputs(wildcards):
+    """The figure's input files by role (the rule's named inputs)."""
+    return figure_files(wildcards.figure, figure_context())
 
 
 def figure_category(wildcards):
-    return FIGURES[wildcards.figure][0]
+    return FIGURES[wildcards.figure].category
 
 
-def figure_command(wildcards):
-    return FIGURES[wildcards.figure][1]
+def figure_caption(wildcards, output):
+    """The report caption (workflow/report/figure.rst). A function of the output, so
+    Snakemake leaves it out of the parameters it compares: a new caption shows in the
+    next report without redrawing the figure."""
+    return FIGURES[wildcards.figure].caption
 
 
 def figure_inputs_arg(wildcards, input):
-    """The theory figures read no file."""
-    return " ".join(input) or "none"
+    """ROLE=PATH for every input file; `none` for a figure that reads no file."""
+    pairs = [
+        f"{role}={path}"
+        for role, paths in input.items()
+        for path in ([paths] if isinstance(paths, str) else paths)
+    ]
+    return " ".join(pairs) or "none"
 
 
 # ------------------------------------------------------------- targets
 
 
 def prediction_outputs():
-    out = [
+    return [
         "results/analysis/predictions.csv",
         "results/analysis/modes.csv",
         "results/analysis/predictions.nc",
     ]
-    if compares() and PROBED:
-        out += [figure(f) for f in ("theory_msd", "noise_curvature")]
-        if config["limiting"]["phase_space"]["modes"] > 0:
-            out += [
-                figure(f) for f in ("theory_modes", "theory_validity", "phase_space")
-            ]
-    return out
 
 
 def hessian_outputs():
     if not config["hessian"]["enabled"]:
         return []
-    out = probed_files("results/hessian/{cell}.nc") + [figure("hessian_spectrum")]
+    out = probed_files("results/hessian/{cell}.nc")
     if drifts():
-        out += probed_files("results/drift/{cell}.nc") + [figure("eigenvector_drift")]
-    if config["landscape"]["enabled"]:
-        out.append(figure("loss_landscape"))
+        out += probed_files("results/drift/{cell}.nc")
     return out
 
 
 def linreg_outputs():
     if not LINREG["enabled"]:
         return []
-    return ["results/linear_regression/comparison.csv"] + [
-        figure(f)
-        for f, (category, _) in FIGURES.items()
-        if category in ("Linear regression", "Theory")
-    ]
+    return ["results/linear_regression/comparison.csv"]
 
 
 def all_outputs():
@@ -496,15 +451,5 @@ def all_outputs():
             "results/analysis/summary.nc",
             "results/analysis/results.md",
         ]
-        + [
-            figure(f)
-            for f in (
-                "convergence",
-                "msd",
-                "rotation",
-                "local_displacement",
-                "scaling",
-                "metrics",
-            )
-        ]
+        + [figure(f) for f in figures_requested(figure_switches())]
     )

@@ -1,11 +1,12 @@
-# Every figure, by its name: its inputs, report category and plot command are looked
-# up in common.smk (FIGURES, figure_inputs). All take their settings from the `plots`
-# config section only, so changing a plot setting reruns plotting and nothing else.
+# Every figure, by its name: its inputs by role, report category, caption and
+# plotting function are its entry in src/limiting_dynamics/figures.py (read through
+# common.smk). All take their settings from the `plots` config section only, so
+# changing a plot setting reruns plotting and nothing else.
 
 
 rule plot:
     input:
-        figure_inputs,
+        unpack(figure_inputs),
     output:
         report(
             figure("{figure}"),
@@ -22,8 +23,8 @@ rule plot:
         **small_job(),
     params:
         plots=params_for("plots"),
-        command=figure_command,
         inputs=figure_inputs_arg,
+        caption=figure_caption,
     shell:
-        "limiting-dynamics plot {params.command} --inputs {params.inputs} --params {params.plots:q}"
+        "limiting-dynamics plot {wildcards.figure} --inputs {params.inputs} --params {params.plots:q}"
         " --out {output} > {log} 2>&1"

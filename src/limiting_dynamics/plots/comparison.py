@@ -206,7 +206,7 @@ def _ellipse(var_x: float, var_v: float, cov: float, n_std: float = 2.0, n: int 
 
 
 def phase_space(
-    traj: xr.Dataset, cmp: xr.Dataset, path, dpi: int = 150, n_modes: int = 3, last_steps: int = 400
+    traj: xr.Dataset, comparison: xr.Dataset, path, dpi: int = 150, n_modes: int = 3, last_steps: int = 400
 ) -> None:
     """Position against velocity along the top Hessian eigenvectors (the last
     ``last_steps`` steps of the mode window, or two periods of mode 1 if longer,
@@ -217,8 +217,8 @@ def phase_space(
     fig, axes = plt.subplots(2, k, figsize=(4.3 * k, 7.2), squeeze=False)
     pos, vel = traj.mode_position.values, traj.mode_velocity.values
     steps = traj.step.values
-    lo, hi = int(cmp.attrs["mode_window_start"]) - 1, int(cmp.attrs["mode_window_end"])
-    freq = float(np.nan_to_num(cmp.oscillation_frequency_predicted.values[0]))
+    lo, hi = int(comparison.attrs["mode_window_start"]) - 1, int(comparison.attrs["mode_window_end"])
+    freq = float(np.nan_to_num(comparison.oscillation_frequency_predicted.values[0]))
     if freq > 0:  # at least two periods of mode 1 (the quadratic family's are hundreds of steps)
         last_steps = max(last_steps, int(np.ceil(2 / freq)))
     sl = slice(max(lo, hi - last_steps), hi)
@@ -228,23 +228,23 @@ def phase_space(
         ax.plot(x, v, color="0.75", lw=0.5, zorder=1)
         sc = ax.scatter(x, v, c=steps[sl], s=3, cmap="viridis", zorder=2)
         ell = _ellipse(
-            float(cmp.position_var_predicted[i]),
-            float(cmp.velocity_var_predicted[i]),
-            float(cmp.position_velocity_cov_predicted[i]),
+            float(comparison.position_var_predicted[i]),
+            float(comparison.velocity_var_predicted[i]),
+            float(comparison.position_velocity_cov_predicted[i]),
         )
         mx, mv = float(np.mean(pos[lo:hi, i])), float(np.mean(vel[lo:hi, i]))
         ax.plot(ell[0] + mx, ell[1] + mv, color="C3", lw=1.2, label="prediction 95% (stationary, independent noise)")
         ax.set(
             xlabel=f"$u_{i + 1}^T(\\theta_k-\\theta_0)$",
             ylabel=f"$u_{i + 1}^T v_k$",
-            title=f"mode {i + 1}: $\\lambda$={float(cmp.eigenvalue[i]):.3g}, Var x meas/pred "
-            f"{float(cmp.position_var_measured[i] / cmp.position_var_predicted[i]):.2g}",
+            title=f"mode {i + 1}: $\\lambda$={float(comparison.eigenvalue[i]):.3g}, Var x meas/pred "
+            f"{float(comparison.position_var_measured[i] / comparison.position_var_predicted[i]):.2g}",
         )
         if i == 0:
             ax.legend(fontsize=7)
         ax = axes[1, i]
         ax.plot(steps, pos[:, i], lw=0.4)
-        sd = np.sqrt(float(cmp.position_var_predicted[i]))
+        sd = np.sqrt(float(comparison.position_var_predicted[i]))
         ax.axhspan(mx - 2 * sd, mx + 2 * sd, color="C3", alpha=0.15, label="theory ±2 sd")
         ax.axvspan(steps[lo], steps[hi - 1], color="0.85", zorder=0, label="mode window")
         ax.set(xlabel="step k", ylabel=f"$u_{i + 1}^T(\\theta_k-\\theta_0)$")
@@ -343,29 +343,29 @@ def noise_curvature(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
     save(fig, path, dpi)
 
 
-def loss_landscape(ds: xr.Dataset, path, dpi: int = 150) -> None:
+def loss_landscape(landscape: xr.Dataset, path, dpi: int = 150) -> None:
     """Train and test loss on the plane of two Hessian eigenvectors around
     theta_0, with the trajectory's projection on top."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
-    a, b = ds.alpha.values, ds.beta.values
-    i, j = int(ds.attrs["mode_a"]), int(ds.attrs["mode_b"])
+    a, b = landscape.alpha.values, landscape.beta.values
+    i, j = int(landscape.attrs["mode_a"]), int(landscape.attrs["mode_b"])
     for ax, var in zip(axes, ("train_loss", "test_loss")):
-        z = ds[var].values
+        z = landscape[var].values
         cs = ax.contourf(a, b, z.T, levels=30, cmap="magma_r")
         ax.contour(a, b, z.T, levels=10, colors="k", linewidths=0.3)
         fig.colorbar(cs, ax=ax, label=f"{var.replace('_', ' ')} (nat)")
-        ax.plot(ds.trajectory_a, ds.trajectory_b, color="C0", lw=0.4, alpha=0.8, label="trajectory")
+        ax.plot(landscape.trajectory_a, landscape.trajectory_b, color="C0", lw=0.4, alpha=0.8, label="trajectory")
         ax.plot([0], [0], "w*", ms=9, mec="k", label="$\\theta_0$")
         ax.set(
             xlabel=f"$u_{{{i}}}$ coordinate",
             ylabel=f"$u_{{{j}}}$ coordinate",
-            title=f"{var.replace('_', ' ')} ({ds.attrs['n_' + var.split('_')[0]]} examples, eval mode)",
+            title=f"{var.replace('_', ' ')} ({landscape.attrs['n_' + var.split('_')[0]]} examples, eval mode)",
         )
     axes[0].legend(fontsize=7, loc="upper right")
     fig.suptitle(
         f"Loss landscape in the plane of Hessian eigenvectors {i} and {j} at $\\theta_0$ of cell "
-        f"{ds.attrs['cell']} ($\\lambda_{{{i}}}$={ds.attrs['eigenvalue_a']:.3g}, "
-        f"$\\lambda_{{{j}}}$={ds.attrs['eigenvalue_b']:.3g})",
+        f"{landscape.attrs['cell']} ($\\lambda_{{{i}}}$={landscape.attrs['eigenvalue_a']:.3g}, "
+        f"$\\lambda_{{{j}}}$={landscape.attrs['eigenvalue_b']:.3g})",
         fontsize=10,
     )
     fig.tight_layout()

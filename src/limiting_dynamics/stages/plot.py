@@ -1,59 +1,66 @@
-"""The plot stage (torch-free): one figure from result files. :data:`FIGURES`
-maps each figure name of ``limiting-dynamics plot FIGURE`` to a function of
-``(inputs, params, out, dpi)`` that reads what the figure needs and draws it."""
+"""The plot stage (torch-free): one figure of the registry (:mod:`limiting_dynamics.figures`).
+
+``limiting-dynamics plot FIGURE --inputs ROLE=PATH ...`` opens each file as its
+role says (:data:`READERS`) and calls the figure's plotting function with the
+opened inputs by role, the ``plots`` settings the figure names, ``path`` and
+``dpi``."""
 
 from __future__ import annotations
+
+import importlib
 
 import pandas as pd
 import xarray as xr
 
-from ..plots import comparison, runs, style, theory
+from ..errors import FigureError
+from ..figures import FIGURES
+from ..plots import style
 from ..result_files import open_result
 from .common import params
 
-
-def _netcdf(inputs) -> list[xr.Dataset]:
-    return [xr.load_dataset(f) for f in inputs if f.endswith(".nc")]
-
-
-def _tables(inputs) -> list[pd.DataFrame]:
-    return [pd.read_csv(f) for f in inputs if f.endswith(".csv")]
-
-
-def _summary(inputs) -> pd.DataFrame | None:
-    """The per-cell table among the inputs (``summary.csv`` or ``predictions.csv``), if any."""
-    csv = [f for f in inputs if f.endswith(".csv")]
-    return pd.read_csv(csv[0], index_col="cell") if csv else None
-
-
-# fmt: off
-FIGURES = {
-    "convergence": lambda i, p, o, d: runs.convergence(xr.load_dataset(i[0]), o, d),
-    "msd": lambda i, p, o, d: runs.msd(xr.load_dataset(i[0]), _summary(i), o, d),
-    "rotation": lambda i, p, o, d: runs.rotation(xr.load_dataset(i[0]), _summary(i), o, d),
-    "local-displacement": lambda i, p, o, d: runs.local_displacement(
-        xr.load_dataset(i[0]), _summary(i), o, int(p["smoothing"]), d),
-    "scaling": lambda i, p, o, d: runs.hyperparameter_scaling(_summary(i), p["default"], o, d),
-    "metrics": lambda i, p, o, d: runs.metrics(xr.load_dataset(i[0]), o, d),
-    "hessian-spectrum": lambda i, p, o, d: runs.hessian_spectrum([open_result(f, "hessian") for f in i], o, d),
-    "linreg-phase-space": lambda i, p, o, d: theory.phase_space(_netcdf(i), _tables(i), o, d),
-    "linreg-frequency": lambda i, p, o, d: theory.frequency(_netcdf(i), _tables(i), o, d),
-    "linreg-theory": lambda i, p, o, d: theory.theory_vs_simulation(_netcdf(i), _tables(i), o, d),
-    "linreg-sampling": lambda i, p, o, d: theory.sampling(_netcdf(i), _tables(i), o, d),
-    "ou-currents": lambda i, p, o, d: theory.ou_currents(o, d),
-    "power-law": lambda i, p, o, d: theory.power_law(o, d),
-    "theory-modes": lambda i, p, o, d: comparison.theory_modes(_netcdf(i), _summary(i), o, d),
-    "theory-validity": lambda i, p, o, d: comparison.theory_validity(_netcdf(i), o, d),
-    "phase-space": lambda i, p, o, d: comparison.phase_space(*_netcdf(i)[:2], o, d),
-    "theory-msd": lambda i, p, o, d: comparison.theory_msd(_netcdf(i), o, d),
-    "noise-curvature": lambda i, p, o, d: comparison.noise_curvature(_netcdf(i), o, d),
-    "eigenvector-drift": lambda i, p, o, d: comparison.eigenvector_drift(_netcdf(i), o, d),
-    "loss-landscape": lambda i, p, o, d: comparison.loss_landscape(_netcdf(i)[0], o, d),
+READERS = {  # figures.READS
+    "dataset": xr.load_dataset,
+    "hessian": lambda f: open_result(f, "hessian"),
+    "table": pd.read_csv,
+    "table_by_cell": lambda f: pd.read_csv(f, index_col="cell"),
 }
-# fmt: on
+
+
+def drawing(name: str):
+    """The plotting function of figure ``name`` (imports its module of :mod:`limiting_dynamics.plots`)."""
+    module, function = FIGURES[name].draw.rsplit(".", 1)
+    return getattr(importlib.import_module(f"..plots.{module}", __package__), function)
+
+
+def files_by_role(name: str, pairs: list[str]) -> dict[str, list[str]]:
+    """``ROLE=PATH`` pairs (``none``: no file) as each role's files, checked against the figure's roles."""
+    roles = FIGURES[name].inputs
+    given: dict[str, list[str]] = {}
+    for pair in [] if pairs == ["none"] else pairs:
+        role, _, path = pair.partition("=")
+        if role not in roles or not path:
+            raise FigureError(
+                f"figure {name}: --inputs takes ROLE=PATH with ROLE one of {sorted(roles) or 'none (no inputs)'}, "
+                f"got {pair!r}"
+            )
+        given.setdefault(role, []).append(path)
+    missing = sorted(set(roles) - set(given))
+    if missing:
+        raise FigureError(f"figure {name}: no input file given for role(s) {missing}")
+    several = sorted(r for r, spec in roles.items() if not spec.many and len(given[r]) > 1)
+    if several:
+        raise FigureError(f"figure {name}: role(s) {several} take one file each, got {[given[r] for r in several]}")
+    return given
 
 
 def cmd_plot(a) -> None:
+    figure = FIGURES[a.figure]
     p = params(a)
+    inputs = {}
+    for role, files in files_by_role(a.figure, a.inputs).items():
+        spec = figure.inputs[role]
+        opened = [READERS[spec.read](f) for f in files]
+        inputs[role] = opened if spec.many else opened[0]
     style.setup(p["context"])
-    FIGURES[a.figure](a.inputs, p, a.out, int(p["dpi"]))
+    settings = {k: p[k] for k in figure.settings}
+    drawing(a.figure)(**inputs, **settings, path=a.out, dpi=int(p["dpi"]))
