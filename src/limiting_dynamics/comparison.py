@@ -420,16 +420,22 @@ def compare_cell(
     if "mode" in ds.dims:
         window = (ds.lag >= attrs["mode_window_start"]) & (ds.lag <= attrs["mode_window_end"])
         measured = ds.lag_msd_sketch if "lag_msd_sketch" in ds else ds.sq_dist_from_start_measured
-        ratio = (measured / ds.lag_msd_predicted).where(window, drop=True).values
-        ds.attrs["lag_msd_ratio_mode_window_min"] = float(ratio.min()) if ratio.size else float("nan")
-        ds.attrs["lag_msd_ratio_mode_window_max"] = float(ratio.max()) if ratio.size else float("nan")
-        iso = (measured / ds.lag_msd_predicted_isotropic).where(window, drop=True).values
-        ds.attrs["lag_msd_ratio_isotropic_mode_window_min"] = float(iso.min()) if iso.size else float("nan")
-        ds.attrs["lag_msd_ratio_isotropic_mode_window_max"] = float(iso.max()) if iso.size else float("nan")
-        z = ((measured - ds.lag_msd_predicted) / ds.lag_msd_predicted_sd).where(window, drop=True).values
-        rel = (ds.lag_msd_predicted_sd / ds.lag_msd_predicted).where(window, drop=True).values
-        ds.attrs["lag_msd_z_mode_window_max"] = float(np.nanmax(np.abs(z))) if z.size else float("nan")
-        ds.attrs["lag_msd_relative_sd_mode_window_max"] = float(np.nanmax(rel)) if rel.size else float("nan")
+
+        def over_window(values, reduce) -> float:
+            v = values.where(window, drop=True).values
+            return float(reduce(v)) if v.size else float("nan")
+
+        ratio, iso = measured / ds.lag_msd_predicted, measured / ds.lag_msd_predicted_isotropic
+        ds.attrs.update(
+            lag_msd_ratio_mode_window_min=over_window(ratio, np.min),
+            lag_msd_ratio_mode_window_max=over_window(ratio, np.max),
+            lag_msd_ratio_isotropic_mode_window_min=over_window(iso, np.min),
+            lag_msd_ratio_isotropic_mode_window_max=over_window(iso, np.max),
+            lag_msd_z_mode_window_max=over_window(
+                abs(measured - ds.lag_msd_predicted) / ds.lag_msd_predicted_sd, np.nanmax
+            ),
+            lag_msd_relative_sd_mode_window_max=over_window(ds.lag_msd_predicted_sd / ds.lag_msd_predicted, np.nanmax),
+        )
     meta = {
         "mode": "Hessian eigenvector index at theta_0 (1 = largest eigenvalue)",
         "lag": "lag tau (SGD steps); for sq_dist_from_start the number of steps since theta_0",

@@ -58,6 +58,17 @@ def _flat_grad(model: nn.Module, params: list[torch.Tensor], x: torch.Tensor, y:
     return torch.cat([g.reshape(-1) for g in grads])
 
 
+def _gradient_copy(model: nn.Module, bn_mode: str) -> tuple[nn.Module, list[torch.Tensor]]:
+    """A copy of ``model`` for minibatch gradients in ``bn_mode`` (BatchNorm's running
+    statistics left untouched) and its trainable parameters; the caller's model is not changed."""
+    m = copy.deepcopy(model)
+    m.train(bn_mode == "train")
+    for mod in m.modules():
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            mod.momentum = 0.0  # batch statistics without touching the running ones
+    return m, [p for p in m.parameters() if p.requires_grad]
+
+
 def minibatch_noise(
     model: nn.Module,
     batches,
@@ -83,12 +94,7 @@ def minibatch_noise(
         raise NoiseError("need at least 4 minibatches for a covariance and its error")
     if bn_mode not in ("train", "eval"):
         raise NoiseError(f"bn_mode must be 'train' or 'eval', got {bn_mode!r}")
-    m = copy.deepcopy(model)
-    m.train(bn_mode == "train")
-    for mod in m.modules():
-        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-            mod.momentum = 0.0  # batch statistics without touching the running ones
-    params = [p for p in m.parameters() if p.requires_grad]
+    m, params = _gradient_copy(model, bn_mode)
     mean = None
     m2 = 0.0
     sq_dev = []  # ||g_b - running mean||^2 terms (for a rough error of the trace)
@@ -147,12 +153,7 @@ def bulk_noise_curvature(
     gradients are kept (float32)."""
     if n_batches < 4:
         raise NoiseError("need at least 4 minibatches for a covariance and its error")
-    m = copy.deepcopy(model)
-    m.train(bn_mode == "train")
-    for mod in m.modules():
-        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-            mod.momentum = 0.0
-    params = [p for p in m.parameters() if p.requires_grad]
+    m, params = _gradient_copy(model, bn_mode)
     grads = torch.stack([_flat_grad(m, params, *batches.next()).float() for _ in range(n_batches)])
     dev = grads - grads.mean(dim=0, keepdim=True)
     u = directions.to(dev.device, dev.dtype)
