@@ -16,16 +16,19 @@ from conftest import TINY, Workflow
 DEFAULT = "lr0.05_bs32_mom0.9_wd0.005_seed0"
 
 
-def _run_cell_pid(cell: str) -> int | None:
-    """The Python process of ``limiting-dynamics run-cell`` for ``cell`` (not its shell)."""
+def _run_cell_pid(cell: str, root) -> int | None:
+    """The Python process of ``limiting-dynamics run-cell`` for ``cell`` (not its shell)
+    working in ``root``: other tests running at the same time (pytest-xdist) run the
+    same cell in their own directories, and must not be signalled."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             args = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+            cwd = os.readlink(f"/proc/{entry}/cwd")
         except OSError:
             continue
-        if b"run-cell" in args and any(cell.encode() in a for a in args):
+        if b"run-cell" in args and any(cell.encode() in a for a in args) and os.path.samefile(cwd, root):
             return int(entry)
     return None
 
@@ -65,7 +68,7 @@ def test_snakemake_run_stopped_by_sigterm_then_sigkill_resumes_bit_identically(t
 
     proc = wf.start(target)
     _wait_for(resume.exists, proc, "the first checkpoint")
-    os.kill(_run_cell_pid(DEFAULT), signal.SIGTERM)
+    os.kill(_run_cell_pid(DEFAULT, wf.root), signal.SIGTERM)
     out = proc.communicate(timeout=300)[0]
     assert proc.returncode != 0 and "exit status 75" in out, out
     assert "interrupted: stopped by SIGTERM after" in log.read_text()
@@ -81,7 +84,7 @@ def test_snakemake_run_stopped_by_sigterm_then_sigkill_resumes_bit_identically(t
 
     proc = wf.start(target)
     _wait_for(newer_checkpoint, proc, "a checkpoint after resuming")
-    os.kill(_run_cell_pid(DEFAULT), signal.SIGKILL)
+    os.kill(_run_cell_pid(DEFAULT, wf.root), signal.SIGKILL)
     proc.communicate(timeout=300)
     assert proc.returncode != 0 and not record.exists() and not wf.path(target).exists()
 
