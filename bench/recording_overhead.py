@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from limiting_dynamics.models import build_model, count_parameters
 from limiting_dynamics.recording import FlatParameters, StepRecorder
-from limiting_dynamics.training import optimizer_name, sgd
+from limiting_dynamics.training import sgd
 
 CASES = {
     "resnet8@8px": ({"arch": "resnet", "blocks": [1, 1, 1], "width": 16, "stem": "cifar"}, 8, 1),
@@ -110,7 +110,7 @@ def measure(
         "case": case,
         "batch_size": batch_size,
         "n_params": count_parameters(model),
-        "optimizer": optimizer_name(opt),
+        "optimizer": opt.name,
         "step_ms_plain": 1e3 * p,
         "step_ms_recorded": 1e3 * r,
         "overhead": r / p - 1,

@@ -81,9 +81,11 @@ class FlatParameters:
                 offset += size
         return out
 
-    def install_momentum_buffers(self, optimizer: torch.optim.SGD) -> torch.Tensor:
+    def install_momentum_buffers(self, optimizer) -> torch.Tensor:
         """Give every parameter a momentum buffer that is a view into one flat tensor.
 
+        ``optimizer`` keeps its buffers as ``optimizer.state[p]["momentum_buffer"]``
+        (:class:`limiting_dynamics.heavy_ball.HeavyBall` or ``torch.optim.SGD``).
         Existing buffers are copied in; missing ones start at zero, which is
         bit-identical to PyTorch's first step (``0 * beta + g == g``).
         """

@@ -10,11 +10,14 @@ stricter reader (:func:`.trajectory.open_trajectory`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import xarray as xr
 
 from .errors import ResultFileError
+
+if TYPE_CHECKING:  # xarray (0.3 s) is imported where a file is read: a burn-in job reads none
+    import xarray as xr
 
 # kind -> (variables that must be present and finite, attributes that must be present, the rule writing it)
 REQUIRED = {
@@ -31,6 +34,8 @@ REQUIRED = {
 
 def open_result(path: str | Path, kind: str) -> xr.Dataset:
     """Load the ``kind`` result at ``path`` into memory after checking it."""
+    import xarray as xr
+
     variables, attrs, rule = REQUIRED[kind]
     try:
         ds = xr.load_dataset(path, engine="netcdf4")

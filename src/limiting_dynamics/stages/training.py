@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import xarray as xr
 
 from .. import checkpoints, models, run_record, training
 from ..atomic import write_netcdf
@@ -27,9 +27,14 @@ from .common import (
     theta0,
 )
 
+if TYPE_CHECKING:  # xarray (0.3 s) is imported where a NetCDF file is read or written
+    import xarray as xr
+
 
 def history_dataset(history: dict, attrs: dict, first_epoch: int, params: dict, device) -> xr.Dataset:
     """The pretraining history (one row per epoch) as a CF-style data set."""
+    import xarray as xr
+
     n = len(history["train_loss"])
     ds = xr.Dataset(
         {k: ("epoch", np.asarray(v, float)) for k, v in history.items()},
