@@ -130,15 +130,18 @@ def sketch_lag_msd(sketch: np.ndarray, lags) -> np.ndarray:
 
 
 def lag_msd_sd(top_lam, top_sigma2, bulk_lam, bulk_sigma2, bulk_mult, lags, steps, hp, kw, sketch_dim):
-    """The predicted scatter of one run's measured lag-MSD (:func:`.theory.lag_msd_sampling_sd`)
-    over the top modes and the SLQ bulk (each node ``mult`` modes); NaN per lag
-    where the theory does not cover the sampling scheme."""
+    """The predicted scatter of one run's measured lag-MSD over the top modes and
+    the SLQ bulk (each node ``mult`` modes): of the time average over anchors
+    (:func:`.theory.lag_msd_sampling_sd`) and of the exact distance from theta_0,
+    one anchor (:func:`.theory.lag_msd_single_anchor_sd`); NaN per lag where the
+    theory does not cover the sampling scheme."""
     if kw["sampling"] != "replacement":
-        return np.full(len(lags), np.nan)
+        return np.full(len(lags), np.nan), np.full(len(lags), np.nan)
     lam = np.concatenate([top_lam, bulk_lam])
     var = np.concatenate([top_sigma2, bulk_sigma2])
     mult = np.concatenate([np.ones(len(top_lam)), bulk_mult])
-    return theory.lag_msd_sampling_sd(lam, var, lags, steps, hp, multiplicity=mult, sketch_dim=sketch_dim, **kw)
+    averaged = theory.lag_msd_sampling_sd(lam, var, lags, steps, hp, multiplicity=mult, sketch_dim=sketch_dim, **kw)
+    return averaged, theory.lag_msd_single_anchor_sd(lam, var, lags, hp, multiplicity=mult, **kw)
 
 
 def log_lags(steps: int, n: int = 40, max_fraction: float = 0.5) -> np.ndarray:
@@ -391,21 +394,20 @@ def compare_cell(
         c_lag_msd_predicted_c_like_h=fit_exponent(lags, curves["_c_like_h"], fit_window, steps),
     )
     sketch_dim = int(traj.sizes["sketch_dim"]) if "sketch" in traj else None
-    out["lag_msd_predicted_sd"] = (
-        "lag",
-        lag_msd_sd(
-            lam_all[ok_top],
-            sigma2_all[ok_top],
-            bulk_lam[ok_bulk],
-            bulk_sigma2_measured_slope,
-            bulk_mult[ok_bulk],
-            lags,
-            steps,
-            hp,
-            kw,
-            sketch_dim,
-        ),
+    averaged_sd, single_sd = lag_msd_sd(
+        lam_all[ok_top],
+        sigma2_all[ok_top],
+        bulk_lam[ok_bulk],
+        bulk_sigma2_measured_slope,
+        bulk_mult[ok_bulk],
+        lags,
+        steps,
+        hp,
+        kw,
+        sketch_dim,
     )
+    out["lag_msd_predicted_sd"] = ("lag", averaged_sd)
+    out["sq_dist_from_start_predicted_sd"] = ("lag", single_sd)
     if "sketch" in traj:
         sk = sketch_lag_msd(traj.sketch.values, lags)
         out["lag_msd_sketch"] = ("lag", sk)
@@ -415,6 +417,10 @@ def compare_cell(
         attrs["sketch_over_exact_sq_dist"] = float(
             np.mean((traj.sketch.values.astype(float) ** 2).sum(1)) / np.mean(exact)
         )
+        # and at lag 1, where the exact time average is recorded (the squared step): the sketch's bias there
+        if "sq_step" in traj:
+            lag1 = sketch_lag_msd(traj.sketch.values, [1])[0]
+            attrs["sketch_over_exact_lag1"] = float(lag1 / np.mean(traj.sq_step.values[1:]))
     ds = xr.Dataset(out, coords=coords, attrs=attrs)
     ds.attrs["theory_agreement_lag"] = agreement_lag(ds)
     if "mode" in ds.dims:
@@ -435,6 +441,15 @@ def compare_cell(
                 abs(measured - ds.lag_msd_predicted) / ds.lag_msd_predicted_sd, np.nanmax
             ),
             lag_msd_relative_sd_mode_window_max=over_window(ds.lag_msd_predicted_sd / ds.lag_msd_predicted, np.nanmax),
+        )
+        # the exact measurement: the distance from theta_0 (one anchor, no sketch), in units of its own scatter
+        exact = ds.sq_dist_from_start_measured
+        ds.attrs.update(
+            lag_msd_exact_ratio_mode_window_min=over_window(exact / ds.lag_msd_predicted, np.min),
+            lag_msd_exact_ratio_mode_window_max=over_window(exact / ds.lag_msd_predicted, np.max),
+            lag_msd_exact_z_mode_window_max=over_window(
+                abs(exact - ds.lag_msd_predicted) / ds.sq_dist_from_start_predicted_sd, np.nanmax
+            ),
         )
     meta = {
         "mode": "Hessian eigenvector index at theta_0 (1 = largest eigenvalue)",
@@ -464,6 +479,8 @@ def compare_cell(
         "the pole angle went to its bound: no oscillation found in the window)",
         "valid_steps": "last replayed step at which the eigenvector of theta_0 had a relative residual below 0.5",
         "lag_msd_predicted_top": "stationary lag-MSD of the top modes alone (theory, independent noise)",
+        "sq_dist_from_start_predicted_sd": "predicted standard deviation of ||theta_t - theta_0||^2 about "
+        "lag_msd_predicted at t = lag (one anchor, stationary Gaussian modes)",
         "lag_msd_predicted_sd": "predicted standard deviation of one run's time-averaged lag-MSD about "
         "lag_msd_predicted (stationary Gaussian modes; the sketch's projection included)",
         "lag_msd_predicted": "prediction: stationary lag-MSD of top modes plus SLQ bulk, independent noise, bulk "

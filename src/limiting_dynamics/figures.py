@@ -259,7 +259,11 @@ FIGURES: dict[str, Figure] = {
         and the top modes alone (dotted). How the bulk's noise spreads over its
         eigenvalues is the one assumption (``sigma^2 ~ lam^s``, ``s`` measured on the
         top modes); the band spans ``s = 0`` to ``s = 1``. The shaded lags are where
-        the prediction is within 25% of the measurement.
+        the prediction is within 25% of the measurement. Thin lines: two standard
+        deviations of one stationary run's measurement about the prediction, for the
+        time average (red) and for the exact distance from theta_0, one anchor (blue,
+        dashed). The sketch adds a bias of its own (reported per run); a run that
+        started away from its stationary state drifts, and the dots show it.
         """,
     ),
     "noise_curvature": Figure(

@@ -173,6 +173,22 @@ COLUMNS: dict[str, tuple[str, str]] = {
         "1",
         "largest predicted sampling standard deviation of one run's lag-MSD relative to its mean, over the mode window",
     ),
+    "lag_msd_exact_ratio_mode_window_min": (
+        "1",
+        "smallest exact ||theta_t - theta_0||^2 / predicted lag-MSD at t = lag, over lags in the mode window "
+        "(one anchor)",
+    ),
+    "lag_msd_exact_ratio_mode_window_max": (
+        "1",
+        "largest exact ||theta_t - theta_0||^2 / predicted lag-MSD at t = lag, over lags in the mode window "
+        "(one anchor)",
+    ),
+    "lag_msd_exact_z_mode_window_max": (
+        "1",
+        "largest |exact ||theta_t - theta_0||^2 - predicted lag-MSD| in units of its predicted one-anchor standard "
+        "deviation, over lags in the mode window",
+    ),
+    "sketch_over_exact_lag1": ("1", "the sketch's time-averaged lag-1 MSD over the exact mean squared step"),
     "eigenvectors_valid_steps": ("1", "median over modes of valid_steps"),
     "mode_window_end": ("1", "last step of the mode window"),
     # modes: per mode (module comparison) and the ratios of MODE_RATIOS

@@ -653,6 +653,40 @@ def lag_msd_sampling_sd(
     return np.asarray(out)
 
 
+def lag_msd_single_anchor_sd(
+    eigvals,
+    noise_var,
+    lags,
+    hp: Hyperparameters,
+    *,
+    multiplicity=None,
+    sampling: str = "replacement",
+    n_samples: int | None = None,
+) -> np.ndarray:
+    """Standard deviation of ``||theta_{t+tau} - theta_t||^2`` from *one* anchor
+    ``t`` of a stationary run, per lag (docs/theory.md, "How well one run
+    measures the lag-MSD"): the exact distance from theta_0 that every run
+    records is such a measurement.
+
+    Each Gaussian mode's increment has variance ``G_i(tau) = 2 (R_i(0) - R_i(tau))``,
+    so ``d_i^2`` has variance ``2 G_i^2``; independent modes add, each node
+    counted ``multiplicity`` times: ``sd = sqrt(2 sum_i m_i G_i(tau)^2)``.
+    Discrete model, sampling with replacement only."""
+    if sampling != "replacement":
+        raise TheoryError("the lag-MSD sampling error is derived for sampling with replacement only")
+    tau = _as_steps(lags, "lags")
+    sysm = _mode_system(eigvals, noise_var, hp, "discrete", sampling, n_samples)
+    mult = np.ones(sysm.A.shape[0]) if multiplicity is None else np.asarray(multiplicity, float)
+    cov = sysm.stationary()
+    r = np.empty((int(tau.max()) + 1, sysm.A.shape[0]))  # R(k) per mode
+    m = cov
+    for k in range(r.shape[0]):
+        r[k] = m[:, 0, 0]
+        m = sysm.A @ m
+    g = 2.0 * (r[0] - r[tau])  # (lag, mode)
+    return np.sqrt(2.0 * (g**2 * mult).sum(axis=1))
+
+
 def lag_covariance(
     eigvals,
     noise_var,

@@ -10,9 +10,10 @@ from limiting_dynamics import comparison
 from limiting_dynamics.recording import BlockSignSketch
 
 
-def _quadratic_cell(sampling="replacement", steps=40000, seed=0):
+def _quadratic_cell(sampling="replacement", steps=40000, seed=0, hot=1.0):
     """SGD with momentum on independent quadratic modes, recorded like a real cell
-    (each mode its own "tensor"; the minimum at the origin, theta = x)."""
+    (each mode its own "tensor"; the minimum at the origin, theta = x). ``hot``
+    scales theta_0 away from the stationary state (1: stationary)."""
     rng = np.random.default_rng(seed)
     lr, s, beta, wd, n_train = 0.05, 8, 0.9, 1e-3, 10**6
     lam = np.concatenate([[6.0, 3.0, 1.5], np.linspace(0.05, 1.0, 40)])
@@ -22,6 +23,7 @@ def _quadratic_cell(sampling="replacement", steps=40000, seed=0):
     for _ in range(5000):  # burn-in to stationarity
         v = beta * v + a * x + rng.standard_normal(lam.size) * np.sqrt(sigma2 / s)
         x = x - lr * v
+    x, v = x * hot, v * np.sqrt(hot)
     x0, v0 = x.copy(), v.copy()
     xs, vs, gs = np.empty((steps, lam.size)), np.empty((steps, lam.size)), np.empty((steps, lam.size))
     for k in range(steps):
@@ -38,6 +40,7 @@ def _quadratic_cell(sampling="replacement", steps=40000, seed=0):
             "mode_offset": ("mode", x0[:3]),
             "mode_velocity_start": ("mode", v0[:3]),
             "sq_dist_from_start": ("step", (d**2).sum(1)),
+            "sq_step": ("step", (np.diff(np.vstack([x0, xs]), axis=0) ** 2).sum(1)),
             "sketch": (("step", "sketch_dim"), d),
             "sq_grad_by_tensor": (("tensor_step", "tensor"), gs**2),
         },
@@ -138,6 +141,20 @@ def test_compare_cell_matches_a_simulated_quadratic_with_known_answer():
     assert not np.allclose(cmp.lag_msd_predicted_isotropic, cmp.lag_msd_sketch, rtol=0.12)
     assert np.all(cmp.lag_msd_predicted_top < cmp.lag_msd_predicted)
     assert cmp.attrs["c_lag_msd_sketch"] == pytest.approx(cmp.attrs["c_lag_msd_predicted"], abs=0.1)
+    # the exact distance from theta_0 (one anchor) within its predicted scatter; the "sketch" here is exact
+    assert cmp.attrs["sketch_over_exact_lag1"] == pytest.approx(1.0, rel=1e-9)
+    assert cmp.attrs["lag_msd_exact_z_mode_window_max"] < 3.5
+    assert 0.5 < cmp.attrs["lag_msd_exact_ratio_mode_window_min"] < cmp.attrs["lag_msd_exact_ratio_mode_window_max"] < 2
+
+
+def test_a_run_started_away_from_its_stationary_state_fails_the_exact_lag_msd_test():
+    """theta_0 three times too far out (a hotter start): the time average over the run
+    barely sees it, the exact distance from theta_0 does, far beyond its scatter."""
+    kw = dict(stationary_window=(0.0, 1.0), fit_window=(0.001, 0.5), mode_window=(0.0, 0.5), curvature_block=5000)
+    cmp = comparison.compare_cell(*_quadratic_cell(hot=3.0), **kw)
+    assert cmp.attrs["lag_msd_exact_ratio_mode_window_max"] > 1.5
+    assert cmp.attrs["lag_msd_exact_z_mode_window_max"] > 5
+    assert cmp.attrs["lag_msd_ratio_mode_window_max"] < 1.25  # the time average hides it
 
 
 def test_curvature_along_the_run_shows_a_direction_going_stale():

@@ -482,6 +482,25 @@ def test_lag_msd_sampling_sd_matches_simulated_runs(sketch_dim):
     assert sd[-1] / mean[-1] > 3 * sd[0] / mean[0]  # long lags are measured far less precisely
 
 
+def test_lag_msd_single_anchor_sd_matches_simulated_runs():
+    """The scatter of ||x_tau - x_0||^2 from one anchor (what the exact distance from
+    theta_0 measures) against 2,000 simulated runs, and above the time average's."""
+    hp = Hp(lr=0.05, batch_size=4, momentum=0.9, weight_decay=0.0)
+    lams, noise, mult = np.array([2.0, 0.2, 0.02]), np.array([1.0, 0.5, 0.2]), np.array([1, 1, 2])
+    lags = np.array([1, 10, 100, 399])
+    modes = np.repeat(lams, mult), np.repeat(noise, mult)
+    sims = _simulated_tamsd(*modes, hp, 400, lags, 2000, np.random.default_rng(5))
+    # with 400 points the lag 399 has one anchor; a lag of 1 has one anchor in runs of 2 points
+    one = _simulated_tamsd(*modes, hp, 2, [1], 2000, np.random.default_rng(6))
+    sd = T.lag_msd_single_anchor_sd(lams, noise, lags, hp, multiplicity=mult)
+    np.testing.assert_allclose(sims[:, -1].std(ddof=1), sd[-1], rtol=0.1)
+    np.testing.assert_allclose(one[:, 0].std(ddof=1), sd[0], rtol=0.1)
+    averaged = T.lag_msd_sampling_sd(lams, noise, lags[:-1], 400, hp, multiplicity=mult)
+    assert np.all(sd[:-1] > 2 * averaged)  # one anchor measures far less precisely than the time average
+    with pytest.raises(T.TheoryError, match="replacement"):
+        T.lag_msd_single_anchor_sd([1.0], [1.0], [10], hp, sampling="reshuffle", n_samples=64)
+
+
 def test_lag_msd_sampling_sd_rejects_what_it_does_not_cover():
     hp = Hp(lr=0.05, batch_size=4, momentum=0.9, weight_decay=0.0)
     with pytest.raises(T.TheoryError, match="below the run"):

@@ -115,6 +115,10 @@ COMPARISON_COLUMNS = (
     "near_zero_noise_share_raw",
     "lag_msd_z_mode_window_max",
     "lag_msd_relative_sd_mode_window_max",
+    "lag_msd_exact_ratio_mode_window_min",
+    "lag_msd_exact_ratio_mode_window_max",
+    "lag_msd_exact_z_mode_window_max",
+    "sketch_over_exact_lag1",
     "eigenvectors_valid_steps",
     "mode_window_end",
 )
