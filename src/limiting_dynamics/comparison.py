@@ -309,6 +309,7 @@ def compare_cell(
         nan = np.where(stable, 1.0, np.nan)
         freq = theory.oscillation_frequency(lam_ok, hp) * nan
         osc = spectra.fit_oscillator(vel, nperseg=min(nperseg, hi - lo))
+        freq_bound = spectra.frequency_cramer_rao(freq, np.sqrt(beta), hi - lo)
         out.update(
             {
                 "eigenvalue": ("mode", lam),
@@ -327,6 +328,7 @@ def compare_cell(
                 "position_velocity_cov_predicted": ("mode", pred.position_velocity_cov.values * nan),
                 "oscillation_frequency_measured": ("mode", osc.frequency),
                 "oscillation_frequency_predicted": ("mode", freq),
+                "oscillation_frequency_cramer_rao": ("mode", freq_bound),
                 "pole_radius_measured": ("mode", osc.radius),
                 "oscillator_fit_converged": ("mode", osc.converged.astype(np.int8)),
             }
@@ -475,6 +477,8 @@ def compare_cell(
         "oscillation_frequency_predicted": "prediction: damped frequency of the mean motion (cycles per step; 0 if "
         "overdamped)",
         "pole_radius_measured": "pole radius of the fitted oscillator (theory: sqrt(beta))",
+        "oscillation_frequency_cramer_rao": "smallest relative standard deviation of any unbiased frequency "
+        "estimate from the mode window (Cramer-Rao, the predicted oscillator; NaN if overdamped)",
         "oscillator_fit_converged": "1 if the spectral fit converged to an oscillation (0: the optimiser failed, or "
         "the pole angle went to its bound: no oscillation found in the window)",
         "valid_steps": "last replayed step at which the eigenvector of theta_0 had a relative residual below 0.5",

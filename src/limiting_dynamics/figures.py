@@ -223,6 +223,9 @@ FIGURES: dict[str, Figure] = {
         (relative residual below 0.5 at the replayed steps; red bars: the end of the
         mode window), and the measured over predicted position variance, velocity
         variance and oscillation frequency per mode (green band: within [0.8, 1.25]).
+        The frequency's bars span two Cramér-Rao standard deviations: no unbiased
+        estimate from one window of that length is more precise, so a ratio outside
+        the green band but inside its bar is what the window allows.
         """,
     ),
     "phase_space": Figure(

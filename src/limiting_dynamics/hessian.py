@@ -673,7 +673,7 @@ def analyze(
         bn_mode=cfg["bn_mode"],
         device=device,
         dtype=dtype,
-        reuse_graph=bool(cfg.get("reuse_graph", False)),
+        reuse_graph=bool(cfg["reuse_graph"]),
         loss=loss,
     )
     n = op.numel

@@ -426,6 +426,16 @@ def targets(summary: pd.DataFrame, modes: pd.DataFrame) -> str:
                 f"largest error {_fmt(100 * err.max(), 0)}%, median {_fmt(100 * err.median(), 0)}%",
                 bool(err.max() <= 0.1) and span >= 1,
             )
+            if "oscillation_frequency_cramer_rao" in osc:
+                cr = osc["oscillation_frequency_cramer_rao"]
+                z = err / cr
+                add(
+                    "quadratic family (not an issue target, the test one window allows): frequency error within 3 "
+                    "Cramér-Rao standard deviations of one window in every underdamped mode (the bound: "
+                    f"{_fmt(100 * cr.min(), 0)}-{_fmt(100 * cr.max(), 0)}%)",
+                    f"largest {_fmt(z.max(), 1)} sd, median {_fmt(z.median(), 1)}",
+                    bool(z.max() <= 3),
+                )
         if "lag_msd_exact_ratio_mode_window_min" in quad:
             lo = quad["lag_msd_exact_ratio_mode_window_min"].min()
             hi = quad["lag_msd_exact_ratio_mode_window_max"].max()
@@ -469,6 +479,30 @@ def _matched_section(spherical: pd.DataFrame, summary: pd.DataFrame, default: di
         "agrees, and with three seeds the signs agree by chance one time in four):",
         "",
         matched_trend_table(spherical, default),
+        "",
+    ]
+
+
+def _frequency_limit(modes: pd.DataFrame, quadratic: pd.DataFrame) -> list[str]:
+    """How precisely one window can fix a frequency (Cramér-Rao), from the compared modes."""
+    q = modes[modes["cell"].isin(quadratic.index)]
+    if "oscillation_frequency_cramer_rao" not in q or not (q["underdamped"] > 0).any():
+        return []
+    osc = q[q["underdamped"] > 0]
+    cr = osc["oscillation_frequency_cramer_rao"]
+    radius = float(np.sqrt(quadratic["momentum"].iloc[0]))
+    longer = float(((cr / 0.05) ** 2).max())
+    return [
+        "The frequencies are compared with their own measurement limit in mind: with the poles at radius "
+        f"`sqrt(beta)` = {radius:.3f} a mode's spectral line is about {(1 - radius) / np.pi:.4f} cycles/step wide, "
+        "as wide as the frequencies themselves, so one window of a few periods fixes a frequency only to within "
+        "tens of percent. The best possible relative error of any unbiased estimate from the mode window "
+        f"(Cramér-Rao, `spectra.frequency_cramer_rao`) is {_spread(100 * cr, 0)}% over the "
+        f"{len(osc)} underdamped mode-runs, and the fit reaches about that (tests/unit/test_spectra.py, on simulated "
+        "modes at these settings). Because a damped oscillator forgets its phase, the bound falls only as the "
+        "square root of the window: holding every mode to 10% (two standard deviations) would take windows up to "
+        f"{longer:.0f} times longer. The position and velocity variances, which average over the same line, do not "
+        "need that.",
         "",
     ]
 
@@ -657,14 +691,7 @@ def render(
             "",
             quadratic_modes_table(modes, quadratic),
             "",
-            "The frequencies are compared with their own measurement limit in mind: with the poles at radius "
-            "`sqrt(beta)` = 0.995 a mode's spectral line is about 0.0016 cycles/step wide, as wide as the "
-            "frequencies themselves, so one window of a few periods fixes a frequency only to within tens of "
-            "percent. The estimator test `tests/unit/test_spectra.py` measures this on simulated modes at these "
-            "settings (2,000 steps, one segment): the best possible error (Cramér-Rao) is 26% at `lam` = 1, 12% at "
-            "2.6 and 8% at 5, and the fit reaches about that. A 10% agreement per mode needs windows several "
-            "times longer; the position and velocity variances, which average over the same line, do not.",
-            "",
+            *_frequency_limit(modes, quadratic),
             *_lag_msd_line("Quadratic family", quadratic, int(quadratic["steps"].max())),
         ]
     default_cells = [c for c, row in summary.iterrows() if _cell_name(row, default) == "default"]

@@ -46,6 +46,33 @@ def oscillator_velocity_psd(
     return 2.0 * ((q * np.abs(z - 1) ** 2 + q_drift) / np.abs(d) ** 2 + floor)
 
 
+def frequency_cramer_rao(frequency, radius: float, steps: int) -> np.ndarray:
+    """The smallest standard deviation of ``f_measured / f - 1`` that any unbiased
+    estimator reaches from one window of ``steps`` velocity samples of an
+    oscillator with poles at ``radius`` and ``2 pi frequency`` (Cramér-Rao):
+    the Whittle Fisher information of the exact spectrum
+    (:func:`oscillator_velocity_psd`) over the window's Fourier frequencies,
+    with the noise level, the radius and the angle all unknown. NaN where
+    ``frequency`` is 0 (an overdamped mode) or not finite. A pole near the unit
+    circle makes a line as wide as ``(1 - radius) / pi`` cycles per step, so a
+    slow mode needs many periods in the window before its frequency is fixed."""
+    grid = np.arange(1, int(steps) // 2) / int(steps)
+    out = []
+    for f0 in np.atleast_1d(np.asarray(frequency, dtype=float)):
+        if not (np.isfinite(f0) and f0 > 0):
+            out.append(np.nan)
+            continue
+        theta = np.array([0.0, float(radius), 2 * np.pi * f0])
+
+        def log_psd(t):
+            return np.log(oscillator_velocity_psd(grid, np.exp(t[0]), t[1], t[2]))
+
+        step = 1e-7
+        grad = np.stack([(log_psd(theta + e) - log_psd(theta - e)) / (2 * step) for e in np.eye(3) * step], axis=1)
+        out.append(float(np.sqrt(np.linalg.inv(grad.T @ grad)[2, 2]) / theta[2]))
+    return np.asarray(out)
+
+
 def welch(series, nperseg: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Welch power spectral density of each column (mean removed per segment,
     Hann window, half-overlapping segments of ``nperseg`` steps)."""

@@ -210,6 +210,10 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "position_velocity_cov_predicted": ("1", "stationary Cov[x_i, v_i], exact discrete theory"),
     "oscillation_frequency_measured": ("1", "frequency (cycles per step) of the oscillator fitted to u_i^T v"),
     "oscillation_frequency_predicted": ("1", "prediction: damped frequency of the mean motion (cycles per step)"),
+    "oscillation_frequency_cramer_rao": (
+        "1",
+        "smallest relative standard deviation of any unbiased frequency estimate from the mode window (Cramer-Rao)",
+    ),
     "pole_radius_measured": ("1", "pole radius of the fitted oscillator (theory: sqrt(beta))"),
     "oscillator_fit_converged": ("1", "1 if the spectral fit converged"),
     "valid_steps": ("1", "last replayed step at which the eigenvector of theta_0 was still one"),

@@ -622,8 +622,10 @@ def lag_msd_sampling_sd(
     mean of ``d_a^2`` over ``M = steps - L`` anchors has variance
     ``(2 / M^2) sum_{|j| < M} (M - |j|) G(j)^2``; independent modes add, each
     node counted ``multiplicity`` times. ``sketch_dim``: the measurement is the
-    squared norm of a random projection to that many dimensions, which adds
-    about ``(sum_i G_i(j))^2 / sketch_dim`` to each term. Discrete model,
+    squared norm of a random projection to that many dimensions, drawn afresh
+    for the run, which adds about ``(sum_i G_i(j))^2 / sketch_dim`` to each term.
+    A projection fixed across runs misreads every anchor alike: that bias is not
+    covered here (the comparison measures it against the exact values). Discrete model,
     sampling with replacement only (the reshuffled recursion is not stationary
     step by step)."""
     if sampling != "replacement":

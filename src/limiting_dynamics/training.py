@@ -216,7 +216,7 @@ def pretrain(
         cfg["sampling"],
         int(cfg["seed"]),
         int(cfg["augment_shift"]),
-        float(cfg.get("label_noise", 0.0)),
+        float(cfg["label_noise"]),
     )
     epochs = int(cfg["epochs"])
     total = epochs * batches.per_epoch

@@ -196,5 +196,7 @@ def test_the_stages_pass_compute_deterministic(monkeypatch):
     seen = []
     monkeypatch.setattr(devices, "setup_device", lambda name, det, **kw: seen.append((name, det)) or "dev")
     assert common.device_for({"device": "cuda", "deterministic": False}) == "dev"
-    common.device_for({"device": "auto"})  # parameters from before the key: deterministic
+    common.device_for({"device": "auto", "deterministic": True})
     assert seen == [("cuda", False), ("auto", True)]
+    with pytest.raises(KeyError):  # no default in code for what the config sets
+        common.device_for({"device": "auto"})

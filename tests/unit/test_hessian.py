@@ -479,7 +479,14 @@ def test_hessian_command_stopped_by_sigterm_mid_lanczos_resumes_to_the_same_file
     torch.manual_seed(0)
     save_checkpoint({"model": build_model(MODEL, 10, 1).state_dict()}, tmp_path / "theta0.pt")
     cfg = {k: v for k, v in TINY["hessian"].items() if k not in ("enabled", "cells")}
-    params = {"device": "cpu", "model": MODEL, "hessian": cfg, "cell": "c", "cell_batch_size": 32}
+    params = {
+        "device": "cpu",
+        "deterministic": True,
+        "model": MODEL,
+        "hessian": cfg,
+        "cell": "c",
+        "cell_batch_size": 32,
+    }
     params.update(augment_shift=1, label_noise=0.1, sampling="replacement")
 
     def command(out: str, *extra: str) -> list[str]:

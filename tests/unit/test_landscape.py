@@ -149,7 +149,7 @@ def test_landscape_command_stopped_by_sigterm_mid_grid_resumes_to_the_same_file(
     )
     write_netcdf(traj, tmp_path / "trajectory.nc")
     cfg = {k: v for k, v in TINY["landscape"].items() if k != "enabled"}
-    params = json.dumps({"device": "cpu", "model": SMALL_RESNET, "landscape": cfg, "cell": "c"})
+    params = json.dumps({"device": "cpu", "deterministic": True, "model": SMALL_RESNET, "landscape": cfg, "cell": "c"})
 
     def command(out: str, *extra: str) -> list[str]:
         inputs = [f"--{k}={tmp_path / f}" for k, f in (("data", "digits.npz"), ("checkpoint", "theta0.pt"))]

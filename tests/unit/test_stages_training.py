@@ -21,6 +21,7 @@ def test_converge_stage_is_bit_reproducible(tmp_path):
     params = json.dumps(
         {
             "device": "cpu",
+            "deterministic": True,
             "model": MODEL,
             "converge": {
                 "checkpoint": None,
@@ -31,6 +32,7 @@ def test_converge_stage_is_bit_reproducible(tmp_path):
                 "weight_decay": 5e-4,
                 "sampling": "reshuffle",
                 "augment_shift": 1,
+                "label_noise": 0.0,
                 "seed": 3,
             },
         }

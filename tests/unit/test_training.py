@@ -265,6 +265,7 @@ def test_pretraining_stopped_and_resumed_is_bit_identical(digits, tmp_path):
         "weight_decay": 5e-4,
         "sampling": "reshuffle",
         "augment_shift": 1,
+        "label_noise": 0.0,
         "seed": 4,
     }
 

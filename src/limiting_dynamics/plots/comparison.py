@@ -146,7 +146,10 @@ def theory_validity(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
     panels = (
         ("position_var_measured_over_predicted", "position variance measured / predicted"),
         ("velocity_var_measured_over_predicted", "velocity variance measured / predicted"),
-        ("oscillation_frequency_measured_over_predicted", "frequency measured / predicted (underdamped)"),
+        (
+            "oscillation_frequency_measured_over_predicted",
+            "frequency measured / predicted (underdamped)\nbars: ± 2 Cramér-Rao sd of one window",
+        ),
     )
     for ds in cells:
         if "mode" not in ds.dims:
@@ -168,6 +171,12 @@ def theory_validity(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
         for ax, (key, _) in zip(axes[1:], panels):
             r = ratios[key].values
             ax.scatter(np.full(r.shape, lr), r, marker=markers[fam], s=12, color="C0", alpha=0.6)
+            if key.startswith("oscillation") and "oscillation_frequency_cramer_rao" in sel:
+                # what one window allows: two Cramer-Rao standard deviations about each measured ratio
+                sd = sel.oscillation_frequency_cramer_rao.where(sel.underdamped > 0).values
+                ok = np.isfinite(r) & np.isfinite(sd)
+                lower = np.minimum(2 * sd[ok], 0.95 * r[ok])
+                ax.errorbar(np.full(ok.sum(), lr), r[ok], yerr=[lower, 2 * sd[ok]], fmt="none", ecolor="C1", lw=0.7)
     axes[0].set(
         xscale="log",
         yscale="log",

@@ -37,7 +37,7 @@ def device_for(p: dict):
     (:func:`limiting_dynamics.devices.setup_device`)."""
     from .. import devices
 
-    return devices.setup_device(p["device"], p.get("deterministic", True), log=log)
+    return devices.setup_device(p["device"], p["deterministic"], log=log)
 
 
 def theta0(a, p: dict, with_checkpoint: bool = False):

@@ -29,11 +29,11 @@ def hessian_loss(p: dict, d):
         n_samples,
         chunk,
         int(cfg["seed"]),
-        draws=int(cfg.get("draws", 1)),
-        shift=int(p.get("augment_shift", 0)),
+        draws=int(cfg["draws"]),
+        shift=int(p["augment_shift"]),
         fill=d.background,
     )
-    return batches, n_samples, chunk, float(p.get("label_noise", 0.0))
+    return batches, n_samples, chunk, float(p["label_noise"])
 
 
 def bulk_noise_curvature(p: dict, d, model, batches, device, ds) -> dict:
@@ -75,7 +75,7 @@ def cmd_hessian(a) -> None:
     cfg = p["hessian"]
     device, d, model = theta0(a, p)
     batches, n_samples, chunk, label_noise = hessian_loss(p, d)
-    shift = int(p.get("augment_shift", 0))
+    shift = int(p["augment_shift"])
     start = time.perf_counter()
     with checkpoints.stop_on_signals() as stop:
         ckpt = checkpointer_for(a, "hessian", p, device, {"data": a.data, "checkpoint": a.checkpoint}, stop)
@@ -83,15 +83,15 @@ def cmd_hessian(a) -> None:
         bulk = bulk_noise_curvature(p, d, model, batches, device, ds) if int(cfg["bulk_noise_batches"]) else {}
     stamp(
         ds,
-        f"Hessian of the training loss at theta_0 of cell {p.get('cell', '')}",
+        f"Hessian of the training loss at theta_0 of cell {p['cell']}",
         "hessian",
         p,
         device,
         cfg["precision"],
         dataset=d.name,
-        cell=p.get("cell", ""),
+        cell=p["cell"],
         chunk_size=chunk,
-        draws=int(cfg.get("draws", 1)),
+        draws=int(cfg["draws"]),
         augment_shift=shift,
         label_smoothing=label_noise,
         n_samples=n_samples,

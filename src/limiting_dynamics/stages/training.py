@@ -142,9 +142,9 @@ def cmd_run_cell(a) -> None:
     hp = Hyperparameters(**p["hyperparameters"])
     device, d, model, start = theta0(a, p, with_checkpoint=True)
     n_params = models.count_parameters(model)
-    phase = p.get("phase_space", {})
+    phase = p["phase_space"]
     directions, eig = None, None
-    if a.hessian and int(phase.get("modes", 0)) > 0:
+    if a.hessian and int(phase["modes"]) > 0:
         h = open_result(a.hessian, "hessian")
         k = int(phase["modes"])
         if h.sizes["mode"] < k or h.attrs["n_params"] != n_params:
@@ -154,7 +154,7 @@ def cmd_run_cell(a) -> None:
             )
         directions = torch.tensor(h.hessian_eigenvectors.values[:k], dtype=torch.float32)
         eig = h.hessian_eigenvalues.values[:k]
-    sketch_dim = int(phase.get("sketch_dim", 0))
+    sketch_dim = int(phase["sketch_dim"])
     if sketch_dim > n_params:
         raise ConfigError(f"limiting.phase_space.sketch_dim {sketch_dim} exceeds the model's {n_params} parameters")
     with checkpoints.stop_on_signals() as stop:
@@ -179,7 +179,7 @@ def cmd_run_cell(a) -> None:
                 compile=p["compile_recording"],
                 directions=directions,
                 sketch_dim=sketch_dim,
-                sketch_seed=int(phase.get("sketch_seed", 0)),
+                sketch_seed=int(phase["sketch_seed"]),
                 cell=p["cell"],
                 checkpointer=ckpt,
                 log=log,
