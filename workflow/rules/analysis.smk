@@ -12,7 +12,7 @@ rule analyze_cell:
     resources:
         **small_job(),
     params:
-        analysis=params_for("analysis"),
+        analysis=params_for("analyze_cell"),
     shell:
         "limiting-dynamics analyze-cell --trajectory {input} --params {params.analysis:q}"
         " --out {output} > {log} 2>&1"
@@ -39,7 +39,7 @@ rule results_tables:
     resources:
         **small_job(),
     params:
-        default=params_for("tables"),
+        default=params_for("results_tables"),
     shell:
         "limiting-dynamics tables --summary {input.summary} --predictions {input.predictions}"
         " --modes {input.modes} --matched {input.matched} --params {params.default:q}"
@@ -64,7 +64,7 @@ rule matched_exponents:
     resources:
         **small_job(),
     params:
-        analysis=params_for("analysis"),
+        analysis=params_for("matched_exponents"),
     shell:
         "limiting-dynamics matched-exponents --inputs {input} --params {params.analysis:q}"
         " --out {output} > {log} 2>&1"

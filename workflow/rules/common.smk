@@ -133,7 +133,7 @@ HESSIAN = fields(  # the loss the Hessian is taken of (and how the bulk-noise mi
     hessian=section("hessian", without=("drift_steps", "drift_modes")),
 )
 
-STAGE_PARAMS = {  # stage: (config section the JSON starts from, or None; values added)
+STAGE_PARAMS = {  # rule: (config section the JSON starts from, or None; values added)
     "prepare_data": (section("data"), {}),
     "converge": (
         None,
@@ -152,7 +152,7 @@ STAGE_PARAMS = {  # stage: (config section the JSON starts from, or None; values
             burn_in_steps=setting("burn_in_steps"),
         ),
     ),
-    "run": (  # a cell's limiting run
+    "limiting_run": (  # a cell's limiting run
         None,
         fields(
             "cell",
@@ -172,7 +172,7 @@ STAGE_PARAMS = {  # stage: (config section the JSON starts from, or None; values
             ),
         ),
     ),
-    "export": (
+    "export_trajectory": (
         None,
         fields(
             "cell",
@@ -183,13 +183,14 @@ STAGE_PARAMS = {  # stage: (config section the JSON starts from, or None; values
             family=lambda w: family(hyperparameters(w), config),
         ),
     ),
-    "analysis": (section("analysis"), {}),
+    "analyze_cell": (section("analysis"), {}),
+    "matched_exponents": (section("analysis"), {}),
     "compare_cell": (  # the analysis settings with the cell family's mode window and spectrum segment
         section("analysis"),
         {k: setting(k) for k in ("mode_window", "spectrum_segment")},
     ),
-    "plots": (section("plots"), fields("default")),
-    "tables": (None, fields("default")),
+    "plot": (section("plots"), fields("default")),
+    "results_tables": (None, fields("default")),
     "hessian": (None, HESSIAN),
     "eigenvector_drift": (  # the Hessian's loss and the cell's run, replayed to the drift steps
         None,
@@ -202,7 +203,7 @@ STAGE_PARAMS = {  # stage: (config section the JSON starts from, or None; values
             },
         },
     ),
-    "noise": (
+    "gradient_noise": (
         None,
         fields(
             "cell",
@@ -224,7 +225,7 @@ STAGE_PARAMS = {  # stage: (config section the JSON starts from, or None; values
             cell=lambda w: DEFAULT_CELL,
         ),
     ),
-    "linreg": (
+    "linreg_cell": (
         section("linear_regression", without=("enabled", "momenta", "samplings")),
         {
             "momentum": lambda w: LINREG_CELLS[w.linreg]["momentum"],
@@ -234,9 +235,9 @@ STAGE_PARAMS = {  # stage: (config section the JSON starts from, or None; values
 }
 
 
-def params_for(stage):
-    """A function of a job's wildcards: the stage's parameters as JSON."""
-    base, values = STAGE_PARAMS[stage]
+def params_for(rule):
+    """A function of a job's wildcards: the parameters of ``rule`` (named after it) as JSON."""
+    base, values = STAGE_PARAMS[rule]
 
     def params(wildcards):
         out = base(wildcards) if base else {}

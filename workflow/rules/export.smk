@@ -12,7 +12,7 @@ rule export_trajectory:
     resources:
         **small_job(),
     params:
-        run=params_for("export"),
+        run=params_for("export_trajectory"),
     shell:
         "limiting-dynamics export-trajectory --raw {input} --params {params.run:q}"
         " --out {output} > {log} 2>&1"

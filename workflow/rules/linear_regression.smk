@@ -16,7 +16,7 @@ rule linreg_cell:
         mem_mb=2000,
         runtime=runtime_by_attempt(30),
     params:
-        linreg=params_for("linreg"),
+        linreg=params_for("linreg_cell"),
     shell:
         "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
         " limiting-dynamics linreg-cell --params {params.linreg:q} --out {output} > {log} 2>&1"

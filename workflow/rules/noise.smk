@@ -19,7 +19,7 @@ rule gradient_noise:
         runtime=runtime_by_attempt(60),
         gpu=gpus(),
     params:
-        run=params_for("noise"),
+        run=params_for("gradient_noise"),
         hessian=hessian_arg,
     shell:
         "limiting-dynamics gradient-noise --data {input.data} --checkpoint {input.checkpoint}"

@@ -22,7 +22,7 @@ rule plot:
     resources:
         **small_job(),
     params:
-        plots=params_for("plots"),
+        plots=params_for("plot"),
         inputs=figure_inputs_arg,
         caption=figure_caption,
     shell:

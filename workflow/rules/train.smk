@@ -74,7 +74,7 @@ rule limiting_run:
         gpu=gpus(),
         checkpoint_every=config["compute"]["checkpoint_steps"],
     params:
-        run=params_for("run"),
+        run=params_for("limiting_run"),
         hessian=hessian_arg,
         diverged="results/runs/{cell}/diverged.json",
         resume="results/runs/{cell}/resume.pt",
