@@ -522,3 +522,31 @@ def test_hessian_command_stopped_by_sigterm_mid_lanczos_resumes_to_the_same_file
     ref, cut = xr.load_dataset(tmp_path / "ref.nc"), xr.load_dataset(tmp_path / "h.nc")
     assert ref.attrs["lanczos_hvps"] > 4
     assert_same_result(ref, cut)
+
+
+def test_track_eigenvectors_tells_an_eigenvector_from_a_random_direction(digits_problem):
+    """The drift science as a notebook calls it: at the weights where it was computed a
+    converged Lanczos eigenvector has a small relative residual and its Rayleigh quotient is
+    its eigenvalue; a random unit direction has a residual of order one; the model is left as it was."""
+    from limiting_dynamics.eigenvector_drift import track_eigenvectors
+
+    model, batches = digits_problem
+    op = Hs.HessianOperator(model, batches, bn_mode="train", dtype=torch.float32)
+    top = Hs.lanczos(op.matvec, op.numel, 1, tol=1e-4, max_iter=60)
+    random = torch.randn(op.numel, generator=torch.Generator().manual_seed(1))
+    vectors = torch.stack([top.eigenvectors[:, 0].float(), random / random.norm()])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    steps, rq, res = track_eigenvectors(
+        [(0, model), (5, model)],
+        vectors,
+        batches,
+        bn_mode="train",
+        device=torch.device("cpu"),
+        loss=Hs.expected_loss(0.0),
+        reuse_graph=False,
+    )
+    assert steps == [0, 5] and rq.shape == res.shape == (2, 2)
+    assert rq[0, 0] == pytest.approx(float(top.eigenvalues[0]), rel=1e-3)
+    assert res[0, 0] < 0.02 and res[0, 1] > 0.5
+    np.testing.assert_array_equal(rq[0], rq[1])  # the same weights: the same numbers
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())

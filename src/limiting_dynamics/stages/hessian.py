@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .. import checkpoints, hessian, table_columns, training
+from .. import checkpoints, eigenvector_drift, hessian, table_columns, training
 from ..atomic import write_netcdf
 from ..hyperparameters import Hyperparameters
 from ..provenance import stamp
@@ -120,9 +120,9 @@ def cmd_eigenvector_drift(a) -> None:
     loss = hessian.expected_loss(label_noise)
     steps = [0] + sorted(int(s) for s in cfg["drift_steps"])
     # at theta_0 the Hessian stage's own Lanczos pairs: u^T H u = lam, residual |beta_m s_m| / lam
-    rq, res = [eig], [np.abs(h.hessian_eigenvalue_residual.values[:k]) / np.abs(eig)]
+    rq0, res0 = eig, np.abs(h.hessian_eigenvalue_residual.values[:k]) / np.abs(eig)
     clock = time.perf_counter()
-    for step, m in training.replay(
+    replayed = training.replay(
         model,
         d,
         hp,
@@ -132,20 +132,19 @@ def cmd_eigenvector_drift(a) -> None:
         device=device,
         augment_shift=int(p["augment_shift"]),
         label_noise=label_noise,
-        numerics=training.Numerics.from_config(p.get("numerics")),
-    ):
-        op = hessian.HessianOperator(
-            m, batches, bn_mode=cfg["bn_mode"], device=device, loss=loss, reuse_graph=bool(cfg["reuse_graph"])
-        )
-        r, e = hessian.rayleigh_and_residual(op.matvec, vectors)
-        rq.append(r)
-        res.append(e)
-        log(
-            f"step {step}: Rayleigh quotient / eigenvalue "
-            + " ".join(f"{x:.2f}" for x in r / eig)
-            + "; relative residual "
-            + " ".join(f"{x:.2f}" for x in e)
-        )
+        numerics=training.Numerics.from_config(p["numerics"]),
+    )
+    _, along_rq, along_res = eigenvector_drift.track_eigenvectors(
+        replayed,
+        vectors,
+        batches,
+        bn_mode=cfg["bn_mode"],
+        device=device,
+        loss=loss,
+        reuse_graph=bool(cfg["reuse_graph"]),
+        log=log,
+    )
+    rq, res = np.vstack([rq0[None], along_rq]), np.vstack([res0[None], along_res])
     ds = xr.Dataset(
         {
             "rayleigh_quotient": (("drift_step", "mode"), np.asarray(rq)),
