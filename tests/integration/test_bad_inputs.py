@@ -211,6 +211,7 @@ def _cell_params(**kw) -> dict:
         "cell": CELL,
         "hyperparameters": HP,
         "device": "cpu",
+        "deterministic": True,
         "model": MODEL,
         "steps": 20,
         "eval_every": 10,

@@ -373,7 +373,7 @@ def test_cli_failure_is_one_line_without_traceback(tmp_path):
             "x.pt",
             "--params",
             '{"hyperparameters": {"lr": 0.1, "batch_size": 8, "momentum": 0.9,'
-            ' "weight_decay": 0, "seed": 0}, "device": "cpu"}',
+            ' "weight_decay": 0, "seed": 0}, "device": "cpu", "deterministic": true}',
             "--out",
             str(tmp_path / "o.npz"),
             "--diverged-record",
@@ -385,6 +385,15 @@ def test_cli_failure_is_one_line_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # settings written by hand that lack a key the stage reads: one line naming it
+    incomplete = subprocess.run(
+        [exe, "run-cell", "--data", "d.npz", "--checkpoint", "x.pt", "--params", '{"device": "cpu"}']
+        + ["--out", str(tmp_path / "o.npz"), "--diverged-record", str(tmp_path / "d.json")],
+        capture_output=True,
+        text=True,
+    )
+    assert incomplete.returncode == 2 and "Traceback" not in incomplete.stderr
+    assert incomplete.stderr.strip().count("\n") == 0 and "--params has no" in incomplete.stderr
 
 
 def test_analysis_and_plot_stages_do_not_load_torch():

@@ -15,9 +15,24 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def params(a) -> dict:
-    """The stage's settings: one JSON object (``--params``)."""
-    return json.loads(a.params)
+class Params(dict):
+    """A stage's settings. A key that is missing stops the stage with one line
+    naming it: the code keeps no defaults of its own for what the config sets,
+    so ``--params`` written by hand must be complete (Snakemake writes them from
+    the validated config)."""
+
+    def __missing__(self, key):
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            f"--params has no {key!r} (keys: {', '.join(sorted(self)) or 'none'}); run the stage through "
+            "Snakemake, or give every setting its rule passes"
+        )
+
+
+def params(a) -> Params:
+    """The stage's settings: one JSON object (``--params``), nested objects included."""
+    return json.loads(a.params, object_pairs_hook=Params)
 
 
 def set_threads(n: int) -> None:
