@@ -420,9 +420,8 @@ def compare_cell(
             np.mean((traj.sketch.values.astype(float) ** 2).sum(1)) / np.mean(exact)
         )
         # and at lag 1, where the exact time average is recorded (the squared step): the sketch's bias there
-        if "sq_step" in traj:
-            lag1 = sketch_lag_msd(traj.sketch.values, [1])[0]
-            attrs["sketch_over_exact_lag1"] = float(lag1 / np.mean(traj.sq_step.values[1:]))
+        if "sq_step" in traj and lags[0] == 1:  # log_lags starts at lag 1
+            attrs["sketch_over_exact_lag1"] = float(sk[0] / np.mean(traj.sq_step.values[1:]))
     ds = xr.Dataset(out, coords=coords, attrs=attrs)
     ds.attrs["theory_agreement_lag"] = agreement_lag(ds)
     if "mode" in ds.dims:

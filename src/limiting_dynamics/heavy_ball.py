@@ -26,16 +26,15 @@ import torch
 
 FUSED = "fused"
 FOREACH = "foreach"
+NAMES = {FUSED: "heavy-ball SGD (fused)", FOREACH: "heavy-ball SGD (foreach)"}  # recorded in checkpoints
 # what a checkpoint written before this module records for the same kernels
-_LEGACY_NAMES = {"torch.optim.SGD(fused)": FUSED, "torch.optim.SGD(foreach)": FOREACH}
+_KERNELS = {**{v: k for k, v in NAMES.items()}, "torch.optim.SGD(fused)": FUSED, "torch.optim.SGD(foreach)": FOREACH}
 _FUSED_DEVICES = ("cpu", "cuda", "mps", "xpu", "hpu")
 
 
 def kernel_of(name: str | None) -> str | None:
     """The kernel an optimizer name recorded in a checkpoint or trajectory stands for."""
-    if name is None:
-        return None
-    return _LEGACY_NAMES.get(name, name.removeprefix("heavy-ball SGD (").removesuffix(")"))
+    return _KERNELS.get(name)
 
 
 class HeavyBall:
@@ -56,11 +55,16 @@ class HeavyBall:
         self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {p: {} for p in self.params}
         supported = all(p.device.type in _FUSED_DEVICES and torch.is_floating_point(p) for p in self.params)
         self.kernel = FUSED if supported else FOREACH
+        # the kernels take one device and dtype per call; the parameters are fixed, so group them once
+        groups: dict[tuple, list[torch.Tensor]] = {}
+        for p in self.params:
+            groups.setdefault((p.device, p.dtype), []).append(p)
+        self._groups = list(groups.values())
 
     @property
     def name(self) -> str:
         """Recorded in checkpoints and trajectories: runs are bit-identical within one kernel only."""
-        return f"heavy-ball SGD ({self.kernel})"
+        return NAMES[self.kernel]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
@@ -74,19 +78,15 @@ class HeavyBall:
     @torch.no_grad()
     def step(self) -> None:
         """One update of every parameter that has a gradient (as ``torch.optim.SGD.step``)."""
-        params = [p for p in self.params if p.grad is not None]
-        if not params:
-            return
-        grads = [p.grad for p in params]
-        bufs = [self.state[p].get("momentum_buffer") for p in params]
-        for group in _by_device_and_dtype(params):
-            ps, gs, bs = [params[i] for i in group], [grads[i] for i in group], [bufs[i] for i in group]
+        for group in self._groups:
+            ps = [p for p in group if p.grad is not None]
+            if not ps:
+                continue
+            gs, bs = [p.grad for p in ps], [self.state[p].get("momentum_buffer") for p in ps]
             new = self._fused(ps, gs, bs) if self.kernel == FUSED else self._foreach(ps, gs, bs)
-            for i, b in zip(group, new):
-                bufs[i] = b
-        if self.momentum != 0:
-            for p, b in zip(params, bufs):
-                self.state[p]["momentum_buffer"] = b
+            if self.momentum != 0:
+                for p, b in zip(ps, new):
+                    self.state[p]["momentum_buffer"] = b
 
     def _fused(self, ps: list, gs: list, bs: list) -> list:
         first = self.momentum != 0 and all(b is None for b in bs)
@@ -163,11 +163,3 @@ class HeavyBall:
             if buf.shape != p.shape:
                 raise ValueError(f"momentum buffer of shape {tuple(buf.shape)} for a parameter of {tuple(p.shape)}")
             self.state[p]["momentum_buffer"] = buf.to(device=p.device, dtype=p.dtype).clone()
-
-
-def _by_device_and_dtype(params: list[torch.Tensor]) -> list[list[int]]:
-    """Indices of ``params`` grouped by (device, dtype), in order (as torch.optim groups them)."""
-    groups: dict[tuple, list[int]] = {}
-    for i, p in enumerate(params):
-        groups.setdefault((p.device, p.dtype), []).append(i)
-    return list(groups.values())

@@ -246,8 +246,7 @@ def pretrain(
     per_epoch = batches.per_epoch
     progress = Progress("convergence training", total, "steps", log, progress_every, first * per_epoch)
     for epoch in range(first, epochs):
-        opt.lr = cosine_lr(cfg["lr"], epoch * per_epoch, total)
-        history["lr"].append(opt.lr)
+        history["lr"].append(cosine_lr(cfg["lr"], epoch * per_epoch, total))
         for i in range(per_epoch):
             opt.lr = cosine_lr(cfg["lr"], epoch * per_epoch + i, total)
             loss = numerics.loss(forward, *batches.next())
