@@ -310,6 +310,17 @@ def compare_cell(
         freq = theory.oscillation_frequency(lam_ok, hp) * nan
         osc = spectra.fit_oscillator(vel, nperseg=min(nperseg, hi - lo))
         freq_bound = spectra.frequency_cramer_rao(freq, np.sqrt(beta), hi - lo)
+        scatter = (  # how one window of this length measures each variance (ratios to the stationary one)
+            theory.window_variance_scatter(lam_ok, hp, hi - lo)
+            if sampling == "replacement"
+            else xr.Dataset(
+                {
+                    f"{v}_window_{w}": ("mode", np.full(k, np.nan))
+                    for v in ("position", "velocity")
+                    for w in ("bias", "sd")
+                }
+            )
+        )
         out.update(
             {
                 "eigenvalue": ("mode", lam),
@@ -329,6 +340,11 @@ def compare_cell(
                 "oscillation_frequency_measured": ("mode", osc.frequency),
                 "oscillation_frequency_predicted": ("mode", freq),
                 "oscillation_frequency_cramer_rao": ("mode", freq_bound),
+                **{
+                    f"{v}_var_window_{w}": ("mode", scatter[f"{v}_window_{w}"].values * nan)
+                    for v in ("position", "velocity")
+                    for w in ("bias", "sd")
+                },
                 "pole_radius_measured": ("mode", osc.radius),
                 "oscillator_fit_converged": ("mode", osc.converged.astype(np.int8)),
             }
@@ -346,6 +362,13 @@ def compare_cell(
             tested = min(k, drift.sizes["mode"])
             valid[:tested] = valid_steps(drift)[:tested]
             out["valid_steps"] = ("mode", valid)
+            # the Hessian's own curvature along u at the last replayed step of the window (not a fit to the run)
+            inside = drift.drift_step.values <= hi
+            rq = np.full(k, np.nan)
+            if inside.any():
+                last = int(np.flatnonzero(inside)[-1])
+                rq[:tested] = drift.rayleigh_quotient.values[last, :tested] / lam[:tested]
+            out["rayleigh_quotient_over_eigenvalue"] = ("mode", rq)
             attrs["eigenvectors_valid_steps"] = float(np.nanmedian(valid))
 
     # lag-MSD: top modes and bulk, all with independent noise; the bulk's spread over eigenvalues assumed
@@ -478,8 +501,16 @@ def compare_cell(
         "pole_radius_measured": "pole radius of the fitted oscillator (theory: sqrt(beta))",
         "oscillation_frequency_cramer_rao": "smallest relative standard deviation of any unbiased frequency "
         "estimate from the mode window (Cramer-Rao, the predicted oscillator; NaN if overdamped)",
+        "position_var_window_bias": "expected position_var_measured / position_var_predicted for one window of the "
+        "mode window's length (below 1: the window's own mean takes out the slowest fluctuations)",
+        "position_var_window_sd": "standard deviation of position_var_measured / position_var_predicted over windows "
+        "of the mode window's length (stationary Gaussian mode)",
+        "velocity_var_window_bias": "expected velocity_var_measured / velocity_var_predicted for one window",
+        "velocity_var_window_sd": "standard deviation of velocity_var_measured / velocity_var_predicted over windows",
         "oscillator_fit_converged": "1 if the spectral fit converged to an oscillation (0: the optimiser failed, or "
         "the pole angle went to its bound: no oscillation found in the window)",
+        "rayleigh_quotient_over_eigenvalue": "u_i^T H u_i of the Hessian at the last replayed step of the mode "
+        "window over the eigenvalue at theta_0 (eigenvector-drift stage)",
         "valid_steps": "last replayed step at which the eigenvector of theta_0 had a relative residual below 0.5",
         "lag_msd_predicted_top": "stationary lag-MSD of the top modes alone (theory, independent noise)",
         "sq_dist_from_start_predicted_sd": "predicted standard deviation of ||theta_t - theta_0||^2 about "

@@ -225,7 +225,10 @@ FIGURES: dict[str, Figure] = {
         variance and oscillation frequency per mode (green band: within [0.8, 1.25]).
         The frequency's bars span two Cramér-Rao standard deviations: no unbiased
         estimate from one window of that length is more precise, so a ratio outside
-        the green band but inside its bar is what the window allows.
+        the green band but inside its bar is what the window allows. The orange
+        bands of the variances are what one window expects of the ratio, ± 2 of its
+        standard deviations (theory.window_variance_scatter): a single run reads a
+        position variance only to within about 40%.
         """,
     ),
     "phase_space": Figure(

@@ -214,9 +214,17 @@ COLUMNS: dict[str, tuple[str, str]] = {
         "1",
         "smallest relative standard deviation of any unbiased frequency estimate from the mode window (Cramer-Rao)",
     ),
+    "position_var_window_bias": ("1", "expected position variance measured / predicted for one mode window"),
+    "position_var_window_sd": ("1", "standard deviation of position variance measured / predicted, one mode window"),
+    "velocity_var_window_bias": ("1", "expected velocity variance measured / predicted for one mode window"),
+    "velocity_var_window_sd": ("1", "standard deviation of velocity variance measured / predicted, one mode window"),
     "pole_radius_measured": ("1", "pole radius of the fitted oscillator (theory: sqrt(beta))"),
     "oscillator_fit_converged": ("1", "1 if the spectral fit converged"),
     "valid_steps": ("1", "last replayed step at which the eigenvector of theta_0 was still one"),
+    "rayleigh_quotient_over_eigenvalue": (
+        "1",
+        "u_i^T H u_i at the last replayed step of the mode window over the eigenvalue at theta_0",
+    ),
     "position_var_measured_over_in_run_check": ("1", "position_var_measured / position_var_in_run_check"),
     "velocity_var_measured_over_in_run_check": ("1", "velocity_var_measured / velocity_var_in_run_check"),
     "oscillation_frequency_measured_over_predicted": (

@@ -636,12 +636,7 @@ def lag_msd_sampling_sd(
         raise TheoryError(f"every lag must be below the run's {n} points")
     sysm = _mode_system(eigvals, noise_var, hp, "discrete", sampling, n_samples)
     mult = np.ones(sysm.A.shape[0]) if multiplicity is None else np.asarray(multiplicity, float)
-    cov = sysm.stationary()
-    r = np.empty((n, sysm.A.shape[0]))  # R(k) per mode, k = 0 .. n - 1
-    m = cov
-    for k in range(n):
-        r[k] = m[:, 0, 0]
-        m = sysm.A @ m
+    r = _autocovariance(sysm, n)[0]  # R(k) per mode, k = 0 .. n - 1
     out = []
     for lag in tau:
         anchors = n - int(lag)
@@ -679,14 +674,72 @@ def lag_msd_single_anchor_sd(
     tau = _as_steps(lags, "lags")
     sysm = _mode_system(eigvals, noise_var, hp, "discrete", sampling, n_samples)
     mult = np.ones(sysm.A.shape[0]) if multiplicity is None else np.asarray(multiplicity, float)
-    cov = sysm.stationary()
-    r = np.empty((int(tau.max()) + 1, sysm.A.shape[0]))  # R(k) per mode
-    m = cov
-    for k in range(r.shape[0]):
-        r[k] = m[:, 0, 0]
-        m = sysm.A @ m
+    r = _autocovariance(sysm, int(tau.max()) + 1)[0]  # R(k) per mode
     g = 2.0 * (r[0] - r[tau])  # (lag, mode)
     return np.sqrt(2.0 * (g**2 * mult).sum(axis=1))
+
+
+def _autocovariance(sysm: DiscreteSystem, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stationary autocovariances ``E[x_{k+j} x_k]`` and ``E[v_{k+j} v_k]`` of
+    each mode for ``j = 0 .. n - 1`` (``n x modes`` each): ``A^j Sigma``.
+    Independent steps only (sampling with replacement)."""
+    rx, rv = np.empty((n, sysm.A.shape[0])), np.empty((n, sysm.A.shape[0]))
+    m = sysm.stationary()
+    for k in range(n):
+        rx[k], rv[k] = m[:, 0, 0], m[:, 1, 1]
+        m = sysm.A @ m
+    return rx, rv
+
+
+def _sample_variance_moments(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the sample variance (about the window's
+    own mean, ``np.var``) of ``n`` consecutive points of a stationary Gaussian
+    process with autocovariance ``r`` (``n x modes``, lags ``0 .. n - 1``).
+
+    With ``Sigma`` the ``n x n`` Toeplitz covariance and ``M = I - 11^T / n``,
+    ``s^2 = x^T M x / n``: ``E s^2 = R(0) - 1^T Sigma 1 / n^2`` and
+    ``Var s^2 = (2 / n^2) [tr Sigma^2 - (2 / n) |Sigma 1|^2 + (1^T Sigma 1)^2 / n^2]``,
+    each sum taken over lags in O(n)."""
+    n = r.shape[0]
+    j = np.arange(n)[:, None]
+    tr_sq = n * r[0] ** 2 + 2.0 * ((n - j[1:]) * r[1:] ** 2).sum(axis=0)
+    s = np.cumsum(r, axis=0)  # S(m) = sum_{j <= m} R(j)
+    row = s + s[::-1] - r[0]  # (Sigma 1)_k = S(k) + S(n - 1 - k) - R(0)
+    total = row.sum(axis=0)  # 1^T Sigma 1
+    mean = r[0] - total / n**2
+    var = 2.0 / n**2 * (tr_sq - 2.0 / n * (row**2).sum(axis=0) + total**2 / n**2)
+    return mean, np.sqrt(np.maximum(var, 0.0))
+
+
+def window_variance_scatter(
+    eigvals,
+    hp: Hyperparameters,
+    steps: int,
+    *,
+    sampling: str = "replacement",
+    n_samples: int | None = None,
+) -> xr.Dataset:
+    """How one window of ``steps`` consecutive steps measures each mode's
+    stationary position and velocity variance (docs/theory.md, "How well one
+    window measures a mode's variance"): the expected sample variance (about
+    the window's mean) over the stationary one (``*_window_bias``, below 1
+    because the window's own mean takes out its slowest fluctuations) and the
+    standard deviation of that ratio (``*_window_sd``). Both are ratios, so they
+    do not depend on the noise level. Gaussian modes of the discrete model,
+    sampling with replacement only."""
+    if sampling != "replacement":
+        raise TheoryError("the one-window scatter is derived for sampling with replacement only")
+    n = int(steps)
+    if n < 2:
+        raise TheoryError(f"a window needs at least 2 steps, got {steps}")
+    lam = np.atleast_1d(np.asarray(eigvals, dtype=float))
+    sysm = _mode_system(lam, np.ones_like(lam), hp, "discrete", sampling, n_samples)
+    out = {}
+    for name, r in zip(("position", "velocity"), _autocovariance(sysm, n)):
+        mean, sd = _sample_variance_moments(r)
+        out[f"{name}_window_bias"] = ("mode", mean / r[0])
+        out[f"{name}_window_sd"] = ("mode", sd / r[0])
+    return xr.Dataset(out, coords={"eigval": ("mode", lam)}, attrs={"window_steps": n})
 
 
 def lag_covariance(

@@ -130,6 +130,11 @@ def test_compare_cell_matches_a_simulated_quadratic_with_known_answer():
     np.testing.assert_allclose(cmp.velocity_var_measured, cmp.velocity_var_predicted, rtol=0.05)
     np.testing.assert_allclose(cmp.position_var_measured, cmp.position_var_in_run_check, rtol=0.1)
     np.testing.assert_allclose(cmp.velocity_var_measured, cmp.velocity_var_in_run_check, rtol=0.05)
+    for v in ("position", "velocity"):  # each ratio within 3 of its one-window standard deviations
+        ratio = cmp[f"{v}_var_measured"] / cmp[f"{v}_var_predicted"]
+        bias, sd = cmp[f"{v}_var_window_bias"], cmp[f"{v}_var_window_sd"]
+        assert np.all((bias > 0.8) & (bias <= 1.0) & (sd > 0) & (sd < 0.2))  # a long window of fast modes
+        assert np.all(np.abs(ratio - bias) < 3 * sd)
     assert cmp.underdamped.values.tolist() == [1, 1, 1]
     np.testing.assert_allclose(cmp.oscillation_frequency_measured, cmp.oscillation_frequency_predicted, rtol=0.1)
     np.testing.assert_allclose(cmp.pole_radius_measured, np.sqrt(0.9), atol=0.02)
@@ -199,3 +204,24 @@ def test_near_zero_share_round_trips_through_the_noise_weighted_curvature():
     # without a share the power law gives the cluster nothing; with slope 0 every node is alike
     assert comparison.bulk_noise(2.0, lam, mult, 1.3)[0] == 0.0
     assert np.ptp(comparison.bulk_noise(2.0, lam, mult, 0.0)) == 0.0
+
+
+def test_drift_gives_each_mode_its_valid_steps_and_the_hessians_curvature_at_the_window_end():
+    """From the eigenvector-drift stage: the last replayed step before the
+    residual reaches 0.5, and u^T H u / lam at the last replayed step inside the
+    mode window (the replayed step after it is ignored)."""
+    traj, hess, noise = _quadratic_cell()
+    kw = dict(stationary_window=(0.0, 1.0), fit_window=(0.001, 0.5), mode_window=(0.0, 0.5), curvature_block=5000)
+    hi = int(0.5 * traj.sizes["step"])
+    lam = hess.hessian_eigenvalues.values
+    drift = xr.Dataset(
+        {
+            "relative_residual": (("drift_step", "mode"), [[0, 0], [0.1, 0.2], [0.2, 0.6], [0.9, 0.9]]),
+            "rayleigh_quotient": (("drift_step", "mode"), [lam[:2], lam[:2], [1.5 * lam[0], 0.5 * lam[1]], lam[:2]]),
+        },
+        coords={"drift_step": [0, 10, hi, hi + 10], "mode": [1, 2]},
+    )
+    cmp = comparison.compare_cell(traj, hess, noise, drift=drift, **kw)
+    np.testing.assert_array_equal(cmp.valid_steps.values[:2], [hi, 10])
+    assert np.isnan(cmp.valid_steps.values[2])  # not tested
+    np.testing.assert_allclose(cmp.rayleigh_quotient_over_eigenvalue.values[:2], [1.5, 0.5])

@@ -1,6 +1,7 @@
 """The generated results page: formatting of the spread between seeds."""
 
 import numpy as np
+import pytest
 
 from limiting_dynamics import results_tables
 
@@ -9,3 +10,41 @@ def test_spread_formatting():
     assert results_tables._spread([1.0, 2.0, 3.0]) == "2.00 ± 1.00 [1.00, 3.00]"
     assert results_tables._spread([0.5]) == "0.50"
     assert results_tables._spread([np.nan]) == "-"
+
+
+def _quadratic_modes(ratios, valid_steps, bias=0.9, sd=0.4):
+    """Two quadratic cells (lr 1e-4, 7e-5) x 3 seeds x the modes of ``ratios``
+    (per mode: the measured / predicted position ratio of every run)."""
+    import pandas as pd
+
+    cells = [f"lr{lr}_bs64_mom0.99_wd0.0005_seed{s}" for lr in ("0.0001", "7e-05") for s in range(3)]
+    quad = pd.DataFrame({"lr": [1e-4] * 3 + [7e-5] * 3, "seed": [0, 1, 2] * 2, "mode_window_end": 2000}, index=cells)
+    rows = [
+        {
+            "cell": c,
+            "mode": m,
+            "position_var_measured_over_predicted": r,
+            "position_var_window_bias": bias,
+            "position_var_window_sd": sd,
+            "valid_steps": valid_steps[m - 1],
+        }
+        for m, r in enumerate(ratios, start=1)
+        for c in cells
+    ]
+    return pd.DataFrame(rows), quad
+
+
+def test_window_z_is_the_seed_mean_in_units_of_one_windows_scatter_over_root_seeds():
+    modes, quad = _quadratic_modes([0.9, 0.9 - 0.8 / np.sqrt(3), 2.5], valid_steps=[2000, 2000, 300])
+    z = results_tables.window_z(modes, quad, "position").set_index(["lr", "mode"])
+    np.testing.assert_allclose(z.loc[(1e-4, 1), "z"], 0.0, atol=1e-12)
+    np.testing.assert_allclose(z.loc[(7e-5, 2), "z"], -2.0)  # two sd of the mean of 3 seeds
+    assert z["valid"].tolist() == [True, True, False] * 2  # mode 3's eigenvector did not hold over the window
+
+
+def test_probability_that_every_mode_lands_in_a_band_multiplies_over_modes():
+    modes, quad = _quadratic_modes([1.0, 1.0], valid_steps=[2000, 2000], bias=1.0, sd=0.4 * np.sqrt(3))
+    # per mode a normal of mean 1 and sd 0.4: P(0.5 < x < 2) = Phi(2.5) - Phi(-1.25)
+    one = 0.99379 - 0.10565
+    assert results_tables._all_within(modes, 3, 0.5, 2.0) == pytest.approx(one**2, rel=1e-3)
+    assert results_tables._all_within(modes, 3, -10, 10) == pytest.approx(1.0)

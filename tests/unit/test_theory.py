@@ -501,6 +501,35 @@ def test_lag_msd_single_anchor_sd_matches_simulated_runs():
         T.lag_msd_single_anchor_sd([1.0], [1.0], [10], hp, sampling="reshuffle", n_samples=64)
 
 
+def test_window_variance_scatter_matches_simulated_windows():
+    """The mean and scatter of one window's sample variance (np.var) of each
+    mode's position and velocity, over the stationary variance, against 2,000
+    simulated windows; for a slow mode the window's mean takes out a visible
+    part, so the stationary variance itself is not what one window expects."""
+    hp = Hp(lr=0.05, batch_size=4, momentum=0.9, weight_decay=0.0)
+    lams, noise, steps, runs = np.array([2.0, 0.02]), np.array([1.0, 0.5]), 300, 2000
+    rng = np.random.default_rng(7)
+    sysm = T._mode_system(lams, noise, hp, "discrete", "replacement", None)
+    cov = sysm.stationary()
+    z = np.stack([rng.multivariate_normal(np.zeros(2), c, size=runs) for c in cov], axis=1)  # run, mode, 2
+    x, v = z[..., 0], z[..., 1]
+    xs, vs = np.empty((steps, runs, 2)), np.empty((steps, runs, 2))
+    for k in range(steps):
+        v = hp.momentum * v + lams * x + rng.normal(0, np.sqrt(noise / hp.batch_size), x.shape)
+        x = x - hp.lr * v
+        xs[k], vs[k] = x, v
+    got = T.window_variance_scatter(lams, hp, steps)
+    for name, series, col in (("position", xs, 0), ("velocity", vs, 1)):
+        ratio = series.var(axis=0) / cov[:, col, col]  # run, mode
+        mean, sd = ratio.mean(0), ratio.std(0, ddof=1)
+        np.testing.assert_allclose(mean, got[f"{name}_window_bias"], atol=3 * sd.max() / np.sqrt(runs))
+        np.testing.assert_allclose(sd, got[f"{name}_window_sd"], rtol=0.1)
+    assert got.position_window_bias[1] < 0.8  # the slow mode: comparing with 1 would misread it
+    assert got.position_window_sd[1] > 1.3 * got.position_window_sd[0]  # and scatters more
+    with pytest.raises(T.TheoryError, match="replacement"):
+        T.window_variance_scatter([1.0], hp, 100, sampling="reshuffle", n_samples=64)
+
+
 def test_lag_msd_sampling_sd_rejects_what_it_does_not_cover():
     hp = Hp(lr=0.05, batch_size=4, momentum=0.9, weight_decay=0.0)
     with pytest.raises(T.TheoryError, match="below the run"):
