@@ -30,7 +30,7 @@ from pathlib import Path
 
 # rule -> (a target that rule makes, module to hook, object in it or None, function): the default cell's jobs
 JOBS = {
-    "converge": ("results/converge/theta0.pt", "torch.nn", "Module", "__call__"),
+    "converge": ("results/converge/converged.pt", "torch.nn", "Module", "__call__"),
     "burn_in": ("results/runs/lr0.02_bs64_mom0.9_wd0.005_seed0/theta0.pt", "torch.nn", "Module", "__call__"),
     "limiting_run": ("results/runs/lr0.02_bs64_mom0.9_wd0.005_seed0/record.npz", "torch.nn", "Module", "__call__"),
     "hessian": ("results/hessian/lr0.02_bs64_mom0.9_wd0.005_seed0.nc", "torch.nn", "Module", "__call__"),

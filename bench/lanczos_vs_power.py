@@ -16,7 +16,7 @@ Problems:
   ``0.95 j^-0.6`` and 10 % small negative eigenvalues in ``[-0.05, 0)``. The
   reference is the exact spectrum (a long Lanczos run agrees, see the output).
 * ``resnet8``: the training-loss Hessian of ResNet-8 on digits at the converged
-  checkpoint ``results/converge/theta0.pt`` (random initialisation when it is
+  checkpoint ``results/converge/converged.pt`` (random initialisation when it is
   missing), as the ``hessian`` stage takes it: a seeded subset of 512 training
   images in batches of 256, BatchNorm in eval mode, float32
   (``HessianOperator(..., reuse_graph=True)``: the same products, cheaper).
@@ -213,7 +213,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--problems", nargs="+", default=["synthetic", "resnet8"])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--checkpoint", default="results/converge/theta0.pt")
+    ap.add_argument("--checkpoint", default="results/converge/converged.pt")
     ap.add_argument("--data", default="results/data/digits.npz")
     ap.add_argument("--n-samples", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=256)

@@ -254,7 +254,7 @@ def burn_in_checkpoint(wildcards):
     """The converged weights, or the theta_0 of the seed's default cell (chained burn-in)."""
     start = burn_in_start(hyperparameters(wildcards), config)
     if start is None:
-        return "results/converge/theta0.pt"
+        return "results/converge/converged.pt"
     return f"results/runs/{cell_id(start)}/theta0.pt"
 
 

@@ -2,7 +2,7 @@ rule converge:
     input:
         data=f"results/data/{DATASET}.npz",
     output:
-        checkpoint="results/converge/theta0.pt",
+        checkpoint="results/converge/converged.pt",
         history="results/converge/history.nc",
     log:
         "results/logs/converge.log",
