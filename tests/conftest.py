@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 TINY = yaml.safe_load((Path(__file__).with_name("tiny_config.yaml")).read_text())
+PLAIN_NUMERICS = {"channels_last": False, "autocast": "none", "compile_model": False}  # a stage's "numerics"
 
 
 @pytest.fixture
@@ -34,6 +35,7 @@ class Workflow:
 
     def __init__(self, root: Path, config: dict):
         self.root = root
+        self.env: dict[str, str] = {}  # added to every run's environment
         shutil.copy(REPO / "Snakefile", root / "Snakefile")
         shutil.copytree(REPO / "workflow", root / "workflow")
         (root / "config").mkdir()
@@ -43,7 +45,7 @@ class Workflow:
         (self.root / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
     def _env(self) -> dict:
-        return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **self.env}
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run(

@@ -42,7 +42,7 @@ def _plain(obj):
     if isinstance(obj, OrderedDict):
         return obj
     if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
+        return {k: _plain(v) for k, v in dict.items(obj)}  # not a read of a stage's settings
     if type(obj) in (list, tuple):
         return type(obj)(_plain(v) for v in obj)
     return obj

@@ -35,13 +35,13 @@ COMMANDS = {
         "unrecorded steps at a cell's hyperparameters -> the cell's theta_0 state",
         "data checkpoint params out diverged-record resume? checkpoint-every threads",
     ),
-    "run-cell": (
+    "limiting-run": (
         "training",
         "limiting run of one hyperparameter cell from its burn-in state",
         "data checkpoint hessian? params out out-snapshots? diverged-record resume? checkpoint-every threads",
     ),
     "export-trajectory": ("trajectory", "raw record -> NetCDF trajectory", "raw params out"),
-    "combine": ("trajectory", "all cell trajectories -> one NetCDF over cells", "inputs+ cells+ out"),
+    "combine-trajectories": ("trajectory", "all cell trajectories -> one NetCDF over cells", "inputs+ cells+ out"),
     "analyze-cell": ("analysis", "diffusion exponent and stationary level of one cell", "trajectory params out"),
     "summarize": (
         "analysis",
@@ -83,7 +83,7 @@ COMMANDS = {
         "parameter-free predictions of the stationary local displacement and per-mode comparisons per cell",
         "analyses+ noise* comparisons* out-csv out-modes? out-nc?",
     ),
-    "tables": (
+    "results-tables": (
         "analysis",
         "the measured results as markdown tables (spread between seeds, targets)",
         "summary predictions modes matched? params out",
@@ -102,22 +102,22 @@ COMMANDS = {
 }
 
 OPTION_HELP = {
-    ("run-cell", "hessian"): "Hessian file whose eigenvectors the phase space is projected on",
+    ("limiting-run", "hessian"): "Hessian file whose eigenvectors the phase space is projected on",
     ("converge", "resume"): "checkpoint file of this job: resumed from when it exists, written every "
     "--checkpoint-every epochs and on SIGTERM/SIGINT, removed on success",
     ("converge", "checkpoint-every"): "epochs between checkpoints (0: only on a signal)",
     ("burn-in", "resume"): "checkpoint file of this job (as for converge)",
     ("burn-in", "checkpoint-every"): "steps between checkpoints (0: only on a signal)",
-    ("run-cell", "resume"): "checkpoint file of this job (as for converge)",
+    ("limiting-run", "resume"): "checkpoint file of this job (as for converge)",
     ("hessian", "resume"): "checkpoint file of this job: written after the Lanczos run and each SLQ probe, every "
     "--checkpoint-every products and on SIGTERM/SIGINT, removed on success",
     ("hessian", "checkpoint-every"): "Hessian-vector products between checkpoints (0: only on a signal and after each "
     "part)",
     ("landscape", "resume"): "checkpoint file of this job (finished rows of the grid)",
     ("landscape", "checkpoint-every"): "rows between checkpoints (0: only on a signal)",
-    ("run-cell", "checkpoint-every"): "steps between checkpoints (0: only on a signal)",
-    ("run-cell", "out-snapshots"): "file for the weights at the steps where the noise stage measures the noise",
-    ("gradient-noise", "snapshots"): "weights along the limiting run (run-cell --out-snapshots): noise there too",
+    ("limiting-run", "checkpoint-every"): "steps between checkpoints (0: only on a signal)",
+    ("limiting-run", "out-snapshots"): "file for the weights at the steps where the noise stage measures the noise",
+    ("gradient-noise", "snapshots"): "weights along the limiting run (limiting-run --out-snapshots): noise there too",
     ("predict", "comparisons"): "compare-cell outputs (adds their summary columns)",
     ("predict", "out-modes"): "per-mode theory-vs-experiment table (CSV)",
     ("predict", "out-nc"): "both tables as one NetCDF file, with provenance attributes",

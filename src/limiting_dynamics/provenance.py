@@ -106,7 +106,15 @@ def git_revision() -> str:
 
 def config_sha256(params: dict) -> str:
     """SHA-256 of a stage's settings (the config sections it reads) as canonical JSON."""
-    return hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(_plain(params), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _plain(value):
+    """``value`` with every dict subclass a plain dict, read through ``dict.items``
+    (a stage's settings record what the stage reads; hashing them is not a read)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in dict.items(value)}
+    return value
 
 
 @functools.lru_cache(maxsize=1)

@@ -450,7 +450,7 @@ def targets(summary: pd.DataFrame, modes: pd.DataFrame) -> str:
                 f"{_fmt(per_mode.min())}-{_fmt(per_mode.max())}",
                 _in(per_mode, 0.5, 2.0),
             )
-            z = window_z(top10, quad, col)
+            z = window_z(top10, quad, col).dropna(subset=["z"])  # none for reshuffled batches (no theory)
             if len(z):
                 valid = z[z["valid"]]
                 worst = valid.loc[valid["z"].abs().idxmax()] if len(valid) else None
@@ -596,8 +596,9 @@ def _variance_limit(modes: pd.DataFrame, quadratic: pd.DataFrame) -> list[str]:
     """How precisely one window fixes a mode's variance, and what the in-run
     curvature column can and cannot say, from the compared modes."""
     q = modes[modes["cell"].isin(quadratic.index) & (modes["mode"] <= 10)]
-    if "position_var_window_sd" not in q or not len(q):
-        return []
+    if "position_var_window_sd" not in q or not q["position_var_window_sd"].notna().any():
+        return []  # no runs, or batches reshuffled (the one-window theory is for independent batches)
+    q = q[q["position_var_window_sd"].notna()]
     seeds = quadratic.groupby("lr").size().min()
     corr = _cell_correlation(q, quadratic, "position_var_measured_over_predicted")
     lines = [

@@ -1,5 +1,5 @@
 """The run record: what :func:`.training.limiting_run` returns, stored by the
-run-cell stage as ``record.npz`` and read back by the export stage (which
+limiting-run stage as ``record.npz`` and read back by the export stage (which
 turns it into a trajectory with :func:`.trajectory.build_dataset`). Its one
 definition: arrays, plus the scalars and texts named here."""
 

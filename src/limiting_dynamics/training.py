@@ -44,11 +44,9 @@ class Numerics:
     compile_model: bool = False
 
     @classmethod
-    def from_config(cls, compute: dict | None) -> Numerics:
-        c = compute or {}
-        return cls(
-            bool(c.get("channels_last", False)), str(c.get("autocast", "none")), bool(c.get("compile_model", False))
-        )
+    def from_config(cls, numerics: dict) -> Numerics:
+        """From a stage's ``numerics`` settings (``channels_last``, ``autocast``, ``compile_model``)."""
+        return cls(bool(numerics["channels_last"]), str(numerics["autocast"]), bool(numerics["compile_model"]))
 
     def describe(self) -> str:
         """One line for the outputs' attributes."""

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from conftest import SCHEMA, TINY, Workflow
+from conftest import PLAIN_NUMERICS, SCHEMA, TINY, Workflow
 
 from limiting_dynamics.checkpoints import read_checkpoint, save_checkpoint
 from limiting_dynamics.cli import EXIT_ERROR, main
@@ -177,7 +177,7 @@ def env(tmp_path_factory):
     )
     assert (
         _cli(
-            "run-cell",
+            "limiting-run",
             "--data",
             root / "digits.npz",
             "--checkpoint",
@@ -213,6 +213,7 @@ def _cell_params(**kw) -> dict:
         "device": "cpu",
         "deterministic": True,
         "model": MODEL,
+        "numerics": PLAIN_NUMERICS,
         "steps": 20,
         "eval_every": 10,
         "tensor_every": 5,
@@ -253,7 +254,7 @@ def _weights(root: Path, name: str, state: dict) -> Path:
 
 def _run_cell(env: Path, out: Path, start: Path | None = None, data_file: Path | None = None, **kw):
     return (
-        "run-cell",
+        "limiting-run",
         "--data",
         data_file or env / "digits.npz",
         "--checkpoint",
@@ -322,7 +323,7 @@ COMMAND_CASES = [
     (
         "prepared data file missing",
         lambda e, o: _run_cell(e, o, data_file=e / "nothere.npz"),
-        "limiting-dynamics run-cell: error: prepared data file {root}/nothere.npz does not exist; run the "
+        "limiting-dynamics limiting-run: error: prepared data file {root}/nothere.npz does not exist; run the "
         "prepare_data rule first",
     ),
     (
@@ -331,7 +332,7 @@ COMMAND_CASES = [
             Path(e / "garbage.npz").write_bytes(b"not an npz file"),
             _run_cell(e, o, data_file=e / "garbage.npz"),
         )[1],
-        "limiting-dynamics run-cell: error: prepared data file {root}/garbage.npz is not a prepared data set (not "
+        "limiting-dynamics limiting-run: error: prepared data file {root}/garbage.npz is not a prepared data set (not "
         "an .npz archive); rerun the prepare_data rule",
     ),
     (
@@ -340,40 +341,41 @@ COMMAND_CASES = [
             Path(e / "short.npz").write_bytes((e / "digits.npz").read_bytes()[:3000]),
             _run_cell(e, o, data_file=e / "short.npz"),
         )[1],
-        "limiting-dynamics run-cell: error: prepared data file {root}/short.npz is damaged or truncated (...",
+        "limiting-dynamics limiting-run: error: prepared data file {root}/short.npz is damaged or truncated (...",
     ),
     (
         "start checkpoint missing",
         lambda e, o: _run_cell(e, o, start=e / "nostart.pt"),
-        "limiting-dynamics run-cell: error: checkpoint {root}/nostart.pt does not exist",
+        "limiting-dynamics limiting-run: error: checkpoint {root}/nostart.pt does not exist",
     ),
     (
         "weights file of another width",
         lambda e, o: _run_cell(
             e, o, start=_weights(e, "wide.pt", build_model({**MODEL, "width": 16}, 10, 1).state_dict())
         ),
-        "limiting-dynamics run-cell: error: weights in {root}/wide.pt do not fit the configured model (shape mismatch "
-        "['stem.0.weight: file (16, 1, 3, 3) vs model (8, 1, 3, 3)', 'stem.1.weight: file (16,) vs model (8,)'])",
+        "limiting-dynamics limiting-run: error: weights in {root}/wide.pt do not fit the configured model "
+        "(shape mismatch ['stem.0.weight: file (16, 1, 3, 3) vs model (8, 1, 3, 3)', "
+        "'stem.1.weight: file (16,) vs model (8,)'])",
     ),
     (
         "weights of another architecture",
         lambda e, o: _run_cell(
             e, o, start=_weights(e, "r18.pt", build_model({"arch": "resnet18"}, 10, 1).state_dict())
         ),
-        "limiting-dynamics run-cell: error: weights in {root}/r18.pt do not fit the configured model (missing "
+        "limiting-dynamics limiting-run: error: weights in {root}/r18.pt do not fit the configured model (missing "
         "['stem.0.weight', 'stem.1.weight', 'stem.1.bias']; unexpected ['conv1.weight', 'bn1.weight', 'bn1.bias']; "
         "shape mismatch ['fc.weight: file (10, 512) vs model (10, 8)'])",
     ),
     (
         "weights for another number of classes",
         lambda e, o: _run_cell(e, o, start=_weights(e, "c1000.pt", build_model(MODEL, 1000, 1).state_dict())),
-        "limiting-dynamics run-cell: error: weights in {root}/c1000.pt end in a classifier for 1000 classes, but the "
-        "data set has 10: they belong to another data set",
+        "limiting-dynamics limiting-run: error: weights in {root}/c1000.pt end in a classifier for 1000 classes, "
+        "but the data set has 10: they belong to another data set",
     ),
     (
         "weights file that is text",
         lambda e, o: (Path(e / "text.pt").write_text("hello"), _run_cell(e, o, start=e / "text.pt"))[1],
-        "limiting-dynamics run-cell: error: checkpoint {root}/text.pt is not a PyTorch checkpoint (neither this "
+        "limiting-dynamics limiting-run: error: checkpoint {root}/text.pt is not a PyTorch checkpoint (neither this "
         "package's format nor a torch.save file)",
     ),
     (
@@ -382,19 +384,19 @@ COMMAND_CASES = [
             Path(e / "cut.pt").write_bytes((e / "burn.pt").read_bytes()[:5000]),
             _run_cell(e, o, start=e / "cut.pt"),
         )[1],
-        "limiting-dynamics run-cell: error: checkpoint {root}/cut.pt is truncated or damaged (its SHA-256 does not "
+        "limiting-dynamics limiting-run: error: checkpoint {root}/cut.pt is truncated or damaged (its SHA-256 does not "
         "match the header; 4926 bytes after the header)",
     ),
     (
         "plain weights where a burn-in state is needed",
         lambda e, o: _run_cell(e, o, start=e / "theta0.pt"),
-        "limiting-dynamics run-cell: error: burn-in state of cell " + CELL + " is not a burn-in checkpoint (no "
+        "limiting-dynamics limiting-run: error: burn-in state of cell " + CELL + " is not a burn-in checkpoint (no "
         "'momentum_buffer')",
     ),
     (
         "burn-in state of another cell",
         lambda e, o: _run_cell(e, o, hyperparameters=_with_lr(0.04)),
-        "limiting-dynamics run-cell: error: burn-in state of cell " + CELL + " was written with hyperparameters "
+        "limiting-dynamics limiting-run: error: burn-in state of cell " + CELL + " was written with hyperparameters "
         "{'lr': 0.05, 'batch_size': 32, 'momentum': 0.9, 'weight_decay': 0.005, 'seed': 0}, sampling 'reshuffle', "
         "augment_shift 1, label_noise 0.0; this run has {'lr': 0.04, 'batch_size': 32, 'momentum': 0.9, "
         "'weight_decay': 0.005, 'seed': 0}, 'reshuffle', 1, 0.0",
@@ -402,12 +404,12 @@ COMMAND_CASES = [
     (
         "cuda asked for without a GPU",
         lambda e, o: _run_cell(e, o, device="cuda"),
-        "limiting-dynamics run-cell: error: compute.device is 'cuda' but no CUDA GPU is visible to this job; ...",
+        "limiting-dynamics limiting-run: error: compute.device is 'cuda' but no CUDA GPU is visible to this job; ...",
     ),
     (
         "non-finite loss at the first step",
         lambda e, o: _run_cell(e, o, start=_nan_start(e)),
-        "limiting-dynamics run-cell: error: cell " + CELL + " diverged at step 1: train_loss=nan, "
+        "limiting-dynamics limiting-run: error: cell " + CELL + " diverged at step 1: train_loss=nan, "
         "sq_dist_from_start=nan, sq_velocity=nan, sq_param_norm=nan",
     ),
     (
@@ -415,14 +417,14 @@ COMMAND_CASES = [
         lambda e, o: _run_cell(
             e, o, start=_burn_in(e, "lr1000", _with_lr(1000.0)), hyperparameters=_with_lr(1000.0), steps=50
         ),
-        "limiting-dynamics run-cell: error: cell " + CELL + " diverged at step 10: train_loss=...",
+        "limiting-dynamics limiting-run: error: cell " + CELL + " diverged at step 10: train_loss=...",
     ),
     (
         "a trajectory given as the Hessian file",
         lambda e, o: (
             _run_cell(e, o, phase_space={"modes": 2, "sketch_dim": 0, "sketch_seed": 0}) + ("--hessian", e / "traj.nc")
         ),
-        "limiting-dynamics run-cell: error: {root}/traj.nc: not a complete hessian result "
+        "limiting-dynamics limiting-run: error: {root}/traj.nc: not a complete hessian result "
         "(missing hessian_eigenvalues, "
         "hessian_eigenvectors, slq_nodes, slq_weights, bn_mode, hessian_trace_hutchinson); rerun its rule "
         "(hessian)",
@@ -578,7 +580,8 @@ def test_unreadable_data_file(shared):
     proc = _stage(_run_cell(shared, out), _unprivileged())
     assert proc.returncode == EXIT_ERROR and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip() == (
-        f"limiting-dynamics run-cell: error: prepared data file {shared}/digits.npz is unreadable (Permission denied)"
+        f"limiting-dynamics limiting-run: error: prepared data file {shared}/digits.npz is unreadable "
+        "(Permission denied)"
     )
     _assert_nothing_written(out)
 

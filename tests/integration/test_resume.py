@@ -17,7 +17,7 @@ DEFAULT = "lr0.05_bs32_mom0.9_wd0.005_seed0"
 
 
 def _run_cell_pid(cell: str, root) -> int | None:
-    """The Python process of ``limiting-dynamics run-cell`` for ``cell`` (not its shell)
+    """The Python process of ``limiting-dynamics limiting-run`` for ``cell`` (not its shell)
     working in ``root``: other tests running at the same time (pytest-xdist) run the
     same cell in their own directories, and must not be signalled."""
     for entry in os.listdir("/proc"):
@@ -28,7 +28,7 @@ def _run_cell_pid(cell: str, root) -> int | None:
             cwd = os.readlink(f"/proc/{entry}/cwd")
         except OSError:
             continue
-        if b"run-cell" in args and any(cell.encode() in a for a in args) and os.path.samefile(cwd, root):
+        if b"limiting-run" in args and any(cell.encode() in a for a in args) and os.path.samefile(cwd, root):
             return int(entry)
     return None
 
@@ -59,7 +59,7 @@ def test_snakemake_run_stopped_by_sigterm_then_sigkill_resumes_bit_identically(t
     # the interrupted copy shares everything upstream of the limiting run (same files, same metadata)
     shutil.copytree(tmp_path / "ref", tmp_path / "cut", symlinks=True)
     wf = Workflow.__new__(Workflow)
-    wf.root = tmp_path / "cut"
+    wf.root, wf.env = tmp_path / "cut", {}
     for done in (target, f"results/runs/{DEFAULT}/record.npz"):
         wf.path(done).unlink()
     resume = wf.path(f"results/runs/{DEFAULT}/resume.pt")

@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import collections
 import copy
+import json
 import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+import yaml
 from cf_checker import KINDS, check_cf
 from conftest import REPO, TINY, Workflow
 
 from limiting_dynamics import table_columns
 from limiting_dynamics.figures import FIGURES
+from limiting_dynamics.stages.common import PARAMS_READ_ENV
 
 pytestmark = pytest.mark.integration
 
@@ -40,8 +44,32 @@ def executed(proc) -> collections.Counter:
 @pytest.fixture(scope="module")
 def wf(tmp_path_factory):
     w = Workflow(tmp_path_factory.mktemp("wf"), copy.deepcopy(TINY))
+    w.env[PARAMS_READ_ENV] = str(w.path("params_read"))  # every job records the settings it read
     w.first = w.run()
+    w.env.clear()
     return w
+
+
+# Settings a rule is given that no job of the tiny run reads, each with the
+# condition under which its command reads it.
+READ_ONLY_WHEN = {
+    "prepare_data": {"loader"},  # ImageNet only: stream (subset files) or memory
+    "matched_exponents": {"fit_points", "bootstrap_samples"},  # when a family's matched window spans a decade
+}
+
+
+def test_every_rule_is_given_exactly_the_settings_its_command_reads(wf):
+    """Each job recorded what it was given (--params) and what it read; over all
+    jobs of a rule the two agree, so a changed setting reruns only the rules
+    that read it (and, through their outputs, what depends on them)."""
+    given, read = collections.defaultdict(set), collections.defaultdict(set)
+    for f in wf.path("params_read").glob("*.json"):
+        record = json.loads(f.read_text())
+        given[record["rule"]].update(record["given"])
+        read[record["rule"]].update(record["read"])
+    assert set(given) >= {"burn_in", "limiting_run", "hessian", "gradient_noise", "plot", "results_tables"}
+    unread = {rule: sorted(given[rule] - read[rule]) for rule in given if given[rule] - read[rule]}
+    assert unread == {rule: sorted(keys) for rule, keys in READ_ONLY_WHEN.items()}
 
 
 def test_training_stages_record_every_step(wf):
@@ -240,6 +268,164 @@ def test_second_run_does_nothing(wf):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
+def _leaf_keys(cfg: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in cfg.items():
+        path = f"{prefix}{key}"
+        out += _leaf_keys(value, f"{path}.") if isinstance(value, dict) and value else [path]
+    return out
+
+
+def _schema_enum(path: str):
+    """The schema's allowed values of a config key, if it lists them."""
+    import yaml
+
+    node = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    for part in path.split("."):
+        node = node.get("properties", {}).get(part, {})
+    return node.get("enum")
+
+
+# A changed value where the generic change (below) would not pass the schema or
+# the semantic checks, or would mean another experiment (a data set needs its path).
+CHANGED = {
+    "data.name": None,  # cifar10 / imagenet need a local path: the data set is the whole experiment
+    "data.channels": None,  # the digits have one channel
+    "converge.checkpoint": None,  # a path to a converged checkpoint: tested in test_local_datasets.py
+    "data.loader": None,  # stream is for ImageNet only
+    "converge.momentum": 0.8,
+    "cells.default.momentum": 0.8,
+    "cells.quadratic.momentum": 0.98,
+    "cells.sweeps.batch_size": [16],
+    "cells.sweeps.seed": [1],
+    "limiting.phase_space.modes": None,  # held between landscape.modes (3) and hessian.top_k (3) here
+    "model.blocks": [2],
+    "cells.grid": {"lr": [0.03]},
+    "hessian.n_samples": 96,
+    "noise.chunk": 32,
+    "linear_regression.samplings": ["replacement"],
+    "linear_regression.momenta": [0.9],
+    "landscape.modes": [1, 2],
+    "analysis.fit_window": [0.2, 1.0],
+    "analysis.stationary_window": [0.4, 1.0],
+    "analysis.mode_window": [0.0, 0.6],
+    "cells.quadratic.mode_window": [0.0, 0.9],
+}
+
+
+def _changed(path: str, value):
+    """A different value for the key at ``path`` that the config still accepts (None: skip)."""
+    if path in CHANGED:
+        return CHANGED[path]
+    enum = _schema_enum(path)
+    if enum:
+        return next(v for v in enum if v != value)
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value * 1.5 if value else 0.1
+    if isinstance(value, list):
+        return [value[0] + 1 if isinstance(value[0], int) else value[0] * 1.5, *value[1:]] if value else [0.03]
+    return None
+
+
+def _set(cfg: dict, path: str, value) -> dict:
+    out = copy.deepcopy(cfg)
+    node = out
+    *parents, last = path.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    return out
+
+
+JOB = re.compile(r"^(?:local)?rule (\w+):\n(?:(?!^(?:local)?rule ).)*?reason: ([^\n]*)", re.S | re.M)
+
+
+def planned_with_reasons(wf, configfile: Path | None = None) -> list[tuple[str, str]] | str:
+    """(rule, reason) of every job a dry run plans (with ``configfile``, else the
+    workflow's config), or the error it stops with."""
+    proc = wf.run("-n", *(["--configfile", str(configfile)] if configfile else []), check=False)
+    text = proc.stdout + proc.stderr
+    return JOB.findall(text) if proc.returncode == 0 else text.strip().splitlines()[-1]
+
+
+def _params_change(reason: str) -> set[str]:
+    """The settings whose value differs between the before and now JSON of a
+    'Params have changed' reason (dotted paths)."""
+    before, now = re.search(r"before: '(.*)' now: '(.*)'", reason).groups()
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": json.dumps(v)})
+        return out
+
+    a, b = flat(json.loads(before)), flat(json.loads(now))
+    return {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+
+
+def test_every_config_key_reruns_only_the_rules_that_read_it(wf):
+    """For every key of the config: change it and dry-run. A job planned
+    because its params changed must read every changed setting (the settings
+    the first run recorded); any other planned job is new (missing output) or
+    follows an input another job updates. A key whose change plans nothing is
+    one of CHANGES_NO_JOB."""
+    reads = collections.defaultdict(set, {rule: set(keys) for rule, keys in READ_ONLY_WHEN.items()})
+    for f in wf.path("params_read").glob("*.json"):
+        record = json.loads(f.read_text())
+        reads[record["rule"]].update(record["read"])
+    changed = {}  # key -> a complete config with that key changed
+    for path in _leaf_keys(TINY):
+        node = TINY
+        for part in path.split("."):
+            node = node[part]
+        new = _changed(path, node)
+        if new is not None:
+            changed[path] = wf.path(f"changed/{path}.yaml")
+            changed[path].parent.mkdir(exist_ok=True)
+            changed[path].write_text(yaml.safe_dump(_set(TINY, path, new), sort_keys=False))
+    with ThreadPoolExecutor(2) as pool:  # dry runs only read the workflow's records
+        planned = dict(zip(changed, pool.map(lambda f: planned_with_reasons(wf, f), changed.values())))
+    follows = (
+        "Missing output files",
+        "Input files updated by another job",
+        "Updated input files",
+        "Set of input files",
+    )
+    nothing, problems = [], []
+    for path, jobs in planned.items():
+        if isinstance(jobs, str):
+            problems.append(f"{path}: the dry run stops: {jobs}")
+            continue
+        if not jobs:
+            nothing.append(path)
+        for rule, reason in jobs:
+            if reason.startswith("Params have changed"):
+                unread = _params_change(reason) - reads[rule]
+                if unread:
+                    problems.append(f"{path}: {rule} reruns for settings it does not read: {sorted(unread)}")
+            elif not reason.startswith(follows):
+                problems.append(f"{path}: {rule} planned for {reason!r}")
+    assert not problems, "\n".join(problems)
+    assert sorted(nothing) == sorted(CHANGES_NO_JOB)
+
+
+CHANGES_NO_JOB = [  # keys whose change (above) leaves every job of the tiny run as it is
+    "compute.threads",  # resources: they size jobs, not results
+    "compute.mem_mb",
+    "compute.checkpoint_steps",
+    "compute.checkpoint_epochs",
+    "limiting.burn_in.relaxation_times",  # every tiny burn-in is capped at max_steps: the steps stay the same
+    "limiting.burn_in.chained_relaxation_times",
+    "limiting.burn_in.min_steps",
+    "linear_regression.enabled",  # switching a stage off removes its jobs
+    "landscape.enabled",
+]
+
+
 def test_plot_setting_change_reruns_only_plotting(wf):
     cfg = copy.deepcopy(TINY)
     cfg["plots"]["dpi"] = 70
@@ -366,7 +552,7 @@ def test_cli_failure_is_one_line_without_traceback(tmp_path):
     proc = subprocess.run(
         [
             exe,
-            "run-cell",
+            "limiting-run",
             "--data",
             str(tmp_path / "none.npz"),
             "--checkpoint",
@@ -387,7 +573,7 @@ def test_cli_failure_is_one_line_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
     # settings written by hand that lack a key the stage reads: one line naming it
     incomplete = subprocess.run(
-        [exe, "run-cell", "--data", "d.npz", "--checkpoint", "x.pt", "--params", '{"device": "cpu"}']
+        [exe, "limiting-run", "--data", "d.npz", "--checkpoint", "x.pt", "--params", '{"device": "cpu"}']
         + ["--out", str(tmp_path / "o.npz"), "--diverged-record", str(tmp_path / "d.json")],
         capture_output=True,
         text=True,

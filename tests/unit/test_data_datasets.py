@@ -108,7 +108,15 @@ def test_imagenet_image_folder_is_packed_with_the_eval_geometry(tmp_path):
     stripes[:, :15, 0] = stripes[:, 15:45, 1] = stripes[:, 45:, 2] = 255
     Image.fromarray(stripes).save(root / "train" / "n02" / "n02_zz.png")
     prepared = data.prepare(
-        {"name": "imagenet", "path": str(root), "image_size": 16, "channels": 3, "test_fraction": 0.2, "split_seed": 0}
+        {
+            "name": "imagenet",
+            "loader": "memory",
+            "path": str(root),
+            "image_size": 16,
+            "channels": 3,
+            "test_fraction": 0.2,
+            "split_seed": 0,
+        }
     )
     assert prepared.x_train.shape == (16, 3, 16, 16) and prepared.x_test.shape == (6, 3, 16, 16)
     assert prepared.num_classes == 3 and list(np.bincount(prepared.y_train)) == [5, 6, 5]
@@ -118,6 +126,7 @@ def test_imagenet_image_folder_is_packed_with_the_eval_geometry(tmp_path):
     subset = data.prepare(
         {
             "name": "imagenet",
+            "loader": "memory",
             "path": str(root),
             "image_size": 8,
             "channels": 1,
@@ -133,8 +142,8 @@ def test_imagenet_problems_are_clear(tmp_path):
     root = write_image_folder(tmp_path / "imagenet")
     (root / "val" / "n03").rename(root / "val" / "n04")
     with pytest.raises(DataError, match=r"has other classes than train/ \(missing \['n03'\], extra \['n04'\]\)"):
-        data.prepare({"name": "imagenet", "path": str(root), "image_size": 8, "channels": 3})
+        data.prepare({"name": "imagenet", "loader": "memory", "path": str(root), "image_size": 8, "channels": 3})
     (root / "val" / "n04").rename(root / "val" / "n03")
     (root / "train" / "n01" / "n01_1.JPEG").write_bytes(b"not a jpeg")
     with pytest.raises(DataError, match=r"n01_1.JPEG cannot be decoded"):
-        data.prepare({"name": "imagenet", "path": str(root), "image_size": 8, "channels": 3})
+        data.prepare({"name": "imagenet", "loader": "memory", "path": str(root), "image_size": 8, "channels": 3})

@@ -48,3 +48,11 @@ def test_probability_that_every_mode_lands_in_a_band_multiplies_over_modes():
     one = 0.99379 - 0.10565
     assert results_tables._all_within(modes, 3, 0.5, 2.0) == pytest.approx(one**2, rel=1e-3)
     assert results_tables._all_within(modes, 3, -10, 10) == pytest.approx(1.0)
+
+
+def test_window_z_is_left_out_where_the_one_window_theory_does_not_apply():
+    """Reshuffled batches: no one-window scatter (NaN); the targets table and the
+    paragraph leave the test out rather than fail."""
+    modes, quad = _quadratic_modes([1.0, 0.5], valid_steps=[2000, 2000], bias=np.nan, sd=np.nan)
+    assert results_tables.window_z(modes, quad, "position").dropna(subset=["z"]).empty
+    assert results_tables._variance_limit(modes, quad) == []

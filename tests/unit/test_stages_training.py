@@ -1,6 +1,7 @@
 """The training stages through the CLI: the converge stage is bit-reproducible."""
 
 import torch
+from conftest import PLAIN_NUMERICS
 
 from limiting_dynamics.data import datasets as data
 
@@ -23,6 +24,7 @@ def test_converge_stage_is_bit_reproducible(tmp_path):
             "device": "cpu",
             "deterministic": True,
             "model": MODEL,
+            "numerics": PLAIN_NUMERICS,
             "converge": {
                 "checkpoint": None,
                 "epochs": 1,

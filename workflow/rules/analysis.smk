@@ -41,7 +41,7 @@ rule results_tables:
     params:
         default=params_for("results_tables"),
     shell:
-        "limiting-dynamics tables --summary {input.summary} --predictions {input.predictions}"
+        "limiting-dynamics results-tables --summary {input.summary} --predictions {input.predictions}"
         " --modes {input.modes} --matched {input.matched} --params {params.default:q}"
         " --out {output} > {log} 2>&1"
 

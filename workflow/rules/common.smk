@@ -76,6 +76,11 @@ def section(name, without=()):
     return lambda w: {k: v for k, v in config[name].items() if k not in without}
 
 
+def keys(name, *names):
+    """These keys of a config section (the ones a rule's command reads)."""
+    return lambda w: {k: config[name][k] for k in names}
+
+
 def limiting(key):
     return lambda w: config["limiting"][key]
 
@@ -93,6 +98,9 @@ FIELDS = {
     "cell": lambda w: w.cell,
     "hyperparameters": lambda w: hyperparameters(w).as_dict(),
     "default": lambda w: CELLS[DEFAULT_CELL].as_dict(),
+    "default_cell": lambda w: {  # the default cell as the tables name the others after it (seeds aside)
+        k: v for k, v in CELLS[DEFAULT_CELL].as_dict().items() if k != "seed"
+    },
     "device": lambda w: config["compute"]["device"],
     "deterministic": lambda w: config["compute"]["deterministic"],
     "model": section("model"),
@@ -183,14 +191,32 @@ STAGE_PARAMS = {  # rule: (config section the JSON starts from, or None; values 
             family=lambda w: family(hyperparameters(w), config),
         ),
     ),
-    "analyze_cell": (section("analysis"), {}),
-    "matched_exponents": (section("analysis"), {}),
-    "compare_cell": (  # the analysis settings with the cell family's mode window and spectrum segment
-        section("analysis"),
+    "analyze_cell": (
+        keys(
+            "analysis",
+            "fit_window",
+            "fit_points",
+            "bootstrap_samples",
+            "stationary_window",
+            "stationary_batches",
+            "stationarity_window",
+            "seed",
+        ),
+        {},
+    ),
+    "matched_exponents": (
+        keys("analysis", "fit_points", "bootstrap_samples", "seed"),
+        {},
+    ),
+    "compare_cell": (  # with the cell family's mode window and spectrum segment
+        keys("analysis", "fit_window", "stationary_window", "curvature_block"),
         {k: setting(k) for k in ("mode_window", "spectrum_segment")},
     ),
-    "plot": (section("plots"), fields("default")),
-    "results_tables": (None, fields("default")),
+    "plot": (
+        section("plots", without=("format",)),
+        fields("default"),
+    ),  # the format is in the file name
+    "results_tables": (None, fields("default_cell")),
     "hessian": (None, HESSIAN),
     "eigenvector_drift": (  # the Hessian's loss and the cell's run, replayed to the drift steps
         None,
@@ -198,7 +224,18 @@ STAGE_PARAMS = {  # rule: (config section the JSON starts from, or None; values 
             **HESSIAN,
             **fields("hyperparameters", "sampling", "numerics"),
             "hessian": lambda w: {
-                **config["hessian"],
+                **{
+                    k: config["hessian"][k]
+                    for k in (
+                        "n_samples",
+                        "draws",
+                        "batch_size",
+                        "bn_mode",
+                        "reuse_graph",
+                        "drift_modes",
+                        "seed",
+                    )
+                },
                 "drift_steps": setting("drift_steps")(w),
             },
         },
@@ -210,8 +247,10 @@ STAGE_PARAMS = {  # rule: (config section the JSON starts from, or None; values 
             "device",
             "deterministic",
             "model",
-            "noise",
             *BATCHES,
+            noise=section(
+                "noise", without=("enabled", "points")
+            ),  # the points are the run's snapshots
             batch_size=cell_batch_size,
         ),
     ),

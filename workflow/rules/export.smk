@@ -34,4 +34,4 @@ rule combine_trajectories:
     params:
         cells=list(CELLS),
     shell:
-        "limiting-dynamics combine --inputs {input} --cells {params.cells} --out {output} > {log} 2>&1"
+        "limiting-dynamics combine-trajectories --inputs {input} --cells {params.cells} --out {output} > {log} 2>&1"

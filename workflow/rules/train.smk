@@ -79,7 +79,7 @@ rule limiting_run:
         diverged="results/runs/{cell}/diverged.json",
         resume="results/runs/{cell}/resume.pt",
     shell:
-        "limiting-dynamics run-cell --data {input.data} --checkpoint {input.checkpoint}"
+        "limiting-dynamics limiting-run --data {input.data} --checkpoint {input.checkpoint}"
         " {params.hessian} --params {params.run:q} --out {output.record} --out-snapshots {output.snapshots}"
         " --diverged-record {params.diverged} --resume {params.resume}"
         " --checkpoint-every {resources.checkpoint_every} --threads {threads} > {log} 2>&1"

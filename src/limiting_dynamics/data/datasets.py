@@ -303,7 +303,7 @@ def prepare_imagenet(cfg: dict, workers: int = 1) -> PreparedData:
         )
     size, channels = int(cfg["image_size"]), int(cfg["channels"])
     workers = max(1, int(workers))
-    if cfg.get("loader", "memory") == "stream":
+    if cfg["loader"] == "stream":
         n_sub = int(cfg["stream_subset"])
         if n_sub > len(train_files):
             raise DataError(

@@ -219,7 +219,7 @@ def cmd_predict(a) -> None:
         write_netcdf(cell_table_dataset(df, title, "predict", modes), a.out_nc)
 
 
-def cmd_tables(a) -> None:
+def cmd_results_tables(a) -> None:
     p = params(a)
     summary = pd.read_csv(a.summary, index_col="cell")
     predictions = pd.read_csv(a.predictions, index_col="cell")
@@ -229,7 +229,7 @@ def cmd_tables(a) -> None:
         summary,
         predictions,
         modes,
-        p["default"],
+        p["default_cell"],
         {"date": now_iso(), "git": git_revision(), "machine": results_tables.machine()},
         matched,
     )

@@ -22,7 +22,7 @@ def hessian_loss(p: dict, d):
     cell's batch size, augmentation and label noise): its fixed batches, the
     number of examples, the chunk (batch) size, and the label smoothing."""
     cfg = p["hessian"]
-    n_samples, chunk = hessian.loss_batching(cfg, d.n_train, p.get("cell_batch_size"))
+    n_samples, chunk = hessian.loss_batching(cfg, d.n_train, p["cell_batch_size"])
     batches = hessian.fixed_batches(
         d.x_train,
         d.y_train,

@@ -51,12 +51,12 @@ def history_dataset(history: dict, attrs: dict, first_epoch: int, params: dict, 
 def cmd_converge(a) -> None:
     set_threads(a.threads)
     p = params(a)
-    numerics = training.Numerics.from_config(p.get("numerics"))
+    numerics = training.Numerics.from_config(p["numerics"])
     device = device_for(p)
     d = datasets.load_prepared(a.data, device, workers=loader_workers(a))
     torch.manual_seed(int(p["converge"]["seed"]))  # the initialisation is part of the run's seed
     model = models.build_model(p["model"], d.num_classes, d.in_channels)
-    src = p["converge"].get("checkpoint")
+    src = p["converge"]["checkpoint"]
     saver = None
     if src:
         try:
@@ -127,7 +127,7 @@ def cmd_burn_in(a) -> None:
                 cell=p["cell"],
                 checkpointer=ckpt,
                 log=log,
-                numerics=training.Numerics.from_config(p.get("numerics")),
+                numerics=training.Numerics.from_config(p["numerics"]),
                 label_noise=p["label_noise"],
             ),
         )
@@ -136,7 +136,7 @@ def cmd_burn_in(a) -> None:
     log(f"cell {p['cell']}: theta_0 after {p['burn_in_steps']} burn-in steps -> {a.out}")
 
 
-def cmd_run_cell(a) -> None:
+def cmd_limiting_run(a) -> None:
     set_threads(a.threads)
     p = params(a)
     hp = Hyperparameters(**p["hyperparameters"])
@@ -159,7 +159,7 @@ def cmd_run_cell(a) -> None:
         raise ConfigError(f"limiting.phase_space.sketch_dim {sketch_dim} exceeds the model's {n_params} parameters")
     with checkpoints.stop_on_signals() as stop:
         ckpt = checkpointer_for(
-            a, "run-cell", p, device, {"data": a.data, "checkpoint": a.checkpoint, "hessian": a.hessian}, stop
+            a, "limiting-run", p, device, {"data": a.data, "checkpoint": a.checkpoint, "hessian": a.hessian}, stop
         )
         record = recording_divergence(
             a,
@@ -183,7 +183,7 @@ def cmd_run_cell(a) -> None:
                 cell=p["cell"],
                 checkpointer=ckpt,
                 log=log,
-                numerics=training.Numerics.from_config(p.get("numerics")),
+                numerics=training.Numerics.from_config(p["numerics"]),
                 label_noise=p["label_noise"],
                 snapshot_steps=noise_snapshot_steps(p["steps"], p["noise_points"]) if a.out_snapshots else (),
             ),

@@ -32,7 +32,7 @@ def cmd_export_trajectory(a) -> None:
     log(f"trajectory of {p['cell']} ({ds.sizes['step']} steps) -> {a.out}")
 
 
-def cmd_combine(a) -> None:
+def cmd_combine_trajectories(a) -> None:
     ds = trajectory.combine(a.inputs, a.cells)
     write_netcdf(ds, a.out, trajectory.encoding_for(ds))
     log(f"{len(a.cells)} cells -> {a.out}")
