@@ -304,7 +304,8 @@ FIGURES: dict[str, Figure] = {
         inputs={"cells": each("results/drift/{probed}.nc")},
         needs=("drift",),
         caption="""
-        How long the Hessian eigenvectors of theta_0 stay eigenvectors. The run is
+        How long the Hessian eigenvectors of theta_0 stay eigenvectors, one row per
+        probed cell (its seeds together). The run is
         replayed from theta_0 (the same batches) and at a few steps the Hessian of the
         same loss is applied to each eigenvector ``u_i`` of theta_0: left, the relative
         residual ``||H u_i - (u_i^T H u_i) u_i|| / u_i^T H u_i`` (0 for an eigenvector;

@@ -400,39 +400,44 @@ def loss_landscape(landscape: xr.Dataset, path, dpi: int = 150) -> None:
 def eigenvector_drift(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
     """How long the Hessian eigenvectors of theta_0 stay eigenvectors along the
     run: relative residual and Rayleigh quotient over eigenvalue at the
-    replayed steps, per mode (colour) and seed (one line each), with one
-    oscillation period of the top mode."""
+    replayed steps, per mode (colour) and seed (one line each), one row per
+    cell (its seeds together) with one oscillation period of its top mode."""
     from .. import theory
     from ..hyperparameters import Hyperparameters
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    colors = sns.color_palette("viridis", max(ds.sizes["mode"] for ds in cells))
+    groups: dict[tuple, list[xr.Dataset]] = {}
     for ds in cells:
-        t = np.maximum(ds.drift_step.values, 0.5)  # theta_0 drawn at half a step on the log axis
-        for j in range(ds.sizes["mode"]):
-            label = f"mode {j + 1}" if ds is cells[0] else None
-            axes[0].plot(t, ds.relative_residual.values[:, j], "o-", ms=3, lw=0.8, color=colors[j], label=label)
-            axes[1].plot(
-                t, ds.rayleigh_quotient.values[:, j] / ds.eigenvalue.values[j], "o-", ms=3, lw=0.8, color=colors[j]
-            )
-    hp = Hyperparameters.from_attrs(cells[0].attrs)
-    period = 1 / float(theory.oscillation_frequency([float(cells[0].eigenvalue[0])], hp)[0])
-    valid = np.concatenate([valid_steps(ds) for ds in cells])
-    for ax in axes:
-        ax.axvline(period, color="0.4", ls=":", lw=1, label=f"one oscillation period of mode 1 ({period:.0f} steps)")
-        ax.set(xscale="log", xlabel="steps since $\\theta_0$ (replayed run)")
-    axes[0].axhline(VALID_RESIDUAL, color="C3", ls="--", lw=0.8, label="valid below")
-    axes[0].set(
-        ylabel="$\\|H u_i - (u_i^T H u_i) u_i\\| / u_i^T H u_i$",
-        title=f"relative residual (0: an eigenvector); valid up to step {int(np.median(valid))} "
-        f"(median over modes and seeds)",
-    )
-    axes[1].axhline(1.0, color="0.5", lw=0.8)
-    axes[1].set(ylabel="$u_i^T H u_i / \\lambda_i$", title="curvature along $u_i$ over its eigenvalue at $\\theta_0$")
-    axes[0].legend(fontsize=7, frameon=False)
+        hp = Hyperparameters.from_attrs(ds.attrs)
+        groups.setdefault((hp.lr, hp.batch_size, hp.momentum, hp.weight_decay), []).append(ds)
+    fig, axes = plt.subplots(len(groups), 2, figsize=(11, 3.4 * len(groups)), squeeze=False)
+    colors = sns.color_palette("viridis", max(ds.sizes["mode"] for ds in cells))
+    for row, ((lr, bs, beta, wd), runs) in zip(axes, sorted(groups.items(), reverse=True)):
+        for ds in runs:
+            t = np.maximum(ds.drift_step.values, 0.5)  # theta_0 drawn at half a step on the log axis
+            for j in range(ds.sizes["mode"]):
+                label = f"mode {j + 1}" if ds is runs[0] else None
+                row[0].plot(t, ds.relative_residual.values[:, j], "o-", ms=3, lw=0.8, color=colors[j], label=label)
+                row[1].plot(
+                    t, ds.rayleigh_quotient.values[:, j] / ds.eigenvalue.values[j], "o-", ms=3, lw=0.8, color=colors[j]
+                )
+        hp = Hyperparameters.from_attrs(runs[0].attrs)
+        period = 1 / float(theory.oscillation_frequency([float(np.mean([ds.eigenvalue[0] for ds in runs]))], hp)[0])
+        valid = np.concatenate([valid_steps(ds) for ds in runs])
+        for ax in row:
+            ax.axvline(period, color="0.4", ls=":", lw=1, label=f"one period of mode 1 ({period:.0f} steps)")
+            ax.set(xscale="log", xlabel="steps since $\\theta_0$ (replayed run)")
+        row[0].axhline(VALID_RESIDUAL, color="C3", ls="--", lw=0.8, label="valid below")
+        cell = f"lr {lr:g}, S {bs}, $\\beta$ {beta:g}, wd {wd:g} ({len(runs)} seed(s))"
+        row[0].set(
+            ylabel="$\\|H u_i - (u_i^T H u_i) u_i\\| / u_i^T H u_i$",
+            title=f"{cell}\nrelative residual; valid up to step {int(np.median(valid))} (median)",
+        )
+        row[1].axhline(1.0, color="0.5", lw=0.8)
+        row[1].set(ylabel="$u_i^T H u_i / \\lambda_i$", title=f"{cell}\ncurvature along $u_i$ over $\\lambda_i$")
+        row[0].legend(fontsize=6, frameon=False, ncol=2)
     fig.suptitle(
-        f"Do the Hessian eigenvectors of $\\theta_0$ stay eigenvectors? Hessian of the loss SGD samples at "
-        f"the replayed steps ({len(cells)} seed(s) of the default cell)",
+        "Do the Hessian eigenvectors of $\\theta_0$ stay eigenvectors? Hessian of the loss SGD samples at "
+        "the replayed steps, every probed cell",
         fontsize=10,
     )
     fig.tight_layout()
