@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import functools
 import json
 import re
 import shutil
@@ -19,7 +20,7 @@ import pytest
 import xarray as xr
 import yaml
 from cf_checker import KINDS, check_cf
-from conftest import REPO, TINY, Workflow
+from conftest import REPO, SCHEMA, TINY, Workflow
 
 from limiting_dynamics import table_columns
 from limiting_dynamics.figures import FIGURES
@@ -276,11 +277,14 @@ def _leaf_keys(cfg: dict, prefix: str = "") -> list[str]:
     return out
 
 
+@functools.cache
+def _schema() -> dict:
+    return yaml.safe_load(SCHEMA.read_text())
+
+
 def _schema_enum(path: str):
     """The schema's allowed values of a config key, if it lists them."""
-    import yaml
-
-    node = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    node = _schema()
     for part in path.split("."):
         node = node.get("properties", {}).get(part, {})
     return node.get("enum")

@@ -183,9 +183,8 @@ def theory_validity(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
                 ok = np.isfinite(r) & np.isfinite(sd)
                 lower = np.minimum(2 * sd[ok], 0.95 * r[ok])
                 ax.errorbar(np.full(ok.sum(), lr), r[ok], yerr=[lower, 2 * sd[ok]], fmt="none", ecolor="C1", lw=0.7)
-            elif not key.startswith("oscillation") and f"{key.split('_')[0]}_var_window_sd" in sel:
+            elif not key.startswith("oscillation") and f"{(var := key.split('_')[0])}_var_window_sd" in sel:
                 # what one window expects of the ratio, +- 2 sd (the modes share about the same band)
-                var = key.split("_")[0]
                 bias = float(np.nanmean(sel[f"{var}_var_window_bias"]))
                 sd = float(np.nanmean(sel[f"{var}_var_window_sd"]))
                 ax.vlines(lr, max(bias - 2 * sd, 0.05), bias + 2 * sd, color="C1", lw=7, alpha=0.2, zorder=0)
