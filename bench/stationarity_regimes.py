@@ -40,6 +40,7 @@ def run(name: str, v: dict, steps: int, seed: int) -> dict:
 
     from limiting_dynamics import models, training
     from limiting_dynamics.data import datasets as data
+    from limiting_dynamics.data.drawing import BatchDrawing
 
     torch.set_num_threads(1)
     cfg = yaml.safe_load(open("config/config.yaml"))  # the default's model, pretraining and cell
@@ -58,7 +59,8 @@ def run(name: str, v: dict, steps: int, seed: int) -> dict:
     )
     si = set(models.scale_invariant_tensors(model))
     hp = training.Hyperparameters(lr, cell["batch_size"], beta, wd, seed)
-    run = training._Run(model, d, hp, cfg["limiting"]["sampling"], torch.device("cpu"), v["shift"], label_noise=noise)
+    drawing = BatchDrawing(cfg["limiting"]["sampling"], v["shift"], noise)
+    run = training._Run(model, d, hp, drawing, torch.device("cpu"), training.Numerics())
     if v.get("input_noise"):
         gen, draw = torch.Generator().manual_seed(seed + 10), run.batches.next
         run.batches.next = lambda: (lambda x, y: (x + v["input_noise"] * torch.randn(x.shape, generator=gen), y))(

@@ -107,6 +107,7 @@ def main() -> None:
     device = torch.device(a.device)
 
     from limiting_dynamics.data import datasets as data
+    from limiting_dynamics.data.drawing import BatchDrawing
     from limiting_dynamics.models import build_model
     from limiting_dynamics.recording import FlatParameters, StepRecorder
     from limiting_dynamics.training import Numerics, sgd
@@ -141,7 +142,7 @@ def main() -> None:
     )
     data.save_prepared(prepared, tmp / "imagenet.npz")
     stream = data.load_prepared(tmp / "imagenet.npz", device, workers=a.workers)
-    batches = stream.train_batches(a.batch_size, "reshuffle", 0)
+    batches = stream.train_batches(a.batch_size, BatchDrawing("reshuffle", 0, 0.0), 0)
     x_syn = torch.randn(a.batch_size, 3, 224, 224, device=device)
     y_syn = torch.randint(0, 1000, (a.batch_size,), device=device)
 

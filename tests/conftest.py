@@ -132,6 +132,13 @@ def one_thread():
 SMALL_RESNET = {"arch": "resnet", "blocks": [1], "width": 4, "stem": "cifar"}
 
 
+def drawing(sampling="reshuffle", augment_shift=0, label_noise=0.0):
+    """How the tests' runs draw their batches (plain reshuffled batches unless told)."""
+    from limiting_dynamics.data.drawing import BatchDrawing
+
+    return BatchDrawing(sampling, augment_shift, label_noise)
+
+
 def short_limiting_run(digits, hp, steps=40, burn_in=5, **kw):
     """A limiting run of the small ResNet on the digits (burn-in included), quiet."""
     import torch
@@ -148,7 +155,7 @@ def short_limiting_run(digits, hp, steps=40, burn_in=5, **kw):
         steps=steps,
         burn_in=burn_in,
         eval_every=20,
-        sampling=kw.pop("sampling", "reshuffle"),
+        drawing=drawing(kw.pop("sampling", "reshuffle"), kw.pop("augment_shift", 0), kw.pop("label_noise", 0.0)),
         device=torch.device("cpu"),
         cell="testcell",
         log=lambda s: None,

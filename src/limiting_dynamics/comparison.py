@@ -54,7 +54,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from . import local_displacement, spectra, theory
+from . import local_displacement, spectra, table_columns, theory
 from .hyperparameters import Hyperparameters
 
 
@@ -223,12 +223,6 @@ def fit_exponent(t, y, window: tuple[float, float], steps: int) -> float:
     return float(np.polyfit(np.log(t[ok]), np.log(y[ok]), 1)[0])
 
 
-def stable_modes(eigvals, hp: Hyperparameters) -> np.ndarray:
-    """Modes whose heavy-ball recursion is stable: ``0 < lr (lam + wd) < 2 (1 + beta)``."""
-    a = hp.lr * (np.asarray(eigvals, float) + hp.weight_decay)
-    return (a > 0) & (a < 2 * (1 + hp.momentum))
-
-
 def independent_noise(noise: xr.Dataset, window: tuple[int, int] | None = None) -> np.ndarray:
     """Per mode, the variance of independent minibatch gradients along the
     eigenvectors of theta_0, averaged over the noise points of the run inside
@@ -302,7 +296,7 @@ def compare_cell(
         ends, along = curvature_along_run(g, x_at, curvature_block)
         pos = traj.mode_position.values[lo:hi].astype(float)
         vel = traj.mode_velocity.values[lo:hi].astype(float)
-        stable = stable_modes(lam, hp)
+        stable = theory.stable_modes(lam, hp)
         lam_ok = np.where(stable, lam, 1.0)  # placeholder for unstable modes; their predictions become NaN
         pred = theory.stationary_moments(lam_ok, sigma2, hp, **kw)
         check = theory.stationary_moments(lam_ok, sigma2_run, hp, **kw)
@@ -378,11 +372,11 @@ def compare_cell(
     )
     attrs["grad_sq_norm_in_run"] = local_displacement.grad_sq_norm(traj, stationary_window)
     total = float(per_sample_noise_var(noise.attrs["trace_cov"], bs, sampling, n_train))
-    ok_top = stable_modes(lam_all, hp)
+    ok_top = theory.stable_modes(lam_all, hp)
     # Ritz values at or below zero stand for the near-zero cluster of the spectrum (SLQ smears it by about the
     # node spacing): curvature 0, weight decay alone restoring them (docs/theory.md, "The lag-MSD and the exponent c")
     bulk_lam = np.maximum(bulk_lam, 0.0)
-    ok_bulk = stable_modes(bulk_lam, hp)
+    ok_bulk = theory.stable_modes(bulk_lam, hp)
     bulk_total = max(total - float(sigma2_all.sum()), 0.0)
     msd_top = theory.lag_msd(lam_all[ok_top], sigma2_all[ok_top], lags, hp, **kw)
     bulk_slope = slope if np.isfinite(slope) else 1.0
@@ -475,57 +469,5 @@ def compare_cell(
                 abs(exact - ds.lag_msd_predicted) / ds.sq_dist_from_start_predicted_sd, np.nanmax
             ),
         )
-    meta = {
-        "mode": "Hessian eigenvector index at theta_0 (1 = largest eigenvalue)",
-        "lag": "lag tau (SGD steps); for sq_dist_from_start the number of steps since theta_0",
-        "block": "last step of a block of the run over which the curvature along each eigenvector is fitted",
-        "eigenvalue": "Hessian eigenvalue lam_i at the cell's theta_0",
-        "underdamped": "1 if the mode oscillates: lr (lam + wd) > (1 - sqrt(beta))^2 (and is stable)",
-        "curvature_in_run": "slope of u_i^T g_k against u_i^T theta_{k-1} over the mode window (curvature felt)",
-        "curvature_along_run": "the same slope over each block of the run",
-        "noise_var_in_run": "per-sample noise sigma_i^2 = u_i^T C u_i from the in-run gradients over the mode window",
-        "noise_var_independent": "per-sample noise sigma_i^2 from independent minibatches at the noise points of "
-        "the mode window",
-        "position_var_measured": "variance of u_i^T (theta_t - theta_0) over the mode window",
-        "position_var_predicted": "prediction: stationary Var[x_i], exact discrete theory, independent noise",
-        "position_var_in_run_check": "consistency check: stationary Var[x_i], exact discrete theory, in-run noise",
-        "velocity_var_measured": "variance of u_i^T v_t (momentum buffer) over the mode window",
-        "velocity_var_predicted": "prediction: stationary Var[v_i], exact discrete theory, independent noise",
-        "velocity_var_in_run_check": "consistency check: stationary Var[v_i], exact discrete theory, in-run noise",
-        "position_velocity_cov_measured": "covariance of position and velocity projections",
-        "position_velocity_cov_predicted": "prediction: stationary Cov[x_i, v_i], exact discrete theory",
-        "oscillation_frequency_measured": "pole angle / 2 pi of the damped oscillator fitted to the spectrum of "
-        "u_i^T v over the mode window (cycles per step)",
-        "oscillation_frequency_predicted": "prediction: damped frequency of the mean motion (cycles per step; 0 if "
-        "overdamped)",
-        "pole_radius_measured": "pole radius of the fitted oscillator (theory: sqrt(beta))",
-        "oscillation_frequency_cramer_rao": "smallest relative standard deviation of any unbiased frequency "
-        "estimate from the mode window (Cramer-Rao, the predicted oscillator; NaN if overdamped)",
-        "position_var_window_bias": "expected position_var_measured / position_var_predicted for one window of the "
-        "mode window's length (below 1: the window's own mean takes out the slowest fluctuations)",
-        "position_var_window_sd": "standard deviation of position_var_measured / position_var_predicted over windows "
-        "of the mode window's length (stationary Gaussian mode)",
-        "velocity_var_window_bias": "expected velocity_var_measured / velocity_var_predicted for one window",
-        "velocity_var_window_sd": "standard deviation of velocity_var_measured / velocity_var_predicted over windows",
-        "oscillator_fit_converged": "1 if the spectral fit converged to an oscillation (0: the optimiser failed, or "
-        "the pole angle went to its bound: no oscillation found in the window)",
-        "rayleigh_quotient_over_eigenvalue": "u_i^T H u_i of the Hessian at the last replayed step of the mode "
-        "window over the eigenvalue at theta_0 (eigenvector-drift stage)",
-        "valid_steps": "last replayed step at which the eigenvector of theta_0 had a relative residual below 0.5",
-        "lag_msd_predicted_top": "stationary lag-MSD of the top modes alone (theory, independent noise)",
-        "sq_dist_from_start_predicted_sd": "predicted standard deviation of ||theta_t - theta_0||^2 about "
-        "lag_msd_predicted at t = lag (one anchor, stationary Gaussian modes)",
-        "lag_msd_predicted_sd": "predicted standard deviation of one run's time-averaged lag-MSD about "
-        "lag_msd_predicted (stationary Gaussian modes; the sketch's projection included)",
-        "lag_msd_predicted": "prediction: stationary lag-MSD of top modes plus SLQ bulk, independent noise, bulk "
-        "noise ~ lam^s with s the slope measured on the top modes",
-        "lag_msd_predicted_isotropic": "the same with the bulk's noise spread evenly over all its modes, the near-zero "
-        "cluster (Ritz values <= 0, taken as curvature 0) included (s = 0)",
-        "lag_msd_predicted_c_like_h": "the same with the bulk's noise proportional to curvature (s = 1, C ~ H)",
-        "sq_dist_from_start_measured": "measured ||theta_t - theta_0||^2 at t = lag",
-        "lag_msd_sketch": "measured lag-MSD, time average of ||S(theta_{t+tau} - theta_t)||^2",
-    }
-    for name, long_name in meta.items():
-        if name in ds.variables:
-            ds[name].attrs.update(long_name=long_name, units="1")
+    table_columns.describe(ds, table_columns.COMPARISON)
     return ds

@@ -628,6 +628,162 @@ def fixed_batches(
     return FixedBatches(x, y, index, shift=shift, fill=fill, seed=seed)
 
 
+@dataclass
+class HessianAnalysis:
+    """What :func:`analyze` measured at the model's parameters (the NetCDF layout
+    of it is :func:`.result_files.hessian_dataset`)."""
+
+    top: LanczosResult  # the top eigenpairs (Lanczos)
+    density: SpectralDensity  # the spectral density's quadrature (SLQ)
+    trace: float  # Hutchinson's estimate of tr H, and its standard error
+    trace_stderr: float
+    n_params: int
+    n_samples: int  # examples per Hessian-vector product
+    n_batches: int
+    total_products: int  # Hessian-vector products, all parts together
+    loss: float  # the loss and the gradient's norm at the parameters
+    grad_norm: float
+    tensor_names: list[str]  # the parameter tensors in the flattened order, and their sizes
+    tensor_sizes: list[int]
+    reuse_graph: bool
+
+    @property
+    def eigenvectors(self) -> np.ndarray:
+        """The top eigenvectors as a ``(mode, parameter)`` float32 array."""
+        return self.top.eigenvectors.detach().to("cpu", torch.float32).numpy().T
+
+
+class _Parts:
+    """The resumable parts of :func:`analyze` (the Lanczos run, each SLQ probe,
+    the Hutchinson probes): the results so far (``state``), checkpointed when a
+    part ends, on the schedule and on a signal."""
+
+    def __init__(self, op: HessianOperator, checkpointer, log: Callable[[str], None]):
+        self.op, self.checkpointer = op, checkpointer
+        self.state = (checkpointer.resume() if checkpointer is not None else None) or {}
+        # an unfinished Lanczos run or SLQ probe: its state, consumed when the loop continues from it
+        self.lanczos_partial = self.state.pop("lanczos_partial", None)
+        self.slq_partial = self.state.pop("slq_partial", None)
+        if self.state:
+            op.n_products = int(self.state["n_products"])
+            log(f"resuming after {self.state['parts_done']} from {checkpointer.store.path}")
+
+    def finished(self, part: str, schedule: bool = False) -> None:
+        self.state.update(n_products=self.op.n_products, parts_done=part)
+        if self.checkpointer is None:
+            return
+        save = self.checkpointer if schedule else self.checkpointer.save
+        save(self.op.n_products, f"Hessian-vector products ({part})", lambda: self.state)
+
+    def stepper(self, part: str, key: str, progress: Progress, note: Callable[[float], str], tag: dict | None = None):
+        """``on_step`` of a Lanczos loop: a progress line when due, and a checkpoint
+        holding the loop's state (under ``key``, with ``tag``) on the schedule or a signal."""
+
+        def on_step(m: int, krylov_state: Callable[[], dict], residual: float) -> None:
+            progress.update(m, note(residual))
+            if self.checkpointer is not None:
+                self.checkpointer(
+                    self.op.n_products,
+                    f"Hessian-vector products ({part})",
+                    lambda: {
+                        **self.state,
+                        "n_products": self.op.n_products,
+                        "parts_done": f"{m} products of {part}",
+                        key: {**krylov_state(), **(tag or {})},
+                    },
+                )
+
+        return on_step
+
+
+def _top_pairs(op: HessianOperator, cfg: dict, parts: _Parts, device, dtype, log, progress_every) -> LanczosResult:
+    """The Lanczos part: the top eigenpairs, from the checkpoint when it holds them."""
+    state, top_k, tol = parts.state, int(cfg["top_k"]), float(cfg["tol"])
+
+    def residual_note(residual: float) -> str:
+        if not math.isfinite(residual):
+            return ""
+        return f", largest relative residual of the top {top_k} Ritz pairs {residual:.2g} (tol {tol:g})"
+
+    if "lanczos_eigenvalues" in state:
+        return LanczosResult(
+            state["lanczos_eigenvalues"].numpy(),
+            state["lanczos_eigenvectors"].to(device, dtype),
+            state["lanczos_residuals"].numpy(),
+            int(state["lanczos_products"]),
+            bool(state["lanczos_converged"]),
+        )
+    max_iter = min(int(cfg["max_iter"]), op.numel)
+    partial, parts.lanczos_partial = parts.lanczos_partial, None
+    done = int(partial["iterations"]) if partial is not None else 0
+    progress = Progress("Lanczos", max_iter, "products", log, progress_every, done=done, at_most=True)
+    top = lanczos(
+        op.matvec,
+        op.numel,
+        top_k,
+        tol=tol,
+        max_iter=max_iter,
+        seed=int(cfg["seed"]),
+        device=device,
+        dtype=dtype,
+        resume=partial,
+        on_step=parts.stepper("the Lanczos run", "lanczos_partial", progress, residual_note),
+    )
+    progress.end(
+        top.n_products, residual_note(float(np.max(top.residuals / np.maximum(np.abs(top.eigenvalues), 1e-30))))
+    )
+    state.update(
+        lanczos_eigenvalues=torch.from_numpy(np.ascontiguousarray(top.eigenvalues)),
+        lanczos_eigenvectors=top.eigenvectors.detach().cpu(),
+        lanczos_residuals=torch.from_numpy(np.ascontiguousarray(top.residuals)),
+        lanczos_products=top.n_products,
+        lanczos_converged=bool(top.converged),
+    )
+    parts.finished("the Lanczos run")
+    return top
+
+
+def _density(op: HessianOperator, cfg: dict, parts: _Parts, device, dtype, log, progress_every) -> SpectralDensity:
+    """The SLQ part: one probe after another, each resumable, from the generator seeded ``seed + 1``."""
+    state = parts.state
+    gen = torch.Generator().manual_seed(int(cfg["seed"]) + 1)
+    if "slq_rng" in state:
+        gen.set_state(state["slq_rng"])
+    nodes, weights = list(state.get("slq_nodes", [])), list(state.get("slq_weights", []))
+    iterations = int(cfg["slq_iterations"])
+    for i in range(len(nodes), int(cfg["slq_vectors"])):
+        part = f"SLQ probe {i + 1}"
+        partial, parts.slq_partial = parts.slq_partial, None
+        if partial is not None and int(partial["probe"]) != i + 1:
+            raise CheckpointError(f"the checkpoint holds SLQ probe {partial['probe']} unfinished, not {i + 1}")
+        done = int(partial["iterations"]) if partial is not None else 0
+        progress = Progress(f"{part} of {cfg['slq_vectors']}", iterations, "products", log, progress_every, done)
+        step = parts.stepper(part, "slq_partial", progress, lambda residual: "", {"probe": i + 1})
+        before = op.n_products - done
+        theta, w = slq_probe(op.matvec, op.numel, iterations, gen, device, dtype, resume=partial, on_step=step)
+        progress.end(op.n_products - before)
+        nodes.append(torch.from_numpy(theta))
+        weights.append(torch.from_numpy(w))
+        state.update(slq_nodes=list(nodes), slq_weights=list(weights), slq_rng=gen.get_state())
+        parts.finished(part)
+    return SpectralDensity(np.stack([t.numpy() for t in nodes]), np.stack([t.numpy() for t in weights]))
+
+
+def _trace(op: HessianOperator, cfg: dict, parts: _Parts, device, dtype) -> tuple[float, float]:
+    """The Hutchinson part: the probes so far kept, from the generator seeded ``seed + 2``."""
+    state = parts.state
+    gen = torch.Generator().manual_seed(int(cfg["seed"]) + 2)
+    if "hutchinson_rng" in state:
+        gen.set_state(state["hutchinson_rng"])
+    values = list(state.get("hutchinson_values", []))
+    for j in range(len(values), int(cfg["hutchinson_samples"])):
+        values.append(hutchinson_probe(op.matvec, op.numel, gen, device, dtype))
+        state.update(hutchinson_values=list(values), hutchinson_rng=gen.get_state())
+        if j + 1 < int(cfg["hutchinson_samples"]):
+            parts.finished("Hutchinson probes", schedule=True)
+    return _mean_stderr(values)
+
+
 def analyze(
     model: nn.Module,
     batches,
@@ -637,16 +793,15 @@ def analyze(
     checkpointer=None,
     label_smoothing: float = 0.0,
     progress_every: float = 30.0,
-):
+) -> HessianAnalysis:
     """Top eigenpairs (Lanczos), spectral density (SLQ) and trace (Hutchinson) of
-    the training-loss Hessian at the model's parameters, as an xarray Dataset.
+    the training-loss Hessian at the model's parameters.
 
     ``cfg``: ``bn_mode``, ``precision`` (float32/float64), ``top_k``, ``tol``,
     ``max_iter``, ``slq_vectors``, ``slq_iterations``, ``hutchinson_samples``,
-    ``reuse_graph`` (optional, default false: see :class:`HessianOperator`),
-    ``seed``. ``label_smoothing``: the loss is the cross-entropy with this
-    label smoothing, the expected loss under the runs' label noise
-    (:mod:`.batches`).
+    ``reuse_graph`` (see :class:`HessianOperator`), ``seed``.
+    ``label_smoothing``: the loss is the cross-entropy with this label
+    smoothing, the expected loss under the runs' label noise (:mod:`.batches`).
 
     ``checkpointer`` (a :class:`.checkpoints.Checkpointer`): the work is done
     in parts (the Lanczos run, each SLQ probe, the Hutchinson probes). A
@@ -662,11 +817,8 @@ def analyze(
     ``progress_every``: seconds between progress lines of the Lanczos run and
     of each SLQ probe (``log``; also one at the start and one at the end).
     """
-    import xarray as xr
-
     _check_probes(int(cfg["hutchinson_samples"]))  # before any work
     dtype = {"float32": torch.float32, "float64": torch.float64}[cfg["precision"]]
-    loss = expected_loss(label_smoothing)
     op = HessianOperator(
         model,
         batches,
@@ -674,183 +826,30 @@ def analyze(
         device=device,
         dtype=dtype,
         reuse_graph=bool(cfg["reuse_graph"]),
-        loss=loss,
+        loss=expected_loss(label_smoothing),
     )
-    n = op.numel
-    seed = int(cfg["seed"])
-    top_k, tol = int(cfg["top_k"]), float(cfg["tol"])
     grad = op.gradient()
-    state = (checkpointer.resume() if checkpointer is not None else None) or {}
-    # an unfinished Lanczos run or SLQ probe: its state, consumed when the loop continues from it
-    lanczos_partial, slq_partial = state.pop("lanczos_partial", None), state.pop("slq_partial", None)
-    if state:
-        op.n_products = int(state["n_products"])
-        log(f"resuming after {state['parts_done']} from {checkpointer.store.path}")
-
-    def finished(part: str, schedule: bool = False) -> None:
-        state.update(n_products=op.n_products, parts_done=part)
-        if checkpointer is None:
-            return
-        if schedule:
-            checkpointer(op.n_products, f"Hessian-vector products ({part})", lambda: state)
-        else:
-            checkpointer.save(op.n_products, f"Hessian-vector products ({part})", lambda: state)
-
-    def stepper(part: str, key: str, progress: Progress, note: Callable[[float], str], tag: dict | None = None):
-        """``on_step`` of a Lanczos loop: a progress line when due, and a checkpoint
-        holding the loop's state (under ``key``, with ``tag``) on the schedule or a signal."""
-
-        def on_step(m: int, krylov_state: Callable[[], dict], residual: float) -> None:
-            progress.update(m, note(residual))
-            if checkpointer is not None:
-                checkpointer(
-                    op.n_products,
-                    f"Hessian-vector products ({part})",
-                    lambda: {
-                        **state,
-                        "n_products": op.n_products,
-                        "parts_done": f"{m} products of {part}",
-                        key: {**krylov_state(), **(tag or {})},
-                    },
-                )
-
-        return on_step
-
-    def residual_note(residual: float) -> str:
-        if not math.isfinite(residual):
-            return ""
-        return f", largest relative residual of the top {top_k} Ritz pairs {residual:.2g} (tol {tol:g})"
-
-    if "lanczos_eigenvalues" in state:
-        top = LanczosResult(
-            state["lanczos_eigenvalues"].numpy(),
-            state["lanczos_eigenvectors"].to(device, dtype),
-            state["lanczos_residuals"].numpy(),
-            int(state["lanczos_products"]),
-            bool(state["lanczos_converged"]),
-        )
-    else:
-        max_iter = min(int(cfg["max_iter"]), n)
-        done = int(lanczos_partial["iterations"]) if lanczos_partial is not None else 0
-        progress = Progress("Lanczos", max_iter, "products", log, progress_every, done=done, at_most=True)
-        top = lanczos(
-            op.matvec,
-            n,
-            top_k,
-            tol=tol,
-            max_iter=max_iter,
-            seed=seed,
-            device=device,
-            dtype=dtype,
-            resume=lanczos_partial,
-            on_step=stepper("the Lanczos run", "lanczos_partial", progress, residual_note),
-        )
-        lanczos_partial = None
-        progress.end(
-            top.n_products, residual_note(float(np.max(top.residuals / np.maximum(np.abs(top.eigenvalues), 1e-30))))
-        )
-        state.update(
-            lanczos_eigenvalues=torch.from_numpy(np.ascontiguousarray(top.eigenvalues)),
-            lanczos_eigenvectors=top.eigenvectors.detach().cpu(),
-            lanczos_residuals=torch.from_numpy(np.ascontiguousarray(top.residuals)),
-            lanczos_products=top.n_products,
-            lanczos_converged=bool(top.converged),
-        )
-        finished("the Lanczos run")
+    parts = _Parts(op, checkpointer, log)
+    top = _top_pairs(op, cfg, parts, device, dtype, log, progress_every)
     log(
         f"Lanczos: top {cfg['top_k']} eigenvalues in {top.n_products} Hessian-vector products "
         f"(converged: {top.converged}): " + " ".join(f"{v:.4g}" for v in top.eigenvalues)
     )
-    n_lanczos = top.n_products
-
-    gen = torch.Generator().manual_seed(seed + 1)
-    if "slq_rng" in state:
-        gen.set_state(state["slq_rng"])
-    nodes, weights = list(state.get("slq_nodes", [])), list(state.get("slq_weights", []))
-    iterations = int(cfg["slq_iterations"])
-    for i in range(len(nodes), int(cfg["slq_vectors"])):
-        part = f"SLQ probe {i + 1}"
-        if slq_partial is not None and int(slq_partial["probe"]) != i + 1:
-            raise CheckpointError(f"the checkpoint holds SLQ probe {slq_partial['probe']} unfinished, not {i + 1}")
-        done = int(slq_partial["iterations"]) if slq_partial is not None else 0
-        progress = Progress(f"{part} of {cfg['slq_vectors']}", iterations, "products", log, progress_every, done)
-        step = stepper(part, "slq_partial", progress, lambda residual: "", {"probe": i + 1})
-        before = op.n_products - done
-        theta, w = slq_probe(op.matvec, n, iterations, gen, device, dtype, resume=slq_partial, on_step=step)
-        slq_partial = None
-        progress.end(op.n_products - before)
-        nodes.append(torch.from_numpy(theta))
-        weights.append(torch.from_numpy(w))
-        state.update(slq_nodes=list(nodes), slq_weights=list(weights), slq_rng=gen.get_state())
-        finished(part)
-    dens = SpectralDensity(np.stack([t.numpy() for t in nodes]), np.stack([t.numpy() for t in weights]))
-
-    gen = torch.Generator().manual_seed(seed + 2)
-    if "hutchinson_rng" in state:
-        gen.set_state(state["hutchinson_rng"])
-    values = list(state.get("hutchinson_values", []))
-    for j in range(len(values), int(cfg["hutchinson_samples"])):
-        values.append(hutchinson_probe(op.matvec, n, gen, device, dtype))
-        state.update(hutchinson_values=list(values), hutchinson_rng=gen.get_state())
-        if j + 1 < int(cfg["hutchinson_samples"]):
-            finished("Hutchinson probes", schedule=True)
-    trace, trace_err = _mean_stderr(values)
-    log(f"trace {trace:.4g} +- {trace_err:.2g} (Hutchinson), {dens.moment(1) * n:.4g} (SLQ)")
-    names = [name for name, p in op.model.named_parameters() if p.requires_grad]
-    sizes = [p.numel() for p in op.params]
-    vecs = top.eigenvectors.detach().to("cpu", torch.float32).numpy().T  # (mode, parameter)
-    lo, hi = float(dens.nodes.min()), float(dens.nodes.max())
-    pad = 0.05 * (hi - lo + 1e-12)
-    grid = np.linspace(lo - pad, hi + pad, 512)
-    width = max((hi - lo) / 200, 1e-12)
-    ds = xr.Dataset(
-        {
-            "hessian_eigenvalues": ("mode", top.eigenvalues),
-            "hessian_eigenvalue_residual": ("mode", top.residuals),
-            "hessian_eigenvectors": (("mode", "parameter"), vecs),
-            "slq_nodes": (("probe", "node"), dens.nodes),
-            "slq_weights": (("probe", "node"), dens.weights),
-            "spectral_density": ("eigenvalue", dens.density(grid, width)),
-            "tensor_size": ("tensor", np.asarray(sizes)),
-        },
-        coords={
-            "mode": np.arange(1, len(top.eigenvalues) + 1),
-            "eigenvalue": grid,
-            "tensor": np.asarray(names, dtype=object),
-        },
-        attrs={
-            "hessian_trace_hutchinson": trace,
-            "hessian_trace_hutchinson_stderr": trace_err,
-            "hessian_trace_slq": dens.moment(1) * n,
-            "n_params": n,
-            "n_samples": op.n_samples,
-            "n_batches": len(batches),
-            "bn_mode": cfg["bn_mode"],
-            "precision": cfg["precision"],
-            "seed": seed,
-            "lanczos_hvps": n_lanczos,
-            "lanczos_converged": int(top.converged),
-            "lanczos_tol": float(cfg["tol"]),
-            "total_hvps": op.n_products,
-            "loss_at_theta0": op.loss_value(),
-            "grad_norm_at_theta0": float(grad.norm()),
-            "density_smoothing_width": width,
-            "device": str(device),
-            "reuse_graph": int(op.reuse_graph),
-        },
+    density = _density(op, cfg, parts, device, dtype, log, progress_every)
+    trace, trace_err = _trace(op, cfg, parts, device, dtype)
+    log(f"trace {trace:.4g} +- {trace_err:.2g} (Hutchinson), {density.moment(1) * op.numel:.4g} (SLQ)")
+    return HessianAnalysis(
+        top=top,
+        density=density,
+        trace=trace,
+        trace_stderr=trace_err,
+        n_params=op.numel,
+        n_samples=op.n_samples,
+        n_batches=len(batches),
+        total_products=op.n_products,
+        loss=op.loss_value(),
+        grad_norm=float(grad.norm()),
+        tensor_names=[name for name, p in op.model.named_parameters() if p.requires_grad],
+        tensor_sizes=[p.numel() for p in op.params],
+        reuse_graph=bool(op.reuse_graph),
     )
-    meta = {
-        "hessian_eigenvalues": ("1", "top eigenvalues of the training-loss Hessian at theta_0 (descending)"),
-        "hessian_eigenvalue_residual": ("1", "Lanczos residual estimate |beta_m s_m| of each eigenpair"),
-        "hessian_eigenvectors": ("1", "unit eigenvectors over the flattened trainable parameters"),
-        "slq_nodes": ("1", "stochastic Lanczos quadrature nodes (Ritz values) per probe vector"),
-        "slq_weights": ("1", "stochastic Lanczos quadrature weights per probe vector"),
-        "spectral_density": ("1", "Gaussian-smoothed spectral density of the Hessian (integrates to 1)"),
-        "tensor_size": ("1", "scalars per parameter tensor (order of the flattened parameters)"),
-        "mode": ("1", "Hessian eigen-mode at theta_0 (1 = largest eigenvalue)"),
-        "eigenvalue": ("1", "Hessian eigenvalue (grid of the spectral density)"),
-        "tensor": ("1", "parameter tensor name (model.named_parameters order)"),
-    }
-    for k, (units, long_name) in meta.items():
-        ds[k].attrs.update(units=units, long_name=long_name)
-    return ds

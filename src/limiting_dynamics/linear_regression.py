@@ -229,7 +229,7 @@ def simulate(
         if not np.all(np.isfinite(theta)):
             raise FloatingPointError(
                 f"linear-regression chains diverged at step {k + 1} ({cell.name}, "
-                f"lr {hp.lr}); need lr*(lam_max + wd) < 2(1 + momentum)"
+                f"lr {hp.lr}); need {theory.STABILITY} for every mode"
             )
         record(k + 1)
     return out
@@ -249,11 +249,10 @@ def run_cell(
     """Simulation (seeded by ``cell.hp.seed``) and exact/continuous theory for one cell,
     from theta* and from a displaced start."""
     hp = cell.hp
-    lam_max = problem.eigvals[0]
-    if not hp.lr * (lam_max + hp.weight_decay) < 2 * (1 + hp.momentum):
+    if not theory.stable_modes(problem.eigvals, hp).all():
         raise ValueError(
-            f"lr {hp.lr} is unstable for this problem: lr*(lam_max + wd) = "
-            f"{hp.lr * (lam_max + hp.weight_decay):.3g} >= 2(1 + momentum)"
+            f"lr {hp.lr} is unstable for this problem: lr (lam_max + wd) = "
+            f"{hp.lr * (problem.eigvals[0] + hp.weight_decay):.3g}; need {theory.STABILITY} for every mode"
         )
     modes = problem.eigvecs[:, :top_modes]
     fp = theory.fixed_point(problem.hessian, problem.theta_star, hp.weight_decay)

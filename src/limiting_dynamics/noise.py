@@ -80,8 +80,8 @@ def minibatch_noise(
     """Statistics of ``n_batches`` independent minibatch gradients.
 
     ``batches``: a batch source (``next() -> (x, y)``, see :mod:`.batches`),
-    normally ``data.train_batches(S, scheme, seed, shift)``: batches of the
-    size, sampling scheme and augmentation the limiting runs use (random
+    normally ``data.train_batches(S, drawing, seed)``: batches of the
+    size and drawing (sampling, augmentation, label noise) the limiting runs use (random
     translations in memory, random-resized crops and flips when streamed), so
     that the noise is the one SGD sees; its seed should differ from the runs'.
     ``directions``: ``(k, n_params)`` unit vectors. Returns ``trace_cov``

@@ -1,4 +1,5 @@
-"""Reading the NetCDF results one stage hands to the next, checked.
+"""The NetCDF results one stage hands to the next: the Hessian's layout, and
+reading them checked.
 
 A stage that reads another's output (the Hessian's eigenvectors, the noise
 levels, a comparison) opens it here, so that a missing, foreign, truncated
@@ -30,6 +31,71 @@ REQUIRED = {
     "comparison": ((), ("cell",), "compare_cell"),
     "drift": (("rayleigh_quotient", "relative_residual"), ("cell", "lr", "momentum"), "eigenvector_drift"),
 }
+
+
+def hessian_dataset(result, cfg: dict, device) -> xr.Dataset:
+    """The Hessian stage's NetCDF layout of a :class:`.hessian.HessianAnalysis`:
+    eigenpairs with their residuals, the SLQ quadrature and the smoothed density on
+    512 points, the tensor sizes, and the run's settings and counts as attributes
+    (``cfg``: the ``hessian`` settings it ran with)."""
+    import xarray as xr
+
+    top, dens, n = result.top, result.density, result.n_params
+    lo, hi = float(dens.nodes.min()), float(dens.nodes.max())
+    pad = 0.05 * (hi - lo + 1e-12)
+    grid = np.linspace(lo - pad, hi + pad, 512)
+    width = max((hi - lo) / 200, 1e-12)
+    ds = xr.Dataset(
+        {
+            "hessian_eigenvalues": ("mode", top.eigenvalues),
+            "hessian_eigenvalue_residual": ("mode", top.residuals),
+            "hessian_eigenvectors": (("mode", "parameter"), result.eigenvectors),
+            "slq_nodes": (("probe", "node"), dens.nodes),
+            "slq_weights": (("probe", "node"), dens.weights),
+            "spectral_density": ("eigenvalue", dens.density(grid, width)),
+            "tensor_size": ("tensor", np.asarray(result.tensor_sizes)),
+        },
+        coords={
+            "mode": np.arange(1, len(top.eigenvalues) + 1),
+            "eigenvalue": grid,
+            "tensor": np.asarray(result.tensor_names, dtype=object),
+        },
+        attrs={
+            "hessian_trace_hutchinson": result.trace,
+            "hessian_trace_hutchinson_stderr": result.trace_stderr,
+            "hessian_trace_slq": dens.moment(1) * n,
+            "n_params": n,
+            "n_samples": result.n_samples,
+            "n_batches": result.n_batches,
+            "bn_mode": cfg["bn_mode"],
+            "precision": cfg["precision"],
+            "seed": int(cfg["seed"]),
+            "lanczos_hvps": top.n_products,
+            "lanczos_converged": int(top.converged),
+            "lanczos_tol": float(cfg["tol"]),
+            "total_hvps": result.total_products,
+            "loss_at_theta0": result.loss,
+            "grad_norm_at_theta0": result.grad_norm,
+            "density_smoothing_width": width,
+            "device": str(device),
+            "reuse_graph": int(result.reuse_graph),
+        },
+    )
+    meta = {
+        "hessian_eigenvalues": ("1", "top eigenvalues of the training-loss Hessian at theta_0 (descending)"),
+        "hessian_eigenvalue_residual": ("1", "Lanczos residual estimate |beta_m s_m| of each eigenpair"),
+        "hessian_eigenvectors": ("1", "unit eigenvectors over the flattened trainable parameters"),
+        "slq_nodes": ("1", "stochastic Lanczos quadrature nodes (Ritz values) per probe vector"),
+        "slq_weights": ("1", "stochastic Lanczos quadrature weights per probe vector"),
+        "spectral_density": ("1", "Gaussian-smoothed spectral density of the Hessian (integrates to 1)"),
+        "tensor_size": ("1", "scalars per parameter tensor (order of the flattened parameters)"),
+        "mode": ("1", "Hessian eigen-mode at theta_0 (1 = largest eigenvalue)"),
+        "eigenvalue": ("1", "Hessian eigenvalue (grid of the spectral density)"),
+        "tensor": ("1", "parameter tensor name (model.named_parameters order)"),
+    }
+    for k, (units, long_name) in meta.items():
+        ds[k].attrs.update(units=units, long_name=long_name)
+    return ds
 
 
 def open_result(path: str | Path, kind: str) -> xr.Dataset:

@@ -27,6 +27,104 @@ def _fit_columns() -> dict[str, tuple[str, str]]:
     return out
 
 
+# per mode (module comparison): the comparison files and the modes table
+MODE_COLUMNS: dict[str, tuple[str, str]] = {
+    "eigenvalue": ("1", "Hessian eigenvalue lam_i at the cell's theta_0"),
+    "underdamped": ("1", "1 if the mode oscillates: lr (lam + wd) > (1 - sqrt(beta))^2 (and is stable)"),
+    "curvature_in_run": ("1", "slope of u_i^T g_k against u_i^T theta_{k-1} over the mode window (curvature felt)"),
+    "curvature_along_run": ("1", "the same slope over each block of the run"),
+    "noise_var_in_run": (
+        "1",
+        "per-sample noise sigma_i^2 = u_i^T C u_i from the in-run gradients over the mode window",
+    ),
+    "noise_var_independent": (
+        "1",
+        "per-sample noise sigma_i^2 from independent minibatches at the noise points of the mode window",
+    ),
+    "position_var_measured": ("1", "variance of u_i^T (theta_t - theta_0) over the mode window"),
+    "position_var_predicted": ("1", "prediction: stationary Var[x_i], exact discrete theory, independent noise"),
+    "position_var_in_run_check": ("1", "consistency check: stationary Var[x_i], exact discrete theory, in-run noise"),
+    "velocity_var_measured": ("1", "variance of u_i^T v_t (momentum buffer) over the mode window"),
+    "velocity_var_predicted": ("1", "prediction: stationary Var[v_i], exact discrete theory, independent noise"),
+    "velocity_var_in_run_check": ("1", "consistency check: stationary Var[v_i], exact discrete theory, in-run noise"),
+    "position_velocity_cov_measured": ("1", "covariance of position and velocity projections"),
+    "position_velocity_cov_predicted": ("1", "prediction: stationary Cov[x_i, v_i], exact discrete theory"),
+    "oscillation_frequency_measured": (
+        "1",
+        "pole angle / 2 pi of the damped oscillator fitted to the spectrum of u_i^T v over the mode window "
+        "(cycles per step)",
+    ),
+    "oscillation_frequency_predicted": (
+        "1",
+        "prediction: damped frequency of the mean motion (cycles per step; 0 if overdamped)",
+    ),
+    "pole_radius_measured": ("1", "pole radius of the fitted oscillator (theory: sqrt(beta))"),
+    "oscillation_frequency_cramer_rao": (
+        "1",
+        "smallest relative standard deviation of any unbiased frequency estimate from the mode window "
+        "(Cramer-Rao, the predicted oscillator; NaN if overdamped)",
+    ),
+    "position_var_window_bias": (
+        "1",
+        "expected position_var_measured / position_var_predicted for one window of the mode window's length "
+        "(below 1: the window's own mean takes out the slowest fluctuations)",
+    ),
+    "position_var_window_sd": (
+        "1",
+        "standard deviation of position_var_measured / position_var_predicted over windows of the mode "
+        "window's length (stationary Gaussian mode)",
+    ),
+    "velocity_var_window_bias": ("1", "expected velocity_var_measured / velocity_var_predicted for one window"),
+    "velocity_var_window_sd": (
+        "1",
+        "standard deviation of velocity_var_measured / velocity_var_predicted over windows",
+    ),
+    "oscillator_fit_converged": (
+        "1",
+        "1 if the spectral fit converged to an oscillation (0: the optimiser failed, or the pole angle went "
+        "to its bound: no oscillation found in the window)",
+    ),
+    "rayleigh_quotient_over_eigenvalue": (
+        "1",
+        "u_i^T H u_i of the Hessian at the last replayed step of the mode window over the eigenvalue at "
+        "theta_0 (eigenvector-drift stage)",
+    ),
+    "valid_steps": ("1", "last replayed step at which the eigenvector of theta_0 had a relative residual below 0.5"),
+}
+
+# the comparison files' axes and lag-MSD curves, with MODE_COLUMNS what compare_cell writes
+COMPARISON: dict[str, tuple[str, str]] = {
+    "mode": ("1", "Hessian eigenvector index at theta_0 (1 = largest eigenvalue)"),
+    "lag": ("1", "lag tau (SGD steps); for sq_dist_from_start the number of steps since theta_0"),
+    "block": ("1", "last step of a block of the run over which the curvature along each eigenvector is fitted"),
+    "lag_msd_predicted_top": ("1", "stationary lag-MSD of the top modes alone (theory, independent noise)"),
+    "sq_dist_from_start_predicted_sd": (
+        "1",
+        "predicted standard deviation of ||theta_t - theta_0||^2 about lag_msd_predicted at t = lag (one "
+        "anchor, stationary Gaussian modes)",
+    ),
+    "lag_msd_predicted_sd": (
+        "1",
+        "predicted standard deviation of one run's time-averaged lag-MSD about lag_msd_predicted (stationary "
+        "Gaussian modes; the sketch's projection included)",
+    ),
+    "lag_msd_predicted": (
+        "1",
+        "prediction: stationary lag-MSD of top modes plus SLQ bulk, independent noise, bulk noise ~ lam^s "
+        "with s the slope measured on the top modes",
+    ),
+    "lag_msd_predicted_isotropic": (
+        "1",
+        "the same with the bulk's noise spread evenly over all its modes, the near-zero cluster (Ritz values "
+        "<= 0, taken as curvature 0) included (s = 0)",
+    ),
+    "lag_msd_predicted_c_like_h": ("1", "the same with the bulk's noise proportional to curvature (s = 1, C ~ H)"),
+    "sq_dist_from_start_measured": ("1", "measured ||theta_t - theta_0||^2 at t = lag"),
+    "lag_msd_sketch": ("1", "measured lag-MSD, time average of ||S(theta_{t+tau} - theta_t)||^2"),
+    **MODE_COLUMNS,
+}
+
+
 COLUMNS: dict[str, tuple[str, str]] = {
     # index and hyperparameters (coordinates)
     "cell": ("1", "cell name (hyperparameters and seed)"),
@@ -192,39 +290,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "eigenvectors_valid_steps": ("1", "median over modes of valid_steps"),
     "mode_window_end": ("1", "last step of the mode window"),
     # modes: per mode (module comparison) and the ratios of MODE_RATIOS
-    "eigenvalue": ("1", "Hessian eigenvalue lam_i at the cell's theta_0"),
-    "curvature_in_run": ("1", "slope of u_i^T g_k against u_i^T theta_{k-1} over the mode window"),
-    "underdamped": ("1", "1 if the mode oscillates: lr (lam + wd) > (1 - sqrt(beta))^2"),
-    "noise_var_in_run": ("1", "per-sample noise u_i^T C u_i from the in-run gradients (mode window)"),
-    "noise_var_independent": (
-        "1",
-        "per-sample noise u_i^T C u_i from independent minibatches at the noise points of the mode window",
-    ),
-    "position_var_measured": ("1", "variance of u_i^T (theta_t - theta_0) over the mode window"),
-    "position_var_in_run_check": ("1", "consistency check: stationary Var[x_i], exact discrete theory, in-run noise"),
-    "position_var_predicted": ("1", "prediction: stationary Var[x_i], exact discrete theory, independent noise"),
-    "velocity_var_measured": ("1", "variance of u_i^T v_t (momentum buffer) over the mode window"),
-    "velocity_var_in_run_check": ("1", "consistency check: stationary Var[v_i], exact discrete theory, in-run noise"),
-    "velocity_var_predicted": ("1", "prediction: stationary Var[v_i], exact discrete theory, independent noise"),
-    "position_velocity_cov_measured": ("1", "covariance of position and velocity projections"),
-    "position_velocity_cov_predicted": ("1", "stationary Cov[x_i, v_i], exact discrete theory"),
-    "oscillation_frequency_measured": ("1", "frequency (cycles per step) of the oscillator fitted to u_i^T v"),
-    "oscillation_frequency_predicted": ("1", "prediction: damped frequency of the mean motion (cycles per step)"),
-    "oscillation_frequency_cramer_rao": (
-        "1",
-        "smallest relative standard deviation of any unbiased frequency estimate from the mode window (Cramer-Rao)",
-    ),
-    "position_var_window_bias": ("1", "expected position variance measured / predicted for one mode window"),
-    "position_var_window_sd": ("1", "standard deviation of position variance measured / predicted, one mode window"),
-    "velocity_var_window_bias": ("1", "expected velocity variance measured / predicted for one mode window"),
-    "velocity_var_window_sd": ("1", "standard deviation of velocity variance measured / predicted, one mode window"),
-    "pole_radius_measured": ("1", "pole radius of the fitted oscillator (theory: sqrt(beta))"),
-    "oscillator_fit_converged": ("1", "1 if the spectral fit converged"),
-    "valid_steps": ("1", "last replayed step at which the eigenvector of theta_0 was still one"),
-    "rayleigh_quotient_over_eigenvalue": (
-        "1",
-        "u_i^T H u_i at the last replayed step of the mode window over the eigenvalue at theta_0",
-    ),
+    **MODE_COLUMNS,
     "position_var_measured_over_in_run_check": ("1", "position_var_measured / position_var_in_run_check"),
     "velocity_var_measured_over_in_run_check": ("1", "velocity_var_measured / velocity_var_in_run_check"),
     "oscillation_frequency_measured_over_predicted": (

@@ -56,6 +56,19 @@ from .hyperparameters import Hyperparameters
 
 MODELS = ("discrete", "continuous")
 SAMPLINGS = ("replacement", "reshuffle")
+STABILITY = "0 < lr (lam + wd) < 2 (1 + beta)"  # the heavy-ball recursion's stability region, as messages state it
+
+
+def stable_modes(eigvals, hp: Hyperparameters) -> np.ndarray:
+    """Which modes the heavy-ball recursion keeps bounded: ``0 < lr (lam + wd) < 2 (1 + beta)``.
+
+    The two eigenvalues of a mode's update matrix (state ``(x, v)``, ``a = lam + wd``)
+    ``[[1 - lr a, -lr beta], [a, beta]]`` lie inside the unit circle exactly there: their
+    product is ``beta``, and at ``lr a = 2 (1 + beta)`` one of them reaches -1 (at
+    ``lr a = 0``, +1); beyond either edge the mode grows.
+    """
+    a = hp.lr * (np.asarray(eigvals, float) + hp.weight_decay)
+    return (a > 0) & (a < 2 * (1 + hp.momentum))
 
 
 # ----------------------------------------------------------------------------
@@ -147,7 +160,7 @@ class DiscreteSystem:
         if np.any(bad):
             raise TheoryError(
                 f"{int(np.sum(bad))} mode(s) are outside the stability region of SGD with momentum "
-                f"(need 0 < lr*(lam + wd) < 2*(1 + beta)); spectral radius up to {float(rho.max()):.6g}: "
+                f"(need {STABILITY}); spectral radius up to {float(rho.max()):.6g}: "
                 "no stationary distribution"
             )
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from .checkpoints import Checkpointer, CheckpointError, load_weights
 from .data.datasets import TensorData
+from .data.drawing import BatchDrawing
 from .errors import ConfigError, DivergenceError
 from .heavy_ball import HeavyBall, kernel_of
 from .hyperparameters import Hyperparameters
@@ -196,8 +197,8 @@ def pretrain(
     """Train from scratch with SGD + momentum and a cosine schedule.
 
     ``cfg`` is the ``converge`` config section (``epochs``, ``lr``,
-    ``batch_size``, ``momentum``, ``weight_decay``, ``seed``, ``sampling``,
-    ``augment_shift``, ``label_noise``).
+    ``batch_size``, ``momentum``, ``weight_decay``, ``seed`` and the three keys
+    of :class:`.data.drawing.BatchDrawing`).
     Returns per-epoch train/test loss and accuracy and the learning rate.
     ``checkpointer`` (per epoch): resume from its newest checkpoint, write new
     ones on its schedule and on a signal. Progress (steps done, rate, time
@@ -209,13 +210,7 @@ def pretrain(
         model.to(memory_format=torch.channels_last)
     forward = numerics.prepare(model)
     opt = sgd(model, cfg["lr"], cfg["momentum"], cfg["weight_decay"])
-    batches = data.train_batches(
-        int(cfg["batch_size"]),
-        cfg["sampling"],
-        int(cfg["seed"]),
-        int(cfg["augment_shift"]),
-        float(cfg["label_noise"]),
-    )
+    batches = data.train_batches(int(cfg["batch_size"]), BatchDrawing.from_settings(cfg), int(cfg["seed"]))
     epochs = int(cfg["epochs"])
     total = epochs * batches.per_epoch
     history: dict[str, list[float]] = {
@@ -290,21 +285,18 @@ class _Run:
         model: nn.Module,
         data: TensorData,
         hp: Hyperparameters,
-        sampling: str,
+        drawing: BatchDrawing,
         device: torch.device,
-        augment_shift: int,
-        numerics: Numerics = Numerics(),
-        label_noise: float = 0.0,
+        numerics: Numerics,
     ):
         torch.manual_seed(hp.seed)
         self.model, self.hp, self.device = model.to(device).train(), hp, device
-        self.sampling, self.augment_shift, self.numerics = sampling, int(augment_shift), numerics
-        self.label_noise = float(label_noise)
+        self.drawing, self.numerics = drawing, numerics
         self.flat = FlatParameters(model, channels_last=numerics.channels_last)
         self.forward = numerics.prepare(model)
         self.opt = sgd(model, hp.lr, hp.momentum, hp.weight_decay)
         self.flat_v = self.flat.install_momentum_buffers(self.opt)
-        self.batches = data.train_batches(hp.batch_size, sampling, hp.seed, self.augment_shift, self.label_noise)
+        self.batches = data.train_batches(hp.batch_size, drawing, hp.seed)
         self.step_count = 0
 
     def step(self) -> torch.Tensor:
@@ -324,9 +316,7 @@ class _Run:
             **_rng_states(),
             "step": self.step_count,
             "hyperparameters": self.hp.as_dict(),
-            "sampling": self.sampling,
-            "augment_shift": self.augment_shift,
-            "label_noise": self.label_noise,
+            **self.drawing.as_dict(),
             "optimizer": self.opt.name,
             "channels_last": self.flat.channels_last,
         }
@@ -336,17 +326,11 @@ class _Run:
         for key in ("momentum_buffer", "torch_rng", "hyperparameters"):
             if key not in state:
                 raise CheckpointError(f"{source} is not a burn-in checkpoint (no {key!r})")
-        if (
-            state["hyperparameters"] != self.hp.as_dict()
-            or state.get("sampling") != self.sampling
-            or int(state.get("augment_shift", -1)) != self.augment_shift
-            or float(state.get("label_noise", -1)) != self.label_noise
-        ):
+        drawn = {key: state.get(key) for key in self.drawing.as_dict()}
+        if state["hyperparameters"] != self.hp.as_dict() or drawn != self.drawing.as_dict():
             raise CheckpointError(
-                f"{source} was written with hyperparameters {state['hyperparameters']}, sampling "
-                f"{state.get('sampling')!r}, augment_shift {state.get('augment_shift')}, label_noise "
-                f"{state.get('label_noise')}; this run has {self.hp.as_dict()}, {self.sampling!r}, "
-                f"{self.augment_shift}, {self.label_noise}"
+                f"{source} was written with hyperparameters {state['hyperparameters']} and batches "
+                f"{drawn}; this run has {self.hp.as_dict()} and {self.drawing.as_dict()}"
             )
         if kernel_of(state.get("optimizer")) != self.opt.kernel:
             raise CheckpointError(
@@ -417,15 +401,13 @@ def burn_in(
     hp: Hyperparameters,
     *,
     steps: int,
-    sampling: str,
+    drawing: BatchDrawing,
     device: torch.device,
-    augment_shift: int = 0,
     cell: str = "cell",
     check_every: int = 500,
     checkpointer: Checkpointer | None = None,
     log: Callable[[str], None] = print,
     numerics: Numerics = Numerics(),
-    label_noise: float = 0.0,
     progress_every: float = 30.0,
 ) -> dict:
     """Run ``steps`` unrecorded SGD steps at the cell's hyperparameters from the
@@ -436,7 +418,7 @@ def burn_in(
     schedule and on a signal; cleared when the burn-in completes. Progress
     (steps done, rate, time left) goes to ``log`` at most every
     ``progress_every`` seconds."""
-    run = _Run(model, data, hp, sampling, device, augment_shift, numerics, label_noise)
+    run = _Run(model, data, hp, drawing, device, numerics)
     saved = checkpointer.resume() if checkpointer is not None else None
     if saved is not None:
         run.load(saved["run"], source=str(checkpointer.store.path))
@@ -453,16 +435,14 @@ def replay(
     start: dict,
     at_steps,
     *,
-    sampling: str,
+    drawing: BatchDrawing,
     device: torch.device,
-    augment_shift: int = 0,
-    label_noise: float = 0.0,
     numerics: Numerics = Numerics(),
 ):
     """Run the limiting run of a cell again from its burn-in state ``start``
     (the same batches, so the same parameters as the recorded run) and yield
     ``(step, model)`` at each of the increasing ``at_steps`` (0 is theta_0)."""
-    run = _Run(model, data, hp, sampling, device, augment_shift, numerics, label_noise)
+    run = _Run(model, data, hp, drawing, device, numerics)
     run.load(start, source="burn-in state")
     done = 0
     for k in at_steps:
@@ -479,11 +459,10 @@ def limiting_run(
     *,
     steps: int,
     eval_every: int,
-    sampling: str,
+    drawing: BatchDrawing,
     device: torch.device,
     burn_in: int = 0,
     start: dict | None = None,
-    augment_shift: int = 0,
     tensor_every: int = 10,
     compile: str = "auto",
     directions: torch.Tensor | None = None,
@@ -494,7 +473,6 @@ def limiting_run(
     checkpointer: Checkpointer | None = None,
     log: Callable[[str], None] = print,
     numerics: Numerics = Numerics(),
-    label_noise: float = 0.0,
     snapshot_steps=(),
     progress_every: float = 30.0,
 ) -> dict:
@@ -503,11 +481,9 @@ def limiting_run(
     The run starts from ``start`` (a :func:`burn_in` state: weights, momentum
     buffer, sampler and generators) or, without it, from the model's weights
     with a zero momentum buffer after ``burn_in`` unrecorded steps; either way
-    theta_0 is the state where recording starts. ``augment_shift`` > 0
-    translates every training image by a random offset of up to that many
-    pixels (a fresh one each time it is drawn); ``label_noise`` replaces each
-    drawn label by a uniformly random class with that probability
-    (:mod:`.batches`). Step ``k`` (1-based) of the
+    theta_0 is the state where recording starts. ``drawing`` says how the
+    minibatches are drawn (sampling, augmentation, label noise:
+    :mod:`.data.drawing`). Step ``k`` (1-based) of the
     record holds the minibatch loss of update ``k`` (evaluated at
     theta_{k-1}) and the norms after it; per-tensor norms are kept at the
     steps ``tensor_step`` (see :class:`.recording.StepRecorder`, which also
@@ -533,7 +509,7 @@ def limiting_run(
     snapshot_steps = sorted({int(k) for k in snapshot_steps})
     if snapshot_steps and not 1 <= snapshot_steps[0] <= snapshot_steps[-1] <= steps:
         raise ValueError(f"snapshot steps {snapshot_steps} must lie in 1..{steps}")
-    run = _Run(model, data, hp, sampling, device, augment_shift, numerics, label_noise)
+    run = _Run(model, data, hp, drawing, device, numerics)
     saved = checkpointer.resume() if checkpointer is not None else None
     if start is not None and burn_in:
         raise ValueError("give either start (a burn-in state) or burn_in steps, not both")

@@ -5,10 +5,16 @@ from conftest import SCHEMA, TINY
 
 from limiting_dynamics.config import (
     ConfigError,
+    all_cells,
+    burn_in_start,
     burn_in_steps,
     cell_id,
+    cell_settings,
     check_config,
     expand_cells,
+    family,
+    probed,
+    quadratic_cells,
 )
 from limiting_dynamics.hyperparameters import Hyperparameters
 
@@ -215,3 +221,75 @@ def test_batch_size_the_network_cannot_train_on_is_rejected(key, value, where):
 def test_batch_sizes_without_batchnorm_statistics_may_be_one(key):
     """The Hessian's chunk (eval mode) and least squares have no batch statistics."""
     check_config(_set(copy.deepcopy(TINY), key, 1), SCHEMA)
+
+
+# Each semantic bound reached exactly is allowed (BAD holds the case one past it);
+# values are in the tiny config's terms (1438 digits training examples, lag anchor
+# int(0.5 * 40) = 20, 16 chains, burn-in max_steps 20).
+AT_THE_EDGE = [
+    ("converge.batch_size", 1438),
+    ("cells.default.batch_size", 1438),
+    ("hessian.n_samples", 1438),
+    ("limiting.burn_in.min_steps", 20),
+    ("linear_regression.lags", [1, 20]),
+    ("linear_regression.kept_chains", 16),
+]
+
+
+@pytest.mark.parametrize("key,value", AT_THE_EDGE, ids=[f"{k}={v!r}" for k, v in AT_THE_EDGE])
+def test_a_bound_reached_exactly_is_allowed(key, value):
+    check_config(_set(copy.deepcopy(TINY), key, value), SCHEMA)
+
+
+def _two_seeds(chained: bool) -> dict:
+    cfg = copy.deepcopy(TINY)
+    cfg["cells"]["replicates"] = 2
+    cfg["cells"]["default"]["seed"] = 3
+    cfg["cells"]["sweeps"]["lr"] = [0.02]
+    cfg["hessian"]["cells"] = "default"
+    cfg["limiting"]["burn_in"]["chained_relaxation_times"] = 0.05 if chained else None
+    return cfg
+
+
+DEFAULT = [Hyperparameters(0.05, 32, 0.9, 0.005, s) for s in (3, 4)]
+SWEPT = [Hyperparameters(0.02, 32, 0.9, 0.005, s) for s in (3, 4)]
+QUADRATIC = [Hyperparameters(0.001, 32, 0.99, 0.0005, s) for s in (3, 4)]
+
+# cell -> (family, the cell its burn-in starts from with chained burn-ins, without, probed by the Hessian)
+CELLS = [
+    (DEFAULT[0], "spherical", None, None, True),
+    (DEFAULT[1], "spherical", None, None, True),
+    (SWEPT[1], "spherical", DEFAULT[1], None, False),
+    (QUADRATIC[0], "quadratic", DEFAULT[0], DEFAULT[0], True),
+    (QUADRATIC[1], "quadratic", DEFAULT[1], DEFAULT[1], True),
+]
+
+
+@pytest.mark.parametrize("hp,fam,chained_start,plain_start,is_probed", CELLS, ids=[cell_id(c[0]) for c in CELLS])
+def test_each_cell_has_its_family_start_and_probe(hp, fam, chained_start, plain_start, is_probed):
+    """Replicates count seeds up from the default's; the quadratic family has one cell
+    per lr and seed and always starts from the default cell of its seed; a swept cell
+    starts there only with chained burn-ins; hessian.cells: default probes the default
+    cell's replicates and the quadratic family."""
+    chained, plain = _two_seeds(True), _two_seeds(False)
+    assert quadratic_cells(chained) == QUADRATIC
+    assert set(all_cells(chained)) == set(all_cells(plain)) == {*DEFAULT, *SWEPT, *QUADRATIC}
+    assert family(hp, chained) == fam
+    assert burn_in_start(hp, chained) == chained_start
+    assert burn_in_start(hp, plain) == plain_start
+    assert probed(hp, chained) is is_probed
+    settings = cell_settings(hp, chained)
+    steps = chained["cells"]["quadratic"]["steps"] if fam == "quadratic" else chained["limiting"]["steps"]
+    assert settings["steps"] == steps
+
+
+def test_a_chained_cell_whose_seed_has_no_default_cell_adds_that_cell_first():
+    """A grid cell of seed 7 (and its replicate, 8) burns in from the default cell of
+    its own seed, which the config does not list: it is run, before the cells."""
+    cfg = _two_seeds(True)
+    cfg["cells"]["grid"] = {"lr": [0.02], "seed": [7]}
+    cells = all_cells(cfg)
+    added = [Hyperparameters(0.05, 32, 0.9, 0.005, s) for s in (7, 8)]
+    assert cells[:2] == added and len(cells) == len(set(cells)) == 2 + 2 + 2 + 2 + 2
+    assert burn_in_start(Hyperparameters(0.02, 32, 0.9, 0.005, 8), cfg) == added[1]
+    assert all_cells(_two_seeds(False)) == expand_cells(cfg["cells"])[:4] + QUADRATIC

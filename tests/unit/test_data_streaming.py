@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import drawing
 from generated_data import imagenet_stream_config, write_image_folder
 
 from limiting_dynamics import models, training
@@ -36,7 +37,7 @@ def _run(d, numerics=training.Numerics(), steps=12, **kw):  # noqa: B008
         hp,
         steps=steps,
         eval_every=6,
-        sampling="reshuffle",
+        drawing=drawing(),
         device=torch.device("cpu"),
         numerics=numerics,
         log=lambda s: None,
@@ -105,8 +106,8 @@ def test_prepare_packs_the_eval_images_and_lists_the_training_files(streamed):
 
 
 def test_streamed_batches_are_identical_for_any_worker_count_and_resume_from_the_step(streamed):
-    one = data.load_prepared(streamed, workers=0).train_batches(8, "reshuffle", 3)
-    two = data.load_prepared(streamed, workers=2).train_batches(8, "reshuffle", 3)
+    one = data.load_prepared(streamed, workers=0).train_batches(8, drawing(), 3)
+    two = data.load_prepared(streamed, workers=2).train_batches(8, drawing(), 3)
     first = [one.next() for _ in range(13)]  # crosses the epoch boundary (11 batches per epoch)
     second = [two.next() for _ in range(13)]
     for (xa, ya), (xb, yb) in zip(first, second):
@@ -114,14 +115,14 @@ def test_streamed_batches_are_identical_for_any_worker_count_and_resume_from_the
     assert xa.shape == (8, 3, 16, 16) and abs(float(xa.mean())) < 1.0
     state = two.state_dict()
     assert state["stream"]["step"] == 13
-    fresh = data.load_prepared(streamed).train_batches(8, "reshuffle", 3)
+    fresh = data.load_prepared(streamed).train_batches(8, drawing(), 3)
     fresh.load_state_dict(state)
     assert torch.equal(fresh.next()[0], two.next()[0])
-    other = data.load_prepared(streamed).train_batches(8, "reshuffle", 4)
+    other = data.load_prepared(streamed).train_batches(8, drawing(), 4)
     with pytest.raises(CheckpointError, match="seed 3"):
         other.load_state_dict(state)
     with pytest.raises(DataError, match="augment_shift must be 0"):
-        data.load_prepared(streamed).train_batches(8, "reshuffle", 3, shift=2)
+        data.load_prepared(streamed).train_batches(8, drawing("reshuffle", 2), 3)
 
 
 def test_a_streamed_run_split_in_two_equals_the_whole_run(streamed):
@@ -130,9 +131,7 @@ def test_a_streamed_run_split_in_two_equals_the_whole_run(streamed):
     torch.manual_seed(0)
     model = models.build_model(ARCH, d.num_classes, d.in_channels)
     hp = training.Hyperparameters(0.05, 8, 0.9, 5e-3, 0)
-    start = training.burn_in(
-        model, d, hp, steps=5, sampling="reshuffle", device=torch.device("cpu"), log=lambda s: None
-    )
+    start = training.burn_in(model, d, hp, steps=5, drawing=drawing(), device=torch.device("cpu"), log=lambda s: None)
     assert start["stream"]["step"] == 5
     torch.manual_seed(0)
     model = models.build_model(ARCH, d.num_classes, d.in_channels)
@@ -142,7 +141,7 @@ def test_a_streamed_run_split_in_two_equals_the_whole_run(streamed):
         hp,
         steps=7,
         eval_every=6,
-        sampling="reshuffle",
+        drawing=drawing(),
         device=torch.device("cpu"),
         start=start,
         log=lambda s: None,

@@ -24,6 +24,7 @@ from limiting_dynamics.checkpoints import (
 )
 from limiting_dynamics.errors import CheckpointError, Interrupted
 from limiting_dynamics.models import build_model
+from limiting_dynamics.result_files import hessian_dataset
 
 MODEL = {"arch": "resnet", "blocks": [1], "width": 4, "stem": "cifar"}
 
@@ -124,7 +125,8 @@ def _analyze(problem, path, stop=None, every=0, log=lambda s: None, **kw):
     model, batches = problem
     store = ResumeStore(path, {"cell": "c"}, **QUIET)
     ckpt = Checkpointer(store, every=every, stop=stop, log=log)
-    return Hs.analyze(model, batches, DIGITS_CFG, CPU, log=log, checkpointer=ckpt, **kw)
+    result = Hs.analyze(model, batches, DIGITS_CFG, CPU, log=log, checkpointer=ckpt, **kw)
+    return hessian_dataset(result, DIGITS_CFG, CPU)
 
 
 def test_hessian_stopped_again_and_again_resumes_to_the_same_numbers_without_redoing_a_product(
@@ -200,8 +202,8 @@ def test_hessian_killed_between_checkpoints_resumes_from_the_last_one_on_the_sch
 
 def test_hessian_logs_progress_of_the_lanczos_run_and_each_slq_probe(digits_problem):
     lines = []
-    ds = Hs.analyze(*digits_problem, DIGITS_CFG, CPU, log=lines.append, progress_every=0)
-    m = int(ds.attrs["lanczos_hvps"])
+    result = Hs.analyze(*digits_problem, DIGITS_CFG, CPU, log=lines.append, progress_every=0)
+    m = result.top.n_products
     assert lines[0] == "Lanczos: started (at most 20 products)"
     steps = [line for line in lines if line.startswith("Lanczos: ") and "/20 products, " in line]
     assert len(steps) == m - 1  # one after every step but the last (the end line)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import drawing
 from torch import nn
 
 from limiting_dynamics import noise as N
@@ -86,7 +87,7 @@ def _batches(x, y, batch_size, seed, scheme="replacement"):
     from limiting_dynamics.data.datasets import TensorData
 
     d = TensorData("t", x, y, x[:1], y[:1], int(y.max()) + 1, torch.zeros(1))
-    return d.train_batches(batch_size, scheme, seed)
+    return d.train_batches(batch_size, drawing(scheme), seed)
 
 
 def test_per_sample_statistics_match_a_plain_loop(mlp_setup):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SMALL_RESNET, StopAt
+from conftest import SMALL_RESNET, StopAt, drawing
 
 from limiting_dynamics.progress import Progress, _duration
 
@@ -90,7 +90,7 @@ def test_a_real_limiting_run_and_its_burn_in_report_progress(digits, one_thread)
         steps=6,
         burn_in=4,
         eval_every=20,
-        sampling="reshuffle",
+        drawing=drawing(),
         device=torch.device("cpu"),
         log=lines.append,
         progress_every=0,
@@ -118,7 +118,7 @@ def test_a_resumed_burn_in_names_the_resumed_steps(digits, tmp_path, one_thread)
             digits,
             Hyperparameters(0.05, 32, 0.9, 5e-3, 2),
             steps=10,
-            sampling="reshuffle",
+            drawing=drawing(),
             device=torch.device("cpu"),
             checkpointer=checkpointer,
             log=lines.append,

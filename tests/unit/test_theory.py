@@ -324,6 +324,23 @@ def test_undefined_cases_raise_clear_errors(call, message):
         call()
 
 
+@pytest.mark.parametrize("beta", [0.0, 0.9, 0.99])
+@pytest.mark.parametrize("wd", [0.0, 5e-3])
+def test_stable_modes_is_where_the_update_matrix_contracts(beta, wd):
+    """The one stability function against the spectral radius of each mode's update
+    matrix, on a grid that straddles both edges (lr a = 0 and lr a = 2 (1 + beta))."""
+    hp = Hp(0.1, 8, beta, wd)
+    edge = 2 * (1 + beta) / hp.lr - wd
+    lam = np.concatenate([[-wd - 1.0, -wd + 1e-6], np.linspace(0.5, 1.5, 21) * edge])
+    lam = lam[np.abs(hp.lr * (lam + wd) - 2 * (1 + beta)) > 1e-9]  # not on the edge itself
+    a = hp.lr * (lam + wd)
+    update = np.zeros(lam.shape + (2, 2))  # state (x, v): x' = x - lr v', v' = beta v + a x
+    update[:, 0, 0], update[:, 0, 1], update[:, 1, 0], update[:, 1, 1] = 1 - a, -hp.lr * beta, lam + wd, beta
+    contracts = np.abs(np.linalg.eigvals(update)).max(-1) < 1
+    np.testing.assert_array_equal(T.stable_modes(lam, hp), contracts)
+    assert contracts.any() and not contracts.all()
+
+
 def test_marginal_mode_diffuses_without_bound_in_msd_from_start():
     # lam + wd = 0: no restoring force; the position is a random walk, E x^2 grows linearly
     msd = T.msd_from_start([0.0], 1.0, 0.0, 0.0, [1000, 2000, 4000], Hp(0.05, 8, 0.9, 0.0))

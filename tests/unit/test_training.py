@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_RESNET, StopAt, short_limiting_run
+from conftest import SMALL_RESNET, StopAt, drawing, short_limiting_run
 
 from limiting_dynamics.checkpoints import (
     Checkpointer,
@@ -40,8 +40,7 @@ def _limiting(digits, checkpointer=None):
         steps=50,
         burn_in=7,
         eval_every=20,
-        sampling="reshuffle",
-        augment_shift=1,
+        drawing=drawing("reshuffle", 1),
         device=CPU,
         directions=directions,
         sketch_dim=8,
@@ -98,9 +97,8 @@ def test_burn_in_checkpoint_then_run_is_bit_identical_to_one_process(digits, tmp
             digits,
             hp,
             steps=47,
-            sampling=sampling,
+            drawing=drawing(sampling, 1),
             device=torch.device("cpu"),
-            augment_shift=1,
             log=lambda s: None,
         )
         save_checkpoint(state, tmp_path / "theta0.pt")
@@ -127,7 +125,7 @@ def test_burn_in_state_refuses_other_hyperparameters(digits):
         digits,
         hp,
         steps=3,
-        sampling="reshuffle",
+        drawing=drawing(),
         device=torch.device("cpu"),
         log=lambda s: None,
     )
@@ -169,16 +167,15 @@ def test_replay_from_the_burn_in_state_retraces_the_recorded_run(digits):
         digits,
         hp,
         steps=10,
-        sampling="reshuffle",
+        drawing=drawing("reshuffle", 0, 0.2),
         device=torch.device("cpu"),
-        label_noise=0.2,
         log=lambda s: None,
     )
     recorded = short_limiting_run(digits, hp, steps=12, burn_in=0, start=state, label_noise=0.2)
     model = build_model(SMALL_RESNET, 10, 1)
     theta0 = None
     for step, m in replay(
-        model, digits, hp, state, [0, 3, 12], sampling="reshuffle", device=torch.device("cpu"), label_noise=0.2
+        model, digits, hp, state, [0, 3, 12], drawing=drawing("reshuffle", 0, 0.2), device=torch.device("cpu")
     ):
         theta = torch.cat([p.detach().reshape(-1).double() for p in m.parameters()])
         theta0 = theta.clone() if step == 0 else theta0
@@ -191,15 +188,15 @@ def test_replay_from_the_burn_in_state_retraces_the_recorded_run(digits):
 def test_label_noise_replaces_the_drawn_fraction_and_resumes_identically(digits):
     from limiting_dynamics.data.batches import MemoryBatches
 
-    a = MemoryBatches(digits, 64, "reshuffle", seed=0, shift=0, label_noise=0.3)
-    clean = MemoryBatches(digits, 64, "reshuffle", seed=0, shift=0)
+    a = MemoryBatches(digits, 64, drawing("reshuffle", 0, 0.3), seed=0)
+    clean = MemoryBatches(digits, 64, drawing(), seed=0)
     changed = []
     for _ in range(200):
         (_, y), (_, y0) = a.next(), clean.next()
         changed.append((y != y0).float().mean().item())
     assert np.mean(changed) == pytest.approx(0.3 * 0.9, abs=0.02)  # a uniform class is the true one 1 time in 10
     state = a.state_dict()
-    b = MemoryBatches(digits, 64, "reshuffle", seed=0, shift=0, label_noise=0.3)
+    b = MemoryBatches(digits, 64, drawing("reshuffle", 0, 0.3), seed=0)
     b.load_state_dict(state)
     for _ in range(5):
         assert torch.equal(a.next()[1], b.next()[1])
@@ -238,9 +235,8 @@ def test_burn_in_stopped_and_resumed_is_bit_identical(digits, tmp_path):
             digits,
             hp,
             steps=40,
-            sampling="replacement",
+            drawing=drawing("replacement", 1),
             device=CPU,
-            augment_shift=1,
             checkpointer=checkpointer,
             **QUIET,
         )

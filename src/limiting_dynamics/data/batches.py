@@ -25,9 +25,8 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, ConfigError, DataError
+from .drawing import SCHEMES, BatchDrawing
 from .images import random_shift
-
-SCHEMES = ("reshuffle", "replacement")
 
 
 def _check_scheme(n: int, batch_size: int, scheme: str) -> None:
@@ -126,14 +125,15 @@ def noisy_labels(y: torch.Tensor, p: float, num_classes: int, generator: torch.G
 
 
 class MemoryBatches:
-    """Batches of an in-memory :class:`.data.TensorData`: :class:`BatchSampler`
-    indices, then :func:`.images.random_shift` by up to ``shift`` pixels (a
-    generator seeded ``seed + 1``) and :func:`noisy_labels` with probability
-    ``label_noise`` (a generator seeded ``seed + 2``; none drawn when 0)."""
+    """Batches of an in-memory :class:`.data.TensorData` drawn as ``drawing``
+    says: :class:`BatchSampler` indices, then :func:`.images.random_shift` by up
+    to ``augment_shift`` pixels (a generator seeded ``seed + 1``) and
+    :func:`noisy_labels` with probability ``label_noise`` (a generator seeded
+    ``seed + 2``; none drawn when 0)."""
 
-    def __init__(self, data, batch_size: int, scheme: str, seed: int, shift: int, label_noise: float = 0.0):
-        self.data, self.shift, self.label_noise = data, int(shift), float(label_noise)
-        self.sampler = BatchSampler(data.n_train, batch_size, scheme, seed, data.x_train.device)
+    def __init__(self, data, batch_size: int, drawing: BatchDrawing, seed: int):
+        self.data, self.shift, self.label_noise = data, drawing.augment_shift, drawing.label_noise
+        self.sampler = BatchSampler(data.n_train, batch_size, drawing.sampling, seed, data.x_train.device)
         self.aug_gen = torch.Generator().manual_seed(int(seed) + 1)
         self.label_gen = torch.Generator().manual_seed(int(seed) + 2)
         self.per_epoch = self.sampler.per_epoch

@@ -24,6 +24,7 @@ from ..atomic import atomic_path
 from ..errors import DataError
 from .batches import MemoryBatches
 from .catalog import CIFAR10_HINT, IMAGENET_HINT
+from .drawing import BatchDrawing
 from .images import convert_uint8, decode_image, eval_resize, resize_uint8
 from .streaming import StreamData
 
@@ -116,9 +117,9 @@ class TensorData:
     def in_channels(self) -> int:
         return int(self.x_train.shape[1])
 
-    def train_batches(self, batch_size: int, scheme: str, seed: int, shift: int = 0, label_noise: float = 0.0):
+    def train_batches(self, batch_size: int, drawing: BatchDrawing, seed: int) -> MemoryBatches:
         """The run's batch source (:class:`.batches.MemoryBatches`)."""
-        return MemoryBatches(self, batch_size, scheme, seed, shift, label_noise)
+        return MemoryBatches(self, batch_size, drawing, seed)
 
 
 def split_indices(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -26,6 +26,7 @@ import torch
 
 from ..errors import CheckpointError, DataError
 from .batches import CounterSampler
+from .drawing import BatchDrawing
 from .images import decode_image
 
 SCALE = (0.08, 1.0)
@@ -139,9 +140,9 @@ class StreamBatches:
     without blocking when it is a GPU, then normalised there.
     """
 
-    def __init__(self, data: StreamData, batch_size: int, scheme: str, seed: int, label_noise: float = 0.0):
+    def __init__(self, data: StreamData, batch_size: int, drawing: BatchDrawing, seed: int):
         self.data = data
-        self.sampler = CounterSampler(len(data.files), batch_size, scheme, seed)
+        self.sampler = CounterSampler(len(data.files), batch_size, drawing.sampling, seed)
         self.per_epoch = self.sampler.per_epoch
         self.images = _TrainImages(
             data.root,
@@ -150,7 +151,7 @@ class StreamBatches:
             data.image_size,
             data.in_channels,
             int(seed),
-            label_noise,
+            drawing.label_noise,
             data.num_classes,
         )
         self.step = 0
@@ -239,12 +240,10 @@ class StreamData:
     def device(self) -> torch.device:
         return self.memory.x_train.device
 
-    def train_batches(
-        self, batch_size: int, scheme: str, seed: int, shift: int = 0, label_noise: float = 0.0
-    ) -> StreamBatches:
-        if shift:
+    def train_batches(self, batch_size: int, drawing: BatchDrawing, seed: int) -> StreamBatches:
+        if drawing.augment_shift:
             raise DataError(
                 "augment_shift must be 0 with data.loader: stream (the streamed images are "
                 "randomly cropped and flipped instead)"
             )
-        return StreamBatches(self, batch_size, scheme, seed, label_noise)
+        return StreamBatches(self, batch_size, drawing, seed)

@@ -11,9 +11,10 @@ import xarray as xr
 
 from .. import checkpoints, eigenvector_drift, hessian, table_columns, training
 from ..atomic import write_netcdf
+from ..data.drawing import BatchDrawing
 from ..hyperparameters import Hyperparameters
 from ..provenance import stamp
-from ..result_files import open_result
+from ..result_files import hessian_dataset, open_result
 from .common import checkpointer_for, log, params, set_threads, theta0
 
 
@@ -52,9 +53,7 @@ def bulk_noise_curvature(p: dict, d, model, batches, device, ds) -> dict:
         loss=hessian.expected_loss(label_noise),
         reuse_graph=bool(cfg["reuse_graph"]),
     )
-    draws = d.train_batches(
-        int(p["cell_batch_size"]), p["sampling"], int(cfg["seed"]) + 1, int(p["augment_shift"]), label_noise
-    )
+    draws = d.train_batches(int(p["cell_batch_size"]), BatchDrawing.from_settings(p), int(cfg["seed"]) + 1)
     top = torch.tensor(ds.hessian_eigenvectors.values, dtype=torch.float32, device=device)
     start = time.perf_counter()
     out = noise.bulk_noise_curvature(
@@ -79,7 +78,8 @@ def cmd_hessian(a) -> None:
     start = time.perf_counter()
     with checkpoints.stop_on_signals() as stop:
         ckpt = checkpointer_for(a, "hessian", p, device, {"data": a.data, "checkpoint": a.checkpoint}, stop)
-        ds = hessian.analyze(model, batches, cfg, device, log=log, checkpointer=ckpt, label_smoothing=label_noise)
+        result = hessian.analyze(model, batches, cfg, device, log=log, checkpointer=ckpt, label_smoothing=label_noise)
+        ds = hessian_dataset(result, cfg, device)
         bulk = bulk_noise_curvature(p, d, model, batches, device, ds) if int(cfg["bulk_noise_batches"]) else {}
     stamp(
         ds,
@@ -128,10 +128,8 @@ def cmd_eigenvector_drift(a) -> None:
         hp,
         start,
         steps[1:],
-        sampling=p["sampling"],
+        drawing=BatchDrawing.from_settings(p),
         device=device,
-        augment_shift=int(p["augment_shift"]),
-        label_noise=label_noise,
         numerics=training.Numerics.from_config(p["numerics"]),
     )
     _, along_rq, along_res = eigenvector_drift.track_eigenvectors(

@@ -9,6 +9,7 @@ import xarray as xr
 
 from .. import noise, table_columns
 from ..atomic import write_netcdf
+from ..data.drawing import BatchDrawing
 from ..progress import Progress
 from ..provenance import stamp
 from ..result_files import open_result
@@ -34,11 +35,10 @@ def cmd_gradient_noise(a) -> None:
         snap = checkpoints.read_checkpoint(a.snapshots)
         points += list(zip(snap["steps"], snap["models"]))
     bs = int(p["batch_size"])
-    shift = int(p["augment_shift"])
-    label_noise = float(p["label_noise"])
+    drawing = BatchDrawing.from_settings(p)
     # batches as the limiting runs draw them (sampling scheme, augmentation, label noise;
     # streamed crops and flips with data.loader: stream), from the noise stage's own seed
-    batches = d.train_batches(bs, p["sampling"], int(cfg["seed"]), shift, label_noise)
+    batches = d.train_batches(bs, drawing, int(cfg["seed"]))
     # per-sample statistics at theta_0, before the snapshots' weights replace it (no second load)
     ps = (
         noise.per_sample_noise(model, d.x_train, d.y_train, directions=dirs, chunk=int(cfg["chunk"]))
@@ -70,14 +70,14 @@ def cmd_gradient_noise(a) -> None:
         "cell": p["cell"],
         "n_train": int(d.n_train),
         "batch_size": bs,
-        "augment_shift": shift,
-        "label_noise": label_noise,
+        "augment_shift": drawing.augment_shift,
+        "label_noise": drawing.label_noise,
         "trace_cov": float(per_point["trace_cov"].mean()),
         "trace_cov_stderr": float(np.sqrt((per_point["trace_cov_stderr"] ** 2).sum()) / len(points)),
         "trace_cov_theta0": float(per_point["trace_cov"][0]),
         "n_batches": int(cfg["n_batches"]),
         "bn_mode": cfg["bn_mode"],
-        "sampling": p["sampling"],
+        "sampling": drawing.sampling,
         "seed": int(cfg["seed"]),
         "batch_source": type(batches).__name__,
     }

@@ -12,6 +12,7 @@ from .. import checkpoints, models, run_record, training
 from ..atomic import write_netcdf
 from ..config import noise_snapshot_steps, weights_suffix
 from ..data import datasets
+from ..data.drawing import BatchDrawing
 from ..errors import ConfigError, ResultFileError
 from ..hyperparameters import Hyperparameters
 from ..provenance import stamp
@@ -121,14 +122,12 @@ def cmd_burn_in(a) -> None:
                 d,
                 hp,
                 steps=p["burn_in_steps"],
-                sampling=p["sampling"],
+                drawing=BatchDrawing.from_settings(p),
                 device=device,
-                augment_shift=p["augment_shift"],
                 cell=p["cell"],
                 checkpointer=ckpt,
                 log=log,
                 numerics=training.Numerics.from_config(p["numerics"]),
-                label_noise=p["label_noise"],
             ),
         )
     checkpoints.save_checkpoint({**state, "model_config": p["model"], "cell": p["cell"]}, a.out)
@@ -172,9 +171,8 @@ def cmd_limiting_run(a) -> None:
                 steps=p["steps"],
                 start=start,
                 eval_every=p["eval_every"],
-                sampling=p["sampling"],
+                drawing=BatchDrawing.from_settings(p),
                 device=device,
-                augment_shift=p["augment_shift"],
                 tensor_every=p["tensor_every"],
                 compile=p["compile_recording"],
                 directions=directions,
@@ -184,7 +182,6 @@ def cmd_limiting_run(a) -> None:
                 checkpointer=ckpt,
                 log=log,
                 numerics=training.Numerics.from_config(p["numerics"]),
-                label_noise=p["label_noise"],
                 snapshot_steps=noise_snapshot_steps(p["steps"], p["noise_points"]) if a.out_snapshots else (),
             ),
         )
