@@ -397,9 +397,10 @@ COMMAND_CASES = [
         "burn-in state of another cell",
         lambda e, o: _run_cell(e, o, hyperparameters=_with_lr(0.04)),
         "limiting-dynamics limiting-run: error: burn-in state of cell " + CELL + " was written with hyperparameters "
-        "{'lr': 0.05, 'batch_size': 32, 'momentum': 0.9, 'weight_decay': 0.005, 'seed': 0}, sampling 'reshuffle', "
-        "augment_shift 1, label_noise 0.0; this run has {'lr': 0.04, 'batch_size': 32, 'momentum': 0.9, "
-        "'weight_decay': 0.005, 'seed': 0}, 'reshuffle', 1, 0.0",
+        "{'lr': 0.05, 'batch_size': 32, 'momentum': 0.9, 'weight_decay': 0.005, 'seed': 0} and batches "
+        "{'sampling': 'reshuffle', 'augment_shift': 1, 'label_noise': 0.0}; this run has {'lr': 0.04, "
+        "'batch_size': 32, 'momentum': 0.9, 'weight_decay': 0.005, 'seed': 0} and "
+        "{'sampling': 'reshuffle', 'augment_shift': 1, 'label_noise': 0.0}",
     ),
     (
         "cuda asked for without a GPU",
