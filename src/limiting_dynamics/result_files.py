@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import ResultFileError
+from .table_columns import describe
 
 if TYPE_CHECKING:  # xarray (0.3 s) is imported where a file is read: a burn-in job reads none
     import xarray as xr
@@ -93,9 +94,7 @@ def hessian_dataset(result, cfg: dict, device) -> xr.Dataset:
         "eigenvalue": ("1", "Hessian eigenvalue (grid of the spectral density)"),
         "tensor": ("1", "parameter tensor name (model.named_parameters order)"),
     }
-    for k, (units, long_name) in meta.items():
-        ds[k].attrs.update(units=units, long_name=long_name)
-    return ds
+    return describe(ds, meta)
 
 
 def open_result(path: str | Path, kind: str) -> xr.Dataset:
