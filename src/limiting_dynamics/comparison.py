@@ -58,14 +58,15 @@ from . import local_displacement, spectra, table_columns, theory
 from .hyperparameters import Hyperparameters
 
 
-def per_sample_noise_var(minibatch_var, batch_size: int, sampling: str, n_train: int):
+def per_sample_noise_var(minibatch_var, batch_size: int, setting: theory.Setting):
     """``sigma^2 = u^T C u`` from the measured variance of the minibatch gradient along ``u``.
 
     With replacement ``Var = sigma^2 / S``; for one batch of a random
-    permutation ``Var = (sigma^2 / S)(N - S)/(N - 1)``.
+    permutation of ``N = setting.n_samples`` samples ``Var = (sigma^2 / S)(N - S)/(N - 1)``.
     """
     var = np.asarray(minibatch_var, dtype=float) * batch_size
-    if sampling == "reshuffle":
+    if setting.sampling == "reshuffle":
+        n_train = setting.n_samples
         var = var * (n_train - 1) / (n_train - batch_size)
     return var
 
@@ -129,19 +130,21 @@ def sketch_lag_msd(sketch: np.ndarray, lags) -> np.ndarray:
     return np.asarray([np.mean(np.sum((s[tau:] - s[:-tau]) ** 2, axis=1)) for tau in lags])
 
 
-def lag_msd_sd(top_lam, top_sigma2, bulk_lam, bulk_sigma2, bulk_mult, lags, steps, hp, kw, sketch_dim):
+def lag_msd_sd(top_lam, top_sigma2, bulk_lam, bulk_sigma2, bulk_mult, lags, steps, hp, setting, sketch_dim):
     """The predicted scatter of one run's measured lag-MSD over the top modes and
     the SLQ bulk (each node ``mult`` modes): of the time average over anchors
     (:func:`.theory.lag_msd_sampling_sd`) and of the exact distance from theta_0,
     one anchor (:func:`.theory.lag_msd_single_anchor_sd`); NaN per lag where the
     theory does not cover the sampling scheme."""
-    if kw["sampling"] != "replacement":
+    if setting.sampling != "replacement":
         return np.full(len(lags), np.nan), np.full(len(lags), np.nan)
     lam = np.concatenate([top_lam, bulk_lam])
     var = np.concatenate([top_sigma2, bulk_sigma2])
     mult = np.concatenate([np.ones(len(top_lam)), bulk_mult])
-    averaged = theory.lag_msd_sampling_sd(lam, var, lags, steps, hp, multiplicity=mult, sketch_dim=sketch_dim, **kw)
-    return averaged, theory.lag_msd_single_anchor_sd(lam, var, lags, hp, multiplicity=mult, **kw)
+    averaged = theory.lag_msd_sampling_sd(
+        lam, var, lags, steps, hp, multiplicity=mult, sketch_dim=sketch_dim, setting=setting
+    )
+    return averaged, theory.lag_msd_single_anchor_sd(lam, var, lags, hp, multiplicity=mult, setting=setting)
 
 
 def log_lags(steps: int, n: int = 40, max_fraction: float = 0.5) -> np.ndarray:
@@ -260,11 +263,11 @@ def compare_cell(
     hp = Hyperparameters.from_attrs(traj.attrs)
     lr, bs, beta, wd = hp.lr, hp.batch_size, hp.momentum, hp.weight_decay
     sampling = str(traj.attrs["sampling"])
-    kw = dict(sampling=sampling, n_samples=n_train)  # the theory's noise model
+    setting = theory.Setting(sampling=sampling, n_samples=n_train)  # the theory's noise model
     steps = int(traj.sizes["step"])
 
     lam_all = hess.hessian_eigenvalues.values
-    sigma2_all = per_sample_noise_var(independent_noise(noise), bs, sampling, n_train)  # every noise point
+    sigma2_all = per_sample_noise_var(independent_noise(noise), bs, setting)  # every noise point
     slope = noise_curvature_slope(lam_all, sigma2_all)
     out = {}
     coords = {"lag": log_lags(steps, n_lags)}
@@ -289,17 +292,17 @@ def compare_cell(
         k = traj.sizes["mode"]
         lam = lam_all[:k]
         lo, hi = int(mode_window[0] * steps), max(int(mode_window[1] * steps), int(mode_window[0] * steps) + 2)
-        sigma2 = per_sample_noise_var(independent_noise(noise, (lo, hi))[:k], bs, sampling, n_train)
+        sigma2 = per_sample_noise_var(independent_noise(noise, (lo, hi))[:k], bs, setting)
         g, x_at = mode_gradients(traj)
         curvature, noise_run = curvature_and_noise(g[lo:hi], x_at[lo:hi])
-        sigma2_run = per_sample_noise_var(noise_run, bs, sampling, n_train)
+        sigma2_run = per_sample_noise_var(noise_run, bs, setting)
         ends, along = curvature_along_run(g, x_at, curvature_block)
         pos = traj.mode_position.values[lo:hi].astype(float)
         vel = traj.mode_velocity.values[lo:hi].astype(float)
         stable = theory.stable_modes(lam, hp)
         lam_ok = np.where(stable, lam, 1.0)  # placeholder for unstable modes; their predictions become NaN
-        pred = theory.stationary_moments(lam_ok, sigma2, hp, **kw)
-        check = theory.stationary_moments(lam_ok, sigma2_run, hp, **kw)
+        pred = theory.stationary_moments(lam_ok, sigma2, hp, setting=setting)
+        check = theory.stationary_moments(lam_ok, sigma2_run, hp, setting=setting)
         nan = np.where(stable, 1.0, np.nan)
         freq = theory.oscillation_frequency(lam_ok, hp) * nan
         osc = spectra.fit_oscillator(vel, nperseg=min(nperseg, hi - lo))
@@ -371,14 +374,14 @@ def compare_cell(
         hess.slq_nodes.values, hess.slq_weights.values, int(hess.attrs["n_params"]), lam_all
     )
     attrs["grad_sq_norm_in_run"] = local_displacement.grad_sq_norm(traj, stationary_window)
-    total = float(per_sample_noise_var(noise.attrs["trace_cov"], bs, sampling, n_train))
+    total = float(per_sample_noise_var(noise.attrs["trace_cov"], bs, setting))
     ok_top = theory.stable_modes(lam_all, hp)
     # Ritz values at or below zero stand for the near-zero cluster of the spectrum (SLQ smears it by about the
     # node spacing): curvature 0, weight decay alone restoring them (docs/theory.md, "The lag-MSD and the exponent c")
     bulk_lam = np.maximum(bulk_lam, 0.0)
     ok_bulk = theory.stable_modes(bulk_lam, hp)
     bulk_total = max(total - float(sigma2_all.sum()), 0.0)
-    msd_top = theory.lag_msd(lam_all[ok_top], sigma2_all[ok_top], lags, hp, **kw)
+    msd_top = theory.lag_msd(lam_all[ok_top], sigma2_all[ok_top], lags, hp, setting=setting)
     bulk_slope = slope if np.isfinite(slope) else 1.0
     share = None  # the near-zero cluster's share of the bulk noise, from the Hessian stage's tr(H C) if measured
     if "noise_weighted_curvature_bulk" in hess.attrs:
@@ -394,7 +397,7 @@ def compare_cell(
             bulk_sigma2_measured_slope = bulk_sigma2
         # each bulk node stands for `mult` identical modes: scale its noise by mult (MSD is linear in it)
         msd_bulk = (
-            theory.lag_msd(bulk_lam[ok_bulk], bulk_sigma2 * bulk_mult[ok_bulk], lags, hp, **kw)
+            theory.lag_msd(bulk_lam[ok_bulk], bulk_sigma2 * bulk_mult[ok_bulk], lags, hp, setting=setting)
             if ok_bulk.any()
             else np.zeros(len(lags))
         )
@@ -422,7 +425,7 @@ def compare_cell(
         lags,
         steps,
         hp,
-        kw,
+        setting,
         sketch_dim,
     )
     out["lag_msd_predicted_sd"] = ("lag", averaged_sd)

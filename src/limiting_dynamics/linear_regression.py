@@ -270,10 +270,10 @@ def run_cell(
         th = {}
         # discrete: exact for the cell's sampling; iid: discrete with replacement (what the
         # reshuffling changes); continuous: the paper's model (i.i.d. noise only)
-        for name_, model, sampling in (
-            ("discrete", "discrete", cell.sampling),
-            ("iid", "discrete", "replacement"),
-            ("continuous", "continuous", "replacement"),
+        for name_, setting in (
+            ("discrete", theory.Setting(sampling=cell.sampling, n_samples=problem.n)),
+            ("iid", theory.DISCRETE),
+            ("continuous", theory.CONTINUOUS),
         ):
             if name_ == "iid" and cell.sampling == "replacement":
                 th[name_] = th["discrete"]
@@ -285,9 +285,7 @@ def run_cell(
                 v0,
                 steps,
                 hp,
-                model=model,
-                sampling=sampling,
-                n_samples=problem.n,
+                setting=setting,
                 project=modes,
             )
             lag = theory.dense_lag_msd_from_start(
@@ -298,9 +296,7 @@ def run_cell(
                 lag_anchor,
                 lags,
                 hp,
-                model=model,
-                sampling=sampling,
-                n_samples=problem.n,
+                setting=setting,
             )
             th[name_] = (path, lag)
         if cell.sampling == "replacement":
@@ -328,7 +324,7 @@ def run_cell(
         )
     ds = xr.concat(per_start, dim=xr.DataArray(list(starts), dims="start", name="start"))
     stationary = theory.dense_stationary_covariance(
-        problem.hessian, c_fp, hp, sampling=cell.sampling, n_samples=problem.n
+        problem.hessian, c_fp, hp, setting=theory.Setting(sampling=cell.sampling, n_samples=problem.n)
     )[: problem.d, : problem.d]
     ds = ds.assign_coords(
         eigval=("mode", problem.eigvals[:top_modes]), noise_var=("mode", np.einsum("ij,ik,kj->j", modes, c_fp, modes))
@@ -447,7 +443,7 @@ def discrete_vs_continuous(momenta, lr_lam=np.logspace(-4, 0, 9)) -> list[dict]:
     for beta in momenta:
         hp = Hyperparameters(lr=1.0, batch_size=1, momentum=beta, weight_decay=0.0)
         d = theory.stationary_moments(lr_lam, 1.0, hp)
-        c = theory.stationary_moments(lr_lam, 1.0, hp, model="continuous")
+        c = theory.stationary_moments(lr_lam, 1.0, hp, setting=theory.CONTINUOUS)
         for i, x in enumerate(lr_lam):
             rows.append(
                 {

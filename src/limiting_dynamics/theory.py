@@ -14,8 +14,8 @@ the minibatch noise along the mode: variance ``noise_var / S`` for batches
 drawn with replacement (``noise_var = u^T C u``, ``C`` the per-sample gradient
 covariance normalised by 1/N). All times are SGD steps.
 
-``model="discrete"`` solves this recursion exactly (matrix powers, discrete
-Lyapunov equations). ``model="continuous"`` is the paper's approximation
+``Setting(model="discrete")`` solves this recursion exactly (matrix powers, discrete
+Lyapunov equations). ``Setting(model="continuous")`` is the paper's approximation
 ``m x'' + (1 - beta) x' = -a x + noise`` with mass ``m = lr (1 + beta) / 2``,
 noise intensity ``lr noise_var / S`` and ``t = lr k``; its velocity ``x'`` is
 reported as the momentum buffer ``v = -x'``.
@@ -38,8 +38,9 @@ accepts marginal modes (``a = 0``), whose variance grows without bound.
 Per-mode functions take arrays over modes and are vectorised over them; the
 ``dense_*`` functions take full ``H`` and ``C`` (they need not commute) in small
 dimension. The functions take the cell's :class:`.Hyperparameters` as ``hp``
-(the seed is not used, nor the batch size where no noise enters) and ``model``,
-``sampling``, ``n_samples`` as keywords; :func:`moment_path` is the one-step
+(the seed is not used, nor the batch size where no noise enters) and which theory
+as ``setting``, a :class:`Setting` (time model, how batches are drawn, training-set
+size; :data:`DISCRETE` by default); :func:`moment_path` is the one-step
 moment recursion that :func:`dense_path` and the linear-regression check share.
 """
 
@@ -327,12 +328,46 @@ class ContinuousSystem:
 # ----------------------------------------------------------------------------
 
 
-def _check_hyper(hp: Hyperparameters, model, sampling, n_samples):
+@dataclass(frozen=True)
+class Setting:
+    """Which theory a function evaluates: the time model (``"discrete"``, the exact
+    recursion, or ``"continuous"``, the paper's Langevin approximation), how the
+    minibatches are drawn (``"replacement"`` or ``"reshuffle"``) and the training-set
+    size ``n_samples`` that reshuffling needs."""
+
+    model: str = "discrete"
+    sampling: str = "replacement"
+    n_samples: int | None = None
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise TheoryError(f"model must be one of {MODELS}, got {self.model!r}")
+        if self.sampling not in SAMPLINGS:
+            raise TheoryError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
+        if self.sampling == "reshuffle" and self.model == "continuous":
+            raise TheoryError("sampling='reshuffle' has no continuous-time model; use model='discrete'")
+
+    def noise_scales(self, batch_size):
+        """(factor for Var of one step, factor for Cov of two steps in one epoch, steps per epoch),
+        the factors times the per-sample variance; the last two None for sampling with replacement."""
+        s = int(batch_size)
+        if self.sampling == "replacement":
+            return 1.0 / s, None, None
+        n = int(self.n_samples)
+        return (n - s) / (s * (n - 1)), -1.0 / (n - 1), n // s
+
+
+DISCRETE = Setting()  # the exact recursion, batches drawn with replacement
+CONTINUOUS = Setting(model="continuous")  # the paper's Langevin model, batches drawn with replacement
+
+
+def _replacement_only(setting: Setting, what: str) -> None:
+    if setting.model != "discrete" or setting.sampling != "replacement":
+        raise TheoryError(f"{what} is derived for the discrete model with sampling with replacement only")
+
+
+def _check_hyper(hp: Hyperparameters, setting: Setting):
     lr, batch_size, momentum, weight_decay = hp.lr, hp.batch_size, hp.momentum, hp.weight_decay
-    if model not in MODELS:
-        raise TheoryError(f"model must be one of {MODELS}, got {model!r}")
-    if sampling not in SAMPLINGS:
-        raise TheoryError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
     if not (np.isfinite(lr) and lr > 0):
         raise TheoryError(f"lr must be > 0, got {lr}")
     if not (0 <= momentum < 1):
@@ -341,9 +376,8 @@ def _check_hyper(hp: Hyperparameters, model, sampling, n_samples):
         raise TheoryError(f"weight_decay must be >= 0, got {weight_decay}")
     if int(batch_size) != batch_size or batch_size < 1:
         raise TheoryError(f"batch_size must be a positive integer, got {batch_size}")
-    if sampling == "reshuffle":
-        if model == "continuous":
-            raise TheoryError("sampling='reshuffle' has no continuous-time model; use model='discrete'")
+    if setting.sampling == "reshuffle":
+        n_samples = setting.n_samples
         if n_samples is None or int(n_samples) < 2 * int(batch_size):
             raise TheoryError(
                 "sampling='reshuffle' needs n_samples (training-set size) >= 2 * batch_size, "
@@ -351,17 +385,8 @@ def _check_hyper(hp: Hyperparameters, model, sampling, n_samples):
             )
 
 
-def noise_scales(batch_size, sampling, n_samples):
-    """(factor for Var of one step, factor for Cov of two steps in one epoch), times the per-sample variance."""
-    s = int(batch_size)
-    if sampling == "replacement":
-        return 1.0 / s, None, None
-    n = int(n_samples)
-    return (n - s) / (s * (n - 1)), -1.0 / (n - 1), n // s
-
-
-def _mode_system(eigvals, noise_var, hp: Hyperparameters, model, sampling, n_samples):
-    _check_hyper(hp, model, sampling, n_samples)
+def _mode_system(eigvals, noise_var, hp: Hyperparameters, setting: Setting):
+    _check_hyper(hp, setting)
     lr, batch_size, momentum, weight_decay = hp.lr, hp.batch_size, hp.momentum, hp.weight_decay
     lam = np.atleast_1d(np.asarray(eigvals, dtype=float))
     var = np.broadcast_to(np.asarray(noise_var, dtype=float), lam.shape)
@@ -373,7 +398,7 @@ def _mode_system(eigvals, noise_var, hp: Hyperparameters, model, sampling, n_sam
         raise TheoryError("noise_var must be >= 0")
     a = lam + weight_decay
     beta = momentum
-    if model == "continuous":
+    if setting.model == "continuous":
         gamma, omega2 = (1 - beta) / (lr * (1 + beta)), 2 * a / (lr * (1 + beta))
         mass = lr * (1 + beta) / 2
         g = np.zeros(lam.shape + (2, 2))
@@ -389,7 +414,7 @@ def _mode_system(eigvals, noise_var, hp: Hyperparameters, model, sampling, n_sam
     A[:, 1, 0] = a
     A[:, 1, 1] = beta
     B = np.broadcast_to(np.array([[-lr], [1.0]]), lam.shape + (2, 1)).copy()
-    f_var, f_cov, epoch = noise_scales(batch_size, sampling, n_samples)
+    f_var, f_cov, epoch = setting.noise_scales(batch_size)
     Q = (f_var * var)[:, None, None]
     K = None if f_cov is None else (f_cov * var)[:, None, None]
     return DiscreteSystem(A, B, Q, K, epoch, 1)
@@ -400,13 +425,11 @@ def dense_system(
     noise_cov,
     hp: Hyperparameters,
     *,
-    model: str = "discrete",
-    sampling: str = "replacement",
-    n_samples: int | None = None,
+    setting: Setting = DISCRETE,
 ) -> DiscreteSystem | ContinuousSystem:
     """The linear system of ``z = (theta - theta_fp, v)`` with full ``H`` and ``C``
     (``C``: the per-sample gradient covariance, taken at the fixed point)."""
-    _check_hyper(hp, model, sampling, n_samples)
+    _check_hyper(hp, setting)
     lr, batch_size, momentum, weight_decay = hp.lr, hp.batch_size, hp.momentum, hp.weight_decay
     h = np.asarray(hessian, dtype=float)
     c = np.asarray(noise_cov, dtype=float)
@@ -416,7 +439,7 @@ def dense_system(
     eye = np.eye(d)
     ha = 0.5 * (h + h.T) + weight_decay * eye
     beta = momentum
-    if model == "continuous":
+    if setting.model == "continuous":
         gamma, mass = (1 - beta) / (lr * (1 + beta)), lr * (1 + beta) / 2
         g = np.block([[np.zeros((d, d)), -eye], [2 * ha / (lr * (1 + beta)), -2 * gamma * eye]])
         n_ = np.zeros((2 * d, 2 * d))
@@ -424,7 +447,7 @@ def dense_system(
         return ContinuousSystem(g, n_, lr, d)
     A = np.block([[eye - lr * ha, -lr * beta * eye], [ha, beta * eye]])
     B = np.vstack([-lr * eye, eye])
-    f_var, f_cov, epoch = noise_scales(batch_size, sampling, n_samples)
+    f_var, f_cov, epoch = setting.noise_scales(batch_size)
     return DiscreteSystem(A, B, f_var * c, None if f_cov is None else f_cov * c, epoch, d)
 
 
@@ -437,7 +460,7 @@ def langevin_parameters(eigvals, hp: Hyperparameters) -> xr.Dataset:
     """The continuous model per mode: ``gamma`` (half the damping rate), ``omega``
     (natural frequency), both per unit of ``t = lr k``, the damped frequency, and
     the regime (``underdamped`` when ``omega > gamma``)."""
-    _check_hyper(hp, "continuous", "replacement", None)
+    _check_hyper(hp, CONTINUOUS)
     lr, momentum = hp.lr, hp.momentum
     a = np.asarray(eigvals, dtype=float) + hp.weight_decay
     gamma = (1 - momentum) / (lr * (1 + momentum))
@@ -455,16 +478,16 @@ def langevin_parameters(eigvals, hp: Hyperparameters) -> xr.Dataset:
     )
 
 
-def oscillation_frequency(eigvals, hp: Hyperparameters, *, model: str = "discrete") -> np.ndarray:
+def oscillation_frequency(eigvals, hp: Hyperparameters, *, setting: Setting = DISCRETE) -> np.ndarray:
     """Oscillation frequency of each mode's mean motion in cycles per SGD step (0: no oscillation).
 
     Discrete: the argument of the eigenvalues of ``A`` over ``2 pi``; continuous:
     ``sqrt(omega^2 - gamma^2) lr / (2 pi)``.
     """
-    if model == "continuous":
+    if setting.model == "continuous":
         return langevin_parameters(eigvals, hp)["damped_frequency"].values * hp.lr / (2 * np.pi)
     lam = np.asarray(eigvals, dtype=float)
-    sysm = _mode_system(lam, np.zeros_like(lam), hp, "discrete", "replacement", None)
+    sysm = _mode_system(lam, np.zeros_like(lam), hp, DISCRETE)
     mu = np.linalg.eigvals(sysm.A)
     return np.abs(np.angle(mu)).max(axis=-1) / (2 * np.pi)
 
@@ -477,7 +500,7 @@ def fluctuation_spectrum_peak(eigvals, hp: Hyperparameters, *, n_freq: int = 200
     is 0 (the grid's lowest point) for overdamped and near-critical modes.
     """
     lam = np.atleast_1d(np.asarray(eigvals, dtype=float))
-    sysm = _mode_system(lam, np.zeros_like(lam), hp, "discrete", "replacement", None)
+    sysm = _mode_system(lam, np.zeros_like(lam), hp, DISCRETE)
     freq = np.concatenate([[0.0], np.logspace(-7, np.log10(0.5), n_freq)])
     zf = np.exp(2j * np.pi * freq)
     a = sysm.A[:, None]  # (modes, 1, 2, 2)
@@ -493,16 +516,14 @@ def stationary_moments(
     noise_var,
     hp: Hyperparameters,
     *,
-    model: str = "discrete",
-    sampling: str = "replacement",
-    n_samples: int | None = None,
+    setting: Setting = DISCRETE,
 ) -> xr.Dataset:
     """Per-mode stationary ``position_var``, ``velocity_var`` (momentum buffer)
     and ``position_velocity_cov``, as an xarray Dataset over ``mode``.
 
     Raises :class:`TheoryError` for modes without a stationary distribution.
     """
-    sysm = _mode_system(eigvals, noise_var, hp, model, sampling, n_samples)
+    sysm = _mode_system(eigvals, noise_var, hp, setting)
     cov = sysm.stationary()
     return xr.Dataset(
         {
@@ -512,8 +533,8 @@ def stationary_moments(
         },
         coords={"eigval": ("mode", np.asarray(eigvals, dtype=float))},
         attrs={
-            "model": model,
-            "sampling": sampling,
+            "model": setting.model,
+            "sampling": setting.sampling,
             "lr": hp.lr,
             "batch_size": int(hp.batch_size),
             "momentum": hp.momentum,
@@ -522,11 +543,11 @@ def stationary_moments(
     )
 
 
-def mean_trajectory(eigvals, x0, v0, steps, hp: Hyperparameters, *, model: str = "discrete") -> xr.Dataset:
+def mean_trajectory(eigvals, x0, v0, steps, hp: Hyperparameters, *, setting: Setting = DISCRETE) -> xr.Dataset:
     """Mean position and momentum buffer of each mode at each of ``steps``, from ``(x0, v0)``."""
     k = _as_steps(steps, "steps")
     lam = np.atleast_1d(np.asarray(eigvals, dtype=float))
-    sysm = _mode_system(lam, np.zeros_like(lam), hp, model, "replacement", None)
+    sysm = _mode_system(lam, np.zeros_like(lam), hp, Setting(model=setting.model))
     z0 = np.stack(np.broadcast_arrays(np.asarray(x0, float), np.asarray(v0, float), lam)[:2], axis=-1)[..., None]
     z = np.stack([(sysm.power(kk) @ z0)[..., 0] for kk in k])
     return xr.Dataset(
@@ -541,13 +562,11 @@ def covariance_at(
     steps,
     hp: Hyperparameters,
     *,
-    model: str = "discrete",
-    sampling: str = "replacement",
-    n_samples: int | None = None,
+    setting: Setting = DISCRETE,
 ) -> xr.Dataset:
     """Per-mode covariance of ``(x, v)`` after each of ``steps`` steps from a deterministic start."""
     k = _as_steps(steps, "steps")
-    sysm = _mode_system(eigvals, noise_var, hp, model, sampling, n_samples)
+    sysm = _mode_system(eigvals, noise_var, hp, setting)
     cov = np.stack([sysm.cov_from_rest(kk) for kk in k])
     return xr.Dataset(
         {
@@ -579,9 +598,7 @@ def msd_from_start(
     steps,
     hp: Hyperparameters,
     *,
-    model: str = "discrete",
-    sampling: str = "replacement",
-    n_samples: int | None = None,
+    setting: Setting = DISCRETE,
 ) -> np.ndarray:
     """``E||theta_k - theta_0||^2`` summed over modes for each k in ``steps``.
 
@@ -590,7 +607,7 @@ def msd_from_start(
     """
     k = _as_steps(steps, "steps")
     lam = np.atleast_1d(np.asarray(eigvals, dtype=float))
-    sysm = _mode_system(lam, noise_var, hp, model, sampling, n_samples)
+    sysm = _mode_system(lam, noise_var, hp, setting)
     x0, v0 = np.broadcast_arrays(np.asarray(x0, float), np.asarray(v0, float), lam)[:2]
     z0 = np.stack([x0, v0], axis=-1)[..., None]
     return _msd(sysm, z0, k)
@@ -602,13 +619,11 @@ def lag_msd(
     lags,
     hp: Hyperparameters,
     *,
-    model: str = "discrete",
-    sampling: str = "replacement",
-    n_samples: int | None = None,
+    setting: Setting = DISCRETE,
 ) -> np.ndarray:
     """Stationary ``E||theta_{k+tau} - theta_k||^2`` summed over modes for each tau in ``lags``."""
     tau = _as_steps(lags, "lags")
-    sysm = _mode_system(eigvals, noise_var, hp, model, sampling, n_samples)
+    sysm = _mode_system(eigvals, noise_var, hp, setting)
     return _lag_msd(sysm, tau)
 
 
@@ -621,8 +636,7 @@ def lag_msd_sampling_sd(
     *,
     multiplicity=None,
     sketch_dim: int | None = None,
-    sampling: str = "replacement",
-    n_samples: int | None = None,
+    setting: Setting = DISCRETE,
 ) -> np.ndarray:
     """Standard deviation of the *time-averaged* lag-MSD of one stationary run of
     ``steps`` recorded points, per lag: how far one run's measurement scatters
@@ -641,13 +655,12 @@ def lag_msd_sampling_sd(
     covered here (the comparison measures it against the exact values). Discrete model,
     sampling with replacement only (the reshuffled recursion is not stationary
     step by step)."""
-    if sampling != "replacement":
-        raise TheoryError("the lag-MSD sampling error is derived for sampling with replacement only")
+    _replacement_only(setting, "the lag-MSD sampling error")
     tau = _as_steps(lags, "lags")
     n = int(steps)
     if np.any(tau >= n):
         raise TheoryError(f"every lag must be below the run's {n} points")
-    sysm = _mode_system(eigvals, noise_var, hp, "discrete", sampling, n_samples)
+    sysm = _mode_system(eigvals, noise_var, hp, setting)
     mult = np.ones(sysm.A.shape[0]) if multiplicity is None else np.asarray(multiplicity, float)
     r = _autocovariance(sysm, n)[0]  # R(k) per mode, k = 0 .. n - 1
     out = []
@@ -670,8 +683,7 @@ def lag_msd_single_anchor_sd(
     hp: Hyperparameters,
     *,
     multiplicity=None,
-    sampling: str = "replacement",
-    n_samples: int | None = None,
+    setting: Setting = DISCRETE,
 ) -> np.ndarray:
     """Standard deviation of ``||theta_{t+tau} - theta_t||^2`` from *one* anchor
     ``t`` of a stationary run, per lag (docs/theory.md, "How well one run
@@ -682,10 +694,9 @@ def lag_msd_single_anchor_sd(
     so ``d_i^2`` has variance ``2 G_i^2``; independent modes add, each node
     counted ``multiplicity`` times: ``sd = sqrt(2 sum_i m_i G_i(tau)^2)``.
     Discrete model, sampling with replacement only."""
-    if sampling != "replacement":
-        raise TheoryError("the lag-MSD sampling error is derived for sampling with replacement only")
+    _replacement_only(setting, "the lag-MSD sampling error")
     tau = _as_steps(lags, "lags")
-    sysm = _mode_system(eigvals, noise_var, hp, "discrete", sampling, n_samples)
+    sysm = _mode_system(eigvals, noise_var, hp, setting)
     mult = np.ones(sysm.A.shape[0]) if multiplicity is None else np.asarray(multiplicity, float)
     r = _autocovariance(sysm, int(tau.max()) + 1)[0]  # R(k) per mode
     g = 2.0 * (r[0] - r[tau])  # (lag, mode)
@@ -729,8 +740,7 @@ def window_variance_scatter(
     hp: Hyperparameters,
     steps: int,
     *,
-    sampling: str = "replacement",
-    n_samples: int | None = None,
+    setting: Setting = DISCRETE,
 ) -> xr.Dataset:
     """How one window of ``steps`` consecutive steps measures each mode's
     stationary position and velocity variance (docs/theory.md, "How well one
@@ -740,13 +750,12 @@ def window_variance_scatter(
     standard deviation of that ratio (``*_window_sd``). Both are ratios, so they
     do not depend on the noise level. Gaussian modes of the discrete model,
     sampling with replacement only."""
-    if sampling != "replacement":
-        raise TheoryError("the one-window scatter is derived for sampling with replacement only")
+    _replacement_only(setting, "the one-window scatter")
     n = int(steps)
     if n < 2:
         raise TheoryError(f"a window needs at least 2 steps, got {steps}")
     lam = np.atleast_1d(np.asarray(eigvals, dtype=float))
-    sysm = _mode_system(lam, np.ones_like(lam), hp, "discrete", sampling, n_samples)
+    sysm = _mode_system(lam, np.ones_like(lam), hp, setting)
     out = {}
     for name, r in zip(("position", "velocity"), _autocovariance(sysm, n)):
         mean, sd = _sample_variance_moments(r)
@@ -761,15 +770,13 @@ def lag_covariance(
     lags,
     hp: Hyperparameters,
     *,
-    model: str = "discrete",
-    sampling: str = "replacement",
-    n_samples: int | None = None,
+    setting: Setting = DISCRETE,
 ) -> xr.Dataset:
     """Stationary cross-covariances ``E[x_{k+tau} x_k]``, ``E[v_{k+tau} v_k]``,
     ``E[x_{k+tau} v_k]`` per mode and lag (phase-averaged for reshuffling), and the
     position autocorrelation ``rho(tau) = E[x_{k+tau} x_k] / Var x``."""
     tau = _as_steps(lags, "lags")
-    sysm = _mode_system(eigvals, noise_var, hp, model, sampling, n_samples)
+    sysm = _mode_system(eigvals, noise_var, hp, setting)
     cov = np.stack([sysm.lag_cov(t) for t in tau])
     var = sysm.stationary()[:, 0, 0]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -807,12 +814,10 @@ def dense_stationary_covariance(
     noise_cov,
     hp: Hyperparameters,
     *,
-    model: str = "discrete",
-    sampling: str = "replacement",
-    n_samples: int | None = None,
+    setting: Setting = DISCRETE,
 ) -> np.ndarray:
     """Stationary covariance of ``(theta - theta_fp, v)``, shape ``(2d, 2d)``."""
-    return dense_system(hessian, noise_cov, hp, model=model, sampling=sampling, n_samples=n_samples).stationary()
+    return dense_system(hessian, noise_cov, hp, setting=setting).stationary()
 
 
 def dense_covariance_at(
@@ -821,23 +826,21 @@ def dense_covariance_at(
     steps,
     hp: Hyperparameters,
     *,
-    model: str = "discrete",
-    sampling: str = "replacement",
-    n_samples: int | None = None,
+    setting: Setting = DISCRETE,
 ) -> np.ndarray:
     """Covariance of ``(theta, v)`` after each of ``steps`` from a deterministic start, ``(len(steps), 2d, 2d)``."""
     k = _as_steps(steps, "steps")
-    sysm = dense_system(hessian, noise_cov, hp, model=model, sampling=sampling, n_samples=n_samples)
+    sysm = dense_system(hessian, noise_cov, hp, setting=setting)
     return np.stack([sysm.cov_from_rest(kk) for kk in k])
 
 
 def dense_mean(
-    hessian, x0, v0, steps, hp: Hyperparameters, *, model: str = "discrete"
+    hessian, x0, v0, steps, hp: Hyperparameters, *, setting: Setting = DISCRETE
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean ``theta - theta_fp`` and ``v`` at each of ``steps``: arrays ``(len(steps), d)``."""
     k = _as_steps(steps, "steps")
     h = np.asarray(hessian, dtype=float)
-    sysm = dense_system(h, np.zeros_like(h), hp, model=model)
+    sysm = dense_system(h, np.zeros_like(h), hp, setting=Setting(model=setting.model))
     z0 = np.concatenate([np.asarray(x0, float), np.asarray(v0, float)])
     z = np.stack([sysm.power(kk) @ z0 for kk in k])
     d = h.shape[0]
@@ -852,13 +855,11 @@ def dense_msd_from_start(
     steps,
     hp: Hyperparameters,
     *,
-    model: str = "discrete",
-    sampling: str = "replacement",
-    n_samples: int | None = None,
+    setting: Setting = DISCRETE,
 ) -> np.ndarray:
     """``E||theta_k - theta_0||^2`` with full ``H`` and ``C``; ``x0 = theta_0 - theta_fp``."""
     k = _as_steps(steps, "steps")
-    sysm = dense_system(hessian, noise_cov, hp, model=model, sampling=sampling, n_samples=n_samples)
+    sysm = dense_system(hessian, noise_cov, hp, setting=setting)
     z0 = np.concatenate([np.asarray(x0, float), np.asarray(v0, float)])[:, None]
     return _msd(sysm, z0, k)
 
@@ -869,13 +870,11 @@ def dense_lag_msd(
     lags,
     hp: Hyperparameters,
     *,
-    model: str = "discrete",
-    sampling: str = "replacement",
-    n_samples: int | None = None,
+    setting: Setting = DISCRETE,
 ) -> np.ndarray:
     """Stationary lag-MSD with full ``H`` and ``C``."""
     tau = _as_steps(lags, "lags")
-    return _lag_msd(dense_system(hessian, noise_cov, hp, model=model, sampling=sampling, n_samples=n_samples), tau)
+    return _lag_msd(dense_system(hessian, noise_cov, hp, setting=setting), tau)
 
 
 # ----------------------------------------------------------------------------
@@ -959,9 +958,7 @@ def dense_path(
     n_steps: int,
     hp: Hyperparameters,
     *,
-    model: str = "discrete",
-    sampling: str = "replacement",
-    n_samples: int | None = None,
+    setting: Setting = DISCRETE,
     project=None,
 ) -> xr.Dataset:
     """Exact moments at every step 0..n_steps from ``(x0, v0)`` with full ``H`` and ``C``.
@@ -970,8 +967,8 @@ def dense_path(
     (``E||v_k||^2``) and, for the columns of ``project`` (e.g. top eigenvectors),
     the mean and variance of the projected position ``theta - theta_fp`` and velocity.
     """
-    sysm = dense_system(hessian, noise_cov, hp, model=model, sampling=sampling, n_samples=n_samples)
-    if model == "discrete":
+    sysm = dense_system(hessian, noise_cov, hp, setting=setting)
+    if setting.model == "discrete":
         sysm.check_stable(allow_marginal=True)
     z0 = np.concatenate([np.asarray(x0, float), np.asarray(v0, float)])
     return moment_path(sysm, z0, int(n_steps), project)[0]
@@ -986,14 +983,12 @@ def dense_lag_msd_from_start(
     lags,
     hp: Hyperparameters,
     *,
-    model: str = "discrete",
-    sampling: str = "replacement",
-    n_samples: int | None = None,
+    setting: Setting = DISCRETE,
 ) -> np.ndarray:
     """``E||theta_{k+tau} - theta_k||^2`` at ``k = anchor`` for a run started at ``(x0, v0)``:
     exact before stationarity is reached (tends to :func:`dense_lag_msd` for large ``anchor``)."""
     tau = _as_steps(lags, "lags")
-    sysm = dense_system(hessian, noise_cov, hp, model=model, sampling=sampling, n_samples=n_samples)
+    sysm = dense_system(hessian, noise_cov, hp, setting=setting)
     z0 = np.concatenate([np.asarray(x0, float), np.asarray(v0, float)])
     n = sysm.n_pos
     k = int(anchor)

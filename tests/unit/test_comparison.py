@@ -6,7 +6,7 @@ import pytest
 import torch
 import xarray as xr
 
-from limiting_dynamics import comparison
+from limiting_dynamics import comparison, theory
 from limiting_dynamics.recording import BlockSignSketch
 
 
@@ -82,8 +82,10 @@ def test_per_sample_noise_from_minibatch_variance_both_samplings():
     var_reshuffle = g[perms].mean(1).var()
     draws = rng.integers(0, n, (40000, s))
     var_replacement = g[draws].mean(1).var()
-    assert comparison.per_sample_noise_var(var_reshuffle, s, "reshuffle", n) == pytest.approx(sigma2, rel=0.03)
-    assert comparison.per_sample_noise_var(var_replacement, s, "replacement", n) == pytest.approx(sigma2, rel=0.03)
+    assert comparison.per_sample_noise_var(
+        var_reshuffle, s, theory.Setting(sampling="reshuffle", n_samples=n)
+    ) == pytest.approx(sigma2, rel=0.03)
+    assert comparison.per_sample_noise_var(var_replacement, s, theory.DISCRETE) == pytest.approx(sigma2, rel=0.03)
 
 
 def test_noise_curvature_slope_recovers_a_power_law():

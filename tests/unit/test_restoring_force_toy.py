@@ -82,7 +82,7 @@ def _mean_se(per_chain: np.ndarray) -> tuple[float, float]:
 
 def _predictions(lr, sq_step, sq_grad):
     hp = Hyperparameters(lr, S, BETA, 0.0)
-    moments = theory.stationary_moments(LAM, np.diag(C), hp, sampling="replacement")
+    moments = theory.stationary_moments(LAM, np.diag(C), hp, setting=theory.DISCRETE)
     exact = lr**2 * float(moments.velocity_var.sum())
     in_run = lr**2 * sq_grad / (1 - BETA**2)  # per chain
     independent = lr**2 * np.trace(C / S) / (1 - BETA**2)

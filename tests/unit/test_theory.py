@@ -100,7 +100,7 @@ def test_covariance_at_k_matches_brute_force_and_tends_to_stationary():
 
 
 def test_continuous_model_has_the_papers_stationary_moments():
-    m = T.stationary_moments(LAM, VAR, HP, model="continuous")
+    m = T.stationary_moments(LAM, VAR, HP, setting=T.CONTINUOUS)
     a = LAM + WD
     np.testing.assert_allclose(m.position_var, LR * VAR / (2 * S * (1 - BETA) * a), rtol=1e-10)
     np.testing.assert_allclose(m.velocity_var, VAR / (S * (1 - BETA**2)), rtol=1e-10)
@@ -116,12 +116,12 @@ def test_continuous_model_has_the_papers_stationary_moments():
 def test_discrete_and_continuous_agree_only_when_lr_lam_is_small():
     lam = np.array([1e-4, 1e-3, 1e-2, 1e-1, 1.0]) / LR  # lr * lam from 1e-4 to 1
     d = T.stationary_moments(lam, 1.0, Hp(LR, S, BETA, 0.0))
-    c = T.stationary_moments(lam, 1.0, Hp(LR, S, BETA, 0.0), model="continuous")
+    c = T.stationary_moments(lam, 1.0, Hp(LR, S, BETA, 0.0), setting=T.CONTINUOUS)
     err = np.abs(d.position_var / c.position_var - 1).values
     assert err[0] < 1e-3 and err[1] < 1e-2
     assert np.all(np.diff(err) > 0) and err[-1] > 0.1
     lag_d = T.lag_msd(lam[:2], 1.0, [10, 100, 1000], Hp(LR, S, BETA, 0.0))
-    lag_c = T.lag_msd(lam[:2], 1.0, [10, 100, 1000], Hp(LR, S, BETA, 0.0), model="continuous")
+    lag_c = T.lag_msd(lam[:2], 1.0, [10, 100, 1000], Hp(LR, S, BETA, 0.0), setting=T.CONTINUOUS)
     np.testing.assert_allclose(lag_d, lag_c, rtol=0.02)
 
 
@@ -131,7 +131,7 @@ def test_dense_path_equals_per_mode_path_for_commuting_h_and_c():
     h, c = u @ np.diag(LAM) @ u.T, u @ np.diag(VAR) @ u.T
     x0m, v0m = np.array([1.0, -0.5, 0.2, 0.1]), np.array([0.0, 0.3, 0.0, -0.2])
     for model, sampling in [("discrete", "replacement"), ("continuous", "replacement"), ("discrete", "reshuffle")]:
-        kw = dict(model=model, sampling=sampling, n_samples=40 if sampling == "reshuffle" else None)
+        kw = dict(setting=T.Setting(model, sampling, 40 if sampling == "reshuffle" else None))
         dense = T.dense_stationary_covariance(h, c, HP, **kw)
         modes = T.stationary_moments(LAM, VAR, HP, **kw)
         np.testing.assert_allclose(np.diag(u.T @ dense[:4, :4] @ u), modes.position_var, rtol=1e-7)
@@ -155,7 +155,7 @@ def test_oscillation_frequency_is_the_mean_motions_frequency():
     for i in range(lam.size):
         crossings = np.count_nonzero(np.diff(np.sign(m.position.values[:, i])) != 0)
         assert crossings == pytest.approx(2 * f[i] * 4000, abs=2)
-    fc = T.oscillation_frequency(lam, HP, model="continuous")
+    fc = T.oscillation_frequency(lam, HP, setting=T.CONTINUOUS)
     assert np.all(np.abs(fc / f - 1) < 0.2)
 
 
@@ -249,7 +249,7 @@ def test_reshuffled_batches_match_monte_carlo(population):
         population=population,
         record=steps,
     )
-    kw = dict(sampling="reshuffle", n_samples=n)
+    kw = dict(setting=T.Setting(sampling="reshuffle", n_samples=n))
     theory = T.msd_from_start(lam, var, x0, 0.0, steps, Hp(LR, bs, BETA, WD), **kw)
     cov = T.covariance_at(lam, var, steps, Hp(LR, bs, BETA, WD), **kw)
     for j, k in enumerate(steps):
@@ -284,7 +284,7 @@ def test_reshuffled_lag_msd_and_phase_averaged_variance_match_monte_carlo(popula
         population=population,
         record=record,
     )
-    kw = dict(sampling="reshuffle", n_samples=n)
+    kw = dict(setting=T.Setting(sampling="reshuffle", n_samples=n))
     st = T.stationary_moments(lam, var, Hp(LR, bs, BETA, WD), **kw)
     per_chain = np.mean([xs[burn + p] ** 2 for p in range(per_epoch)], axis=0)  # phase average per chain
     z = z_score(per_chain.mean(axis=0), per_chain.std(axis=0, ddof=1) / np.sqrt(chains), st.position_var.values)
@@ -303,18 +303,24 @@ def test_reshuffled_lag_msd_and_phase_averaged_variance_match_monte_carlo(popula
     [
         (lambda: T.stationary_moments([1.0, 200.0], 1.0, Hp(0.05, 8, 0.9, 0.0)), "stability region"),
         (lambda: T.lag_msd([-0.5], 1.0, [1], Hp(0.05, 8, 0.9, 0.0)), "stability region"),
-        (lambda: T.stationary_moments([0.0], 1.0, Hp(0.05, 8, 0.9, 0.0), model="continuous"), "no stationary"),
+        (lambda: T.stationary_moments([0.0], 1.0, Hp(0.05, 8, 0.9, 0.0), setting=T.CONTINUOUS), "no stationary"),
         (
             lambda: T.stationary_moments(
-                [1.0], 1.0, Hp(0.05, 8, 0.9, 0.0), model="continuous", sampling="reshuffle", n_samples=100
+                [1.0],
+                1.0,
+                Hp(0.05, 8, 0.9, 0.0),
+                setting=T.Setting(model="continuous", sampling="reshuffle", n_samples=100),
             ),
             "no continuous-time model",
         ),
-        (lambda: T.stationary_moments([1.0], 1.0, Hp(0.05, 8, 0.9, 0.0), sampling="reshuffle"), "n_samples"),
+        (
+            lambda: T.stationary_moments([1.0], 1.0, Hp(0.05, 8, 0.9, 0.0), setting=T.Setting(sampling="reshuffle")),
+            "n_samples",
+        ),
         (lambda: T.stationary_moments([1.0], -1.0, Hp(0.05, 8, 0.9, 0.0)), "noise_var"),
         (lambda: T.stationary_moments([1.0], 1.0, Hp(0.05, 8, 1.0, 0.0)), "momentum"),
         (lambda: T.stationary_moments([1.0], 1.0, Hp(0.0, 8, 0.9, 0.0)), "lr"),
-        (lambda: T.stationary_moments([1.0], 1.0, Hp(0.05, 8, 0.9, 0.0), model="exact"), "model"),
+        (lambda: T.stationary_moments([1.0], 1.0, Hp(0.05, 8, 0.9, 0.0), setting=T.Setting(model="exact")), "model"),
         (lambda: T.msd_from_start([1.0], 1.0, 0.0, 0.0, [1.5], Hp(0.05, 8, 0.9, 0.0)), "whole numbers"),
         (lambda: T.msd_from_start([np.nan], 1.0, 0.0, 0.0, [1], Hp(0.05, 8, 0.9, 0.0)), "finite"),
     ],
@@ -356,7 +362,7 @@ def test_dense_path_and_lag_from_start_agree_with_the_closed_forms(model, sampli
     h = m @ m.T
     c = np.cov(rng.standard_normal((3, 50)))  # does not commute with h
     x0, v0 = np.array([0.4, -0.2, 0.1]), np.zeros(3)
-    kw = dict(model=model, sampling=sampling, n_samples=40 if sampling == "reshuffle" else None)
+    kw = dict(setting=T.Setting(model, sampling, 40 if sampling == "reshuffle" else None))
     w, u = np.linalg.eigh(h)
     path = T.dense_path(h, c, x0, v0, 120, Hp(LR, 4, BETA, WD), project=u, **kw)
     np.testing.assert_allclose(
@@ -390,7 +396,7 @@ def test_moment_path_with_the_noise_as_a_callback_is_dense_path():
     assert sorted(kept) == [0, 60] and np.all(kept[0][1] == 0)
     np.testing.assert_allclose(kept[60][1], T.dense_covariance_at(h, c, [60], hp)[0], rtol=1e-9)
     with pytest.raises(T.TheoryError, match="discrete"):
-        T.moment_path(T.dense_system(h, c, hp, model="continuous"), np.zeros(6), 3, extra_noise=lambda z, cov: c)
+        T.moment_path(T.dense_system(h, c, hp, setting=T.CONTINUOUS), np.zeros(6), 3, extra_noise=lambda z, cov: c)
 
 
 def test_lag_msd_from_start_matches_monte_carlo_with_reshuffling(population):
@@ -423,8 +429,7 @@ def test_lag_msd_from_start_matches_monte_carlo_with_reshuffling(population):
         anchor,
         lags,
         Hp(LR, bs, BETA, WD),
-        sampling="reshuffle",
-        n_samples=n,
+        setting=T.Setting(sampling="reshuffle", n_samples=n),
     )
     for j, t in enumerate(lags):
         d2 = ((xs[anchor + t] - xs[anchor]) ** 2).sum(axis=1)
@@ -436,7 +441,7 @@ def test_continuous_models_error_is_lr_a_over_two_one_plus_beta():
     lam = np.array([1e-3, 0.1, 1.0, 10.0, 30.0])
     for beta in (0.0, 0.5, 0.9, 0.99):
         d = T.stationary_moments(lam, 1.0, Hp(LR, S, beta, WD))
-        c = T.stationary_moments(lam, 1.0, Hp(LR, S, beta, WD), model="continuous")
+        c = T.stationary_moments(lam, 1.0, Hp(LR, S, beta, WD), setting=T.CONTINUOUS)
         expected = -LR * (lam + WD) / (2 * (1 + beta))
         np.testing.assert_allclose(c.position_var / d.position_var - 1, expected, rtol=1e-8, atol=1e-14)
         np.testing.assert_allclose(c.velocity_var / d.velocity_var - 1, expected, rtol=1e-8, atol=1e-14)
@@ -453,11 +458,11 @@ def test_fluctuation_spectrum_peak_is_below_the_damped_frequency():
 def test_lag_covariance_is_consistent_with_lag_msd_and_decays():
     lags = [0, 1, 10, 200, 5000]
     for model in ("discrete", "continuous"):
-        cov = T.lag_covariance(LAM, VAR, lags, HP, model=model)
-        st = T.stationary_moments(LAM, VAR, HP, model=model)
+        cov = T.lag_covariance(LAM, VAR, lags, HP, setting=T.Setting(model=model))
+        st = T.stationary_moments(LAM, VAR, HP, setting=T.Setting(model=model))
         np.testing.assert_allclose(cov.position.sel(lag=0), st.position_var, rtol=1e-10)
         np.testing.assert_allclose(cov.position_autocorrelation.sel(lag=0), 1.0, rtol=1e-10)
-        msd = T.lag_msd(LAM, VAR, lags, HP, model=model)
+        msd = T.lag_msd(LAM, VAR, lags, HP, setting=T.Setting(model=model))
         np.testing.assert_allclose(msd, 2 * (st.position_var.sum() - cov.position.sum("mode")), rtol=1e-8, atol=1e-14)
         assert np.all(np.abs(cov.position_autocorrelation.sel(lag=5000)) < 1e-3)
 
@@ -465,7 +470,7 @@ def test_lag_covariance_is_consistent_with_lag_msd_and_decays():
 def _simulated_tamsd(lams, noise_var, hp, steps, lags, runs, rng, sketch_dim=None):
     """Time-averaged lag-MSD of ``runs`` independent stationary heavy-ball runs
     (each mode started from its exact stationary distribution)."""
-    sysm = T._mode_system(lams, noise_var, hp, "discrete", "replacement", None)
+    sysm = T._mode_system(lams, noise_var, hp, T.DISCRETE)
     cov = sysm.stationary()
     z = np.stack([rng.multivariate_normal(np.zeros(2), c, size=runs) for c in cov], axis=1)  # run, mode, 2
     a = np.asarray(lams) + hp.weight_decay
@@ -515,7 +520,7 @@ def test_lag_msd_single_anchor_sd_matches_simulated_runs():
     averaged = T.lag_msd_sampling_sd(lams, noise, lags[:-1], 400, hp, multiplicity=mult)
     assert np.all(sd[:-1] > 2 * averaged)  # one anchor measures far less precisely than the time average
     with pytest.raises(T.TheoryError, match="replacement"):
-        T.lag_msd_single_anchor_sd([1.0], [1.0], [10], hp, sampling="reshuffle", n_samples=64)
+        T.lag_msd_single_anchor_sd([1.0], [1.0], [10], hp, setting=T.Setting(sampling="reshuffle", n_samples=64))
 
 
 def test_window_variance_scatter_matches_simulated_windows():
@@ -526,7 +531,7 @@ def test_window_variance_scatter_matches_simulated_windows():
     hp = Hp(lr=0.05, batch_size=4, momentum=0.9, weight_decay=0.0)
     lams, noise, steps, runs = np.array([2.0, 0.02]), np.array([1.0, 0.5]), 300, 2000
     rng = np.random.default_rng(7)
-    sysm = T._mode_system(lams, noise, hp, "discrete", "replacement", None)
+    sysm = T._mode_system(lams, noise, hp, T.DISCRETE)
     cov = sysm.stationary()
     z = np.stack([rng.multivariate_normal(np.zeros(2), c, size=runs) for c in cov], axis=1)  # run, mode, 2
     x, v = z[..., 0], z[..., 1]
@@ -544,7 +549,7 @@ def test_window_variance_scatter_matches_simulated_windows():
     assert got.position_window_bias[1] < 0.8  # the slow mode: comparing with 1 would misread it
     assert got.position_window_sd[1] > 1.3 * got.position_window_sd[0]  # and scatters more
     with pytest.raises(T.TheoryError, match="replacement"):
-        T.window_variance_scatter([1.0], hp, 100, sampling="reshuffle", n_samples=64)
+        T.window_variance_scatter([1.0], hp, 100, setting=T.Setting(sampling="reshuffle", n_samples=64))
 
 
 def test_lag_msd_sampling_sd_rejects_what_it_does_not_cover():
@@ -552,4 +557,4 @@ def test_lag_msd_sampling_sd_rejects_what_it_does_not_cover():
     with pytest.raises(T.TheoryError, match="below the run"):
         T.lag_msd_sampling_sd([1.0], [1.0], [100], 100, hp)
     with pytest.raises(T.TheoryError, match="replacement"):
-        T.lag_msd_sampling_sd([1.0], [1.0], [10], 100, hp, sampling="reshuffle", n_samples=64)
+        T.lag_msd_sampling_sd([1.0], [1.0], [10], 100, hp, setting=T.Setting(sampling="reshuffle", n_samples=64))

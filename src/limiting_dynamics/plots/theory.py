@@ -98,7 +98,7 @@ def frequency(cells, tables, path, dpi: int = 150) -> None:
         peaks = [spectral_peak(fluct.sel(mode=m).values) for m in s.mode.values]
         grid = np.logspace(np.log10(lam.min() / 3), np.log10(lam.max() * 3), 300)
         for model, ls in (("discrete", "-"), ("continuous", ":")):
-            f = theory.oscillation_frequency(grid, hp, model=model)
+            f = theory.oscillation_frequency(grid, hp, setting=theory.Setting(model=model))
             ax.plot(
                 grid,
                 np.where(f > 0, f, np.nan),
