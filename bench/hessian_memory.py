@@ -72,7 +72,7 @@ def main() -> None:
     for b in [args.sizes[0]] + list(args.sizes):  # the first size twice: warm-up (allocator, kernels)
         x = torch.randn(b, 3, args.image_size, args.image_size)
         y = torch.randint(0, 1000, (b,))
-        op = HessianOperator(model, [(x, y)], bn_mode="train")
+        op = HessianOperator(model, [(x, y)], bn_mode="train", reuse_graph=False)
         v = torch.randn(op.numel)
         base = _rss("VmRSS")
         _peak_rss_reset()

@@ -121,7 +121,7 @@ def measure(case: str, n_samples: int, batch_size: int, repeats: int, device: to
     model = build_model(cfg, 10, channels)
     x, y = digits(size, channels, n_samples, device)
     batches = [(x[s : s + batch_size], y[s : s + batch_size]) for s in range(0, n_samples, batch_size)]
-    op = HessianOperator(model, batches, bn_mode="eval", device=device, dtype=torch.float32)
+    op = HessianOperator(model, batches, bn_mode="eval", reuse_graph=False, device=device, dtype=torch.float32)
     v = torch.randn(op.numel, generator=torch.Generator().manual_seed(1)).to(device)
     v /= v.norm()
 

@@ -51,6 +51,8 @@ sampling scheme's finite-population factor, so the theory's own
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import xarray as xr
 
@@ -243,42 +245,43 @@ def compare_cell(
     hess: xr.Dataset,
     noise: xr.Dataset,
     *,
+    stationary_window: tuple[float, float],
+    fit_window: tuple[float, float],
+    mode_window: tuple[float, float],
+    curvature_block: int,
+    nperseg: int,
     n_train: int | None = None,
-    stationary_window=(0.5, 1.0),
-    fit_window=(0.01, 1.0),
-    mode_window=(0.0, 0.25),
-    curvature_block: int = 250,
     n_lags: int = 40,
-    nperseg: int = 256,
     drift: xr.Dataset | None = None,
 ) -> xr.Dataset:
     """Measured against predicted phase-space statistics and lag-MSD of one cell
-    (see module doc). ``n_train`` defaults to the noise file's ``n_train``.
-    Per-mode statistics are taken over ``mode_window`` (fractions of the run);
-    the curvature along the run over blocks of ``curvature_block`` steps; the
-    in-run gradient norm over ``stationary_window``. ``drift`` (the
+    (see module doc). The windows are the config's (``analysis`` section, no
+    defaults here): per-mode statistics over ``mode_window`` (fractions of the
+    run), the curvature along the run over blocks of ``curvature_block`` steps,
+    the in-run gradient norm over ``stationary_window``, c fitted over
+    ``fit_window``, oscillator spectra in segments of ``nperseg`` steps.
+    ``n_train`` defaults to the noise file's ``n_train``. ``drift`` (the
     eigenvector-drift stage's output) adds, per mode, the last replayed step at
-    which the eigenvector of theta_0 was still one (``valid_steps``)."""
+    which the eigenvector of theta_0 was still one (``valid_steps``).
+
+    The parts: :func:`compare_modes` (per mode, the mode window),
+    :func:`compare_lag_msd` (top modes and bulk), :func:`mode_window_summary`."""
     n_train = int(noise.attrs["n_train"] if n_train is None else n_train)
     hp = Hyperparameters.from_attrs(traj.attrs)
-    lr, bs, beta, wd = hp.lr, hp.batch_size, hp.momentum, hp.weight_decay
     sampling = str(traj.attrs["sampling"])
     setting = theory.Setting(sampling=sampling, n_samples=n_train)  # the theory's noise model
     steps = int(traj.sizes["step"])
-
-    lam_all = hess.hessian_eigenvalues.values
-    sigma2_all = per_sample_noise_var(independent_noise(noise), bs, setting)  # every noise point
-    slope = noise_curvature_slope(lam_all, sigma2_all)
-    out = {}
-    coords = {"lag": log_lags(steps, n_lags)}
+    sigma2_all = per_sample_noise_var(independent_noise(noise), hp.batch_size, setting)  # every noise point
+    slope = noise_curvature_slope(hess.hessian_eigenvalues.values, sigma2_all)
+    out, coords = {}, {"lag": log_lags(steps, n_lags)}
     attrs = {
         "cell": traj.attrs["cell"],
         "family": str(traj.attrs.get("family", "spherical")),
         "seed": hp.seed,
-        "lr": lr,
-        "batch_size": bs,
-        "momentum": beta,
-        "weight_decay": wd,
+        "lr": hp.lr,
+        "batch_size": hp.batch_size,
+        "momentum": hp.momentum,
+        "weight_decay": hp.weight_decay,
         "sampling": sampling,
         "n_train": n_train,
         "steps": steps,
@@ -286,95 +289,149 @@ def compare_cell(
         "trace_cov_independent": float(noise.attrs["trace_cov"]),
         "noise_points": int(noise.sizes["noise_step"]),
     }
-
-    # per mode: the mode window of the run vs the exact discrete theory
     if "mode_position" in traj:
-        k = traj.sizes["mode"]
-        lam = lam_all[:k]
-        lo, hi = int(mode_window[0] * steps), max(int(mode_window[1] * steps), int(mode_window[0] * steps) + 2)
-        sigma2 = per_sample_noise_var(independent_noise(noise, (lo, hi))[:k], bs, setting)
-        g, x_at = mode_gradients(traj)
-        curvature, noise_run = curvature_and_noise(g[lo:hi], x_at[lo:hi])
-        sigma2_run = per_sample_noise_var(noise_run, bs, setting)
-        ends, along = curvature_along_run(g, x_at, curvature_block)
-        pos = traj.mode_position.values[lo:hi].astype(float)
-        vel = traj.mode_velocity.values[lo:hi].astype(float)
-        stable = theory.stable_modes(lam, hp)
-        lam_ok = np.where(stable, lam, 1.0)  # placeholder for unstable modes; their predictions become NaN
-        pred = theory.stationary_moments(lam_ok, sigma2, hp, setting=setting)
-        check = theory.stationary_moments(lam_ok, sigma2_run, hp, setting=setting)
-        nan = np.where(stable, 1.0, np.nan)
-        freq = theory.oscillation_frequency(lam_ok, hp) * nan
-        osc = spectra.fit_oscillator(vel, nperseg=min(nperseg, hi - lo))
-        freq_bound = spectra.frequency_cramer_rao(freq, np.sqrt(beta), hi - lo)
-        scatter = (  # how one window of this length measures each variance (ratios to the stationary one)
-            theory.window_variance_scatter(lam_ok, hp, hi - lo)
-            if sampling == "replacement"
-            else xr.Dataset(
-                {
-                    f"{v}_window_{w}": ("mode", np.full(k, np.nan))
-                    for v in ("position", "velocity")
-                    for w in ("bias", "sd")
-                }
-            )
-        )
-        out.update(
-            {
-                "eigenvalue": ("mode", lam),
-                "underdamped": ("mode", (stable & (freq > 0)).astype(np.int8)),
-                "curvature_in_run": ("mode", curvature),
-                "curvature_along_run": (("block", "mode"), along),
-                "noise_var_in_run": ("mode", sigma2_run),
-                "noise_var_independent": ("mode", sigma2),
-                "position_var_measured": ("mode", pos.var(axis=0)),
-                "position_var_predicted": ("mode", pred.position_var.values * nan),
-                "position_var_in_run_check": ("mode", check.position_var.values * nan),
-                "velocity_var_measured": ("mode", vel.var(axis=0)),
-                "velocity_var_predicted": ("mode", pred.velocity_var.values * nan),
-                "velocity_var_in_run_check": ("mode", check.velocity_var.values * nan),
-                "position_velocity_cov_measured": ("mode", np.mean((pos - pos.mean(0)) * (vel - vel.mean(0)), axis=0)),
-                "position_velocity_cov_predicted": ("mode", pred.position_velocity_cov.values * nan),
-                "oscillation_frequency_measured": ("mode", osc.frequency),
-                "oscillation_frequency_predicted": ("mode", freq),
-                "oscillation_frequency_cramer_rao": ("mode", freq_bound),
-                **{
-                    f"{v}_var_window_{w}": ("mode", scatter[f"{v}_window_{w}"].values * nan)
-                    for v in ("position", "velocity")
-                    for w in ("bias", "sd")
-                },
-                "pole_radius_measured": ("mode", osc.radius),
-                "oscillator_fit_converged": ("mode", osc.converged.astype(np.int8)),
-            }
-        )
-        coords.update(mode=np.arange(1, k + 1), block=ends)
-        attrs.update(
-            unstable_top_modes=int((~stable).sum()),
-            mode_window_start=lo + 1,
-            mode_window_end=hi,
-            pole_radius_predicted=float(np.sqrt(beta)),
-            noise_curvature_slope_in_run=noise_curvature_slope(lam, sigma2_run),
-        )
-        if drift is not None:
-            valid = np.full(k, np.nan)
-            tested = min(k, drift.sizes["mode"])
-            valid[:tested] = valid_steps(drift)[:tested]
-            out["valid_steps"] = ("mode", valid)
-            # the Hessian's own curvature along u at the last replayed step of the window (not a fit to the run)
-            inside = drift.drift_step.values <= hi
-            rq = np.full(k, np.nan)
-            if inside.any():
-                last = int(np.flatnonzero(inside)[-1])
-                rq[:tested] = drift.rayleigh_quotient.values[last, :tested] / lam[:tested]
-            out["rayleigh_quotient_over_eigenvalue"] = ("mode", rq)
-            attrs["eigenvectors_valid_steps"] = float(np.nanmedian(valid))
+        part = compare_modes(traj, hess, noise, hp, setting, mode_window, curvature_block, nperseg, drift)
+        out.update(part.variables)
+        coords.update(part.coords)
+        attrs.update(part.attrs)
+    part = compare_lag_msd(traj, hess, noise, hp, setting, coords["lag"], stationary_window, fit_window)
+    out.update(part.variables)
+    attrs.update(part.attrs)
+    ds = xr.Dataset(out, coords=coords, attrs=attrs)
+    ds.attrs["theory_agreement_lag"] = agreement_lag(ds)
+    if "mode" in ds.dims:
+        ds.attrs.update(mode_window_summary(ds))
+    table_columns.describe(ds, table_columns.COMPARISON)
+    return ds
 
-    # lag-MSD: top modes and bulk, all with independent noise; the bulk's spread over eigenvalues assumed
-    lags = coords["lag"]
+
+@dataclass
+class ComparisonPart:
+    """One part of a cell's comparison: data variables (name -> (dims, values)), coordinates and attributes."""
+
+    variables: dict
+    coords: dict
+    attrs: dict
+
+
+def _window_scatter(lam_ok, hp: Hyperparameters, setting: theory.Setting, steps: int) -> xr.Dataset:
+    """How one window of ``steps`` measures each variance (ratios to the stationary one); NaN where
+    the theory does not cover the sampling scheme."""
+    if setting.sampling == "replacement":
+        return theory.window_variance_scatter(lam_ok, hp, steps)
+    k = len(lam_ok)
+    return xr.Dataset(
+        {f"{v}_window_{w}": ("mode", np.full(k, np.nan)) for v in ("position", "velocity") for w in ("bias", "sd")}
+    )
+
+
+def compare_modes(
+    traj: xr.Dataset,
+    hess: xr.Dataset,
+    noise: xr.Dataset,
+    hp: Hyperparameters,
+    setting: theory.Setting,
+    mode_window: tuple[float, float],
+    curvature_block: int,
+    nperseg: int,
+    drift: xr.Dataset | None = None,
+) -> ComparisonPart:
+    """Per top mode over ``mode_window``: measured phase-space variances, covariance and
+    oscillation against the exact discrete theory with the independent noise (the
+    prediction) and with the in-run noise (a consistency check); the curvature along the run;
+    with ``drift``, how long each eigenvector of theta_0 stays one."""
+    steps = int(traj.sizes["step"])
+    k = traj.sizes["mode"]
+    lam = hess.hessian_eigenvalues.values[:k]
+    lo, hi = int(mode_window[0] * steps), max(int(mode_window[1] * steps), int(mode_window[0] * steps) + 2)
+    sigma2 = per_sample_noise_var(independent_noise(noise, (lo, hi))[:k], hp.batch_size, setting)
+    g, x_at = mode_gradients(traj)
+    curvature, noise_run = curvature_and_noise(g[lo:hi], x_at[lo:hi])
+    sigma2_run = per_sample_noise_var(noise_run, hp.batch_size, setting)
+    ends, along = curvature_along_run(g, x_at, curvature_block)
+    pos = traj.mode_position.values[lo:hi].astype(float)
+    vel = traj.mode_velocity.values[lo:hi].astype(float)
+    stable = theory.stable_modes(lam, hp)
+    lam_ok = np.where(stable, lam, 1.0)  # placeholder for unstable modes; their predictions become NaN
+    pred = theory.stationary_moments(lam_ok, sigma2, hp, setting=setting)
+    check = theory.stationary_moments(lam_ok, sigma2_run, hp, setting=setting)
+    nan = np.where(stable, 1.0, np.nan)
+    freq = theory.oscillation_frequency(lam_ok, hp) * nan
+    osc = spectra.fit_oscillator(vel, nperseg=min(nperseg, hi - lo))
+    freq_bound = spectra.frequency_cramer_rao(freq, np.sqrt(hp.momentum), hi - lo)
+    scatter = _window_scatter(lam_ok, hp, setting, hi - lo)
+    out = {
+        "eigenvalue": ("mode", lam),
+        "underdamped": ("mode", (stable & (freq > 0)).astype(np.int8)),
+        "curvature_in_run": ("mode", curvature),
+        "curvature_along_run": (("block", "mode"), along),
+        "noise_var_in_run": ("mode", sigma2_run),
+        "noise_var_independent": ("mode", sigma2),
+        "position_var_measured": ("mode", pos.var(axis=0)),
+        "position_var_predicted": ("mode", pred.position_var.values * nan),
+        "position_var_in_run_check": ("mode", check.position_var.values * nan),
+        "velocity_var_measured": ("mode", vel.var(axis=0)),
+        "velocity_var_predicted": ("mode", pred.velocity_var.values * nan),
+        "velocity_var_in_run_check": ("mode", check.velocity_var.values * nan),
+        "position_velocity_cov_measured": ("mode", np.mean((pos - pos.mean(0)) * (vel - vel.mean(0)), axis=0)),
+        "position_velocity_cov_predicted": ("mode", pred.position_velocity_cov.values * nan),
+        "oscillation_frequency_measured": ("mode", osc.frequency),
+        "oscillation_frequency_predicted": ("mode", freq),
+        "oscillation_frequency_cramer_rao": ("mode", freq_bound),
+        **{
+            f"{v}_var_window_{w}": ("mode", scatter[f"{v}_window_{w}"].values * nan)
+            for v in ("position", "velocity")
+            for w in ("bias", "sd")
+        },
+        "pole_radius_measured": ("mode", osc.radius),
+        "oscillator_fit_converged": ("mode", osc.converged.astype(np.int8)),
+    }
+    attrs = {
+        "unstable_top_modes": int((~stable).sum()),
+        "mode_window_start": lo + 1,
+        "mode_window_end": hi,
+        "pole_radius_predicted": float(np.sqrt(hp.momentum)),
+        "noise_curvature_slope_in_run": noise_curvature_slope(lam, sigma2_run),
+    }
+    if drift is not None:
+        valid = np.full(k, np.nan)
+        tested = min(k, drift.sizes["mode"])
+        valid[:tested] = valid_steps(drift)[:tested]
+        out["valid_steps"] = ("mode", valid)
+        # the Hessian's own curvature along u at the last replayed step of the window (not a fit to the run)
+        inside = drift.drift_step.values <= hi
+        rq = np.full(k, np.nan)
+        if inside.any():
+            last = int(np.flatnonzero(inside)[-1])
+            rq[:tested] = drift.rayleigh_quotient.values[last, :tested] / lam[:tested]
+        out["rayleigh_quotient_over_eigenvalue"] = ("mode", rq)
+        attrs["eigenvectors_valid_steps"] = float(np.nanmedian(valid))
+    return ComparisonPart(out, {"mode": np.arange(1, k + 1), "block": ends}, attrs)
+
+
+def compare_lag_msd(
+    traj: xr.Dataset,
+    hess: xr.Dataset,
+    noise: xr.Dataset,
+    hp: Hyperparameters,
+    setting: theory.Setting,
+    lags: np.ndarray,
+    stationary_window: tuple[float, float],
+    fit_window: tuple[float, float],
+) -> ComparisonPart:
+    """The lag-MSD: every top mode and the SLQ bulk with the independent noise, the bulk's
+    spread over eigenvalues given by the measured noise-curvature slope and, beside
+    it, the isotropic and ``C ~ H`` assumptions; the predicted scatter of one run; the exponent
+    c of each curve and of the measurement; the sketch's checks against the exact distances."""
+    steps = int(traj.sizes["step"])
+    lam_all = hess.hessian_eigenvalues.values
+    sigma2_all = per_sample_noise_var(independent_noise(noise), hp.batch_size, setting)
+    slope = noise_curvature_slope(lam_all, sigma2_all)
     bulk_lam, bulk_mult = bulk_modes(
         hess.slq_nodes.values, hess.slq_weights.values, int(hess.attrs["n_params"]), lam_all
     )
-    attrs["grad_sq_norm_in_run"] = local_displacement.grad_sq_norm(traj, stationary_window)
-    total = float(per_sample_noise_var(noise.attrs["trace_cov"], bs, setting))
+    out, attrs = {}, {"grad_sq_norm_in_run": local_displacement.grad_sq_norm(traj, stationary_window)}
+    total = float(per_sample_noise_var(noise.attrs["trace_cov"], hp.batch_size, setting))
     ok_top = theory.stable_modes(lam_all, hp)
     # Ritz values at or below zero stand for the near-zero cluster of the spectrum (SLQ smears it by about the
     # node spacing): curvature 0, weight decay alone restoring them (docs/theory.md, "The lag-MSD and the exponent c")
@@ -442,35 +499,35 @@ def compare_cell(
         # and at lag 1, where the exact time average is recorded (the squared step): the sketch's bias there
         if "sq_step" in traj and lags[0] == 1:  # log_lags starts at lag 1
             attrs["sketch_over_exact_lag1"] = float(sk[0] / np.mean(traj.sq_step.values[1:]))
-    ds = xr.Dataset(out, coords=coords, attrs=attrs)
-    ds.attrs["theory_agreement_lag"] = agreement_lag(ds)
-    if "mode" in ds.dims:
-        window = (ds.lag >= attrs["mode_window_start"]) & (ds.lag <= attrs["mode_window_end"])
-        measured = ds.lag_msd_sketch if "lag_msd_sketch" in ds else ds.sq_dist_from_start_measured
+    return ComparisonPart(out, {}, attrs)
 
-        def over_window(values, reduce) -> float:
-            v = values.where(window, drop=True).values
-            return float(reduce(v)) if v.size else float("nan")
 
-        ratio, iso = measured / ds.lag_msd_predicted, measured / ds.lag_msd_predicted_isotropic
-        ds.attrs.update(
-            lag_msd_ratio_mode_window_min=over_window(ratio, np.min),
-            lag_msd_ratio_mode_window_max=over_window(ratio, np.max),
-            lag_msd_ratio_isotropic_mode_window_min=over_window(iso, np.min),
-            lag_msd_ratio_isotropic_mode_window_max=over_window(iso, np.max),
-            lag_msd_z_mode_window_max=over_window(
-                abs(measured - ds.lag_msd_predicted) / ds.lag_msd_predicted_sd, np.nanmax
-            ),
-            lag_msd_relative_sd_mode_window_max=over_window(ds.lag_msd_predicted_sd / ds.lag_msd_predicted, np.nanmax),
-        )
-        # the exact measurement: the distance from theta_0 (one anchor, no sketch), in units of its own scatter
-        exact = ds.sq_dist_from_start_measured
-        ds.attrs.update(
-            lag_msd_exact_ratio_mode_window_min=over_window(exact / ds.lag_msd_predicted, np.min),
-            lag_msd_exact_ratio_mode_window_max=over_window(exact / ds.lag_msd_predicted, np.max),
-            lag_msd_exact_z_mode_window_max=over_window(
-                abs(exact - ds.lag_msd_predicted) / ds.sq_dist_from_start_predicted_sd, np.nanmax
-            ),
-        )
-    table_columns.describe(ds, table_columns.COMPARISON)
-    return ds
+def mode_window_summary(ds: xr.Dataset) -> dict:
+    """The lag-MSD against its prediction over the lags inside the mode window: the range of
+    measured/predicted (sketch, else exact distance) and of the exact distance, and the largest
+    deviation in units of the predicted scatter."""
+    window = (ds.lag >= ds.attrs["mode_window_start"]) & (ds.lag <= ds.attrs["mode_window_end"])
+    measured = ds.lag_msd_sketch if "lag_msd_sketch" in ds else ds.sq_dist_from_start_measured
+
+    def over_window(values, reduce) -> float:
+        v = values.where(window, drop=True).values
+        return float(reduce(v)) if v.size else float("nan")
+
+    ratio, iso = measured / ds.lag_msd_predicted, measured / ds.lag_msd_predicted_isotropic
+    # the exact measurement: the distance from theta_0 (one anchor, no sketch), in units of its own scatter
+    exact = ds.sq_dist_from_start_measured
+    return {
+        "lag_msd_ratio_mode_window_min": over_window(ratio, np.min),
+        "lag_msd_ratio_mode_window_max": over_window(ratio, np.max),
+        "lag_msd_ratio_isotropic_mode_window_min": over_window(iso, np.min),
+        "lag_msd_ratio_isotropic_mode_window_max": over_window(iso, np.max),
+        "lag_msd_z_mode_window_max": over_window(
+            abs(measured - ds.lag_msd_predicted) / ds.lag_msd_predicted_sd, np.nanmax
+        ),
+        "lag_msd_relative_sd_mode_window_max": over_window(ds.lag_msd_predicted_sd / ds.lag_msd_predicted, np.nanmax),
+        "lag_msd_exact_ratio_mode_window_min": over_window(exact / ds.lag_msd_predicted, np.min),
+        "lag_msd_exact_ratio_mode_window_max": over_window(exact / ds.lag_msd_predicted, np.max),
+        "lag_msd_exact_z_mode_window_max": over_window(
+            abs(exact - ds.lag_msd_predicted) / ds.sq_dist_from_start_predicted_sd, np.nanmax
+        ),
+    }

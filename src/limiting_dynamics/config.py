@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -82,16 +83,16 @@ def expand_cells(cells_cfg: dict) -> list[Hyperparameters]:
     default = {k: cells_cfg["default"][k] for k in HYPERPARAMETERS}
     combos = [dict(default)]
     for key in HYPERPARAMETERS:
-        for value in cells_cfg.get("sweeps", {}).get(key, []):
+        for value in cells_cfg["sweeps"].get(key, []):
             combos.append({**default, key: value})
-    grid = cells_cfg.get("grid", {}) or {}
+    grid = cells_cfg["grid"]
     if grid:
         keys = [k for k in HYPERPARAMETERS if k in grid]
         for values in itertools.product(*(grid[k] for k in keys)):
             combos.append({**default, **dict(zip(keys, values))})
     seen, cells = set(), []
     for c in combos:
-        for r in range(int(cells_cfg.get("replicates", 1))):
+        for r in range(int(cells_cfg["replicates"])):
             hp = Hyperparameters(
                 lr=float(c["lr"]),
                 batch_size=int(c["batch_size"]),
@@ -127,7 +128,7 @@ def quadratic_cells(config: dict) -> list[Hyperparameters]:
     cell's replicates, one cell per learning rate, at the family's momentum and
     weight decay and the default batch size."""
     q = config["cells"].get("quadratic") or {}
-    seeds = [default_cell(config["cells"]).seed + r for r in range(int(config["cells"].get("replicates", 1)))]
+    seeds = [default_cell(config["cells"]).seed + r for r in range(int(config["cells"]["replicates"]))]
     bs = int(config["cells"]["default"]["batch_size"])
     return [
         Hyperparameters(
@@ -137,7 +138,7 @@ def quadratic_cells(config: dict) -> list[Hyperparameters]:
             weight_decay=float(q["weight_decay"]),
             seed=seed,
         )
-        for lr in q.get("lr", [])
+        for lr in (q["lr"] if q else [])
         for seed in seeds
     ]
 
@@ -263,54 +264,102 @@ def weights_hint(arch: str) -> str:
 
 
 def semantic_errors(config: dict) -> list[str]:
-    """Checks the schema cannot express; assumes the schema passed."""
-    from .data.catalog import LOCAL_DATASETS, expected_train_size
+    """Checks the schema cannot express; assumes the schema passed. Each check is
+    one function of :data:`SEMANTIC_CHECKS`, run in that order (the first error is
+    the one :func:`check_config` raises)."""
+    from .data.catalog import expected_train_size
+
+    facts = _Facts(expand_cells(config["cells"]), expected_train_size(config["data"]))
+    return [error for check in SEMANTIC_CHECKS for error in check(config, facts)]
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What several checks need and only one should compute: the expanded cells and
+    the training-set size (``None`` where it is not known before preparing)."""
+
+    cells: list[Hyperparameters]
+    n_train: int | None
+
+
+def _not_allowed(key: str, value, why: str) -> str:
+    """The one wording of a config error: which key, which value, why not."""
+    return f"config key '{key}': value {value} is not allowed: {why}"
+
+
+def _batch_size_errors(config: dict, facts: _Facts) -> list[str]:
+    """No batch larger than the training set."""
+    n_train = facts.n_train
+    if n_train is None:
+        return []
+    errors = []
+    bs = config["converge"]["batch_size"]
+    if bs > n_train:
+        errors.append(_not_allowed("converge.batch_size", bs, f"must be <= the {n_train} training examples"))
+    too_big = [hp for hp in facts.cells if hp.batch_size > n_train]
+    if too_big:
+        errors.append(
+            f"config key 'cells' (batch_size): value {too_big[0].batch_size} is not allowed: "
+            f"must be <= the {n_train} training examples of {config['data']['name']}"
+        )
+    return errors
+
+
+def _local_file_errors(config: dict, facts: _Facts) -> list[str]:
+    """A converged checkpoint and a local data set must exist where the config says."""
+    from .data.catalog import LOCAL_DATASETS
 
     errors = []
-    cells = expand_cells(config["cells"])
-    n_train = expected_train_size(config["data"])
-    if n_train is not None:
-        for name, bs in (("converge.batch_size", config["converge"]["batch_size"]),):
-            if bs > n_train:
-                errors.append(
-                    f"config key '{name}': value {bs} is not allowed: must be <= the {n_train} training examples"
-                )
-        for hp in cells:
-            if hp.batch_size > n_train:
-                errors.append(
-                    f"config key 'cells' (batch_size): value {hp.batch_size} is not allowed: "
-                    f"must be <= the {n_train} training examples of {config['data']['name']}"
-                )
-                break
     ckpt = config["converge"].get("checkpoint")
     if ckpt and not Path(ckpt).is_file():
         errors.append(
-            f"config key 'converge.checkpoint': value {ckpt!r} is not allowed: "
-            "no such file (give the local path of a converged checkpoint, or null to train)"
-            + weights_suffix(config["model"]["arch"])
+            _not_allowed(
+                "converge.checkpoint",
+                repr(ckpt),
+                "no such file (give the local path of a converged checkpoint, or null to train)"
+                + weights_suffix(config["model"]["arch"]),
+            )
         )
-    local = config["data"].get("path")
-    if config["data"]["name"] in LOCAL_DATASETS and not (local and Path(local).expanduser().is_dir()):
+    name, local = config["data"]["name"], config["data"].get("path")
+    if name in LOCAL_DATASETS and not (local and Path(local).expanduser().is_dir()):
         errors.append(
-            f"config key 'data.path': value {local!r} is not allowed: {config['data']['name']} is read "
-            f"from a local directory (nothing is downloaded); {LOCAL_DATASETS[config['data']['name']]}"
+            _not_allowed(
+                "data.path",
+                repr(local),
+                f"{name} is read from a local directory (nothing is downloaded); {LOCAL_DATASETS[name]}",
+            )
         )
-    errors += _stream_errors(config)
+    return errors
+
+
+def _order_errors(config: dict, facts: _Facts) -> list[str]:
+    """Windows with start < end; burn-in bounds in order."""
+    errors = []
     for key in ("fit_window", "stationary_window", "mode_window"):
         lo, hi = config["analysis"][key]
         if not lo < hi:
             errors.append(
-                f"config key 'analysis.{key}': value {[lo, hi]} is not allowed: "
-                "must be [start, end] with start < end (fractions of the run)"
+                _not_allowed(
+                    f"analysis.{key}", [lo, hi], "must be [start, end] with start < end (fractions of the run)"
+                )
             )
     burn = config["limiting"]["burn_in"]
     if burn["min_steps"] > burn["max_steps"]:
         errors.append(
-            f"config key 'limiting.burn_in.min_steps': value {burn['min_steps']} is not allowed: "
-            f"must be <= limiting.burn_in.max_steps ({burn['max_steps']})"
+            _not_allowed(
+                "limiting.burn_in.min_steps",
+                burn["min_steps"],
+                f"must be <= limiting.burn_in.max_steps ({burn['max_steps']})",
+            )
         )
+    return errors
+
+
+def _cell_errors(config: dict, facts: _Facts) -> list[str]:
+    """Every cell gets its own name; no list repeats a value."""
+    errors = []
     by_name: dict[str, Hyperparameters] = {}
-    for hp in cells:
+    for hp in facts.cells:
         other = by_name.setdefault(cell_id(hp), hp)
         if other != hp:
             errors.append(
@@ -318,51 +367,63 @@ def semantic_errors(config: dict) -> list[str]:
                 f"{cell_id(hp)!r} (values must differ within 6 significant digits)"
             )
             break
-    for key, values in (config["cells"].get("sweeps") or {}).items():
-        if len(set(values)) != len(values):
-            errors.append(f"config key 'cells.sweeps.{key}': value {values} is not allowed: repeats a value")
-    for key, values in (config["cells"].get("grid") or {}).items():
-        if len(set(values)) != len(values):
-            errors.append(f"config key 'cells.grid.{key}': value {values} is not allowed: repeats a value")
+    for part in ("sweeps", "grid"):
+        for key, values in config["cells"][part].items():
+            if len(set(values)) != len(values):
+                errors.append(_not_allowed(f"cells.{part}.{key}", values, "repeats a value"))
+    return errors
+
+
+def _analysis_errors(config: dict, facts: _Facts) -> list[str]:
+    """The Hessian, landscape and phase-space settings fit each other and the data."""
+    errors = []
     hess = config["hessian"]
-    held, held_text = _held_examples(config, n_train)
+    held, held_text = _held_examples(config, facts.n_train)
     if held is not None and hess["n_samples"] != "all" and hess["n_samples"] > held:
-        errors.append(
-            f"config key 'hessian.n_samples': value {hess['n_samples']} is not allowed: must be <= {held_text}"
-        )
+        errors.append(_not_allowed("hessian.n_samples", hess["n_samples"], f"must be <= {held_text}"))
     phase = config["limiting"]["phase_space"]
     if hess["enabled"] and phase["modes"] > hess["top_k"]:
         errors.append(
-            f"config key 'limiting.phase_space.modes': value {phase['modes']} is not allowed: "
-            f"must be <= hessian.top_k ({hess['top_k']}), the eigenvectors computed"
+            _not_allowed(
+                "limiting.phase_space.modes",
+                phase["modes"],
+                f"must be <= hessian.top_k ({hess['top_k']}), the eigenvectors computed",
+            )
         )
     land = config["landscape"]
     if land["enabled"] and hess["enabled"]:
         a, b = land["modes"]
         if a == b:
-            errors.append(
-                f"config key 'landscape.modes': value {land['modes']} is not allowed: needs two different eigenvectors"
-            )
+            errors.append(_not_allowed("landscape.modes", land["modes"], "needs two different eigenvectors"))
         if max(a, b) > phase["modes"]:
             errors.append(
-                f"config key 'landscape.modes': value {land['modes']} is not allowed: "
-                f"must be <= limiting.phase_space.modes ({phase['modes']}), the recorded projections"
+                _not_allowed(
+                    "landscape.modes",
+                    land["modes"],
+                    f"must be <= limiting.phase_space.modes ({phase['modes']}), the recorded projections",
+                )
             )
         if held is not None and land["n_samples"] > held:
-            errors.append(
-                f"config key 'landscape.n_samples': value {land['n_samples']} is not allowed: must be <= {held_text}"
-            )
+            errors.append(_not_allowed("landscape.n_samples", land["n_samples"], f"must be <= {held_text}"))
+    return errors
+
+
+def _linear_regression_errors(config: dict, facts: _Facts) -> list[str]:
+    """The lags fit in the run after the anchor; no more kept chains than chains."""
+    errors = []
     lin = config["linear_regression"]
     anchor = int(lin["lag_anchor"] * lin["steps"])
     if anchor + max(lin["lags"]) > lin["steps"]:
         errors.append(
-            f"config key 'linear_regression.lags': value {lin['lags']} is not allowed: "
-            f"lag_anchor * steps + max(lags) = {anchor + max(lin['lags'])} must be <= steps ({lin['steps']})"
+            _not_allowed(
+                "linear_regression.lags",
+                lin["lags"],
+                f"lag_anchor * steps + max(lags) = {anchor + max(lin['lags'])} must be <= steps ({lin['steps']})",
+            )
         )
     if lin["kept_chains"] > lin["chains"]:
         errors.append(
-            f"config key 'linear_regression.kept_chains': value {lin['kept_chains']} is not allowed: "
-            f"must be <= chains ({lin['chains']})"
+            _not_allowed("linear_regression.kept_chains", lin["kept_chains"], f"must be <= chains ({lin['chains']})")
         )
     return errors
 
@@ -371,17 +432,17 @@ def _held_examples(config: dict, n_train: int | None) -> tuple[int | None, str]:
     """How many training examples the Hessian and landscape stages can draw
     from (``None``: not known before preparing), and how to say it."""
     d = config["data"]
-    if d.get("loader", "memory") == "stream":
+    if d["loader"] == "stream":
         subset = d.get("stream_subset")
         return subset, f"data.stream_subset ({subset}), the training images held in memory"
     return n_train, f"the {n_train} training examples"
 
 
-def _stream_errors(config: dict) -> list[str]:
+def _stream_errors(config: dict, facts: _Facts) -> list[str]:
     """``data.loader: stream``: ImageNet only, a subset size, and no pixel
     shifts (the streamed images are cropped)."""
     d = config["data"]
-    if d.get("loader", "memory") != "stream":
+    if d["loader"] != "stream":
         return []
     if d["name"] != "imagenet":
         return [
@@ -405,6 +466,17 @@ def _stream_errors(config: dict) -> list[str]:
                 "data.loader stream (streamed images are randomly cropped and flipped instead)"
             )
     return errors
+
+
+SEMANTIC_CHECKS = (
+    _batch_size_errors,
+    _local_file_errors,
+    _stream_errors,
+    _order_errors,
+    _cell_errors,
+    _analysis_errors,
+    _linear_regression_errors,
+)
 
 
 def check_config(config: dict, schema_path: str | Path) -> None:

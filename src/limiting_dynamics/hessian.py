@@ -41,9 +41,11 @@ class HessianOperator:
     ``bn_mode="eval"``: BatchNorm uses its running statistics (the loss is a
     plain function of the parameters). ``"train"``: BatchNorm normalises with the
     statistics of each batch, as during training (the running statistics of the
-    private copy are frozen so that repeated products are identical).
+    private copy are frozen so that repeated products are identical). Both
+    ``bn_mode`` and ``reuse_graph`` are required: the pipeline takes them from
+    the config's ``hessian`` section, the one place they are set.
 
-    ``reuse_graph=False`` (default): every product rebuilds the graph (forward,
+    ``reuse_graph=False``: every product rebuilds the graph (forward,
     ``create_graph`` gradient, backward of ``<g, v>``) batch by batch, so memory
     holds one batch's graph. ``True``: the ``create_graph`` gradient of every
     batch is built once, on the first product, and kept; each product is then
@@ -56,11 +58,12 @@ class HessianOperator:
         self,
         model: nn.Module,
         batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
-        bn_mode: str = "eval",
+        *,
+        bn_mode: str,
+        reuse_graph: bool,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
         loss: Callable = F.cross_entropy,
-        reuse_graph: bool = False,
     ):
         if bn_mode not in BN_MODES:
             raise HessianError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
@@ -133,7 +136,7 @@ class HessianOperator:
         return total
 
 
-def expected_loss(label_noise: float = 0.0) -> Callable:
+def expected_loss(label_noise: float) -> Callable:
     """The cross-entropy SGD descends on average when every drawn label is
     replaced by a uniformly random class with probability ``label_noise``:
     the cross-entropy with that label smoothing (plain for 0)."""

@@ -116,6 +116,7 @@ def test_compare_cell_matches_a_simulated_quadratic_with_known_answer():
         fit_window=(0.001, 0.5),
         mode_window=(0.0, 0.5),
         curvature_block=5000,
+        nperseg=256,
     )
     lam = hess.hessian_eigenvalues.values
     # curvature and noise read off the run's momentum buffer (no snapshot, no Hessian used)
@@ -157,7 +158,9 @@ def test_compare_cell_matches_a_simulated_quadratic_with_known_answer():
 def test_a_run_started_away_from_its_stationary_state_fails_the_exact_lag_msd_test():
     """theta_0 three times too far out (a hotter start): the time average over the run
     barely sees it, the exact distance from theta_0 does, far beyond its scatter."""
-    kw = dict(stationary_window=(0.0, 1.0), fit_window=(0.001, 0.5), mode_window=(0.0, 0.5), curvature_block=5000)
+    kw = dict(
+        stationary_window=(0.0, 1.0), fit_window=(0.001, 0.5), mode_window=(0.0, 0.5), curvature_block=5000, nperseg=256
+    )
     cmp = comparison.compare_cell(*_quadratic_cell(hot=3.0), **kw)
     assert cmp.attrs["lag_msd_exact_ratio_mode_window_max"] > 1.5
     assert cmp.attrs["lag_msd_exact_z_mode_window_max"] > 5
@@ -213,7 +216,9 @@ def test_drift_gives_each_mode_its_valid_steps_and_the_hessians_curvature_at_the
     residual reaches 0.5, and u^T H u / lam at the last replayed step inside the
     mode window (the replayed step after it is ignored)."""
     traj, hess, noise = _quadratic_cell()
-    kw = dict(stationary_window=(0.0, 1.0), fit_window=(0.001, 0.5), mode_window=(0.0, 0.5), curvature_block=5000)
+    kw = dict(
+        stationary_window=(0.0, 1.0), fit_window=(0.001, 0.5), mode_window=(0.0, 0.5), curvature_block=5000, nperseg=256
+    )
     hi = int(0.5 * traj.sizes["step"])
     lam = hess.hessian_eigenvalues.values
     drift = xr.Dataset(

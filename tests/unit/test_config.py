@@ -156,6 +156,7 @@ def test_sweeps_and_grid_expand_without_repeats():
         "default": {"lr": 0.1, "batch_size": 64, "momentum": 0.9, "weight_decay": 0.0, "seed": 0},
         "sweeps": {"lr": [0.1, 0.2], "momentum": [0.8]},
         "grid": {"lr": [0.1, 0.3], "seed": [0, 1]},
+        "replicates": 1,
     }
     got = expand_cells(cells)
     assert got[0] == Hyperparameters(0.1, 64, 0.9, 0.0, 0)

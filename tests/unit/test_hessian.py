@@ -377,7 +377,7 @@ def test_the_callers_model_is_never_mutated(small_setup, reuse_graph):
 def test_hutchinson_and_slq_estimate_trace_and_moments(small_setup):
     model, x, y, batches = small_setup
     h = exact_hessian(model, x, y, "eval").numpy()
-    op = Hs.HessianOperator(model, batches, bn_mode="eval", dtype=torch.float64)
+    op = Hs.HessianOperator(model, batches, bn_mode="eval", reuse_graph=False, dtype=torch.float64)
     n = op.numel
     mean, err = Hs.hutchinson_trace(op.matvec, n, n_samples=64, seed=3, dtype=torch.float64)
     assert abs(mean - np.trace(h)) < 4 * err
@@ -392,8 +392,8 @@ def test_hutchinson_and_slq_estimate_trace_and_moments(small_setup):
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda m, b: Hs.HessianOperator(m, b, bn_mode="frozen"), "bn_mode"),
-        (lambda m, b: Hs.HessianOperator(m, [], bn_mode="eval"), "no data"),
+        (lambda m, b: Hs.HessianOperator(m, b, bn_mode="frozen", reuse_graph=False), "bn_mode"),
+        (lambda m, b: Hs.HessianOperator(m, [], bn_mode="eval", reuse_graph=False), "no data"),
         (lambda m, b: Hs.lanczos(lambda v: v, 10, 11), "k must be"),
         (lambda m, b: Hs.hutchinson_trace(lambda v: v, 10, n_samples=1), "at least 2"),
     ],
@@ -437,11 +437,17 @@ def test_label_smoothing_hessian_is_the_expected_hessian_under_label_noise():
     x, y = torch.randn(12, 1, 4, 4, dtype=torch.float64), torch.randint(0, 4, (12,))
     p = 0.3
     smooth = Hs.HessianOperator(
-        model, [(x, y)], bn_mode="eval", dtype=torch.float64, loss=functools.partial(F.cross_entropy, label_smoothing=p)
+        model,
+        [(x, y)],
+        bn_mode="eval",
+        reuse_graph=False,
+        dtype=torch.float64,
+        loss=functools.partial(F.cross_entropy, label_smoothing=p),
     )
-    clean = Hs.HessianOperator(model, [(x, y)], bn_mode="eval", dtype=torch.float64)
+    clean = Hs.HessianOperator(model, [(x, y)], bn_mode="eval", reuse_graph=False, dtype=torch.float64)
     each = [
-        Hs.HessianOperator(model, [(x, torch.full_like(y, c))], bn_mode="eval", dtype=torch.float64) for c in range(4)
+        Hs.HessianOperator(model, [(x, torch.full_like(y, c))], bn_mode="eval", reuse_graph=False, dtype=torch.float64)
+        for c in range(4)
     ]
     v = torch.randn(smooth.numel, dtype=torch.float64)
     expected = (1 - p) * clean.matvec(v) + p * sum(op.matvec(v) for op in each) / 4
@@ -533,7 +539,7 @@ def test_track_eigenvectors_tells_an_eigenvector_from_a_random_direction(digits_
     from limiting_dynamics.eigenvector_drift import track_eigenvectors
 
     model, batches = digits_problem
-    op = Hs.HessianOperator(model, batches, bn_mode="train", dtype=torch.float32)
+    op = Hs.HessianOperator(model, batches, bn_mode="train", reuse_graph=False, dtype=torch.float32)
     top = Hs.lanczos(op.matvec, op.numel, 1, tol=1e-4, max_iter=60)
     random = torch.randn(op.numel, generator=torch.Generator().manual_seed(1))
     vectors = torch.stack([top.eigenvectors[:, 0].float(), random / random.norm()])

@@ -17,7 +17,9 @@ def test_loss_plane_is_centred_on_theta0_curves_like_the_hessian_and_leaves_the_
     model = Small(activation=torch.tanh).double().train()  # smooth: finite differences see the Hessian
     x, y = torch.randn(32, 1, 4, 4, dtype=torch.float64), torch.randint(0, 4, (32,))
     before = copy.deepcopy(model.state_dict())
-    op = hessian.HessianOperator(model, [(x, y)], bn_mode="eval", device=torch.device("cpu"), dtype=torch.float64)
+    op = hessian.HessianOperator(
+        model, [(x, y)], bn_mode="eval", reuse_graph=False, device=torch.device("cpu"), dtype=torch.float64
+    )
     top = hessian.lanczos(op.matvec, op.numel, 2, tol=1e-10, max_iter=op.numel, dtype=torch.float64)
     u, w = top.eigenvectors[:, 0], top.eigenvectors[:, 1]
     h = 1e-3

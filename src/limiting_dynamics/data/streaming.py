@@ -86,8 +86,8 @@ class _TrainImages(torch.utils.data.Dataset):
         size: int,
         channels: int,
         seed: int,
-        label_noise: float = 0.0,
-        num_classes: int = 1,
+        label_noise: float,
+        num_classes: int,
     ):
         self.root, self.files, self.labels = root, files, labels
         self.size, self.channels, self.seed = size, channels, seed
