@@ -21,7 +21,6 @@ import io
 import json
 import os
 import signal
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,28 +29,16 @@ from torch import nn
 
 from .atomic import atomic_path
 from .errors import CheckpointError, Interrupted
+from .provenance import plain_dicts
 
 FORMAT_VERSION = 2
 MAGIC = b"LDCKPT"
 
 
-def _plain(obj):
-    """``obj`` with every dict subclass made a plain dict, except ``OrderedDict``
-    (a module's state dict, kept as it is with its metadata): ``weights_only``
-    loading accepts no other class, and a stage's settings are one."""
-    if isinstance(obj, OrderedDict):
-        return obj
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in dict.items(obj)}  # not a read of a stage's settings
-    if type(obj) in (list, tuple):
-        return type(obj)(_plain(v) for v in obj)
-    return obj
-
-
 def save_checkpoint(obj: dict, path: str | Path) -> None:
     """Write ``obj`` (tensors, numbers, strings, lists, dicts) atomically with its checksum."""
     buf = io.BytesIO()
-    torch.save(_plain({**obj, "format_version": FORMAT_VERSION}), buf)
+    torch.save(plain_dicts({**obj, "format_version": FORMAT_VERSION}), buf)
     payload = buf.getbuffer()
     header = MAGIC + f" {FORMAT_VERSION} {hashlib.sha256(payload).hexdigest()}\n".encode()
     with atomic_path(path) as tmp:

@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import OrderedDict
 from pathlib import Path
 
 from . import __version__
@@ -106,15 +107,22 @@ def git_revision() -> str:
 
 def config_sha256(params: dict) -> str:
     """SHA-256 of a stage's settings (the config sections it reads) as canonical JSON."""
-    return hashlib.sha256(json.dumps(_plain(params), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(plain_dicts(params), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _plain(value):
-    """``value`` with every dict subclass a plain dict, read through ``dict.items``
-    (a stage's settings record what the stage reads; hashing them is not a read)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in dict.items(value)}
-    return value
+def plain_dicts(obj):
+    """``obj`` with every dict subclass made a plain dict, read through ``dict.items``
+    (a stage's settings record what the stage reads; hashing or saving them is not a
+    read), inside lists and tuples too; an ``OrderedDict`` (a module's state dict,
+    with its metadata) is kept as it is. Checkpoints need it too: ``weights_only``
+    loading accepts no other dict class."""
+    if isinstance(obj, OrderedDict):
+        return obj
+    if isinstance(obj, dict):
+        return {k: plain_dicts(v) for k, v in dict.items(obj)}
+    if type(obj) in (list, tuple):
+        return type(obj)(plain_dicts(v) for v in obj)
+    return obj
 
 
 @functools.lru_cache(maxsize=1)
