@@ -509,19 +509,15 @@ def limiting_run(
     snapshot_steps = sorted({int(k) for k in snapshot_steps})
     if snapshot_steps and not 1 <= snapshot_steps[0] <= snapshot_steps[-1] <= steps:
         raise ValueError(f"snapshot steps {snapshot_steps} must lie in 1..{steps}")
-    run = _Run(model, data, hp, drawing, device, numerics)
-    saved = checkpointer.resume() if checkpointer is not None else None
     if start is not None and burn_in:
         raise ValueError("give either start (a burn-in state) or burn_in steps, not both")
+    run = _Run(model, data, hp, drawing, device, numerics)
+    saved = checkpointer.resume() if checkpointer is not None else None
     if saved is not None:
         run.load(saved["run"], source=str(checkpointer.store.path))
         burn_in = int(saved["burn_in"])
-    elif start is not None:
-        run.load(start, source=f"burn-in state of cell {cell}")
-        burn_in = int(start.get("burn_in_steps", start["step"]))
-    elif burn_in:
-        run.burn(burn_in, cell, check_every, log=log, progress_every=progress_every)
-        log(f"burn-in: {burn_in} steps, last-500 mean loss {run.burn_loss:.4g}")
+    else:
+        burn_in = _reach_theta0(run, start, burn_in, cell, check_every, log, progress_every)
     flat, flat_v = run.flat, run.flat_v
     if directions is not None:
         directions = flat.from_standard_layout(directions.to(device=flat.flat.device, dtype=flat.flat.dtype))
@@ -576,7 +572,28 @@ def limiting_run(
         if checkpointer is not None and k < steps:
             checkpointer(k, "steps", state)
     progress.end(steps)
+    out = _record(rec, run, model, hp, eval_steps, evals, sq_velocity_start, burn_in, numerics)
+    if snapshot_steps:
+        out["snapshots"] = snapshots
+    return out
 
+
+def _reach_theta0(run: _Run, start: dict | None, burn_in: int, cell: str, check_every: int, log, progress_every) -> int:
+    """Bring a fresh run to theta_0: load the burn-in state ``start`` or take ``burn_in``
+    unrecorded steps (none: theta_0 is the model's weights). Returns the burn-in steps."""
+    if start is not None:
+        run.load(start, source=f"burn-in state of cell {cell}")
+        return int(start.get("burn_in_steps", start["step"]))
+    if burn_in:
+        run.burn(burn_in, cell, check_every, log=log, progress_every=progress_every)
+        log(f"burn-in: {burn_in} steps, last-500 mean loss {run.burn_loss:.4g}")
+    return burn_in
+
+
+def _record(rec: StepRecorder, run: _Run, model, hp, eval_steps, evals, sq_velocity_start, burn_in, numerics) -> dict:
+    """The finished run's record as numpy arrays and metadata (see :mod:`.trajectory`)."""
+    flat = run.flat
+    steps = rec.scalars.shape[0]
     scalars = rec.scalars.cpu().double().numpy()
     by_tensor = rec.by_tensor.cpu().double().numpy()
     start_norms = torch.stack(torch._foreach_norm(flat.views(rec.theta0))).double().cpu().numpy() ** 2
@@ -604,6 +621,4 @@ def limiting_run(
         "numerics": numerics.describe(),
     }
     out.update(rec.phase_space())
-    if snapshot_steps:
-        out["snapshots"] = snapshots
     return out
