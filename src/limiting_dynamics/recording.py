@@ -213,7 +213,7 @@ class StepRecorder:
     models launch overhead dominates and plain kernels are faster), ``"always"``,
     or ``"never"``. A compile failure falls back to plain kernels with a warning.
 
-    Phase space (optional): ``directions`` (``k x P``, e.g. Hessian eigenvectors
+    Phase space (optional, kept by a :class:`PhaseSpaceRecorder`): ``directions`` (``k x P``, e.g. Hessian eigenvectors
     at theta_0) give :attr:`mode_position` ``= U (theta_k - theta_0)`` and
     :attr:`mode_velocity` ``= U v_k`` every step; ``sketch_dim`` > 0 records a
     :class:`BlockSignSketch` of ``theta_k - theta_0`` every step. Either uses the
@@ -269,22 +269,8 @@ class StepRecorder:
         self.count = 0
         self._tensor_count = 0
         self._log = log
-        self.directions = directions
-        if directions is not None and (directions.ndim != 2 or directions.shape[1] != flat.numel):
-            raise ValueError(f"directions must be k x {flat.numel}, got {tuple(directions.shape)}")
-        k = 0 if directions is None else directions.shape[0]
-        self.mode_position = torch.full((steps, k), float("nan"), device=dev)
-        self.mode_velocity = torch.full((steps, k), float("nan"), device=dev)
-        self.mode_start = (
-            None if directions is None else torch.stack([directions @ self.theta0, directions @ self.v_prev], dim=1)
-        )  # (k, 2): U theta_0, U v_0
-        self.sketch = (
-            BlockSignSketch(flat.numel, sketch_dim, sketch_seed, dev, self.theta0.dtype) if sketch_dim else None
-        )
-        self.sketch_values = torch.full((steps, sketch_dim), float("nan"), device=dev)
-        self.sketch_seed = sketch_seed
-        phase = directions is not None or self.sketch is not None
-        use = not phase and (compile == "always" or (compile == "auto" and flat.numel >= COMPILE_THRESHOLD))
+        self.phase = PhaseSpaceRecorder(self.theta0, self.v_prev, steps, directions, sketch_dim, sketch_seed)
+        use = not self.phase.active and (compile == "always" or (compile == "auto" and flat.numel >= COMPILE_THRESHOLD))
         self._fused = torch.compile(_fused_norms, dynamic=False) if use else None
         self._fused_segments = torch.compile(_segment_norms, dynamic=False) if use else None
         self._sizes = tuple(flat.sizes)
@@ -337,12 +323,8 @@ class StepRecorder:
         else:
             norms = None if self._fused is None else self._compiled(self._fused)
             row[1:] = _step_norms(self.flat.flat, self.theta0, self.flat_v, self.diff) if norms is None else norms
-        # phase space forces the plain path, so self.diff holds theta - theta0 here
-        if self.directions is not None:
-            torch.mv(self.directions, self.diff, out=self.mode_position[k])
-            torch.mv(self.directions, self.flat_v, out=self.mode_velocity[k])
-        if self.sketch is not None:
-            self.sketch(self.diff, out=self.sketch_values[k])
+        if self.phase.active:  # phase space forces the plain path, so self.diff holds theta - theta0 here
+            self.phase.record(k, self.diff, self.flat_v)
         if step + 1 in self._tensor_step_set:  # the next step reads its gradient off v_prev
             self.v_prev.copy_(self.flat_v)
         self.count = step
@@ -353,14 +335,11 @@ class StepRecorder:
         return {
             "theta0": self.theta0.cpu().clone(),
             "v_prev": self.v_prev.cpu().clone(),
-            "mode_start": None if self.mode_start is None else self.mode_start.cpu().clone(),
             "count": n,
             "tensor_count": t,
             "scalars": self.scalars[:n].cpu().clone(),
             "by_tensor": self.by_tensor[:t].cpu().clone(),
-            "mode_position": self.mode_position[:n].cpu().clone(),
-            "mode_velocity": self.mode_velocity[:n].cpu().clone(),
-            "sketch_values": self.sketch_values[:n].cpu().clone(),
+            **self.phase.state(n),
         }
 
     def load(self, state: dict) -> None:
@@ -375,9 +354,7 @@ class StepRecorder:
             "theta0": tuple(self.theta0.shape),
             "scalars": (n, *self.scalars.shape[1:]),
             "by_tensor": (t, *self.by_tensor.shape[1:]),
-            "mode_position": (n, *self.mode_position.shape[1:]),
-            "mode_velocity": (n, *self.mode_velocity.shape[1:]),
-            "sketch_values": (n, *self.sketch_values.shape[1:]),
+            **self.phase.shapes(n),
         }
         wrong = [
             f"{k} {tuple(state[k].shape)} != {shape}" for k, shape in expect.items() if tuple(state[k].shape) != shape
@@ -386,25 +363,89 @@ class StepRecorder:
             raise ValueError("recorder state does not fit this run: " + "; ".join(wrong or [f"{n} steps"]))
         self.theta0.copy_(state["theta0"])
         self.v_prev.copy_(state["v_prev"])
-        if self.mode_start is not None:
-            self.mode_start.copy_(state["mode_start"])
         self.scalars[:n] = state["scalars"]
         self.by_tensor[:t] = state["by_tensor"]
-        self.mode_position[:n] = state["mode_position"]
-        self.mode_velocity[:n] = state["mode_velocity"]
-        self.sketch_values[:n] = state["sketch_values"]
+        self.phase.load(state, n)
         self.count, self._tensor_count = n, t
 
     def phase_space(self) -> dict:
         """The phase-space record as numpy arrays (empty dict when none was asked for)."""
+        return self.phase.arrays(self.count)
+
+
+class PhaseSpaceRecorder:
+    """The phase-space part of a :class:`StepRecorder`: with ``directions`` (``k x P``),
+    :attr:`mode_position` ``= U (theta_k - theta_0)`` and :attr:`mode_velocity` ``= U v_k``
+    every step and :attr:`mode_start` ``= (U theta_0, U v_0)``; with ``sketch_dim`` > 0, a
+    :class:`BlockSignSketch` of ``theta_k - theta_0`` every step. Inactive (records
+    nothing) with neither."""
+
+    def __init__(
+        self,
+        theta0: torch.Tensor,
+        v0: torch.Tensor,
+        steps: int,
+        directions: torch.Tensor | None,
+        sketch_dim: int,
+        sketch_seed: int,
+    ):
+        dev, numel = theta0.device, theta0.numel()
+        if directions is not None and (directions.ndim != 2 or directions.shape[1] != numel):
+            raise ValueError(f"directions must be k x {numel}, got {tuple(directions.shape)}")
+        self.directions = directions
+        k = 0 if directions is None else directions.shape[0]
+        self.mode_position = torch.full((steps, k), float("nan"), device=dev)
+        self.mode_velocity = torch.full((steps, k), float("nan"), device=dev)
+        self.mode_start = (
+            None if directions is None else torch.stack([directions @ theta0, directions @ v0], dim=1)
+        )  # (k, 2): U theta_0, U v_0
+        self.sketch = BlockSignSketch(numel, sketch_dim, sketch_seed, dev, theta0.dtype) if sketch_dim else None
+        self.sketch_values = torch.full((steps, sketch_dim), float("nan"), device=dev)
+        self.sketch_seed = sketch_seed
+        self.active = directions is not None or self.sketch is not None
+
+    def record(self, k: int, diff: torch.Tensor, v: torch.Tensor) -> None:
+        """Row ``k`` from ``diff = theta_k - theta_0`` and the momentum buffer ``v``."""
+        if self.directions is not None:
+            torch.mv(self.directions, diff, out=self.mode_position[k])
+            torch.mv(self.directions, v, out=self.mode_velocity[k])
+        if self.sketch is not None:
+            self.sketch(diff, out=self.sketch_values[k])
+
+    def state(self, n: int) -> dict:
+        """The first ``n`` rows and the start (CPU tensors, for a checkpoint)."""
+        return {
+            "mode_start": None if self.mode_start is None else self.mode_start.cpu().clone(),
+            "mode_position": self.mode_position[:n].cpu().clone(),
+            "mode_velocity": self.mode_velocity[:n].cpu().clone(),
+            "sketch_values": self.sketch_values[:n].cpu().clone(),
+        }
+
+    def shapes(self, n: int) -> dict:
+        """The shapes :meth:`state` has after ``n`` rows (to check a checkpoint against)."""
+        return {
+            "mode_position": (n, *self.mode_position.shape[1:]),
+            "mode_velocity": (n, *self.mode_velocity.shape[1:]),
+            "sketch_values": (n, *self.sketch_values.shape[1:]),
+        }
+
+    def load(self, state: dict, n: int) -> None:
+        if self.mode_start is not None:
+            self.mode_start.copy_(state["mode_start"])
+        self.mode_position[:n] = state["mode_position"]
+        self.mode_velocity[:n] = state["mode_velocity"]
+        self.sketch_values[:n] = state["sketch_values"]
+
+    def arrays(self, n: int) -> dict:
+        """The first ``n`` rows as numpy arrays, with the start and the sketch's seed and block."""
         out = {}
         if self.directions is not None:
-            out["mode_position"] = self.mode_position[: self.count].cpu().double().numpy()
-            out["mode_velocity"] = self.mode_velocity[: self.count].cpu().double().numpy()
+            out["mode_position"] = self.mode_position[:n].cpu().double().numpy()
+            out["mode_velocity"] = self.mode_velocity[:n].cpu().double().numpy()
             out["mode_offset"] = self.mode_start[:, 0].cpu().double().numpy()
             out["mode_velocity_start"] = self.mode_start[:, 1].cpu().double().numpy()
         if self.sketch is not None:
-            out["sketch"] = self.sketch_values[: self.count].cpu().double().numpy()
+            out["sketch"] = self.sketch_values[:n].cpu().double().numpy()
             out["sketch_seed"] = int(self.sketch_seed)
             out["sketch_block"] = int(self.sketch.block)
         return out
