@@ -64,7 +64,7 @@ def test_limiting_run_records_every_step_consistently(record):
     assert np.array_equal(record["step"], np.arange(1, 41))
     for k in ("train_loss", "sq_dist_from_start", "sq_velocity", "sq_param_norm", "sq_step"):
         assert record[k].shape == (40,) and np.all(np.isfinite(record[k]))
-    assert np.allclose(record["sq_step"], 0.05**2 * record["sq_velocity"])
+
     assert list(record["tensor_step"]) == list(range(1, 11)) + [20, 30, 40]
     at = record["tensor_step"] - 1
     assert np.allclose(record["sq_dist_from_start_by_tensor"].sum(axis=1), record["sq_dist_from_start"][at], rtol=1e-4)
