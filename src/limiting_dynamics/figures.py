@@ -193,7 +193,7 @@ FIGURES: dict[str, Figure] = {
     ),
     "theory_modes": Figure(
         "Theory vs experiment",
-        "comparison.theory_modes",
+        "network_vs_theory.theory_modes",
         inputs={"cells": COMPARISONS, "predictions": one("results/analysis/predictions.csv", read="table_by_cell")},
         needs=("comparison", "modes"),
         caption="""
@@ -214,7 +214,7 @@ FIGURES: dict[str, Figure] = {
     ),
     "theory_validity": Figure(
         "Theory vs experiment",
-        "comparison.theory_validity",
+        "network_vs_theory.theory_validity",
         inputs={"cells": COMPARISONS},
         needs=("comparison", "modes"),
         caption="""
@@ -233,7 +233,7 @@ FIGURES: dict[str, Figure] = {
     ),
     "phase_space": Figure(
         "Theory vs experiment",
-        "comparison.phase_space",
+        "network_vs_theory.phase_space",
         inputs={
             "traj": one("results/trajectories/{phase_cell}.nc"),
             "comparison": one("results/analysis/theory/{phase_cell}.nc"),
@@ -252,7 +252,7 @@ FIGURES: dict[str, Figure] = {
     ),
     "theory_msd": Figure(
         "Theory vs experiment",
-        "comparison.theory_msd",
+        "network_vs_theory.theory_msd",
         inputs={"cells": COMPARISONS},
         needs=("comparison",),
         caption="""
@@ -274,7 +274,7 @@ FIGURES: dict[str, Figure] = {
     ),
     "noise_curvature": Figure(
         "Theory vs experiment",
-        "comparison.noise_curvature",
+        "network_vs_theory.noise_curvature",
         inputs={"cells": COMPARISONS},
         needs=("comparison",),
         caption="""
@@ -287,7 +287,7 @@ FIGURES: dict[str, Figure] = {
     ),
     "loss_landscape": Figure(
         "Theory vs experiment",
-        "comparison.loss_landscape",
+        "network_vs_theory.loss_landscape",
         inputs={"landscape": one("results/landscape/landscape.nc")},
         needs=("hessian", "landscape"),
         caption="""
@@ -300,7 +300,7 @@ FIGURES: dict[str, Figure] = {
     ),
     "eigenvector_drift": Figure(
         "Theory vs experiment",
-        "comparison.eigenvector_drift",
+        "network_vs_theory.eigenvector_drift",
         inputs={"cells": each("results/drift/{probed}.nc")},
         needs=("drift",),
         caption="""
@@ -317,7 +317,7 @@ FIGURES: dict[str, Figure] = {
     ),
     "linreg_phase_space": Figure(
         "Linear regression",
-        "theory.phase_space",
+        "theory_engine.phase_space",
         inputs=LINREG,
         needs=("linear_regression",),
         caption="""
@@ -333,7 +333,7 @@ FIGURES: dict[str, Figure] = {
     ),
     "linreg_frequency": Figure(
         "Linear regression",
-        "theory.frequency",
+        "theory_engine.frequency",
         inputs=LINREG,
         needs=("linear_regression",),
         caption="""
@@ -346,7 +346,7 @@ FIGURES: dict[str, Figure] = {
     ),
     "linreg_theory": Figure(
         "Linear regression",
-        "theory.theory_vs_simulation",
+        "theory_engine.theory_vs_simulation",
         inputs=LINREG,
         needs=("linear_regression",),
         caption="""
@@ -360,7 +360,7 @@ FIGURES: dict[str, Figure] = {
     ),
     "linreg_sampling": Figure(
         "Linear regression",
-        "theory.sampling",
+        "theory_engine.sampling",
         inputs=LINREG,
         needs=("linear_regression",),
         caption="""
@@ -374,7 +374,7 @@ FIGURES: dict[str, Figure] = {
     # the theory engine's own figures read no file; drawn with the linear-regression check
     "theory_ou_currents": Figure(
         "Theory",
-        "theory.ou_currents",
+        "theory_engine.ou_currents",
         needs=("linear_regression",),
         caption="""
         The paper's two-dimensional example of a modified loss: an Ornstein-Uhlenbeck
@@ -387,7 +387,7 @@ FIGURES: dict[str, Figure] = {
     ),
     "theory_power_law": Figure(
         "Theory",
-        "theory.power_law",
+        "theory_engine.power_law",
         needs=("linear_regression",),
         caption="""
         Exact discrete theory for a synthetic spectrum ``lambda_i = i^-alpha`` (400 modes)

@@ -600,7 +600,7 @@ def test_analysis_and_plot_stages_do_not_load_torch():
         "import sys\n"
         "from limiting_dynamics import cli, comparison, diffusion, provenance, trajectory\n"
         "from limiting_dynamics.stages import analysis, comparison as _sc, plot, trajectory as _st\n"
-        "from limiting_dynamics.plots import comparison as _c, runs, theory as _t\n"
+        "from limiting_dynamics.plots import network_vs_theory as _c, runs, theory_engine as _t\n"
         "from limiting_dynamics import geometry, local_displacement, replicates, results_tables, spectra\n"
         "from limiting_dynamics.errors import LimitingDynamicsError\n"
         "provenance.provenance_attrs()\n"
