@@ -13,6 +13,7 @@ from limiting_dynamics.config import (
     check_config,
     expand_cells,
     family,
+    noise_snapshot_steps,
     non_finite_errors,
     probed,
     quadratic_cells,
@@ -316,3 +317,25 @@ def test_a_chained_cell_whose_seed_has_no_default_cell_adds_that_cell_first():
     assert cells[:2] == added and len(cells) == len(set(cells)) == 2 + 2 + 2 + 2 + 2
     assert burn_in_start(Hyperparameters(0.02, 32, 0.9, 0.005, 8), cfg) == added[1]
     assert all_cells(_two_seeds(False)) == expand_cells(cfg["cells"])[:4] + QUADRATIC
+
+
+@pytest.mark.parametrize(
+    "steps, points, expected",
+    [(2500, 3, [1250, 2500]), (2500, 2, [2500]), (2500, 1, []), (2500, 0, []), (3, 5, [1, 2, 3])],
+)
+def test_noise_points_are_evenly_spaced_after_theta0(steps, points, expected):
+    assert noise_snapshot_steps(steps, points) == expected
+
+
+@pytest.mark.parametrize("n_errors, suffix", [(1, ""), (2, " (and 1 more)"), (3, " (and 2 more)")])
+def test_the_first_problem_is_raised_with_a_count_of_the_rest(n_errors, suffix):
+    """Windows the wrong way round, one to three of them: the first is named, the rest counted."""
+    cfg = copy.deepcopy(TINY)
+    for key in ("fit_window", "stationary_window", "mode_window")[:n_errors]:
+        cfg["analysis"][key] = [0.9, 0.1]
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg, SCHEMA)
+    assert str(err.value) == (
+        "config key 'analysis.fit_window': value [0.9, 0.1] is not allowed: "
+        "must be [start, end] with start < end (fractions of the run)" + suffix
+    )
