@@ -22,6 +22,8 @@ Three ideas keep the cost of recording every step small:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 import torch
 from torch import nn
 
@@ -182,6 +184,26 @@ class BlockSignSketch:
 def tensor_record_steps(steps: int, every: int) -> list[int]:
     """Steps (1-based) at which per-tensor norms are recorded: 1..every, then every ``every``-th, and the last."""
     return [k for k in range(1, steps + 1) if k <= every or k % every == 0 or k == steps]
+
+
+@dataclass(frozen=True, eq=False)
+class RecordingPlan:
+    """What a limiting run records beyond the per-step norms, as :class:`StepRecorder`
+    takes it: per-tensor rows at the steps :func:`tensor_record_steps` gives for
+    ``tensor_every``; the phase space (``directions``, ``k x P`` in the model's
+    parameter order, and a sketch of ``sketch_dim`` numbers seeded by
+    ``sketch_seed``; neither by default); and whether the norms are fused with
+    ``torch.compile`` (``compile``)."""
+
+    tensor_every: int = 10
+    compile: str = "auto"
+    directions: torch.Tensor | None = None
+    sketch_dim: int = 0
+    sketch_seed: int = 0
+
+    def recorder_settings(self) -> dict:
+        """The plan as :class:`StepRecorder`'s keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class StepRecorder:

@@ -26,7 +26,7 @@ from .heavy_ball import HeavyBall, kernel_of
 from .hyperparameters import Hyperparameters
 from .models import scale_invariant_tensors
 from .progress import Progress
-from .recording import FlatParameters, StepRecorder
+from .recording import FlatParameters, RecordingPlan, StepRecorder
 
 
 @dataclass(frozen=True)
@@ -463,11 +463,7 @@ def limiting_run(
     device: torch.device,
     burn_in: int = 0,
     start: dict | None = None,
-    tensor_every: int = 10,
-    compile: str = "auto",
-    directions: torch.Tensor | None = None,
-    sketch_dim: int = 0,
-    sketch_seed: int = 0,
+    recording: RecordingPlan | None = None,
     cell: str = "cell",
     check_every: int = 500,
     checkpointer: Checkpointer | None = None,
@@ -486,8 +482,9 @@ def limiting_run(
     :mod:`.data.drawing`). Step ``k`` (1-based) of the
     record holds the minibatch loss of update ``k`` (evaluated at
     theta_{k-1}) and the norms after it; per-tensor norms are kept at the
-    steps ``tensor_step`` (see :class:`.recording.StepRecorder`, which also
-    explains ``compile``, ``directions`` and the sketch). Train/test metrics
+    steps ``tensor_step``; ``recording`` (a :class:`.recording.RecordingPlan`)
+    says at which steps, and which phase space is recorded (none by default) (see
+    :class:`.recording.StepRecorder`). Train/test metrics
     in eval mode are taken at step 0, every ``eval_every`` steps and at the
     last step.
 
@@ -519,19 +516,13 @@ def limiting_run(
     else:
         burn_in = _reach_theta0(run, start, burn_in, cell, check_every, log, progress_every)
     flat, flat_v = run.flat, run.flat_v
-    if directions is not None:
-        directions = flat.from_standard_layout(directions.to(device=flat.flat.device, dtype=flat.flat.dtype))
+    plan = (recording or RecordingPlan()).recorder_settings()
+    if plan["directions"] is not None:
+        plan["directions"] = flat.from_standard_layout(
+            plan["directions"].to(device=flat.flat.device, dtype=flat.flat.dtype)
+        )
     rec = StepRecorder(
-        flat,
-        flat_v,
-        steps,
-        tensor_every=tensor_every,
-        compile=compile,
-        log=log,
-        directions=directions,
-        sketch_dim=sketch_dim,
-        sketch_seed=sketch_seed,
-        gradient_coefficients=(hp.lr, hp.momentum, hp.weight_decay),
+        flat, flat_v, steps, **plan, log=log, gradient_coefficients=(hp.lr, hp.momentum, hp.weight_decay)
     )
     if saved is not None:
         rec.load(saved["recorder"])

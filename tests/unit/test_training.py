@@ -19,6 +19,7 @@ from limiting_dynamics.checkpoints import (
 )
 from limiting_dynamics.errors import Interrupted
 from limiting_dynamics.models import build_model
+from limiting_dynamics.recording import RecordingPlan
 from limiting_dynamics.training import DivergenceError, Hyperparameters, burn_in, limiting_run, pretrain
 
 CPU = torch.device("cpu")
@@ -42,9 +43,7 @@ def _limiting(digits, checkpointer=None):
         eval_every=20,
         drawing=drawing("reshuffle", 1),
         device=CPU,
-        directions=directions,
-        sketch_dim=8,
-        tensor_every=3,
+        recording=RecordingPlan(directions=directions, sketch_dim=8, tensor_every=3),
         cell="c",
         checkpointer=checkpointer,
         **QUIET,
@@ -142,7 +141,7 @@ def test_phase_space_projections_and_sketch_match_the_parameters(digits):
     g = torch.Generator().manual_seed(1)
     u = torch.linalg.qr(torch.randn(n, 3, generator=g, dtype=torch.float64))[0].T.float()
     plain = short_limiting_run(digits, hp, steps=40)
-    rec = short_limiting_run(digits, hp, steps=40, directions=u, sketch_dim=64, sketch_seed=5)
+    rec = short_limiting_run(digits, hp, steps=40, recording=RecordingPlan(directions=u, sketch_dim=64, sketch_seed=5))
     # phase-space recording does not change the run
     np.testing.assert_array_equal(rec["train_loss"], plain["train_loss"])
     assert rec["mode_position"].shape == (40, 3) and rec["mode_velocity"].shape == (40, 3)

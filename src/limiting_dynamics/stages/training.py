@@ -16,6 +16,7 @@ from ..data.drawing import BatchDrawing
 from ..errors import ConfigError, ResultFileError
 from ..hyperparameters import Hyperparameters
 from ..provenance import stamp
+from ..recording import RecordingPlan
 from ..result_files import open_result
 from .common import (
     checkpointer_for,
@@ -173,11 +174,13 @@ def cmd_limiting_run(a) -> None:
                 eval_every=p["eval_every"],
                 drawing=BatchDrawing.from_settings(p),
                 device=device,
-                tensor_every=p["tensor_every"],
-                compile=p["compile_recording"],
-                directions=directions,
-                sketch_dim=sketch_dim,
-                sketch_seed=int(phase["sketch_seed"]),
+                recording=RecordingPlan(
+                    tensor_every=p["tensor_every"],
+                    compile=p["compile_recording"],
+                    directions=directions,
+                    sketch_dim=sketch_dim,
+                    sketch_seed=int(phase["sketch_seed"]),
+                ),
                 cell=p["cell"],
                 checkpointer=ckpt,
                 log=log,
