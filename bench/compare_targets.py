@@ -1,6 +1,6 @@
 """The targets table of two results pages side by side (run by hand).
 
-    python bench/compare_targets.py A/results.md B/results.md [--names A B]
+    python bench/compare_targets.py PAGE_A PAGE_B [--names NAME_A NAME_B]
 
 Reads the "## Targets" table that ``limiting-dynamics tables`` writes at the
 top of each page and prints one Markdown table: each target, what each page
