@@ -225,16 +225,17 @@ def test_landscape_grid_is_centred_on_theta0_and_covers_the_run(wf):
 
 
 def test_every_figure_is_drawn(wf):
-    """Each figure decodes as an image of figure size. This claims only that it was
-    drawn: what a figure plots is checked where it is drawn, on data with a known
-    answer (so far the scaling figure, tests/unit/test_plots_runs.py); a pixel count
+    """Each figure decodes as an image (at least 100 px a side at the tiny config's 60 dpi).
+    This claims only that it was drawn: what a figure plots is checked where it is
+    drawn, on data with a known answer (so far the scaling figure,
+    tests/unit/test_plots_runs.py); a pixel count
     cannot tell data from an empty grid (empty whitegrid axes cover 3% of the image,
     the sparsest real figure 4.5%)."""
     import matplotlib.image
 
     for name in FIGURES:  # the tiny config turns every switch on
         image = matplotlib.image.imread(wf.path(f"results/figures/{name}.png"))
-        assert image.ndim == 3 and min(image.shape[:2]) >= 300, (name, image.shape)
+        assert image.ndim == 3 and min(image.shape[:2]) >= 100, (name, image.shape)
 
 
 def test_nothing_half_written_is_left(wf):
