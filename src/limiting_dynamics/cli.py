@@ -80,7 +80,7 @@ COMMANDS = {
     ),
     "predict": (
         "analysis",
-        "parameter-free predictions of the stationary local displacement and per-mode comparisons per cell",
+        "predictions and consistency checks of the stationary local displacement and per-mode comparisons per cell",
         "analyses+ noise* comparisons* out-csv out-modes? out-nc?",
     ),
     "results-tables": (

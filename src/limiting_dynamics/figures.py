@@ -139,10 +139,16 @@ FIGURES: dict[str, Figure] = {
         settings=("smoothing",),
         caption="""
         Per-step squared displacement ``||theta_{t+1} - theta_t||^2 = lr^2 ||v_t||^2``
-        (grey: every step; blue: rolling mean) for each cell, with its stationary level
-        (dashed) estimated over the configured window with a batch-means standard error.
-        The theory predicts a constant level ``lr^2 tr(C) / (S (1 - beta^2))`` once the
-        dynamics are stationary.
+        of every run as a rolling mean over ``plots.smoothing`` steps, one colour per
+        seed (the legend gives each run's stationarity ratio, the largest over the
+        smallest rolling mean), for each cell, with two consistency checks of its
+        stationary level, means over seeds: dashed, the noise formula with the
+        gradients read off the run's own momentum buffers; dotted, the norm
+        equilibrium of the scale-invariant weights plus that formula for the rest
+        (an identity at stationarity). Neither is a prediction: the prediction, from
+        the gradient noise of independent minibatches
+        ``lr^2 tr Cov(g_S) / (1 - beta^2)``, is the predictions table's
+        ``measured_over_predicted``.
         """,
     ),
     "scaling": Figure(
@@ -156,8 +162,8 @@ FIGURES: dict[str, Figure] = {
         hyperparameter swept one at a time around the default cell: every seed's run
         with its 95% bootstrap interval (faint) and the mean over seeds with one
         standard deviation between them (joined). Dotted: Brownian ``c = 1``. Bottom:
-        the stationary local displacement of every run (2 standard errors), its two
-        parameter-free predictions (crosses: the noise formula with the gradients read
+        the stationary local displacement of every run (2 standard errors), two
+        consistency checks of it (crosses: the noise formula with the gradients read
         off the run; triangles: the norm equilibrium of the scale-invariant weights
         plus the noise formula for the rest), and the paper's scaling
         ``lr^2 tr(C) / (S (1 - beta^2))`` with its single constant ``tr(C)`` fitted on

@@ -107,7 +107,8 @@ def msd(traj: xr.Dataset, summary: pd.DataFrame, path, dpi: int = 150) -> None:
 def local_displacement(traj: xr.Dataset, summary: pd.DataFrame, path, smoothing: int = 200, dpi: int = 150) -> None:
     """Per hyperparameter cell: the per-step squared displacement as a rolling
     mean (one colour per seed; its max/min is the stationarity ratio) and the
-    two parameter-free predictions of its stationary level (means over seeds)."""
+    two consistency checks of its stationary level (means over seeds; the prediction
+    from independent noise is in the predictions table)."""
     fig, panels = _seed_panels(summary)
     for ax, label, cells, seeds in panels:
         for cell, row, color in seeds:
@@ -144,7 +145,7 @@ def local_displacement(traj: xr.Dataset, summary: pd.DataFrame, path, smoothing:
     _finish_panels(
         fig,
         panels,
-        f"Local displacement per step ({smoothing}-step rolling mean) and its parameter-free predictions",
+        f"Local displacement per step ({smoothing}-step rolling mean) and two consistency checks of its level",
         path,
         dpi,
         fontsize=10,

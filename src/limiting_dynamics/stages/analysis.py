@@ -1,5 +1,5 @@
 """Analysis stages (torch-free): diffusion per cell, the summary and the spread
-between seeds, the parameter-free predictions, and the results tables."""
+between seeds, the predictions and consistency checks, and the results tables."""
 
 from __future__ import annotations
 
@@ -215,7 +215,7 @@ def cmd_predict(a) -> None:
         with atomic_path(a.out_modes) as tmp:
             modes.to_csv(tmp, index=False, float_format="%.6g")
     if a.out_nc:
-        title = "parameter-free predictions against measurements per cell"
+        title = "predictions and consistency checks against measurements per cell"
         write_netcdf(cell_table_dataset(df, title, "predict", modes), a.out_nc)
 
 
