@@ -594,24 +594,6 @@ def test_cli_failure_is_one_line_without_traceback(tmp_path):
     assert incomplete.stderr.strip().count("\n") == 0 and "--params has no" in incomplete.stderr
 
 
-def test_analysis_and_plot_stages_do_not_load_torch():
-    """About 40 of the default run's jobs only read NetCDF and draw; importing
-    torch (~1.5-2 s each) would be most of their time."""
-    code = (
-        "import sys\n"
-        "from limiting_dynamics import cli, comparison, diffusion, provenance, trajectory\n"
-        "from limiting_dynamics.stages import analysis, comparison as _sc, plot, trajectory as _st\n"
-        "from limiting_dynamics.plots import network_vs_theory as _c, runs, theory_engine as _t\n"
-        "from limiting_dynamics import geometry, local_displacement, replicates, results_tables, spectra\n"
-        "from limiting_dynamics.errors import LimitingDynamicsError\n"
-        "provenance.provenance_attrs()\n"
-        "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
-
-
 def test_every_error_class_of_the_package_is_one_kind():
     """Every exception class the package defines derives from LimitingDynamicsError,
     so the CLI turns each into one line (found by importing every module)."""

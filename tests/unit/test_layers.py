@@ -94,9 +94,10 @@ def test_the_package_has_no_import_cycle():
     assert cycles(graph) == []
 
 
-def _loaded_heavy_modules(*modules: str) -> list[str]:
+def _loaded_heavy_modules(*modules: str, then: str = "") -> list[str]:
+    """torch or torchvision if importing ``modules`` (then running ``then``) loads them."""
     code = (
-        f"import sys\nimport {', '.join(modules)}\n"
+        f"import sys\nimport {', '.join(modules)}\n{then}\n"
         "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -113,7 +114,16 @@ def test_analysis_and_plot_stages_do_not_load_torch():
     """About 40 of the default run's jobs only read NetCDF and draw; importing
     torch (~1.5-2 s each) would be most of their time."""
     stages = ("analysis", "comparison", "trajectory", "plot", "linear_regression")
-    assert _loaded_heavy_modules("limiting_dynamics.cli", *(f"limiting_dynamics.stages.{s}" for s in stages)) == []
+    science = ("comparison", "diffusion", "trajectory", "geometry", "local_displacement", "replicates")
+    science += ("results_tables", "spectra", "plots.runs", "plots.network_vs_theory", "plots.theory_engine")
+    modules = [f"limiting_dynamics.stages.{s}" for s in stages] + [f"limiting_dynamics.{m}" for m in science]
+    assert _loaded_heavy_modules("limiting_dynamics.cli", *modules) == []
+
+
+def test_stamping_a_torch_free_stages_output_does_not_load_torch():
+    """Provenance records the numerics of torch only where the stage loaded it already."""
+    then = "limiting_dynamics.provenance.provenance_attrs()"
+    assert _loaded_heavy_modules("limiting_dynamics.provenance", then=then) == []
 
 
 @pytest.mark.parametrize("command", sorted(cli.COMMANDS))
