@@ -558,3 +558,50 @@ def test_lag_msd_sampling_sd_rejects_what_it_does_not_cover():
         T.lag_msd_sampling_sd([1.0], [1.0], [100], 100, hp)
     with pytest.raises(T.TheoryError, match="replacement"):
         T.lag_msd_sampling_sd([1.0], [1.0], [10], 100, hp, setting=T.Setting(sampling="reshuffle", n_samples=64))
+
+
+def test_sample_variance_moments_are_the_gaussian_quadratic_form_of_the_window():
+    """Mean and sd of np.var over n points against the matrix form: with Sigma the
+    Toeplitz covariance and A = (I - 11^T / n) / n, E = tr(A Sigma), Var = 2 tr((A Sigma)^2)."""
+    n, rho = 9, np.array([0.3, 0.95])
+    r = rho[None, :] ** np.arange(n)[:, None] * np.array([1.0, 2.5])  # AR(1) autocovariances, two modes
+    mean, sd = T._sample_variance_moments(r)
+    a = (np.eye(n) - np.ones((n, n)) / n) / n
+    for m in range(2):
+        sigma = r[np.abs(np.subtract.outer(np.arange(n), np.arange(n))), m]
+        np.testing.assert_allclose(mean[m], np.trace(a @ sigma), rtol=1e-12)
+        np.testing.assert_allclose(sd[m], np.sqrt(2 * np.trace(a @ sigma @ a @ sigma)), rtol=1e-10)
+
+
+def test_lag_msd_sampling_sd_is_the_gaussian_quadratic_form_of_the_run():
+    """One run of n points, the mean over its n - L anchors of (x_{a+L} - x_a)^2: with D
+    the difference matrix and A = D^T D / (n - L), its sd is sqrt(2 tr((A Sigma)^2)),
+    Sigma the Toeplitz covariance of the positions from lag_covariance (another code path)."""
+    n, lag = 12, 3
+    lam, var = np.array([0.6]), np.array([1.3])
+    r = T.lag_covariance(lam, var, np.arange(n), HP).position.values[:, 0]
+    sigma = r[np.abs(np.subtract.outer(np.arange(n), np.arange(n)))]
+    d = np.zeros((n - lag, n))
+    d[np.arange(n - lag), np.arange(n - lag) + lag], d[np.arange(n - lag), np.arange(n - lag)] = 1.0, -1.0
+    a = d.T @ d / (n - lag)
+    expected = np.sqrt(2 * np.trace(a @ sigma @ a @ sigma))
+    np.testing.assert_allclose(T.lag_msd_sampling_sd(lam, var, [lag], n, HP), [expected], rtol=1e-10)
+
+
+def test_dense_path_is_the_mean_and_covariance_at_each_step():
+    """E||v_k||^2 = ||E v_k||^2 + tr Cov(v_k), and the same for theta_k - theta_0, against
+    dense_mean and dense_covariance_at (separate code paths), from a start away from rest."""
+    rng = np.random.default_rng(11)
+    m = rng.standard_normal((3, 3))
+    h, c = m @ m.T + 0.5 * np.eye(3), np.cov(rng.standard_normal((3, 40)))
+    x0, v0, steps = np.array([0.5, -0.3, 0.2]), np.array([0.1, 0.0, -0.2]), [1, 7, 40]
+    path = T.dense_path(h, c, x0, v0, max(steps), HP)
+    mean_x, mean_v = T.dense_mean(h, x0, v0, steps, HP)
+    cov = T.dense_covariance_at(h, c, steps, HP)
+    for j, k in enumerate(steps):
+        np.testing.assert_allclose(
+            path.sq_velocity.values[k], np.sum(mean_v[j] ** 2) + np.trace(cov[j][3:, 3:]), rtol=1e-10
+        )
+        np.testing.assert_allclose(
+            path.msd_from_start.values[k], np.sum((mean_x[j] - x0) ** 2) + np.trace(cov[j][:3, :3]), rtol=1e-10
+        )
