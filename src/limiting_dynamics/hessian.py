@@ -136,6 +136,20 @@ class HessianOperator:
         return total
 
 
+def operator_for(model, batches, cfg: dict, label_noise: float, device, dtype=torch.float32) -> HessianOperator:
+    """The :class:`HessianOperator` of the config's ``hessian`` settings (``bn_mode``,
+    ``reuse_graph``) for the expected loss under ``label_noise`` (:func:`expected_loss`)."""
+    return HessianOperator(
+        model,
+        batches,
+        bn_mode=cfg["bn_mode"],
+        device=device,
+        dtype=dtype,
+        reuse_graph=bool(cfg["reuse_graph"]),
+        loss=expected_loss(label_noise),
+    )
+
+
 def expected_loss(label_noise: float) -> Callable:
     """The cross-entropy SGD descends on average when every drawn label is
     replaced by a uniformly random class with probability ``label_noise``:
@@ -661,8 +675,8 @@ class _Parts:
     the Hutchinson probes): the results so far (``state``), checkpointed when a
     part ends, on the schedule and on a signal."""
 
-    def __init__(self, op: HessianOperator, checkpointer, log: Callable[[str], None]):
-        self.op, self.checkpointer = op, checkpointer
+    def __init__(self, op: HessianOperator, checkpointer, log: Callable[[str], None], progress_every: float):
+        self.op, self.checkpointer, self.log, self.progress_every = op, checkpointer, log, progress_every
         self.state = (checkpointer.resume() if checkpointer is not None else None) or {}
         # an unfinished Lanczos run or SLQ probe: its state, consumed when the loop continues from it
         self.lanczos_partial = self.state.pop("lanczos_partial", None)
@@ -699,7 +713,7 @@ class _Parts:
         return on_step
 
 
-def _top_pairs(op: HessianOperator, cfg: dict, parts: _Parts, device, dtype, log, progress_every) -> LanczosResult:
+def _top_pairs(op: HessianOperator, cfg: dict, parts: _Parts) -> LanczosResult:
     """The Lanczos part: the top eigenpairs, from the checkpoint when it holds them."""
     state, top_k, tol = parts.state, int(cfg["top_k"]), float(cfg["tol"])
 
@@ -711,7 +725,7 @@ def _top_pairs(op: HessianOperator, cfg: dict, parts: _Parts, device, dtype, log
     if "lanczos_eigenvalues" in state:
         return LanczosResult(
             state["lanczos_eigenvalues"].numpy(),
-            state["lanczos_eigenvectors"].to(device, dtype),
+            state["lanczos_eigenvectors"].to(op.device, op.dtype),
             state["lanczos_residuals"].numpy(),
             int(state["lanczos_products"]),
             bool(state["lanczos_converged"]),
@@ -719,7 +733,7 @@ def _top_pairs(op: HessianOperator, cfg: dict, parts: _Parts, device, dtype, log
     max_iter = min(int(cfg["max_iter"]), op.numel)
     partial, parts.lanczos_partial = parts.lanczos_partial, None
     done = int(partial["iterations"]) if partial is not None else 0
-    progress = Progress("Lanczos", max_iter, "products", log, progress_every, done=done, at_most=True)
+    progress = Progress("Lanczos", max_iter, "products", parts.log, parts.progress_every, done=done, at_most=True)
     top = lanczos(
         op.matvec,
         op.numel,
@@ -727,8 +741,8 @@ def _top_pairs(op: HessianOperator, cfg: dict, parts: _Parts, device, dtype, log
         tol=tol,
         max_iter=max_iter,
         seed=int(cfg["seed"]),
-        device=device,
-        dtype=dtype,
+        device=op.device,
+        dtype=op.dtype,
         resume=partial,
         on_step=parts.stepper("the Lanczos run", "lanczos_partial", progress, residual_note),
     )
@@ -746,7 +760,7 @@ def _top_pairs(op: HessianOperator, cfg: dict, parts: _Parts, device, dtype, log
     return top
 
 
-def _density(op: HessianOperator, cfg: dict, parts: _Parts, device, dtype, log, progress_every) -> SpectralDensity:
+def _density(op: HessianOperator, cfg: dict, parts: _Parts) -> SpectralDensity:
     """The SLQ part: one probe after another, each resumable, from the generator seeded ``seed + 1``."""
     state = parts.state
     gen = torch.Generator().manual_seed(int(cfg["seed"]) + 1)
@@ -760,10 +774,12 @@ def _density(op: HessianOperator, cfg: dict, parts: _Parts, device, dtype, log, 
         if partial is not None and int(partial["probe"]) != i + 1:
             raise CheckpointError(f"the checkpoint holds SLQ probe {partial['probe']} unfinished, not {i + 1}")
         done = int(partial["iterations"]) if partial is not None else 0
-        progress = Progress(f"{part} of {cfg['slq_vectors']}", iterations, "products", log, progress_every, done)
+        progress = Progress(
+            f"{part} of {cfg['slq_vectors']}", iterations, "products", parts.log, parts.progress_every, done
+        )
         step = parts.stepper(part, "slq_partial", progress, lambda residual: "", {"probe": i + 1})
         before = op.n_products - done
-        theta, w = slq_probe(op.matvec, op.numel, iterations, gen, device, dtype, resume=partial, on_step=step)
+        theta, w = slq_probe(op.matvec, op.numel, iterations, gen, op.device, op.dtype, resume=partial, on_step=step)
         progress.end(op.n_products - before)
         nodes.append(torch.from_numpy(theta))
         weights.append(torch.from_numpy(w))
@@ -772,7 +788,7 @@ def _density(op: HessianOperator, cfg: dict, parts: _Parts, device, dtype, log, 
     return SpectralDensity(np.stack([t.numpy() for t in nodes]), np.stack([t.numpy() for t in weights]))
 
 
-def _trace(op: HessianOperator, cfg: dict, parts: _Parts, device, dtype) -> tuple[float, float]:
+def _trace(op: HessianOperator, cfg: dict, parts: _Parts) -> tuple[float, float]:
     """The Hutchinson part: the probes so far kept, from the generator seeded ``seed + 2``."""
     state = parts.state
     gen = torch.Generator().manual_seed(int(cfg["seed"]) + 2)
@@ -780,7 +796,7 @@ def _trace(op: HessianOperator, cfg: dict, parts: _Parts, device, dtype) -> tupl
         gen.set_state(state["hutchinson_rng"])
     values = list(state.get("hutchinson_values", []))
     for j in range(len(values), int(cfg["hutchinson_samples"])):
-        values.append(hutchinson_probe(op.matvec, op.numel, gen, device, dtype))
+        values.append(hutchinson_probe(op.matvec, op.numel, gen, op.device, op.dtype))
         state.update(hutchinson_values=list(values), hutchinson_rng=gen.get_state())
         if j + 1 < int(cfg["hutchinson_samples"]):
             parts.finished("Hutchinson probes", schedule=True)
@@ -822,24 +838,16 @@ def analyze(
     """
     _check_probes(int(cfg["hutchinson_samples"]))  # before any work
     dtype = {"float32": torch.float32, "float64": torch.float64}[cfg["precision"]]
-    op = HessianOperator(
-        model,
-        batches,
-        bn_mode=cfg["bn_mode"],
-        device=device,
-        dtype=dtype,
-        reuse_graph=bool(cfg["reuse_graph"]),
-        loss=expected_loss(label_smoothing),
-    )
+    op = operator_for(model, batches, cfg, label_smoothing, device, dtype)
     grad = op.gradient()
-    parts = _Parts(op, checkpointer, log)
-    top = _top_pairs(op, cfg, parts, device, dtype, log, progress_every)
+    parts = _Parts(op, checkpointer, log, progress_every)
+    top = _top_pairs(op, cfg, parts)
     log(
         f"Lanczos: top {cfg['top_k']} eigenvalues in {top.n_products} Hessian-vector products "
         f"(converged: {top.converged}): " + " ".join(f"{v:.4g}" for v in top.eigenvalues)
     )
-    density = _density(op, cfg, parts, device, dtype, log, progress_every)
-    trace, trace_err = _trace(op, cfg, parts, device, dtype)
+    density = _density(op, cfg, parts)
+    trace, trace_err = _trace(op, cfg, parts)
     log(f"trace {trace:.4g} +- {trace_err:.2g} (Hutchinson), {density.moment(1) * op.numel:.4g} (SLQ)")
     return HessianAnalysis(
         top=top,

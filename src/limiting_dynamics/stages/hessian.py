@@ -45,14 +45,7 @@ def bulk_noise_curvature(p: dict, d, model, batches, device, ds) -> dict:
 
     cfg = p["hessian"]
     label_noise = float(p["label_noise"])
-    op = hessian.HessianOperator(
-        model,
-        batches,
-        bn_mode=cfg["bn_mode"],
-        device=device,
-        loss=hessian.expected_loss(label_noise),
-        reuse_graph=bool(cfg["reuse_graph"]),
-    )
+    op = hessian.operator_for(model, batches, cfg, label_noise, device)
     draws = d.train_batches(int(p["cell_batch_size"]), BatchDrawing.from_settings(p), int(cfg["seed"]) + 1)
     top = torch.tensor(ds.hessian_eigenvectors.values, dtype=torch.float32, device=device)
     start = time.perf_counter()
