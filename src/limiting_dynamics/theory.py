@@ -52,11 +52,11 @@ import numpy as np
 import scipy.linalg
 import xarray as xr
 
+from .data.drawing import SAMPLINGS
 from .errors import TheoryError
 from .hyperparameters import Hyperparameters
 
 MODELS = ("discrete", "continuous")
-SAMPLINGS = ("replacement", "reshuffle")
 STABILITY = "0 < lr (lam + wd) < 2 (1 + beta)"  # the heavy-ball recursion's stability region, as messages state it
 
 

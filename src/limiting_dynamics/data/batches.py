@@ -25,14 +25,14 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, ConfigError, DataError
-from .drawing import SCHEMES, BatchDrawing
+from .drawing import SAMPLINGS, BatchDrawing
 from .images import random_shift
 
 
 def _check_scheme(n: int, batch_size: int, scheme: str) -> None:
     if batch_size > n:
         raise DataError(f"batch size {batch_size} exceeds the {n} training examples")
-    if scheme not in SCHEMES:
+    if scheme not in SAMPLINGS:
         raise ConfigError(f"unknown sampling scheme {scheme!r}; use 'reshuffle' or 'replacement'")
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-SCHEMES = ("reshuffle", "replacement")
+SAMPLINGS = ("reshuffle", "replacement")  # the schemes ``sampling`` may name
 
 
 @dataclass(frozen=True)
