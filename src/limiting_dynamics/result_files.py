@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import ResultFileError
-from .table_columns import describe
+from .table_columns import HESSIAN, describe
 
 if TYPE_CHECKING:  # xarray (0.3 s) is imported where a file is read: a burn-in job reads none
     import xarray as xr
@@ -82,19 +82,7 @@ def hessian_dataset(result, cfg: dict, device) -> xr.Dataset:
             "reuse_graph": int(result.reuse_graph),
         },
     )
-    meta = {
-        "hessian_eigenvalues": ("1", "top eigenvalues of the training-loss Hessian at theta_0 (descending)"),
-        "hessian_eigenvalue_residual": ("1", "Lanczos residual estimate |beta_m s_m| of each eigenpair"),
-        "hessian_eigenvectors": ("1", "unit eigenvectors over the flattened trainable parameters"),
-        "slq_nodes": ("1", "stochastic Lanczos quadrature nodes (Ritz values) per probe vector"),
-        "slq_weights": ("1", "stochastic Lanczos quadrature weights per probe vector"),
-        "spectral_density": ("1", "Gaussian-smoothed spectral density of the Hessian (integrates to 1)"),
-        "tensor_size": ("1", "scalars per parameter tensor (order of the flattened parameters)"),
-        "mode": ("1", "Hessian eigen-mode at theta_0 (1 = largest eigenvalue)"),
-        "eigenvalue": ("1", "Hessian eigenvalue (grid of the spectral density)"),
-        "tensor": ("1", "parameter tensor name (model.named_parameters order)"),
-    }
-    return describe(ds, meta)
+    return describe(ds, HESSIAN)
 
 
 def open_result(path: str | Path, kind: str) -> xr.Dataset:

@@ -27,6 +27,20 @@ def _fit_columns() -> dict[str, tuple[str, str]]:
     return out
 
 
+# the Hessian files (result_files.hessian_dataset)
+HESSIAN: dict[str, tuple[str, str]] = {
+    "hessian_eigenvalues": ("1", "top eigenvalues of the training-loss Hessian at theta_0 (descending)"),
+    "hessian_eigenvalue_residual": ("1", "Lanczos residual estimate |beta_m s_m| of each eigenpair"),
+    "hessian_eigenvectors": ("1", "unit eigenvectors over the flattened trainable parameters"),
+    "slq_nodes": ("1", "stochastic Lanczos quadrature nodes (Ritz values) per probe vector"),
+    "slq_weights": ("1", "stochastic Lanczos quadrature weights per probe vector"),
+    "spectral_density": ("1", "Gaussian-smoothed spectral density of the Hessian (integrates to 1)"),
+    "tensor_size": ("1", "scalars per parameter tensor (order of the flattened parameters)"),
+    "mode": ("1", "Hessian eigen-mode at theta_0 (1 = largest eigenvalue)"),
+    "eigenvalue": ("1", "Hessian eigenvalue (grid of the spectral density)"),
+    "tensor": ("1", "parameter tensor name (model.named_parameters order)"),
+}
+
 # per mode (module comparison): the comparison files and the modes table
 MODE_COLUMNS: dict[str, tuple[str, str]] = {
     "eigenvalue": ("1", "Hessian eigenvalue lam_i at the cell's theta_0"),
@@ -128,7 +142,7 @@ COMPARISON: dict[str, tuple[str, str]] = {
 COLUMNS: dict[str, tuple[str, str]] = {
     # index and hyperparameters (coordinates)
     "cell": ("1", "cell name (hyperparameters and seed)"),
-    "mode": ("1", "Hessian eigenvector index at theta_0 (1 = largest eigenvalue)"),
+    "mode": COMPARISON["mode"],
     "lr": ("1", "learning rate"),
     "batch_size": ("1", "batch size S"),
     "momentum": ("1", "momentum beta"),
