@@ -263,6 +263,7 @@ def run_cell(
         "displaced": problem.theta_star + displacement * (modes[:, 0] + modes[:, 1]) / np.sqrt(2),
     }
     rng = np.random.default_rng(hp.seed)
+    exact = theory.Setting(sampling=cell.sampling, n_samples=problem.n)  # the exact theory of the cell's sampling
     per_start = []
     for start in starts.values():
         sim = simulate(problem, cell, start, steps, chains, kept, modes, lag_anchor, lags, rng)
@@ -271,7 +272,7 @@ def run_cell(
         # discrete: exact for the cell's sampling; iid: discrete with replacement (what the
         # reshuffling changes); continuous: the paper's model (i.i.d. noise only)
         for name_, setting in (
-            ("discrete", theory.Setting(sampling=cell.sampling, n_samples=problem.n)),
+            ("discrete", exact),
             ("iid", theory.DISCRETE),
             ("continuous", theory.CONTINUOUS),
         ):
@@ -323,9 +324,7 @@ def run_cell(
             xr.Dataset(data, coords={"step": np.arange(steps + 1), "lag": lags, "mode": np.arange(1, top_modes + 1)})
         )
     ds = xr.concat(per_start, dim=xr.DataArray(list(starts), dims="start", name="start"))
-    stationary = theory.dense_stationary_covariance(
-        problem.hessian, c_fp, hp, setting=theory.Setting(sampling=cell.sampling, n_samples=problem.n)
-    )[: problem.d, : problem.d]
+    stationary = theory.dense_stationary_covariance(problem.hessian, c_fp, hp, setting=exact)[: problem.d, : problem.d]
     ds = ds.assign_coords(
         eigval=("mode", problem.eigvals[:top_modes]), noise_var=("mode", np.einsum("ij,ik,kj->j", modes, c_fp, modes))
     )

@@ -235,8 +235,8 @@ class StepRecorder:
     models launch overhead dominates and plain kernels are faster), ``"always"``,
     or ``"never"``. A compile failure falls back to plain kernels with a warning.
 
-    Phase space (optional, kept by a :class:`PhaseSpaceRecorder`): ``directions`` (``k x P``, e.g. Hessian eigenvectors
-    at theta_0) give :attr:`mode_position` ``= U (theta_k - theta_0)`` and
+    Phase space (optional, kept by a :class:`PhaseSpaceRecorder`): ``directions``
+    (``k x P``, e.g. Hessian eigenvectors at theta_0) give :attr:`mode_position` ``= U (theta_k - theta_0)`` and
     :attr:`mode_velocity` ``= U v_k`` every step; ``sketch_dim`` > 0 records a
     :class:`BlockSignSketch` of ``theta_k - theta_0`` every step. Either uses the
     plain-kernel path, which materialises ``theta_k - theta_0`` anyway. With
@@ -402,6 +402,8 @@ class PhaseSpaceRecorder:
     :class:`BlockSignSketch` of ``theta_k - theta_0`` every step. Inactive (records
     nothing) with neither."""
 
+    ROWS = ("mode_position", "mode_velocity", "sketch_values")  # one row per recorded step
+
     def __init__(
         self,
         theta0: torch.Tensor,
@@ -438,25 +440,18 @@ class PhaseSpaceRecorder:
         """The first ``n`` rows and the start (CPU tensors, for a checkpoint)."""
         return {
             "mode_start": None if self.mode_start is None else self.mode_start.cpu().clone(),
-            "mode_position": self.mode_position[:n].cpu().clone(),
-            "mode_velocity": self.mode_velocity[:n].cpu().clone(),
-            "sketch_values": self.sketch_values[:n].cpu().clone(),
+            **{row: getattr(self, row)[:n].cpu().clone() for row in self.ROWS},
         }
 
     def shapes(self, n: int) -> dict:
         """The shapes :meth:`state` has after ``n`` rows (to check a checkpoint against)."""
-        return {
-            "mode_position": (n, *self.mode_position.shape[1:]),
-            "mode_velocity": (n, *self.mode_velocity.shape[1:]),
-            "sketch_values": (n, *self.sketch_values.shape[1:]),
-        }
+        return {row: (n, *getattr(self, row).shape[1:]) for row in self.ROWS}
 
     def load(self, state: dict, n: int) -> None:
         if self.mode_start is not None:
             self.mode_start.copy_(state["mode_start"])
-        self.mode_position[:n] = state["mode_position"]
-        self.mode_velocity[:n] = state["mode_velocity"]
-        self.sketch_values[:n] = state["sketch_values"]
+        for row in self.ROWS:
+            getattr(self, row)[:n] = state[row]
 
     def arrays(self, n: int) -> dict:
         """The first ``n`` rows as numpy arrays, with the start and the sketch's seed and block."""
