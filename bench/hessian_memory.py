@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 def _peak_rss_reset() -> None:
@@ -72,7 +73,9 @@ def main() -> None:
     for b in [args.sizes[0]] + list(args.sizes):  # the first size twice: warm-up (allocator, kernels)
         x = torch.randn(b, 3, args.image_size, args.image_size)
         y = torch.randint(0, 1000, (b,))
-        op = HessianOperator(model, [(x, y)], bn_mode="train", reuse_graph=False)
+        op = HessianOperator(
+            model, [(x, y)], bn_mode="train", reuse_graph=False, device="cpu", dtype=torch.float32, loss=F.cross_entropy
+        )
         v = torch.randn(op.numel)
         base = _rss("VmRSS")
         _peak_rss_reset()

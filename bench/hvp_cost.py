@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.func import functional_call, grad, jvp
 
 from limiting_dynamics.data import datasets as D
@@ -121,7 +122,9 @@ def measure(case: str, n_samples: int, batch_size: int, repeats: int, device: to
     model = build_model(cfg, 10, channels)
     x, y = digits(size, channels, n_samples, device)
     batches = [(x[s : s + batch_size], y[s : s + batch_size]) for s in range(0, n_samples, batch_size)]
-    op = HessianOperator(model, batches, bn_mode="eval", reuse_graph=False, device=device, dtype=torch.float32)
+    op = HessianOperator(
+        model, batches, bn_mode="eval", reuse_graph=False, device=device, dtype=torch.float32, loss=F.cross_entropy
+    )
     v = torch.randn(op.numel, generator=torch.Generator().manual_seed(1)).to(device)
     v /= v.norm()
 
@@ -134,7 +137,9 @@ def measure(case: str, n_samples: int, batch_size: int, repeats: int, device: to
 
     reuse = ReuseGraph(op)
     fwd_rev = ForwardOverReverse(op)
-    op_reuse = HessianOperator(model, batches, bn_mode="eval", device=device, dtype=torch.float32, reuse_graph=True)
+    op_reuse = HessianOperator(
+        model, batches, bn_mode="eval", device=device, dtype=torch.float32, reuse_graph=True, loss=F.cross_entropy
+    )
     methods = {
         "gradient": op.gradient,
         "hvp_rebuild": lambda: op.matvec(v),

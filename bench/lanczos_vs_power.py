@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse.linalg as sla
 import torch
+import torch.nn.functional as F
 
 from limiting_dynamics import hessian as Hs
 
@@ -102,7 +103,7 @@ def power_trace(mv, n, ref, dtype, max_iter, seed=0) -> int | None:
         return hv
 
     try:
-        Hs.block_power_iteration(observed, n, K, tol=0.0, max_iter=max_iter, seed=seed, dtype=dtype)
+        Hs.block_power_iteration(observed, n, K, tol=0.0, max_iter=max_iter, seed=seed, device="cpu", dtype=dtype)
     except _Reached:
         return count[0]
     return None
@@ -123,11 +124,11 @@ def compare(mv, n, ref, dtype, lanczos_max_iter, power_max_iter) -> dict:
         )
 
     def lz(c):
-        r = Hs.lanczos(c, n, K, tol=TARGET, max_iter=lanczos_max_iter, seed=0, dtype=dtype, vectors=False)
+        r = Hs.lanczos(c, n, K, tol=TARGET, max_iter=lanczos_max_iter, seed=0, device="cpu", dtype=dtype, vectors=False)
         return {"accuracy": accuracy(r.eigenvalues, ref), "converged": bool(r.converged)}
 
     def bp(c):
-        r = Hs.block_power_iteration(c, n, K, tol=TARGET, max_iter=power_max_iter, seed=0, dtype=dtype)
+        r = Hs.block_power_iteration(c, n, K, tol=TARGET, max_iter=power_max_iter, seed=0, device="cpu", dtype=dtype)
         return {"accuracy": accuracy(r.eigenvalues, ref), "converged": bool(r.converged)}
 
     def arpack(tol):
@@ -185,14 +186,14 @@ def resnet8(checkpoint: str, data_path: str, n_samples: int, batch_size: int):
     from limiting_dynamics.data import datasets as data
 
     if Path(data_path).is_file():
-        d = data.load_prepared(data_path)
+        d = data.load_prepared(data_path, "cpu")
     else:
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
             cfg = {"name": "digits", "image_size": 8, "channels": 1, "test_fraction": 0.2, "split_seed": 0}
             data.save_prepared(data.prepare(cfg), Path(tmp) / "digits.npz")
-            d = data.load_prepared(Path(tmp) / "digits.npz")
+            d = data.load_prepared(Path(tmp) / "digits.npz", "cpu")
     cfg = {"arch": "resnet", "blocks": [1, 1, 1], "width": 16, "stem": "cifar"}
     if Path(checkpoint).is_file():
         ck = checkpoints.load_checkpoint(checkpoint)
@@ -205,7 +206,9 @@ def resnet8(checkpoint: str, data_path: str, n_samples: int, batch_size: int):
         model = models.build_model(cfg, d.num_classes, d.in_channels)
         weights = "random initialisation (seed 0): no checkpoint"
     batches = Hs.fixed_batches(d.x_train, d.y_train, n_samples, batch_size, seed=0)
-    op = Hs.HessianOperator(model, batches, bn_mode="eval", dtype=torch.float32, reuse_graph=True)
+    op = Hs.HessianOperator(
+        model, batches, bn_mode="eval", device="cpu", dtype=torch.float32, reuse_graph=True, loss=F.cross_entropy
+    )
     return op, weights, cfg
 
 
@@ -225,7 +228,9 @@ def main() -> None:
     if "synthetic" in a.problems:
         mv, eig = synthetic()
         n = len(eig)
-        long = Hs.lanczos(mv, n, 12, tol=1e-10, max_iter=400, seed=12345, dtype=torch.float64, vectors=False)
+        long = Hs.lanczos(
+            mv, n, 12, tol=1e-10, max_iter=400, seed=12345, device="cpu", dtype=torch.float64, vectors=False
+        )
         print(
             f"synthetic n={n}: top-12 {np.round(eig[:12], 4).tolist()}; long Lanczos ({long.n_products} HVPs) "
             f"vs exact: {accuracy(long.eigenvalues, eig):.1e}"
@@ -245,7 +250,9 @@ def main() -> None:
         op, weights, cfg = resnet8(a.checkpoint, a.data, a.n_samples, a.batch_size)
         n = op.numel
         t = time.perf_counter()
-        ref = Hs.lanczos(op.matvec, n, 12, tol=1e-6, max_iter=300, seed=12345, vectors=False)
+        ref = Hs.lanczos(
+            op.matvec, n, 12, tol=1e-6, max_iter=300, seed=12345, device="cpu", dtype=torch.float32, vectors=False
+        )
         print(
             f"resnet8 ({weights}, n={n}): reference top-12 {np.round(ref.eigenvalues, 4).tolist()} from "
             f"{ref.n_products} HVPs (converged {ref.converged}, {time.perf_counter() - t:.0f} s)",

@@ -63,10 +63,16 @@ def measure(
     x = torch.randn(512, channels, size, size, device=device)
     y = torch.randint(0, 10, (512,), device=device)
     g = torch.Generator().manual_seed(0)
-    rec = StepRecorder(flat, flat_v, steps=blocks * steps_per_block + 1)
+    rec = StepRecorder(flat, flat_v, steps=blocks * steps_per_block + 1, tensor_every=10, compile="auto")
     dirs = torch.linalg.qr(torch.randn(flat.numel, modes, generator=torch.Generator().manual_seed(1)))[0].T
     rec_phase = StepRecorder(
-        flat, flat_v, steps=blocks * steps_per_block + 1, directions=dirs.contiguous().to(device), sketch_dim=sketch_dim
+        flat,
+        flat_v,
+        steps=blocks * steps_per_block + 1,
+        tensor_every=10,
+        compile="auto",
+        directions=dirs.contiguous().to(device),
+        sketch_dim=sketch_dim,
     )
 
     def block(record) -> float:

@@ -44,7 +44,7 @@ def run(name: str, v: dict, steps: int, seed: int) -> dict:
 
     torch.set_num_threads(1)
     cfg = yaml.safe_load(open("config/config.yaml"))  # the default's model, pretraining and cell
-    d = data.load_prepared("results/data/digits.npz")
+    d = data.load_prepared("results/data/digits.npz", "cpu")
     cell = cfg["cells"]["default"]
     lr, wd, beta = cell["lr"], v.get("wd", cell["weight_decay"]), cell["momentum"]
     noise = v.get("label_noise", 0.0)
@@ -56,6 +56,7 @@ def run(name: str, v: dict, steps: int, seed: int) -> dict:
         {**cfg["converge"], "weight_decay": wd, "augment_shift": v["shift"], "label_noise": noise},
         torch.device("cpu"),
         log=lambda s: None,
+        numerics=training.Numerics(),
     )
     si = set(models.scale_invariant_tensors(model))
     hp = training.Hyperparameters(lr, cell["batch_size"], beta, wd, seed)

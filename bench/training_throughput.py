@@ -121,7 +121,15 @@ def main() -> None:
     flat_v = flat.install_momentum_buffers(opt)
     total_steps = (a.repeats + 1) * a.steps
     dirs = torch.linalg.qr(torch.randn(flat.numel, 30, generator=torch.Generator().manual_seed(1)))[0].T
-    rec = StepRecorder(flat, flat_v, steps=total_steps + 1, directions=dirs.contiguous().to(device), sketch_dim=128)
+    rec = StepRecorder(
+        flat,
+        flat_v,
+        steps=total_steps + 1,
+        tensor_every=10,
+        compile="auto",
+        directions=dirs.contiguous().to(device),
+        sketch_dim=128,
+    )
 
     n_images = a.images or min(total_steps * a.batch_size, 20000)
     tmp = Path(tempfile.mkdtemp(prefix="ld-throughput-"))

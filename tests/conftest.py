@@ -95,7 +95,7 @@ def digits(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("data") / "digits.npz"
     data.save_prepared(data.prepare(TINY["data"]), path)
-    return data.load_prepared(path)
+    return data.load_prepared(path, "cpu")
 
 
 def pytest_collection_modifyitems(items):
@@ -144,10 +144,11 @@ def short_limiting_run(digits, hp, steps=40, burn_in=5, **kw):
     import torch
 
     from limiting_dynamics.models import build_model
-    from limiting_dynamics.training import limiting_run
+    from limiting_dynamics.training import Numerics, limiting_run
 
     torch.manual_seed(0)
     model = build_model(SMALL_RESNET, 10, 1)
+    kw.setdefault("recording", recording_plan())
     return limiting_run(
         model,
         digits,
@@ -159,8 +160,17 @@ def short_limiting_run(digits, hp, steps=40, burn_in=5, **kw):
         device=torch.device("cpu"),
         cell="testcell",
         log=lambda s: None,
+        numerics=Numerics(),
         **kw,
     )
+
+
+def recording_plan(**kw):
+    """The tests' recording plan: per-tensor norms every 10 steps, fused norms as the config's default
+    ("auto"), and whatever ``kw`` adds (directions, sketch)."""
+    from limiting_dynamics.recording import RecordingPlan
+
+    return RecordingPlan(**{"tensor_every": 10, "compile": "auto", **kw})
 
 
 @pytest.fixture(scope="session")

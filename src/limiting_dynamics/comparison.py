@@ -356,7 +356,7 @@ def compare_modes(
     pred = theory.stationary_moments(lam_ok, sigma2, hp, setting=setting)
     check = theory.stationary_moments(lam_ok, sigma2_run, hp, setting=setting)
     nan = np.where(stable, 1.0, np.nan)
-    freq = theory.oscillation_frequency(lam_ok, hp) * nan
+    freq = theory.oscillation_frequency(lam_ok, hp, setting=setting) * nan
     osc = spectra.fit_oscillator(vel, nperseg=min(nperseg, hi - lo))
     freq_bound = spectra.frequency_cramer_rao(freq, np.sqrt(hp.momentum), hi - lo)
     scatter = _window_scatter(lam_ok, hp, setting, hi - lo)

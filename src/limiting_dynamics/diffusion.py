@@ -62,9 +62,10 @@ def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def fit_exponent(
     steps: np.ndarray,
     parts: np.ndarray,
-    window=(0.05, 1.0),
-    n_points: int = 64,
-    n_boot: int = 1000,
+    *,
+    window: tuple[float, float],
+    n_points: int,
+    n_boot: int,
     level: float = 0.95,
     rng: np.random.Generator | None = None,
 ) -> ExponentFit:
@@ -112,7 +113,7 @@ class StationaryLevel:
     t_end: int
 
 
-def stationary_level(values: np.ndarray, window=(0.5, 1.0), n_batches: int = 20) -> StationaryLevel:
+def stationary_level(values: np.ndarray, window: tuple[float, float], n_batches: int) -> StationaryLevel:
     """Mean of ``values[window]`` with a batch-means standard error."""
     values = np.asarray(values, float)
     n = len(values)
@@ -154,7 +155,6 @@ _SHORT = {
     "sq_dist_angular": "c_angular",
     "sq_dist_geodesic": "c_geodesic",
 }
-SMALL_ANGLE_SLOPE = 0.95  # the small-angle regime: a Brownian walk on the sphere would still show c >= this
 SMALL_ANGLE_FIRST_STEP = 10  # c_small_angle is fitted from this step at the earliest
 
 
@@ -170,7 +170,7 @@ def sphere_geometry(ds, fit_end: int) -> dict:
     if not si.any():
         return {"rotation_angle_fit_end": 0.0, "small_angle_steps": int(ts[-1]), "small_angle_fit": 1}
     rms = ds["rotation_angle_si"].values  # geometry.rms_angle of the scale-invariant tensors, stored at export
-    limit = geometry.small_angle_limit(SMALL_ANGLE_SLOPE)
+    limit = geometry.small_angle_limit()
     at_end = float(rms[np.searchsorted(ts, fit_end)] if fit_end <= ts[-1] else rms[-1])
     beyond = np.flatnonzero(rms > limit)
     return {
@@ -201,9 +201,9 @@ def analyze_trajectory(ds, cfg: dict) -> dict:
         fit = fit_exponent(
             tensor_steps,
             parts,
-            tuple(cfg["fit_window"]),
-            int(cfg["fit_points"]),
-            int(cfg["bootstrap_samples"]),
+            window=tuple(cfg["fit_window"]),
+            n_points=int(cfg["fit_points"]),
+            n_boot=int(cfg["bootstrap_samples"]),
             rng=rng,
         )
         name = _SHORT[var]
@@ -228,9 +228,9 @@ def analyze_trajectory(ds, cfg: dict) -> dict:
         fit_exponent(
             tensor_steps,
             parts_by_var["sq_dist_from_start"],
-            small,
-            int(cfg["fit_points"]),
-            int(cfg["bootstrap_samples"]),
+            window=small,
+            n_points=int(cfg["fit_points"]),
+            n_boot=int(cfg["bootstrap_samples"]),
             rng=rng,
         )
         if end >= 5 * start

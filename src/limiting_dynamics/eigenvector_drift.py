@@ -24,21 +24,18 @@ from . import hessian
 def track_eigenvectors(
     states: Iterable[tuple[int, torch.nn.Module]],
     vectors: torch.Tensor,
-    batches,
-    *,
-    bn_mode: str,
-    device: torch.device,
-    loss: Callable,
-    reuse_graph: bool,
+    operator: Callable[[torch.nn.Module], hessian.HessianOperator],
     log: Callable[[str], None] | None = None,
 ) -> tuple[list[int], np.ndarray, np.ndarray]:
     """For every ``(step, model)`` of ``states``: the Rayleigh quotients and
     relative residuals of the unit vectors ``vectors`` (rows) under the Hessian
-    of the loss over the fixed ``batches`` at that model's weights. Returns the
-    steps and two arrays of shape (steps, vectors). The model is not changed."""
+    ``operator(model)`` at that model's weights (e.g. ``lambda m:
+    hessian.operator_for(m, batches, cfg, label_noise, device)``: the loss over
+    fixed batches). Returns the steps and two arrays of shape (steps, vectors).
+    The model is not changed."""
     steps, rq, res = [], [], []
     for step, model in states:
-        op = hessian.HessianOperator(model, batches, bn_mode=bn_mode, device=device, loss=loss, reuse_graph=reuse_graph)
+        op = operator(model)
         r, e = hessian.rayleigh_and_residual(op.matvec, vectors)
         steps.append(int(step))
         rq.append(r)

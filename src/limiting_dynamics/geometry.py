@@ -40,7 +40,10 @@ def brownian_sphere_slope(angle) -> np.ndarray:
         return np.where(x > 1e-12, x / np.expm1(x), 1.0)
 
 
-def small_angle_limit(slope: float = 0.95) -> float:
+SMALL_ANGLE_SLOPE = 0.95  # the small-angle regime: a Brownian walk on the sphere would still show c >= this
+
+
+def small_angle_limit(slope: float = SMALL_ANGLE_SLOPE) -> float:
     """The angle (rad) at which a Brownian walk on a sphere has bent its
     apparent exponent down to ``slope`` (0.44 rad for 0.95)."""
     lo, hi = 0.0, np.pi / 2 - 1e-9

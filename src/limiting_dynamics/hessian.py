@@ -61,9 +61,9 @@ class HessianOperator:
         *,
         bn_mode: str,
         reuse_graph: bool,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float32,
-        loss: Callable = F.cross_entropy,
+        device: torch.device | str,
+        dtype: torch.dtype,
+        loss: Callable,
     ):
         if bn_mode not in BN_MODES:
             raise HessianError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
@@ -136,15 +136,19 @@ class HessianOperator:
         return total
 
 
-def operator_for(model, batches, cfg: dict, label_noise: float, device, dtype=torch.float32) -> HessianOperator:
+PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
+
+
+def operator_for(model, batches, cfg: dict, label_noise: float, device) -> HessianOperator:
     """The :class:`HessianOperator` of the config's ``hessian`` settings (``bn_mode``,
-    ``reuse_graph``) for the expected loss under ``label_noise`` (:func:`expected_loss`)."""
+    ``precision``, ``reuse_graph``) for the expected loss under ``label_noise``
+    (:func:`expected_loss`)."""
     return HessianOperator(
         model,
         batches,
         bn_mode=cfg["bn_mode"],
         device=device,
-        dtype=dtype,
+        dtype=PRECISIONS[cfg["precision"]],
         reuse_graph=bool(cfg["reuse_graph"]),
         loss=expected_loss(label_noise),
     )
@@ -357,11 +361,12 @@ def lanczos(
     matvec: Callable[[torch.Tensor], torch.Tensor],
     n: int,
     k: int,
-    tol: float = 1e-3,
-    max_iter: int = 200,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
+    *,
+    tol: float,
+    max_iter: int,
+    seed: int,
+    device: torch.device | str,
+    dtype: torch.dtype,
     which: str = "LA",
     vectors: bool = True,
     start: torch.Tensor | None = None,
@@ -434,11 +439,12 @@ def block_power_iteration(
     matvec: Callable[[torch.Tensor], torch.Tensor],
     n: int,
     k: int,
-    tol: float = 1e-3,
-    max_iter: int = 200,
-    seed: int = 0,
-    device="cpu",
-    dtype=torch.float32,
+    *,
+    tol: float,
+    max_iter: int,
+    seed: int,
+    device: torch.device | str,
+    dtype: torch.dtype,
 ) -> LanczosResult:
     """Subspace iteration with QR (the paper's code): ``V <- qr(H V)`` until the
     Rayleigh-Ritz values change by less than ``tol`` (relative). Counts products."""
@@ -480,8 +486,8 @@ def slq_probe(
     n: int,
     iterations: int,
     generator: torch.Generator,
-    device="cpu",
-    dtype=torch.float32,
+    device: torch.device | str,
+    dtype: torch.dtype,
     resume: dict | None = None,
     on_step: Callable[[int, Callable[[], dict], float], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -512,11 +518,12 @@ def slq_probe(
 def slq(
     matvec: Callable[[torch.Tensor], torch.Tensor],
     n: int,
-    n_vectors: int = 4,
-    iterations: int = 40,
-    seed: int = 0,
-    device="cpu",
-    dtype=torch.float32,
+    *,
+    n_vectors: int,
+    iterations: int,
+    seed: int,
+    device: torch.device | str,
+    dtype: torch.dtype,
 ) -> SpectralDensity:
     """Stochastic Lanczos quadrature over ``n_vectors`` probes (:func:`slq_probe`)."""
     gen = torch.Generator().manual_seed(seed)
@@ -528,8 +535,8 @@ def hutchinson_probe(
     matvec: Callable[[torch.Tensor], torch.Tensor],
     n: int,
     generator: torch.Generator,
-    device="cpu",
-    dtype=torch.float32,
+    device: torch.device | str,
+    dtype: torch.dtype,
 ) -> float:
     """``z^T H z`` for one Rademacher vector ``z`` drawn from ``generator``."""
     z = (torch.randint(0, 2, (n,), generator=generator) * 2 - 1).to(device=device, dtype=dtype)
@@ -549,10 +556,11 @@ def _check_probes(n_samples: int) -> None:
 def hutchinson_trace(
     matvec: Callable[[torch.Tensor], torch.Tensor],
     n: int,
-    n_samples: int = 32,
-    seed: int = 0,
-    device="cpu",
-    dtype=torch.float32,
+    *,
+    n_samples: int,
+    seed: int,
+    device: torch.device | str,
+    dtype: torch.dtype,
 ) -> tuple[float, float]:
     """``tr H`` from Rademacher probes: mean and its standard error."""
     _check_probes(n_samples)
@@ -808,9 +816,10 @@ def analyze(
     batches,
     cfg: dict,
     device: torch.device,
+    *,
+    label_smoothing: float,
     log=print,
     checkpointer=None,
-    label_smoothing: float = 0.0,
     progress_every: float = 30.0,
 ) -> HessianAnalysis:
     """Top eigenpairs (Lanczos), spectral density (SLQ) and trace (Hutchinson) of
@@ -837,8 +846,7 @@ def analyze(
     of each SLQ probe (``log``; also one at the start and one at the end).
     """
     _check_probes(int(cfg["hutchinson_samples"]))  # before any work
-    dtype = {"float32": torch.float32, "float64": torch.float64}[cfg["precision"]]
-    op = operator_for(model, batches, cfg, label_smoothing, device, dtype)
+    op = operator_for(model, batches, cfg, label_smoothing, device)
     grad = op.gradient()
     parts = _Parts(op, checkpointer, log, progress_every)
     top = _top_pairs(op, cfg, parts)

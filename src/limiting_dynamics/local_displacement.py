@@ -59,7 +59,7 @@ def rolling_mean(values, window: int) -> np.ndarray:
     return (c[window:] - c[:-window]) / window
 
 
-def stationarity_ratio(sq_step, window: int = 200) -> float:
+def stationarity_ratio(sq_step, window: int) -> float:
     """Largest over smallest ``window``-step rolling mean of the step: about 1
     for a stationary series, 10-30 for the BatchNorm + weight-decay relaxation
     cycles of a network that interpolates its data."""
@@ -70,7 +70,7 @@ def stationarity_ratio(sq_step, window: int = 200) -> float:
 SCALE_INVARIANT_COSINE = 1e-2  # a tensor is measured scale-invariant when median |cos(theta, g)| is below this
 
 
-def scale_invariance(ds, window=(0.5, 1.0)) -> np.ndarray:
+def scale_invariance(ds, window: tuple[float, float]) -> np.ndarray:
     """Per tensor, the median over the window of ``|<theta_{k-1}, g_k>| /
     (||theta_k|| ||g_k||)`` (``||theta_k||`` stands for ``||theta_{k-1}||``;
     they differ by one step): about 1e-6 for a scale-invariant tensor, whose
@@ -93,13 +93,13 @@ def _per_tensor(ds, name: str, keep: np.ndarray) -> np.ndarray:
     return ds[name].transpose("tensor_step", "tensor").values[keep]
 
 
-def grad_sq_norm(ds, window=(0.5, 1.0)) -> float:
+def grad_sq_norm(ds, window: tuple[float, float]) -> float:
     """``E||g_k||^2``: the mean square of the minibatch gradient read off the
     momentum buffers, over ``window`` (fractions of the run) of a trajectory."""
     return float(_per_tensor(ds, "sq_grad_by_tensor", _span(ds["tensor_step"].values, window)).sum(axis=1).mean())
 
 
-def predictions(ds, window=(0.5, 1.0)) -> dict:
+def predictions(ds, window: tuple[float, float]) -> dict:
     """Measured and predicted stationary step over ``window`` (fractions of
     the run) of a trajectory (:mod:`.trajectory`), in total and split into the
     scale-invariant tensors (``_si``) and the rest (``_other``); module doc.

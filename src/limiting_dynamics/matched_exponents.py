@@ -112,9 +112,9 @@ def fit_steps(run: Run, t_lo: float, t_hi: float, cfg: dict, rng: np.random.Gene
     return diffusion.fit_exponent(
         run.steps,
         run.parts,
-        (t_lo / last, t_hi / last),
-        int(cfg["fit_points"]),
-        int(cfg["bootstrap_samples"]),
+        window=(t_lo / last, t_hi / last),
+        n_points=int(cfg["fit_points"]),
+        n_boot=int(cfg["bootstrap_samples"]),
         rng=rng,
     )
 

@@ -48,7 +48,7 @@ class BasicBlock(nn.Module):
 class SmallResNet(nn.Module):
     """A ResNet of BasicBlocks with configurable depth, width and stem."""
 
-    def __init__(self, blocks=(1, 1, 1), width=16, num_classes=10, in_channels=3, stem="cifar"):
+    def __init__(self, *, blocks: tuple[int, ...], width: int, num_classes: int, in_channels: int, stem: str):
         super().__init__()
         if stem == "cifar":
             self.stem = nn.Sequential(

@@ -74,7 +74,8 @@ def minibatch_noise(
     batches,
     n_batches: int,
     directions: torch.Tensor | None = None,
-    bn_mode: str = "train",
+    *,
+    bn_mode: str,
     on_batch: Callable[[int], None] | None = None,
 ) -> dict:
     """Statistics of ``n_batches`` independent minibatch gradients.
@@ -136,7 +137,7 @@ def minibatch_noise(
 
 
 def bulk_noise_curvature(
-    model: nn.Module, batches, n_batches: int, directions: torch.Tensor, hvp, bn_mode: str = "train"
+    model: nn.Module, batches, n_batches: int, directions: torch.Tensor, hvp, *, bn_mode: str
 ) -> dict:
     """How the minibatch noise outside the top eigenvectors meets the curvature.
 
@@ -295,7 +296,8 @@ def per_sample_noise(
     x: torch.Tensor,
     y: torch.Tensor,
     directions: torch.Tensor | None = None,
-    chunk: int = 64,
+    *,
+    chunk: int,
     method: str = "auto",
 ) -> dict:
     """Per-sample gradient statistics over all of ``x`` in eval mode.

@@ -195,8 +195,8 @@ class RecordingPlan:
     ``sketch_seed``; neither by default); and whether the norms are fused with
     ``torch.compile`` (``compile``)."""
 
-    tensor_every: int = 10
-    compile: str = "auto"
+    tensor_every: int
+    compile: str
     directions: torch.Tensor | None = None
     sketch_dim: int = 0
     sketch_seed: int = 0
@@ -260,8 +260,9 @@ class StepRecorder:
         flat: FlatParameters,
         flat_v: torch.Tensor,
         steps: int,
-        tensor_every: int = 10,
-        compile: str = "auto",
+        *,
+        tensor_every: int,
+        compile: str,
         log=print,
         directions: torch.Tensor | None = None,
         sketch_dim: int = 0,

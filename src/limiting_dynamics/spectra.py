@@ -73,7 +73,7 @@ def frequency_cramer_rao(frequency, radius: float, steps: int) -> np.ndarray:
     return np.asarray(out)
 
 
-def welch(series, nperseg: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def welch(series, nperseg: int) -> tuple[np.ndarray, np.ndarray]:
     """Power spectral density of each column, mean removed: Welch's average over
     half-overlapping Hann-windowed segments of ``nperseg`` steps, or, when one
     segment covers the whole series, its raw periodogram (no taper). The
@@ -144,7 +144,7 @@ def _fit_one(f: np.ndarray, p: np.ndarray) -> tuple:
     return angle / (2 * np.pi), radius, q * scale, q_drift * scale, floor * scale, bool(res.success) and not at_bound
 
 
-def fit_oscillator(velocity, nperseg: int = 256) -> OscillatorFit:
+def fit_oscillator(velocity, nperseg: int) -> OscillatorFit:
     """Fit the damped oscillator's velocity spectrum with a wandering minimum
     and a white floor (module doc) to each column of ``velocity`` (steps x
     modes): Whittle likelihood over the Welch spectrum, frequencies above 0."""

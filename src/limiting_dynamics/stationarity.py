@@ -48,7 +48,7 @@ N_SIGMA = 3.0  # and it must exceed this many standard errors
 R_MAX = 0.9  # cap on the lag-1 correlation used to inflate the error
 
 
-def drift(series, batches: int = 20) -> dict:
+def drift(series, batches: int) -> dict:
     """Linear trend of ``series`` from ``batches`` contiguous batch means (module doc).
 
     Returns ``relative_change`` (fitted change from the first to the last

@@ -191,7 +191,8 @@ def pretrain(
     device: torch.device,
     checkpointer: Checkpointer | None = None,
     log: Callable[[str], None] = print,
-    numerics: Numerics = Numerics(),
+    *,
+    numerics: Numerics,
     progress_every: float = 30.0,
 ) -> dict[str, list[float]]:
     """Train from scratch with SGD + momentum and a cosine schedule.
@@ -407,7 +408,7 @@ def burn_in(
     check_every: int = 500,
     checkpointer: Checkpointer | None = None,
     log: Callable[[str], None] = print,
-    numerics: Numerics = Numerics(),
+    numerics: Numerics,
     progress_every: float = 30.0,
 ) -> dict:
     """Run ``steps`` unrecorded SGD steps at the cell's hyperparameters from the
@@ -437,7 +438,7 @@ def replay(
     *,
     drawing: BatchDrawing,
     device: torch.device,
-    numerics: Numerics = Numerics(),
+    numerics: Numerics,
 ):
     """Run the limiting run of a cell again from its burn-in state ``start``
     (the same batches, so the same parameters as the recorded run) and yield
@@ -463,12 +464,12 @@ def limiting_run(
     device: torch.device,
     burn_in: int = 0,
     start: dict | None = None,
-    recording: RecordingPlan | None = None,
+    recording: RecordingPlan,
     cell: str = "cell",
     check_every: int = 500,
     checkpointer: Checkpointer | None = None,
     log: Callable[[str], None] = print,
-    numerics: Numerics = Numerics(),
+    numerics: Numerics,
     snapshot_steps=(),
     progress_every: float = 30.0,
 ) -> dict:
@@ -483,7 +484,7 @@ def limiting_run(
     record holds the minibatch loss of update ``k`` (evaluated at
     theta_{k-1}) and the norms after it; per-tensor norms are kept at the
     steps ``tensor_step``; ``recording`` (a :class:`.recording.RecordingPlan`)
-    says at which steps, and which phase space is recorded (none by default) (see
+    says at which steps, and which phase space is recorded (see
     :class:`.recording.StepRecorder`). Train/test metrics
     in eval mode are taken at step 0, every ``eval_every`` steps and at the
     last step.
@@ -516,7 +517,7 @@ def limiting_run(
     else:
         burn_in = _reach_theta0(run, start, burn_in, cell, check_every, log, progress_every)
     flat, flat_v = run.flat, run.flat_v
-    plan = (recording or RecordingPlan()).recorder_settings()
+    plan = recording.recorder_settings()
     if plan["directions"] is not None:
         plan["directions"] = flat.from_standard_layout(
             plan["directions"].to(device=flat.flat.device, dtype=flat.flat.dtype)

@@ -21,12 +21,13 @@ def test_workflow_runs_on_cifar10_files(tmp_path):
     cfg["linear_regression"]["enabled"] = False
     (tmp_path / "wf").mkdir()
     wf = Workflow(tmp_path / "wf", cfg)
-    target = "results/analysis/theory/lr0.05_bs32_mom0.9_wd0.005_seed0.nc"  # everything one cell needs
+    # CIFAR-10 differs from the digits only in how the files are read into memory: the chain up
+    # to the trajectory covers it (later stages read the same in-memory tensors as for the digits)
+    target = "results/trajectories/lr0.05_bs32_mom0.9_wd0.005_seed0.nc"
     wf.run(target)
-    traj = xr.load_dataset(wf.path("results/trajectories/lr0.05_bs32_mom0.9_wd0.005_seed0.nc"))
+    traj = xr.load_dataset(wf.path(target))
     assert traj.attrs["dataset"] == "cifar10" and traj.sizes["step"] == TINY["limiting"]["steps"]
     assert np.isfinite(traj.sq_dist_from_start.values).all()
-    assert xr.load_dataset(wf.path(target)).attrs["cell"] == "lr0.05_bs32_mom0.9_wd0.005_seed0"
 
 
 @pytest.mark.integration

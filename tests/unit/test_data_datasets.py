@@ -29,7 +29,7 @@ def test_digits_are_resized_split_stratified_and_round_trip(tmp_path):
     assert np.array_equal(p.x_train[:, 0], p.x_train[:, 2])
     path = tmp_path / "digits.npz"
     data.save_prepared(p, path)
-    t = data.load_prepared(path)
+    t = data.load_prepared(path, "cpu")
     assert t.x_train.shape == (len(p.y_train), 3, 16, 16) and t.x_train.dtype == torch.float32
     assert abs(float(t.x_train[:].mean())) < 1e-4
     assert float(t.x_train[:].std()) == pytest.approx(1.0, abs=0.05)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import drawing
+from conftest import drawing, recording_plan
 from generated_data import imagenet_stream_config, write_image_folder
 
 from limiting_dynamics import models, training
@@ -40,6 +40,7 @@ def _run(d, numerics=training.Numerics(), steps=12, **kw):  # noqa: B008
         drawing=drawing(),
         device=torch.device("cpu"),
         numerics=numerics,
+        recording=recording_plan(),
         log=lambda s: None,
         **kw,
     )
@@ -95,7 +96,7 @@ def test_a_training_image_is_a_pure_function_of_its_key(tmp_path):
 
 
 def test_prepare_packs_the_eval_images_and_lists_the_training_files(streamed):
-    d = data.load_prepared(streamed)
+    d = data.load_prepared(streamed, "cpu")
     assert isinstance(d, StreamData)
     assert d.n_train == 90 and len(d.files) == 90 and all(f.startswith("train/") for f in d.files)
     assert tuple(d.x_train.shape) == (40, 3, 16, 16) and tuple(d.x_test.shape) == (15, 3, 16, 16)
@@ -106,8 +107,8 @@ def test_prepare_packs_the_eval_images_and_lists_the_training_files(streamed):
 
 
 def test_streamed_batches_are_identical_for_any_worker_count_and_resume_from_the_step(streamed):
-    one = data.load_prepared(streamed, workers=0).train_batches(8, drawing(), 3)
-    two = data.load_prepared(streamed, workers=2).train_batches(8, drawing(), 3)
+    one = data.load_prepared(streamed, "cpu", workers=0).train_batches(8, drawing(), 3)
+    two = data.load_prepared(streamed, "cpu", workers=2).train_batches(8, drawing(), 3)
     first = [one.next() for _ in range(13)]  # crosses the epoch boundary (11 batches per epoch)
     second = [two.next() for _ in range(13)]
     for (xa, ya), (xb, yb) in zip(first, second):
@@ -115,23 +116,32 @@ def test_streamed_batches_are_identical_for_any_worker_count_and_resume_from_the
     assert xa.shape == (8, 3, 16, 16) and abs(float(xa.mean())) < 1.0
     state = two.state_dict()
     assert state["stream"]["step"] == 13
-    fresh = data.load_prepared(streamed).train_batches(8, drawing(), 3)
+    fresh = data.load_prepared(streamed, "cpu").train_batches(8, drawing(), 3)
     fresh.load_state_dict(state)
     assert torch.equal(fresh.next()[0], two.next()[0])
-    other = data.load_prepared(streamed).train_batches(8, drawing(), 4)
+    other = data.load_prepared(streamed, "cpu").train_batches(8, drawing(), 4)
     with pytest.raises(CheckpointError, match="seed 3"):
         other.load_state_dict(state)
     with pytest.raises(DataError, match="augment_shift must be 0"):
-        data.load_prepared(streamed).train_batches(8, drawing("reshuffle", 2), 3)
+        data.load_prepared(streamed, "cpu").train_batches(8, drawing("reshuffle", 2), 3)
 
 
 def test_a_streamed_run_split_in_two_equals_the_whole_run(streamed):
-    d = data.load_prepared(streamed)
+    d = data.load_prepared(streamed, "cpu")
     whole = _run(d)
     torch.manual_seed(0)
     model = models.build_model(ARCH, d.num_classes, d.in_channels)
     hp = training.Hyperparameters(0.05, 8, 0.9, 5e-3, 0)
-    start = training.burn_in(model, d, hp, steps=5, drawing=drawing(), device=torch.device("cpu"), log=lambda s: None)
+    start = training.burn_in(
+        model,
+        d,
+        hp,
+        steps=5,
+        drawing=drawing(),
+        device=torch.device("cpu"),
+        numerics=training.Numerics(),
+        log=lambda s: None,
+    )
     assert start["stream"]["step"] == 5
     torch.manual_seed(0)
     model = models.build_model(ARCH, d.num_classes, d.in_channels)
@@ -144,13 +154,15 @@ def test_a_streamed_run_split_in_two_equals_the_whole_run(streamed):
         drawing=drawing(),
         device=torch.device("cpu"),
         start=start,
+        numerics=training.Numerics(),
+        recording=recording_plan(),
         log=lambda s: None,
     )
     assert np.array_equal(rest["train_loss"], whole["train_loss"][5:])  # same batches, same numbers
 
 
 def test_channels_last_and_bf16_autocast_change_rounding_only(streamed):
-    d = data.load_prepared(streamed)
+    d = data.load_prepared(streamed, "cpu")
     base = _run(d)
     cl = _run(d, training.Numerics(channels_last=True))
     bf = _run(d, training.Numerics(autocast="bfloat16"))

@@ -18,7 +18,7 @@ def _walk_parts(seed, n_parts=60, n_steps=3000):
 def test_exact_power_law_is_recovered_with_a_tight_interval():
     t = np.arange(1, 5001)
     parts = np.stack([1.0 * t**0.6, 2.0 * t**0.6], axis=1)  # parts with the same exponent
-    fit = fit_exponent(t, parts, window=(0.01, 1.0), n_points=50)
+    fit = fit_exponent(t, parts, window=(0.01, 1.0), n_points=50, n_boot=1000)
     assert fit.c == pytest.approx(0.6, abs=1e-10)
     assert np.exp(fit.log_prefactor) == pytest.approx(3.0, rel=1e-8)
     assert fit.c_low == pytest.approx(0.6, abs=1e-8) and fit.c_high == pytest.approx(0.6, abs=1e-8)
@@ -27,7 +27,7 @@ def test_exact_power_law_is_recovered_with_a_tight_interval():
 
 def test_brownian_motion_gives_c_near_one_inside_its_interval():
     t = np.arange(1, 3001)
-    fit = fit_exponent(t, _walk_parts(1), window=(0.01, 1.0), n_points=64, rng=np.random.default_rng(0))
+    fit = fit_exponent(t, _walk_parts(1), window=(0.01, 1.0), n_points=64, n_boot=1000, rng=np.random.default_rng(0))
     assert fit.c == pytest.approx(1.0, abs=0.15)
     assert fit.c_low < fit.c < fit.c_high
     assert fit.c_low <= 1.0 <= fit.c_high
@@ -47,7 +47,7 @@ def test_bootstrap_interval_covers_the_true_exponent_at_about_the_nominal_rate()
 
 def test_single_curve_has_no_interval():
     t = np.arange(1, 1001)
-    fit = fit_exponent(t, t**0.5)
+    fit = fit_exponent(t, t**0.5, window=(0.05, 1.0), n_points=64, n_boot=1000)
     assert fit.c == pytest.approx(0.5) and np.isnan(fit.c_low) and np.isnan(fit.c_high)
 
 
@@ -60,13 +60,13 @@ def test_subdiffusive_confined_process_has_interval_below_one():
     for i in range(1, n):
         x[:, i] = (1 - k) * x[:, i - 1] + noise[:, i]
     parts = (x**2).T[1:]
-    fit = fit_exponent(np.arange(1, n), parts, window=(0.05, 1.0), n_points=40)
+    fit = fit_exponent(np.arange(1, n), parts, window=(0.05, 1.0), n_points=40, n_boot=1000)
     assert fit.c_high < 1.0
 
 
 def test_zero_curve_gives_nan_not_a_number_guess():
     t = np.arange(1, 101)
-    fit = fit_exponent(t, np.zeros(100))
+    fit = fit_exponent(t, np.zeros(100), window=(0.05, 1.0), n_points=64, n_boot=1000)
     assert np.isnan(fit.c) and np.isnan(fit.c_low)
 
 

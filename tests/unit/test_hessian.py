@@ -125,7 +125,7 @@ def _analyze(problem, path, stop=None, every=0, log=lambda s: None, **kw):
     model, batches = problem
     store = ResumeStore(path, {"cell": "c"}, **QUIET)
     ckpt = Checkpointer(store, every=every, stop=stop, log=log)
-    result = Hs.analyze(model, batches, DIGITS_CFG, CPU, log=log, checkpointer=ckpt, **kw)
+    result = Hs.analyze(model, batches, DIGITS_CFG, CPU, label_smoothing=0.0, log=log, checkpointer=ckpt, **kw)
     return hessian_dataset(result, DIGITS_CFG, CPU)
 
 
@@ -202,7 +202,7 @@ def test_hessian_killed_between_checkpoints_resumes_from_the_last_one_on_the_sch
 
 def test_hessian_logs_progress_of_the_lanczos_run_and_each_slq_probe(digits_problem):
     lines = []
-    result = Hs.analyze(*digits_problem, DIGITS_CFG, CPU, log=lines.append, progress_every=0)
+    result = Hs.analyze(*digits_problem, DIGITS_CFG, CPU, label_smoothing=0.0, log=lines.append, progress_every=0)
     m = result.top.n_products
     assert lines[0] == "Lanczos: started (at most 20 products)"
     steps = [line for line in lines if line.startswith("Lanczos: ") and "/20 products, " in line]
@@ -251,7 +251,7 @@ def test_lanczos_resumed_after_any_step_gives_the_same_eigenpairs_bit_for_bit(tm
         calls.append(1)
         return mv(v)
 
-    kw = {"tol": 1e-8, "max_iter": 200, "dtype": torch.float64, "seed": 3}
+    kw = {"tol": 1e-8, "max_iter": 200, "device": "cpu", "dtype": torch.float64, "seed": 3}
     whole = Hs.lanczos(counting, 200, 10, **kw)
     full = len(calls)
     assert whole.converged and full == whole.n_products > stop_at
@@ -285,7 +285,7 @@ def test_slq_probe_resumed_past_the_first_block_of_the_basis_gives_the_same_node
     resumed probe draws nothing new and leaves the generator where the whole one does."""
     mv, _, _ = known_operator()
     whole_gen, cut_gen = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    whole = Hs.slq_probe(mv, 200, 100, whole_gen, dtype=torch.float64)
+    whole = Hs.slq_probe(mv, 200, 100, whole_gen, dtype=torch.float64, device="cpu")
 
     class Stopped(Exception):
         pass
@@ -296,11 +296,11 @@ def test_slq_probe_resumed_past_the_first_block_of_the_basis_gives_the_same_node
             raise Stopped
 
     with pytest.raises(Stopped):
-        Hs.slq_probe(mv, 200, 100, cut_gen, dtype=torch.float64, on_step=on_step)
+        Hs.slq_probe(mv, 200, 100, cut_gen, dtype=torch.float64, on_step=on_step, device="cpu")
     saved = read_checkpoint(tmp_path / "p.pt")
     assert [len(b) for b in saved["basis"]] == [64, 7]
     gen = torch.Generator().manual_seed(99)  # put back where the probe left it by the resumed state
-    resumed = Hs.slq_probe(mv, 200, 100, gen, dtype=torch.float64, resume=saved)
+    resumed = Hs.slq_probe(mv, 200, 100, gen, dtype=torch.float64, resume=saved, device="cpu")
     for a, b in zip(whole, resumed):
         assert np.array_equal(a, b)
     assert torch.equal(gen.get_state(), whole_gen.get_state())
@@ -315,16 +315,16 @@ def test_a_lanczos_state_of_another_problem_is_refused():
         raise StopIteration
 
     with pytest.raises(StopIteration):
-        Hs.lanczos(mv, 200, 3, dtype=torch.float64, on_step=on_step)
+        Hs.lanczos(mv, 200, 3, dtype=torch.float64, on_step=on_step, tol=1e-3, max_iter=200, seed=0, device="cpu")
     with pytest.raises(CheckpointError, match="200 entries, not 100"):
-        Hs.lanczos(lambda v: v, 100, 3, dtype=torch.float64, resume=state)
+        Hs.lanczos(lambda v: v, 100, 3, dtype=torch.float64, resume=state, tol=1e-3, max_iter=200, seed=0, device="cpu")
     with pytest.raises(CheckpointError, match="holds torch.float64 vectors, this run works in torch.float32"):
-        Hs.lanczos(mv, 200, 3, dtype=torch.float32, resume=state)
+        Hs.lanczos(mv, 200, 3, dtype=torch.float32, resume=state, tol=1e-3, max_iter=200, seed=0, device="cpu")
 
 
 def test_lanczos_finds_the_top_eigenpairs_of_a_known_matrix():
     mv, eig, mat = known_operator()
-    res = Hs.lanczos(mv, 200, 10, tol=1e-8, max_iter=200, dtype=torch.float64)
+    res = Hs.lanczos(mv, 200, 10, tol=1e-8, max_iter=200, dtype=torch.float64, seed=0, device="cpu")
     assert res.converged
     np.testing.assert_allclose(res.eigenvalues, eig[:10], rtol=1e-8)
     for i in range(10):
@@ -335,8 +335,8 @@ def test_lanczos_finds_the_top_eigenpairs_of_a_known_matrix():
 
 def test_lanczos_needs_far_fewer_products_than_block_power_iteration():
     mv, eig, _ = known_operator()
-    lz = Hs.lanczos(mv, 200, 10, tol=1e-3, dtype=torch.float64)
-    bp = Hs.block_power_iteration(mv, 200, 10, tol=1e-3, max_iter=500, dtype=torch.float64)
+    lz = Hs.lanczos(mv, 200, 10, tol=1e-3, dtype=torch.float64, max_iter=200, seed=0, device="cpu")
+    bp = Hs.block_power_iteration(mv, 200, 10, tol=1e-3, max_iter=500, dtype=torch.float64, seed=0, device="cpu")
     np.testing.assert_allclose(lz.eigenvalues, eig[:10], rtol=1e-3)
     assert lz.n_products * 3 < bp.n_products
 
@@ -346,13 +346,21 @@ def test_lanczos_needs_far_fewer_products_than_block_power_iteration():
 def test_hvp_and_lanczos_match_the_exact_hessian_of_a_small_network(small_setup, bn_mode, reuse_graph):
     model, x, y, batches = small_setup
     h = exact_hessian(model, x, y, bn_mode)
-    op = Hs.HessianOperator(model, batches, bn_mode=bn_mode, dtype=torch.float64, reuse_graph=reuse_graph)
+    op = Hs.HessianOperator(
+        model,
+        batches,
+        bn_mode=bn_mode,
+        dtype=torch.float64,
+        reuse_graph=reuse_graph,
+        device="cpu",
+        loss=F.cross_entropy,
+    )
     assert op.numel == h.shape[0]
     v = torch.randn(op.numel, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(op.matvec(v), h @ v, rtol=1e-9, atol=1e-10)
     torch.testing.assert_close(op.matvec(2 * v), 2 * (h @ v), rtol=1e-9, atol=1e-10)  # a second product
     eig = np.sort(np.linalg.eigvalsh(h.numpy()))[::-1]
-    res = Hs.lanczos(op.matvec, op.numel, 5, tol=1e-9, dtype=torch.float64)
+    res = Hs.lanczos(op.matvec, op.numel, 5, tol=1e-9, dtype=torch.float64, max_iter=200, seed=0, device="cpu")
     np.testing.assert_allclose(res.eigenvalues, eig[:5], rtol=1e-6)
 
 
@@ -361,7 +369,15 @@ def test_the_callers_model_is_never_mutated(small_setup, reuse_graph):
     model, x, y, batches = small_setup
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    op = Hs.HessianOperator(model, batches, bn_mode="train", dtype=torch.float64, reuse_graph=reuse_graph)
+    op = Hs.HessianOperator(
+        model,
+        batches,
+        bn_mode="train",
+        dtype=torch.float64,
+        reuse_graph=reuse_graph,
+        device="cpu",
+        loss=F.cross_entropy,
+    )
     for _ in range(3):
         op.matvec(torch.ones(op.numel, dtype=torch.float64))
     op.gradient()
@@ -377,11 +393,13 @@ def test_the_callers_model_is_never_mutated(small_setup, reuse_graph):
 def test_hutchinson_and_slq_estimate_trace_and_moments(small_setup):
     model, x, y, batches = small_setup
     h = exact_hessian(model, x, y, "eval").numpy()
-    op = Hs.HessianOperator(model, batches, bn_mode="eval", reuse_graph=False, dtype=torch.float64)
+    op = Hs.HessianOperator(
+        model, batches, bn_mode="eval", reuse_graph=False, dtype=torch.float64, device="cpu", loss=F.cross_entropy
+    )
     n = op.numel
-    mean, err = Hs.hutchinson_trace(op.matvec, n, n_samples=64, seed=3, dtype=torch.float64)
+    mean, err = Hs.hutchinson_trace(op.matvec, n, n_samples=64, seed=3, dtype=torch.float64, device="cpu")
     assert abs(mean - np.trace(h)) < 4 * err
-    dens = Hs.slq(op.matvec, n, n_vectors=16, iterations=30, seed=4, dtype=torch.float64)
+    dens = Hs.slq(op.matvec, n, n_vectors=16, iterations=30, seed=4, dtype=torch.float64, device="cpu")
     assert dens.moment(0) == pytest.approx(1.0)
     assert dens.moment(1) == pytest.approx(np.trace(h) / n, rel=0.15)
     assert dens.moment(2) == pytest.approx(np.trace(h @ h) / n, rel=0.25)
@@ -392,10 +410,28 @@ def test_hutchinson_and_slq_estimate_trace_and_moments(small_setup):
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda m, b: Hs.HessianOperator(m, b, bn_mode="frozen", reuse_graph=False), "bn_mode"),
-        (lambda m, b: Hs.HessianOperator(m, [], bn_mode="eval", reuse_graph=False), "no data"),
-        (lambda m, b: Hs.lanczos(lambda v: v, 10, 11), "k must be"),
-        (lambda m, b: Hs.hutchinson_trace(lambda v: v, 10, n_samples=1), "at least 2"),
+        (
+            lambda m, b: Hs.HessianOperator(
+                m, b, bn_mode="frozen", reuse_graph=False, device="cpu", dtype=torch.float32, loss=F.cross_entropy
+            ),
+            "bn_mode",
+        ),
+        (
+            lambda m, b: Hs.HessianOperator(
+                m, [], bn_mode="eval", reuse_graph=False, device="cpu", dtype=torch.float32, loss=F.cross_entropy
+            ),
+            "no data",
+        ),
+        (
+            lambda m, b: Hs.lanczos(
+                lambda v: v, 10, 11, tol=1e-3, max_iter=200, seed=0, device="cpu", dtype=torch.float32
+            ),
+            "k must be",
+        ),
+        (
+            lambda m, b: Hs.hutchinson_trace(lambda v: v, 10, n_samples=1, seed=0, device="cpu", dtype=torch.float32),
+            "at least 2",
+        ),
     ],
 )
 def test_bad_settings_raise_clear_errors(small_setup, call, message):
@@ -443,10 +479,21 @@ def test_label_smoothing_hessian_is_the_expected_hessian_under_label_noise():
         reuse_graph=False,
         dtype=torch.float64,
         loss=functools.partial(F.cross_entropy, label_smoothing=p),
+        device="cpu",
     )
-    clean = Hs.HessianOperator(model, [(x, y)], bn_mode="eval", reuse_graph=False, dtype=torch.float64)
+    clean = Hs.HessianOperator(
+        model, [(x, y)], bn_mode="eval", reuse_graph=False, dtype=torch.float64, device="cpu", loss=F.cross_entropy
+    )
     each = [
-        Hs.HessianOperator(model, [(x, torch.full_like(y, c))], bn_mode="eval", reuse_graph=False, dtype=torch.float64)
+        Hs.HessianOperator(
+            model,
+            [(x, torch.full_like(y, c))],
+            bn_mode="eval",
+            reuse_graph=False,
+            dtype=torch.float64,
+            device="cpu",
+            loss=F.cross_entropy,
+        )
         for c in range(4)
     ]
     v = torch.randn(smooth.numel, dtype=torch.float64)
@@ -539,19 +586,14 @@ def test_track_eigenvectors_tells_an_eigenvector_from_a_random_direction(digits_
     from limiting_dynamics.eigenvector_drift import track_eigenvectors
 
     model, batches = digits_problem
-    op = Hs.HessianOperator(model, batches, bn_mode="train", reuse_graph=False, dtype=torch.float32)
-    top = Hs.lanczos(op.matvec, op.numel, 1, tol=1e-4, max_iter=60)
+    cfg = {"bn_mode": "train", "precision": "float32", "reuse_graph": False}
+    op = Hs.operator_for(model, batches, cfg, 0.0, CPU)
+    top = Hs.lanczos(op.matvec, op.numel, 1, tol=1e-4, max_iter=60, seed=0, device=CPU, dtype=torch.float32)
     random = torch.randn(op.numel, generator=torch.Generator().manual_seed(1))
     vectors = torch.stack([top.eigenvectors[:, 0].float(), random / random.norm()])
     before = {k: v.clone() for k, v in model.state_dict().items()}
     steps, rq, res = track_eigenvectors(
-        [(0, model), (5, model)],
-        vectors,
-        batches,
-        bn_mode="train",
-        device=torch.device("cpu"),
-        loss=Hs.expected_loss(0.0),
-        reuse_graph=False,
+        [(0, model), (5, model)], vectors, lambda m: Hs.operator_for(m, batches, cfg, 0.0, CPU)
     )
     assert steps == [0, 5] and rq.shape == res.shape == (2, 2)
     assert rq[0, 0] == pytest.approx(float(top.eigenvalues[0]), rel=1e-3)

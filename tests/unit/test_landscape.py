@@ -18,9 +18,17 @@ def test_loss_plane_is_centred_on_theta0_curves_like_the_hessian_and_leaves_the_
     x, y = torch.randn(32, 1, 4, 4, dtype=torch.float64), torch.randint(0, 4, (32,))
     before = copy.deepcopy(model.state_dict())
     op = hessian.HessianOperator(
-        model, [(x, y)], bn_mode="eval", reuse_graph=False, device=torch.device("cpu"), dtype=torch.float64
+        model,
+        [(x, y)],
+        bn_mode="eval",
+        reuse_graph=False,
+        device=torch.device("cpu"),
+        dtype=torch.float64,
+        loss=F.cross_entropy,
     )
-    top = hessian.lanczos(op.matvec, op.numel, 2, tol=1e-10, max_iter=op.numel, dtype=torch.float64)
+    top = hessian.lanczos(
+        op.matvec, op.numel, 2, tol=1e-10, max_iter=op.numel, dtype=torch.float64, seed=0, device="cpu"
+    )
     u, w = top.eigenvectors[:, 0], top.eigenvectors[:, 1]
     h = 1e-3
     out = landscape.loss_plane(model, u, w, [-h, 0.0, h], [-h, 0.0, h], {"train": (x, y)}, torch.device("cpu"))

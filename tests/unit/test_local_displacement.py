@@ -49,7 +49,7 @@ def _simulate(burn_in=600, steps=4000):
 
     for _ in range(burn_in):  # the norms settle within a few (1 - beta) / (lr wd) = 20 steps
         step()
-    rec = StepRecorder(flat, flat_v, steps, tensor_every=5, gradient_coefficients=(LR, BETA, WD))
+    rec = StepRecorder(flat, flat_v, steps, tensor_every=5, compile="never", gradient_coefficients=(LR, BETA, WD))
     for _ in range(steps):
         rec.record(step())
     scalars = rec.scalars.double().numpy()
@@ -152,7 +152,7 @@ def test_scale_invariance_of_a_convolution_with_and_without_batchnorm(batchnorm)
     flat = FlatParameters(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
     flat_v = flat.install_momentum_buffers(opt)
-    rec = StepRecorder(flat, flat_v, 40, tensor_every=1, gradient_coefficients=(0.05, 0.9, 1e-3))
+    rec = StepRecorder(flat, flat_v, 40, tensor_every=1, compile="never", gradient_coefficients=(0.05, 0.9, 1e-3))
     gen = torch.Generator().manual_seed(1)
     for _ in range(40):
         x, y = torch.randn(16, 1, 6, 6, generator=gen), torch.randint(0, 3, (16,), generator=gen)

@@ -53,7 +53,7 @@ def test_windows_are_common_to_the_family_and_past_the_momentum_memory(table):
 
 def test_matched_fits_agree_where_fixed_steps_fits_do_not(table):
     fixed = {
-        cell: diffusion.fit_exponent(STEPS, run_parts, (0.01, 1.0), 64, 0).c
+        cell: diffusion.fit_exponent(STEPS, run_parts, window=(0.01, 1.0), n_points=64, n_boot=0).c
         for cell, run_parts in ((f"{name}_seed0", theory_run("x", **ch).parts) for name, ch in SWEEP.items())
     }
     assert fixed["lr_low_seed0"] - fixed["lr_high_seed0"] > 0.05  # a change of time unit alone

@@ -211,7 +211,7 @@ def test_auto_calibration_keeps_trying_vmap_within_its_budget(monkeypatch, n, vm
 def test_per_sample_method_must_be_known(mlp_setup):
     model, x, y, _, _ = mlp_setup
     with pytest.raises(N.NoiseError, match="method"):
-        N.per_sample_noise(model, x, y, method="fast")
+        N.per_sample_noise(model, x, y, chunk=16, method="fast")
 
 
 def test_minibatch_covariance_with_replacement_is_c_over_s(mlp_setup):
@@ -237,7 +237,7 @@ def test_reshuffled_batches_have_less_variance_and_the_model_is_untouched():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(64, 1, 4, 4, dtype=torch.float64)
     y = torch.randint(0, 3, (64,))
-    rep = N.minibatch_noise(model, _batches(x, y, 16, seed=0, scheme="reshuffle"), n_batches=200)
+    rep = N.minibatch_noise(model, _batches(x, y, 16, seed=0, scheme="reshuffle"), n_batches=200, bn_mode="train")
     assert np.isfinite(rep["trace_cov"]) and rep["trace_cov"] > 0 and rep["bn_mode"] == "train"
     assert model.training
     for k, v in model.state_dict().items():
@@ -247,7 +247,7 @@ def test_reshuffled_batches_have_less_variance_and_the_model_is_untouched():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"n_batches": 2}, "at least 4"),
+        ({"n_batches": 2, "bn_mode": "train"}, "at least 4"),
         ({"n_batches": 10, "bn_mode": "frozen"}, "bn_mode"),
     ],
 )
@@ -285,4 +285,4 @@ def test_bulk_noise_curvature_is_tr_h_c_outside_the_top_directions(mlp_setup):
     # without the projection the top directions' curvature (4-5) would dominate: the ratio stays below 1
     assert 0 < out["noise_weighted_curvature_bulk"] < 1.0
     with pytest.raises(N.NoiseError, match="at least 4"):
-        N.bulk_noise_curvature(model, _batches(x, y, s, seed=3), 3, top.float(), lambda v: v)
+        N.bulk_noise_curvature(model, _batches(x, y, s, seed=3), 3, top.float(), lambda v: v, bn_mode="eval")

@@ -72,7 +72,7 @@ def test_one_seed_per_value_is_the_plain_one_at_a_time_sweep():
 
 def test_the_figure_joins_means_over_seeds_with_their_spread(drawn):
     cells = [{"lr": lr, "seed": s} for lr, s in itertools.product((0.01, 0.02, 0.04), (0, 1, 2))]
-    plots.hyperparameter_scaling(_summary(cells), DEFAULT, "unused.png")
+    plots.hyperparameter_scaling(_summary(cells), DEFAULT, "unused.png", dpi=60)
     (fig,) = drawn
     top = fig.axes[0]  # panels: lr (c, displacement), seed (c, displacement)
     labels = top.get_legend_handles_labels()[1]
@@ -87,7 +87,7 @@ def test_the_figure_joins_means_over_seeds_with_their_spread(drawn):
 
 def test_the_figure_without_replicates_keeps_one_point_per_cell(drawn):
     cells = [{}, {"momentum": 0.8}, {"momentum": 0.95}]
-    plots.hyperparameter_scaling(_summary(cells), DEFAULT, "unused.png")
+    plots.hyperparameter_scaling(_summary(cells), DEFAULT, "unused.png", dpi=60)
     (fig,) = drawn
     labels = fig.axes[0].get_legend_handles_labels()[1]
     assert set(labels) == {"squared distance", "along the spheres", "Brownian (c=1)"}

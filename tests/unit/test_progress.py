@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SMALL_RESNET, StopAt, drawing
+from conftest import SMALL_RESNET, StopAt, drawing, recording_plan
 
 from limiting_dynamics.progress import Progress, _duration
 
@@ -79,7 +79,7 @@ def test_no_rate_yet_gives_an_unknown_time_left():
 def test_a_real_limiting_run_and_its_burn_in_report_progress(digits, one_thread):
     from limiting_dynamics.hyperparameters import Hyperparameters
     from limiting_dynamics.models import build_model
-    from limiting_dynamics.training import limiting_run
+    from limiting_dynamics.training import Numerics, limiting_run
 
     lines = []
     torch.manual_seed(0)
@@ -92,6 +92,8 @@ def test_a_real_limiting_run_and_its_burn_in_report_progress(digits, one_thread)
         eval_every=20,
         drawing=drawing(),
         device=torch.device("cpu"),
+        recording=recording_plan(),
+        numerics=Numerics(),
         log=lines.append,
         progress_every=0,
     )
@@ -109,7 +111,7 @@ def test_a_resumed_burn_in_names_the_resumed_steps(digits, tmp_path, one_thread)
     from limiting_dynamics.errors import Interrupted
     from limiting_dynamics.hyperparameters import Hyperparameters
     from limiting_dynamics.models import build_model
-    from limiting_dynamics.training import burn_in
+    from limiting_dynamics.training import Numerics, burn_in
 
     def run(checkpointer, lines):
         torch.manual_seed(0)
@@ -121,6 +123,7 @@ def test_a_resumed_burn_in_names_the_resumed_steps(digits, tmp_path, one_thread)
             drawing=drawing(),
             device=torch.device("cpu"),
             checkpointer=checkpointer,
+            numerics=Numerics(),
             log=lines.append,
             progress_every=3600,
         )
@@ -149,5 +152,5 @@ def test_minibatch_noise_reports_every_gradient():
             return x[idx], y[idx]
 
     seen = []
-    minibatch_noise(torch.nn.Linear(5, 3), Batches(), 6, on_batch=seen.append)
+    minibatch_noise(torch.nn.Linear(5, 3), Batches(), 6, bn_mode="train", on_batch=seen.append)
     assert seen == [1, 2, 3, 4, 5, 6]

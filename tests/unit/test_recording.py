@@ -119,7 +119,7 @@ def test_recorder_matches_naive_norms():
     model, flat, opt, flat_v = _flat_sgd(1, lr=lr, weight_decay=1e-3)
     _train(model, opt, 3)  # non-zero velocity at theta_0
     theta0 = flat.flat.clone()
-    rec = StepRecorder(flat, flat_v, steps=6)
+    rec = StepRecorder(flat, flat_v, steps=6, tensor_every=10, compile="never")
     prev = theta0.clone()
     for k in range(6):
         loss = _sgd_step(model, opt, 100 + k)

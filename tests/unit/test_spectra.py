@@ -34,7 +34,7 @@ def _wandering_modes(wander_sd: float, steps: int = 4000, seed: int = 0):
 @pytest.mark.parametrize("wander_sd", [0.0, 0.2])
 def test_fit_recovers_the_frequency_and_damping_of_every_mode(wander_sd):
     xs, vs = _wandering_modes(wander_sd)
-    fit = spectra.fit_oscillator(vs)
+    fit = spectra.fit_oscillator(vs, 256)
     predicted = theory.oscillation_frequency(LAMS, HP)
     np.testing.assert_allclose(fit.frequency, predicted, rtol=0.1)
     np.testing.assert_allclose(fit.radius, np.sqrt(BETA), atol=0.02)
@@ -47,7 +47,7 @@ def test_a_wander_defeats_the_position_spectrum_maximum_but_not_the_fit():
     argmax = f[1:][np.argmax(pxx[1:], axis=0)]  # the previous statistic: global maximum of the position spectrum
     predicted = theory.oscillation_frequency(LAMS, HP)
     assert np.all(argmax < 0.2 * predicted)  # it finds the wander near f = 0
-    fit = spectra.fit_oscillator(vs)
+    fit = spectra.fit_oscillator(vs, 256)
     np.testing.assert_allclose(fit.frequency, predicted, rtol=0.1)
     # the wander is seen and separated: q_drift = a^2 x (wander step variance), q = the noise
     np.testing.assert_allclose(fit.q_drift, (LAMS + WD) ** 2 * 0.2**2, rtol=0.3)

@@ -52,7 +52,7 @@ def test_stationary_noise_passes(n, tau):
     # (too small by sqrt(2 tau), 14x at tau = 100) and no 10% floor: stationary noise is then
     # "significant" in most seeds at tau = 20 and 100
     for seed in SEEDS:
-        d = stationarity.drift(_noise(n, tau, seed))
+        d = stationarity.drift(_noise(n, tau, seed), 20)
         assert d["stationary"], (seed, d["relative_change"], d["relative_change_stderr"])
         assert abs(d["relative_change"]) < 0.1
 
@@ -61,7 +61,7 @@ def test_stationary_noise_passes(n, tau):
 def test_a_30_percent_drift_fails_in_every_seed_and_is_measured(n, tau):
     for seed in SEEDS:
         series = _noise(n, tau, seed) + _ramp(n)
-        d = stationarity.drift(series)
+        d = stationarity.drift(series, 20)
         assert not d["stationary"], (seed, d["relative_change"], d["relative_change_stderr"])
         # the size is recovered within its error (fails for a change reported per step, or over
         # the batch-mean scatter's stderr without the lag-1 inflation in a few cases at tau = 100)
@@ -69,7 +69,7 @@ def test_a_30_percent_drift_fails_in_every_seed_and_is_measured(n, tau):
         assert d["relative_change_stderr"] < 0.06
         # the old check (largest over smallest 200-step rolling mean, flagged above 3) does not
         # see it: 1.15 / 0.85 ~ 1.35 plus noise; this is why the drift test exists
-        assert local_displacement.stationarity_ratio(series) < 3
+        assert local_displacement.stationarity_ratio(series, 200) < 3
 
 
 def test_an_exact_line_is_measured_exactly():
@@ -81,7 +81,7 @@ def test_an_exact_line_is_measured_exactly():
     assert d["relative_change"] == pytest.approx(DRIFT, abs=1e-10)
     assert d["relative_change_stderr"] < 1e-10
     assert not d["stationary"]
-    assert stationarity.drift(np.full(n, 2.0))["relative_change"] == pytest.approx(0.0, abs=1e-12)
+    assert stationarity.drift(np.full(n, 2.0), 20)["relative_change"] == pytest.approx(0.0, abs=1e-12)
 
 
 @pytest.mark.parametrize("n,tau", CASES)
@@ -93,7 +93,7 @@ def test_the_standard_error_is_calibrated(n, tau):
     # at tau = 100 over 2,500 steps).
     z = []
     for seed in range(300):
-        d = stationarity.drift(_noise(n, tau, 1000 + seed))
+        d = stationarity.drift(_noise(n, tau, 1000 + seed), 20)
         z.append(d["relative_change"] / d["relative_change_stderr"])
     rms = float(np.sqrt(np.mean(np.square(z))))
     assert 0.75 < rms < 1.45, rms
@@ -105,7 +105,7 @@ def test_a_drift_in_noise_too_large_to_resolve_passes_and_says_so():
     n, tau = 2500, 100
     verdicts = []
     for seed in SEEDS:
-        d = stationarity.drift(_noise(n, tau, seed, stderr=0.2) + _ramp(n))
+        d = stationarity.drift(_noise(n, tau, seed, stderr=0.2) + _ramp(n), 20)
         assert d["relative_change_stderr"] > 0.1
         assert d["stationary"] == (abs(d["relative_change"]) < 3 * d["relative_change_stderr"])
         verdicts.append(d["stationary"])

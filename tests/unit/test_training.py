@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_RESNET, StopAt, drawing, short_limiting_run
+from conftest import SMALL_RESNET, StopAt, drawing, recording_plan, short_limiting_run
 
 from limiting_dynamics.checkpoints import (
     Checkpointer,
@@ -19,13 +19,13 @@ from limiting_dynamics.checkpoints import (
 )
 from limiting_dynamics.errors import Interrupted
 from limiting_dynamics.models import build_model
-from limiting_dynamics.recording import RecordingPlan
-from limiting_dynamics.training import DivergenceError, Hyperparameters, burn_in, limiting_run, pretrain
+from limiting_dynamics.training import DivergenceError, Hyperparameters, Numerics, burn_in, limiting_run, pretrain
 
 CPU = torch.device("cpu")
 
 
 QUIET = {"log": lambda s: None}
+PLAIN = {**QUIET, "numerics": Numerics()}  # quiet training in plain float32 arithmetic
 
 
 def _limiting(digits, checkpointer=None):
@@ -43,10 +43,10 @@ def _limiting(digits, checkpointer=None):
         eval_every=20,
         drawing=drawing("reshuffle", 1),
         device=CPU,
-        recording=RecordingPlan(directions=directions, sketch_dim=8, tensor_every=3),
+        recording=recording_plan(directions=directions, sketch_dim=8, tensor_every=3),
         cell="c",
         checkpointer=checkpointer,
-        **QUIET,
+        **PLAIN,
     )
 
 
@@ -98,7 +98,7 @@ def test_burn_in_checkpoint_then_run_is_bit_identical_to_one_process(digits, tmp
             steps=47,
             drawing=drawing(sampling, 1),
             device=torch.device("cpu"),
-            log=lambda s: None,
+            **PLAIN,
         )
         save_checkpoint(state, tmp_path / "theta0.pt")
         split = short_limiting_run(
@@ -126,7 +126,7 @@ def test_burn_in_state_refuses_other_hyperparameters(digits):
         steps=3,
         drawing=drawing(),
         device=torch.device("cpu"),
-        log=lambda s: None,
+        **PLAIN,
     )
     with pytest.raises(CheckpointError, match="hyperparameters"):
         short_limiting_run(digits, Hyperparameters(0.04, 32, 0.9, 5e-3, 0), steps=3, burn_in=0, start=state)
@@ -141,7 +141,7 @@ def test_phase_space_projections_and_sketch_match_the_parameters(digits):
     g = torch.Generator().manual_seed(1)
     u = torch.linalg.qr(torch.randn(n, 3, generator=g, dtype=torch.float64))[0].T.float()
     plain = short_limiting_run(digits, hp, steps=40)
-    rec = short_limiting_run(digits, hp, steps=40, recording=RecordingPlan(directions=u, sketch_dim=64, sketch_seed=5))
+    rec = short_limiting_run(digits, hp, steps=40, recording=recording_plan(directions=u, sketch_dim=64, sketch_seed=5))
     # phase-space recording does not change the run
     np.testing.assert_array_equal(rec["train_loss"], plain["train_loss"])
     assert rec["mode_position"].shape == (40, 3) and rec["mode_velocity"].shape == (40, 3)
@@ -168,13 +168,13 @@ def test_replay_from_the_burn_in_state_retraces_the_recorded_run(digits):
         steps=10,
         drawing=drawing("reshuffle", 0, 0.2),
         device=torch.device("cpu"),
-        log=lambda s: None,
+        **PLAIN,
     )
     recorded = short_limiting_run(digits, hp, steps=12, burn_in=0, start=state, label_noise=0.2)
     model = build_model(SMALL_RESNET, 10, 1)
     theta0 = None
     for step, m in replay(
-        model, digits, hp, state, [0, 3, 12], drawing=drawing("reshuffle", 0, 0.2), device=torch.device("cpu")
+        model, digits, hp, state, [0, 3, 12], drawing=drawing("reshuffle", 0, 0.2), device=CPU, numerics=Numerics()
     ):
         theta = torch.cat([p.detach().reshape(-1).double() for p in m.parameters()])
         theta0 = theta.clone() if step == 0 else theta0
@@ -237,7 +237,7 @@ def test_burn_in_stopped_and_resumed_is_bit_identical(digits, tmp_path):
             drawing=drawing("replacement", 1),
             device=CPU,
             checkpointer=checkpointer,
-            **QUIET,
+            **PLAIN,
         )
 
     whole = run()
@@ -267,7 +267,7 @@ def test_pretraining_stopped_and_resumed_is_bit_identical(digits, tmp_path):
     def run(checkpointer=None):
         torch.manual_seed(4)
         model = build_model(SMALL_RESNET, 10, 1)
-        return model, pretrain(model, digits, cfg, CPU, checkpointer=checkpointer, **QUIET)
+        return model, pretrain(model, digits, cfg, CPU, checkpointer=checkpointer, **PLAIN)
 
     whole_model, whole = run()
     store = ResumeStore(tmp_path / "conv.pt", {"converge": 1}, **QUIET)

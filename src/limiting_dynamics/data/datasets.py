@@ -380,7 +380,7 @@ def save_prepared(data: PreparedData, path: str | Path) -> None:
             )
 
 
-def load_prepared(path: str | Path, device: torch.device | str = "cpu", workers: int = 0):
+def load_prepared(path: str | Path, device: torch.device | str, workers: int = 0):
     """Load a prepared file into memory on ``device`` (a :class:`TensorData`
     whose images are :class:`Images`: uint8, normalised to float32 on access);
     a streamed data set comes back as a

@@ -40,7 +40,7 @@ def _identity(ax, values) -> None:
             axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
-def theory_modes(cells: list[xr.Dataset], predictions: pd.DataFrame, path, dpi: int = 150) -> None:
+def theory_modes(cells: list[xr.Dataset], predictions: pd.DataFrame, path, dpi: int) -> None:
     """Per family (rows: the spherical default cell's top 5 modes, the quadratic
     family's top 10, the same sets as the results page), measured against
     predicted position and velocity variance (filled: prediction with the
@@ -137,7 +137,7 @@ def theory_modes(cells: list[xr.Dataset], predictions: pd.DataFrame, path, dpi: 
     save(fig, path, dpi)
 
 
-def theory_validity(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
+def theory_validity(cells: list[xr.Dataset], path, dpi: int) -> None:
     """Where the quadratic theory holds: per run (both families) against the
     learning rate, how long the top eigenvectors of theta_0 stay eigenvectors
     (with the mode window) and the per-mode measured / predicted ratios."""
@@ -226,7 +226,7 @@ def _ellipse(var_x: float, var_v: float, cov: float, n_std: float = 2.0, n: int 
 
 
 def phase_space(
-    traj: xr.Dataset, comparison: xr.Dataset, path, dpi: int = 150, n_modes: int = 3, last_steps: int = 400
+    traj: xr.Dataset, comparison: xr.Dataset, path, dpi: int, n_modes: int = 3, last_steps: int = 400
 ) -> None:
     """Position against velocity along the top Hessian eigenvectors (the last
     ``last_steps`` steps of the mode window, or two periods of mode 1 if longer,
@@ -275,7 +275,7 @@ def phase_space(
     save(fig, path, dpi)
 
 
-def theory_msd(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
+def theory_msd(cells: list[xr.Dataset], path, dpi: int) -> None:
     """Per cell: measured ``||theta_t - theta_0||^2`` and sketch lag-MSD against
     the theory's stationary lag-MSD (top modes + SLQ bulk, and top modes
     alone), and up to which lag the theory holds (within 25%)."""
@@ -322,7 +322,7 @@ def theory_msd(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
     save(fig, path, dpi)
 
 
-def noise_curvature(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
+def noise_curvature(cells: list[xr.Dataset], path, dpi: int) -> None:
     """Per-sample gradient noise along each top eigenvector against its
     eigenvalue (log-log), per run: independent minibatches (filled) and the
     in-run estimate (open)."""
@@ -367,7 +367,7 @@ def noise_curvature(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
     save(fig, path, dpi)
 
 
-def loss_landscape(landscape: xr.Dataset, path, dpi: int = 150) -> None:
+def loss_landscape(landscape: xr.Dataset, path, dpi: int) -> None:
     """Train and test loss on the plane of two Hessian eigenvectors around
     theta_0, with the trajectory's projection on top."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
@@ -396,7 +396,7 @@ def loss_landscape(landscape: xr.Dataset, path, dpi: int = 150) -> None:
     save(fig, path, dpi)
 
 
-def eigenvector_drift(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
+def eigenvector_drift(cells: list[xr.Dataset], path, dpi: int) -> None:
     """How long the Hessian eigenvectors of theta_0 stay eigenvectors along the
     run: relative residual and Rayleigh quotient over eigenvalue at the
     replayed steps, per mode (colour) and seed (one line each), one row per

@@ -59,7 +59,7 @@ def _series(traj: xr.Dataset, var: str, cell: str) -> tuple[np.ndarray, np.ndarr
     return s[s.dims[0]].values, s.values
 
 
-def msd(traj: xr.Dataset, summary: pd.DataFrame, path, dpi: int = 150) -> None:
+def msd(traj: xr.Dataset, summary: pd.DataFrame, path, dpi: int) -> None:
     """D(t) log-log per hyperparameter cell, one colour per seed: the squared
     distance (solid, with its fitted power law), the same along the spheres of
     the scale-invariant weights (dashed), and where they pass the small-angle
@@ -104,7 +104,7 @@ def msd(traj: xr.Dataset, summary: pd.DataFrame, path, dpi: int = 150) -> None:
     )
 
 
-def local_displacement(traj: xr.Dataset, summary: pd.DataFrame, path, smoothing: int = 200, dpi: int = 150) -> None:
+def local_displacement(traj: xr.Dataset, summary: pd.DataFrame, path, smoothing: int, dpi: int) -> None:
     """Per hyperparameter cell: the per-step squared displacement as a rolling
     mean (one colour per seed; its max/min is the stationarity ratio) and the
     two consistency checks of its stationary level (means over seeds; the prediction
@@ -152,7 +152,7 @@ def local_displacement(traj: xr.Dataset, summary: pd.DataFrame, path, smoothing:
     )
 
 
-def rotation(traj: xr.Dataset, summary: pd.DataFrame, path, dpi: int = 150) -> None:
+def rotation(traj: xr.Dataset, summary: pd.DataFrame, path, dpi: int) -> None:
     """Per hyperparameter cell, the norm-weighted rms angle of the
     scale-invariant weights from theta_0 over the run (one colour per seed),
     with the small-angle limit and the end of the fit window."""
@@ -203,7 +203,7 @@ def replicate_means(sub: pd.DataFrame, hp: str, column: str) -> pd.DataFrame:
     return pd.DataFrame({"mean": g.mean(), "sd": g.std(ddof=1), "n": g.size()})
 
 
-def hyperparameter_scaling(summary: pd.DataFrame, default: dict, path, dpi: int = 150) -> None:
+def hyperparameter_scaling(summary: pd.DataFrame, default: dict, path, dpi: int) -> None:
     """``c`` and the stationary local displacement against each swept hyperparameter.
 
     The theory line is ``lr^2 tr(C) / (S (1 - beta^2))`` with ``tr(C)`` taken
@@ -297,7 +297,7 @@ def hyperparameter_scaling(summary: pd.DataFrame, default: dict, path, dpi: int 
     save(fig, path, dpi)
 
 
-def metrics(traj: xr.Dataset, path, dpi: int = 150) -> None:
+def metrics(traj: xr.Dataset, path, dpi: int) -> None:
     """Train/test loss and accuracy (eval mode) over each limiting run: one
     colour per hyperparameter cell, its seeds averaged (band: their spread)."""
     frames = []
@@ -352,7 +352,7 @@ def metrics(traj: xr.Dataset, path, dpi: int = 150) -> None:
     save(fig, path, dpi)
 
 
-def convergence(history: xr.Dataset, path, dpi: int = 150) -> None:
+def convergence(history: xr.Dataset, path, dpi: int) -> None:
     """Pretraining curves: loss and accuracy per epoch, and the learning rate."""
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     e = history["epoch"].values
@@ -370,7 +370,7 @@ def convergence(history: xr.Dataset, path, dpi: int = 150) -> None:
     save(fig, path, dpi)
 
 
-def hessian_spectrum(cells: list[xr.Dataset], path, dpi: int = 150) -> None:
+def hessian_spectrum(cells: list[xr.Dataset], path, dpi: int) -> None:
     """Top eigenvalues (Lanczos) and the smoothed spectral density (SLQ) of the
     Hessian at each cell's theta_0, one colour per cell."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))

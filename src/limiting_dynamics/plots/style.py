@@ -24,7 +24,7 @@ HP_LABELS = {
 }
 
 
-def setup(context: str = "paper") -> None:
+def setup(context: str) -> None:
     sns.set_theme(context=context, style="ticks", palette="colorblind")
 
 

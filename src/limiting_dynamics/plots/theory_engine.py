@@ -25,7 +25,7 @@ def _title(c: xr.Dataset) -> str:
     return f"β={c.attrs['momentum']:g} ({c.attrs['sampling']})"
 
 
-def phase_space(cells, tables, path, dpi: int = 150) -> None:
+def phase_space(cells, tables, path, dpi: int) -> None:
     """Position and velocity along the top eigenvectors from the displaced start:
     simulated chains, their mean, and the exact theory's mean with a 95% band."""
     chosen = _by_sampling(cells, "replacement")
@@ -82,7 +82,7 @@ def phase_space(cells, tables, path, dpi: int = 150) -> None:
     save(fig, path, dpi)
 
 
-def frequency(cells, tables, path, dpi: int = 150) -> None:
+def frequency(cells, tables, path, dpi: int) -> None:
     """Spectral peak of the chains' fluctuations along each top mode against its
     eigenvalue, with the discrete and continuous theory, one panel per momentum."""
     chosen = _by_sampling(cells, "replacement")
@@ -143,7 +143,7 @@ def spectral_peak(series: np.ndarray, pad: int = 8) -> float:
     return float(freq[1:][np.argmax(mean[1:])])
 
 
-def theory_vs_simulation(cells, tables, path, dpi: int = 150) -> None:
+def theory_vs_simulation(cells, tables, path, dpi: int) -> None:
     table = pd.concat([t for t in tables if "z_discrete" in t.columns], ignore_index=True)
     cont = next(t for t in tables if "lr_lam" in t.columns)
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
@@ -254,7 +254,7 @@ def theory_vs_simulation(cells, tables, path, dpi: int = 150) -> None:
     save(fig, path, dpi)
 
 
-def sampling(cells, tables, path, dpi: int = 150) -> None:
+def sampling(cells, tables, path, dpi: int) -> None:
     """Reshuffled vs i.i.d. batches: variance along the top modes over time."""
     chosen = _by_sampling(cells, "reshuffle")
     fig, axes = plt.subplots(1, len(chosen), figsize=(4.8 * len(chosen), 4), squeeze=False)
@@ -302,7 +302,7 @@ def ou_example():
     return h, d, sigma, q
 
 
-def ou_currents(path, dpi: int = 150) -> None:
+def ou_currents(path, dpi: int) -> None:
     h, d, sigma, q = ou_example()
     prec = np.linalg.inv(sigma)
     g = np.linspace(-3, 3, 121)
@@ -355,7 +355,7 @@ def power_law_exponent(
     return steps, msd, float(c)
 
 
-def power_law(path, dpi: int = 150) -> None:
+def power_law(path, dpi: int) -> None:
     fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
     pal = sns.color_palette()
     base = Hyperparameters(lr=0.1, batch_size=32, momentum=0.9, weight_decay=0.0)

@@ -110,7 +110,6 @@ def cmd_eigenvector_drift(a) -> None:
     vectors = torch.tensor(h.hessian_eigenvectors.values[:k], dtype=torch.float32, device=device)
     eig = h.hessian_eigenvalues.values[:k]
     batches, n_samples, chunk, label_noise = hessian_loss(p, d)
-    loss = hessian.expected_loss(label_noise)
     steps = [0] + sorted(int(s) for s in cfg["drift_steps"])
     # at theta_0 the Hessian stage's own Lanczos pairs: u^T H u = lam, residual |beta_m s_m| / lam
     rq0, res0 = eig, np.abs(h.hessian_eigenvalue_residual.values[:k]) / np.abs(eig)
@@ -126,14 +125,7 @@ def cmd_eigenvector_drift(a) -> None:
         numerics=training.Numerics.from_config(p["numerics"]),
     )
     _, along_rq, along_res = eigenvector_drift.track_eigenvectors(
-        replayed,
-        vectors,
-        batches,
-        bn_mode=cfg["bn_mode"],
-        device=device,
-        loss=loss,
-        reuse_graph=bool(cfg["reuse_graph"]),
-        log=log,
+        replayed, vectors, lambda m: hessian.operator_for(m, batches, cfg, label_noise, device), log=log
     )
     rq, res = np.vstack([rq0[None], along_rq]), np.vstack([res0[None], along_res])
     ds = xr.Dataset(
