@@ -1,4 +1,4 @@
-"""The hyperparameter-scaling figure: which cells form each sweep, and seeds as replicates."""
+"""The runs' figures: which cells form each sweep, seeds as replicates, and legends off the data."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 
 from limiting_dynamics.plots import runs as plots
 
@@ -91,3 +92,47 @@ def test_the_figure_without_replicates_keeps_one_point_per_cell(drawn):
     (fig,) = drawn
     labels = fig.axes[0].get_legend_handles_labels()[1]
     assert set(labels) == {"squared distance", "along the spheres", "Brownian (c=1)"}
+
+
+def _flat_runs(levels=(0.01, 0.02, 0.04), seeds=3, steps=2500):
+    """Stationary per-step displacements (noisy, flat) for a few cells, and their summary rows."""
+    rng = np.random.default_rng(0)
+    t = np.arange(1, steps + 1)
+    rows, series = [], []
+    for lr in levels:
+        for s in range(seeds):
+            cell, level = f"lr{lr}_seed{s}", 5e-3 * lr
+            series.append(
+                xr.DataArray(level * rng.gamma(4, 0.25, steps), coords={"step": t}, dims="step").expand_dims(
+                    cell=[cell]
+                )
+            )
+            rows.append(
+                {
+                    "cell": cell,
+                    **DEFAULT,
+                    "lr": lr,
+                    "seed": s,
+                    "stationarity_ratio": 1.2,
+                    "sq_step_in_run_check": 0.95 * level,
+                    "sq_step_equilibrium_check": 1.02 * level,
+                    "measured_over_in_run_check": 1.05,
+                    "measured_over_equilibrium_check": 0.98,
+                }
+            )
+    return xr.Dataset({"sq_step": xr.concat(series, "cell")}), pd.DataFrame(rows).set_index("cell")
+
+
+def test_the_local_displacement_legends_stay_off_the_data(drawn):
+    """Flat series fill a panel at every height, so no place inside it is free: each
+    legend lies wholly outside its panel's plotting area."""
+    traj, summary = _flat_runs()
+    plots.local_displacement(traj, summary, "unused.png", smoothing=200, dpi=60)
+    (fig,) = drawn
+    renderer = fig.canvas.get_renderer()
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == 3
+    for ax in panels:
+        assert len(ax.get_legend().get_texts()) == 5  # three seeds, two checks
+        legend, area = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+        assert not legend.overlaps(area), (legend, area)

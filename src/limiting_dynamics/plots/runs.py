@@ -32,11 +32,11 @@ def _spread(values) -> str:
     return f"{v.mean():.2f}" if len(v) == 1 else f"{v.mean():.2f} ± {v.std(ddof=1):.2f}"
 
 
-def _seed_panels(summary: pd.DataFrame):
-    """One panel per hyperparameter cell: the figure and, per panel, ``(axis,
-    label, cells, [(cell, summary row, colour)])`` with one colour per seed."""
+def _seed_panels(summary: pd.DataFrame, height: float = 3.2):
+    """One panel per hyperparameter cell (``height`` inches each): the figure and, per panel,
+    ``(axis, label, cells, [(cell, summary row, colour)])`` with one colour per seed."""
     groups = cell_groups(summary)
-    fig, axes = grid(len(groups))
+    fig, axes = grid(len(groups), size=(4.0, height))
     palette = sns.color_palette()
     return fig, [
         (ax, label, cells, [(c, summary.loc[c], palette[i % len(palette)]) for i, c in enumerate(cells)])
@@ -108,8 +108,8 @@ def local_displacement(traj: xr.Dataset, summary: pd.DataFrame, path, smoothing:
     """Per hyperparameter cell: the per-step squared displacement as a rolling
     mean (one colour per seed; its max/min is the stationarity ratio) and the
     two consistency checks of its stationary level (means over seeds; the prediction
-    from independent noise is in the predictions table)."""
-    fig, panels = _seed_panels(summary)
+    from independent noise is in the predictions table). The legends sit below the panels."""
+    fig, panels = _seed_panels(summary, height=4.6)
     for ax, label, cells, seeds in panels:
         for cell, row, color in seeds:
             t, y = _series(traj, "sq_step", cell)
@@ -149,6 +149,8 @@ def local_displacement(traj: xr.Dataset, summary: pd.DataFrame, path, smoothing:
         path,
         dpi,
         fontsize=10,
+        loc="upper center",  # below the panel: the series fill the panel's width at every height
+        bbox_to_anchor=(0.5, -0.2),
     )
 
 
