@@ -231,6 +231,7 @@ STAGE_PARAMS = {  # rule: (config section the JSON starts from, or None; values 
                         "draws",
                         "batch_size",
                         "bn_mode",
+                        "precision",
                         "reuse_graph",
                         "drift_modes",
                         "seed",
