@@ -47,7 +47,7 @@ def bulk_noise_curvature(p: dict, d, model, batches, device, ds) -> dict:
     label_noise = float(p["label_noise"])
     op = hessian.operator_for(model, batches, cfg, label_noise, device)
     draws = d.train_batches(int(p["cell_batch_size"]), BatchDrawing.from_settings(p), int(cfg["seed"]) + 1)
-    top = torch.tensor(ds.hessian_eigenvectors.values, dtype=torch.float32, device=device)
+    top = torch.tensor(ds.hessian_eigenvectors.values, dtype=op.dtype, device=device)
     start = time.perf_counter()
     out = noise.bulk_noise_curvature(
         model.to(device), draws, int(cfg["bulk_noise_batches"]), top, op.matvec, bn_mode=cfg["bn_mode"]
@@ -107,7 +107,7 @@ def cmd_eigenvector_drift(a) -> None:
     device, d, model, start = theta0(a, p, with_checkpoint=True)
     h = open_result(a.hessian, "hessian")
     k = min(int(cfg["drift_modes"]), h.sizes["mode"])
-    vectors = torch.tensor(h.hessian_eigenvectors.values[:k], dtype=torch.float32, device=device)
+    vectors = torch.tensor(h.hessian_eigenvectors.values[:k], dtype=hessian.PRECISIONS[cfg["precision"]], device=device)
     eig = h.hessian_eigenvalues.values[:k]
     batches, n_samples, chunk, label_noise = hessian_loss(p, d)
     steps = [0] + sorted(int(s) for s in cfg["drift_steps"])
