@@ -76,3 +76,55 @@ def test_cells_that_differ_in_one_hyperparameter_get_different_labels(drawn):
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert len(labels) == 2 and len(set(labels)) == 2
     assert any("wd=0.005" in s for s in labels) and any("wd=0.001" in s for s in labels)
+
+
+def _legend_colours(fig) -> list[tuple]:
+    return [tuple(np.round(h.get_facecolor()[0][:3], 3)) for h in fig.legends[0].legend_handles]
+
+
+def test_every_run_has_its_own_colour_across_the_families(drawn):
+    """Two spherical and two quadratic runs: four legend entries, four colours (a palette
+    per family once gave the first run of each family the same colour)."""
+    cells = [
+        _cell(5, 1.0, 1.0, seed=0),
+        _cell(5, 1.0, 1.0, seed=1),
+        _cell(10, 1.0, 1.0, family="quadratic", lr=1e-4, momentum=0.99, weight_decay=5e-4),
+        _cell(10, 1.0, 1.0, family="quadratic", lr=7e-5, momentum=0.99, weight_decay=5e-4),
+    ]
+    figure.theory_modes(cells, _predictions(), "unused.png", dpi=60)
+    (fig,) = drawn
+    colours = _legend_colours(fig)
+    assert len(colours) == 4 and len(set(colours)) == 4
+
+
+def _with_failed_fit(ds: xr.Dataset, mode_index: int) -> xr.Dataset:
+    """The oscillator fit of one mode found no oscillation: its frequency sits at the search's bound."""
+    converged = np.ones(ds.sizes["mode"], np.int8)
+    converged[mode_index] = 0
+    freq = ds.oscillation_frequency_measured.values.copy()
+    freq[mode_index] = 1e-4 / (2 * np.pi)
+    return ds.assign(oscillator_fit_converged=("mode", converged), oscillation_frequency_measured=("mode", freq))
+
+
+def test_a_fit_that_found_no_oscillation_is_marked_on_the_edge_not_drawn_at_the_bound(drawn):
+    cells = [_with_failed_fit(_cell(10, 1.0, 1.0, family="quadratic", lr=1e-4, momentum=0.99), 0)]
+    figure.theory_modes(cells, _predictions(), "unused.png", dpi=60)
+    figure.theory_validity(cells, "unused.png", dpi=60)
+    modes_fig, validity_fig = drawn
+    freq_ax = modes_fig.axes[2]
+    data_points = [c.get_offsets() for c in freq_ax.collections if c.get_offset_transform() == freq_ax.transData]
+    y = np.concatenate(data_points)[:, 1]
+    assert y.size == 9 and y.min() > 1e-4 / 2  # the nine modes whose fit found an oscillation, none at the bound
+    edge = [c for c in freq_ax.collections if c.get_offset_transform() != freq_ax.transData]
+    assert [c.get_offsets().shape[0] for c in edge] == [1]
+    assert "1 fits found no oscillation" in freq_ax.get_title()
+    assert freq_ax.get_ylim()[0] > 1e-4 / 4  # the axis is not stretched down to the bound
+    ratio_ax = validity_fig.axes[3]
+    ratios = np.concatenate(
+        [c.get_offsets() for c in ratio_ax.collections if c.get_offset_transform() == ratio_ax.transData]
+    )
+    assert np.nanmin(ratios[:, 1]) > 0.5  # the failed fit's ratio (1e-4 of the prediction) is not drawn
+    assert (
+        sum(c.get_offsets().shape[0] for c in ratio_ax.collections if c.get_offset_transform() != ratio_ax.transData)
+        == 1
+    )

@@ -30,6 +30,30 @@ DEFAULT_MODES = 5  # the spherical default cell's modes the tables and figures c
 QUADRATIC_MODES = 10  # the quadratic family's
 
 
+def _run_colours(cells: list[xr.Dataset]) -> dict[str, tuple]:
+    """One colour per run over every family drawn, so a colour names one run in every panel."""
+    labels = list(dict.fromkeys(_cell_label(ds) for ds in cells))
+    palette = sns.color_palette("tab10" if len(labels) <= 10 else "husl", len(labels))
+    return dict(zip(labels, palette))
+
+
+def _fit_found_oscillation(sel: xr.Dataset) -> np.ndarray:
+    """Per mode, whether the oscillator fit found an oscillation (files without the flag: all)."""
+    if "oscillator_fit_converged" in sel:
+        return sel.oscillator_fit_converged.values > 0
+    return np.ones(sel.sizes["mode"], bool)
+
+
+def _on_bottom_edge(ax, x, color) -> None:
+    """Mark values that have no place on a log axis (a fit that found no oscillation
+    stops at the bound of its search) on the axes' bottom edge at their x."""
+    x = np.asarray(x, float)
+    if x.size:
+        ax.scatter(
+            x, np.full(x.shape, 0.0), transform=ax.get_xaxis_transform(), marker="v", s=30, color=color, clip_on=False
+        )
+
+
 def _identity(ax, values) -> None:
     v = np.asarray([x for x in np.ravel(values) if np.isfinite(x) and x > 0])
     if v.size:
@@ -51,10 +75,11 @@ def theory_modes(cells: list[xr.Dataset], predictions: pd.DataFrame, path, dpi: 
     families = [f for f in ("spherical", "quadratic") if any(_family(ds) == f and "mode" in ds.dims for ds in cells)]
     fig, axes = plt.subplots(max(1, len(families)), 4, figsize=(18, 4.4 * max(1, len(families))), squeeze=False)
     handles = {}
+    colours = _run_colours([ds for ds in cells if _family(ds) in families and "mode" in ds.dims])
     for row, fam in enumerate(families):
         group = [ds for ds in cells if _family(ds) == fam and "mode" in ds.dims]
         n = DEFAULT_MODES if fam == "spherical" else QUADRATIC_MODES
-        colors = sns.color_palette("viridis", len(group))
+        colors = [colours[_cell_label(ds)] for ds in group]
         for (key, title), ax in zip(
             (
                 ("position_var", "position variance $u_i^T\\theta$"),
@@ -63,13 +88,19 @@ def theory_modes(cells: list[xr.Dataset], predictions: pd.DataFrame, path, dpi: 
             ),
             axes[row],
         ):
-            allv, ratios = [], []
+            allv, ratios, lost = [], [], 0
             for ds, color in zip(group, colors):
                 sel = ds.isel(mode=slice(0, n))
                 keep = (
                     sel.underdamped.values > 0 if key == "oscillation_frequency" else np.ones(sel.sizes["mode"], bool)
                 )
                 x, y = sel[f"{key}_predicted"].values[keep], sel[f"{key}_measured"].values[keep]
+                ratios.append(y / x)  # the median counts every compared mode, as the results page does
+                if key == "oscillation_frequency":  # a fit that found no oscillation has no frequency to draw
+                    found = _fit_found_oscillation(sel)[keep]
+                    _on_bottom_edge(ax, x[~found], color)
+                    lost += int((~found).sum())
+                    x, y = x[found], y[found]
                 h = ax.scatter(x, y, s=16, color=color)
                 handles.setdefault(_cell_label(ds), h)
                 if f"{key}_in_run_check" in sel:
@@ -77,14 +108,14 @@ def theory_modes(cells: list[xr.Dataset], predictions: pd.DataFrame, path, dpi: 
                     ax.scatter(xs, y, s=16, facecolors="none", edgecolors=color, lw=0.6)
                     allv.append(xs)
                 allv += [x, y]
-                ratios.append(y / x)
             _identity(ax, np.concatenate(allv) if allv else [])
             ratio = np.concatenate(ratios) if ratios else np.array([np.nan])
             ax.set(
                 xlabel="predicted (exact discrete theory)",
                 ylabel="measured",
                 title=f"{fam}: {title}\nmedian measured/predicted {np.nanmedian(ratio):.2g} "
-                f"(top {n} modes, {len(group)} runs)",
+                f"(top {n} modes, {len(group)} runs)"
+                + (f"\n▼ on the bottom edge: {lost} fits found no oscillation" if lost else ""),
             )
             ax.title.set_fontsize(9)
     ax = axes[0, 3]
@@ -154,7 +185,8 @@ def theory_validity(cells: list[xr.Dataset], path, dpi: int) -> None:
         ),
         (
             "oscillation_frequency_measured_over_predicted",
-            "frequency measured / predicted (underdamped)\nbars: ± 2 Cramér-Rao sd of one window",
+            "frequency measured / predicted (underdamped)\nbars: ± 2 Cramér-Rao sd of one window; "
+            "red ▼: fit found no oscillation",
         ),
     )
     for ds in cells:
@@ -174,8 +206,12 @@ def theory_validity(cells: list[xr.Dataset], path, dpi: int) -> None:
                 sel.oscillation_frequency_measured / sel.oscillation_frequency_predicted
             ).where(sel.underdamped > 0),
         }
+        found = _fit_found_oscillation(sel)
         for ax, (key, _) in zip(axes[1:], panels):
             r = ratios[key].values
+            if key.startswith("oscillation"):  # no oscillation found: on the bottom edge, not at the search's bound
+                _on_bottom_edge(ax, np.full(int((np.isfinite(r) & ~found).sum()), lr), "C3")
+                r = np.where(found, r, np.nan)
             ax.scatter(np.full(r.shape, lr), r, marker=markers[fam], s=12, color="C0", alpha=0.6)
             if key.startswith("oscillation") and "oscillation_frequency_cramer_rao" in sel:
                 # what one window allows: two Cramer-Rao standard deviations about each measured ratio
