@@ -185,8 +185,8 @@ def theory_validity(cells: list[xr.Dataset], path, dpi: int) -> None:
         ),
         (
             "oscillation_frequency_measured_over_predicted",
-            "frequency measured / predicted (underdamped)\nbars: ± 2 Cramér-Rao sd of one window; "
-            "red ▼: fit found no oscillation",
+            "frequency measured / predicted (underdamped)\nbars: ± 2 Cramér-Rao sd of one window\n"
+            "red ▼ on the edge: the fit found no oscillation",
         ),
     )
     for ds in cells:
