@@ -1,11 +1,12 @@
-"""The targets table of two results pages side by side (run by hand).
+"""The targets table of two or more results pages side by side (run by hand).
 
-    python bench/compare_targets.py PAGE_A PAGE_B [--names NAME_A NAME_B]
+    python bench/compare_targets.py PAGE_A PAGE_B [PAGE_C ...] [--names NAME_A NAME_B ...]
 
 Reads the "## Targets" table that ``limiting-dynamics tables`` writes at the
 top of each page and prints one Markdown table: each target, what each page
-measured and whether it was met, and whether the verdict is the same. Use it
-to see which findings hold on two machines (or seeds, or commits).
+measured and whether it was met, and whether the verdict is the same on every
+page. Use it to see which findings hold on several machines (or seeds, or
+commits).
 """
 
 from __future__ import annotations
@@ -43,18 +44,22 @@ def targets(page: Path) -> dict[str, tuple[str, str]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("a", type=Path)
-    ap.add_argument("b", type=Path)
-    ap.add_argument("--names", nargs=2, default=("A", "B"))
+    ap.add_argument("pages", type=Path, nargs="+")
+    ap.add_argument("--names", nargs="+")
     args = ap.parse_args()
-    a, b = targets(args.a), targets(args.b)
-    na, nb = args.names
-    print(f"| target | {na} | met | {nb} | met | same verdict |")
-    print("|---|---|---|---|---|---|")
-    for key in list(a) + [k for k in b if k not in a]:
-        ma, oka = a.get(key, ("(absent)", ""))
-        mb, okb = b.get(key, ("(absent)", ""))
-        print(f"| {key} | {ma} | {oka} | {mb} | {okb} | {'yes' if oka == okb else '**no**'} |")
+    if len(args.pages) < 2:
+        ap.error("give at least two pages")
+    names = args.names or [chr(ord("A") + i) for i in range(len(args.pages))]
+    if len(names) != len(args.pages):
+        ap.error(f"{len(args.pages)} pages but {len(names)} names")
+    tables = [targets(page) for page in args.pages]
+    keys = list(dict.fromkeys(k for t in tables for k in t))
+    print("| target | " + " | ".join(f"{n} | met" for n in names) + " | same verdict |")
+    print("|---|" + "---|---|" * len(names) + "---|")
+    for key in keys:
+        cells = [t.get(key, ("(absent)", "")) for t in tables]
+        same = len({ok for _, ok in cells}) == 1
+        print(f"| {key} | " + " | ".join(f"{m} | {ok}" for m, ok in cells) + f" | {'yes' if same else '**no**'} |")
 
 
 if __name__ == "__main__":

@@ -421,3 +421,20 @@ def test_the_first_problem_is_raised_with_a_count_of_the_rest(n_errors, suffix):
         "config key 'analysis.fit_window': value [0.9, 0.1] is not allowed: "
         "must be [start, end] with start < end (fractions of the run)" + suffix
     )
+
+
+def test_the_quadratic_lr_scan_overlay_is_valid_and_plans_its_cells():
+    """config/quadratic_lr_scan.yaml on top of the default: valid, the default cell and
+    one quadratic cell per learning rate, one seed each, nothing else."""
+    import yaml
+    from conftest import REPO
+    from snakemake.utils import update_config
+
+    from limiting_dynamics.config import all_cells, quadratic_cells
+
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    update_config(cfg, yaml.safe_load((REPO / "config" / "quadratic_lr_scan.yaml").read_text()))
+    check_config(cfg, SCHEMA)
+    lrs = cfg["cells"]["quadratic"]["lr"]
+    assert sorted(hp.lr for hp in quadratic_cells(cfg)) == sorted(lrs)
+    assert len(all_cells(cfg)) == len(lrs) + 1 and {hp.seed for hp in all_cells(cfg)} == {0}

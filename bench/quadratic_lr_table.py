@@ -1,0 +1,77 @@
+"""Per learning rate of the quadratic family: where its per-mode theory can be tested
+(run by hand on a finished run, e.g. of ``config/quadratic_lr_scan.yaml``).
+
+    python bench/quadratic_lr_table.py results/analysis
+
+Prints one Markdown row per learning rate over the top ``--modes`` modes of every
+seed: the span of ``lr lam``, how many modes oscillate, how long the top-5
+eigenvectors of theta_0 stay eigenvectors, how many periods of mode 1 the mode
+window holds, the oscillator fits (found / underdamped, median measured/predicted
+frequency and median |error| over those found, the median Cramér-Rao bound of one
+window), the median measured/predicted position variance beside what one window
+of that length expects of it (``theory.window_variance_scatter``), and the median
+measured/predicted velocity variance.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def _median(g: pd.DataFrame, column: str) -> str:
+    return f"{g[column].median():.2f}"
+
+
+def table(modes: pd.DataFrame, summary: pd.DataFrame, predictions: pd.DataFrame, n_modes: int) -> pd.DataFrame:
+    runs = summary.set_index("cell")[["lr", "family"]].join(predictions.set_index("cell")[["mode_window_end"]])
+    quad = runs[runs["family"] == "quadratic"]
+    m = modes[modes["cell"].isin(quad.index) & (modes["mode"] <= n_modes)].copy()
+    m["lr"] = quad["lr"].reindex(m["cell"]).values
+    window = quad["mode_window_end"].reindex(m["cell"]).values  # the window starts at step 1 (results page)
+    m["periods"] = window * m["oscillation_frequency_predicted"]
+    rows = []
+    for lr, g in m.groupby("lr"):
+        osc = g[g["underdamped"] > 0]
+        found = osc[osc["oscillator_fit_converged"] > 0]
+        ratio = found["oscillation_frequency_measured_over_predicted"]
+        lam_lr = lr * g["eigenvalue"]
+        rows.append(
+            {
+                "lr": f"{lr:g}",
+                "lr x lam": f"{lam_lr.min():.2g}-{lam_lr.max():.2g}",
+                "underdamped": f"{len(osc)} of {len(g)}",
+                "top-5 valid up to step (shortest)": int(g[g["mode"] <= 5]["valid_steps"].min()),
+                "periods of mode 1 in the window": f"{g[g['mode'] == 1]['periods'].min():.1f}",
+                "fits that found an oscillation": f"{len(found)} of {len(osc)}",
+                "frequency measured / predicted (median, range)": (
+                    f"{ratio.median():.2f} [{ratio.min():.2f}, {ratio.max():.2f}]" if len(found) else "-"
+                ),
+                "median frequency error": f"{100 * (ratio - 1).abs().median():.0f}%" if len(found) else "-",
+                "median Cramér-Rao bound": f"{100 * osc['oscillation_frequency_cramer_rao'].median():.0f}%",
+                "position var. measured / predicted (median)": _median(g, "position_var_measured_over_predicted"),
+                "one window expects (median)": _median(g, "position_var_window_bias"),
+                "velocity var. measured / predicted (median)": _median(g, "velocity_var_measured_over_predicted"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("analysis", type=Path, help="a run's results/analysis (modes.csv, summary.csv, predictions.csv)")
+    ap.add_argument("--modes", dest="n_modes", type=int, default=10)
+    a = ap.parse_args()
+    t = table(*(pd.read_csv(a.analysis / f"{name}.csv") for name in ("modes", "summary", "predictions")), a.n_modes)
+    print("| " + " | ".join(t.columns) + " |")
+    print("|" + "---|" * len(t.columns))
+    for row in t.itertuples(index=False):
+        print("| " + " | ".join(str(v) for v in row) + " |")
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()

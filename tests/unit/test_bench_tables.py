@@ -1,0 +1,75 @@
+"""The hand-run table scripts under bench/ that docs/measurements.md quotes, on small frames."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pandas as pd
+from conftest import REPO
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quadratic_lr_table_counts_fits_and_leaves_failed_ones_out_of_the_frequency():
+    lr_table = _load("quadratic_lr_table")
+    summary = pd.DataFrame(
+        {"cell": ["a", "b", "d"], "lr": [1e-4, 2e-4, 0.02], "family": ["quadratic", "quadratic", "spherical"]}
+    )
+    predictions = pd.DataFrame({"cell": ["a", "b", "d"], "mode_window_end": [2000, 2000, 625]})
+    rows = []
+    for cell in "abd":
+        for mode, (found, ratio) in enumerate([(1, 1.2), (0, 0.01), (1, 0.9)], start=1):
+            rows.append(
+                {
+                    "cell": cell,
+                    "mode": mode,
+                    "eigenvalue": 2.0 / mode,
+                    "underdamped": 1,
+                    "valid_steps": 2000 if cell == "a" else 300,
+                    "oscillation_frequency_predicted": 0.002,
+                    "oscillator_fit_converged": found,
+                    "oscillation_frequency_measured_over_predicted": ratio,
+                    "oscillation_frequency_cramer_rao": 0.2,
+                    "position_var_measured_over_predicted": 0.5 * mode,
+                    "position_var_window_bias": 0.9,
+                    "velocity_var_measured_over_predicted": 1.0,
+                }
+            )
+    t = lr_table.table(pd.DataFrame(rows), summary, predictions, n_modes=10).set_index("lr")
+    assert list(t.index) == ["0.0001", "0.0002"]  # the spherical cell is left out
+    a = t.loc["0.0001"]
+    assert a["fits that found an oscillation"] == "2 of 3"
+    assert a["frequency measured / predicted (median, range)"] == "1.05 [0.90, 1.20]"  # the failed fit is not in it
+    assert a["median frequency error"] == "15%"
+    assert a["periods of mode 1 in the window"] == "4.0"
+    assert a["lr x lam"] == "6.7e-05-0.0002"
+    assert t.loc["0.0002", "top-5 valid up to step (shortest)"] == 300
+    assert a["position var. measured / predicted (median)"] == "1.00"
+
+
+def _page(path, rows):
+    lines = ["# page", "", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {name} | {measured} | {met} |" for name, measured, met in rows]
+    lines += ["", "## Next"]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def test_compare_targets_agrees_only_when_every_page_has_the_same_verdict(tmp_path, monkeypatch, capsys):
+    compare = _load("compare_targets")
+    pages = [
+        _page(tmp_path / "a.md", [("x in [0.8, 1.25] (3 runs)", "0.9", "yes"), ("y", "1", "no")]),
+        _page(tmp_path / "b.md", [("x in [0.8, 1.25] (4 runs)", "0.95", "yes"), ("y", "2", "no")]),
+        _page(tmp_path / "c.md", [("x in [0.8, 1.25]", "0.7", "no"), ("y", "3", "no")]),
+    ]
+    monkeypatch.setattr("sys.argv", ["compare_targets", *map(str, pages), "--names", "A", "B", "C"])
+    compare.main()
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "| target | A | met | B | met | C | met | same verdict |"
+    assert out[2] == "| x in [0.8, 1.25] | 0.9 | yes | 0.95 | yes | 0.7 | no | **no** |"  # counts dropped, rows matched
+    assert out[3] == "| y | 1 | no | 2 | no | 3 | no | yes |"
