@@ -10,7 +10,10 @@ window holds, the oscillator fits (found / underdamped, median measured/predicte
 frequency and median |error| over those found, the median Cramér-Rao bound of one
 window), the median measured/predicted position variance beside what one window
 of that length expects of it (``theory.window_variance_scatter``), and the median
-measured/predicted velocity variance.
+measured/predicted velocity variance; and the lag-MSD over the mode window
+against its prediction with nothing calibrated (through the sketch, time
+averaged) and the exact distance from theta_0 with its largest deviation in
+standard deviations of its predicted scatter.
 """
 
 from __future__ import annotations
@@ -26,8 +29,20 @@ def _median(g: pd.DataFrame, column: str) -> str:
     return f"{g[column].median():.2f}"
 
 
+def _span(cells: pd.DataFrame, stem: str) -> str:
+    """Smallest minimum to largest maximum over the cells (seeds) of one learning rate."""
+    return f"{cells[f'{stem}_min'].min():.2f}-{cells[f'{stem}_max'].max():.2f}"
+
+
 def table(modes: pd.DataFrame, summary: pd.DataFrame, predictions: pd.DataFrame, n_modes: int) -> pd.DataFrame:
-    runs = summary.set_index("cell")[["lr", "family"]].join(predictions.set_index("cell")[["mode_window_end"]])
+    lag = [
+        "lag_msd_ratio_mode_window_min",
+        "lag_msd_ratio_mode_window_max",
+        "lag_msd_exact_ratio_mode_window_min",
+        "lag_msd_exact_ratio_mode_window_max",
+        "lag_msd_exact_z_mode_window_max",
+    ]
+    runs = summary.set_index("cell")[["lr", "family"]].join(predictions.set_index("cell")[["mode_window_end", *lag]])
     quad = runs[runs["family"] == "quadratic"]
     m = modes[modes["cell"].isin(quad.index) & (modes["mode"] <= n_modes)].copy()
     m["lr"] = quad["lr"].reindex(m["cell"]).values
@@ -39,6 +54,7 @@ def table(modes: pd.DataFrame, summary: pd.DataFrame, predictions: pd.DataFrame,
         found = osc[osc["oscillator_fit_converged"] > 0]
         ratio = found["oscillation_frequency_measured_over_predicted"]
         lam_lr = lr * g["eigenvalue"]
+        cells = quad[quad["lr"] == lr]
         rows.append(
             {
                 "lr": f"{lr:g}",
@@ -55,6 +71,9 @@ def table(modes: pd.DataFrame, summary: pd.DataFrame, predictions: pd.DataFrame,
                 "position var. measured / predicted (median)": _median(g, "position_var_measured_over_predicted"),
                 "one window expects (median)": _median(g, "position_var_window_bias"),
                 "velocity var. measured / predicted (median)": _median(g, "velocity_var_measured_over_predicted"),
+                "lag-MSD measured / predicted (sketch)": _span(cells, "lag_msd_ratio_mode_window"),
+                "distance from theta_0 measured / predicted (exact)": _span(cells, "lag_msd_exact_ratio_mode_window"),
+                "its largest deviation (sd)": f"{cells['lag_msd_exact_z_mode_window_max'].max():.1f}",
             }
         )
     return pd.DataFrame(rows)

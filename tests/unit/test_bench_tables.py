@@ -20,7 +20,17 @@ def test_quadratic_lr_table_counts_fits_and_leaves_failed_ones_out_of_the_freque
     summary = pd.DataFrame(
         {"cell": ["a", "b", "d"], "lr": [1e-4, 2e-4, 0.02], "family": ["quadratic", "quadratic", "spherical"]}
     )
-    predictions = pd.DataFrame({"cell": ["a", "b", "d"], "mode_window_end": [2000, 2000, 625]})
+    predictions = pd.DataFrame(
+        {
+            "cell": ["a", "b", "d"],
+            "mode_window_end": [2000, 2000, 625],
+            "lag_msd_ratio_mode_window_min": [0.9, 0.8, 0.5],
+            "lag_msd_ratio_mode_window_max": [1.1, 1.2, 1.5],
+            "lag_msd_exact_ratio_mode_window_min": [0.85, 0.7, 0.5],
+            "lag_msd_exact_ratio_mode_window_max": [1.05, 1.0, 1.5],
+            "lag_msd_exact_z_mode_window_max": [2.0, 9.0, 30.0],
+        }
+    )
     rows = []
     for cell in "abd":
         for mode, (found, ratio) in enumerate([(1, 1.2), (0, 0.01), (1, 0.9)], start=1):
@@ -50,6 +60,8 @@ def test_quadratic_lr_table_counts_fits_and_leaves_failed_ones_out_of_the_freque
     assert a["lr x lam"] == "6.7e-05-0.0002"
     assert t.loc["0.0002", "top-5 valid up to step (shortest)"] == 300
     assert a["position var. measured / predicted (median)"] == "1.00"
+    assert a["lag-MSD measured / predicted (sketch)"] == "0.90-1.10" and a["its largest deviation (sd)"] == "2.0"
+    assert t.loc["0.0002", "distance from theta_0 measured / predicted (exact)"] == "0.70-1.00"
 
 
 def _page(path, rows):
