@@ -4,10 +4,12 @@ workflow in a temporary directory, run with the real Snakemake."""
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,28 @@ PLAIN_NUMERICS = {"channels_last": False, "autocast": "none", "compile_model": F
 @pytest.fixture
 def tiny_config() -> dict:
     return copy.deepcopy(TINY)
+
+
+@functools.cache
+def _no_slurm_controller_bin() -> str:
+    """A directory holding an ``scontrol`` that fails at once. Snakemake collects its
+    executor plugins at every start, and the SLURM plugin then runs ``scontrol show
+    config``; where SLURM's client tools are installed but no controller runs (CI
+    installs SLURM for tests/integration/test_slurm.py, which starts its own), that
+    call waits about 9 s for each Snakemake process. Runs that do not use SLURM put
+    this directory first on their PATH; the SLURM test does not."""
+    d = Path(tempfile.mkdtemp(prefix="no-slurm-controller-"))
+    exe = d / "scontrol"
+    exe.write_text("#!/bin/sh\necho 'no SLURM controller in this test' >&2\nexit 1\n")
+    exe.chmod(0o755)
+    return str(d)
+
+
+def run_path(slurm: bool = False) -> str:
+    """PATH for a process the tests start: this interpreter's scripts first (snakemake,
+    limiting-dynamics), and unless ``slurm``, an ``scontrol`` that fails at once."""
+    parts = ([] if slurm else [_no_slurm_controller_bin()]) + [str(Path(sys.executable).parent), os.environ["PATH"]]
+    return os.pathsep.join(parts)
 
 
 def _snakemake_exe() -> str:
@@ -44,8 +68,8 @@ class Workflow:
     def write_config(self, config: dict) -> None:
         (self.root / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
-    def _env(self) -> dict:
-        return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **self.env}
+    def _env(self, slurm: bool = False) -> dict:
+        return {**os.environ, "PATH": run_path(slurm), **self.env}
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run(

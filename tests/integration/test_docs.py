@@ -16,12 +16,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import run_path
 
 REPO = Path(__file__).resolve().parents[2]
 COMMAND_DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -111,7 +111,7 @@ def _run(block: Block, root: Path) -> subprocess.CompletedProcess:
         **os.environ,
         "REPO": str(REPO),
         "CHECKED": str(root),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PATH": run_path(),
     }
     return subprocess.run(
         ["bash", "-c", PRELUDE + block.code], cwd=work, env=env, capture_output=True, text=True, timeout=300

@@ -70,7 +70,7 @@ def test_workflow_runs_through_the_slurm_profile_and_survives_a_requeue(cluster,
     cfg["compute"]["checkpoint_steps"] = 100
     wf = Workflow(tmp_path, cfg)
     _test_profile(tmp_path)
-    env = {**wf._env(), "SLURM_CONF": str(cluster.conf)}
+    env = {**wf._env(slurm=True), "SLURM_CONF": str(cluster.conf)}
     start = time.monotonic()
     proc = subprocess.Popen(
         ["timeout", "900", _snakemake_exe(), "--workflow-profile", "testprofile"],

@@ -7,6 +7,7 @@ import collections
 import copy
 import functools
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 import xarray as xr
 import yaml
 from cf_checker import KINDS, check_cf
-from conftest import REPO, SCHEMA, TINY, Workflow
+from conftest import REPO, SCHEMA, TINY, Workflow, run_path
 
 from limiting_dynamics import table_columns
 from limiting_dynamics.figures import FIGURES
@@ -551,7 +552,8 @@ def test_torchvision_resnet18_runs_through_the_pipeline(tmp_path):
 
 def test_lint_and_format_are_clean():
     exe = Path(sys.executable).parent
-    lint = subprocess.run([str(exe / "snakemake"), "--lint"], cwd=REPO, capture_output=True, text=True)
+    env = {**os.environ, "PATH": run_path()}
+    lint = subprocess.run([str(exe / "snakemake"), "--lint"], cwd=REPO, capture_output=True, text=True, env=env)
     assert lint.returncode == 0 and "Lints for" not in lint.stdout + lint.stderr, lint.stdout + lint.stderr
     fmt = subprocess.run(
         [str(exe / "snakefmt"), "--check", "Snakefile", "workflow"], cwd=REPO, capture_output=True, text=True
