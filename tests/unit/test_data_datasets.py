@@ -17,6 +17,15 @@ from limiting_dynamics.errors import DataError
 DIGITS = {"name": "digits", "image_size": 16, "channels": 3, "test_fraction": 0.2, "split_seed": 0}
 
 
+@pytest.mark.parametrize("test_fraction", [0.1, 0.2, 0.25, 0.5])
+def test_the_written_out_digits_class_counts_are_scikit_learns(test_fraction):
+    from sklearn.datasets import load_digits
+
+    counts = np.bincount(load_digits().target)
+    assert tuple(counts.tolist()) == catalog.DIGITS_CLASS_COUNTS
+    assert catalog.n_train_digits(test_fraction) == sum(c - round(test_fraction * c) for c in counts)
+
+
 def test_digits_are_resized_split_stratified_and_round_trip(tmp_path):
     p = data.prepare(DIGITS)
     assert p.x_train.dtype == np.uint8 and p.x_train.shape[1:] == (3, 16, 16)

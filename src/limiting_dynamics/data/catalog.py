@@ -4,8 +4,6 @@ size of the digits split."""
 
 from __future__ import annotations
 
-import numpy as np
-
 CIFAR10_HINT = (
     "download 'CIFAR-10 python version' (cifar-10-python.tar.gz) from "
     "https://www.cs.toronto.edu/~kriz/cifar.html on a machine with internet, unpack it and set "
@@ -21,12 +19,16 @@ IMAGENET_HINT = (
 LOCAL_DATASETS = {"cifar10": CIFAR10_HINT, "imagenet": IMAGENET_HINT}  # name -> how to get what data.path points to
 
 
+# Images per class (0-9) of scikit-learn's digits, 1,797 in all. Written out because the
+# config check runs at every Snakemake start (and, on a cluster, in every job), where
+# importing scikit-learn (and scipy.stats with it) would cost about 0.9 s each time;
+# tests/unit/test_data_datasets.py checks these against scikit-learn's own copy.
+DIGITS_CLASS_COUNTS = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
+
+
 def n_train_digits(test_fraction: float) -> int:
     """Training-set size of the digits split (1,797 images, stratified rounding)."""
-    from sklearn.datasets import load_digits
-
-    counts = np.bincount(load_digits().target)
-    return int(sum(c - round(test_fraction * c) for c in counts))
+    return int(sum(c - round(test_fraction * c) for c in DIGITS_CLASS_COUNTS))
 
 
 def expected_train_size(cfg: dict) -> int | None:
