@@ -4,7 +4,8 @@
     python bench/quadratic_lr_table.py results/analysis
 
 Prints one Markdown row per learning rate over the top ``--modes`` modes of every
-seed: the span of ``lr lam``, how many modes oscillate, how long the top-5
+seed (medians pool the seeds' modes; with several seeds, the range of the seeds'
+own medians follows in brackets): the span of ``lr lam``, how many modes oscillate, how long the top-5
 eigenvectors of theta_0 stay eigenvectors, how many periods of mode 1 the mode
 window holds, the oscillator fits (found / underdamped, median measured/predicted
 frequency and median |error| over those found, the median Cramér-Rao bound of one
@@ -25,12 +26,28 @@ import pandas as pd
 
 
 def _median(g: pd.DataFrame, column: str) -> str:
-    return f"{g[column].median():.2f}"
+    """Median over the modes of every seed; with several seeds, the range of the
+    seeds' own medians after it."""
+    return _with_seed_range(g, lambda x: x[column].median(), "{:.2f}")
+
+
+def _with_seed_range(g: pd.DataFrame, stat, fmt: str) -> str:
+    """``stat`` of the pooled modes, then, where ``g`` holds several cells (seeds), the
+    smallest and largest ``stat`` of one cell's modes in brackets."""
+    text = fmt.format(stat(g))
+    if g["cell"].nunique() > 1:
+        per_seed = [stat(c) for _, c in g.groupby("cell")]
+        text += f" [{fmt.format(min(per_seed))}-{fmt.format(max(per_seed))}]"
+    return text
 
 
 def _span(cells: pd.DataFrame, stem: str) -> str:
     """Smallest minimum to largest maximum over the cells (seeds) of one learning rate."""
     return f"{cells[f'{stem}_min'].min():.2f}-{cells[f'{stem}_max'].max():.2f}"
+
+
+def _median_frequency_error(found: pd.DataFrame) -> float:
+    return 100 * (found["oscillation_frequency_measured_over_predicted"] - 1).abs().median()
 
 
 def table(modes: pd.DataFrame, summary: pd.DataFrame, predictions: pd.DataFrame, n_modes: int) -> pd.DataFrame:
@@ -65,7 +82,9 @@ def table(modes: pd.DataFrame, summary: pd.DataFrame, predictions: pd.DataFrame,
                 "frequency measured / predicted (median, range)": (
                     f"{ratio.median():.2f} [{ratio.min():.2f}, {ratio.max():.2f}]" if len(found) else "-"
                 ),
-                "median frequency error": f"{100 * (ratio - 1).abs().median():.0f}%" if len(found) else "-",
+                "median frequency error": (
+                    _with_seed_range(found, _median_frequency_error, "{:.0f}%") if len(found) else "-"
+                ),
                 "median Cramér-Rao bound": f"{100 * osc['oscillation_frequency_cramer_rao'].median():.0f}%",
                 "position var. measured / predicted (median)": _median(g, "position_var_measured_over_predicted"),
                 "one window expects (median)": _median(g, "position_var_window_bias"),

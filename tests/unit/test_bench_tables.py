@@ -64,6 +64,44 @@ def test_quadratic_lr_table_counts_fits_and_leaves_failed_ones_out_of_the_freque
     assert t.loc["0.0002", "distance from theta_0 measured / predicted (exact)"] == "0.70-1.00"
 
 
+def test_quadratic_lr_table_gives_the_range_of_the_seeds_medians():
+    lr_table = _load("quadratic_lr_table")
+    cells = ["s0", "s1", "s2"]
+    summary = pd.DataFrame({"cell": cells, "lr": [1e-4] * 3, "family": ["quadratic"] * 3})
+    predictions = pd.DataFrame(
+        {
+            "cell": cells,
+            "mode_window_end": [2000] * 3,
+            **{f"lag_msd_ratio_mode_window_{e}": [1.0] * 3 for e in ("min", "max")},
+            **{f"lag_msd_exact_ratio_mode_window_{e}": [1.0] * 3 for e in ("min", "max")},
+            "lag_msd_exact_z_mode_window_max": [1.0] * 3,
+        }
+    )
+    rows = [
+        {
+            "cell": cell,
+            "mode": mode,
+            "eigenvalue": 1.0,
+            "underdamped": 1,
+            "valid_steps": 2000,
+            "oscillation_frequency_predicted": 0.002,
+            "oscillator_fit_converged": 1,
+            "oscillation_frequency_measured_over_predicted": 1 + 0.1 * (i + 1),  # errors 10, 20, 30%
+            "oscillation_frequency_cramer_rao": 0.2,
+            "position_var_measured_over_predicted": [0.6, 0.8, 1.0][i] * mode,  # seed medians 0.6, 0.8, 1.0
+            "position_var_window_bias": 0.9,
+            "velocity_var_measured_over_predicted": 1.0,
+        }
+        for i, cell in enumerate(cells)
+        for mode in (1, 2, 3)
+    ]
+    # mode 2 is each seed's median position ratio: 1.2, 1.6, 2.0; pooled median 1.6
+    row = lr_table.table(pd.DataFrame(rows), summary, predictions, n_modes=10).iloc[0]
+    assert row["position var. measured / predicted (median)"] == "1.60 [1.20-2.00]"
+    assert row["median frequency error"] == "20% [10%-30%]"
+    assert row["velocity var. measured / predicted (median)"] == "1.00 [1.00-1.00]"
+
+
 def _page(path, rows):
     lines = ["# page", "", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {name} | {measured} | {met} |" for name, measured, met in rows]

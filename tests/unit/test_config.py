@@ -425,7 +425,7 @@ def test_the_first_problem_is_raised_with_a_count_of_the_rest(n_errors, suffix):
 
 def test_the_quadratic_lr_scan_overlay_is_valid_and_plans_its_cells():
     """config/quadratic_lr_scan.yaml on top of the default: valid, the default cell and
-    one quadratic cell per learning rate, one seed each, nothing else."""
+    one quadratic cell per learning rate, three seeds each, nothing else."""
     import yaml
     from conftest import REPO
     from snakemake.utils import update_config
@@ -436,5 +436,5 @@ def test_the_quadratic_lr_scan_overlay_is_valid_and_plans_its_cells():
     update_config(cfg, yaml.safe_load((REPO / "config" / "quadratic_lr_scan.yaml").read_text()))
     check_config(cfg, SCHEMA)
     lrs = cfg["cells"]["quadratic"]["lr"]
-    assert sorted(hp.lr for hp in quadratic_cells(cfg)) == sorted(lrs)
-    assert len(all_cells(cfg)) == len(lrs) + 1 and {hp.seed for hp in all_cells(cfg)} == {0}
+    assert sorted(hp.lr for hp in quadratic_cells(cfg)) == sorted(lrs * 3)
+    assert len(all_cells(cfg)) == 3 * (len(lrs) + 1) and {hp.seed for hp in all_cells(cfg)} == {0, 1, 2}
