@@ -77,7 +77,8 @@ def test_torchvision_resnet18_runs_through_the_pipeline(tmp_path):
         "min_steps": 2,
         "max_steps": 2,
     }
-    cfg["cells"]["sweeps"]["lr"] = []
+    cfg["cells"]["sweeps"]["lr"] = []  # one cell: the other cells' chains run the same code on the same model
+    cfg["cells"]["quadratic"]["lr"] = []
     cfg["linear_regression"]["enabled"] = False
     cfg["hessian"].update(n_samples=16, batch_size=16, top_k=2, max_iter=4, slq_iterations=3)
     cfg["limiting"]["phase_space"]["modes"] = 2
