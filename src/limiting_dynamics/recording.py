@@ -156,14 +156,19 @@ COMPILE_THRESHOLD = 1_000_000
 
 class BlockSignSketch:
     """A fixed random linear map ``R^P -> R^m`` that preserves squared norms in
-    expectation: coordinate ``i`` gets a random sign ``s_i`` and the signed
-    vector is summed over ``m`` contiguous blocks of ``ceil(P/m)`` coordinates.
-    Over the draw of the signs ``E ||S x||^2 = ||x||^2`` for every ``x``, so
+    expectation: coordinate ``i`` gets a random sign ``s_i``, the coordinates are
+    put in a random order, and the signed vector is summed over ``m`` blocks of
+    ``ceil(P/m)`` consecutive coordinates of that order. Over the draw of the
+    signs ``E ||S x||^2 = ||x||^2`` for every ``x``, so
     ``||S(theta_{t+tau} - theta_t)||^2`` estimates the lag-MSD at every lag from
     ``m`` numbers per step. The estimate of one ``||x||^2`` has relative variance
-    ``2 sum_j ||x_j||^4 / ||x||^4`` (``x_j``: the blocks of ``x``; about ``2/m``
-    when they carry similar norm); time averages over many ``x`` reduce it.
-    Cost: one multiply and one reduction over ``P`` per call.
+    ``2 sum_j ||x_j||^4 / ||x||^4`` (``x_j``: the blocks of ``x``), about ``2/m``
+    when the blocks carry similar norm. The random order is what makes them do
+    so: a network's displacement concentrates in a few parameter tensors, and
+    blocks of the parameters in their own order would put it in a few blocks.
+    Cost per call: one gather, one multiply and one reduction over ``P``
+    (a gather, not a scatter-add, so the result is the same on every run, GPU
+    included).
     """
 
     def __init__(self, numel: int, dim: int, seed: int, device, dtype=torch.float32):
@@ -173,11 +178,15 @@ class BlockSignSketch:
         self.numel, self.dim = numel, dim
         self.block = -(-numel // dim)
         signs = torch.randint(0, 2, (numel,), generator=gen).to(dtype) * 2 - 1
-        self.signs = signs.to(device)
+        order = torch.randperm(numel, generator=gen)
+        self.order = order.to(device)
+        self.signs = signs[order].to(device)  # the sign of each coordinate, in the random order
         self.scratch = torch.zeros(dim * self.block, dtype=dtype, device=device)
 
     def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        torch.mul(self.signs, x, out=self.scratch[: self.numel])
+        head = self.scratch[: self.numel]
+        torch.index_select(x, 0, self.order, out=head)
+        head.mul_(self.signs)
         return torch.sum(self.scratch.view(self.dim, self.block), dim=1, out=out)
 
 

@@ -135,6 +135,11 @@ COMPARISON: dict[str, tuple[str, str]] = {
     "lag_msd_predicted_c_like_h": ("1", "the same with the bulk's noise proportional to curvature (s = 1, C ~ H)"),
     "sq_dist_from_start_measured": ("1", "measured ||theta_t - theta_0||^2 at t = lag"),
     "lag_msd_sketch": ("1", "measured lag-MSD, time average of ||S(theta_{t+tau} - theta_t)||^2"),
+    "sq_dist_single_anchor_sd_sketch": (
+        "1",
+        "standard deviation over anchors t of ||S(theta_{t+tau} - theta_t)||^2: one anchor's scatter as the run "
+        "shows it",
+    ),
     **MODE_COLUMNS,
 }
 
@@ -299,6 +304,21 @@ COLUMNS: dict[str, tuple[str, str]] = {
         "1",
         "largest |exact ||theta_t - theta_0||^2 - predicted lag-MSD| in units of its predicted one-anchor standard "
         "deviation, over lags in the mode window",
+    ),
+    "single_anchor_sd_ratio_mode_window_min": (
+        "1",
+        "smallest standard deviation over anchors of the sketched ||theta_{t+lag} - theta_t||^2 (one anchor's scatter "
+        "as the run shows it) over its predicted value, over lags in the mode window (consistency check of the "
+        "predicted scatter)",
+    ),
+    "single_anchor_sd_ratio_mode_window_max": (
+        "1",
+        "largest such ratio over lags in the mode window",
+    ),
+    "lag_msd_exact_z_own_scatter_mode_window_max": (
+        "1",
+        "largest |exact ||theta_t - theta_0||^2 - predicted lag-MSD| in units of one anchor's scatter as the run "
+        "shows it (the sketch), over lags in the mode window",
     ),
     "sketch_over_exact_lag1": ("1", "the sketch's time-averaged lag-1 MSD over the exact mean squared step"),
     "eigenvectors_valid_steps": ("1", "median over modes of valid_steps"),

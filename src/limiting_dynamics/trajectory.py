@@ -79,7 +79,11 @@ VARIABLE_META = {
     "hessian_eigenvalue": ("1", "Hessian eigenvalue of the mode at theta_0"),
     "mode_position": ("1", "projection u_i^T (theta_k - theta_0) on the Hessian eigenvector u_i at theta_0"),
     "mode_velocity": ("1", "projection u_i^T v_k of the momentum buffer on the Hessian eigenvector u_i"),
-    "sketch": ("1", "block-sign random sketch S (theta_k - theta_0); E||S x||^2 = ||x||^2 over the signs"),
+    "sketch": (
+        "1",
+        "block-sign random sketch S (theta_k - theta_0) over randomly ordered coordinates; "
+        "E||S x||^2 = ||x||^2 over the signs",
+    ),
 }
 
 

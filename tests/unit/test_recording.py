@@ -88,6 +88,25 @@ def test_block_sign_sketch_is_linear_and_unbiased():
         BlockSignSketch(10, 11, 0, "cpu")
 
 
+def test_block_sign_sketch_reads_a_displacement_confined_to_one_tensor():
+    """A displacement that lives in one parameter tensor (here 100 consecutive
+    coordinates of 10,000) falls in one block of the parameters' own order, so
+    one number would carry it (a squared error of 2 on average, that of a
+    chi-square with one degree of freedom); in the sketch's random order it
+    spreads over the blocks, and one fixed sketch reads every such vector to
+    within about sqrt(2 / blocks hit)."""
+    from limiting_dynamics.recording import BlockSignSketch
+
+    s = BlockSignSketch(10_000, 100, seed=0, device="cpu", dtype=torch.float64)
+    gen = torch.Generator().manual_seed(1)
+    sq_err = []
+    for _ in range(50):
+        x = torch.zeros(10_000, dtype=torch.float64)
+        x[:100] = torch.randn(100, generator=gen, dtype=torch.float64)
+        sq_err.append((float((s(x) ** 2).sum()) / float(x @ x) - 1) ** 2)
+    assert np.mean(sq_err) < 0.1
+
+
 def test_flat_parameters_keep_outputs_and_share_storage():
     torch.manual_seed(0)
     model = build_model(SMALL, 10, 1)
