@@ -103,6 +103,20 @@ def read_checkpoint(path: str | Path) -> dict:
     return obj
 
 
+def snapshots_at(path: str | Path, purpose: str) -> list[tuple[int, dict]]:
+    """``(step, state_dict)`` for each step a limiting run's snapshot file
+    (``limiting-run --out-snapshots``) lists under ``purpose``
+    (``"noise_steps"`` or ``"drift_steps"``), in increasing step order."""
+    snap = read_checkpoint(path)
+    if purpose not in snap:
+        raise CheckpointError(f"snapshot file {path} lists no {purpose}: rerun its limiting run")
+    kept = dict(zip(snap["steps"], snap["models"]))
+    missing = [k for k in snap[purpose] if k not in kept]
+    if missing:
+        raise CheckpointError(f"snapshot file {path} lists {purpose} {missing} without their weights")
+    return [(int(k), kept[k]) for k in sorted(snap[purpose])]
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """A checkpoint with weights: this package's (a dict with ``model``) or a
     bare ``state_dict`` (e.g. torchvision weights saved locally), returned as

@@ -60,8 +60,8 @@ COMMANDS = {
     ),
     "eigenvector-drift": (
         "hessian",
-        "how the Hessian eigenvectors of theta_0 hold along the replayed run",
-        "data checkpoint hessian params out threads",
+        "how the Hessian eigenvectors of theta_0 hold along the run (at the weights it kept)",
+        "data checkpoint snapshots hessian params out threads",
     ),
     "gradient-noise": (
         "noise",
@@ -116,8 +116,11 @@ OPTION_HELP = {
     ("landscape", "resume"): "checkpoint file of this job (finished rows of the grid)",
     ("landscape", "checkpoint-every"): "rows between checkpoints (0: only on a signal)",
     ("limiting-run", "checkpoint-every"): "steps between checkpoints (0: only on a signal)",
-    ("limiting-run", "out-snapshots"): "file for the weights at the steps where the noise stage measures the noise",
+    ("limiting-run", "out-snapshots"): "file for the weights at the steps where the noise stage measures the noise "
+    "and the eigenvector-drift stage takes the Hessian",
     ("gradient-noise", "snapshots"): "weights along the limiting run (limiting-run --out-snapshots): noise there too",
+    ("eigenvector-drift", "snapshots"): "weights along the limiting run (limiting-run --out-snapshots): the Hessian "
+    "at each of its drift steps",
     ("predict", "comparisons"): "compare-cell outputs (adds their summary columns)",
     ("predict", "out-modes"): "per-mode theory-vs-experiment table (CSV)",
     ("predict", "out-nc"): "both tables as one NetCDF file, with provenance attributes",

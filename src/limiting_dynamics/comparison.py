@@ -170,7 +170,7 @@ VALID_RESIDUAL = 0.5  # an eigenvector of theta_0 counts as valid while its rela
 
 
 def valid_steps(drift: xr.Dataset, threshold: float = VALID_RESIDUAL) -> np.ndarray:
-    """Per mode, the last replayed step before the relative residual first
+    """Per mode, the last drift step before the relative residual first
     reaches ``threshold`` (0: already at the first step after theta_0)."""
     steps, res = drift.drift_step.values, drift.relative_residual.values
     out = []
@@ -272,7 +272,7 @@ def compare_cell(
     the in-run gradient norm over ``stationary_window``, c fitted over
     ``fit_window``, oscillator spectra in segments of ``nperseg`` steps.
     ``n_train`` defaults to the noise file's ``n_train``. ``drift`` (the
-    eigenvector-drift stage's output) adds, per mode, the last replayed step at
+    eigenvector-drift stage's output) adds, per mode, the last drift step at
     which the eigenvector of theta_0 was still one (``valid_steps``).
 
     The parts: :func:`compare_modes` (per mode, the mode window),
@@ -409,7 +409,7 @@ def compare_modes(
         tested = min(k, drift.sizes["mode"])
         valid[:tested] = valid_steps(drift)[:tested]
         out["valid_steps"] = ("mode", valid)
-        # the Hessian's own curvature along u at the last replayed step of the window (not a fit to the run)
+        # the Hessian's own curvature along u at the last drift step of the window (not a fit to the run)
         inside = drift.drift_step.values <= hi
         rq = np.full(k, np.nan)
         if inside.any():

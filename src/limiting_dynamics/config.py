@@ -343,6 +343,14 @@ def _order_errors(config: dict, facts: _Facts) -> list[str]:
                     f"analysis.{key}", [lo, hi], "must be [start, end] with start < end (fractions of the run)"
                 )
             )
+    # the limiting run keeps its weights at the drift steps, so they lie within its steps
+    families = [("hessian.drift_steps", config["hessian"]["drift_steps"], config["limiting"]["steps"])]
+    if config["cells"].get("quadratic"):
+        q = config["cells"]["quadratic"]
+        families.append(("cells.quadratic.drift_steps", q["drift_steps"], q["steps"]))
+    for key, drift, steps in families:
+        if drift and max(drift) > steps:
+            errors.append(_not_allowed(key, drift, f"every step must be <= the {steps} steps of the family's runs"))
     burn = config["limiting"]["burn_in"]
     if burn["min_steps"] > burn["max_steps"]:
         errors.append(

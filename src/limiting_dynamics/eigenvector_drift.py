@@ -7,8 +7,8 @@ steps, :func:`track_eigenvectors` takes the Hessian there and reports the
 Rayleigh quotient ``u_i^T H u_i`` (the curvature the mode feels) and the
 relative residual ``||H u_i - (u_i^T H u_i) u_i|| / |u_i^T H u_i|`` (0 for an
 eigenvector, about 1 once ``u_i`` is far from one). The weights come from any
-iterator of ``(step, model)``: :func:`limiting_dynamics.training.replay`
-re-runs a cell's limiting run bit-identically from its burn-in state.
+iterator of ``(step, model)``: the workflow's stage loads the weights the
+limiting run kept at its drift steps (``limiting_run(snapshot_steps=...)``).
 """
 
 from __future__ import annotations

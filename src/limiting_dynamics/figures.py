@@ -226,7 +226,7 @@ FIGURES: dict[str, Figure] = {
         caption="""
         Where the quadratic per-mode theory holds, every run of both families against
         its learning rate: how long the top-5 eigenvectors of theta_0 stay eigenvectors
-        (relative residual below 0.5 at the replayed steps; red bars: the end of the
+        (relative residual below 0.5 at the steps the run kept; red bars: the end of the
         mode window), and the measured over predicted position variance, velocity
         variance and oscillation frequency per mode (green band: within [0.8, 1.25]).
         The frequency's bars span two Cramér-Rao standard deviations: no unbiased
@@ -311,9 +311,9 @@ FIGURES: dict[str, Figure] = {
         needs=("drift",),
         caption="""
         How long the Hessian eigenvectors of theta_0 stay eigenvectors, one row per
-        probed cell (its seeds together). The run is
-        replayed from theta_0 (the same batches) and at a few steps the Hessian of the
-        same loss is applied to each eigenvector ``u_i`` of theta_0: left, the relative
+        probed cell (its seeds together). The limiting run keeps its weights at a few
+        steps, and there the Hessian of the same loss is applied to each eigenvector
+        ``u_i`` of theta_0: left, the relative
         residual ``||H u_i - (u_i^T H u_i) u_i|| / u_i^T H u_i`` (0 for an eigenvector;
         the dashed line is where it counts as one no longer); right, the curvature
         along ``u_i`` over its eigenvalue at theta_0. The dotted line is one

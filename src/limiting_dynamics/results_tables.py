@@ -631,7 +631,7 @@ def _variance_limit(modes: pd.DataFrame, quadratic: pd.DataFrame) -> list[str]:
     if "rayleigh_quotient_over_eigenvalue" in q:
         lines += [
             "The in-run curvature (the least-squares slope of `u^T g_k` on `u^T (theta_{k-1} - theta_0)`) reads "
-            f"{_spread(q['curvature_in_run_over_eigenvalue'])} of the eigenvalue, while the Hessian replayed at the "
+            f"{_spread(q['curvature_in_run_over_eigenvalue'])} of the eigenvalue, while the Hessian at the "
             f"end of the window gives `u^T H u / lam` = {_spread(q['rayleigh_quotient_over_eigenvalue'])}: over a "
             "window of a few correlation times a regression of a process on its own past is biased and scattered "
             "(the slope is exact only on long windows, tests/unit/test_comparison.py), so the curvature the "
@@ -820,7 +820,7 @@ def render(
             "Hessian's eigenvalue and the independent noise along each eigenvector of theta_0 (mean over the noise "
             "points of the window). Frequencies from the damped-oscillator fit to the velocity spectra, compared "
             "only where the mode oscillates (`lr (lam + wd) > (1 - sqrt(beta))^2`). An eigenvector counts as valid "
-            "while the relative residual `||H u - (u^T H u) u|| / u^T H u` of the Hessian at the replayed step "
+            "while the relative residual `||H u - (u^T H u) u|| / u^T H u` of the Hessian at the drift step "
             "stays below 0.5.",
             "",
             quadratic_modes_table(modes, quadratic),

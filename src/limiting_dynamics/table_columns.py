@@ -100,10 +100,10 @@ MODE_COLUMNS: dict[str, tuple[str, str]] = {
     ),
     "rayleigh_quotient_over_eigenvalue": (
         "1",
-        "u_i^T H u_i of the Hessian at the last replayed step of the mode window over the eigenvalue at "
+        "u_i^T H u_i of the Hessian at the last drift step of the mode window over the eigenvalue at "
         "theta_0 (eigenvector-drift stage)",
     ),
-    "valid_steps": ("1", "last replayed step at which the eigenvector of theta_0 had a relative residual below 0.5"),
+    "valid_steps": ("1", "last drift step at which the eigenvector of theta_0 had a relative residual below 0.5"),
 }
 
 # the comparison files' axes and lag-MSD curves, with MODE_COLUMNS what compare_cell writes

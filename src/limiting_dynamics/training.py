@@ -429,30 +429,6 @@ def burn_in(
     return {**run.state(), "burn_in_steps": int(steps), "burn_in_loss": run.burn_loss}
 
 
-def replay(
-    model: nn.Module,
-    data: TensorData,
-    hp: Hyperparameters,
-    start: dict,
-    at_steps,
-    *,
-    drawing: BatchDrawing,
-    device: torch.device,
-    numerics: Numerics,
-):
-    """Run the limiting run of a cell again from its burn-in state ``start``
-    (the same batches, so the same parameters as the recorded run) and yield
-    ``(step, model)`` at each of the increasing ``at_steps`` (0 is theta_0)."""
-    run = _Run(model, data, hp, drawing, device, numerics)
-    run.load(start, source="burn-in state")
-    done = 0
-    for k in at_steps:
-        while done < k:
-            run.step()
-            done += 1
-        yield k, model
-
-
 def limiting_run(
     model: nn.Module,
     data: TensorData,
@@ -497,7 +473,7 @@ def limiting_run(
     ``snapshot_steps``: steps (1..``steps``) after which the weights (the
     model's state dict) are kept, returned under ``"snapshots"`` as
     ``{step: state dict}`` (where the gradient-noise stage measures the noise
-    along the run).
+    along the run, and the eigenvector-drift stage takes the Hessian).
 
     Progress lines (steps done, rate, time left) go to ``log`` at most every
     ``progress_every`` seconds, for the burn-in too.

@@ -71,6 +71,16 @@ BAD = [
         10_000,
         "'limiting.burn_in.min_steps': value 10000 is not allowed: must be <= limiting.burn_in.max_steps",
     ),
+    (  # the run keeps its weights at the drift steps: none beyond its last step
+        "hessian.drift_steps",
+        [2, 100_000],
+        "'hessian.drift_steps': value [2, 100000] is not allowed: every step must be <= the",
+    ),
+    (
+        "cells.quadratic.drift_steps",
+        [5, 100_000],
+        "'cells.quadratic.drift_steps': value [5, 100000] is not allowed: every step must be <= the",
+    ),
     ("plots.dpi", 10, "'plots.dpi': value 10 is not allowed: must be >= 50"),
     ("analysis", _DELETE, "'<top level>': missing required key: 'analysis'"),
     (

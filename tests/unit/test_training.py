@@ -1,5 +1,5 @@
 """Training: limiting runs record every step consistently and reproducibly,
-divergence is named, burn-in states, phase-space projections, replay, label
+divergence is named, burn-in states, phase-space projections, kept weights, label
 noise, and runs stopped and resumed bit for bit."""
 
 from __future__ import annotations
@@ -153,11 +153,12 @@ def test_phase_space_projections_and_sketch_match_the_parameters(digits):
     assert 0.6 < np.median(ratio) < 1.6, np.median(ratio)
 
 
-def test_replay_from_the_burn_in_state_retraces_the_recorded_run(digits):
-    """The eigenvector-drift stage replays a run from theta_0: at every requested
-    step its parameters are the recorded run's, bit for bit (distance from the
-    start and the label-noise batches included)."""
-    from limiting_dynamics.training import burn_in, replay
+def test_the_kept_weights_are_the_recorded_runs(digits):
+    """The noise and eigenvector-drift stages take the weights the limiting run
+    kept (``snapshot_steps``): at each kept step they are the recorded run's,
+    bit for bit in the distance from the start (label-noise batches included),
+    and the run itself is the same with and without keeping them."""
+    from limiting_dynamics.training import burn_in
 
     hp = Hyperparameters(0.05, 32, 0.9, 5e-3, 2)
     torch.manual_seed(0)
@@ -170,18 +171,17 @@ def test_replay_from_the_burn_in_state_retraces_the_recorded_run(digits):
         device=torch.device("cpu"),
         **PLAIN,
     )
-    recorded = short_limiting_run(digits, hp, steps=12, burn_in=0, start=state, label_noise=0.2)
+    plain = short_limiting_run(digits, hp, steps=12, burn_in=0, start=state, label_noise=0.2)
+    kept = short_limiting_run(digits, hp, steps=12, burn_in=0, start=state, label_noise=0.2, snapshot_steps=[12, 3, 7])
+    assert sorted(kept["snapshots"]) == [3, 7, 12]
+    np.testing.assert_array_equal(kept["sq_dist_from_start"], plain["sq_dist_from_start"])
     model = build_model(SMALL_RESNET, 10, 1)
-    theta0 = None
-    for step, m in replay(
-        model, digits, hp, state, [0, 3, 12], drawing=drawing("reshuffle", 0, 0.2), device=CPU, numerics=Numerics()
-    ):
-        theta = torch.cat([p.detach().reshape(-1).double() for p in m.parameters()])
-        theta0 = theta.clone() if step == 0 else theta0
-        if step:
-            assert float(((theta - theta0) ** 2).sum()) == pytest.approx(
-                recorded["sq_dist_from_start"][step - 1], rel=1e-5
-            )
+    model.load_state_dict(state["model"])
+    theta0 = torch.cat([p.detach().reshape(-1).double() for p in model.parameters()])
+    for step, weights in kept["snapshots"].items():
+        model.load_state_dict(weights)
+        theta = torch.cat([p.detach().reshape(-1).double() for p in model.parameters()])
+        assert float(((theta - theta0) ** 2).sum()) == pytest.approx(plain["sq_dist_from_start"][step - 1], rel=1e-5)
 
 
 def test_label_noise_replaces_the_drawn_fraction_and_resumes_identically(digits):

@@ -178,6 +178,10 @@ STAGE_PARAMS = {  # rule: (config section the JSON starts from, or None; values 
             noise_points=lambda w: (
                 config["noise"]["points"] if config["noise"]["enabled"] else 1
             ),
+            # the weights the eigenvector-drift stage takes the Hessian at, kept by the run
+            drift_steps=lambda w: (
+                setting("drift_steps")(w) if drifts() and w.cell in PROBED else []
+            ),
         ),
     ),
     "export_trajectory": (
@@ -218,26 +222,22 @@ STAGE_PARAMS = {  # rule: (config section the JSON starts from, or None; values 
     ),  # the format is in the file name
     "results_tables": (None, fields("default_cell")),
     "hessian": (None, HESSIAN),
-    "eigenvector_drift": (  # the Hessian's loss and the cell's run, replayed to the drift steps
+    "eigenvector_drift": (  # the Hessian's loss at the weights the cell's run kept (its drift steps)
         None,
         {
             **HESSIAN,
-            **fields("hyperparameters", "sampling", "numerics"),
             "hessian": lambda w: {
-                **{
-                    k: config["hessian"][k]
-                    for k in (
-                        "n_samples",
-                        "draws",
-                        "batch_size",
-                        "bn_mode",
-                        "precision",
-                        "reuse_graph",
-                        "drift_modes",
-                        "seed",
-                    )
-                },
-                "drift_steps": setting("drift_steps")(w),
+                k: config["hessian"][k]
+                for k in (
+                    "n_samples",
+                    "draws",
+                    "batch_size",
+                    "bn_mode",
+                    "precision",
+                    "reuse_graph",
+                    "drift_modes",
+                    "seed",
+                )
             },
         },
     ),

@@ -33,6 +33,7 @@ rule eigenvector_drift:
     input:
         data=f"results/data/{DATASET}.npz",
         checkpoint="results/runs/{cell}/theta0.pt",
+        snapshots="results/runs/{cell}/snapshots.pt",
         hessian="results/hessian/{cell}.nc",
     output:
         "results/drift/{cell}.nc",
@@ -51,4 +52,4 @@ rule eigenvector_drift:
         run=params_for("eigenvector_drift"),
     shell:
         "limiting-dynamics eigenvector-drift --data {input.data} --checkpoint {input.checkpoint}"
-        " --hessian {input.hessian} --params {params.run:q} --out {output} --threads {threads} > {log} 2>&1"
+        " --snapshots {input.snapshots} --hessian {input.hessian} --params {params.run:q} --out {output} --threads {threads} > {log} 2>&1"

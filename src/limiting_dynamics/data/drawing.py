@@ -1,7 +1,7 @@
 """How a run draws its minibatches, as one value (torch-free).
 
 Three settings decide what a minibatch is, and every stage that draws batches
-as the runs do (training, burn-in, the limiting run and its replay, the
+as the runs do (training, burn-in, the limiting run, the
 gradient-noise and Hessian stages) needs all three together:
 
 * ``sampling``: ``reshuffle`` (a permutation per epoch) or ``replacement``

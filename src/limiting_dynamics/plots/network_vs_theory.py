@@ -435,7 +435,7 @@ def loss_landscape(landscape: xr.Dataset, path, dpi: int) -> None:
 def eigenvector_drift(cells: list[xr.Dataset], path, dpi: int) -> None:
     """How long the Hessian eigenvectors of theta_0 stay eigenvectors along the
     run: relative residual and Rayleigh quotient over eigenvalue at the
-    replayed steps, per mode (colour) and seed (one line each), one row per
+    steps the run kept, per mode (colour) and seed (one line each), one row per
     cell (its seeds together) with one oscillation period of its top mode."""
     from .. import theory
     from ..hyperparameters import Hyperparameters
@@ -460,7 +460,7 @@ def eigenvector_drift(cells: list[xr.Dataset], path, dpi: int) -> None:
         valid = np.concatenate([valid_steps(ds) for ds in runs])
         for ax in row:
             ax.axvline(period, color="0.4", ls=":", lw=1, label=f"one period of mode 1 ({period:.0f} steps)")
-            ax.set(xscale="log", xlabel="steps since $\\theta_0$ (replayed run)")
+            ax.set(xscale="log", xlabel="steps since $\\theta_0$")
         row[0].axhline(VALID_RESIDUAL, color="C3", ls="--", lw=0.8, label="valid below")
         cell = f"lr {lr:g}, S {bs}, $\\beta$ {beta:g}, wd {wd:g} ({len(runs)} seed(s))"
         row[0].set(
@@ -472,7 +472,7 @@ def eigenvector_drift(cells: list[xr.Dataset], path, dpi: int) -> None:
         row[0].legend(fontsize=6, frameon=False, ncol=2)
     fig.suptitle(
         "Do the Hessian eigenvectors of $\\theta_0$ stay eigenvectors? Hessian of the loss SGD samples at "
-        "the replayed steps, every probed cell",
+        "the steps the run kept, every probed cell",
         fontsize=10,
     )
     fig.tight_layout()

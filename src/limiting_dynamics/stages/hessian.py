@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .. import checkpoints, eigenvector_drift, hessian, table_columns, training
+from .. import checkpoints, eigenvector_drift, hessian, table_columns
 from ..atomic import write_netcdf
 from ..data.drawing import BatchDrawing
 from ..hyperparameters import Hyperparameters
@@ -104,28 +104,29 @@ def cmd_eigenvector_drift(a) -> None:
     p = params(a)
     cfg = p["hessian"]
     hp = Hyperparameters(**p["hyperparameters"])
-    device, d, model, start = theta0(a, p, with_checkpoint=True)
+    device, d, model = theta0(a, p)
+    model.to(device)
     h = open_result(a.hessian, "hessian")
     k = min(int(cfg["drift_modes"]), h.sizes["mode"])
     vectors = torch.tensor(h.hessian_eigenvectors.values[:k], dtype=hessian.PRECISIONS[cfg["precision"]], device=device)
     eig = h.hessian_eigenvalues.values[:k]
     batches, n_samples, chunk, label_noise = hessian_loss(p, d)
-    steps = [0] + sorted(int(s) for s in cfg["drift_steps"])
+    # the weights the limiting run kept at its drift steps (no second run of its steps)
+    kept = checkpoints.snapshots_at(a.snapshots, "drift_steps")
+    if not kept:
+        raise checkpoints.CheckpointError(f"{a.snapshots}: the limiting run kept no weights at drift steps")
+    steps = [0] + [step for step, _ in kept]
     # at theta_0 the Hessian stage's own Lanczos pairs: u^T H u = lam, residual |beta_m s_m| / lam
     rq0, res0 = eig, np.abs(h.hessian_eigenvalue_residual.values[:k]) / np.abs(eig)
     clock = time.perf_counter()
-    replayed = training.replay(
-        model,
-        d,
-        hp,
-        start,
-        steps[1:],
-        drawing=BatchDrawing.from_settings(p),
-        device=device,
-        numerics=training.Numerics.from_config(p["numerics"]),
-    )
+
+    def states():
+        for step, weights in kept:
+            checkpoints.load_weights(model, weights, a.snapshots)
+            yield step, model
+
     _, along_rq, along_res = eigenvector_drift.track_eigenvectors(
-        replayed, vectors, lambda m: hessian.operator_for(m, batches, cfg, label_noise, device), log=log
+        states(), vectors, lambda m: hessian.operator_for(m, batches, cfg, label_noise, device), log=log
     )
     rq, res = np.vstack([rq0[None], along_rq]), np.vstack([res0[None], along_res])
     ds = xr.Dataset(
@@ -136,7 +137,7 @@ def cmd_eigenvector_drift(a) -> None:
         coords={"drift_step": steps, "mode": np.arange(1, k + 1), "eigenvalue": ("mode", eig)},
     )
     meta = {
-        "drift_step": ("1", "SGD steps since theta_0 (the limiting run replayed)"),
+        "drift_step": ("1", "SGD steps since theta_0 (weights the limiting run kept)"),
         "mode": ("1", "Hessian eigenvector of theta_0 (1 = largest eigenvalue)"),
         "eigenvalue": ("1", "eigenvalue lam_i at theta_0"),
         "rayleigh_quotient": ("1", "u_i^T H u_i with the Hessian at the step and u_i from theta_0"),

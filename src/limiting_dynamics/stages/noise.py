@@ -29,11 +29,10 @@ def cmd_gradient_noise(a) -> None:
         h = open_result(a.hessian, "hessian")
         dirs = torch.tensor(h.hessian_eigenvectors.values, dtype=torch.float32, device=device)
         eig = h.hessian_eigenvalues.values
-    # the points of the run: theta_0, then the weights the limiting run kept (--snapshots)
+    # the points of the run: theta_0, then the weights the limiting run kept for the noise (--snapshots)
     points = [(0, None)]
     if a.snapshots:
-        snap = checkpoints.read_checkpoint(a.snapshots)
-        points += list(zip(snap["steps"], snap["models"]))
+        points += checkpoints.snapshots_at(a.snapshots, "noise_steps")
     bs = int(p["batch_size"])
     drawing = BatchDrawing.from_settings(p)
     # batches as the limiting runs draw them (sampling scheme, augmentation, label noise;

@@ -157,6 +157,11 @@ def cmd_limiting_run(a) -> None:
     sketch_dim = int(phase["sketch_dim"])
     if sketch_dim > n_params:
         raise ConfigError(f"limiting.phase_space.sketch_dim {sketch_dim} exceeds the model's {n_params} parameters")
+    # the weights kept for later stages: where the noise is measured, and where the Hessian's eigenvectors are tested
+    noise_steps = noise_snapshot_steps(p["steps"], p["noise_points"])
+    drift_steps = sorted(int(k) for k in p["drift_steps"])
+    if drift_steps and not 1 <= drift_steps[0] <= drift_steps[-1] <= int(p["steps"]):
+        raise ConfigError(f"hessian.drift_steps {drift_steps} must lie in 1..{p['steps']}, the run's steps")
     with checkpoints.stop_on_signals() as stop:
         ckpt = checkpointer_for(
             a, "limiting-run", p, device, {"data": a.data, "checkpoint": a.checkpoint, "hessian": a.hessian}, stop
@@ -185,7 +190,7 @@ def cmd_limiting_run(a) -> None:
                 checkpointer=ckpt,
                 log=log,
                 numerics=training.Numerics.from_config(p["numerics"]),
-                snapshot_steps=noise_snapshot_steps(p["steps"], p["noise_points"]) if a.out_snapshots else (),
+                snapshot_steps=[*noise_steps, *drift_steps] if a.out_snapshots else (),
             ),
         )
     if eig is not None:
@@ -194,7 +199,14 @@ def cmd_limiting_run(a) -> None:
     if a.out_snapshots:
         steps = sorted(snapshots)
         checkpoints.save_checkpoint(
-            {"cell": p["cell"], "steps": steps, "models": [snapshots[k] for k in steps], "model_config": p["model"]},
+            {
+                "cell": p["cell"],
+                "steps": steps,
+                "models": [snapshots[k] for k in steps],
+                "noise_steps": noise_steps,
+                "drift_steps": drift_steps,
+                "model_config": p["model"],
+            },
             a.out_snapshots,
         )
     run_record.save({**record, "device": str(device)}, a.out)
