@@ -15,9 +15,8 @@ measured/predicted velocity variance; and the lag-MSD over the mode window
 against its prediction with nothing calibrated (through the sketch, time
 averaged) and the exact distance from theta_0 with its largest deviation in
 standard deviations of its predicted scatter; in runs that have them, the
-sketch against the exact distance from theta_0, one anchor's scatter as the run
-shows it (through the sketch) against the predicted one, and the exact
-distance's largest deviation in units of that scatter.
+sketch against the exact distance from theta_0, and one anchor's scatter as the
+run shows it against what the theory predicts for it (both through the sketch).
 """
 
 from __future__ import annotations
@@ -63,7 +62,7 @@ def table(modes: pd.DataFrame, summary: pd.DataFrame, predictions: pd.DataFrame,
     ]
     # columns of later runs: the sketch against the exact distance, and one anchor's scatter as the run shows it
     own = ["single_anchor_sd_ratio_mode_window_min", "single_anchor_sd_ratio_mode_window_max"]
-    own += ["lag_msd_exact_z_own_scatter_mode_window_max", "sketch_over_exact_sq_dist"]
+    own += ["sketch_over_exact_sq_dist"]
     lag += [c for c in own if c in predictions]
     runs = summary.set_index("cell")[["lr", "family"]].join(predictions.set_index("cell")[["mode_window_end", *lag]])
     quad = runs[runs["family"] == "quadratic"]
@@ -101,14 +100,14 @@ def table(modes: pd.DataFrame, summary: pd.DataFrame, predictions: pd.DataFrame,
                 "its largest deviation (sd)": f"{cells['lag_msd_exact_z_mode_window_max'].max():.1f}",
             }
         )
-        if "lag_msd_exact_z_own_scatter_mode_window_max" in cells:
-            z_own = cells["lag_msd_exact_z_own_scatter_mode_window_max"].max()
+        if "single_anchor_sd_ratio_mode_window_min" in cells:
             rows[-1] |= {
                 "sketch / exact distance from theta_0": (
                     f"{cells['sketch_over_exact_sq_dist'].min():.2f}-{cells['sketch_over_exact_sq_dist'].max():.2f}"
                 ),
-                "one anchor's scatter, run / predicted": _span(cells, "single_anchor_sd_ratio_mode_window"),
-                "largest deviation in the run's own scatter (sd)": f"{z_own:.1f}",
+                "one anchor's scatter, run / predicted (through the sketch)": _span(
+                    cells, "single_anchor_sd_ratio_mode_window"
+                ),
             }
     return pd.DataFrame(rows)
 

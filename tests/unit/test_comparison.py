@@ -153,10 +153,9 @@ def test_compare_cell_matches_a_simulated_quadratic_with_known_answer():
     assert cmp.attrs["sketch_over_exact_lag1"] == pytest.approx(1.0, rel=1e-9)
     assert cmp.attrs["lag_msd_exact_z_mode_window_max"] < 3.5
     assert 0.5 < cmp.attrs["lag_msd_exact_ratio_mode_window_min"] < cmp.attrs["lag_msd_exact_ratio_mode_window_max"] < 2
-    # one anchor's scatter as the run shows it agrees with the predicted one, and so does the deviation in its units
+    # one anchor's scatter as the run shows it agrees with the predicted one
     lo, hi = cmp.attrs["single_anchor_sd_ratio_mode_window_min"], cmp.attrs["single_anchor_sd_ratio_mode_window_max"]
     assert 0.8 < lo < hi < 1.25
-    assert cmp.attrs["lag_msd_exact_z_own_scatter_mode_window_max"] < 3.5
 
 
 def test_a_run_started_away_from_its_stationary_state_fails_the_exact_lag_msd_test():
@@ -172,7 +171,6 @@ def test_a_run_started_away_from_its_stationary_state_fails_the_exact_lag_msd_te
     # the run's own scatter of one anchor is still the predicted one: the check fails on the mean, not the scatter
     assert 0.8 < cmp.attrs["single_anchor_sd_ratio_mode_window_min"]
     assert cmp.attrs["single_anchor_sd_ratio_mode_window_max"] < 1.25
-    assert cmp.attrs["lag_msd_exact_z_own_scatter_mode_window_max"] > 5
 
 
 def test_curvature_along_the_run_shows_a_direction_going_stale():

@@ -120,7 +120,6 @@ COMPARISON_COLUMNS = (
     "lag_msd_exact_z_mode_window_max",
     "single_anchor_sd_ratio_mode_window_min",
     "single_anchor_sd_ratio_mode_window_max",
-    "lag_msd_exact_z_own_scatter_mode_window_max",
     "sketch_over_exact_lag1",
     "eigenvectors_valid_steps",
     "mode_window_end",
