@@ -225,7 +225,10 @@ STAGE_PARAMS = {  # rule: (config section the JSON starts from, or None; values 
     "eigenvector_drift": (  # the Hessian's loss at the weights the cell's run kept (its drift steps)
         None,
         {
-            **HESSIAN,
+            **{
+                k: v for k, v in HESSIAN.items() if k != "sampling"
+            },  # draws no minibatches
+            **fields("hyperparameters"),  # the cell's, for the output's attributes
             "hessian": lambda w: {
                 k: config["hessian"][k]
                 for k in (
