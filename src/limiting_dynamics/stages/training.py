@@ -157,9 +157,10 @@ def cmd_limiting_run(a) -> None:
     sketch_dim = int(phase["sketch_dim"])
     if sketch_dim > n_params:
         raise ConfigError(f"limiting.phase_space.sketch_dim {sketch_dim} exceeds the model's {n_params} parameters")
-    # the weights kept for later stages: where the noise is measured, and where the Hessian's eigenvectors are tested
-    noise_steps = noise_snapshot_steps(p["steps"], p["noise_points"])
-    drift_steps = sorted(int(k) for k in p["drift_steps"])
+    # the weights kept for later stages (--out-snapshots): where the noise is measured, and where the Hessian's
+    # eigenvectors are tested
+    noise_steps = noise_snapshot_steps(p["steps"], p["noise_points"]) if a.out_snapshots else []
+    drift_steps = sorted(int(k) for k in p["drift_steps"]) if a.out_snapshots else []
     if drift_steps and not 1 <= drift_steps[0] <= drift_steps[-1] <= int(p["steps"]):
         raise ConfigError(f"hessian.drift_steps {drift_steps} must lie in 1..{p['steps']}, the run's steps")
     with checkpoints.stop_on_signals() as stop:
