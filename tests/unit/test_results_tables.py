@@ -56,3 +56,11 @@ def test_window_z_is_left_out_where_the_one_window_theory_does_not_apply():
     modes, quad = _quadratic_modes([1.0, 0.5], valid_steps=[2000, 2000], bias=np.nan, sd=np.nan)
     assert results_tables.window_z(modes, quad, "position").dropna(subset=["z"]).empty
     assert results_tables._variance_limit(modes, quad) == []
+
+
+def test_held_modes_keeps_the_modes_whose_eigenvector_held_in_every_run():
+    modes, quad = _quadratic_modes([1.0, 1.1, 2.5], valid_steps=[2000, 2000, 300])
+    modes.loc[(modes["mode"] == 2) & (modes["cell"] == modes["cell"].iloc[0]), "valid_steps"] = 1000  # one run
+    per_mode = modes.groupby("mode")["position_var_measured_over_predicted"].mean()
+    assert results_tables.held_modes(modes, quad, per_mode).index.tolist() == [1]
+    assert results_tables.held_modes(modes.drop(columns="valid_steps"), quad, per_mode).index.tolist() == [1, 2, 3]
