@@ -61,8 +61,11 @@ def table(modes: pd.DataFrame, summary: pd.DataFrame, predictions: pd.DataFrame,
         "lag_msd_exact_z_mode_window_max",
     ]
     # columns of later runs: the sketch against the exact distance, and one anchor's scatter as the run shows it
-    own = ["single_anchor_sd_ratio_mode_window_min", "single_anchor_sd_ratio_mode_window_max"]
-    own += ["sketch_over_exact_sq_dist"]
+    own = [
+        "single_anchor_sd_ratio_mode_window_min",
+        "single_anchor_sd_ratio_mode_window_max",
+        "sketch_over_exact_sq_dist",
+    ]
     lag += [c for c in own if c in predictions]
     runs = summary.set_index("cell")[["lr", "family"]].join(predictions.set_index("cell")[["mode_window_end", *lag]])
     quad = runs[runs["family"] == "quadratic"]

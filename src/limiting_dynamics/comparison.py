@@ -128,19 +128,20 @@ def near_zero_noise_share(noise_weighted_curvature: float, bulk_lam, bulk_mult, 
 
 def sketch_lag_msd(sketch: np.ndarray, lags) -> np.ndarray:
     """Time-averaged ``||s_{t+tau} - s_t||^2`` of a sketch series (steps x dim) per lag."""
-    s = np.asarray(sketch, dtype=np.float64)
-    return np.asarray([np.mean(np.sum((s[tau:] - s[:-tau]) ** 2, axis=1)) for tau in lags])
+    return sketch_increments(sketch, lags)[0]
 
 
-def sketch_single_anchor_sd(sketch: np.ndarray, lags) -> np.ndarray:
-    """Per lag, the standard deviation over anchors ``t`` of ``||s_{t+tau} - s_t||^2``
-    for a sketch series (steps x dim): how far one anchor's measurement scatters,
-    as the run itself shows it. Anchors overlap, so at lags near the run's length
-    it rests on few independent pieces; the sketch adds its own error to each
-    anchor (about ``sqrt(2 / dim)`` of the value when the displacement spreads
-    over many directions)."""
+def sketch_increments(sketch: np.ndarray, lags) -> tuple[np.ndarray, np.ndarray]:
+    """Per lag, the mean and the standard deviation over anchors ``t`` of
+    ``||s_{t+tau} - s_t||^2`` for a sketch series (steps x dim): the time-averaged
+    lag-MSD, and how far one anchor's measurement scatters as the run itself
+    shows it. Anchors overlap, so at lags near the run's length the second rests
+    on few independent pieces; the sketch adds its own error to each anchor
+    (about ``sqrt(2 / dim)`` of the value when the displacement spreads over many
+    directions)."""
     s = np.asarray(sketch, dtype=np.float64)
-    return np.asarray([np.std(np.sum((s[tau:] - s[:-tau]) ** 2, axis=1)) for tau in lags])
+    sq = [np.sum((s[tau:] - s[:-tau]) ** 2, axis=1) for tau in lags]
+    return np.asarray([v.mean() for v in sq]), np.asarray([v.std() for v in sq])
 
 
 def lag_msd_sd(top_lam, top_sigma2, bulk_lam, bulk_sigma2, bulk_mult, lags, steps, hp, setting, sketch_dim):
@@ -499,10 +500,10 @@ def compare_lag_msd(
     out["lag_msd_predicted_sd"] = ("lag", averaged_sd)
     out["sq_dist_from_start_predicted_sd"] = ("lag", single_sd)
     if "sketch" in traj:
-        sk = sketch_lag_msd(traj.sketch.values, lags)
+        sk, single_seen = sketch_increments(traj.sketch.values, lags)
         out["lag_msd_sketch"] = ("lag", sk)
         attrs["c_lag_msd_sketch"] = fit_exponent(lags, sk, fit_window, steps)
-        out["sq_dist_single_anchor_sd_sketch"] = ("lag", sketch_single_anchor_sd(traj.sketch.values, lags))
+        out["sq_dist_single_anchor_sd_sketch"] = ("lag", single_seen)
         # what the theory predicts for that scatter through the sketch: a random projection to K numbers in blocks of
         # b coordinates adds about (1 - 1/b) 2 E[d^2]^2 / K to the variance of one anchor's d^2 (none for b = 1)
         block = int(traj.sketch.attrs.get("sketch_block", 1))

@@ -191,7 +191,7 @@ def cmd_limiting_run(a) -> None:
                 checkpointer=ckpt,
                 log=log,
                 numerics=training.Numerics.from_config(p["numerics"]),
-                snapshot_steps=[*noise_steps, *drift_steps] if a.out_snapshots else (),
+                snapshot_steps=[*noise_steps, *drift_steps],
             ),
         )
     if eig is not None:
