@@ -74,7 +74,14 @@ def main() -> None:
         x = torch.randn(b, 3, args.image_size, args.image_size)
         y = torch.randint(0, 1000, (b,))
         op = HessianOperator(
-            model, [(x, y)], bn_mode="train", reuse_graph=False, device="cpu", dtype=torch.float32, loss=F.cross_entropy
+            model,
+            [(x, y)],
+            bn_mode="train",
+            reuse_graph=False,
+            device="cpu",
+            dtype=torch.float32,
+            loss=F.cross_entropy,
+            stack_examples=x.shape[0],
         )
         v = torch.randn(op.numel)
         base = _rss("VmRSS")

@@ -123,7 +123,14 @@ def measure(case: str, n_samples: int, batch_size: int, repeats: int, device: to
     x, y = digits(size, channels, n_samples, device)
     batches = [(x[s : s + batch_size], y[s : s + batch_size]) for s in range(0, n_samples, batch_size)]
     op = HessianOperator(
-        model, batches, bn_mode="eval", reuse_graph=False, device=device, dtype=torch.float32, loss=F.cross_entropy
+        model,
+        batches,
+        bn_mode="eval",
+        reuse_graph=False,
+        device=device,
+        dtype=torch.float32,
+        loss=F.cross_entropy,
+        stack_examples=batch_size,
     )
     v = torch.randn(op.numel, generator=torch.Generator().manual_seed(1)).to(device)
     v /= v.norm()
@@ -138,7 +145,14 @@ def measure(case: str, n_samples: int, batch_size: int, repeats: int, device: to
     reuse = ReuseGraph(op)
     fwd_rev = ForwardOverReverse(op)
     op_reuse = HessianOperator(
-        model, batches, bn_mode="eval", device=device, dtype=torch.float32, reuse_graph=True, loss=F.cross_entropy
+        model,
+        batches,
+        bn_mode="eval",
+        device=device,
+        dtype=torch.float32,
+        reuse_graph=True,
+        loss=F.cross_entropy,
+        stack_examples=batch_size,
     )
     methods = {
         "gradient": op.gradient,

@@ -207,7 +207,14 @@ def resnet8(checkpoint: str, data_path: str, n_samples: int, batch_size: int):
         weights = "random initialisation (seed 0): no checkpoint"
     batches = Hs.fixed_batches(d.x_train, d.y_train, n_samples, batch_size, seed=0)
     op = Hs.HessianOperator(
-        model, batches, bn_mode="eval", device="cpu", dtype=torch.float32, reuse_graph=True, loss=F.cross_entropy
+        model,
+        batches,
+        bn_mode="eval",
+        device="cpu",
+        dtype=torch.float32,
+        reuse_graph=True,
+        loss=F.cross_entropy,
+        stack_examples=batch_size,
     )
     return op, weights, cfg
 

@@ -33,7 +33,8 @@ from .recording import FlatParameters, RecordingPlan, StepRecorder
 class Numerics:
     """How the training forward and backward passes are computed (``compute``
     config): ``channels_last`` memory layout for images and convolution weights
-    (faster convolutions on GPUs with tensor cores; same arithmetic up to
+    (faster convolutions on GPUs with tensor cores, and for the small default
+    model on a CPU core, ``bench/step_layouts.py``; same arithmetic up to
     rounding order), ``autocast`` (``"none"`` or ``"bfloat16"``: the forward
     and backward passes in bfloat16 under ``torch.autocast``; weights, momentum
     buffers, the update and everything recorded stay float32), and

@@ -89,6 +89,7 @@ DIGITS_CFG = {
     "slq_iterations": 6,
     "hutchinson_samples": 5,
     "reuse_graph": False,
+    "batch_size": 64,  # train mode: the two batches of 32 in one forward pass
     "seed": 0,
 }
 
@@ -341,9 +342,10 @@ def test_lanczos_needs_far_fewer_products_than_block_power_iteration():
     assert lz.n_products * 3 < bp.n_products
 
 
+@pytest.mark.parametrize("stack_examples", [12, 24])  # each batch alone; both batches in one forward pass
 @pytest.mark.parametrize("reuse_graph", [False, True])
 @pytest.mark.parametrize("bn_mode", ["eval", "train"])
-def test_hvp_and_lanczos_match_the_exact_hessian_of_a_small_network(small_setup, bn_mode, reuse_graph):
+def test_hvp_and_lanczos_match_the_exact_hessian_of_a_small_network(small_setup, bn_mode, reuse_graph, stack_examples):
     model, x, y, batches = small_setup
     h = exact_hessian(model, x, y, bn_mode)
     op = Hs.HessianOperator(
@@ -354,8 +356,11 @@ def test_hvp_and_lanczos_match_the_exact_hessian_of_a_small_network(small_setup,
         reuse_graph=reuse_graph,
         device="cpu",
         loss=F.cross_entropy,
+        stack_examples=stack_examples,
     )
     assert op.numel == h.shape[0]
+    assert len(op.stacks) == (1 if bn_mode == "train" and stack_examples == 24 else 2)
+    assert op.param_names == [n for n, _ in model.named_parameters()]
     v = torch.randn(op.numel, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(op.matvec(v), h @ v, rtol=1e-9, atol=1e-10)
     torch.testing.assert_close(op.matvec(2 * v), 2 * (h @ v), rtol=1e-9, atol=1e-10)  # a second product
@@ -377,6 +382,7 @@ def test_the_callers_model_is_never_mutated(small_setup, reuse_graph):
         reuse_graph=reuse_graph,
         device="cpu",
         loss=F.cross_entropy,
+        stack_examples=24,  # the stacked BatchNorm replaces the copy's layers, never the caller's
     )
     for _ in range(3):
         op.matvec(torch.ones(op.numel, dtype=torch.float64))
@@ -384,6 +390,7 @@ def test_the_callers_model_is_never_mutated(small_setup, reuse_graph):
     assert model.training
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+    assert isinstance(model.bn, torch.nn.BatchNorm2d)
     # and the private copy's running statistics stay frozen, so products repeat exactly
     a = op.matvec(torch.ones(op.numel, dtype=torch.float64))
     b = op.matvec(torch.ones(op.numel, dtype=torch.float64))
@@ -394,7 +401,14 @@ def test_hutchinson_and_slq_estimate_trace_and_moments(small_setup):
     model, x, y, batches = small_setup
     h = exact_hessian(model, x, y, "eval").numpy()
     op = Hs.HessianOperator(
-        model, batches, bn_mode="eval", reuse_graph=False, dtype=torch.float64, device="cpu", loss=F.cross_entropy
+        model,
+        batches,
+        bn_mode="eval",
+        reuse_graph=False,
+        dtype=torch.float64,
+        device="cpu",
+        loss=F.cross_entropy,
+        stack_examples=12,
     )
     n = op.numel
     mean, err = Hs.hutchinson_trace(op.matvec, n, n_samples=64, seed=3, dtype=torch.float64, device="cpu")
@@ -412,13 +426,27 @@ def test_hutchinson_and_slq_estimate_trace_and_moments(small_setup):
     [
         (
             lambda m, b: Hs.HessianOperator(
-                m, b, bn_mode="frozen", reuse_graph=False, device="cpu", dtype=torch.float32, loss=F.cross_entropy
+                m,
+                b,
+                bn_mode="frozen",
+                reuse_graph=False,
+                device="cpu",
+                dtype=torch.float32,
+                loss=F.cross_entropy,
+                stack_examples=12,
             ),
             "bn_mode",
         ),
         (
             lambda m, b: Hs.HessianOperator(
-                m, [], bn_mode="eval", reuse_graph=False, device="cpu", dtype=torch.float32, loss=F.cross_entropy
+                m,
+                [],
+                bn_mode="eval",
+                reuse_graph=False,
+                device="cpu",
+                dtype=torch.float32,
+                loss=F.cross_entropy,
+                stack_examples=12,
             ),
             "no data",
         ),
@@ -480,9 +508,17 @@ def test_label_smoothing_hessian_is_the_expected_hessian_under_label_noise():
         dtype=torch.float64,
         loss=functools.partial(F.cross_entropy, label_smoothing=p),
         device="cpu",
+        stack_examples=12,
     )
     clean = Hs.HessianOperator(
-        model, [(x, y)], bn_mode="eval", reuse_graph=False, dtype=torch.float64, device="cpu", loss=F.cross_entropy
+        model,
+        [(x, y)],
+        bn_mode="eval",
+        reuse_graph=False,
+        dtype=torch.float64,
+        device="cpu",
+        loss=F.cross_entropy,
+        stack_examples=12,
     )
     each = [
         Hs.HessianOperator(
@@ -493,6 +529,7 @@ def test_label_smoothing_hessian_is_the_expected_hessian_under_label_noise():
             dtype=torch.float64,
             device="cpu",
             loss=F.cross_entropy,
+            stack_examples=12,
         )
         for c in range(4)
     ]
@@ -586,7 +623,7 @@ def test_track_eigenvectors_tells_an_eigenvector_from_a_random_direction(digits_
     from limiting_dynamics.eigenvector_drift import track_eigenvectors
 
     model, batches = digits_problem
-    cfg = {"bn_mode": "train", "precision": "float32", "reuse_graph": False}
+    cfg = {"bn_mode": "train", "precision": "float32", "reuse_graph": False, "batch_size": 64}
     op = Hs.operator_for(model, batches, cfg, 0.0, CPU)
     top = Hs.lanczos(op.matvec, op.numel, 1, tol=1e-4, max_iter=60, seed=0, device=CPU, dtype=torch.float32)
     random = torch.randn(op.numel, generator=torch.Generator().manual_seed(1))

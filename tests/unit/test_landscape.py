@@ -25,6 +25,7 @@ def test_loss_plane_is_centred_on_theta0_curves_like_the_hessian_and_leaves_the_
         device=torch.device("cpu"),
         dtype=torch.float64,
         loss=F.cross_entropy,
+        stack_examples=12,
     )
     top = hessian.lanczos(
         op.matvec, op.numel, 2, tol=1e-10, max_iter=op.numel, dtype=torch.float64, seed=0, device="cpu"

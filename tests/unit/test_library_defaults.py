@@ -41,6 +41,7 @@ SETTINGS = [
     ("hessian.precision", hessian.lanczos, "dtype"),
     ("hessian.bn_mode", hessian.HessianOperator, "bn_mode"),
     ("hessian.reuse_graph", hessian.HessianOperator, "reuse_graph"),
+    ("hessian.batch_size", hessian.HessianOperator, "stack_examples"),
     ("compute.device", hessian.HessianOperator, "device"),
     ("compute.device", hessian.lanczos, "device"),
     ("compute.device", datasets.load_prepared, "device"),
