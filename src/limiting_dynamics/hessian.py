@@ -153,16 +153,18 @@ class HessianOperator:
         return torch.autograd.grad(loss, self.params, create_graph=True)
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        """``H v`` by double backward, batch by batch (memory: one batch's graph,
+        """``H v`` by double backward, stack by stack (memory: one stack's graph,
         or all of them with ``reuse_graph``)."""
         v = v.to(self.device, self.dtype)
         vs = self._split(v)
         total = torch.zeros(self.numel, device=self.device, dtype=self.dtype)
-        if self.reuse_graph and self._grads is None:
-            self._grads = [self._graph_gradient(x, y) for x, y in self._forward_batches()]
-        stacks = [None] * len(self.stacks) if self.reuse_graph else self._forward_batches()
-        for i, xy in enumerate(stacks):
-            grads = self._grads[i] if self.reuse_graph else self._graph_gradient(*xy)
+        if self.reuse_graph:
+            if self._grads is None:
+                self._grads = [self._graph_gradient(x, y) for x, y in self._forward_batches()]
+            gradients = iter(self._grads)
+        else:
+            gradients = (self._graph_gradient(x, y) for x, y in self._forward_batches())
+        for grads in gradients:
             dot = sum((g * u).sum() for g, u in zip(grads, vs))
             hv = torch.autograd.grad(dot, self.params, retain_graph=self.reuse_graph)
             total += torch.cat([h.reshape(-1) for h in hv])
