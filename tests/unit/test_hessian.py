@@ -468,6 +468,19 @@ def test_bad_settings_raise_clear_errors(small_setup, call, message):
         call(model, batches)
 
 
+@pytest.mark.parametrize(
+    "sizes, stack_examples, stacks",
+    [
+        ([4, 4, 4, 3], 8, [[0, 1], [2], [3]]),  # at most 8 examples; a batch of another size starts its own stack
+        ([4, 4, 4, 3], 100, [[0, 1, 2], [3]]),
+        ([4, 4, 4], 2, [[0], [1], [2]]),  # smaller than one batch: every batch alone
+        ([4, 3, 4], 100, [[0], [1], [2]]),  # only consecutive batches of one size share a pass
+    ],
+)
+def test_stacks_group_consecutive_batches_of_one_size_up_to_the_bound(sizes, stack_examples, stacks):
+    assert Hs._stacks(sizes, stack_examples) == stacks
+
+
 def test_loss_batching_uses_the_cells_batches_in_train_mode():
     cfg = {"batch_size": 256, "n_samples": 500, "bn_mode": "train"}
     assert Hs.loss_batching(cfg, 1438, 64) == (448, 64)
