@@ -760,6 +760,7 @@ class HessianAnalysis:
     tensor_names: list[str]  # the parameter tensors in the flattened order, and their sizes
     tensor_sizes: list[int]
     reuse_graph: bool
+    batches_per_pass: int  # most batches stacked into one forward pass (train mode; 1 = none)
 
     @property
     def eigenvectors(self) -> np.ndarray:
@@ -960,4 +961,5 @@ def analyze(
         tensor_names=op.param_names,
         tensor_sizes=[p.numel() for p in op.params],
         reuse_graph=bool(op.reuse_graph),
+        batches_per_pass=max(len(stack) for stack in op.stacks),
     )

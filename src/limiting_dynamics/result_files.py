@@ -80,6 +80,7 @@ def hessian_dataset(result, cfg: dict, device) -> xr.Dataset:
             "density_smoothing_width": width,
             "device": str(device),
             "reuse_graph": int(result.reuse_graph),
+            "batches_per_pass": int(result.batches_per_pass),
         },
     )
     return describe(ds, HESSIAN)

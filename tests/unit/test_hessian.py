@@ -205,6 +205,7 @@ def test_hessian_logs_progress_of_the_lanczos_run_and_each_slq_probe(digits_prob
     lines = []
     result = Hs.analyze(*digits_problem, DIGITS_CFG, CPU, label_smoothing=0.0, log=lines.append, progress_every=0)
     m = result.top.n_products
+    assert result.batches_per_pass == 2  # the two batches of 32 in one pass of at most 64 examples
     assert lines[0] == "Lanczos: started (at most 20 products)"
     steps = [line for line in lines if line.startswith("Lanczos: ") and "/20 products, " in line]
     assert len(steps) == m - 1  # one after every step but the last (the end line)
