@@ -57,8 +57,8 @@ class HessianOperator:
     one forward pass of at most this many examples (at least one batch), with
     BatchNorm normalising each batch on its own statistics
     (:class:`_StackedBatchNorm`): the same loss, in fewer and larger kernels
-    (about 0.68x the time per product for four batches of 64 on a CPU core,
-    ``bench/hvp_cost.py``). Products agree with unstacked ones to float
+    (0.68x the time per product for four batches of 64 on a CPU core, 0.61x
+    for sixteen: ``bench/stacked_batch_norm.py``). Products agree with unstacked ones to float
     rounding; one batch per stack runs the module exactly as before. Eval mode
     ignores it (its chunks are already ``batch_size`` examples).
     """

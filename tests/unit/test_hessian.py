@@ -79,6 +79,20 @@ def exact_hessian(model, x, y, bn_mode):
     return torch.autograd.functional.hessian(loss, flat0)
 
 
+def eval_operator(model, batches, loss=F.cross_entropy):
+    """The float64 eval-mode operator of the small tests (products rebuilt each time)."""
+    return Hs.HessianOperator(
+        model,
+        batches,
+        bn_mode="eval",
+        reuse_graph=False,
+        dtype=torch.float64,
+        device="cpu",
+        loss=loss,
+        stack_examples=12,
+    )
+
+
 DIGITS_CFG = {
     "bn_mode": "train",
     "precision": "float32",
@@ -401,16 +415,7 @@ def test_the_callers_model_is_never_mutated(small_setup, reuse_graph):
 def test_hutchinson_and_slq_estimate_trace_and_moments(small_setup):
     model, x, y, batches = small_setup
     h = exact_hessian(model, x, y, "eval").numpy()
-    op = Hs.HessianOperator(
-        model,
-        batches,
-        bn_mode="eval",
-        reuse_graph=False,
-        dtype=torch.float64,
-        device="cpu",
-        loss=F.cross_entropy,
-        stack_examples=12,
-    )
+    op = eval_operator(model, batches)
     n = op.numel
     mean, err = Hs.hutchinson_trace(op.matvec, n, n_samples=64, seed=3, dtype=torch.float64, device="cpu")
     assert abs(mean - np.trace(h)) < 4 * err
@@ -514,39 +519,9 @@ def test_label_smoothing_hessian_is_the_expected_hessian_under_label_noise():
     model = Small(activation=torch.tanh).double().eval()
     x, y = torch.randn(12, 1, 4, 4, dtype=torch.float64), torch.randint(0, 4, (12,))
     p = 0.3
-    smooth = Hs.HessianOperator(
-        model,
-        [(x, y)],
-        bn_mode="eval",
-        reuse_graph=False,
-        dtype=torch.float64,
-        loss=functools.partial(F.cross_entropy, label_smoothing=p),
-        device="cpu",
-        stack_examples=12,
-    )
-    clean = Hs.HessianOperator(
-        model,
-        [(x, y)],
-        bn_mode="eval",
-        reuse_graph=False,
-        dtype=torch.float64,
-        device="cpu",
-        loss=F.cross_entropy,
-        stack_examples=12,
-    )
-    each = [
-        Hs.HessianOperator(
-            model,
-            [(x, torch.full_like(y, c))],
-            bn_mode="eval",
-            reuse_graph=False,
-            dtype=torch.float64,
-            device="cpu",
-            loss=F.cross_entropy,
-            stack_examples=12,
-        )
-        for c in range(4)
-    ]
+    smooth = eval_operator(model, [(x, y)], loss=functools.partial(F.cross_entropy, label_smoothing=p))
+    clean = eval_operator(model, [(x, y)])
+    each = [eval_operator(model, [(x, torch.full_like(y, c))]) for c in range(4)]
     v = torch.randn(smooth.numel, dtype=torch.float64)
     expected = (1 - p) * clean.matvec(v) + p * sum(op.matvec(v) for op in each) / 4
     assert torch.allclose(smooth.matvec(v), expected, rtol=1e-10, atol=1e-12)
