@@ -15,8 +15,8 @@ the network by each stage, in units of one training image (forward + backward
   set (1/3 of a training image each);
 * Hessian per cell: products x ``n_samples`` x 2.6 (a Hessian-vector product
   with the graph rebuilt cost 2.6 gradients in ``bench/hvp_cost.py``); products
-  = ``max_iter`` (an upper bound for Lanczos) + ``slq_vectors x slq_iterations``
-  + ``hutchinson_samples``;
+  = ``max_iter`` (an upper bound for Lanczos, which is also the first SLQ
+  probe) + ``(slq_vectors - 1) x slq_iterations`` + ``hutchinson_samples``;
 * gradient noise per cell: ``n_batches x S`` gradients;
 * landscape: ``grid^2`` forward passes over its train subset and the test set.
 
@@ -65,7 +65,7 @@ def cost(cfg: dict, n_train: int, n_test: int) -> dict:
     )
     out["limiting"] = sum(lim["steps"] * hp.batch_size for hp in cells)
     out["evaluation"] = len(cells) * (lim["steps"] // lim["eval_every"] + 1) * held / 3
-    hvps = h["max_iter"] + h["slq_vectors"] * h["slq_iterations"] + h["hutchinson_samples"]
+    hvps = h["max_iter"] + (h["slq_vectors"] - 1) * h["slq_iterations"] + h["hutchinson_samples"]
     n_hessian = (n_train if h["n_samples"] == "all" else h["n_samples"]) * h["draws"]
     out["hessian"] = len(probed_cells) * hvps * n_hessian * HVP_PER_GRADIENT if h["enabled"] else 0
     out["noise"] = sum(nz["n_batches"] * hp.batch_size for hp in probed_cells) if nz["enabled"] else 0

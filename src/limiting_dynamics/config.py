@@ -389,6 +389,14 @@ def _analysis_errors(config: dict, facts: _Facts) -> list[str]:
     held, held_text = _held_examples(config, facts.n_train)
     if held is not None and hess["n_samples"] != "all" and hess["n_samples"] > held:
         errors.append(_not_allowed("hessian.n_samples", hess["n_samples"], f"must be <= {held_text}"))
+    if hess["slq_iterations"] > hess["max_iter"]:
+        errors.append(
+            _not_allowed(
+                "hessian.slq_iterations",
+                hess["slq_iterations"],
+                f"must be <= hessian.max_iter ({hess['max_iter']}): the Lanczos run is the first SLQ probe",
+            )
+        )
     phase = config["limiting"]["phase_space"]
     if hess["enabled"] and phase["modes"] > hess["top_k"]:
         errors.append(

@@ -281,6 +281,9 @@ class LanczosResult:
     residuals: np.ndarray  # ||H y - theta y|| estimates, |beta_m s_m|
     n_products: int
     converged: bool
+    # the tridiagonal T_m of the run (alphas, betas): its leading block is an SLQ probe
+    # from the run's start vector (:func:`quadrature`); None for block power iteration
+    tridiagonal: tuple[np.ndarray, np.ndarray] | None = None
 
 
 class _Basis:
@@ -353,6 +356,19 @@ def _ritz(alphas: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray
     if len(alphas) > 1:
         return scipy.linalg.eigh_tridiagonal(alphas, betas)
     return np.asarray(alphas, dtype=float), np.ones((1, 1))
+
+
+def quadrature(alphas: np.ndarray, betas: np.ndarray, iterations: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss quadrature of the spectral measure of a Lanczos run's unit start
+    vector ``q``: the Ritz values of the leading ``iterations x iterations``
+    block of its tridiagonal (exactly what a run of ``iterations`` steps from
+    ``q`` gives) and the squared first components of their eigenvectors, so that
+    ``q^T f(H) q ~ sum_j w_j f(theta_j)``. Zero-padded to ``iterations`` when
+    the run has fewer steps (breakdown: the Krylov space became invariant)."""
+    m = min(len(alphas), int(iterations))
+    theta, s = _ritz(np.asarray(alphas[:m]), np.asarray(betas[: m - 1]))
+    pad = int(iterations) - m
+    return np.pad(theta, (0, pad)), np.pad(s[0] ** 2, (0, pad))
 
 
 def _krylov_state(basis: _Basis, alphas: list[float], betas: list[float]) -> dict:
@@ -458,6 +474,7 @@ def lanczos(
     dtype: torch.dtype,
     which: str = "LA",
     vectors: bool = True,
+    min_iter: int = 0,
     start: torch.Tensor | None = None,
     resume: dict | None = None,
     on_step: Callable[[int, Callable[[], dict], float], None] | None = None,
@@ -468,7 +485,10 @@ def lanczos(
     Stops when each of the ``k`` wanted Ritz values has residual
     ``|beta_m s_{m,i}| <= tol * |theta_i|``. ``which``: ``"LA"`` largest
     algebraic, ``"LM"`` largest magnitude. The basis is kept in ``dtype`` on
-    ``device`` (``n * iterations`` numbers).
+    ``device`` (``n * iterations`` numbers). ``min_iter``: take at least this
+    many steps (unless ``max_iter`` or a breakdown ends the run first), so that
+    the run's tridiagonal also serves as an SLQ probe of ``min_iter`` steps
+    (:func:`quadrature`).
 
     ``on_step(m, state, residual)``: called after every step ``m`` but the last,
     with a function returning the state to continue from (basis so far,
@@ -496,7 +516,7 @@ def lanczos(
         scale = np.maximum(np.abs(theta[top]), 1e-30)
         res = np.abs(beta * s[-1, top])
         residual[0] = float(np.max(res / scale))
-        return bool(np.all(res <= tol * scale))
+        return len(alphas) >= min_iter and bool(np.all(res <= tol * scale))
 
     def step(m: int, state: Callable[[], dict]) -> None:
         on_step(m, lambda: {**state(), "rng": gen.get_state()}, residual[0])
@@ -521,7 +541,7 @@ def lanczos(
     vecs = None
     if vectors:
         vecs = kry.basis.combine(torch.as_tensor(s[:, top], dtype=dtype, device=kry.basis.device))
-    return LanczosResult(theta[top], vecs, res, m, converged)
+    return LanczosResult(theta[top], vecs, res, m, converged, (kry.alphas, kry.betas))
 
 
 def block_power_iteration(
@@ -599,9 +619,7 @@ def slq_probe(
         on_step(m, lambda: {**state(), "rng": generator.get_state()}, math.nan)
 
     kry = _lanczos_iteration(matvec, start, iterations, device, dtype, resume=resume, on_step=step if on_step else None)
-    theta, s = kry.ritz()
-    pad = iterations - len(theta)
-    return np.pad(theta, (0, pad)), np.pad(s[0] ** 2, (0, pad))
+    return quadrature(kry.alphas, kry.betas, iterations)
 
 
 def slq(
@@ -821,12 +839,18 @@ def _top_pairs(op: HessianOperator, cfg: dict, parts: _Parts) -> LanczosResult:
         return f", largest relative residual of the top {top_k} Ritz pairs {residual:.2g} (tol {tol:g})"
 
     if "lanczos_eigenvalues" in state:
+        if "lanczos_alphas" not in state:
+            raise CheckpointError(
+                "the Hessian checkpoint holds a Lanczos run without its tridiagonal (written by an older "
+                "version, whose first SLQ probe was a separate run): delete it and rerun"
+            )
         return LanczosResult(
             state["lanczos_eigenvalues"].numpy(),
             state["lanczos_eigenvectors"].to(op.device, op.dtype),
             state["lanczos_residuals"].numpy(),
             int(state["lanczos_products"]),
             bool(state["lanczos_converged"]),
+            (state["lanczos_alphas"].numpy(), state["lanczos_betas"].numpy()),
         )
     max_iter = min(int(cfg["max_iter"]), op.numel)
     partial, parts.lanczos_partial = parts.lanczos_partial, None
@@ -841,6 +865,7 @@ def _top_pairs(op: HessianOperator, cfg: dict, parts: _Parts) -> LanczosResult:
         seed=int(cfg["seed"]),
         device=op.device,
         dtype=op.dtype,
+        min_iter=int(cfg["slq_iterations"]),  # the run is also the first SLQ probe (_density)
         resume=partial,
         on_step=parts.stepper("the Lanczos run", "lanczos_partial", progress, residual_note),
     )
@@ -853,19 +878,33 @@ def _top_pairs(op: HessianOperator, cfg: dict, parts: _Parts) -> LanczosResult:
         lanczos_residuals=torch.from_numpy(np.ascontiguousarray(top.residuals)),
         lanczos_products=top.n_products,
         lanczos_converged=bool(top.converged),
+        lanczos_alphas=torch.from_numpy(np.ascontiguousarray(top.tridiagonal[0])),
+        lanczos_betas=torch.from_numpy(np.ascontiguousarray(top.tridiagonal[1])),
     )
     parts.finished("the Lanczos run")
     return top
 
 
-def _density(op: HessianOperator, cfg: dict, parts: _Parts) -> SpectralDensity:
-    """The SLQ part: one probe after another, each resumable, from the generator seeded ``seed + 1``."""
+def _density(op: HessianOperator, cfg: dict, parts: _Parts, top: LanczosResult) -> SpectralDensity:
+    """The SLQ part. Probe 1 is the Lanczos run itself: the quadrature of the
+    first ``slq_iterations`` steps of its tridiagonal (its start vector is
+    uniform on the sphere, as valid a probe as a Rademacher one, and
+    independent of the others), so it costs no products. The others follow one
+    after another, each resumable, from the generator seeded ``seed + 1``."""
     state = parts.state
     gen = torch.Generator().manual_seed(int(cfg["seed"]) + 1)
     if "slq_rng" in state:
         gen.set_state(state["slq_rng"])
     nodes, weights = list(state.get("slq_nodes", [])), list(state.get("slq_weights", []))
     iterations = int(cfg["slq_iterations"])
+    if not nodes:
+        theta, w = quadrature(*top.tridiagonal, iterations)
+        nodes, weights = [torch.from_numpy(theta)], [torch.from_numpy(w)]
+        state.update(slq_nodes=list(nodes), slq_weights=list(weights))
+        parts.log(
+            f"SLQ probe 1 of {cfg['slq_vectors']}: the first {min(iterations, len(top.tridiagonal[0]))} "
+            "steps of the Lanczos run (no further products)"
+        )
     for i in range(len(nodes), int(cfg["slq_vectors"])):
         part = f"SLQ probe {i + 1}"
         partial, parts.slq_partial = parts.slq_partial, None
@@ -913,7 +952,9 @@ def analyze(
     progress_every: float = 30.0,
 ) -> HessianAnalysis:
     """Top eigenpairs (Lanczos), spectral density (SLQ) and trace (Hutchinson) of
-    the training-loss Hessian at the model's parameters.
+    the training-loss Hessian at the model's parameters. The Lanczos run takes at
+    least ``slq_iterations`` steps and is the first SLQ probe (:func:`_density`),
+    so the density costs ``(slq_vectors - 1) x slq_iterations`` further products.
 
     ``cfg``: ``bn_mode``, ``precision`` (float32/float64), ``top_k``, ``tol``,
     ``max_iter``, ``slq_vectors``, ``slq_iterations``, ``hutchinson_samples``,
@@ -944,7 +985,7 @@ def analyze(
         f"Lanczos: top {cfg['top_k']} eigenvalues in {top.n_products} Hessian-vector products "
         f"(converged: {top.converged}): " + " ".join(f"{v:.4g}" for v in top.eigenvalues)
     )
-    density = _density(op, cfg, parts)
+    density = _density(op, cfg, parts, top)
     trace, trace_err = _trace(op, cfg, parts)
     log(f"trace {trace:.4g} +- {trace_err:.2g} (Hutchinson), {density.moment(1) * op.numel:.4g} (SLQ)")
     return HessianAnalysis(

@@ -74,6 +74,7 @@ def hessian_dataset(result, cfg: dict, device) -> xr.Dataset:
             "lanczos_hvps": top.n_products,
             "lanczos_converged": int(top.converged),
             "lanczos_tol": float(cfg["tol"]),
+            "slq_first_probe": "the Lanczos run's start vector (its first slq_iterations steps)",
             "total_hvps": result.total_products,
             "loss_at_theta0": result.loss,
             "grad_norm_at_theta0": result.grad_norm,

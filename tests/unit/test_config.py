@@ -204,6 +204,12 @@ BAD = [
         "config key 'limiting.phase_space.modes': value 5 is not allowed: must be <= hessian.top_k (3), the "
         "eigenvectors computed",
     ),
+    (  # SLQ probes longer than the Lanczos run that is the first of them
+        "hessian.slq_iterations",
+        31,
+        "config key 'hessian.slq_iterations': value 31 is not allowed: must be <= hessian.max_iter (30): the "
+        "Lanczos run is the first SLQ probe",
+    ),
 ]
 
 

@@ -228,7 +228,12 @@ def test_hessian_logs_progress_of_the_lanczos_run_and_each_slq_probe(digits_prob
     assert "largest relative residual" not in steps[1]  # before 3 steps there are no 3 Ritz pairs
     end = next(line for line in lines if line.startswith("Lanczos: done"))
     assert end.startswith(f"Lanczos: done, {m} products in ") and "largest relative residual" in end
-    for i in (1, 2, 3):
+    assert m >= DIGITS_CFG["slq_iterations"]  # the Lanczos run is long enough to be the first probe
+    assert result.total_products == m + 2 * 6 + DIGITS_CFG["hutchinson_samples"]  # probes 2 and 3, Hutchinson
+    assert np.array_equal(result.density.nodes[0], Hs.quadrature(*result.top.tridiagonal, 6)[0])
+    assert "SLQ probe 1 of 3: the first 6 steps of the Lanczos run (no further products)" in lines
+    assert not any(line.startswith("SLQ probe 1 of 3: started") for line in lines)
+    for i in (2, 3):
         assert f"SLQ probe {i} of 3: started (6 products)" in lines
         assert f"SLQ probe {i} of 3: 5/6 products, " in " ".join(lines)
         assert any(line.startswith(f"SLQ probe {i} of 3: done, 6 products in ") for line in lines)
@@ -425,6 +430,37 @@ def test_hutchinson_and_slq_estimate_trace_and_moments(small_setup):
     assert dens.moment(2) == pytest.approx(np.trace(h @ h) / n, rel=0.25)
     grid = np.linspace(-5, 5, 4001)
     assert np.trapezoid(dens.density(grid, 0.05), grid) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_the_lanczos_run_is_an_slq_probe_of_its_start_vector():
+    """The leading block of the Lanczos run's tridiagonal is Gauss quadrature for
+    its start vector ``q``: ``sum_j w_j theta_j^p = q^T H^p q`` exactly for
+    ``p < 2 x iterations``, the same nodes and weights as a separate SLQ run of
+    ``iterations`` steps from ``q``; ``min_iter`` makes the run long enough."""
+    mv, _, mat = known_operator()
+    q = torch.randn(200, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    q = q / q.norm()
+    kw = {"tol": 1e-2, "max_iter": 200, "device": "cpu", "dtype": torch.float64, "seed": 0, "start": q}
+    short = Hs.lanczos(mv, 200, 2, **kw)
+    top = Hs.lanczos(mv, 200, 2, min_iter=short.n_products + 7, **kw)
+    assert top.n_products == short.n_products + 7 and top.converged
+    it = short.n_products + 3
+    nodes, weights = Hs.quadrature(*top.tridiagonal, it)
+    alone = Hs._lanczos_iteration(mv, q, it, "cpu", torch.float64)
+    assert np.array_equal((nodes, weights), Hs.quadrature(alone.alphas, alone.betas, it))
+    hp_q = q.clone()
+    for p in range(2 * it):
+        assert (weights * nodes**p).sum() == pytest.approx(float(q @ hp_q), rel=1e-9, abs=1e-12)
+        hp_q = mat @ hp_q
+    assert nodes.shape == (it,) and len(top.tridiagonal[0]) == it + 4  # the block, not the whole run
+
+
+def test_quadrature_of_a_run_shorter_than_asked_is_zero_padded():
+    alphas, betas = np.array([2.0, 1.0]), np.array([0.5])
+    nodes, weights = Hs.quadrature(alphas, betas, 5)
+    assert nodes.shape == weights.shape == (5,)
+    assert np.array_equal(weights[2:], np.zeros(3)) and weights.sum() == pytest.approx(1.0)
+    assert (weights * nodes).sum() == pytest.approx(2.0)  # q^T H q = alpha_1
 
 
 @pytest.mark.parametrize(
