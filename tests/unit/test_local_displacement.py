@@ -110,6 +110,30 @@ def test_gradients_read_off_the_buffers_are_the_noise_of_the_toy(toy):
     np.testing.assert_allclose(g2 * n2, [299, 199], rtol=0.03)
 
 
+def test_shares_windows_and_norm_drift_read_off_the_recorded_tensors(toy):
+    """What the share of the other parameters, a window's gradient norm and the
+    norm drift are, computed here by name from the recorded tensors."""
+    p = local_displacement.predictions(toy, window=(0.0, 1.0))
+    v2 = toy.sq_velocity_by_tensor.mean("tensor_step")
+    assert p["other_fraction"] == pytest.approx(float(v2.sel(tensor="b") / v2.sum()), rel=1e-9)
+    assert 0.0 < p["other_fraction"] < 0.5
+    late = toy.sq_grad_by_tensor.where(toy.tensor_step > 0.5 * float(toy.tensor_step[-1]), drop=True)
+    assert local_displacement.grad_sq_norm(toy, (0.5, 1.0)) == pytest.approx(float(late.sum("tensor").mean()), rel=1e-9)
+    # the spheres' squared norms grow by 30% over the run, linearly: in units of the relaxation
+    # rate 2 lr wd / (1 - beta), the drift is 0.3 / (steps x mean) of the norm
+    ts = toy.tensor_step.values.astype(float)
+    ramp = toy.copy(deep=True)
+    n2 = ramp.sq_param_norm_by_tensor.transpose("tensor_step", "tensor")
+    spheres = [list(ramp.tensor.values).index(name) for name in ("ws.0", "ws.1")]
+    values = n2.values.copy()
+    values[:, spheres] = values[:, spheres].mean(axis=0) * (1 + 0.3 * (ts - ts[0]) / (ts[-1] - ts[0]))[:, None]
+    ramp["sq_param_norm_by_tensor"] = n2.copy(data=values)
+    mean_growth = float(np.mean(1 + 0.3 * (ts - ts[0]) / (ts[-1] - ts[0])))  # 1.15 at evenly spaced steps
+    expected = (1 - BETA) * 0.3 / (ts[-1] - ts[0]) / (2 * LR * WD * mean_growth)
+    got = local_displacement.predictions(ramp, window=(0.0, 1.0))["norm_drift_fraction"]
+    assert got == pytest.approx(expected, rel=1e-9)
+
+
 def test_stationarity_ratio_tells_a_stationary_series_from_relaxation_cycles():
     rng = np.random.default_rng(0)
     x = np.empty(8000)

@@ -322,6 +322,8 @@ def test_reshuffled_lag_msd_and_phase_averaged_variance_match_monte_carlo(popula
         (lambda: T.stationary_moments([1.0], 1.0, Hp(0.0, 8, 0.9, 0.0)), "lr"),
         (lambda: T.stationary_moments([1.0], 1.0, Hp(0.05, 8, 0.9, 0.0), setting=T.Setting(model="exact")), "model"),
         (lambda: T.msd_from_start([1.0], 1.0, 0.0, 0.0, [1.5], Hp(0.05, 8, 0.9, 0.0)), "whole numbers"),
+        (lambda: T.msd_from_start([1.0], 1.0, 0.0, 0.0, [], Hp(0.05, 8, 0.9, 0.0)), "non-empty 1-D"),
+        (lambda: T.msd_from_start([1.0], 1.0, 0.0, 0.0, [[1, 2]], Hp(0.05, 8, 0.9, 0.0)), "non-empty 1-D"),
         (lambda: T.msd_from_start([np.nan], 1.0, 0.0, 0.0, [1], Hp(0.05, 8, 0.9, 0.0)), "finite"),
     ],
 )
