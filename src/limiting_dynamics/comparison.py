@@ -520,6 +520,31 @@ def compare_lag_msd(
     return ComparisonPart(out, {}, attrs)
 
 
+EXACT_LAG_POINTS = {"window_end": 1.0, "window_tenth": 0.1}
+"""Where in the mode window the exact distance from theta_0 is kept for a comparison between
+runs: at its longest lag and at the lag nearest a tenth of it."""
+
+
+def _exact_at_two_lags(ds: xr.Dataset, window: xr.DataArray) -> dict:
+    """The exact ``||theta_t - theta_0||^2`` over its prediction, and the predicted standard
+    deviation of that ratio for one anchor, at the lags of :data:`EXACT_LAG_POINTS`. The seeds
+    of a cell are independent anchors, so their spread tests the predicted one-anchor scatter
+    with data apart from it (``results_tables``); NaN where the window holds no lag."""
+    lags = ds.lag.where(window, drop=True).values
+    out = {}
+    for name, share in EXACT_LAG_POINTS.items():
+        values = dict.fromkeys(("lag", "exact_ratio", "exact_predicted_sd"), float("nan"))
+        if lags.size:
+            at = ds.sel(lag=int(lags[np.argmin(abs(lags - share * lags.max()))]))
+            values = {
+                "lag": float(at.lag),
+                "exact_ratio": float(at.sq_dist_from_start_measured / at.lag_msd_predicted),
+                "exact_predicted_sd": float(at.sq_dist_from_start_predicted_sd / at.lag_msd_predicted),
+            }
+        out |= {f"{key}_at_{name}": value for key, value in values.items()}
+    return out
+
+
 def mode_window_summary(ds: xr.Dataset) -> dict:
     """The lag-MSD against its prediction over the lags inside the mode window: the range of
     measured/predicted (sketch, else exact distance) and of the exact distance, and the largest
@@ -543,18 +568,24 @@ def mode_window_summary(ds: xr.Dataset) -> dict:
             "single_anchor_sd_ratio_mode_window_min": over_window(seen, np.min),
             "single_anchor_sd_ratio_mode_window_max": over_window(seen, np.max),
         }
-    return own | {
-        "lag_msd_ratio_mode_window_min": over_window(ratio, np.min),
-        "lag_msd_ratio_mode_window_max": over_window(ratio, np.max),
-        "lag_msd_ratio_isotropic_mode_window_min": over_window(iso, np.min),
-        "lag_msd_ratio_isotropic_mode_window_max": over_window(iso, np.max),
-        "lag_msd_z_mode_window_max": over_window(
-            abs(measured - ds.lag_msd_predicted) / ds.lag_msd_predicted_sd, np.nanmax
-        ),
-        "lag_msd_relative_sd_mode_window_max": over_window(ds.lag_msd_predicted_sd / ds.lag_msd_predicted, np.nanmax),
-        "lag_msd_exact_ratio_mode_window_min": over_window(exact / ds.lag_msd_predicted, np.min),
-        "lag_msd_exact_ratio_mode_window_max": over_window(exact / ds.lag_msd_predicted, np.max),
-        "lag_msd_exact_z_mode_window_max": over_window(
-            abs(exact - ds.lag_msd_predicted) / ds.sq_dist_from_start_predicted_sd, np.nanmax
-        ),
-    }
+    return (
+        own
+        | _exact_at_two_lags(ds, window)
+        | {
+            "lag_msd_ratio_mode_window_min": over_window(ratio, np.min),
+            "lag_msd_ratio_mode_window_max": over_window(ratio, np.max),
+            "lag_msd_ratio_isotropic_mode_window_min": over_window(iso, np.min),
+            "lag_msd_ratio_isotropic_mode_window_max": over_window(iso, np.max),
+            "lag_msd_z_mode_window_max": over_window(
+                abs(measured - ds.lag_msd_predicted) / ds.lag_msd_predicted_sd, np.nanmax
+            ),
+            "lag_msd_relative_sd_mode_window_max": over_window(
+                ds.lag_msd_predicted_sd / ds.lag_msd_predicted, np.nanmax
+            ),
+            "lag_msd_exact_ratio_mode_window_min": over_window(exact / ds.lag_msd_predicted, np.min),
+            "lag_msd_exact_ratio_mode_window_max": over_window(exact / ds.lag_msd_predicted, np.max),
+            "lag_msd_exact_z_mode_window_max": over_window(
+                abs(exact - ds.lag_msd_predicted) / ds.sq_dist_from_start_predicted_sd, np.nanmax
+            ),
+        }
+    )

@@ -725,7 +725,47 @@ def _lag_msd_scatter(p: pd.DataFrame) -> list[str]:
             f"{_spread(p['lag_msd_exact_z_mode_window_max'], 1)} of its standard deviations: the exact check in the "
             "targets table."
         )
+    lines += _exact_between_seeds(p)
     return [" ".join(lines), ""]
+
+
+def _exact_between_seeds(p: pd.DataFrame) -> list[str]:
+    """The seeds of a cell are independent anchors: the spread of their exact ratio between them
+    (pooled within cells) against the predicted scatter of one anchor, at the window's longest lag
+    and at a tenth of it."""
+    if "exact_ratio_at_window_end" not in p:
+        return []
+    cells = [g for _, g in p.groupby(list(replicates.HYPERPARAMETERS)) if len(g) > 1]
+    if not cells:
+        return []
+    parts = []
+    for point in ("window_tenth", "window_end"):
+        ratio = f"exact_ratio_at_{point}"
+        # pooled within cells: each cell's mean is its own, as the cells' predictions differ
+        dof = sum(len(g) - 1 for g in cells)
+        seen = np.sqrt(sum(((g[ratio] - g[ratio].mean()) ** 2).sum() for g in cells) / dof)
+        predicted = float(pd.concat(g[f"exact_predicted_sd_at_{point}"] for g in cells).mean())
+        n = sum(len(g) for g in cells)
+        mean = float(pd.concat(g[ratio] for g in cells).mean())
+        lags = pd.concat(g[f"lag_at_{point}"] for g in cells)
+        parts.append(
+            f"at lag {_fmt(lags.min(), 0)}"
+            + (f"-{_fmt(lags.max(), 0)}" if lags.max() > lags.min() else "")
+            + f" their measured / predicted has mean {_fmt(mean)} ± {_fmt(seen / np.sqrt(n))} (standard error) and "
+            f"standard deviation {_fmt(seen)} between seeds, against {_fmt(predicted)} predicted for one anchor "
+            f"({_fmt(seen / predicted, 1)}x)"
+        )
+    sizes = sorted({len(g) for g in cells})
+    seeds = f"{sizes[0]}" + (f"-{sizes[-1]}" if len(sizes) > 1 else "")
+    return [
+        f"The seeds of a cell are independent anchors ({len(cells)} {'cell' if len(cells) == 1 else 'cells'} of "
+        f"{seeds} seeds, {dof} degrees of freedom within cells), which test that scatter apart from the theory: "
+        + "; ".join(parts)
+        + ". A spread between seeds well above the predicted one with a mean near 1 says the exact check fails on "
+        "the predicted scatter of one anchor, which counts every direction of an SLQ node as an independent one "
+        "with the noise the spectrum gives it; a noise concentrated in fewer directions scatters more with the same "
+        "mean (tests/unit/test_comparison.py)."
+    ]
 
 
 def differences_table(summary: pd.DataFrame, modes: pd.DataFrame, default: dict) -> str:

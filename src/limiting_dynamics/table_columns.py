@@ -321,6 +321,19 @@ COLUMNS: dict[str, tuple[str, str]] = {
         "largest such ratio over lags in the mode window",
     ),
     "sketch_over_exact_lag1": ("1", "the sketch's time-averaged lag-1 MSD over the exact mean squared step"),
+    "lag_at_window_end": ("1", "the longest lag of the mode window (steps)"),
+    "exact_ratio_at_window_end": (
+        "1",
+        "exact ||theta_t - theta_0||^2 / predicted lag-MSD at t = lag_at_window_end (one anchor; the seeds of a cell "
+        "are independent anchors, so their spread measures one anchor's scatter)",
+    ),
+    "exact_predicted_sd_at_window_end": (
+        "1",
+        "predicted standard deviation of that ratio for one anchor (sq_dist_from_start_predicted_sd / lag_msd_predicted)",
+    ),
+    "lag_at_window_tenth": ("1", "the lag of the mode window nearest a tenth of its longest (steps)"),
+    "exact_ratio_at_window_tenth": ("1", "exact_ratio_at_window_end, at lag_at_window_tenth"),
+    "exact_predicted_sd_at_window_tenth": ("1", "exact_predicted_sd_at_window_end, at lag_at_window_tenth"),
     "eigenvectors_valid_steps": ("1", "median over modes of valid_steps"),
     "mode_window_end": ("1", "last step of the mode window"),
     # modes: per mode (module comparison) and the ratios of MODE_RATIOS

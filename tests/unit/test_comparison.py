@@ -10,14 +10,20 @@ from limiting_dynamics import comparison, theory
 from limiting_dynamics.recording import BlockSignSketch
 
 
-def _quadratic_cell(sampling="replacement", steps=40000, seed=0, hot=1.0):
+def _quadratic_cell(sampling="replacement", steps=40000, seed=0, hot=1.0, noisy_bulk=None):
     """SGD with momentum on independent quadratic modes, recorded like a real cell
     (each mode its own "tensor"; the minimum at the origin, theta = x). ``hot``
-    scales theta_0 away from the stationary state (1: stationary)."""
+    scales theta_0 away from the stationary state (1: stationary). ``noisy_bulk``:
+    indices of the bulk modes that carry all of the bulk's noise (the same trace),
+    where the spectrum alone would spread it over all 40."""
     rng = np.random.default_rng(seed)
     lr, s, beta, wd, n_train = 0.05, 8, 0.9, 1e-3, 10**6
     lam = np.concatenate([[6.0, 3.0, 1.5], np.linspace(0.05, 1.0, 40)])
     sigma2 = 0.5 * lam  # C ~ H, so the bulk reconstruction is exact
+    if noisy_bulk is not None:
+        bulk = sigma2[3:].copy()
+        sigma2[3:] = 0.0
+        sigma2[3 + np.asarray(noisy_bulk)] = bulk[noisy_bulk] * bulk.sum() / bulk[noisy_bulk].sum()
     a = lam + wd
     x, v = np.zeros(lam.size), np.zeros(lam.size)
     for _ in range(5000):  # burn-in to stationarity
@@ -171,6 +177,39 @@ def test_a_run_started_away_from_its_stationary_state_fails_the_exact_lag_msd_te
     # the run's own scatter of one anchor is still the predicted one: the check fails on the mean, not the scatter
     assert 0.8 < cmp.attrs["single_anchor_sd_ratio_mode_window_min"]
     assert cmp.attrs["single_anchor_sd_ratio_mode_window_max"] < 1.25
+
+
+@pytest.mark.parametrize(
+    "noisy_bulk, seen_over_predicted",
+    [(None, (0.6, 1.5)), ([5, 15, 24, 34], (2.0, 5.0))],
+    ids=["noise-over-every-bulk-direction", "bulk-noise-in-4-of-40-directions"],
+)
+def test_the_spread_between_seeds_tests_the_predicted_scatter_of_the_exact_distance(noisy_bulk, seen_over_predicted):
+    """Runs of one cell with different seeds are independent anchors, so the spread of the exact
+    ``||theta_t - theta_0||^2`` / predicted between them measures one anchor's scatter apart from the
+    theory. It is the predicted scatter where every bulk direction carries the noise the spectrum
+    gives it, and about sqrt(10) times it where the same bulk noise sits in 4 of the 40 directions
+    (chosen so that the trace and the mean at long lags stay the same): a concentration of the noise
+    that the spectrum cannot show, and that the mean does not reveal."""
+    kw = dict(
+        stationary_window=(0.0, 1.0), fit_window=(0.001, 0.5), mode_window=(0.0, 0.5), curvature_block=5000, nperseg=256
+    )
+    runs = [
+        comparison.compare_cell(*_quadratic_cell(steps=4000, seed=seed, noisy_bulk=noisy_bulk), **kw)
+        for seed in range(24)
+    ]
+    ratio = np.array([r.attrs["exact_ratio_at_window_end"] for r in runs])
+    predicted_sd = np.mean([r.attrs["exact_predicted_sd_at_window_end"] for r in runs])
+    # the values are those of the comparison's own curves at the window's longest lag (2,000 of 4,000 steps)
+    first = runs[0]
+    assert first.attrs["lag_at_window_end"] == 2000
+    at = first.sel(lag=2000)
+    assert ratio[0] == pytest.approx(float(at.sq_dist_from_start_measured / at.lag_msd_predicted))
+    assert first.attrs["lag_at_window_tenth"] == pytest.approx(200, rel=0.15)
+    # the mean holds in both cases; the spread between seeds tells them apart
+    assert abs(ratio.mean() - 1) < 3 * ratio.std(ddof=1) / np.sqrt(ratio.size)
+    lo, hi = seen_over_predicted
+    assert lo < ratio.std(ddof=1) / predicted_sd < hi
 
 
 def test_curvature_along_the_run_shows_a_direction_going_stale():

@@ -439,18 +439,23 @@ def test_the_first_problem_is_raised_with_a_count_of_the_rest(n_errors, suffix):
     )
 
 
-def test_the_quadratic_lr_scan_overlay_is_valid_and_plans_its_cells():
-    """config/quadratic_lr_scan.yaml on top of the default: valid, the default cell and
-    one quadratic cell per learning rate, three seeds each, nothing else."""
+@pytest.mark.parametrize(
+    "overlay, burn_in",
+    [("quadratic_lr_scan.yaml", 6000), ("quadratic_burn_in.yaml", 18000)],
+)
+def test_a_quadratic_overlay_is_valid_and_plans_only_its_cells(overlay, burn_in):
+    """A quadratic-family overlay on top of the default: valid, the default cell and one
+    quadratic cell per learning rate, three seeds each, nothing else, burned in as it says."""
     import yaml
     from conftest import REPO
     from snakemake.utils import update_config
 
-    from limiting_dynamics.config import all_cells, quadratic_cells
+    from limiting_dynamics.config import all_cells, cell_settings, quadratic_cells
 
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    update_config(cfg, yaml.safe_load((REPO / "config" / "quadratic_lr_scan.yaml").read_text()))
+    update_config(cfg, yaml.safe_load((REPO / "config" / overlay).read_text()))
     check_config(cfg, SCHEMA)
     lrs = cfg["cells"]["quadratic"]["lr"]
     assert sorted(hp.lr for hp in quadratic_cells(cfg)) == sorted(lrs * 3)
     assert len(all_cells(cfg)) == 3 * (len(lrs) + 1) and {hp.seed for hp in all_cells(cfg)} == {0, 1, 2}
+    assert {cell_settings(hp, cfg)["burn_in_steps"] for hp in quadratic_cells(cfg)} == {burn_in}

@@ -64,3 +64,33 @@ def test_held_modes_keeps_the_modes_whose_eigenvector_held_in_every_run():
     per_mode = modes.groupby("mode")["position_var_measured_over_predicted"].mean()
     assert results_tables.held_modes(modes, quad, per_mode).index.tolist() == [1]
     assert results_tables.held_modes(modes.drop(columns="valid_steps"), quad, per_mode).index.tolist() == [1, 2, 3]
+
+
+def test_the_spread_between_seeds_is_pooled_within_cells_and_set_against_one_anchors_predicted_scatter():
+    """Two cells of three seeds whose means differ: the spread is taken about each cell's own
+    mean (pooled, 4 degrees of freedom), so the difference between the cells does not enter."""
+    import pandas as pd
+
+    rows = []
+    for lr, base in ((1e-4, 1.0), (1.5e-4, 1.3)):
+        for seed, dev in enumerate((-0.1, 0.0, 0.1)):
+            rows.append(
+                dict(lr=lr, batch_size=64, momentum=0.99, weight_decay=5e-4, seed=seed,
+                     lag_at_window_end=3000, exact_ratio_at_window_end=base + dev, exact_predicted_sd_at_window_end=0.02,
+                     lag_at_window_tenth=300, exact_ratio_at_window_tenth=base, exact_predicted_sd_at_window_tenth=0.05)
+            )  # fmt: skip
+    (text,) = results_tables._exact_between_seeds(pd.DataFrame(rows))
+    assert "(2 cells of 3 seeds, 4 degrees of freedom within cells)" in text
+    # at the longest lag: deviations +-0.1 in each cell -> pooled sd 0.1, 5x the predicted 0.02; mean 1.15 +- 0.1/sqrt(6)
+    assert (
+        "at lag 3000 their measured / predicted has mean 1.15 ± 0.04 (standard error) and standard deviation 0.10"
+        in text
+    )
+    assert "against 0.02 predicted for one anchor (5.0x)" in text
+    # at a tenth of it the seeds agree exactly: no spread, whatever the cells' different means
+    assert (
+        "at lag 300 their measured / predicted has mean 1.15 ± 0.00 (standard error) and standard deviation 0.00"
+        in text
+    )
+    # one seed per cell: no spread to measure, no sentence
+    assert results_tables._exact_between_seeds(pd.DataFrame(rows[::3])) == []

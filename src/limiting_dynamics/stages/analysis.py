@@ -121,6 +121,12 @@ COMPARISON_COLUMNS = (
     "single_anchor_sd_ratio_mode_window_min",
     "single_anchor_sd_ratio_mode_window_max",
     "sketch_over_exact_lag1",
+    "lag_at_window_end",
+    "exact_ratio_at_window_end",
+    "exact_predicted_sd_at_window_end",
+    "lag_at_window_tenth",
+    "exact_ratio_at_window_tenth",
+    "exact_predicted_sd_at_window_tenth",
     "eigenvectors_valid_steps",
     "mode_window_end",
 )
