@@ -329,7 +329,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     ),
     "exact_predicted_sd_at_window_end": (
         "1",
-        "predicted standard deviation of that ratio for one anchor (sq_dist_from_start_predicted_sd / lag_msd_predicted)",
+        "predicted standard deviation of that ratio for one anchor "
+        "(sq_dist_from_start_predicted_sd / lag_msd_predicted)",
     ),
     "lag_at_window_tenth": ("1", "the lag of the mode window nearest a tenth of its longest (steps)"),
     "exact_ratio_at_window_tenth": ("1", "exact_ratio_at_window_end, at lag_at_window_tenth"),

@@ -74,14 +74,18 @@ def test_the_spread_between_seeds_is_pooled_within_cells_and_set_against_one_anc
     rows = []
     for lr, base in ((1e-4, 1.0), (1.5e-4, 1.3)):
         for seed, dev in enumerate((-0.1, 0.0, 0.1)):
-            rows.append(
-                dict(lr=lr, batch_size=64, momentum=0.99, weight_decay=5e-4, seed=seed,
-                     lag_at_window_end=3000, exact_ratio_at_window_end=base + dev, exact_predicted_sd_at_window_end=0.02,
-                     lag_at_window_tenth=300, exact_ratio_at_window_tenth=base, exact_predicted_sd_at_window_tenth=0.05)
-            )  # fmt: skip
+            hp = dict(lr=lr, batch_size=64, momentum=0.99, weight_decay=5e-4, seed=seed)
+            end = dict(
+                lag_at_window_end=3000, exact_ratio_at_window_end=base + dev, exact_predicted_sd_at_window_end=0.02
+            )
+            tenth = dict(
+                lag_at_window_tenth=300, exact_ratio_at_window_tenth=base, exact_predicted_sd_at_window_tenth=0.05
+            )
+            rows.append(hp | end | tenth)
     (text,) = results_tables._exact_between_seeds(pd.DataFrame(rows))
     assert "(2 cells of 3 seeds, 4 degrees of freedom within cells)" in text
-    # at the longest lag: deviations +-0.1 in each cell -> pooled sd 0.1, 5x the predicted 0.02; mean 1.15 +- 0.1/sqrt(6)
+    # at the longest lag: deviations +-0.1 in each cell -> pooled sd 0.1, 5x the predicted 0.02;
+    # mean 1.15 +- 0.1 / sqrt(6)
     assert (
         "at lag 3000 their measured / predicted has mean 1.15 ± 0.04 (standard error) and standard deviation 0.10"
         in text
