@@ -759,7 +759,8 @@ def _exact_between_seeds(p: pd.DataFrame) -> list[str]:
     seeds = f"{sizes[0]}" + (f"-{sizes[-1]}" if len(sizes) > 1 else "")
     return [
         f"The seeds of a cell are independent anchors ({len(cells)} {'cell' if len(cells) == 1 else 'cells'} of "
-        f"{seeds} seeds, {dof} degrees of freedom within cells), which test that scatter apart from the theory: "
+        f"{seeds} seeds, {dof} degrees of freedom within cells: a standard deviation known to about "
+        f"{100 / np.sqrt(2 * dof):.0f}%), which test that scatter apart from the theory: "
         + "; ".join(parts)
         + ". A spread between seeds well above the predicted one with a mean near 1 says the exact check fails on "
         "the predicted scatter of one anchor, which counts every direction of an SLQ node as an independent one "

@@ -83,7 +83,7 @@ def test_the_spread_between_seeds_is_pooled_within_cells_and_set_against_one_anc
             )
             rows.append(hp | end | tenth)
     (text,) = results_tables._exact_between_seeds(pd.DataFrame(rows))
-    assert "(2 cells of 3 seeds, 4 degrees of freedom within cells)" in text
+    assert "(2 cells of 3 seeds, 4 degrees of freedom within cells: a standard deviation known to about 35%)" in text
     # at the longest lag: deviations +-0.1 in each cell -> pooled sd 0.1, 5x the predicted 0.02;
     # mean 1.15 +- 0.1 / sqrt(6)
     assert (
