@@ -538,6 +538,13 @@ def targets(summary: pd.DataFrame, modes: pd.DataFrame) -> str:
                     f"the sketch): {_fmt(quad['single_anchor_sd_ratio_mode_window_min'].min())}-"
                     f"{_fmt(quad['single_anchor_sd_ratio_mode_window_max'].max())}"
                 )
+            cells = _seed_cells(quad)
+            if cells:
+                a = _spread_between_seeds(cells, "window_end")
+                own += (
+                    f"; between seeds at lag {a['lags']}: mean {_fmt(a['mean'])} ± {_fmt(a['se'])}, spread "
+                    f"{_fmt(a['seen'] / a['predicted'], 1)}x the predicted scatter of one anchor"
+                )
             add(
                 "quadratic family (not an issue target, the exact check): the distance from theta_0, "
                 "`||theta_t - theta_0||^2` recorded exactly at every step (one anchor), within 3 standard deviations "
@@ -729,34 +736,50 @@ def _lag_msd_scatter(p: pd.DataFrame) -> list[str]:
     return [" ".join(lines), ""]
 
 
+def _seed_cells(p: pd.DataFrame) -> list[pd.DataFrame]:
+    """The cells of ``p`` with more than one seed."""
+    if "exact_ratio_at_window_end" not in p:
+        return []
+    return [g for _, g in p.groupby(list(replicates.HYPERPARAMETERS)) if len(g) > 1]
+
+
+def _spread_between_seeds(cells: list[pd.DataFrame], point: str) -> dict:
+    """The exact ratio at ``point`` (``window_end`` or ``window_tenth``) over the seeds: its mean with
+    standard error, its standard deviation pooled within cells (about each cell's own mean, as the
+    cells' predictions differ), the predicted one-anchor standard deviation and the lags."""
+    ratio = f"exact_ratio_at_{point}"
+    dof = sum(len(g) - 1 for g in cells)
+    seen = float(np.sqrt(sum(((g[ratio] - g[ratio].mean()) ** 2).sum() for g in cells) / dof))
+    n = sum(len(g) for g in cells)
+    lags = pd.concat(g[f"lag_at_{point}"] for g in cells)
+    return {
+        "mean": float(pd.concat(g[ratio] for g in cells).mean()),
+        "se": seen / np.sqrt(n),
+        "seen": seen,
+        "predicted": float(pd.concat(g[f"exact_predicted_sd_at_{point}"] for g in cells).mean()),
+        "lags": f"{_fmt(lags.min(), 0)}" + (f"-{_fmt(lags.max(), 0)}" if lags.max() > lags.min() else ""),
+        "dof": dof,
+    }
+
+
 def _exact_between_seeds(p: pd.DataFrame) -> list[str]:
     """The seeds of a cell are independent anchors: the spread of their exact ratio between them
     (pooled within cells) against the predicted scatter of one anchor, at the window's longest lag
     and at a tenth of it."""
-    if "exact_ratio_at_window_end" not in p:
-        return []
-    cells = [g for _, g in p.groupby(list(replicates.HYPERPARAMETERS)) if len(g) > 1]
+    cells = _seed_cells(p)
     if not cells:
         return []
     parts = []
     for point in ("window_tenth", "window_end"):
-        ratio = f"exact_ratio_at_{point}"
-        # pooled within cells: each cell's mean is its own, as the cells' predictions differ
-        dof = sum(len(g) - 1 for g in cells)
-        seen = np.sqrt(sum(((g[ratio] - g[ratio].mean()) ** 2).sum() for g in cells) / dof)
-        predicted = float(pd.concat(g[f"exact_predicted_sd_at_{point}"] for g in cells).mean())
-        n = sum(len(g) for g in cells)
-        mean = float(pd.concat(g[ratio] for g in cells).mean())
-        lags = pd.concat(g[f"lag_at_{point}"] for g in cells)
+        a = _spread_between_seeds(cells, point)
         parts.append(
-            f"at lag {_fmt(lags.min(), 0)}"
-            + (f"-{_fmt(lags.max(), 0)}" if lags.max() > lags.min() else "")
-            + f" their measured / predicted has mean {_fmt(mean)} ± {_fmt(seen / np.sqrt(n))} (standard error) and "
-            f"standard deviation {_fmt(seen)} between seeds, against {_fmt(predicted)} predicted for one anchor "
-            f"({_fmt(seen / predicted, 1)}x)"
+            f"at lag {a['lags']} their measured / predicted has mean {_fmt(a['mean'])} ± {_fmt(a['se'])} (standard "
+            f"error) and standard deviation {_fmt(a['seen'])} between seeds, against {_fmt(a['predicted'])} predicted "
+            f"for one anchor ({_fmt(a['seen'] / a['predicted'], 1)}x)"
         )
     sizes = sorted({len(g) for g in cells})
     seeds = f"{sizes[0]}" + (f"-{sizes[-1]}" if len(sizes) > 1 else "")
+    dof = a["dof"]
     return [
         f"The seeds of a cell are independent anchors ({len(cells)} {'cell' if len(cells) == 1 else 'cells'} of "
         f"{seeds} seeds, {dof} degrees of freedom within cells: a standard deviation known to about "
