@@ -787,8 +787,9 @@ def _exact_between_seeds(p: pd.DataFrame) -> list[str]:
         + "; ".join(parts)
         + ". A spread between seeds well above the predicted one with a mean near 1 says the exact check fails on "
         "the predicted scatter of one anchor, which counts every direction of an SLQ node as an independent one "
-        "with the noise the spectrum gives it; a noise concentrated in fewer directions scatters more with the same "
-        "mean (tests/unit/test_comparison.py)."
+        "with the noise the spectrum gives it; a distance carried by fewer directions (a noise in fewer of them, or "
+        "more of it in the flatter ones) scatters more with the same mean (tests/unit/test_comparison.py; "
+        "bench/noise_directions.py counts the directions the noise itself spreads over)."
     ]
 
 

@@ -123,3 +123,23 @@ def test_compare_targets_agrees_only_when_every_page_has_the_same_verdict(tmp_pa
     assert out[0] == "| target | A | met | B | met | C | met | same verdict |"
     assert out[2] == "| x in [0.8, 1.25] | 0.9 | yes | 0.95 | yes | 0.7 | no | **no** |"  # counts dropped, rows matched
     assert out[3] == "| y | 1 | no | 2 | no | 3 | no | yes |"
+
+
+def test_the_split_half_participation_ratio_is_not_capped_by_the_number_of_draws():
+    """400 draws of noise in 1,000 equal directions: a sample covariance's own ratio stays below
+    the 399 draws, the split-half estimate finds about 1,000; in 10 dominant directions, about 10."""
+    import numpy as np
+
+    directions = _load("noise_directions")
+    rng = np.random.default_rng(0)
+    iso = rng.standard_normal((400, 1000))
+    centred = iso - iso.mean(0)
+    eig = np.linalg.eigvalsh(centred @ centred.T)
+    assert eig.sum() ** 2 / (eig**2).sum() < 399
+    assert 900 < directions.participation_ratio(iso) < 1100
+    few = rng.standard_normal((400, 1000)) * np.r_[np.full(10, 10.0), np.full(990, 0.01)]
+    assert 9 < directions.participation_ratio(few) < 11.5
+    # the theory's count: two nodes of 100 and 300 directions, noise ~ lam (1 and 3) or alike
+    nodes, weights = np.array([1.0, 3.0, 0.0]), np.array([0.1, 0.3, 0.6])
+    assert directions.theory_ratio(nodes, weights, 1000, 0.0) == 400
+    assert directions.theory_ratio(nodes, weights, 1000, 1.0) == (100 + 900) ** 2 / (100 + 2700)
