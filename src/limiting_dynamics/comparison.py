@@ -525,20 +525,22 @@ EXACT_LAG_POINTS = {"window_end": 1.0, "window_tenth": 0.1}
 runs: at its longest lag and at the lag nearest a tenth of it."""
 
 
-def _exact_at_two_lags(ds: xr.Dataset, window: xr.DataArray) -> dict:
-    """The exact ``||theta_t - theta_0||^2`` over its prediction, and the predicted standard
-    deviation of that ratio for one anchor, at the lags of :data:`EXACT_LAG_POINTS`. The seeds
-    of a cell are independent anchors, so their spread tests the predicted one-anchor scatter
-    with data apart from it (``results_tables``); NaN where the window holds no lag."""
+def _exact_at_two_lags(ds: xr.Dataset, window: xr.DataArray, exact_ratio: xr.DataArray) -> dict:
+    """The exact ``||theta_t - theta_0||^2`` over its prediction (``exact_ratio``, per lag), and the
+    predicted standard deviation of that ratio for one anchor, at the lags of
+    :data:`EXACT_LAG_POINTS`. The seeds of a cell are independent anchors, so their spread tests the
+    predicted one-anchor scatter with data apart from it (``results_tables``); NaN where the window
+    holds no lag."""
     lags = ds.lag.where(window, drop=True).values
     out = {}
     for name, share in EXACT_LAG_POINTS.items():
         values = dict.fromkeys(("lag", "exact_ratio", "exact_predicted_sd"), float("nan"))
         if lags.size:
-            at = ds.sel(lag=int(lags[np.argmin(abs(lags - share * lags.max()))]))
+            lag = int(lags[np.argmin(abs(lags - share * lags.max()))])
+            at = ds.sel(lag=lag)
             values = {
-                "lag": float(at.lag),
-                "exact_ratio": float(at.sq_dist_from_start_measured / at.lag_msd_predicted),
+                "lag": float(lag),
+                "exact_ratio": float(exact_ratio.sel(lag=lag)),
                 "exact_predicted_sd": float(at.sq_dist_from_start_predicted_sd / at.lag_msd_predicted),
             }
         out |= {f"{key}_at_{name}": value for key, value in values.items()}
@@ -559,6 +561,7 @@ def mode_window_summary(ds: xr.Dataset) -> dict:
     ratio, iso = measured / ds.lag_msd_predicted, measured / ds.lag_msd_predicted_isotropic
     # the exact measurement: the distance from theta_0 (one anchor, no sketch), in units of its own scatter
     exact = ds.sq_dist_from_start_measured
+    exact_ratio = exact / ds.lag_msd_predicted
     own = {}
     if "sq_dist_single_anchor_sd_sketch" in ds:
         # the scatter of one anchor as the run shows it against what the theory predicts for it, both through the
@@ -570,7 +573,7 @@ def mode_window_summary(ds: xr.Dataset) -> dict:
         }
     return (
         own
-        | _exact_at_two_lags(ds, window)
+        | _exact_at_two_lags(ds, window, exact_ratio)
         | {
             "lag_msd_ratio_mode_window_min": over_window(ratio, np.min),
             "lag_msd_ratio_mode_window_max": over_window(ratio, np.max),
@@ -582,8 +585,8 @@ def mode_window_summary(ds: xr.Dataset) -> dict:
             "lag_msd_relative_sd_mode_window_max": over_window(
                 ds.lag_msd_predicted_sd / ds.lag_msd_predicted, np.nanmax
             ),
-            "lag_msd_exact_ratio_mode_window_min": over_window(exact / ds.lag_msd_predicted, np.min),
-            "lag_msd_exact_ratio_mode_window_max": over_window(exact / ds.lag_msd_predicted, np.max),
+            "lag_msd_exact_ratio_mode_window_min": over_window(exact_ratio, np.min),
+            "lag_msd_exact_ratio_mode_window_max": over_window(exact_ratio, np.max),
             "lag_msd_exact_z_mode_window_max": over_window(
                 abs(exact - ds.lag_msd_predicted) / ds.sq_dist_from_start_predicted_sd, np.nanmax
             ),

@@ -740,7 +740,7 @@ def _seed_cells(p: pd.DataFrame) -> list[pd.DataFrame]:
     """The cells of ``p`` with more than one seed."""
     if "exact_ratio_at_window_end" not in p:
         return []
-    return [g for _, g in p.groupby(list(replicates.HYPERPARAMETERS)) if len(g) > 1]
+    return [g for g in _groups(p) if len(g) > 1]
 
 
 def _spread_between_seeds(cells: list[pd.DataFrame], point: str) -> dict:
@@ -758,7 +758,6 @@ def _spread_between_seeds(cells: list[pd.DataFrame], point: str) -> dict:
         "seen": seen,
         "predicted": float(pd.concat(g[f"exact_predicted_sd_at_{point}"] for g in cells).mean()),
         "lags": f"{_fmt(lags.min(), 0)}" + (f"-{_fmt(lags.max(), 0)}" if lags.max() > lags.min() else ""),
-        "dof": dof,
     }
 
 
@@ -779,7 +778,7 @@ def _exact_between_seeds(p: pd.DataFrame) -> list[str]:
         )
     sizes = sorted({len(g) for g in cells})
     seeds = f"{sizes[0]}" + (f"-{sizes[-1]}" if len(sizes) > 1 else "")
-    dof = a["dof"]
+    dof = sum(len(g) - 1 for g in cells)
     return [
         f"The seeds of a cell are independent anchors ({len(cells)} {'cell' if len(cells) == 1 else 'cells'} of "
         f"{seeds} seeds, {dof} degrees of freedom within cells: a standard deviation known to about "
