@@ -526,15 +526,15 @@ runs: at its longest lag and at the lag nearest a tenth of it."""
 
 
 def _exact_at_two_lags(ds: xr.Dataset, window: xr.DataArray, exact_ratio: xr.DataArray) -> dict:
-    """The exact ``||theta_t - theta_0||^2`` over its prediction (``exact_ratio``, per lag), and the
-    predicted standard deviation of that ratio for one anchor, at the lags of
-    :data:`EXACT_LAG_POINTS`. The seeds of a cell are independent anchors, so their spread tests the
-    predicted one-anchor scatter with data apart from it (``results_tables``); NaN where the window
-    holds no lag."""
+    """The exact ``||theta_t - theta_0||^2`` (``exact_distance``), its ratio to the prediction
+    (``exact_ratio``, per lag) and the predicted standard deviation of that ratio for one anchor, at
+    the lags of :data:`EXACT_LAG_POINTS`. The seeds of a cell are independent anchors, so their spread
+    tests the predicted one-anchor scatter with data apart from it (``results_tables``); NaN where
+    the window holds no lag."""
     lags = ds.lag.where(window, drop=True).values
     out = {}
     for name, share in EXACT_LAG_POINTS.items():
-        values = dict.fromkeys(("lag", "exact_ratio", "exact_predicted_sd"), float("nan"))
+        values = dict.fromkeys(("lag", "exact_ratio", "exact_predicted_sd", "exact_distance"), float("nan"))
         if lags.size:
             lag = int(lags[np.argmin(abs(lags - share * lags.max()))])
             at = ds.sel(lag=lag)
@@ -542,6 +542,7 @@ def _exact_at_two_lags(ds: xr.Dataset, window: xr.DataArray, exact_ratio: xr.Dat
                 "lag": float(lag),
                 "exact_ratio": float(exact_ratio.sel(lag=lag)),
                 "exact_predicted_sd": float(at.sq_dist_from_start_predicted_sd / at.lag_msd_predicted),
+                "exact_distance": float(at.sq_dist_from_start_measured),
             }
         out |= {f"{key}_at_{name}": value for key, value in values.items()}
     return out

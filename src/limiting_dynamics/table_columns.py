@@ -332,9 +332,15 @@ COLUMNS: dict[str, tuple[str, str]] = {
         "predicted standard deviation of that ratio for one anchor "
         "(sq_dist_from_start_predicted_sd / lag_msd_predicted)",
     ),
+    "exact_distance_at_window_end": (
+        "1",
+        "the exact ||theta_t - theta_0||^2 at t = lag_at_window_end: its spread between seeds tests one anchor's "
+        "scatter apart from the predictions, whose inputs differ from seed to seed",
+    ),
     "lag_at_window_tenth": ("1", "the lag of the mode window nearest a tenth of its longest (steps)"),
     "exact_ratio_at_window_tenth": ("1", "exact_ratio_at_window_end, at lag_at_window_tenth"),
     "exact_predicted_sd_at_window_tenth": ("1", "exact_predicted_sd_at_window_end, at lag_at_window_tenth"),
+    "exact_distance_at_window_tenth": ("1", "exact_distance_at_window_end, at lag_at_window_tenth"),
     "eigenvectors_valid_steps": ("1", "median over modes of valid_steps"),
     "mode_window_end": ("1", "last step of the mode window"),
     # modes: per mode (module comparison) and the ratios of MODE_RATIOS

@@ -205,6 +205,7 @@ def test_the_spread_between_seeds_tests_the_predicted_scatter_of_the_exact_dista
     assert first.attrs["lag_at_window_end"] == 2000
     at = first.sel(lag=2000)
     assert ratio[0] == pytest.approx(float(at.sq_dist_from_start_measured / at.lag_msd_predicted))
+    assert first.attrs["exact_distance_at_window_end"] == pytest.approx(float(at.sq_dist_from_start_measured))
     assert first.attrs["lag_at_window_tenth"] == pytest.approx(200, rel=0.15)
     # the mean holds in both cases; the spread between seeds tells them apart
     assert abs(ratio.mean() - 1) < 3 * ratio.std(ddof=1) / np.sqrt(ratio.size)

@@ -71,17 +71,7 @@ def test_the_spread_between_seeds_is_pooled_within_cells_and_set_against_one_anc
     mean (pooled, 4 degrees of freedom), so the difference between the cells does not enter."""
     import pandas as pd
 
-    rows = []
-    for lr, base in ((1e-4, 1.0), (1.5e-4, 1.3)):
-        for seed, dev in enumerate((-0.1, 0.0, 0.1)):
-            hp = dict(lr=lr, batch_size=64, momentum=0.99, weight_decay=5e-4, seed=seed)
-            end = dict(
-                lag_at_window_end=3000, exact_ratio_at_window_end=base + dev, exact_predicted_sd_at_window_end=0.02
-            )
-            tenth = dict(
-                lag_at_window_tenth=300, exact_ratio_at_window_tenth=base, exact_predicted_sd_at_window_tenth=0.05
-            )
-            rows.append(hp | end | tenth)
+    rows = _seed_rows(distance_end=lambda ratio: 2.0 * ratio)  # the predictions agree; the distances spread
     (text,) = results_tables._exact_between_seeds(pd.DataFrame(rows))
     assert "(2 cells of 3 seeds, 4 degrees of freedom within cells: a standard deviation known to about 35%)" in text
     # at the longest lag: deviations +-0.1 in each cell -> pooled sd 0.1, 5x the predicted 0.02;
@@ -91,6 +81,10 @@ def test_the_spread_between_seeds_is_pooled_within_cells_and_set_against_one_anc
         in text
     )
     assert "against 0.02 predicted for one anchor (5.0x)" in text
+    # the measured distance spreads as the ratio does (relative to each cell's mean: 0.1 and 0.1 / 1.3), the
+    # predictions not at all: the runs scatter beyond one anchor
+    assert "the measured distance itself spreads 0.09 about its cell's mean (4.5x), the predictions 0.00" in text
+    assert "At the longest lag the measured distance spreads well beyond the predicted scatter of one anchor" in text
     # at a tenth of it the seeds agree exactly: no spread, whatever the cells' different means
     assert (
         "at lag 300 their measured / predicted has mean 1.15 ± 0.00 (standard error) and standard deviation 0.00"
@@ -98,3 +92,40 @@ def test_the_spread_between_seeds_is_pooled_within_cells_and_set_against_one_anc
     )
     # one seed per cell: no spread to measure, no sentence
     assert results_tables._exact_between_seeds(pd.DataFrame(rows[::3])) == []
+
+
+def _seed_rows(distance_end) -> list[dict]:
+    """Two cells of three seeds (means 1.0 and 1.3, deviations -0.1, 0, 0.1 of the exact ratio at the
+    window's end, none at a tenth of it); ``distance_end(ratio)`` gives the measured distance there."""
+    rows = []
+    for lr, base in ((1e-4, 1.0), (1.5e-4, 1.3)):
+        for seed, dev in enumerate((-0.1, 0.0, 0.1)):
+            hp = dict(lr=lr, batch_size=64, momentum=0.99, weight_decay=5e-4, seed=seed)
+            ratio = base + dev
+            end = dict(lag_at_window_end=3000, exact_ratio_at_window_end=ratio, exact_predicted_sd_at_window_end=0.02)
+            end["exact_distance_at_window_end"] = distance_end(ratio)
+            tenth = dict(
+                lag_at_window_tenth=300, exact_ratio_at_window_tenth=base, exact_predicted_sd_at_window_tenth=0.05
+            )
+            tenth["exact_distance_at_window_tenth"] = 0.5 * base
+            rows.append(hp | end | tenth)
+    return rows
+
+
+@pytest.mark.parametrize(
+    "distance_end, reading",
+    [
+        (lambda ratio: 0.2, "the excess of measured / predicted between seeds is the predictions' own"),
+        (lambda ratio: 0.2 * (1 + 0.2 * (ratio - 1)), "the excess of measured / predicted between seeds is the"),
+        (lambda ratio: 2.0 * ratio, "the measured distance spreads well beyond the predicted scatter"),
+    ],
+    ids=["runs-agree", "runs-agree-within-one-anchor", "runs-scatter"],
+)
+def test_the_spread_between_seeds_says_whether_the_runs_or_the_predictions_scatter(distance_end, reading):
+    """The same spread of measured / predicted between seeds is read from the measured distance's own
+    spread: where the runs agree (to within twice one anchor's predicted scatter) and the predictions
+    do not, the excess is the predictions'; where the runs spread, it is theirs."""
+    import pandas as pd
+
+    (text,) = results_tables._exact_between_seeds(pd.DataFrame(_seed_rows(distance_end)))
+    assert reading in text

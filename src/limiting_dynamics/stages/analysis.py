@@ -124,9 +124,11 @@ COMPARISON_COLUMNS = (
     "lag_at_window_end",
     "exact_ratio_at_window_end",
     "exact_predicted_sd_at_window_end",
+    "exact_distance_at_window_end",
     "lag_at_window_tenth",
     "exact_ratio_at_window_tenth",
     "exact_predicted_sd_at_window_tenth",
+    "exact_distance_at_window_tenth",
     "eigenvectors_valid_steps",
     "mode_window_end",
 )
