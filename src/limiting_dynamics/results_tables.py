@@ -748,7 +748,9 @@ def _seed_cells(p: pd.DataFrame) -> list[pd.DataFrame]:
 def _spread_between_seeds(cells: list[pd.DataFrame], point: str) -> dict:
     """The exact ratio at ``point`` (``window_end`` or ``window_tenth``) over the seeds: its mean with
     standard error, its standard deviation pooled within cells (about each cell's own mean, as the
-    cells' predictions differ), the predicted one-anchor standard deviation and the lags."""
+    cells' predictions differ), the same for the measured distance and for the prediction (each
+    relative to its cell's mean: which of the two spreads), the predicted one-anchor standard
+    deviation and the lags."""
     ratio, distance = f"exact_ratio_at_{point}", f"exact_distance_at_{point}"
     dof = sum(len(g) - 1 for g in cells)
 
