@@ -77,10 +77,7 @@ def main() -> None:
     rel = np.asarray(res.residuals, float) / np.abs(lam)
     print(f"{a.cell}: {res.n_products} Lanczos steps ({time.perf_counter() - start:.0f} s), converged {res.converged}")
     draws = d.train_batches(int(stage["batch_size"]), BatchDrawing.from_settings(stage), int(stage["seed"]) + 1)
-    m, params = noise._gradient_copy(model, stage["bn_mode"])
-    grads = torch.stack([noise._flat_grad(m, params, *draws.next()).double() for _ in range(a.batches)])
-    proj = (grads @ u.T).numpy()
-    sigma2 = proj.var(axis=0, ddof=1)
+    sigma2 = noise.minibatch_noise(model, draws, a.batches, u, bn_mode=stage["bn_mode"])["projection_var"]
     ratio = sigma2 / lam
     ref = float(np.median(ratio[: min(10, len(ratio))]))
     print(

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from limiting_dynamics import replicates
+from limiting_dynamics import replicates, results_tables
 
 
 def parts_at(traj: xr.Dataset, step: int, predicted: float) -> dict[str, float]:
@@ -71,20 +71,21 @@ def main() -> None:
     ap.add_argument("--family", default="quadratic", help="the cells' family (the comparison's family attribute)")
     a = ap.parse_args()
     root = Path(a.results)
-    pred = pd.read_csv(root / "analysis" / "predictions.csv")
-    pred = pred[pred[f"exact_ratio_at_{a.point}"].notna()]
     cell_keys = list(replicates.HYPERPARAMETERS)
-    pred = pred[pred.groupby(cell_keys)["cell"].transform("size") > 1]
     rows = []
-    for _, p in pred.iterrows():
-        cmp = xr.load_dataset(root / "analysis" / "theory" / f"{p['cell']}.nc")
+    pred = pd.read_csv(root / "analysis" / "predictions.csv")
+    for group in results_tables._seed_cells(pred[pred[f"exact_ratio_at_{a.point}"].notna()]):  # compared cells
+        cmp = xr.load_dataset(root / "analysis" / "theory" / f"{group['cell'].iloc[0]}.nc")
         if cmp.attrs.get("family") != a.family:
             continue
-        traj = xr.load_dataset(root / "trajectories" / f"{p['cell']}.nc")
-        lag = int(p[f"lag_at_{a.point}"])
-        step = int(traj.tensor_step.values[np.argmin(abs(traj.tensor_step.values - lag))])
-        predicted = float(cmp.lag_msd_predicted.sel(lag=lag))
-        rows.append({k: p[k] for k in cell_keys} | {"seed": p["seed"], "lag": step} | parts_at(traj, step, predicted))
+        for _, p in group.iterrows():
+            traj = xr.load_dataset(root / "trajectories" / f"{p['cell']}.nc")
+            lag = int(p[f"lag_at_{a.point}"])
+            step = int(traj.tensor_step.values[np.argmin(abs(traj.tensor_step.values - lag))])
+            predicted = p[f"exact_distance_at_{a.point}"] / p[f"exact_ratio_at_{a.point}"]
+            rows.append(
+                {k: p[k] for k in cell_keys} | {"seed": p["seed"], "lag": step} | parts_at(traj, step, predicted)
+            )
     rows = pd.DataFrame(rows)
     with pd.option_context("display.width", 200, "display.float_format", "{:.4g}".format):
         print(rows[[*cell_keys, "seed", "lag", "total"]].to_string(index=False))

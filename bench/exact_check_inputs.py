@@ -30,7 +30,7 @@ import pandas as pd
 import xarray as xr
 import yaml
 
-from limiting_dynamics import comparison, replicates, theory
+from limiting_dynamics import comparison, replicates, results_tables, theory
 from limiting_dynamics.hyperparameters import Hyperparameters
 from limiting_dynamics.result_files import open_result
 
@@ -100,46 +100,41 @@ def main() -> None:
     analysis = yaml.safe_load(open(a.config))["analysis"]
     windows = {k: tuple(analysis[k]) for k in ("stationary_window", "fit_window")}
     slopes = json.loads(Path(a.slopes).read_text()) if a.slopes else {}
-    pred = pd.read_csv(root / "analysis" / "predictions.csv")
     cell_keys = list(replicates.HYPERPARAMETERS)
-    pred = pred[pred[f"exact_ratio_at_{a.point}"].notna()]
-    pred = pred[pred.groupby(cell_keys)["cell"].transform("size") > 1]
-    rows = []
-    for _, p in pred.iterrows():
-        cell = p["cell"]
-        traj = xr.load_dataset(root / "trajectories" / f"{cell}.nc")
-        hess = open_result(root / "hessian" / f"{cell}.nc", "hessian")
-        noise = open_result(root / "noise" / f"{cell}.nc", "noise")
-        cmp = xr.load_dataset(root / "analysis" / "theory" / f"{cell}.nc")
+    cells, rows = [], []
+    pred = pd.read_csv(root / "analysis" / "predictions.csv")
+    for group in results_tables._seed_cells(pred[pred[f"exact_ratio_at_{a.point}"].notna()]):  # compared cells
+        cmp = xr.load_dataset(root / "analysis" / "theory" / f"{group['cell'].iloc[0]}.nc")
         if cmp.attrs.get("family") != a.family:
             continue
+        cells.append(group)
         lags = cmp.lag.values
-        lag = int(p[f"lag_at_{a.point}"])
-        changes = input_changes(traj, hess, noise, lags, lag, windows)
-        inputs = [k for k in changes if k not in ("predicted", "near_zero_share", "slope", "slope se")]
-        rows.append(
-            {k: p[k] for k in cell_keys}
-            | {"seed": p["seed"], "lag": lag, "exact ratio": p[f"exact_ratio_at_{a.point}"]}
-            | {"measured": float(traj.sq_dist_from_start.values[lag - 1])}
-            | {"anchor sd": p[f"exact_predicted_sd_at_{a.point}"]}
-            | changes
-            | {"inputs sd": float(np.sqrt(sum(changes[k] ** 2 for k in inputs)))}
-        )
-        if cell in slopes:
-            s = slopes[cell]["slope"]
-            again = predicted_at(traj, hess, noise, lags, lag, windows, slope=s)[0]
-            rows[-1] |= {"slope, many modes": s, "exact ratio with it": rows[-1]["measured"] / again}
+        for _, p in group.iterrows():
+            cell = p["cell"]
+            traj = xr.load_dataset(root / "trajectories" / f"{cell}.nc")
+            hess = open_result(root / "hessian" / f"{cell}.nc", "hessian")
+            noise = open_result(root / "noise" / f"{cell}.nc", "noise")
+            lag = int(p[f"lag_at_{a.point}"])
+            changes = input_changes(traj, hess, noise, lags, lag, windows)
+            inputs = [k for k in changes if k not in ("predicted", "near_zero_share", "slope", "slope se")]
+            rows.append(
+                {k: p[k] for k in cell_keys}
+                | {"seed": p["seed"], "lag": lag, "exact ratio": p[f"exact_ratio_at_{a.point}"]}
+                | {"measured": p[f"exact_distance_at_{a.point}"], "anchor sd": p[f"exact_predicted_sd_at_{a.point}"]}
+                | changes
+                | {"inputs sd": float(np.sqrt(sum(changes[k] ** 2 for k in inputs)))}
+            )
+            if cell in slopes:
+                s = slopes[cell]["slope"]
+                again = predicted_at(traj, hess, noise, lags, lag, windows, slope=s)[0]
+                rows[-1] |= {"slope, many modes": s, "exact ratio with it": rows[-1]["measured"] / again}
     rows = pd.DataFrame(rows)
     with pd.option_context("display.width", 250, "display.float_format", "{:.4g}".format):
         print(rows.drop(columns=[k for k in cell_keys if k not in ("lr",)]).to_string(index=False))
-    for name in ("measured", "predicted"):  # each quantity's own spread between seeds, relative to its cell's mean
-        rel = rows[name] / rows.groupby(cell_keys)[name].transform("mean") - 1
-        dof = len(rows) - rows.groupby(cell_keys).ngroups
-        sd = float(np.sqrt((rel**2).sum() / dof))
-        print(f"{name} distance: sd between seeds, relative to the cell's mean, {sd:.3f}")
-    centred = rows["exact ratio"] - rows.groupby(cell_keys)["exact ratio"].transform("mean")
-    dof = len(rows) - rows.groupby(cell_keys).ngroups
-    seen = float(np.sqrt((centred**2).sum() / dof))
+    spread = results_tables._spread_between_seeds(cells, a.point)  # pooled within cells, as the results page
+    print(f"measured distance: sd between seeds, relative to the cell's mean, {spread['distance_seen']:.3f}")
+    print(f"predicted distance: sd between seeds, relative to the cell's mean, {spread['predictions_seen']:.3f}")
+    seen, dof = spread["seen"], len(rows) - len(cells)
     anchor = float(np.sqrt((rows["anchor sd"] ** 2).mean()))
     both = float(np.sqrt((rows["anchor sd"] ** 2 + rows["inputs sd"] ** 2).mean()))
     print(
